@@ -1,0 +1,129 @@
+// GGUF v2/v3 reader (over mmap) and writer. The reader validates everything before use and
+// throws slm::Error naming the file, the stage and the values on any inconsistency.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/mmap_file.h"
+
+namespace slm {
+
+enum class GGUFType : uint32_t {
+  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
+  STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+};
+const char* gguf_type_name(GGUFType t);
+
+// One metadata value. Scalars keep their GGUF type; arrays keep their element type and their
+// elements (numbers widened to int64/uint64/double, strings as strings).
+struct GGUFValue {
+  GGUFType type = GGUFType::UINT8;
+  GGUFType elem_type = GGUFType::UINT8;  // for ARRAY
+  std::variant<uint64_t, int64_t, double, bool, std::string> scalar;
+  std::vector<std::variant<uint64_t, int64_t, double, bool, std::string>> array;
+
+  bool is_array() const { return type == GGUFType::ARRAY; }
+  // Conversions throw slm::Error when the stored type does not fit.
+  int64_t as_int() const;
+  uint64_t as_uint() const;
+  double as_float() const;
+  bool as_bool() const;
+  const std::string& as_string() const;
+  std::vector<std::string> as_strings() const;
+  std::vector<int64_t> as_ints() const;
+  std::vector<float> as_floats() const;
+
+  static GGUFValue u32(uint32_t v);
+  static GGUFValue i32(int32_t v);
+  static GGUFValue u64(uint64_t v);
+  static GGUFValue f32(float v);
+  static GGUFValue boolean(bool v);
+  static GGUFValue str(std::string v);
+  static GGUFValue strings(const std::vector<std::string>& v);
+  static GGUFValue i32s(const std::vector<int32_t>& v);
+  static GGUFValue f32s(const std::vector<float>& v);
+};
+
+struct TensorInfo {
+  std::string name;
+  DType type = DType::F32;
+  std::vector<int64_t> ne;  // ggml order: ne[0] is the contiguous (row) dimension
+  uint64_t offset = 0;      // from the start of the data section
+  uint64_t nbytes = 0;
+  int64_t nelements = 0;
+  const uint8_t* data = nullptr;  // into the mapped file
+  int64_t rows() const { int64_t r = 1; for (size_t i = 1; i < ne.size(); ++i) r *= ne[i]; return r; }
+};
+
+class GGUFFile {
+ public:
+  // Opens, maps and validates a file. Throws slm::Error.
+  static std::unique_ptr<GGUFFile> open(const std::string& path);
+
+  const std::string& path() const { return file_->path(); }
+  uint32_t version() const { return version_; }
+  size_t file_size() const { return file_->size(); }
+  uint64_t alignment() const { return alignment_; }
+  uint64_t data_offset() const { return data_offset_; }
+
+  // Metadata, in file order.
+  const std::vector<std::pair<std::string, GGUFValue>>& metadata() const { return kv_; }
+  const GGUFValue* find(const std::string& key) const;
+  bool has(const std::string& key) const { return find(key) != nullptr; }
+  // Required getters throw "<file>: missing metadata key <key>" when absent.
+  std::string get_string(const std::string& key) const;
+  int64_t get_int(const std::string& key) const;
+  double get_float(const std::string& key) const;
+  bool get_bool(const std::string& key) const;
+  const GGUFValue& get(const std::string& key) const;
+  // Optional getters.
+  std::optional<std::string> opt_string(const std::string& key) const;
+  std::optional<int64_t> opt_int(const std::string& key) const;
+  std::optional<double> opt_float(const std::string& key) const;
+  std::optional<bool> opt_bool(const std::string& key) const;
+
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const TensorInfo* find_tensor(const std::string& name) const;
+
+ private:
+  GGUFFile() = default;
+  void parse();
+  std::unique_ptr<MappedFile> file_;
+  uint32_t version_ = 0;
+  uint64_t alignment_ = 32;
+  uint64_t data_offset_ = 0;
+  std::vector<std::pair<std::string, GGUFValue>> kv_;
+  std::map<std::string, size_t> kv_index_;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t> tensor_index_;
+};
+
+// Writes GGUF v3. Tensor data is copied into the writer (or referenced until write()).
+class GGUFWriter {
+ public:
+  void set(const std::string& key, GGUFValue v);  // replaces an existing key, keeps order
+  void remove(const std::string& key);
+  void add_tensor(const std::string& name, DType type, std::vector<int64_t> ne,
+                  const void* data, size_t nbytes, bool copy = true);
+  void set_alignment(uint32_t a) { alignment_ = a; }
+  void write(const std::string& path) const;  // throws slm::Error on I/O failure
+  // The serialized file as bytes (used by tests that damage files).
+  std::vector<uint8_t> to_bytes() const;
+
+ private:
+  struct PendingTensor {
+    std::string name; DType type; std::vector<int64_t> ne;
+    const void* data; size_t nbytes; std::vector<uint8_t> owned;
+  };
+  std::vector<std::pair<std::string, GGUFValue>> kv_;
+  std::vector<PendingTensor> tensors_;
+  uint32_t alignment_ = 32;
+};
+
+}  // namespace slm

@@ -1,0 +1,146 @@
+#include "models/blocks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace slm::blocks {
+
+void embed(const Weight& token_embd, const Batch& b, float* x) {
+  get_rows(token_embd, b.tokens.data(), b.size(), x);
+}
+
+void split_qkv(const float* qkv, int64_t n_tokens, int64_t q_dim, int64_t k_dim, int64_t v_dim,
+               float* q, float* k, float* v) {
+  const int64_t row = q_dim + k_dim + v_dim;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* r = qkv + t * row;
+    std::memcpy(q + t * q_dim, r, q_dim * sizeof(float));
+    std::memcpy(k + t * k_dim, r + q_dim, k_dim * sizeof(float));
+    std::memcpy(v + t * v_dim, r + q_dim + k_dim, v_dim * sizeof(float));
+  }
+}
+
+void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
+            const AttentionSpec& spec, float* q, float* k, const float* v, float* out) {
+  const int64_t T = b.size();
+  const int64_t hdk = spec.head_dim_k, hdv = spec.head_dim_v;
+  const int64_t q_dim = spec.n_head * hdk, k_dim = spec.n_head_kv * hdk, v_dim = spec.n_head_kv * hdv;
+  for (int64_t t = 0; t < T; ++t) {
+    rope(q + t * q_dim, spec.n_head, hdk, b.pos[t], spec.rope);
+    rope(k + t * k_dim, spec.n_head_kv, hdk, b.pos[t], spec.rope);
+    cache.store(layer, b.seq[t], b.pos[t], k + t * k_dim, v + t * v_dim);
+  }
+  const int64_t group = spec.n_head / spec.n_head_kv;
+  const DType kv_type = cache.type();
+  const size_t kv_elem = kv_type == DType::F32 ? 4 : 2;
+  const size_t scratch = static_cast<size_t>(cache.n_ctx()) + hdk + 2 * hdv;
+  ctx.reserve_thread_scratch(scratch);
+  ctx.pool().parallel_for(T * spec.n_head, [&](int64_t begin, int64_t end, int thread) {
+    float* scores = ctx.thread_scratch(thread, scratch);
+    float* krow = scores + cache.n_ctx();
+    float* vrow = krow + hdk;
+    float* acc = vrow + hdv;
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t t = job / spec.n_head, h = job % spec.n_head, g = h / group;
+      const int32_t pos = b.pos[t];
+      const int32_t lo = cache.first_visible(layer, pos);
+      const int64_t n = pos - lo + 1;
+      const float* qh = q + t * q_dim + h * hdk;
+      for (int64_t j = 0; j < n; ++j) {
+        const auto* kr = static_cast<const uint8_t*>(cache.k_row(layer, b.seq[t], lo + j));
+        kv_row_to_floats(kv_type, kr + g * hdk * kv_elem, krow, hdk);
+        float s = 0.0f;
+        for (int64_t i = 0; i < hdk; ++i) s += qh[i] * krow[i];
+        s *= spec.scale;
+        if (spec.softcap > 0.0f) s = std::tanh(s / spec.softcap) * spec.softcap;
+        scores[j] = s;
+      }
+      softmax(scores, n);
+      std::fill(acc, acc + hdv, 0.0f);
+      for (int64_t j = 0; j < n; ++j) {
+        const auto* vr = static_cast<const uint8_t*>(cache.v_row(layer, b.seq[t], lo + j));
+        kv_row_to_floats(kv_type, vr + g * hdv * kv_elem, vrow, hdv);
+        const float p = scores[j];
+        for (int64_t i = 0; i < hdv; ++i) acc[i] += p * vrow[i];
+      }
+      std::memcpy(out + t * spec.n_head * hdv + h * hdv, acc, hdv * sizeof(float));
+    }
+  });
+}
+
+float activate(Activation act, float x) {
+  return act == Activation::SiLU ? silu(x) : gelu_tanh(x);
+}
+
+namespace {
+void glu_combine(Activation act, float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gate[i] = activate(act, gate[i]) * up[i];
+}
+}  // namespace
+
+void ffn_glu(ComputeContext& ctx, const Weight& gate, const Weight& up, const Weight& down,
+             Activation act, const float* h, int64_t n_tokens, float* out) {
+  const int64_t n_ff = gate.n_out;
+  float* g = ctx.buffer(kGate, n_tokens * n_ff);
+  float* u = ctx.buffer(kUp, n_tokens * n_ff);
+  matmul(ctx, gate, h, n_tokens, g);
+  matmul(ctx, up, h, n_tokens, u);
+  glu_combine(act, g, u, n_tokens * n_ff);
+  matmul(ctx, down, g, n_tokens, out);
+}
+
+void ffn_glu_fused(ComputeContext& ctx, const Weight& gate_up, const Weight& down,
+                   Activation act, const float* h, int64_t n_tokens, float* out) {
+  const int64_t n_ff = gate_up.n_out / 2;
+  float* gu = ctx.buffer(kUp, n_tokens * 2 * n_ff);
+  float* g = ctx.buffer(kGate, n_tokens * n_ff);
+  matmul(ctx, gate_up, h, n_tokens, gu);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* row = gu + t * 2 * n_ff;
+    float* gr = g + t * n_ff;
+    for (int64_t i = 0; i < n_ff; ++i) gr[i] = activate(act, row[i]) * row[n_ff + i];
+  }
+  matmul(ctx, down, g, n_tokens, out);
+}
+
+void add_inplace(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void output_head(ComputeContext& ctx, const Batch& b, const float* x, int64_t n_embd,
+                 const std::vector<float>& norm, float eps, const Weight& output,
+                 float final_softcap, float* logits) {
+  const int64_t n_out = b.n_outputs();
+  if (n_out == 0) return;
+  float* rows = ctx.buffer(kOutRows, n_out * n_embd);
+  int64_t r = 0;
+  for (int64_t t = 0; t < b.size(); ++t)
+    if (b.logits[t]) std::memcpy(rows + (r++) * n_embd, x + t * n_embd, n_embd * sizeof(float));
+  rms_norm(rows, norm.data(), n_out, n_embd, eps, rows);
+  matmul(ctx, output, rows, n_out, logits);
+  if (final_softcap > 0.0f) {
+    const int64_t n = n_out * output.n_out;
+    for (int64_t i = 0; i < n; ++i) logits[i] = std::tanh(logits[i] / final_softcap) * final_softcap;
+  }
+}
+
+void validate_batch(const Batch& b, const KVCache& cache, int64_t n_vocab) {
+  if (b.tokens.size() != b.pos.size() || b.tokens.size() != b.seq.size() ||
+      b.tokens.size() != b.logits.size())
+    fail("batch arrays have different lengths");
+  for (int64_t t = 0; t < b.size(); ++t) {
+    if (b.tokens[t] < 0 || b.tokens[t] >= n_vocab)
+      fail("batch token {} has id {} outside the vocabulary (0..{})", t, b.tokens[t], n_vocab - 1);
+    if (b.seq[t] < 0 || b.seq[t] >= cache.n_seq())
+      fail("batch token {} belongs to sequence {}, but the cache holds {} sequences", t, b.seq[t],
+           cache.n_seq());
+    if (b.pos[t] < 0 || b.pos[t] >= cache.n_ctx())
+      fail("position {} is beyond the context size {}: the prompt and generated text must fit "
+           "in the context (raise --ctx-size)", b.pos[t], cache.n_ctx());
+  }
+}
+
+}  // namespace slm::blocks

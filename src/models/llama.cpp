@@ -1,0 +1,98 @@
+#include "models/llama.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "models/blocks.h"
+#include "models/registry.h"
+
+namespace slm {
+
+LlamaModel::LlamaModel(std::unique_ptr<GGUFFile> file, const Variant& variant)
+    : Model(std::move(file)) {
+  read_hparams(variant);
+  bind_tensors(variant);
+}
+
+void LlamaModel::read_hparams(const Variant& variant) {
+  read_common_hparams();
+  hp_.rope.mode = variant.rope_mode;
+}
+
+void LlamaModel::bind_tensors(const Variant& variant) {
+  const bool biases = variant.qkv_biases;
+  const int64_t E = hp_.n_embd, F = hp_.n_ff, V = hp_.n_vocab;
+  const int64_t q_dim = hp_.n_head * hp_.head_dim_k;
+  const int64_t k_dim = hp_.n_head_kv * hp_.head_dim_k;
+  const int64_t v_dim = hp_.n_head_kv * hp_.head_dim_v;
+  token_embd_ = bind("token_embd.weight", E, V);
+  output_norm_ = bind_vector("output_norm.weight", E);
+  output_ = bind("output.weight", E, V, /*required=*/false);
+  if (!output_) output_ = token_embd_;  // tied embeddings
+  rope_freqs_ = bind_vector("rope_freqs.weight", hp_.rope.n_rot / 2, /*required=*/false);
+  layers_.resize(hp_.n_layer);
+  for (int64_t l = 0; l < hp_.n_layer; ++l) {
+    Layer& L = layers_[l];
+    L.attn_norm = bind_vector(layer_name(l, "attn_norm.weight"), E);
+    L.wq = bind(layer_name(l, "attn_q.weight"), E, q_dim);
+    L.wk = bind(layer_name(l, "attn_k.weight"), E, k_dim);
+    L.wv = bind(layer_name(l, "attn_v.weight"), E, v_dim);
+    L.wo = bind(layer_name(l, "attn_output.weight"), q_dim == v_dim ? q_dim : hp_.n_head * hp_.head_dim_v, E);
+    L.bq = bind_vector(layer_name(l, "attn_q.bias"), q_dim, biases);
+    L.bk = bind_vector(layer_name(l, "attn_k.bias"), k_dim, biases);
+    L.bv = bind_vector(layer_name(l, "attn_v.bias"), v_dim, biases);
+    L.ffn_norm = bind_vector(layer_name(l, "ffn_norm.weight"), E);
+    L.gate = bind(layer_name(l, "ffn_gate.weight"), E, F);
+    L.up = bind(layer_name(l, "ffn_up.weight"), E, F);
+    L.down = bind(layer_name(l, "ffn_down.weight"), F, E);
+  }
+}
+
+void LlamaModel::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, float* logits) const {
+  using namespace blocks;
+  validate_batch(b, cache, hp_.n_vocab);
+  const int64_t T = b.size(), E = hp_.n_embd;
+  const int64_t q_dim = hp_.n_head * hp_.head_dim_k, k_dim = hp_.n_head_kv * hp_.head_dim_k;
+  const int64_t v_dim = hp_.n_head_kv * hp_.head_dim_v, o_dim = hp_.n_head * hp_.head_dim_v;
+  float* x = ctx.buffer(kResidual, T * E);
+  float* h = ctx.buffer(kNormed, T * E);
+  float* q = ctx.buffer(kQ, T * q_dim);
+  float* k = ctx.buffer(kK, T * k_dim);
+  float* v = ctx.buffer(kV, T * v_dim);
+  float* attn = ctx.buffer(kAttnOut, T * o_dim);
+  float* proj = ctx.buffer(kProj, T * E);
+
+  AttentionSpec spec;
+  spec.n_head = hp_.n_head;
+  spec.n_head_kv = hp_.n_head_kv;
+  spec.head_dim_k = hp_.head_dim_k;
+  spec.head_dim_v = hp_.head_dim_v;
+  spec.scale = 1.0f / std::sqrt(static_cast<float>(hp_.head_dim_k));
+  spec.rope = hp_.rope;
+  spec.rope.freq_factors = rope_freqs_.empty() ? nullptr : rope_freqs_.data();
+
+  embed(token_embd_, b, x);
+  for (int64_t l = 0; l < hp_.n_layer; ++l) {
+    const Layer& L = layers_[l];
+    rms_norm(x, L.attn_norm.data(), T, E, hp_.norm_eps, h);
+    matmul(ctx, L.wq, h, T, q);
+    matmul(ctx, L.wk, h, T, k);
+    matmul(ctx, L.wv, h, T, v);
+    if (!L.bq.empty()) add_bias(q, L.bq.data(), T, q_dim);
+    if (!L.bk.empty()) add_bias(k, L.bk.data(), T, k_dim);
+    if (!L.bv.empty()) add_bias(v, L.bv.data(), T, v_dim);
+    attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
+    matmul(ctx, L.wo, attn, T, proj);
+    add_inplace(x, proj, T * E);
+    rms_norm(x, L.ffn_norm.data(), T, E, hp_.norm_eps, h);
+    ffn_glu(ctx, L.gate, L.up, L.down, Activation::SiLU, h, T, proj);
+    add_inplace(x, proj, T * E);
+  }
+  output_head(ctx, b, x, E, output_norm_, hp_.norm_eps, output_, 0.0f, logits);
+}
+
+std::unique_ptr<Model> make_llama(std::unique_ptr<GGUFFile> file) {
+  return std::make_unique<LlamaModel>(std::move(file), LlamaModel::Variant{});
+}
+
+}  // namespace slm

@@ -1,0 +1,32 @@
+// Llama 3.x (and Llama 2, TinyLlama, stories260K): RMSNorm, GQA attention with RoPE,
+// SwiGLU FFN, tied or untied output. Qwen2 reuses this forward pass with biases and NEOX RoPE.
+#pragma once
+#include "models/model.h"
+
+namespace slm {
+
+class LlamaModel : public Model {
+ public:
+  // The variations of the Llama block that other architectures (Qwen2) are made of.
+  struct Variant {
+    RopeMode rope_mode = RopeMode::Normal;
+    bool qkv_biases = false;  // required q/k/v biases (otherwise optional)
+  };
+  LlamaModel(std::unique_ptr<GGUFFile> file, const Variant& variant);
+  void forward(ComputeContext& ctx, const Batch& batch, KVCache& cache, float* logits) const override;
+
+ protected:
+  struct Layer {
+    std::vector<float> attn_norm, ffn_norm;
+    Weight wq, wk, wv, wo, gate, up, down;
+    std::vector<float> bq, bk, bv;  // empty when the file has none
+  };
+  void read_hparams(const Variant& variant);  // step 1
+  void bind_tensors(const Variant& variant);  // step 2
+
+  Weight token_embd_, output_;
+  std::vector<float> output_norm_, rope_freqs_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace slm

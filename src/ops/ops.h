@@ -1,0 +1,44 @@
+// The numerical building blocks of a forward pass, on float activations laid out as
+// [n_tokens][n] rows. Each follows ggml's arithmetic (accumulation widths, order of
+// operations) closely enough to agree with llama.cpp to ~1e-6 relative.
+#pragma once
+#include <cstdint>
+
+#include "ops/compute.h"
+#include "ops/tensor.h"
+
+namespace slm {
+
+// y[t][o] = sum_i W[o][i] * x[t][i]. Activations are first converted to the weight type's
+// dot-product type (e.g. Q8_0 blocks for Q4_0 weights), as llama.cpp does.
+void matmul(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y);
+
+// out[t] = decoded row ids[t] of w (embedding lookup).
+void get_rows(const Weight& w, const int32_t* ids, int64_t n, float* out);
+
+// out = x / sqrt(mean(x^2) + eps) * weight, per row of n values (weight may be null).
+void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps,
+              float* out);
+
+// Add bias[n] to each of n_rows rows.
+void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n);
+
+enum class RopeMode { Normal, Neox };
+struct RopeParams {
+  RopeMode mode = RopeMode::Normal;
+  int n_rot = 0;            // rotated dimensions per head (<= head_dim)
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;  // linear scaling: 1 / factor
+  const float* freq_factors = nullptr;  // n_rot/2 divisors (llama3 rope_freqs, LongRoPE)
+  float attn_factor = 1.0f;             // scales cos/sin (LongRoPE's mscale)
+};
+// Rotate n_heads heads of head_dim values at position pos, in place.
+void rope(float* x, int64_t n_heads, int64_t head_dim, int32_t pos, const RopeParams& p);
+
+// In-place softmax over n values.
+void softmax(float* x, int64_t n);
+
+float silu(float x);
+float gelu_tanh(float x);
+
+}  // namespace slm

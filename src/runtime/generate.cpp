@@ -1,0 +1,55 @@
+#include "runtime/generate.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace slm {
+
+GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler,
+                        std::span<const int32_t> prompt, int n_predict,
+                        const std::function<bool(const std::string&)>& on_text) {
+  if (prompt.empty()) fail("the prompt is empty: nothing to continue from");
+  if (static_cast<int64_t>(prompt.size()) >= session.n_ctx())
+    fail("the prompt has {} tokens but the context holds {}: shorten the prompt or raise the "
+         "context size (-c)", prompt.size(), session.n_ctx());
+  // Reuse the part of the prompt the cache already holds; always evaluate at least the last
+  // prompt token so there are logits to sample from.
+  const auto& have = session.tokens();
+  size_t common = 0;
+  while (common < have.size() && common < prompt.size() && have[common] == prompt[common]) ++common;
+  common = std::min(common, prompt.size() - 1);
+  session.truncate(static_cast<int32_t>(common));
+  sampler.reset();
+  for (int32_t t : prompt) sampler.accept(t);
+
+  GenerateResult r;
+  StreamDecoder decoder(tok);
+  const std::vector<float>* logits = &session.eval(prompt.subspan(common));
+  for (int i = 0; n_predict < 0 || i < n_predict; ++i) {
+    const int32_t next = sampler.sample(logits->data());
+    if (tok.is_eog(next)) {
+      r.stopped_at_eog = true;
+      break;
+    }
+    sampler.accept(next);
+    r.tokens.push_back(next);
+    const std::string piece = decoder.push(next);
+    r.text += piece;
+    if (!piece.empty() && !on_text(piece)) break;
+    if (session.n_past() >= session.n_ctx()) {
+      r.context_full = true;
+      break;
+    }
+    if (n_predict >= 0 && i + 1 == n_predict) break;  // the last token needs no evaluation
+    logits = &session.eval(std::span<const int32_t>(&r.tokens.back(), 1));
+  }
+  const std::string rest = decoder.flush();
+  if (!rest.empty()) {
+    r.text += rest;
+    on_text(rest);
+  }
+  return r;
+}
+
+}  // namespace slm

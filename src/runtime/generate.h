@@ -1,0 +1,28 @@
+// Text generation on a Session: evaluate a prompt (reusing the cached prefix), then sample
+// until an end-of-generation token, the token limit, or the end of the context.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runtime/session.h"
+#include "sampling/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace slm {
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated ids (the end-of-generation token excluded)
+  std::string text;
+  bool stopped_at_eog = false;
+  bool context_full = false;
+};
+
+// on_text receives complete UTF-8 pieces as they are produced; returning false stops.
+GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler,
+                        std::span<const int32_t> prompt, int n_predict,
+                        const std::function<bool(const std::string&)>& on_text);
+
+}  // namespace slm

@@ -1,0 +1,82 @@
+#include "runtime/kv_cache.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/fp16.h"
+
+namespace slm {
+
+FullKVCache::FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type)
+    : shape_(shape), n_ctx_(n_ctx), n_seq_(n_seq), type_(type) {
+  if (type != DType::F32 && type != DType::F16)
+    fail("KV cache type {} is not supported (use f16 or f32)", dtype_name(type));
+  if (n_ctx <= 0 || n_seq <= 0) fail("KV cache needs n_ctx > 0 and n_seq > 0 (got {}, {})", n_ctx, n_seq);
+  elem_ = type == DType::F32 ? 4 : 2;
+  const size_t rows = static_cast<size_t>(shape.n_layer) * n_seq * n_ctx;
+  k_.resize(rows * shape.k_dim * elem_);
+  v_.resize(rows * shape.v_dim * elem_);
+  lengths_.assign(n_seq, 0);
+}
+
+void FullKVCache::check(int layer, int seq, int32_t pos) const {
+  if (layer < 0 || layer >= shape_.n_layer || seq < 0 || seq >= n_seq_ || pos < 0 || pos >= n_ctx_)
+    fail("KV cache access out of range: layer {} seq {} pos {} (layers {}, sequences {}, context {})",
+         layer, seq, pos, shape_.n_layer, n_seq_, n_ctx_);
+}
+
+namespace {
+void encode_row(DType type, const float* src, uint8_t* dst, int64_t n) {
+  if (type == DType::F32) {
+    std::memcpy(dst, src, n * sizeof(float));
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t h = fp32_to_fp16(src[i]);
+      std::memcpy(dst + 2 * i, &h, 2);
+    }
+  }
+}
+}  // namespace
+
+void FullKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
+  check(layer, seq, pos);
+  const size_t idx = index(layer, seq, pos);
+  encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
+  encode_row(type_, v, v_.data() + idx * shape_.v_dim * elem_, shape_.v_dim);
+  if (layer == 0) lengths_[seq] = std::max(lengths_[seq], pos + 1);
+}
+
+const void* FullKVCache::k_row(int layer, int seq, int32_t pos) const {
+  check(layer, seq, pos);
+  return k_.data() + index(layer, seq, pos) * shape_.k_dim * elem_;
+}
+
+const void* FullKVCache::v_row(int layer, int seq, int32_t pos) const {
+  check(layer, seq, pos);
+  return v_.data() + index(layer, seq, pos) * shape_.v_dim * elem_;
+}
+
+void FullKVCache::truncate(int seq, int32_t from) {
+  if (seq < 0 || seq >= n_seq_) fail("KV cache: no sequence {}", seq);
+  lengths_[seq] = std::min(lengths_[seq], std::max(from, 0));
+}
+
+std::unique_ptr<KVCache> make_full_kv_cache(const KVShape& shape, int n_ctx, int n_seq, DType type) {
+  return std::make_unique<FullKVCache>(shape, n_ctx, n_seq, type);
+}
+
+void kv_row_to_floats(DType type, const void* row, float* out, int64_t n) {
+  if (type == DType::F32) {
+    std::memcpy(out, row, n * sizeof(float));
+    return;
+  }
+  const auto* p = static_cast<const uint8_t*>(row);
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    out[i] = fp16_to_fp32(h);
+  }
+}
+
+}  // namespace slm

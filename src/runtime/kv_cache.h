@@ -1,0 +1,72 @@
+// The key/value cache, behind an interface: a forward pass stores each token's K and V
+// rows and reads back the rows a query may see. Many sequences live in one cache (a server
+// batches users together); each sequence has its own positions 0..n_ctx-1.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace slm {
+
+struct KVShape {
+  int n_layer = 0;
+  int64_t k_dim = 0;  // n_head_kv * head_dim_k
+  int64_t v_dim = 0;  // n_head_kv * head_dim_v
+};
+
+class KVCache {
+ public:
+  virtual ~KVCache() = default;
+  virtual int n_ctx() const = 0;
+  virtual int n_seq() const = 0;
+  virtual DType type() const = 0;  // F32 or F16 storage
+  // Store token `pos` of sequence `seq` for `layer`, k of k_dim and v of v_dim floats.
+  virtual void store(int layer, int seq, int32_t pos, const float* k, const float* v) = 0;
+  // First position a query at `pos` may attend to in `layer` (sliding windows move it).
+  virtual int32_t first_visible(int layer, int32_t pos) const = 0;
+  // Stored rows in type(), valid for first_visible(layer, p) <= pos <= p after store(..p..).
+  virtual const void* k_row(int layer, int seq, int32_t pos) const = 0;
+  virtual const void* v_row(int layer, int seq, int32_t pos) const = 0;
+  // Forget sequence `seq` from position `from` on (0 = the whole sequence).
+  virtual void truncate(int seq, int32_t from) = 0;
+  // Number of positions currently held for seq (next position to fill).
+  virtual int32_t seq_length(int seq) const = 0;
+  virtual size_t bytes() const = 0;
+};
+
+// Every position of every sequence kept: n_seq * n_ctx rows per layer.
+class FullKVCache : public KVCache {
+ public:
+  FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type);
+  int n_ctx() const override { return n_ctx_; }
+  int n_seq() const override { return n_seq_; }
+  DType type() const override { return type_; }
+  void store(int layer, int seq, int32_t pos, const float* k, const float* v) override;
+  int32_t first_visible(int, int32_t) const override { return 0; }
+  const void* k_row(int layer, int seq, int32_t pos) const override;
+  const void* v_row(int layer, int seq, int32_t pos) const override;
+  void truncate(int seq, int32_t from) override;
+  int32_t seq_length(int seq) const override { return lengths_[seq]; }
+  size_t bytes() const override { return k_.size() + v_.size(); }
+
+ private:
+  size_t index(int layer, int seq, int32_t pos) const {
+    return (static_cast<size_t>(layer) * n_seq_ + seq) * n_ctx_ + pos;
+  }
+  void check(int layer, int seq, int32_t pos) const;
+  KVShape shape_;
+  int n_ctx_, n_seq_;
+  DType type_;
+  size_t elem_;
+  std::vector<uint8_t> k_, v_;
+  std::vector<int32_t> lengths_;
+};
+
+std::unique_ptr<KVCache> make_full_kv_cache(const KVShape& shape, int n_ctx, int n_seq, DType type);
+
+// Convert a stored row back to floats (F32 rows are copied).
+void kv_row_to_floats(DType type, const void* row, float* out, int64_t n);
+
+}  // namespace slm

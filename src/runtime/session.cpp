@@ -1,0 +1,52 @@
+#include "runtime/session.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace slm {
+
+namespace {
+int resolve_ctx(const Model& m, int n_ctx) {
+  const int64_t train = m.hparams().n_ctx_train;
+  if (n_ctx < 0) fail("context size {} must be positive", n_ctx);
+  if (n_ctx == 0) return static_cast<int>(std::min<int64_t>(train, 1 << 20));
+  return n_ctx;
+}
+}  // namespace
+
+Session::Session(const Model& model, const SessionOptions& opts)
+    : model_(model), opts_(opts),
+      cache_(model.make_cache(resolve_ctx(model, opts.n_ctx), 1, opts.kv_type)),
+      ctx_(opts.n_threads) {
+  if (opts_.n_batch <= 0) fail("batch size {} must be positive", opts_.n_batch);
+}
+
+const std::vector<float>& Session::eval(std::span<const int32_t> tokens, bool all_logits) {
+  const int64_t n_vocab = model_.hparams().n_vocab;
+  if (tokens.empty()) fail("nothing to evaluate: empty token list");
+  if (tokens_.size() + tokens.size() > static_cast<size_t>(n_ctx()))
+    fail("{} tokens do not fit in the context: {} already used of {} (raise the context size "
+         "with -c, or shorten the prompt)", tokens.size(), tokens_.size(), n_ctx());
+  logits_.resize((all_logits ? tokens.size() : 1) * n_vocab);
+  size_t out_row = 0;
+  for (size_t start = 0; start < tokens.size(); start += opts_.n_batch) {
+    const size_t end = std::min(tokens.size(), start + static_cast<size_t>(opts_.n_batch));
+    batch_.clear();
+    for (size_t i = start; i < end; ++i)
+      batch_.add(tokens[i], static_cast<int32_t>(tokens_.size() + (i - start)), 0,
+                 all_logits || i + 1 == tokens.size());
+    model_.forward(ctx_, batch_, *cache_, logits_.data() + out_row * n_vocab);
+    out_row += batch_.n_outputs();
+    tokens_.insert(tokens_.end(), tokens.begin() + start, tokens.begin() + end);
+  }
+  return logits_;
+}
+
+void Session::truncate(int32_t n) {
+  n = std::clamp<int32_t>(n, 0, n_past());
+  tokens_.resize(n);
+  cache_->truncate(0, n);
+}
+
+}  // namespace slm

@@ -1,0 +1,50 @@
+// One conversation's state on a model: its KV cache, compute context and the tokens it has
+// seen. A server owns one Session per user (or one with many sequences); nothing global.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "models/model.h"
+#include "ops/compute.h"
+#include "runtime/kv_cache.h"
+
+namespace slm {
+
+struct SessionOptions {
+  int n_ctx = 4096;      // 0: the model's training context
+  int n_threads = 1;
+  int n_batch = 512;     // prompt tokens evaluated per forward pass
+  DType kv_type = DType::F16;
+};
+
+class Session {
+ public:
+  Session(const Model& model, const SessionOptions& opts);
+
+  const Model& model() const { return model_; }
+  int n_ctx() const { return cache_->n_ctx(); }
+  int32_t n_past() const { return static_cast<int32_t>(tokens_.size()); }
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  size_t kv_bytes() const { return cache_->bytes(); }
+
+  // Appends tokens to the sequence and evaluates them in batches of n_batch. Returns the
+  // logits of the last token (n_vocab floats), or, with all_logits, of every token
+  // (n_tokens x n_vocab). Throws slm::Error if they do not fit in the context.
+  const std::vector<float>& eval(std::span<const int32_t> tokens, bool all_logits = false);
+  // Forget everything from position n on (keeps the cached prefix).
+  void truncate(int32_t n);
+  void reset() { truncate(0); }
+
+ private:
+  const Model& model_;
+  SessionOptions opts_;
+  std::unique_ptr<KVCache> cache_;
+  ComputeContext ctx_;
+  Batch batch_;
+  std::vector<int32_t> tokens_;
+  std::vector<float> logits_;
+};
+
+}  // namespace slm

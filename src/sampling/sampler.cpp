@@ -1,0 +1,261 @@
+#include "sampling/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+
+namespace slm {
+
+namespace {
+
+// The ring for a windowed penalty is allocated up front; past this size -1 (whole history,
+// which needs no ring) is the sensible choice, and a typo such as 1e9 should not allocate 4 GB.
+constexpr int32_t kMaxRepeatLastN = 1 << 24;
+
+// Before the top-p cut the candidates are sorted only as far as needed: most distributions
+// reach the mass within a few hundred tokens, so a full sort of a 128k vocabulary is rare.
+constexpr size_t kTopPFirstChunk = 256;
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+}  // namespace
+
+// Descending logit, ties by ascending id: a strict total order over the candidates (which are
+// never NaN), so sorts are deterministic whatever the algorithm, and the best m candidates
+// are one well-defined set.
+struct Sampler::Better {
+  bool operator()(const Candidate& a, const Candidate& b) const {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+  }
+};
+
+// Moves the (mid - first) best of [first, last) to the front, sorted. A heap-based
+// partial_sort is fastest for a short prefix (most elements are rejected by one compare with
+// the heap top); for a long one, selection then sorting the prefix is O(n + m log m) instead
+// of O(n log m) with heap operations. Neither allocates (std::stable_sort would).
+void Sampler::sort_prefix(Candidate* first, Candidate* mid, Candidate* last) {
+  if (mid == first) return;
+  if (mid - first <= 128) {
+    std::partial_sort(first, mid, last, Better{});
+  } else {
+    if (mid != last) std::nth_element(first, mid, last, Better{});
+    std::sort(first, mid, Better{});
+  }
+}
+
+Sampler::Sampler(const SamplerParams& p, int32_t n_vocab) : params_(p), n_vocab_(n_vocab) {
+  // The checks are written as !(x in range) so that NaN fails them too.
+  if (n_vocab <= 0) fail("sampler: vocabulary size {} must be positive", n_vocab);
+  if (!(p.temperature >= 0.0f) || std::isinf(p.temperature))
+    fail("sampler: temperature {} must be finite and >= 0 (0 = greedy)", p.temperature);
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
+    fail("sampler: top-p {} must be in (0, 1] (1 = off)", p.top_p);
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f))
+    fail("sampler: min-p {} must be in [0, 1] (0 = off)", p.min_p);
+  if (!(p.repeat_penalty > 0.0f) || std::isinf(p.repeat_penalty))
+    fail("sampler: repeat penalty {} must be finite and > 0 (1 = off)", p.repeat_penalty);
+  if (p.repeat_last_n < -1 || p.repeat_last_n > kMaxRepeatLastN)
+    fail("sampler: repeat-last-n {} must be -1 (whole history), 0 (off) or in [1, {}]",
+         p.repeat_last_n, kMaxRepeatLastN);
+  if (!std::isfinite(p.presence_penalty))
+    fail("sampler: presence penalty {} must be finite", p.presence_penalty);
+  if (!std::isfinite(p.frequency_penalty))
+    fail("sampler: frequency penalty {} must be finite", p.frequency_penalty);
+
+  // Same condition as llama.cpp's penalties sampler for being a no-op; then no history is kept.
+  penalties_on_ = p.repeat_last_n != 0 &&
+                  (p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f ||
+                   p.frequency_penalty != 0.0f);
+
+  const auto nv = static_cast<size_t>(n_vocab);
+  cand_.resize(nv);
+  prob_.resize(nv);
+  if (penalties_on_) {
+    count_.assign(nv, 0);
+    if (p.repeat_last_n > 0) ring_.resize(static_cast<size_t>(p.repeat_last_n));
+  }
+  reset();
+}
+
+void Sampler::reset() {
+  std::fill(count_.begin(), count_.end(), 0);
+  ring_head_ = 0;
+  ring_size_ = 0;
+  // A 32-bit seed seeds mt19937 directly, as llama.cpp's dist sampler does; a wider one goes
+  // through seed_seq (also fully specified) so its high bits are not silently dropped.
+  if (params_.seed <= 0xFFFFFFFFull) {
+    rng_.seed(static_cast<std::mt19937::result_type>(params_.seed));
+  } else {
+    std::seed_seq seq{static_cast<uint32_t>(params_.seed),
+                      static_cast<uint32_t>(params_.seed >> 32)};
+    rng_.seed(seq);
+  }
+}
+
+void Sampler::accept(int32_t token) {
+  if (token < 0 || token >= n_vocab_)
+    fail("sampler: accepted token {} is outside the vocabulary [0, {})", token, n_vocab_);
+  if (!penalties_on_) return;
+  const auto t = static_cast<size_t>(token);
+  if (ring_.empty()) {
+    // Whole history: counts only. Saturate rather than overflow (2^31 tokens is not a
+    // realistic history, but signed overflow would be UB).
+    if (count_[t] < std::numeric_limits<int32_t>::max()) ++count_[t];
+    return;
+  }
+  if (ring_size_ == ring_.size()) {
+    --count_[static_cast<size_t>(ring_[ring_head_])];  // the oldest token leaves the window
+  } else {
+    ++ring_size_;
+  }
+  ring_[ring_head_] = token;
+  ++count_[t];
+  ring_head_ = (ring_head_ + 1) % ring_.size();
+}
+
+double Sampler::uniform() {
+  // genrand_res53 from the reference Mersenne Twister: 27 + 26 bits -> a double in [0, 1).
+  // Unlike std::uniform_real_distribution, this is the same with every standard library.
+  const uint64_t a = static_cast<uint64_t>(rng_()) >> 5;
+  const uint64_t b = static_cast<uint64_t>(rng_()) >> 6;
+  return (static_cast<double>(a) * 67108864.0 + static_cast<double>(b)) *
+         (1.0 / 9007199254740992.0);
+}
+
+size_t Sampler::collect(const float* logits) {
+  const float rp = params_.repeat_penalty;
+  const float fp = params_.frequency_penalty;
+  const float pp = params_.presence_penalty;
+  float mx = kNegInf;
+  int32_t best = -1;
+  size_t n = 0;
+  Candidate* out = cand_.data();
+  for (int32_t i = 0; i < n_vocab_; ++i) {
+    float l = logits[i];
+    // -inf is a mask and is fine; NaN or +inf mean the forward pass went wrong, and would
+    // poison the softmax, so say so instead of returning an arbitrary token.
+    if (std::isnan(l) || l == std::numeric_limits<float>::infinity())
+      fail("sampler: logit of token {} is {}", i, l);
+    if (penalties_on_) {
+      const int32_t c = count_[static_cast<size_t>(i)];
+      // A masked (-inf) token stays masked; skipping it also avoids -inf - -inf = NaN.
+      if (c > 0 && l > kNegInf) {
+        // llama.cpp's formulas, in float and in the same order so results match bit for bit.
+        // Multiplying negatives (instead of dividing) keeps the penalty a penalty.
+        l = l <= 0.0f ? l * rp : l / rp;
+        l -= static_cast<float>(c) * fp + 1.0f * pp;
+        // A penalty below 1 or a negative frequency/presence penalty can overflow to +inf,
+        // which the softmax cannot take; the largest float keeps the token the favourite.
+        if (l == std::numeric_limits<float>::infinity()) l = std::numeric_limits<float>::max();
+      }
+    }
+    // Masked tokens never become candidates, so no stage has to think about them.
+    if (l > kNegInf) {
+      out[n++] = Candidate{l, i};
+      // Strict > keeps the lowest id among equal maxima.
+      if (l > mx) {
+        mx = l;
+        best = i;
+      }
+    }
+  }
+  if (n == 0) fail("sampler: every logit is -inf, no token can be sampled");
+  max_logit_ = mx;
+  argmax_ = best;
+  return n;
+}
+
+size_t Sampler::top_k(size_t n) {
+  const int32_t k = params_.top_k;
+  if (k <= 0 || static_cast<size_t>(k) >= n) return n;
+  const auto kk = static_cast<size_t>(k);
+  // The k best end up sorted at the front, which top_p then reuses.
+  Candidate* c = cand_.data();
+  sort_prefix(c, c + kk, c + n);
+  return kk;
+}
+
+size_t Sampler::top_p(size_t n, bool sorted) {
+  const float p = params_.top_p;
+  if (p >= 1.0f) return n;
+  // Probabilities at temperature 1 over the current candidates (temperature comes later in
+  // llama.cpp's chain, so top-p sees the untempered distribution). Double for the sums so
+  // the cut does not drift on a 128k vocabulary.
+  Candidate* c = cand_.data();
+  const double mx = max_logit_;
+  double sum = 0.0;
+  for (size_t j = 0; j < n; ++j) sum += std::exp(static_cast<double>(c[j].logit) - mx);
+  const double target = static_cast<double>(p) * sum;
+
+  // Keep the smallest prefix (in descending order) whose mass reaches p. The prefix is
+  // sorted in growing chunks: each chunk is the best of what is left, so the running sum
+  // carries over, and a peaked distribution never pays for sorting the whole vocabulary.
+  double cum = 0.0;
+  size_t done = 0;
+  size_t chunk = sorted ? n : std::min(n, kTopPFirstChunk);
+  for (;;) {
+    if (!sorted) sort_prefix(c + done, c + chunk, c + n);
+    for (; done < chunk; ++done) {
+      cum += std::exp(static_cast<double>(c[done].logit) - mx);
+      if (cum >= target) return done + 1;
+    }
+    if (chunk == n) return n;  // rounding kept us just short of p: keep everything
+    chunk = std::min(n, chunk * 4);
+  }
+}
+
+size_t Sampler::min_p(size_t n) {
+  const float mp = params_.min_p;
+  if (mp <= 0.0f) return n;
+  // prob_i >= min_p * prob_max  <=>  logit_i >= logit_max + log(min_p) (llama.cpp's form,
+  // which needs no softmax). The max is always kept. Compaction is stable, so a sorted
+  // prefix stays sorted.
+  const float threshold = max_logit_ + std::log(mp);
+  Candidate* c = cand_.data();
+  size_t m = 0;
+  for (size_t j = 0; j < n; ++j)
+    if (c[j].logit >= threshold) c[m++] = c[j];
+  return m;
+}
+
+int32_t Sampler::draw(size_t n) {
+  // Softmax at the temperature, unnormalised: weights exp((l - max) / T) lie in [0, 1] and
+  // the max has weight 1, so the sum is >= 1 and never overflows. Divide rather than multiply
+  // by 1/T: for a denormal T, 1/T is +inf and 0 * inf = NaN.
+  const float t = params_.temperature;
+  const float mx = max_logit_;
+  const Candidate* c = cand_.data();
+  float* w = prob_.data();
+  double sum = 0.0;
+  for (size_t j = 0; j < n; ++j) {
+    w[j] = std::exp((c[j].logit - mx) / t);
+    sum += w[j];
+  }
+  // Inverse CDF. One draw per call, even when one candidate is left, so the generator's
+  // position depends only on how many tokens were sampled.
+  const double target = uniform() * sum;
+  double cum = 0.0;
+  size_t last_nonzero = 0;
+  for (size_t j = 0; j < n; ++j) {
+    if (w[j] > 0.0f) last_nonzero = j;
+    cum += w[j];
+    if (target < cum) return c[j].id;
+  }
+  // u * sum rounded up to sum: the draw belongs to the last token with any weight.
+  return c[last_nonzero].id;
+}
+
+int32_t Sampler::sample(const float* logits) {
+  const size_t all = collect(logits);
+  // Greedy is the argmax of the penalised logits; top-k/top-p/min-p always keep the argmax,
+  // and llama.cpp's temperature <= 0 keeps only the max, so the result is the same.
+  if (params_.temperature <= 0.0f) return argmax_;
+  size_t n = top_k(all);
+  n = top_p(n, /*sorted=*/n < all);
+  n = min_p(n);
+  return draw(n);
+}
+
+}  // namespace slm

@@ -1,0 +1,89 @@
+// Token sampler: llama.cpp's default chain without the optional stages we do not implement
+// (DRY, top-n-sigma, typical, XTC, mirostat):
+//
+//   penalties -> top-k -> top-p -> min-p -> temperature -> softmax -> draw
+//
+// which is the order of llama.cpp's common_params_sampling::samplers default. Greedy
+// (temperature <= 0) is the argmax of the penalised logits; the truncation stages never drop
+// the argmax, so running them first would not change the answer and they are skipped.
+//
+// A Sampler owns every buffer it needs (sized n_vocab at construction), so sample() and
+// accept() do not allocate. The random draw uses std::mt19937 (fully specified by the
+// standard) and converts its output to a uniform double ourselves, so a fixed seed gives the
+// same tokens with any standard library. Not thread-safe: one Sampler per sequence.
+#pragma once
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace slm {
+
+struct SamplerParams {
+  float temperature = 0.8f;       // 0: greedy (argmax; ties -> lowest id). Must be >= 0.
+  int32_t top_k = 40;             // <= 0: off
+  float top_p = 0.95f;            // in (0, 1]; 1: off
+  float min_p = 0.05f;            // in [0, 1]; 0: off
+  float repeat_penalty = 1.0f;    // > 0; 1: off. logit > 0 ? logit / p : logit * p
+  int32_t repeat_last_n = 64;     // window the penalties look at (0 = off, -1 = whole history)
+  float presence_penalty = 0.0f;  // subtracted once from every token present in the window
+  float frequency_penalty = 0.0f; // subtracted count times from every token in the window
+  uint64_t seed = 0xFFFFFFFF;     // always used as the seed (unlike llama.cpp, where this value
+                                  // means "random"): the same seed gives the same tokens
+};
+
+class Sampler {
+ public:
+  // Throws slm::Error when a parameter is out of range or n_vocab <= 0.
+  Sampler(const SamplerParams& p, int32_t n_vocab);
+
+  // Picks the next token from n_vocab logits. The logits are read, never written. Tokens
+  // whose logit is -inf are never picked (a mask); NaN or +inf logits, or a vocabulary with
+  // no finite logit, throw slm::Error. Does not record the token: call accept() for that.
+  int32_t sample(const float* logits);
+
+  // Records a token in the penalty window (prompt tokens too, as llama.cpp does). Throws
+  // slm::Error when the id is outside [0, n_vocab).
+  void accept(int32_t token);
+
+  // Forgets the history and reseeds the generator, as if freshly constructed.
+  void reset();
+
+  const SamplerParams& params() const { return params_; }
+  int32_t n_vocab() const { return n_vocab_; }
+
+ private:
+  struct Candidate {
+    float logit;  // after penalties
+    int32_t id;
+  };
+  struct Better;  // sort order: logit descending, then id ascending
+  static void sort_prefix(Candidate* first, Candidate* mid, Candidate* last);
+
+  double uniform();                       // [0, 1) with 53 random bits
+  size_t collect(const float* logits);    // penalties + finite logits -> cand_, sets max/argmax
+  size_t top_k(size_t n);                 // sorts the kept prefix
+  size_t top_p(size_t n, bool sorted);    // sorts (at least) the kept prefix
+  size_t min_p(size_t n);                 // keeps the relative order
+  int32_t draw(size_t n);
+
+  SamplerParams params_;
+  int32_t n_vocab_;
+  bool penalties_on_;  // some penalty is not neutral and the window is not empty
+  std::mt19937 rng_;
+
+  // Candidates (logit and id together, so sorting touches contiguous memory) and their
+  // unnormalised weights by position. Both sized n_vocab once.
+  std::vector<Candidate> cand_;
+  std::vector<float> prob_;
+  float max_logit_ = 0;   // largest penalised finite logit, set by collect()
+  int32_t argmax_ = -1;   // its lowest id, set by collect()
+
+  // Penalty window: count of each token among the last repeat_last_n accepted tokens (or all
+  // of them with -1), plus a ring of the window's tokens so the oldest can be retired.
+  std::vector<int32_t> count_;
+  std::vector<int32_t> ring_;
+  size_t ring_head_ = 0;  // next slot to write
+  size_t ring_size_ = 0;  // tokens currently in the ring
+};
+
+}  // namespace slm

@@ -1,0 +1,95 @@
+// Internal: the vocabulary shared by the tokenizer algorithms (BPE, SPM, WordPiece).
+// Not part of the public API; see tokenizer.h.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace slm::tok {
+
+// Token attributes, bit-compatible with llama.cpp's llama_token_attr so that the rules copied
+// from it (which tokens are special, which render, which strip spaces) read the same.
+enum Attr : uint32_t {
+  kAttrUndefined = 0,
+  kAttrUnknown = 1u << 0,
+  kAttrUnused = 1u << 1,
+  kAttrNormal = 1u << 2,
+  kAttrControl = 1u << 3,
+  kAttrUserDefined = 1u << 4,
+  kAttrByte = 1u << 5,
+  kAttrNormalized = 1u << 6,
+  kAttrLstrip = 1u << 7,
+  kAttrRstrip = 1u << 8,
+  kAttrSingleWord = 1u << 9,
+};
+
+// Hash usable with both std::string and std::string_view keys (heterogeneous lookup), so that
+// lookups of substrings do not allocate. std::hash<string_view> equals std::hash<string> for
+// the same bytes, which keeps iteration order identical to a plain string-keyed map.
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+template <class V>
+using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
+struct TokenData {
+  std::string text;
+  float score = 0.0f;
+  uint32_t attr = kAttrNormal;
+};
+
+struct Vocab {
+  std::vector<TokenData> tokens;
+  StringMap<int32_t> text_to_id;
+  size_t max_token_len = 0;  // in bytes, for WordPiece's longest-match search
+  int32_t unk_id = -1;
+
+  int32_t n() const { return static_cast<int32_t>(tokens.size()); }
+  int32_t find(std::string_view text) const {
+    auto it = text_to_id.find(text);
+    return it == text_to_id.end() ? -1 : it->second;
+  }
+};
+
+// Byte-level BPE (tokenizer.ggml.model = gpt2).
+enum class PreType { Llama3, Qwen2 };
+
+class RegexSplitter;  // PCRE2 pre-tokenizer, bpe.cpp
+
+class BpeModel {
+ public:
+  BpeModel(const Vocab& vocab, PreType pre, bool ignore_merges,
+           const std::vector<std::string_view>& merges);
+  ~BpeModel();
+  BpeModel(const BpeModel&) = delete;
+  BpeModel& operator=(const BpeModel&) = delete;
+  // Tokenizes one fragment of raw text (special tokens already split off).
+  void tokenize(std::string_view text, std::vector<int32_t>& out) const;
+
+ private:
+  int rank(std::string_view left, std::string_view right, std::string& key_buf) const;
+  const Vocab& vocab_;
+  bool ignore_merges_;
+  std::unique_ptr<RegexSplitter> splitter_;
+  // key: "<left> <right>", exactly the merge line as stored in the GGUF; value: its index.
+  StringMap<int32_t> ranks_;
+};
+
+// SentencePiece BPE (tokenizer.ggml.model = llama). text must already have spaces replaced
+// by U+2581 and the optional leading space added.
+void spm_tokenize(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out);
+
+// WordPiece (tokenizer.ggml.model = bert).
+struct WpmOptions {
+  bool lowercase = true;
+  bool strip_accents = true;
+};
+void wpm_tokenize(const Vocab& vocab, const WpmOptions& opt, std::string_view text,
+                  std::vector<int32_t>& out);
+
+}  // namespace slm::tok

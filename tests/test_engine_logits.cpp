@@ -1,0 +1,95 @@
+// Golden tests: slm's logits against llama.cpp's (build de3ff81, see shared/fixtures/README.md)
+// for every fixture model, batch and one-token-at-a-time, within the tolerances there.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "models/model.h"
+#include "runtime/session.h"
+#include "support/fixtures.h"
+#include "support/logits_file.h"
+
+namespace {
+
+using slm::test::LogitsFile;
+
+struct Case {
+  const char* stem;      // path under shared/ without .gguf
+  const char* logits;    // reference file under shared/
+  double max_rel_l2;     // per position
+  double min_argmax_agreement;
+};
+
+std::string case_name(const testing::TestParamInfo<Case>& info) {
+  std::string s = std::filesystem::path(info.param.stem).filename().string();
+  std::replace_if(s.begin(), s.end(), [](char c) { return !isalnum(static_cast<unsigned char>(c)); }, '_');
+  return s;
+}
+
+class FixtureLogits : public testing::TestWithParam<std::tuple<Case, bool>> {};
+
+void check_against_reference(const Case& c, bool one_at_a_time) {
+  SLM_REQUIRE_FIXTURE(model_path, std::string(c.stem) + ".gguf");
+  SLM_REQUIRE_FIXTURE(ref_path, c.logits);
+  const LogitsFile ref = slm::test::read_logits_file(ref_path);
+  auto model = slm::Model::load(model_path.string());
+  ASSERT_EQ(model->hparams().n_vocab, ref.n_vocab);
+  slm::SessionOptions so;
+  so.n_ctx = ref.n_tokens;
+  so.n_threads = 2;
+  so.kv_type = slm::DType::F32;
+  so.n_batch = one_at_a_time ? 1 : ref.n_tokens;
+  slm::Session session(*model, so);
+  std::vector<float> ours(static_cast<size_t>(ref.n_tokens) * ref.n_vocab);
+  if (one_at_a_time) {
+    for (int i = 0; i < ref.n_tokens; ++i) {
+      const auto& l = session.eval(std::span<const int32_t>(&ref.tokens[i], 1));
+      std::copy(l.begin(), l.begin() + ref.n_vocab, ours.begin() + static_cast<size_t>(i) * ref.n_vocab);
+    }
+  } else {
+    const auto& l = session.eval(ref.tokens, true);
+    std::copy(l.begin(), l.begin() + ours.size(), ours.begin());
+  }
+  int agree = 0;
+  double worst = 0;
+  for (int i = 0; i < ref.n_tokens; ++i) {
+    const float* a = ours.data() + static_cast<size_t>(i) * ref.n_vocab;
+    const double e = slm::test::relative_l2(a, ref.row(i), ref.n_vocab);
+    worst = std::max(worst, e);
+    EXPECT_LE(e, c.max_rel_l2) << "position " << i;
+    agree += slm::test::argmax(a, ref.n_vocab) == slm::test::argmax(ref.row(i), ref.n_vocab);
+  }
+  const double agreement = static_cast<double>(agree) / ref.n_tokens;
+  EXPECT_GE(agreement, c.min_argmax_agreement);
+  std::printf("  %s (%s): worst relative L2 %.3g, argmax agreement %.0f%%\n", c.stem,
+              one_at_a_time ? "seq" : "batch", worst, 100 * agreement);
+}
+
+TEST_P(FixtureLogits, MatchesReference) {
+  check_against_reference(std::get<0>(GetParam()), std::get<1>(GetParam()));
+}
+
+constexpr double kF32 = 1e-4, kF16 = 5e-3, kQuant = 3e-2;
+
+INSTANTIATE_TEST_SUITE_P(
+    LlamaQwen, FixtureLogits,
+    testing::Combine(
+        testing::Values(
+            Case{"fixtures/logits/llama-L2-E64-F32", "fixtures/logits/llama-L2-E64-F32.batch.logits", kF32, 1.0},
+            Case{"fixtures/logits/llama-L2-E64-Q8_0", "fixtures/logits/llama-L2-E64-Q8_0.batch.logits", kQuant, 0.9},
+            Case{"fixtures/logits/llama-L2-E64-Q4_0", "fixtures/logits/llama-L2-E64-Q4_0.batch.logits", kQuant, 0.9},
+            Case{"fixtures/logits/qwen2-L2-E64-F32", "fixtures/logits/qwen2-L2-E64-F32.batch.logits", kF32, 1.0},
+            Case{"fixtures/logits/qwen2-L2-E64-Q8_0", "fixtures/logits/qwen2-L2-E64-Q8_0.batch.logits", kQuant, 0.9},
+            Case{"fixtures/logits/qwen2-L2-E64-Q4_0", "fixtures/logits/qwen2-L2-E64-Q4_0.batch.logits", kQuant, 0.9},
+            Case{"fixtures/kquants/kq-llama-L2-E256-F16", "fixtures/kquants/kq-llama-L2-E256-F16.batch.logits", kF16, 0.9},
+            Case{"fixtures/kquants/kq-llama-L2-E256-Q8_0", "fixtures/kquants/kq-llama-L2-E256-Q8_0.batch.logits", kQuant, 0.9},
+            Case{"fixtures/kquants/kq-llama-L2-E256-Q6_K", "fixtures/kquants/kq-llama-L2-E256-Q6_K.batch.logits", kQuant, 0.9},
+            Case{"fixtures/kquants/kq-llama-L2-E256-Q4_K_M", "fixtures/kquants/kq-llama-L2-E256-Q4_K_M.batch.logits", kQuant, 0.9},
+            Case{"models/stories260K", "models/stories260K.batch.logits", kF32, 1.0}),
+        testing::Bool()),
+    [](const testing::TestParamInfo<std::tuple<Case, bool>>& info) {
+      return case_name({std::get<0>(info.param), info.index}) +
+             (std::get<1>(info.param) ? "_seq" : "_batch");
+    });
+
+}  // namespace

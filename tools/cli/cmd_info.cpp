@@ -1,0 +1,55 @@
+// slm info: what a GGUF file holds.
+#include <fmt/format.h>
+
+#include <map>
+
+#include "commands.h"
+#include "core/gguf.h"
+#include "models/model.h"
+
+namespace slm::cli {
+
+Runner add_info(CLI::App& app) {
+  auto model_path = std::make_shared<std::string>();
+  app.add_option("-m,--model", *model_path, "GGUF file")->required();
+  return [model_path]() {
+    auto model = Model::load(*model_path);
+    const GGUFFile& f = model->gguf();
+    const HParams& hp = model->hparams();
+    fmt::print("file:          {}\n", f.path());
+    fmt::print("file size:     {} bytes ({:.2f} MiB)\n", f.file_size(), f.file_size() / 1048576.0);
+    fmt::print("gguf version:  {}\n", f.version());
+    if (auto name = f.opt_string("general.name")) fmt::print("name:          {}\n", *name);
+    fmt::print("architecture:  {}\n", hp.arch);
+    fmt::print("n_vocab:       {}\n", hp.n_vocab);
+    fmt::print("n_ctx_train:   {}\n", hp.n_ctx_train);
+    fmt::print("n_embd:        {}\n", hp.n_embd);
+    fmt::print("n_layer:       {}\n", hp.n_layer);
+    fmt::print("n_head:        {}\n", hp.n_head);
+    fmt::print("n_head_kv:     {}\n", hp.n_head_kv);
+    fmt::print("head_dim:      {} (k) {} (v)\n", hp.head_dim_k, hp.head_dim_v);
+    fmt::print("n_ff:          {}\n", hp.n_ff);
+    fmt::print("norm_eps:      {:g}\n", hp.norm_eps);
+    fmt::print("rope:          {} n_rot {} base {:g} scale {:g}\n",
+               hp.rope.mode == RopeMode::Neox ? "neox" : "normal", hp.rope.n_rot,
+               hp.rope.freq_base, hp.rope.freq_scale);
+    if (hp.sliding_window) fmt::print("sliding_window: {}\n", hp.sliding_window);
+    if (hp.attn_softcap > 0) fmt::print("attn_softcap:  {:g}\n", hp.attn_softcap);
+    if (hp.final_softcap > 0) fmt::print("final_softcap: {:g}\n", hp.final_softcap);
+    std::map<std::string, std::pair<int, uint64_t>> types;
+    int64_t params = 0;
+    for (const TensorInfo& t : f.tensors()) {
+      auto& e = types[dtype_name(t.type)];
+      e.first++;
+      e.second += t.nbytes;
+      params += t.nelements;
+    }
+    fmt::print("parameters:    {} ({:.3f} B)\n", params, params / 1e9);
+    fmt::print("tensors:       {}\n", f.tensors().size());
+    for (const auto& [name, e] : types)
+      fmt::print("  {:8} {:5} tensors {:12} bytes\n", name, e.first, e.second);
+    return 0;
+  };
+}
+
+}  // namespace slm::cli

@@ -1,0 +1,65 @@
+// slm run: generate a continuation of a prompt, streamed to stdout.
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "commands.h"
+#include "core/error.h"
+#include "generation_options.h"
+#include "models/model.h"
+#include "runtime/generate.h"
+#include "runtime/session.h"
+#include "tokenizer/tokenizer.h"
+
+namespace slm::cli {
+
+void GenerationOptions::add_to(CLI::App& app) {
+  app.add_option("-m,--model", model, "GGUF model")->required();
+  app.add_option("-n,--n-predict", n_predict, "tokens to generate (-1: until end of generation)");
+  app.add_option("--temp", sampling.temperature, "temperature (0: greedy)");
+  app.add_option("--top-k", sampling.top_k, "top-k (0: off)");
+  app.add_option("--top-p", sampling.top_p, "top-p (1: off)");
+  app.add_option("--min-p", sampling.min_p, "min-p (0: off)");
+  app.add_option("--repeat-penalty", sampling.repeat_penalty, "repetition penalty (1: off)");
+  app.add_option("--repeat-last-n", sampling.repeat_last_n, "tokens the penalties look back on");
+  app.add_option("--presence-penalty", sampling.presence_penalty, "presence penalty (0: off)");
+  app.add_option("--frequency-penalty", sampling.frequency_penalty, "frequency penalty (0: off)");
+  app.add_option("--seed", sampling.seed, "random seed (same seed, same text)");
+  app.add_option("-t,--threads", threads, "threads (default: all cores)");
+  app.add_option("-c,--ctx-size", n_ctx, "context size (0: the model's training context)");
+  app.add_option("--kv-type", kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+}
+
+SessionOptions GenerationOptions::session_options(const Model& m) const {
+  SessionOptions so;
+  so.n_threads = threads > 0 ? threads : default_threads();
+  const int64_t train = m.hparams().n_ctx_train;
+  if (n_ctx > 0) so.n_ctx = n_ctx;
+  else if (n_ctx == 0) so.n_ctx = static_cast<int>(std::min<int64_t>(train, 1 << 20));
+  else so.n_ctx = static_cast<int>(std::min<int64_t>(train, 4096));
+  so.kv_type = static_cast<DType>(parse_kv_type(kv_type));
+  return so;
+}
+
+Runner add_run(CLI::App& app) {
+  auto o = std::make_shared<GenerationOptions>();
+  auto prompt = std::make_shared<std::string>();
+  o->add_to(app);
+  app.add_option("-p,--prompt", *prompt, "prompt text")->required();
+  return [o, prompt]() {
+    auto model = Model::load(o->model);
+    auto tok = Tokenizer::from_gguf(model->gguf());
+    Session session(*model, o->session_options(*model));
+    Sampler sampler(o->sampling, static_cast<int32_t>(model->hparams().n_vocab));
+    const std::vector<int32_t> ids = tok->encode(*prompt, /*add_special=*/true, /*parse_special=*/false);
+    GenerateResult r = generate(session, *tok, sampler, ids, o->n_predict, [](const std::string& s) {
+      std::fwrite(s.data(), 1, s.size(), stdout);
+      std::fflush(stdout);
+      return true;
+    });
+    if (r.context_full) fmt::print(stderr, "\nslm: stopped: the context ({} tokens) is full\n", session.n_ctx());
+    return 0;
+  };
+}
+
+}  // namespace slm::cli

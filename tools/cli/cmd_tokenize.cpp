@@ -1,0 +1,41 @@
+// slm tokenize: token ids of a text taken verbatim (no escapes, special tokens not parsed).
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "commands.h"
+#include "core/error.h"
+#include "core/gguf.h"
+#include "tokenizer/tokenizer.h"
+
+namespace slm::cli {
+
+std::string read_whole_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open for reading", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Runner add_tokenize(CLI::App& app) {
+  struct Opts { std::string model, prompt, file; bool no_bos = false; };
+  auto o = std::make_shared<Opts>();
+  app.add_option("-m,--model", o->model, "GGUF file (a vocabulary-only file is enough)")->required();
+  auto* p = app.add_option("-p,--prompt", o->prompt, "text to tokenize");
+  auto* f = app.add_option("--file", o->file, "file whose bytes are tokenized");
+  p->excludes(f);
+  app.add_flag("--no-bos", o->no_bos, "do not add the BOS token");
+  return [o, p, f]() {
+    if (!p->count() && !f->count()) fail("tokenize needs -p TEXT or --file FILE");
+    const std::string text = f->count() ? read_whole_file(o->file) : o->prompt;
+    auto gguf = GGUFFile::open(o->model);
+    auto tok = Tokenizer::from_gguf(*gguf);
+    const std::vector<int32_t> ids = tok->encode(text, !o->no_bos, /*parse_special=*/false);
+    fmt::print("{}\n", fmt::join(ids, " "));
+    return 0;
+  };
+}
+
+}  // namespace slm::cli

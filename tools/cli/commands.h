@@ -1,0 +1,24 @@
+// The slm subcommands. Each registers its options on a CLI11 subcommand and returns the
+// function that runs it; logs go to stderr, results to stdout.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+namespace slm::cli {
+
+using Runner = std::function<int()>;
+
+Runner add_info(CLI::App& app);
+Runner add_tokenize(CLI::App& app);
+Runner add_logits(CLI::App& app);
+Runner add_run(CLI::App& app);
+Runner add_chat(CLI::App& app);
+Runner add_chat_template(CLI::App& app);
+
+// Default worker threads: the machine's cores (at least 1).
+int default_threads();
+// "f16" / "f32" -> DType id, or throws slm::Error.
+uint32_t parse_kv_type(const std::string& s);
+
+}  // namespace slm::cli

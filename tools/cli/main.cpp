@@ -1,0 +1,63 @@
+// slm: run small language models from GGUF files on the CPU.
+#include <cstdio>
+#include <exception>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include "commands.h"
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace slm::cli {
+
+int default_threads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+uint32_t parse_kv_type(const std::string& s) {
+  if (s == "f16") return static_cast<uint32_t>(DType::F16);
+  if (s == "f32") return static_cast<uint32_t>(DType::F32);
+  fail("--kv-type '{}' is not supported (use f16 or f32)", s);
+}
+
+}  // namespace slm::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"slm: run small language models from GGUF files on the CPU"};
+  app.require_subcommand(1);
+  std::vector<std::pair<CLI::App*, slm::cli::Runner>> commands;
+  auto add = [&](slm::cli::Runner (*fn)(CLI::App&), const char* name, const char* desc) {
+    CLI::App* sub = app.add_subcommand(name, desc);
+    commands.emplace_back(sub, fn(*sub));
+  };
+  add(&slm::cli::add_run, "run", "generate text from a prompt");
+  add(&slm::cli::add_chat, "chat", "interactive chat using the model's chat template");
+  add(&slm::cli::add_tokenize, "tokenize", "print the token ids of a text");
+  add(&slm::cli::add_logits, "logits", "write the logits of every prompt position to a file");
+  add(&slm::cli::add_info, "info", "describe a GGUF model file");
+  add(&slm::cli::add_chat_template, "chat-template", "render a chat template with a JSON context");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto& [sub, run] : commands)
+      if (sub->parsed()) return run();
+  } catch (const slm::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "slm: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "slm: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "slm: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
