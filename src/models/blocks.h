@@ -35,7 +35,7 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
 void split_qkv(const float* qkv, int64_t n_tokens, int64_t q_dim, int64_t k_dim, int64_t v_dim,
                float* q, float* k, float* v);
 
-enum class Activation { SiLU, GeluTanh };
+enum class Activation { SiLU, GeluTanh, GeluTanhFp16Table };
 float activate(Activation act, float x);
 // out = down(act(gate(h)) * up(h)), h [T][n_embd].
 void ffn_glu(ComputeContext& ctx, const Weight& gate, const Weight& up, const Weight& down,

@@ -27,7 +27,7 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
   }
 }
 
-std::unique_ptr<KVCache> Model::make_cache(int n_ctx, int n_seq, DType type) const {
+std::unique_ptr<KVCache> Model::make_cache(int n_ctx, int n_seq, int, DType type) const {
   return make_full_kv_cache(kv_shape(), n_ctx, n_seq, type);
 }
 

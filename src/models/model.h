@@ -49,7 +49,7 @@ class Model {
     return {static_cast<int>(hp_.n_layer), hp_.n_head_kv * hp_.head_dim_k, hp_.n_head_kv * hp_.head_dim_v};
   }
   // The cache this architecture needs (sliding-window models override).
-  virtual std::unique_ptr<KVCache> make_cache(int n_ctx, int n_seq, DType type) const;
+  virtual std::unique_ptr<KVCache> make_cache(int n_ctx, int n_seq, int n_batch, DType type) const;
   // Runs the batch: stores its K/V in the cache and writes n_vocab logits for every token
   // whose logits flag is set, in batch order.
   virtual void forward(ComputeContext& ctx, const Batch& batch, KVCache& cache,

@@ -9,6 +9,8 @@ const std::vector<std::pair<std::string, ModelFactory>>& table() {
   static const std::vector<std::pair<std::string, ModelFactory>> t = {
       {"llama", &make_llama},
       {"qwen2", &make_qwen2},
+      {"gemma2", &make_gemma2},
+      {"phi3", &make_phi3},
   };
   return t;
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/fp16.h"
 
 namespace slm {
 
@@ -142,6 +143,13 @@ float gelu_tanh(float x) {
   constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
   constexpr float kCoef = 0.044715f;
   return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoef * x * x)));
+}
+
+float gelu_tanh_fp16_table(float x) {
+  if (x <= -10.0f) return 0.0f;
+  if (x >= 10.0f) return x;
+  const float xr = fp16_to_fp32(fp32_to_fp16(x));
+  return fp16_to_fp32(fp32_to_fp16(gelu_tanh(xr)));
 }
 
 }  // namespace slm

@@ -57,9 +57,10 @@ const void* FullKVCache::v_row(int layer, int seq, int32_t pos) const {
   return v_.data() + index(layer, seq, pos) * shape_.v_dim * elem_;
 }
 
-void FullKVCache::truncate(int seq, int32_t from) {
+int32_t FullKVCache::truncate(int seq, int32_t from) {
   if (seq < 0 || seq >= n_seq_) fail("KV cache: no sequence {}", seq);
   lengths_[seq] = std::min(lengths_[seq], std::max(from, 0));
+  return lengths_[seq];
 }
 
 std::unique_ptr<KVCache> make_full_kv_cache(const KVShape& shape, int n_ctx, int n_seq, DType type) {
@@ -77,6 +78,75 @@ void kv_row_to_floats(DType type, const void* row, float* out, int64_t n) {
     std::memcpy(&h, p + 2 * i, 2);
     out[i] = fp16_to_fp32(h);
   }
+}
+
+}  // namespace slm
+
+namespace slm {
+
+SlidingWindowKVCache::SlidingWindowKVCache(const KVShape& shape, std::vector<int32_t> layer_windows,
+                                           int n_ctx, int n_seq, int n_batch, DType type)
+    : shape_(shape), windows_(std::move(layer_windows)), n_ctx_(n_ctx), n_seq_(n_seq), type_(type) {
+  if (type != DType::F32 && type != DType::F16)
+    fail("KV cache type {} is not supported (use f16 or f32)", dtype_name(type));
+  if (n_ctx <= 0 || n_seq <= 0 || n_batch <= 0)
+    fail("KV cache needs positive context, sequences and batch (got {}, {}, {})", n_ctx, n_seq, n_batch);
+  if (static_cast<int>(windows_.size()) != shape.n_layer)
+    fail("sliding-window cache: {} windows for {} layers", windows_.size(), shape.n_layer);
+  elem_ = type == DType::F32 ? 4 : 2;
+  size_t rows = 0;
+  for (int32_t w : windows_) {
+    if (w < 0) fail("sliding window {} must not be negative", w);
+    const int64_t cap = w == 0 ? n_ctx : std::min<int64_t>(n_ctx, int64_t{w} + n_batch - 1);
+    capacity_.push_back(static_cast<int32_t>(cap));
+    layer_base_.push_back(rows);
+    rows += static_cast<size_t>(cap) * n_seq;
+  }
+  k_.resize(rows * shape.k_dim * elem_);
+  v_.resize(rows * shape.v_dim * elem_);
+  lengths_.assign(n_seq, 0);
+}
+
+size_t SlidingWindowKVCache::row_index(int layer, int seq, int32_t pos) const {
+  if (layer < 0 || layer >= shape_.n_layer || seq < 0 || seq >= n_seq_ || pos < 0 || pos >= n_ctx_)
+    fail("KV cache access out of range: layer {} seq {} pos {} (layers {}, sequences {}, context {})",
+         layer, seq, pos, shape_.n_layer, n_seq_, n_ctx_);
+  const int32_t cap = capacity_[layer];
+  return layer_base_[layer] + static_cast<size_t>(seq) * cap + pos % cap;
+}
+
+void SlidingWindowKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
+  const size_t idx = row_index(layer, seq, pos);
+  encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
+  encode_row(type_, v, v_.data() + idx * shape_.v_dim * elem_, shape_.v_dim);
+  if (layer == 0) lengths_[seq] = std::max(lengths_[seq], pos + 1);
+}
+
+int32_t SlidingWindowKVCache::first_visible(int layer, int32_t pos) const {
+  const int32_t w = windows_[layer];
+  return w == 0 ? 0 : std::max<int32_t>(0, pos - w + 1);
+}
+
+const void* SlidingWindowKVCache::k_row(int layer, int seq, int32_t pos) const {
+  return k_.data() + row_index(layer, seq, pos) * shape_.k_dim * elem_;
+}
+
+const void* SlidingWindowKVCache::v_row(int layer, int seq, int32_t pos) const {
+  return v_.data() + row_index(layer, seq, pos) * shape_.v_dim * elem_;
+}
+
+int32_t SlidingWindowKVCache::truncate(int seq, int32_t from) {
+  if (seq < 0 || seq >= n_seq_) fail("KV cache: no sequence {}", seq);
+  from = std::min(lengths_[seq], std::max(from, 0));
+  // A query at `from` needs keys from - window + 1 .. from - 1. A ring of capacity c still
+  // holds positions >= length - c; if the needed ones were overwritten, start over.
+  for (size_t l = 0; l < windows_.size(); ++l) {
+    if (windows_[l] == 0) continue;
+    const int32_t oldest_kept = lengths_[seq] - capacity_[l];
+    if (from - windows_[l] + 1 < oldest_kept && from > 0) from = 0;
+  }
+  lengths_[seq] = from;
+  return from;
 }
 
 }  // namespace slm

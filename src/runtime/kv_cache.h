@@ -29,8 +29,10 @@ class KVCache {
   // Stored rows in type(), valid for first_visible(layer, p) <= pos <= p after store(..p..).
   virtual const void* k_row(int layer, int seq, int32_t pos) const = 0;
   virtual const void* v_row(int layer, int seq, int32_t pos) const = 0;
-  // Forget sequence `seq` from position `from` on (0 = the whole sequence).
-  virtual void truncate(int seq, int32_t from) = 0;
+  // Forget sequence `seq` from position `from` on (0 = the whole sequence). Returns the
+  // length actually kept, which is less than `from` when a cache cannot keep that prefix
+  // valid (a ring that has overwritten rows the next query would need).
+  virtual int32_t truncate(int seq, int32_t from) = 0;
   // Number of positions currently held for seq (next position to fill).
   virtual int32_t seq_length(int seq) const = 0;
   virtual size_t bytes() const = 0;
@@ -47,7 +49,7 @@ class FullKVCache : public KVCache {
   int32_t first_visible(int, int32_t) const override { return 0; }
   const void* k_row(int layer, int seq, int32_t pos) const override;
   const void* v_row(int layer, int seq, int32_t pos) const override;
-  void truncate(int seq, int32_t from) override;
+  int32_t truncate(int seq, int32_t from) override;
   int32_t seq_length(int seq) const override { return lengths_[seq]; }
   size_t bytes() const override { return k_.size() + v_.size(); }
 
@@ -68,5 +70,39 @@ std::unique_ptr<KVCache> make_full_kv_cache(const KVShape& shape, int n_ctx, int
 
 // Convert a stored row back to floats (F32 rows are copied).
 void kv_row_to_floats(DType type, const void* row, float* out, int64_t n);
+
+}  // namespace slm
+
+namespace slm {
+
+// Sliding-window attention (Gemma 2, some Phi-3): layers with a window keep only a ring of
+// window + n_batch - 1 rows per sequence, enough for every query of a batch to see its last
+// `window` keys; layers without one (window 0) keep every position.
+class SlidingWindowKVCache : public KVCache {
+ public:
+  SlidingWindowKVCache(const KVShape& shape, std::vector<int32_t> layer_windows, int n_ctx,
+                       int n_seq, int n_batch, DType type);
+  int n_ctx() const override { return n_ctx_; }
+  int n_seq() const override { return n_seq_; }
+  DType type() const override { return type_; }
+  void store(int layer, int seq, int32_t pos, const float* k, const float* v) override;
+  int32_t first_visible(int layer, int32_t pos) const override;
+  const void* k_row(int layer, int seq, int32_t pos) const override;
+  const void* v_row(int layer, int seq, int32_t pos) const override;
+  int32_t truncate(int seq, int32_t from) override;
+  int32_t seq_length(int seq) const override { return lengths_[seq]; }
+  size_t bytes() const override { return k_.size() + v_.size(); }
+
+ private:
+  size_t row_index(int layer, int seq, int32_t pos) const;
+  KVShape shape_;
+  std::vector<int32_t> windows_, capacity_;
+  std::vector<size_t> layer_base_;  // first row of each layer
+  int n_ctx_, n_seq_;
+  DType type_;
+  size_t elem_;
+  std::vector<uint8_t> k_, v_;
+  std::vector<int32_t> lengths_;
+};
 
 }  // namespace slm

@@ -17,7 +17,7 @@ int resolve_ctx(const Model& m, int n_ctx) {
 
 Session::Session(const Model& model, const SessionOptions& opts)
     : model_(model), opts_(opts),
-      cache_(model.make_cache(resolve_ctx(model, opts.n_ctx), 1, opts.kv_type)),
+      cache_(model.make_cache(resolve_ctx(model, opts.n_ctx), 1, std::max(opts.n_batch, 1), opts.kv_type)),
       ctx_(opts.n_threads) {
   if (opts_.n_batch <= 0) fail("batch size {} must be positive", opts_.n_batch);
 }
@@ -45,8 +45,8 @@ const std::vector<float>& Session::eval(std::span<const int32_t> tokens, bool al
 
 void Session::truncate(int32_t n) {
   n = std::clamp<int32_t>(n, 0, n_past());
+  n = cache_->truncate(0, n);
   tokens_.resize(n);
-  cache_->truncate(0, n);
 }
 
 }  // namespace slm

@@ -76,6 +76,15 @@ Sampler::Sampler(const SamplerParams& p, int32_t n_vocab) : params_(p), n_vocab_
     count_.assign(nv, 0);
     if (p.repeat_last_n > 0) ring_.resize(static_cast<size_t>(p.repeat_last_n));
   }
+  // A 32-bit seed seeds mt19937 directly, as llama.cpp's dist sampler does; a wider one goes
+  // through seed_seq (also fully specified) so its high bits are not silently dropped. The
+  // seeded state is kept so reset() is a copy (seed_seq allocates).
+  if (p.seed <= 0xFFFFFFFFull) {
+    seeded_.seed(static_cast<std::mt19937::result_type>(p.seed));
+  } else {
+    std::seed_seq seq{static_cast<uint32_t>(p.seed), static_cast<uint32_t>(p.seed >> 32)};
+    seeded_.seed(seq);
+  }
   reset();
 }
 
@@ -83,15 +92,7 @@ void Sampler::reset() {
   std::fill(count_.begin(), count_.end(), 0);
   ring_head_ = 0;
   ring_size_ = 0;
-  // A 32-bit seed seeds mt19937 directly, as llama.cpp's dist sampler does; a wider one goes
-  // through seed_seq (also fully specified) so its high bits are not silently dropped.
-  if (params_.seed <= 0xFFFFFFFFull) {
-    rng_.seed(static_cast<std::mt19937::result_type>(params_.seed));
-  } else {
-    std::seed_seq seq{static_cast<uint32_t>(params_.seed),
-                      static_cast<uint32_t>(params_.seed >> 32)};
-    rng_.seed(seq);
-  }
+  rng_ = seeded_;
 }
 
 void Sampler::accept(int32_t token) {

@@ -69,6 +69,7 @@ class Sampler {
   SamplerParams params_;
   int32_t n_vocab_;
   bool penalties_on_;  // some penalty is not neutral and the window is not empty
+  std::mt19937 seeded_;  // the generator right after seeding, for reset()
   std::mt19937 rng_;
 
   // Candidates (logit and id together, so sorting touches contiguous memory) and their

@@ -152,29 +152,73 @@ class RegexSplitter {
   bool jit_ = false;
 };
 
+namespace {
+uint64_t pair_key(int32_t l, int32_t r) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r);
+}
+uint64_t mix(uint64_t x) {  // splitmix64 finaliser: spreads the ids over the table
+  x ^= x >> 30;
+  x *= 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 27;
+  x *= 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
 BpeModel::BpeModel(const Vocab& vocab, PreType pre, bool ignore_merges,
                    const std::vector<std::string_view>& merges)
     : vocab_(vocab), ignore_merges_(ignore_merges) {
   splitter_ = std::make_unique<RegexSplitter>(pre == PreType::Llama3 ? kRegexLlama3 : kRegexQwen2);
-  ranks_.reserve(merges.size());
+  // llama.cpp splits each line at the first space after position 0 and keys the rank on the
+  // (left, right) pair of strings; a duplicate keeps its first (lowest) rank.
+  std::vector<std::pair<uint64_t, int32_t>> by_id;
+  by_id.reserve(merges.size());
   for (size_t i = 0; i < merges.size(); ++i) {
-    // llama.cpp splits each line at the first space after position 0 and keys the rank on
-    // the pair; since symbols never contain a space, the line itself is an equivalent key.
-    // A duplicate keeps its first (lowest) rank, as emplace does there.
     const std::string_view line = merges[i];
-    if (line.find(' ', 1) == std::string_view::npos) continue;
-    ranks_.emplace(std::string(line), static_cast<int32_t>(i));
+    const size_t sp = line.find(' ', 1);
+    if (sp == std::string_view::npos) continue;
+    const int32_t l = vocab.find(line.substr(0, sp));
+    const int32_t r = vocab.find(line.substr(sp + 1));
+    if (l >= 0 && r >= 0) {
+      by_id.emplace_back(pair_key(l, r), static_cast<int32_t>(i));
+    } else {
+      // Keyed by the line itself: a lookup builds "<left> <right>", which equals the line
+      // exactly when the pair does, because BPE symbols never contain a space.
+      text_ranks_.emplace(std::string(line), static_cast<int32_t>(i));
+    }
+  }
+  size_t cap = 16;
+  while (cap < by_id.size() * 2) cap *= 2;
+  pair_ranks_.assign(cap, {kEmptyKey, -1});
+  pair_mask_ = cap - 1;
+  for (const auto& [key, rk] : by_id) {
+    for (uint64_t h = mix(key) & pair_mask_;; h = (h + 1) & pair_mask_) {
+      if (pair_ranks_[h].first == key) break;  // duplicate merge: keep the first rank
+      if (pair_ranks_[h].first == kEmptyKey) {
+        pair_ranks_[h] = {key, rk};
+        break;
+      }
+    }
   }
 }
 
 BpeModel::~BpeModel() = default;
 
-int BpeModel::rank(std::string_view left, std::string_view right, std::string& key) const {
+int32_t BpeModel::rank(int32_t left_id, std::string_view left, int32_t right_id,
+                       std::string_view right, std::string& key) const {
+  if (left_id >= 0 && right_id >= 0) {
+    const uint64_t k = pair_key(left_id, right_id);
+    for (uint64_t h = mix(k) & pair_mask_;; h = (h + 1) & pair_mask_) {
+      if (pair_ranks_[h].first == k) return pair_ranks_[h].second;
+      if (pair_ranks_[h].first == kEmptyKey) return -1;
+    }
+  }
+  if (text_ranks_.empty()) return -1;
   key.assign(left);
   key.push_back(' ');
   key.append(right);
-  auto it = ranks_.find(std::string_view(key));
-  return it == ranks_.end() ? -1 : it->second;
+  auto it = text_ranks_.find(std::string_view(key));
+  return it == text_ranks_.end() ? -1 : it->second;
 }
 
 namespace {
@@ -183,6 +227,7 @@ struct Symbol {
   int next;
   size_t off;  // into the word
   size_t n;    // bytes; 0 once merged into its left neighbour
+  int32_t id;  // token whose text this is, or -1
 };
 struct Bigram {
   int left;
@@ -230,14 +275,15 @@ void BpeModel::tokenize(std::string_view text, std::vector<int32_t>& out) const 
     for (size_t off = 0; off < word.size();) {
       const size_t n = std::min(word.size() - off, unicode::utf8_len(static_cast<uint8_t>(word[off])));
       const int idx = static_cast<int>(syms.size());
-      syms.push_back({idx - 1, off + n == word.size() ? -1 : idx + 1, off, n});
+      syms.push_back({idx - 1, off + n == word.size() ? -1 : idx + 1, off, n,
+                      vocab_.find(std::string_view(word).substr(off, n))});
       off += n;
     }
     auto try_add = [&](int l, int r) {
       if (l < 0 || r < 0) return;
       const std::string_view lt(word.data() + syms[l].off, syms[l].n);
       const std::string_view rt(word.data() + syms[r].off, syms[r].n);
-      const int rk = rank(lt, rt, key);
+      const int32_t rk = rank(syms[l].id, lt, syms[r].id, rt, key);
       if (rk >= 0) queue.push({l, r, rk, lt.size() + rt.size()});
     };
     for (int i = 1; i < static_cast<int>(syms.size()); ++i) try_add(i - 1, i);
@@ -252,6 +298,7 @@ void BpeModel::tokenize(std::string_view text, std::vector<int32_t>& out) const 
       if (l.n == 0 || r.n == 0 || l.n + r.n != bg.size) continue;
       l.n += r.n;
       r.n = 0;
+      l.id = vocab_.find(std::string_view(word).substr(l.off, l.n));
       l.next = r.next;
       if (r.next >= 0) syms[r.next].prev = bg.left;
       try_add(l.prev, bg.left);
@@ -260,11 +307,11 @@ void BpeModel::tokenize(std::string_view text, std::vector<int32_t>& out) const 
 
     for (const Symbol& s : syms) {
       if (s.n == 0) continue;
-      const std::string_view piece(word.data() + s.off, s.n);
-      if (const int32_t id = vocab_.find(piece); id >= 0) {
-        out.push_back(id);
+      if (s.id >= 0) {
+        out.push_back(s.id);
         continue;
       }
+      const std::string_view piece(word.data() + s.off, s.n);
       // Not a token: llama.cpp looks up each byte on its own and drops those that are not
       // tokens either (with a complete byte alphabet this never loses anything).
       for (char b : piece) {

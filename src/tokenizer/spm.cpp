@@ -119,7 +119,11 @@ void spm_tokenize(const Vocab& vocab, std::string_view text, std::vector<int32_t
   const size_t before = out.size();
   Session(vocab, text).run(out);
   // Drop the -1 of a byte with neither a byte token nor an unknown token.
-  std::erase_if(out, [&, i = size_t{0}](int32_t id) mutable { return i++ >= before && id < 0; });
+  size_t w = before;
+  for (size_t i = before; i < out.size(); ++i) {
+    if (out[i] >= 0) out[w++] = out[i];
+  }
+  out.resize(w);
 }
 
 }  // namespace slm::tok

@@ -72,12 +72,21 @@ class BpeModel {
   void tokenize(std::string_view text, std::vector<int32_t>& out) const;
 
  private:
-  int rank(std::string_view left, std::string_view right, std::string& key_buf) const;
+  // Rank of merging the adjacent symbols (left, right), -1 when there is no such merge. A
+  // symbol's id is its token id, or -1 when its text is not a token.
+  int32_t rank(int32_t left_id, std::string_view left, int32_t right_id, std::string_view right,
+               std::string& key_buf) const;
   const Vocab& vocab_;
   bool ignore_merges_;
   std::unique_ptr<RegexSplitter> splitter_;
-  // key: "<left> <right>", exactly the merge line as stored in the GGUF; value: its index.
-  StringMap<int32_t> ranks_;
+  // Merges whose two sides are both tokens (in practice all of them), keyed by the pair of
+  // ids: an open-addressing table of (left << 32 | right) -> rank, built in a few ms for
+  // Llama 3's 280k merges. Capacity is a power of two; kEmptyKey marks free slots.
+  static constexpr uint64_t kEmptyKey = ~uint64_t{0};
+  std::vector<std::pair<uint64_t, int32_t>> pair_ranks_;
+  uint64_t pair_mask_ = 0;
+  // Any other merge, keyed by its line "<left> <right>" (both exact: see bpe.cpp).
+  StringMap<int32_t> text_ranks_;
 };
 
 // SentencePiece BPE (tokenizer.ggml.model = llama). text must already have spaces replaced

@@ -1,0 +1,133 @@
+// Gemma 2: embeddings scaled by sqrt(n_embd); norms before and after attention and FFN;
+// GeGLU (tanh GELU); attention logits soft-capped; sliding-window attention on even layers;
+// final logits soft-capped; NEOX RoPE; tied output.
+#include <cmath>
+
+#include "core/error.h"
+#include "models/blocks.h"
+#include "models/registry.h"
+
+namespace slm {
+
+namespace {
+
+class Gemma2Model : public Model {
+ public:
+  explicit Gemma2Model(std::unique_ptr<GGUFFile> file) : Model(std::move(file)) {
+    read_hparams();
+    bind_tensors();
+  }
+
+  std::unique_ptr<KVCache> make_cache(int n_ctx, int n_seq, int n_batch, DType type) const override {
+    return std::make_unique<SlidingWindowKVCache>(kv_shape(), layer_windows(), n_ctx, n_seq, n_batch, type);
+  }
+
+  void forward(ComputeContext& ctx, const Batch& b, KVCache& cache, float* logits) const override;
+
+ private:
+  struct Layer {
+    std::vector<float> attn_norm, post_attn_norm, ffn_norm, post_ffw_norm;
+    Weight wq, wk, wv, wo, gate, up, down;
+  };
+
+  void read_hparams() {
+    read_common_hparams();
+    hp_.rope.mode = RopeMode::Neox;
+    hp_.sliding_window = static_cast<int32_t>(key_int("attention.sliding_window", 4096));
+    hp_.attn_softcap = key_float("attn_logit_softcapping", 50.0f);
+    hp_.final_softcap = key_float("final_logit_softcapping", 30.0f);
+    // Query scaling: 1/sqrt(head_dim) unless the file says otherwise.
+    const float pre_attn = key_float("attention.query_pre_attn_scalar", 0.0f);
+    hp_.attn_scale = pre_attn > 0 ? 1.0f / std::sqrt(pre_attn)
+                                  : 1.0f / std::sqrt(static_cast<float>(hp_.head_dim_k));
+    if (hp_.sliding_window <= 0) fail("{}: gemma2.attention.sliding_window must be positive", file_->path());
+  }
+
+  void bind_tensors() {
+    const int64_t E = hp_.n_embd, F = hp_.n_ff, V = hp_.n_vocab;
+    const int64_t q_dim = hp_.n_head * hp_.head_dim_k, k_dim = hp_.n_head_kv * hp_.head_dim_k;
+    const int64_t v_dim = hp_.n_head_kv * hp_.head_dim_v, o_dim = hp_.n_head * hp_.head_dim_v;
+    token_embd_ = bind("token_embd.weight", E, V);
+    output_norm_ = bind_vector("output_norm.weight", E);
+    output_ = bind("output.weight", E, V, false);
+    if (!output_) output_ = token_embd_;
+    layers_.resize(hp_.n_layer);
+    for (int64_t l = 0; l < hp_.n_layer; ++l) {
+      Layer& L = layers_[l];
+      L.attn_norm = bind_vector(layer_name(l, "attn_norm.weight"), E);
+      L.wq = bind(layer_name(l, "attn_q.weight"), E, q_dim);
+      L.wk = bind(layer_name(l, "attn_k.weight"), E, k_dim);
+      L.wv = bind(layer_name(l, "attn_v.weight"), E, v_dim);
+      L.wo = bind(layer_name(l, "attn_output.weight"), o_dim, E);
+      L.post_attn_norm = bind_vector(layer_name(l, "post_attention_norm.weight"), E);
+      L.ffn_norm = bind_vector(layer_name(l, "ffn_norm.weight"), E);
+      L.gate = bind(layer_name(l, "ffn_gate.weight"), E, F);
+      L.up = bind(layer_name(l, "ffn_up.weight"), E, F);
+      L.down = bind(layer_name(l, "ffn_down.weight"), F, E);
+      L.post_ffw_norm = bind_vector(layer_name(l, "post_ffw_norm.weight"), E);
+    }
+  }
+
+  // Even layers attend within the sliding window; odd layers see everything.
+  std::vector<int32_t> layer_windows() const {
+    std::vector<int32_t> w(hp_.n_layer, 0);
+    for (int64_t l = 0; l < hp_.n_layer; l += 2) w[l] = hp_.sliding_window;
+    return w;
+  }
+
+  Weight token_embd_, output_;
+  std::vector<float> output_norm_;
+  std::vector<Layer> layers_;
+};
+
+void Gemma2Model::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, float* logits) const {
+  using namespace blocks;
+  validate_batch(b, cache, hp_.n_vocab);
+  const int64_t T = b.size(), E = hp_.n_embd;
+  const int64_t q_dim = hp_.n_head * hp_.head_dim_k, k_dim = hp_.n_head_kv * hp_.head_dim_k;
+  const int64_t v_dim = hp_.n_head_kv * hp_.head_dim_v, o_dim = hp_.n_head * hp_.head_dim_v;
+  float* x = ctx.buffer(kResidual, T * E);
+  float* h = ctx.buffer(kNormed, T * E);
+  float* q = ctx.buffer(kQ, T * q_dim);
+  float* k = ctx.buffer(kK, T * k_dim);
+  float* v = ctx.buffer(kV, T * v_dim);
+  float* attn = ctx.buffer(kAttnOut, T * o_dim);
+  float* proj = ctx.buffer(kProj, T * E);
+
+  AttentionSpec spec;
+  spec.n_head = hp_.n_head;
+  spec.n_head_kv = hp_.n_head_kv;
+  spec.head_dim_k = hp_.head_dim_k;
+  spec.head_dim_v = hp_.head_dim_v;
+  spec.scale = hp_.attn_scale;
+  spec.softcap = hp_.attn_softcap;
+  spec.rope = hp_.rope;
+
+  embed(token_embd_, b, x);
+  const float embd_scale = std::sqrt(static_cast<float>(E));
+  for (int64_t i = 0; i < T * E; ++i) x[i] *= embd_scale;
+  for (int64_t l = 0; l < hp_.n_layer; ++l) {
+    const Layer& L = layers_[l];
+    rms_norm(x, L.attn_norm.data(), T, E, hp_.norm_eps, h);
+    matmul(ctx, L.wq, h, T, q);
+    matmul(ctx, L.wk, h, T, k);
+    matmul(ctx, L.wv, h, T, v);
+    attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
+    matmul(ctx, L.wo, attn, T, proj);
+    rms_norm(proj, L.post_attn_norm.data(), T, E, hp_.norm_eps, proj);
+    add_inplace(x, proj, T * E);
+    rms_norm(x, L.ffn_norm.data(), T, E, hp_.norm_eps, h);
+    ffn_glu(ctx, L.gate, L.up, L.down, Activation::GeluTanhFp16Table, h, T, proj);
+    rms_norm(proj, L.post_ffw_norm.data(), T, E, hp_.norm_eps, proj);
+    add_inplace(x, proj, T * E);
+  }
+  output_head(ctx, b, x, E, output_norm_, hp_.norm_eps, output_, hp_.final_softcap, logits);
+}
+
+}  // namespace
+
+std::unique_ptr<Model> make_gemma2(std::unique_ptr<GGUFFile> file) {
+  return std::make_unique<Gemma2Model>(std::move(file));
+}
+
+}  // namespace slm
