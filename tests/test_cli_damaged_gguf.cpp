@@ -277,12 +277,14 @@ Bytes truncated(const Bytes& b, size_t n) {
   return Bytes(b.begin(), b.begin() + static_cast<std::ptrdiff_t>(n));
 }
 
-// The valid model. Its general.name is padded so that the tensor infos end two or more bytes
-// before the data section: then "truncated inside the alignment padding" exists.
+// The valid model. general.name is moved to the end of the metadata, where a truncation inside
+// a string is not already caught by the header counts; it is padded so that the tensor infos
+// end two or more bytes before the data section: then "inside the alignment padding" exists.
 TinyModel base_model() {
   TinyModel m = slm::test::make_tiny_llama();
   std::string name = "tiny-llama";
   for (int i = 0; i < 64; ++i, name += '-') {
+    m.remove("general.name");
     m.set("general.name", GGUFValue::str(name));
     const Layout L = parse_layout(m.to_bytes());
     if (L.data_offset - L.header_end >= 2) return m;
@@ -304,6 +306,8 @@ std::vector<Variant> make_corpus(const TinyModel& base) {
   const KvLoc& arch = L.key("general.architecture");
   const KvLoc& toks = L.key("tokenizer.ggml.tokens");
   const KvLoc& scores = L.key("tokenizer.ggml.scores");
+  const KvLoc& name = L.key("general.name");
+  const KvLoc& add_eos = L.key("tokenizer.ggml.add_eos_token");
   const TensorLoc& embd = L.tensor("token_embd.weight");
   const TensorLoc& first = L.tensors.front();
   const TensorLoc& last = L.tensors.back();
@@ -311,7 +315,8 @@ std::vector<Variant> make_corpus(const TinyModel& base) {
   const TensorLoc& down = L.tensor("blk.1.ffn_down.weight");  // Q8_0
   const size_t data_end = L.data_offset + L.data_end;          // file offset
 
-  // Truncations, from the magic to the last byte of tensor data.
+  // Truncations, from the magic to the last byte of tensor data. Early in the metadata the
+  // header's counts already cannot fit in what is left; later ones reach each field's check.
   add("truncated: empty file", truncated(v, 0));
   add("truncated: inside the magic", truncated(v, 2));
   add("truncated: inside the version", truncated(v, 6));
@@ -326,7 +331,15 @@ std::vector<Variant> make_corpus(const TinyModel& base) {
   add("truncated: inside an array header", truncated(v, toks.arr_len_off + 3));
   add("truncated: inside a string array", truncated(v, (toks.value_off + toks.end) / 2));
   add("truncated: inside a float array", truncated(v, (scores.value_off + scores.end) / 2 + 1));
-  add("truncated: inside the last metadata value", truncated(v, L.kv.back().end - 1));
+  add("truncated: inside the last string of an array", truncated(v, toks.end - 1));
+  add("truncated: inside a string length in an array", truncated(v, toks.end - 5));
+  add("truncated: inside the last float of an array", truncated(v, scores.end - 2));
+  add("truncated: inside a bool value", truncated(v, add_eos.end - 1));
+  add("truncated: inside a late key's length", truncated(v, name.start + 3));
+  add("truncated: inside a late key", truncated(v, name.start + 8 + 4));
+  add("truncated: inside a late value type", truncated(v, name.type_off + 2));
+  add("truncated: inside a late string length", truncated(v, name.value_off + 4));
+  add("truncated: inside a late string value", truncated(v, name.value_off + 8 + 3));
   add("truncated: inside a tensor name", truncated(v, first.start + 8 + 4));
   add("truncated: inside a tensor dimension count", truncated(v, q.ndims_off + 1));
   add("truncated: inside tensor dimensions", truncated(v, q.dims_off + 11));
@@ -428,6 +441,8 @@ std::vector<Variant> make_corpus(const TinyModel& base) {
   add_model("general.alignment 3", [](TinyModel& m) { m.set("general.alignment", GGUFValue::u32(3)); });
   add_model("general.alignment 2^30",
             [](TinyModel& m) { m.set("general.alignment", GGUFValue::u32(1u << 30)); });
+  add_model("general.alignment UINT64_MAX",
+            [](TinyModel& m) { m.set("general.alignment", GGUFValue::u64(~uint64_t{0})); });
   add_model("general.alignment -32",
             [](TinyModel& m) { m.set("general.alignment", GGUFValue::i32(-32)); });
   add_model("general.alignment as a string",
@@ -521,8 +536,8 @@ std::vector<Variant> make_corpus(const TinyModel& base) {
 
 // ---- checks ----------------------------------------------------------------------------------
 
-// Returns "" when r is a clean one-line error, else what is wrong with it.
-std::string error_problem(const RunResult& r) {
+// Returns "" when r is a clean one-line error that names the file, else what is wrong with it.
+std::string error_problem(const RunResult& r, const std::string& file) {
   if (r.timed_out) return "timed out";
   if (r.signal) return "killed by signal " + std::to_string(r.signal) + " (" + strsignal(r.signal) + ")";
   if (r.exit_code == 0) return "exited 0 (the damage went unnoticed)";
@@ -535,6 +550,7 @@ std::string error_problem(const RunResult& r) {
   if (r.err.empty() || r.err.back() != '\n' || r.err.find('\n') != r.err.size() - 1)
     return "stderr is not exactly one line";
   if (r.err.size() < prefix.size() + 12) return "the message is too short to say anything";
+  if (r.err.find(file) == std::string::npos) return "the message does not name the file";
   return "";
 }
 
@@ -574,10 +590,10 @@ TEST(CliDamagedGguf, ValidTinyModelWorks) {
             << shorten(run.out, 80) << "'\n";
 }
 
-TEST(CliDamagedGguf, EveryDamagedFileFailsCleanly) {
-  const TinyModel base = base_model();
-  const std::vector<Variant> corpus = make_corpus(base);
-  ASSERT_GE(corpus.size(), 40u);
+// Runs `slm info` and `slm run` on every variant and checks both. With info_may_succeed (damage
+// that only the tokenizer sees), info may also exit 0, but never crash or print a bad error.
+void check_corpus(const char* title, const TinyModel& base, const std::vector<Variant>& corpus,
+                  bool info_may_succeed) {
   TempDir dir;
   {
     // The undamaged bytes must load: the damage, not the model, is what makes the others fail.
@@ -588,17 +604,18 @@ TEST(CliDamagedGguf, EveryDamagedFileFailsCleanly) {
   }
 
   int failures = 0;
-  std::cout << "damaged GGUF corpus: " << corpus.size() << " files, `slm info` and `slm run`\n";
+  std::cout << title << ": " << corpus.size() << " files, `slm info` and `slm run`\n";
   for (size_t i = 0; i < corpus.size(); ++i) {
     const Variant& var = corpus[i];
-    char file_name[32];
-    std::snprintf(file_name, sizeof file_name, "damaged_%03zu.gguf", i);
-    const fs::path p = dir.path / file_name;
+    const std::string num = std::to_string(1000 + i).substr(1);
+    const fs::path p = dir.path / ("damaged_" + num + ".gguf");
     write_file(p, var.bytes);
     const RunResult info = run_cli(info_args(p.string()));
     const RunResult run = run_cli(run_args(p.string()));
-    const std::string info_problem = error_problem(info);
-    const std::string run_problem = error_problem(run);
+    const bool info_ok = info_may_succeed && info.exit_code == 0 && !info.timed_out &&
+                         info.signal == 0 && info.err.empty();
+    const std::string info_problem = info_ok ? "" : error_problem(info, p.string());
+    const std::string run_problem = error_problem(run, p.string());
     EXPECT_EQ(info_problem, "") << var.name << ": slm info: stderr: " << shorten(info.err, 4000)
                                 << "\nstdout: " << shorten(info.out, 400);
     EXPECT_EQ(run_problem, "") << var.name << ": slm run: stderr: " << shorten(run.err, 4000)
@@ -606,7 +623,8 @@ TEST(CliDamagedGguf, EveryDamagedFileFailsCleanly) {
     failures += !info_problem.empty() + !run_problem.empty();
 
     // The log: variant -> message (the run message only where it differs).
-    std::string info_msg = message_of(info), run_msg = message_of(run);
+    std::string info_msg = info_ok ? "(info: loads, exit 0)" : message_of(info);
+    std::string run_msg = message_of(run);
     const std::string path = p.string();
     for (std::string* m : {&info_msg, &run_msg})
       for (size_t at; (at = m->find(path)) != std::string::npos;) m->replace(at, path.size(), "FILE");
@@ -618,8 +636,65 @@ TEST(CliDamagedGguf, EveryDamagedFileFailsCleanly) {
                 << (run_problem.empty() ? "" : "[BAD: " + run_problem + "] ") << shorten(run_msg, 200)
                 << "\n";
   }
-  std::cout << "damaged GGUF corpus: " << corpus.size() << " files, " << 2 * corpus.size()
-            << " runs, " << failures << " not clean\n";
+  std::cout << title << ": " << corpus.size() << " files, " << 2 * corpus.size() << " runs, "
+            << failures << " not clean\n";
+}
+
+// Damage only the tokenizer notices: `slm info` does not read the tokenizer, `slm run` must fail.
+std::vector<Variant> make_tokenizer_corpus(const TinyModel& base) {
+  std::vector<Variant> out;
+  auto add_model = [&](std::string name, const std::function<void(TinyModel&)>& change) {
+    TinyModel m = base;
+    change(m);
+    out.push_back({std::move(name), m.to_bytes()});
+  };
+  add_model("tokenizer.ggml.model missing", [](TinyModel& m) { m.remove("tokenizer.ggml.model"); });
+  add_model("tokenizer.ggml.model 'sentencepiece-xyz'",
+            [](TinyModel& m) { m.set("tokenizer.ggml.model", GGUFValue::str("sentencepiece-xyz")); });
+  add_model("tokenizer.ggml.model as uint32",
+            [](TinyModel& m) { m.set("tokenizer.ggml.model", GGUFValue::u32(1)); });
+  add_model("tokenizer.ggml.model 'gpt2' without pre", [](TinyModel& m) {
+    m.set("tokenizer.ggml.model", GGUFValue::str("gpt2"));
+  });
+  add_model("tokenizer.ggml.model 'gpt2' without merges", [](TinyModel& m) {
+    m.set("tokenizer.ggml.model", GGUFValue::str("gpt2"));
+    m.set("tokenizer.ggml.pre", GGUFValue::str("llama-bpe"));
+  });
+  add_model("tokenizer.ggml.tokens as an int32 array", [](TinyModel& m) {
+    const size_t n_tok = m.find("tokenizer.ggml.tokens")->array.size();
+    m.set("tokenizer.ggml.tokens", GGUFValue::i32s(std::vector<int32_t>(n_tok, 7)));
+  });
+  add_model("tokenizer.ggml.tokens as a string",
+            [](TinyModel& m) { m.set("tokenizer.ggml.tokens", GGUFValue::str("<unk>")); });
+  add_model("duplicate token text", [](TinyModel& m) {
+    m.find("tokenizer.ggml.tokens")->array.at(5) = std::string("<s>");  // <0x02> -> <s>
+  });
+  add_model("tokenizer.ggml.scores one short",
+            [](TinyModel& m) { m.find("tokenizer.ggml.scores")->array.pop_back(); });
+  add_model("tokenizer.ggml.scores as strings",
+            [](TinyModel& m) { m.set("tokenizer.ggml.scores", GGUFValue::strings({"1", "2"})); });
+  add_model("tokenizer.ggml.token_type one short",
+            [](TinyModel& m) { m.find("tokenizer.ggml.token_type")->array.pop_back(); });
+  add_model("tokenizer.ggml.token_type as floats",
+            [](TinyModel& m) { m.set("tokenizer.ggml.token_type", GGUFValue::f32s({1.0f})); });
+  add_model("tokenizer.ggml.bos_token_id as a string",
+            [](TinyModel& m) { m.set("tokenizer.ggml.bos_token_id", GGUFValue::str("1")); });
+  add_model("tokenizer.ggml.add_bos_token as a string",
+            [](TinyModel& m) { m.set("tokenizer.ggml.add_bos_token", GGUFValue::str("yes")); });
+  return out;
+}
+
+TEST(CliDamagedGguf, EveryDamagedFileFailsCleanly) {
+  const TinyModel base = base_model();
+  const std::vector<Variant> corpus = make_corpus(base);
+  ASSERT_GE(corpus.size(), 40u);
+  check_corpus("damaged GGUF corpus", base, corpus, /*info_may_succeed=*/false);
+}
+
+TEST(CliDamagedGguf, DamagedTokenizerFailsRunCleanly) {
+  const TinyModel base = base_model();
+  check_corpus("damaged tokenizer corpus", base, make_tokenizer_corpus(base),
+               /*info_may_succeed=*/true);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 
 #include "core/dtype.h"
 #include "core/fp16.h"
+#include "kernels/ref/quants.h"
 #include "support/fixtures.h"
 
 namespace slm {
@@ -493,6 +494,56 @@ TEST(ActivationQuant, Q8_0RoundsHalfAwayFromZero) {
   for (uint8_t v : q0) EXPECT_EQ(v, 0);
 }
 
+TEST(ActivationQuant, X86VariantsTieToEvenWithSameScales) {
+  std::vector<float> x(64, 0.0f);
+  x[0] = 127.0f;
+  x[1] = 2.5f;
+  x[2] = -2.5f;
+  x[3] = 0.5f;
+  x[4] = 1.5f;
+  std::vector<uint8_t> q(34 * 2);
+  ref::from_float_q8_0_x86(x.data(), q.data(), 64);
+  const int8_t* qs = reinterpret_cast<const int8_t*>(&q[2]);
+  EXPECT_EQ(qs[0], 127);
+  EXPECT_EQ(qs[1], 2);
+  EXPECT_EQ(qs[2], -2);
+  EXPECT_EQ(qs[3], 0);
+  EXPECT_EQ(qs[4], 2);
+  for (size_t i = 34; i < q.size(); ++i) EXPECT_EQ(q[i], 0);  // all-zero block
+
+  // On ordinary data the x86 and reference encoders share every scale byte and differ by at
+  // most one in a few quants.
+  const int64_t n = 8192;
+  const std::vector<float> y = make_data(Dist::Gaussian, n, 77);
+  for (DType t : {DType::Q8_0, DType::Q8_1}) {
+    const size_t bs = type_traits(t).type_size;
+    const size_t hdr = t == DType::Q8_0 ? 2 : 4;
+    const std::vector<uint8_t> a = encode(t, y);
+    std::vector<uint8_t> b(a.size());
+    if (t == DType::Q8_0) ref::from_float_q8_0_x86(y.data(), b.data(), n);
+    else ref::from_float_q8_1_x86(y.data(), b.data(), n);
+    int diffs = 0;
+    for (size_t blk = 0; blk < a.size() / bs; ++blk) {
+      const size_t o = blk * bs;
+      EXPECT_EQ(a[o], b[o]);
+      EXPECT_EQ(a[o + 1], b[o + 1]);
+      int sa = 0, sb = 0;
+      for (size_t j = hdr; j < bs; ++j) {
+        const int va = static_cast<int8_t>(a[o + j]), vb = static_cast<int8_t>(b[o + j]);
+        EXPECT_LE(std::abs(va - vb), 1);
+        diffs += va != vb;
+        sa += va;
+        sb += vb;
+      }
+      if (t == DType::Q8_1 && sa == sb) {
+        EXPECT_EQ(a[o + 2], b[o + 2]);
+        EXPECT_EQ(a[o + 3], b[o + 3]);
+      }
+    }
+    EXPECT_LT(diffs, n / 100) << dtype_name(t);
+  }
+}
+
 TEST(ActivationQuant, Q8_1StoresScaledSum) {
   const std::vector<float> x = make_data(Dist::Gaussian, 64, 5);
   const std::vector<uint8_t> q = encode(DType::Q8_1, x);
@@ -811,7 +862,7 @@ std::map<std::string, int> compare_requantized(const std::string& src_path, cons
 
 TEST(LlamaQuantize, Q4_0AndQ8_0FromF32AreByteExact) {
   SLM_REQUIRE_FIXTURE(dir, "fixtures/logits");
-  for (const char* model : {"llama-L2-E64", "qwen2-L2-E64"}) {
+  for (const char* model : {"llama-L2-E64", "qwen2-L2-E64", "gemma2-L4-E64", "phi3-L3-E64"}) {
     for (const char* q : {"Q4_0", "Q8_0"}) {
       SCOPED_TRACE(std::string(model) + " " + q);
       const auto c = compare_requantized((dir / (std::string(model) + "-F32.gguf")).string(),

@@ -20,6 +20,8 @@ bool apply_test(const std::string& name, const Value& input, CallArgs& args);
 // obj.name: Python attributes first (str/dict/list methods, namespace and loop attributes),
 // then dict keys; an undefined value (with Jinja's message) when missing.
 Value get_attr(const Value& obj, const std::string& name);
+// obj|attr(name): like get_attr but never falls back to dict keys.
+Value get_python_attr(const Value& obj, const std::string& name);
 // obj[key]: items first, then attributes for string keys.
 Value get_item(const Value& obj, const Value& key);
 // obj[start:stop:step]; each bound may be undefined() meaning omitted.
@@ -31,6 +33,9 @@ Value get_slice(const Value& obj, const Value& start, const Value& stop, const V
 // Python operators on values: -x / +x, and the binary arithmetic operators.
 Value unary_op(char op, const Value& v);
 Value binary_op(BinOp op, const Value& l, const Value& r);
+
+// markupsafe.escape of a string: & < > " ' become entities.
+std::string html_escape(std::string_view s);
 
 // Python's `fmt % args` for strings.
 std::string percent_format(const std::string& fmt, const Value& args);

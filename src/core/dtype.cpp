@@ -88,6 +88,9 @@ std::array<TypeTraits, kDTypeIdLimit> build_table() {
   t[39] = sized("mxfp4", 32, 17);
   // Ids 4 and 5 (old Q4_2/Q4_3) and 31..33, 36..38 (repacked layouts that are never stored in
   // files) stay unknown.
+  for (TypeTraits& tt : t) tt.from_float_act = tt.from_float;
+  at(DType::Q8_0).from_float_act = from_float_q8_0_x86;
+  at(DType::Q8_1).from_float_act = from_float_q8_1_x86;
   return t;
 }
 

@@ -30,7 +30,11 @@ struct TypeTraits {
   size_t type_size = 0;        // bytes per block
   bool known = false;          // the GGUF reader accepts it (sizes known)
   ToFloatFn to_float = nullptr;      // null: we cannot decode this type yet
-  FromFloatFn from_float = nullptr;  // null: we cannot encode this type
+  FromFloatFn from_float = nullptr;  // null: we cannot encode this type (reference rounding)
+  // Encoder for activations fed to vec_dot: llama.cpp's x86 builds quantize activations for
+  // Q8_0/Q8_1 with slightly different rounding than the reference encoder used for weights;
+  // matching it keeps our logits bit-close to theirs. Equals from_float for other types.
+  FromFloatFn from_float_act = nullptr;
   DType vec_dot_type = DType::F32;
   VecDotFn vec_dot = nullptr;
 };

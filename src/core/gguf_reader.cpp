@@ -156,7 +156,12 @@ void GGUFFile::parse() {
   if (const GGUFValue* a = find("general.alignment")) {
     if (a->is_array() || a->type == GGUFType::STRING)
       fail("{}: general.alignment must be an integer, found {}", p, gguf_type_name(a->type));
-    const int64_t al = a->as_int();
+    int64_t al = 0;
+    try {
+      al = a->as_int();  // throws for floats, bools and uint64 values above INT64_MAX
+    } catch (const Error& e) {
+      fail("{}: general.alignment: {}", p, e.what());
+    }
     if (al <= 0 || (al & (al - 1)) != 0 || al > (1 << 20))
       fail("{}: general.alignment {} is not a power of two between 1 and 2^20", p, al);
     alignment_ = static_cast<uint64_t>(al);

@@ -39,11 +39,11 @@ void matmul(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_toke
   const void* xq = x;
   size_t xq_row = n_in * sizeof(float);
   if (wt.vec_dot_type != DType::F32) {
-    if (!at.from_float) fail("matmul with {}: cannot encode activations as {}", w.name, at.name);
+    if (!at.from_float_act) fail("matmul with {}: cannot encode activations as {}", w.name, at.name);
     xq_row = row_size(wt.vec_dot_type, n_in);
     uint8_t* buf = ctx.act_scratch(xq_row * n_tokens);
     ctx.pool().parallel_for(n_tokens, [&](int64_t b, int64_t e, int) {
-      for (int64_t t = b; t < e; ++t) at.from_float(x + t * n_in, buf + t * xq_row, n_in);
+      for (int64_t t = b; t < e; ++t) at.from_float_act(x + t * n_in, buf + t * xq_row, n_in);
     });
     xq = buf;
   }

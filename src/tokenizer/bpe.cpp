@@ -92,16 +92,22 @@ class RegexSplitter {
 
   // Returns the word lengths in code points; they sum to cpts.size().
   std::vector<size_t> split(const std::vector<uint32_t>& cpts) const {
-    // The subject must be valid UTF-8 for PCRE2. Lone surrogates (which llama.cpp's lax
-    // decoder lets through) are matched as U+E000: both are category C, neither letter,
-    // number nor space, so every branch of the pattern treats them alike.
+    // Like llama.cpp's std::regex path, match a stand-in for each non-ASCII code point that
+    // has the same class as far as the patterns can tell (letter, number, whitespace, or
+    // anything else). The classes then come from one Unicode table (utf8proc's, close to the
+    // recent one llama.cpp generates its tables from) rather than from PCRE2's older one, and
+    // lone surrogates, which llama.cpp's lax decoder lets through, become valid UTF-8.
     std::string subject;
     subject.reserve(cpts.size() * 2);
     std::vector<size_t> start(cpts.size() + 1);
     for (size_t i = 0; i < cpts.size(); ++i) {
       start[i] = subject.size();
-      const uint32_t c = cpts[i];
-      unicode::append_utf8(subject, (c >= 0xD800 && c <= 0xDFFF) ? 0xE000 : c);
+      uint32_t c = cpts[i];
+      if (c >= 0x80) {
+        const unicode::Flags f = unicode::flags(c);
+        if (!f.whitespace) c = f.letter ? 0xC0 : f.number ? 0xB2 : 0xD7;  // À, ², ×
+      }
+      unicode::append_utf8(subject, c);
     }
     start[cpts.size()] = subject.size();
     auto cpt_index = [&](size_t byte_off) {

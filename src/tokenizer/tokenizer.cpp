@@ -86,6 +86,9 @@ constexpr std::array<std::string_view, 1> kFimSepTexts = {"<|file_sep|>"};
 
 template <size_t N>
 bool one_of(std::string_view s, const std::array<std::string_view, N>& list) {
+  // Every listed text starts with '<', '[', '_' or U+2581 (0xE2 ...): a cheap filter for the
+  // 100k+ ordinary tokens these lists are checked against.
+  if (s.empty() || (s[0] != '<' && s[0] != '[' && s[0] != '_' && s[0] != '\xE2')) return false;
   return std::find(list.begin(), list.end(), s) != list.end();
 }
 
@@ -335,6 +338,10 @@ void Tokenizer::Impl::detect_special_tokens() {
   constexpr std::array<std::string_view, 8> kFimMidTexts = {
       "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end\xEF\xBD\x9C>",
       "<MID>", "\xE2\x96\x81<MID>", "<|code_middle|>", "<|middle|>"};
+  std::vector<int32_t> set;
+  // One walk over the map does llama.cpp's three loops: picks are made in map order, and no
+  // text the three steps look for overlaps another step's, so fusing them changes nothing.
+  std::vector<int32_t> eog_found;
   for (const auto& [text, id] : vocab.text_to_id) {
     pick(eot, text, id, kEotTexts);
     pick(eom, text, id, kEomTexts);
@@ -344,22 +351,17 @@ void Tokenizer::Impl::detect_special_tokens() {
     pick(fim_pad, text, id, kFimPadTexts);
     pick(fim_rep, text, id, kFimRepTexts);
     pick(fim_sep, text, id, kFimSepTexts);
-  }
-  for (const auto& [text, id] : vocab.text_to_id) {
     uint32_t& attr = toks[id].attr;
     if ((attr & kAttrControl) && text.find("unused") != std::string::npos) attr |= kAttrUnused;
+    if (one_of(text, kEogTexts)) {
+      eog_found.push_back(id);
+      attr |= kAttrControl;
+    }
   }
-
-  std::vector<int32_t> set;
   for (int32_t id : {fim_pad, fim_rep, fim_sep}) {
     if (id >= 0) set.push_back(id);
   }
-  for (const auto& [text, id] : vocab.text_to_id) {
-    if (one_of(text, kEogTexts)) {
-      set.push_back(id);
-      toks[id].attr |= kAttrControl;
-    }
-  }
+  set.insert(set.end(), eog_found.begin(), eog_found.end());
   // gpt-oss: these structural tokens always render.
   for (std::string_view t : {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"}) {
     if (int32_t id = vocab.find(t); id >= 0) toks[id].attr = kAttrUserDefined;

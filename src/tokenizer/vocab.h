@@ -30,9 +30,11 @@ enum Attr : uint32_t {
 // Hash usable with both std::string and std::string_view keys (heterogeneous lookup), so that
 // lookups of substrings do not allocate. std::hash<string_view> equals std::hash<string> for
 // the same bytes, which keeps iteration order identical to a plain string-keyed map.
+// Deliberately not noexcept: libstdc++ then caches each node's hash, as it does for
+// std::hash<std::string>; without the cache every bucket walk rehashes the keys it passes.
 struct StringHash {
   using is_transparent = void;
-  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 template <class V>
 using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;

@@ -149,6 +149,14 @@ void from_float_q6_K(const float* src, void* dst, int64_t n);
 void from_float_q8_K(const float* src, void* dst, int64_t n);
 void from_float_iq4_xs(const float* src, void* dst, int64_t n);
 
+// llama.cpp's x86 (AVX/AVX2/AVX-512 builds) activation quantizers for Q8_0 and Q8_1 differ from
+// the _ref ones above: the multiplier is 127/amax instead of 1/(amax/127), and values round to
+// nearest with ties to even instead of away from zero. Same layout and scale bytes; a few quants
+// differ by one. Use these to reproduce llama.cpp's x86 matmul inputs bit for bit. (Q8_K has no
+// such variant: x86 uses quantize_row_q8_K_ref.)
+void from_float_q8_0_x86(const float* src, void* dst, int64_t n);
+void from_float_q8_1_x86(const float* src, void* dst, int64_t n);
+
 // ---- kernels: dot products, x in the weight type, y in its vec_dot_type ----------------------
 float vec_dot_f32(int64_t n, const void* x, const void* y);
 float vec_dot_f16(int64_t n, const void* x, const void* y);

@@ -430,6 +430,45 @@ void from_float_q8_1(const float* src, void* dst, int64_t n) {
   }
 }
 
+// The AVX path of quantize_row_q8_0 / q8_1: id = 127/amax, _mm256_round_ps(_MM_ROUND_NEAREST)
+// (ties to even), cvtps_epi32 (INT32_MIN when out of range) and saturating packs to int8.
+namespace {
+int8_t x86_round_q8(float v) {
+  const float r = std::nearbyint(v);  // default rounding mode: nearest, ties to even
+  const int32_t i = trunc_to_i32(r);
+  return static_cast<int8_t>(i < -128 ? -128 : i > 127 ? 127 : i);
+}
+
+template <class Block>
+float x86_q8_block(const float* x, Block& y, int8_t* qs) {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    const float ax = std::fabs(x[j]);
+    amax = amax > ax ? amax : ax;
+  }
+  const float d = amax / 127.f;
+  store_f16(y.d, d);
+  const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+  for (int j = 0; j < 32; ++j) qs[j] = x86_round_q8(x[j] * id);
+  return d;
+}
+}  // namespace
+
+void from_float_q8_0_x86(const float* src, void* dst, int64_t n) {
+  BlockQ8_0* y = blocks<BlockQ8_0>(dst);
+  for (int64_t i = 0; i < n / kQK8_0; ++i) x86_q8_block(src + i * kQK8_0, y[i], y[i].qs);
+}
+
+void from_float_q8_1_x86(const float* src, void* dst, int64_t n) {
+  BlockQ8_1* y = blocks<BlockQ8_1>(dst);
+  for (int64_t i = 0; i < n / kQK8_1; ++i) {
+    const float d = x86_q8_block(src + i * kQK8_1, y[i], y[i].qs);
+    int sum = 0;
+    for (int j = 0; j < kQK8_1; ++j) sum += y[i].qs[j];
+    store_f16(y[i].s, d * static_cast<float>(sum));
+  }
+}
+
 // ================================ IQ4_NL =======================================================
 
 void to_float_iq4_nl(const void* src, float* dst, int64_t n) {

@@ -1,0 +1,121 @@
+// The slm program end to end: greedy text from stories260K equals llama.cpp's reference text
+// (shared/models/stories260K.greedy.json), tokenize/logits/info behave, and bad requests fail
+// with a one-line error.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "support/fixtures.h"
+#include "support/logits_file.h"
+#include "support/run_cli.h"
+
+namespace {
+
+using slm::test::run_cli;
+
+TEST(CliRun, Stories260KGreedyMatchesLlamaCpp) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  SLM_REQUIRE_FIXTURE(ref_path, "models/stories260K.greedy.json");
+  const auto ref = nlohmann::json::parse(slm::test::read_text_file(ref_path));
+  ASSERT_GE(ref["cases"].size(), 3u);
+  for (const auto& c : ref["cases"]) {
+    const std::string prompt = c["prompt"];
+    const auto r = run_cli({"run", "-m", model.string(), "-p", prompt, "-n",
+                            std::to_string(c["n_predict"].get<int>()), "--temp", "0", "--kv-type", "f32"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, c["text"].get<std::string>()) << "prompt: " << prompt;
+  }
+}
+
+TEST(CliRun, F16CacheAlsoGeneratesText) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const auto r = run_cli({"run", "-m", model.string(), "-p", "Once upon a time", "-n", "30", "--temp", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind(", there was a little girl named Lily.", 0), 0u) << r.out;
+}
+
+TEST(CliRun, SamplingIsReproducibleWithASeed) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  std::vector<std::string> args = {"run", "-m", model.string(), "-p", "Lily and Ben", "-n", "40",
+                                   "--temp", "1.0", "--top-k", "20", "--seed", "1234"};
+  const auto a = run_cli(args), b = run_cli(args);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  args.back() = "4321";
+  const auto c = run_cli(args);
+  EXPECT_NE(a.out, c.out);
+}
+
+TEST(CliRun, PromptLongerThanContextIsAClearError) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const auto r = run_cli({"run", "-m", model.string(), "-p", "Once upon a time there was a dog", "-c", "4"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("context"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+}
+
+TEST(CliRun, StopsAtTheContextEnd) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const auto r = run_cli({"run", "-m", model.string(), "-p", "Once upon a time", "-c", "16", "--temp", "0"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(r.out.empty());
+  EXPECT_NE(r.err.find("full"), std::string::npos) << r.err;
+}
+
+TEST(CliRun, MissingFileIsAClearError) {
+  const auto r = run_cli({"run", "-m", "/nonexistent/model.gguf", "-p", "hi"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err.rfind("slm: error: /nonexistent/model.gguf: cannot open", 0), 0u) << r.err;
+}
+
+TEST(CliTokenize, MatchesReferenceIds) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  auto r = run_cli({"tokenize", "-m", model.string(), "-p", "Once upon a time"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "1 403 407 261 378\n");
+  r = run_cli({"tokenize", "-m", model.string(), "-p", "Once upon a time", "--no-bos"});
+  EXPECT_EQ(r.out, "403 407 261 378\n");
+}
+
+TEST(CliTokenize, WorksOnVocabularyOnlyFilesAndTakesTextVerbatim) {
+  SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-llama-bpe.gguf");
+  // "<|eot_id|>" is a special token's text; with special tokens not parsed it is plain text,
+  // and "\n" in the argument is a backslash and an n, not a newline.
+  const auto r = run_cli({"tokenize", "-m", vocab.string(), "-p", "Hello<|eot_id|>\\n", "--no-bos"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("128009"), std::string::npos) << r.out;
+  EXPECT_NE(r.out, "");
+}
+
+TEST(CliLogits, WritesTheFixtureFormat) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  SLM_REQUIRE_FIXTURE(ref_path, "models/stories260K.batch.logits");
+  const auto ref = slm::test::read_logits_file(ref_path);
+  const std::string out = testing::TempDir() + "/stories.logits";
+  std::string ids;
+  for (int32_t t : ref.tokens) ids += std::to_string(t) + " ";
+  for (const char* mode : {"batch", "seq"}) {
+    std::vector<std::string> args = {"logits", "-m", model.string(), "--tokens", ids, "-o", out};
+    if (std::string(mode) == "seq") args.push_back("--seq");
+    const auto r = run_cli(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto ours = slm::test::read_logits_file(out);
+    ASSERT_EQ(ours.tokens, ref.tokens);
+    for (int i = 0; i < ref.n_tokens; ++i)
+      EXPECT_LE(slm::test::relative_l2(ours.row(i), ref.row(i), ref.n_vocab), 1e-4) << mode << " position " << i;
+  }
+  // -p tokenizes the way the fixture was made (BOS, special tokens not parsed).
+  const auto r = run_cli({"logits", "-m", model.string(), "-p", "Once upon a time, there was a little girl named Lily.", "-o", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(slm::test::read_logits_file(out).tokens, ref.tokens);
+}
+
+TEST(CliInfo, DescribesTheModel) {
+  SLM_REQUIRE_FIXTURE(model, "fixtures/kquants/kq-llama-L2-E256-Q4_K_M.gguf");
+  const auto r = run_cli({"info", "-m", model.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* s : {"architecture:  llama", "n_layer:       2", "n_embd:        256", "q4_K", "q6_K", "file size:"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
+}
+
+}  // namespace

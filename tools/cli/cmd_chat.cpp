@@ -1,0 +1,143 @@
+// slm chat: multi-turn chat on stdin/stdout, prompts built with the model's own chat
+// template (tokenizer.chat_template) or one the user names; never a guessed format.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "chat/jinja.h"
+#include "commands.h"
+#include "core/error.h"
+#include "generation_options.h"
+#include "runtime/generate.h"
+#include "runtime/session.h"
+#include "tokenizer/tokenizer.h"
+
+namespace slm::cli {
+
+std::string read_whole_file(const std::string& path);  // cmd_tokenize.cpp
+
+namespace {
+
+std::string special_text(const Tokenizer& tok, int32_t id) {
+  return id >= 0 ? tok.token_text(id) : std::string();
+}
+
+}  // namespace
+
+Runner add_chat(CLI::App& app) {
+  struct Opts : GenerationOptions {
+    std::string system, template_file;
+    bool show_prompt = false;
+  };
+  auto o = std::make_shared<Opts>();
+  o->add_to(app);
+  app.add_option("--system", o->system, "system message");
+  app.add_option("--chat-template", o->template_file,
+                 "Jinja chat template file (default: the model's tokenizer.chat_template)");
+  app.add_flag("--show-prompt", o->show_prompt,
+               "print each rendered prompt to stderr between <<<PROMPT and PROMPT>>> lines");
+  return [o]() {
+    auto model = Model::load(o->model);
+    auto tok = Tokenizer::from_gguf(model->gguf());
+    std::string source;
+    if (!o->template_file.empty()) {
+      source = read_whole_file(o->template_file);
+    } else if (auto t = model->gguf().opt_string("tokenizer.chat_template")) {
+      source = *t;
+    } else {
+      fail("{} has no chat template (tokenizer.chat_template); pass one with --chat-template FILE",
+           o->model);
+    }
+    const chat::Template tmpl = [&] {
+      try {
+        return chat::Template(source);
+      } catch (const chat::TemplateError& e) {
+        fail("chat template: {}", e.what());
+      }
+    }();
+    Session session(*model, o->session_options(*model));
+    Sampler sampler(o->sampling, static_cast<int32_t>(model->hparams().n_vocab));
+    const std::string bos = special_text(*tok, tok->bos());
+    const std::string eos = special_text(*tok, tok->eos());
+
+    nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+    if (!o->system.empty()) messages.push_back({{"role", "system"}, {"content", o->system}});
+    const bool interactive = isatty(STDIN_FILENO);
+    std::string line;
+    for (;;) {
+      if (interactive) {
+        std::fputs("> ", stderr);
+        std::fflush(stderr);
+      }
+      if (!std::getline(std::cin, line)) break;
+      if (line.empty()) continue;
+      messages.push_back({{"role", "user"}, {"content", line}});
+      nlohmann::ordered_json context = {{"messages", messages},
+                                        {"add_generation_prompt", true},
+                                        {"bos_token", bos},
+                                        {"eos_token", eos}};
+      std::string prompt;
+      try {
+        prompt = tmpl.render(context);
+      } catch (const chat::RaiseException& e) {
+        fail("chat template refused the conversation: {}", e.what());
+      } catch (const chat::TemplateError& e) {
+        fail("chat template: {}", e.what());
+      }
+      if (o->show_prompt) fmt::print(stderr, "<<<PROMPT\n{}\nPROMPT>>>\n", prompt);
+      // The template writes BOS itself when the model wants one; add it only if it did not.
+      const bool add_bos = tok->add_bos() && !bos.empty() && prompt.rfind(bos, 0) != 0;
+      std::vector<int32_t> ids;
+      if (add_bos) ids.push_back(tok->bos());
+      const std::vector<int32_t> body = tok->encode(prompt, /*add_special=*/false, /*parse_special=*/true);
+      ids.insert(ids.end(), body.begin(), body.end());
+      GenerateResult r = generate(session, *tok, sampler, ids, o->n_predict, [](const std::string& s) {
+        std::fwrite(s.data(), 1, s.size(), stdout);
+        std::fflush(stdout);
+        return true;
+      });
+      std::fputs("\n", stdout);
+      std::fflush(stdout);
+      messages.push_back({{"role", "assistant"}, {"content", r.text}});
+      if (r.context_full) {
+        fmt::print(stderr, "slm: the context ({} tokens) is full; ending the chat\n", session.n_ctx());
+        break;
+      }
+    }
+    return 0;
+  };
+}
+
+Runner add_chat_template(CLI::App& app) {
+  struct Opts { std::string template_file, context_file; };
+  auto o = std::make_shared<Opts>();
+  app.add_option("--template", o->template_file, "Jinja template file")->required();
+  app.add_option("--context", o->context_file,
+                 "JSON file: messages, add_generation_prompt, bos_token, eos_token, tools")->required();
+  return [o]() {
+    const std::string source = read_whole_file(o->template_file);
+    nlohmann::ordered_json context;
+    try {
+      context = nlohmann::ordered_json::parse(read_whole_file(o->context_file));
+    } catch (const nlohmann::json::parse_error& e) {
+      fail("{}: malformed JSON: {}", o->context_file, e.what());
+    }
+    if (!context.is_object()) fail("{}: the context must be a JSON object", o->context_file);
+    std::string out;
+    try {
+      out = chat::render_template(source, context);
+    } catch (const chat::RaiseException& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      return 1;
+    } catch (const chat::TemplateError& e) {
+      fail("{}: {}", o->template_file, e.what());
+    }
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return 0;
+  };
+}
+
+}  // namespace slm::cli
