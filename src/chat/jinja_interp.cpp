@@ -11,6 +11,9 @@ namespace {
 
 // Macro calls, caller() and recursive loops nest at most this deep.
 constexpr int kMaxCallDepth = 100;
+// Bound on nested exec()/eval() frames, whatever mix of statements, expressions and calls
+// produces them, so that malicious templates end with an error instead of a stack overflow.
+constexpr int kMaxEvalDepth = 1000;
 // Largest output (and captured block) we build.
 constexpr size_t kMaxOutput = size_t{256} << 20;
 
@@ -146,8 +149,21 @@ class Interpreter {
     return Flow::Normal;
   }
 
+  // RAII guard for the evaluation depth.
+  struct DepthGuard {
+    explicit DepthGuard(Interpreter& in) : in_(in) {
+      if (++in_.eval_depth_ > kMaxEvalDepth)
+        fail("template evaluation is nested too deeply (more than {} levels)", kMaxEvalDepth);
+    }
+    ~DepthGuard() { --in_.eval_depth_; }
+    DepthGuard(const DepthGuard&) = delete;
+    DepthGuard& operator=(const DepthGuard&) = delete;
+    Interpreter& in_;
+  };
+
   Flow exec(const Node& n, const ScopePtr& scope) {
     try {
+      DepthGuard guard(*this);
       return exec_inner(n, scope);
     } catch (const EvalError& e) {
       throw TemplateError(e.what(), n.line);
@@ -157,51 +173,15 @@ class Interpreter {
   Flow exec_inner(const Node& n, const ScopePtr& scope) {
     switch (n.kind) {
       case Node::Kind::Text: write(n.text); return Flow::Normal;
-      case Node::Kind::Output: {
-        const Value v = eval(*n.expr, scope);
-        if (v.is_string()) {
-          write(v.str());
-        } else {
-          write(to_str(v));
-        }
-        return Flow::Normal;
-      }
-      case Node::Kind::If:
-        for (const auto& [test, body] : n.branches)
-          if (truthy(eval(*test, scope))) return exec_list(body, scope);
-        return exec_list(n.else_body, scope);
-      case Node::Kind::For:
-        run_loop(n, eval(*n.expr, scope), scope, 0);
-        return Flow::Normal;
-      case Node::Kind::Set: assign(*n.target, eval(*n.expr, scope), *scope); return Flow::Normal;
-      case Node::Kind::SetBlock: {
-        const ScopePtr inner = child_of(scope);
-        Value v = Value::string(capture([&] { exec_list(n.body, inner); }));
-        if (n.test) v = eval_filter(*n.test, scope, &v);
-        assign(*n.target, v, *scope);
-        return Flow::Normal;
-      }
+      case Node::Kind::Output: exec_output(n, scope); return Flow::Normal;
+      case Node::Kind::If: return exec_if(n, scope);
+      case Node::Kind::For: exec_for(n, scope); return Flow::Normal;
+      case Node::Kind::Set: exec_set(n, scope); return Flow::Normal;
+      case Node::Kind::SetBlock: exec_set_block(n, scope); return Flow::Normal;
       case Node::Kind::Macro: scope->vars[n.name] = make_macro(n, scope); return Flow::Normal;
-      case Node::Kind::CallBlock: {
-        const Value caller = make_macro(n, scope);
-        const Value v = eval_call(*n.expr, scope, &caller);
-        write(to_str(v));
-        return Flow::Normal;
-      }
-      case Node::Kind::FilterBlock: {
-        const ScopePtr inner = child_of(scope);
-        const Value body = Value::string(capture([&] { exec_list(n.body, inner); }));
-        write(to_str(eval_filter(*n.test, scope, &body)));
-        return Flow::Normal;
-      }
-      case Node::Kind::With: {
-        std::vector<Value> values;
-        values.reserve(n.values.size());
-        for (const auto& v : n.values) values.push_back(eval(*v, scope));
-        const ScopePtr inner = child_of(scope);
-        for (size_t k = 0; k < n.targets.size(); ++k) assign(*n.targets[k], values[k], *inner);
-        return exec_list(n.body, inner);
-      }
+      case Node::Kind::CallBlock: exec_call_block(n, scope); return Flow::Normal;
+      case Node::Kind::FilterBlock: exec_filter_block(n, scope); return Flow::Normal;
+      case Node::Kind::With: return exec_with(n, scope);
       case Node::Kind::Break: return Flow::Break;
       case Node::Kind::Continue: return Flow::Continue;
       case Node::Kind::Scope:
@@ -210,6 +190,57 @@ class Interpreter {
         return Flow::Normal;
     }
     return Flow::Normal;
+  }
+
+  [[gnu::noinline]] void exec_output(const Node& n, const ScopePtr& scope) {
+    const Value v = eval(*n.expr, scope);
+    if (v.is_string()) {
+      write(v.str());
+    } else {
+      write(to_str(v));
+    }
+  }
+
+  [[gnu::noinline]] Flow exec_if(const Node& n, const ScopePtr& scope) {
+    for (const auto& [test, body] : n.branches)
+      if (truthy(eval(*test, scope))) return exec_list(body, scope);
+    return exec_list(n.else_body, scope);
+  }
+
+  [[gnu::noinline]] void exec_for(const Node& n, const ScopePtr& scope) {
+    run_loop(n, eval(*n.expr, scope), scope, 0);
+  }
+
+  [[gnu::noinline]] void exec_set(const Node& n, const ScopePtr& scope) {
+    assign(*n.target, eval(*n.expr, scope), *scope);
+  }
+
+  [[gnu::noinline]] void exec_set_block(const Node& n, const ScopePtr& scope) {
+    const ScopePtr inner = child_of(scope);
+    Value v = Value::string(capture([&] { exec_list(n.body, inner); }));
+    if (n.test) v = eval_filter(*n.test, scope, &v);
+    assign(*n.target, v, *scope);
+  }
+
+  [[gnu::noinline]] void exec_call_block(const Node& n, const ScopePtr& scope) {
+    const Value caller = make_macro(n, scope);
+    const Value v = eval_call(*n.expr, scope, &caller);
+    write(to_str(v));
+  }
+
+  [[gnu::noinline]] void exec_filter_block(const Node& n, const ScopePtr& scope) {
+    const ScopePtr inner = child_of(scope);
+    const Value body = Value::string(capture([&] { exec_list(n.body, inner); }));
+    write(to_str(eval_filter(*n.test, scope, &body)));
+  }
+
+  [[gnu::noinline]] Flow exec_with(const Node& n, const ScopePtr& scope) {
+    std::vector<Value> values;
+    values.reserve(n.values.size());
+    for (const auto& v : n.values) values.push_back(eval(*v, scope));
+    const ScopePtr inner = child_of(scope);
+    for (size_t k = 0; k < n.targets.size(); ++k) assign(*n.targets[k], values[k], *inner);
+    return exec_list(n.body, inner);
   }
 
   void assign(const Expr& target, const Value& v, Scope& scope) {
@@ -391,6 +422,7 @@ class Interpreter {
 
   Value eval(const Expr& e, const ScopePtr& scope) {
     try {
+      DepthGuard guard(*this);
       return eval_inner(e, scope);
     } catch (const EvalError& err) {
       throw TemplateError(err.what(), e.line);
@@ -453,95 +485,127 @@ class Interpreter {
     }
   }
 
+  // The dispatcher stays small: each case with locals lives in its own non-inlined function,
+  // so that deep recursion through eval() uses little stack per level.
   Value eval_inner(const Expr& e, const ScopePtr& scope) {
     switch (e.kind) {
       case Expr::Kind::Const: return e.value;
-      case Expr::Kind::Name: {
-        if (const Value* v = scope->find(e.name)) return *v;
-        return Value::undefined(fmt::format("'{}' is undefined", e.name));
-      }
+      case Expr::Kind::Name: return eval_name(e, scope);
       case Expr::Kind::List:
-      case Expr::Kind::Tuple: {
-        ValueList items;
-        items.reserve(e.items.size());
-        for (const auto& x : e.items) items.push_back(eval(*x, scope));
-        return e.kind == Expr::Kind::List ? Value::list(std::move(items))
-                                          : Value::tuple(std::move(items));
-      }
-      case Expr::Kind::Dict: {
-        DictData d;
-        for (size_t k = 0; k + 1 < e.items.size(); k += 2) {
-          Value key = eval(*e.items[k], scope);
-          d.set(std::move(key), eval(*e.items[k + 1], scope));
-        }
-        return Value::dict(std::move(d));
-      }
-      case Expr::Kind::Getattr: return get_attr(eval(*e.a, scope), e.name);
-      case Expr::Kind::Getitem: {
-        const Value obj = eval(*e.a, scope);
-        if (e.b->kind == Expr::Kind::Slice) {
-          const Expr& s = *e.b;
-          const Value start = s.a ? eval(*s.a, scope) : Value::none();
-          const Value stop = s.b ? eval(*s.b, scope) : Value::none();
-          const Value step = s.c ? eval(*s.c, scope) : Value::none();
-          return get_slice(obj, start, stop, step);
-        }
-        return get_item(obj, eval(*e.b, scope));
-      }
+      case Expr::Kind::Tuple: return eval_sequence(e, scope);
+      case Expr::Kind::Dict: return eval_dict(e, scope);
+      case Expr::Kind::Getattr: return eval_getattr(e, scope);
+      case Expr::Kind::Getitem: return eval_getitem(e, scope);
       case Expr::Kind::Slice: fail("slice outside of a subscript");
       case Expr::Kind::Call: return eval_call(e, scope, nullptr);
       case Expr::Kind::Filter: return eval_filter(e, scope, nullptr);
-      case Expr::Kind::Test: {
-        const Value input = eval(*e.a, scope);
-        CallArgs args = eval_args(e.call, scope);
-        if (e.unknown) fail("No test named '{}' found.", e.name);
-        return Value::boolean(apply_test(e.name, input, args));
-      }
-      case Expr::Kind::Neg: return unary_op('-', eval(*e.a, scope));
-      case Expr::Kind::Pos: return unary_op('+', eval(*e.a, scope));
-      case Expr::Kind::Not: return Value::boolean(!truthy(eval(*e.a, scope)));
-      case Expr::Kind::Binary: {
-        const Value l = eval(*e.a, scope);
-        const Value r = eval(*e.b, scope);
-        return binary_op(e.bin_op, l, r);
-      }
-      case Expr::Kind::And: {
-        Value l = eval(*e.a, scope);
-        return truthy(l) ? eval(*e.b, scope) : l;
-      }
-      case Expr::Kind::Or: {
-        Value l = eval(*e.a, scope);
-        return truthy(l) ? l : eval(*e.b, scope);
-      }
-      case Expr::Kind::Concat: {
-        std::string s;
-        for (const auto& x : e.items) {
-          const Value v = eval(*x, scope);
-          const std::string part = v.is_string() ? v.str() : to_str(v);
-          if (s.size() + part.size() > kMaxOutput) fail("string exceeds {} bytes", kMaxOutput);
-          s += part;
-        }
-        return Value::string(std::move(s));
-      }
-      case Expr::Kind::Compare: {
-        Value left = eval(*e.a, scope);
-        for (const auto& [op, x] : e.ops) {
-          Value right = eval(*x, scope);
-          if (!compare_op(op, left, right)) return Value::boolean(false);
-          left = std::move(right);
-        }
-        return Value::boolean(true);
-      }
-      case Expr::Kind::CondExpr:
-        if (truthy(eval(*e.a, scope))) return eval(*e.b, scope);
-        if (e.c) return eval(*e.c, scope);
-        return Value::undefined(fmt::format(
-            "the inline if-expression on line {} evaluated to false and no else section was "
-            "defined.",
-            e.line));
+      case Expr::Kind::Test: return eval_test(e, scope);
+      case Expr::Kind::Neg:
+      case Expr::Kind::Pos:
+      case Expr::Kind::Not: return eval_unary(e, scope);
+      case Expr::Kind::Binary: return eval_binary(e, scope);
+      case Expr::Kind::And:
+      case Expr::Kind::Or: return eval_logic(e, scope);
+      case Expr::Kind::Concat: return eval_concat(e, scope);
+      case Expr::Kind::Compare: return eval_compare(e, scope);
+      case Expr::Kind::CondExpr: return eval_cond(e, scope);
       case Expr::Kind::NSRef: fail("namespace reference outside of an assignment");
     }
     fail("unsupported expression");
+  }
+
+  [[gnu::noinline]] Value eval_name(const Expr& e, const ScopePtr& scope) {
+    if (const Value* v = scope->find(e.name)) return *v;
+    return Value::undefined(fmt::format("'{}' is undefined", e.name));
+  }
+
+  [[gnu::noinline]] Value eval_sequence(const Expr& e, const ScopePtr& scope) {
+    ValueList items;
+    items.reserve(e.items.size());
+    for (const auto& x : e.items) items.push_back(eval(*x, scope));
+    return e.kind == Expr::Kind::List ? Value::list(std::move(items))
+                                      : Value::tuple(std::move(items));
+  }
+
+  [[gnu::noinline]] Value eval_dict(const Expr& e, const ScopePtr& scope) {
+    DictData d;
+    for (size_t k = 0; k + 1 < e.items.size(); k += 2) {
+      Value key = eval(*e.items[k], scope);
+      d.set(std::move(key), eval(*e.items[k + 1], scope));
+    }
+    return Value::dict(std::move(d));
+  }
+
+  [[gnu::noinline]] Value eval_getattr(const Expr& e, const ScopePtr& scope) {
+    return get_attr(eval(*e.a, scope), e.name);
+  }
+
+  [[gnu::noinline]] Value eval_getitem(const Expr& e, const ScopePtr& scope) {
+    const Value obj = eval(*e.a, scope);
+    if (e.b->kind == Expr::Kind::Slice) {
+      const Expr& s = *e.b;
+      const Value start = s.a ? eval(*s.a, scope) : Value::none();
+      const Value stop = s.b ? eval(*s.b, scope) : Value::none();
+      const Value step = s.c ? eval(*s.c, scope) : Value::none();
+      return get_slice(obj, start, stop, step);
+    }
+    return get_item(obj, eval(*e.b, scope));
+  }
+
+  [[gnu::noinline]] Value eval_test(const Expr& e, const ScopePtr& scope) {
+    const Value input = eval(*e.a, scope);
+    CallArgs args = eval_args(e.call, scope);
+    if (e.unknown) fail("No test named '{}' found.", e.name);
+    return Value::boolean(apply_test(e.name, input, args));
+  }
+
+  [[gnu::noinline]] Value eval_unary(const Expr& e, const ScopePtr& scope) {
+    const Value v = eval(*e.a, scope);
+    if (e.kind == Expr::Kind::Not) return Value::boolean(!truthy(v));
+    return unary_op(e.kind == Expr::Kind::Neg ? '-' : '+', v);
+  }
+
+  [[gnu::noinline]] Value eval_binary(const Expr& e, const ScopePtr& scope) {
+    const Value l = eval(*e.a, scope);
+    const Value r = eval(*e.b, scope);
+    return binary_op(e.bin_op, l, r);
+  }
+
+  [[gnu::noinline]] Value eval_logic(const Expr& e, const ScopePtr& scope) {
+    Value l = eval(*e.a, scope);
+    const bool t = truthy(l);
+    if (e.kind == Expr::Kind::And) return t ? eval(*e.b, scope) : l;
+    return t ? l : eval(*e.b, scope);
+  }
+
+  [[gnu::noinline]] Value eval_concat(const Expr& e, const ScopePtr& scope) {
+    std::string s;
+    for (const auto& x : e.items) {
+      const Value v = eval(*x, scope);
+      const std::string part = v.is_string() ? v.str() : to_str(v);
+      if (s.size() + part.size() > kMaxOutput) fail("string exceeds {} bytes", kMaxOutput);
+      s += part;
+    }
+    return Value::string(std::move(s));
+  }
+
+  [[gnu::noinline]] Value eval_compare(const Expr& e, const ScopePtr& scope) {
+    Value left = eval(*e.a, scope);
+    for (const auto& [op, x] : e.ops) {
+      Value right = eval(*x, scope);
+      if (!compare_op(op, left, right)) return Value::boolean(false);
+      left = std::move(right);
+    }
+    return Value::boolean(true);
+  }
+
+  [[gnu::noinline]] Value eval_cond(const Expr& e, const ScopePtr& scope) {
+    if (truthy(eval(*e.a, scope))) return eval(*e.b, scope);
+    if (e.c) return eval(*e.c, scope);
+    return Value::undefined(fmt::format(
+        "the inline if-expression on line {} evaluated to false and no else section was "
+        "defined.",
+        e.line));
   }
 
   static bool compare_op(CmpOp op, const Value& l, const Value& r) {
@@ -567,6 +631,7 @@ class Interpreter {
   std::optional<std::tm> now_;
   std::string* out_ = nullptr;
   int call_depth_ = 0;
+  int eval_depth_ = 0;
   std::vector<std::weak_ptr<Closure>> closures_;
   std::vector<std::weak_ptr<ObjectData>> objects_;
 };

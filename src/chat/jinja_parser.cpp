@@ -11,7 +11,7 @@ namespace slm::chat::jinja {
 namespace {
 
 // Deepest nesting of statements and expressions we parse (and thus evaluate recursively).
-constexpr int kMaxNesting = 100;
+constexpr int kMaxNesting = 200;
 
 const std::set<std::string, std::less<>> kUnsupportedTags = {
     "block", "extends", "include", "import", "from", "autoescape"};
@@ -41,6 +41,22 @@ class Parser {
     Nest(const Nest&) = delete;
     Nest& operator=(const Nest&) = delete;
     Parser& p_;
+  };
+
+  // Counts iterations of the loops that build left-nested trees (a.b.c, a + b + c, filter
+  // chains), so that the depth of every expression tree stays below kMaxNesting.
+  struct NestMany {
+    explicit NestMany(Parser& p) : p_(p) {}
+    void add() {
+      ++count_;
+      if (++p_.nesting_ > kMaxNesting)
+        p_.fail(fmt::format("template is nested too deeply (more than {} levels)", kMaxNesting));
+    }
+    ~NestMany() { p_.nesting_ -= count_; }
+    NestMany(const NestMany&) = delete;
+    NestMany& operator=(const NestMany&) = delete;
+    Parser& p_;
+    int count_ = 0;
   };
 
   [[noreturn]] void fail(const std::string& msg, int line = -1) const {
@@ -409,7 +425,9 @@ class Parser {
   ExprPtr parse_condexpr() {
     int line = cur().line;
     ExprPtr expr1 = parse_or();
+    NestMany many(*this);
     while (skip_name("if")) {
+      many.add();
       ExprPtr expr2 = parse_or();
       ExprPtr expr3;
       if (skip_name("else")) {
@@ -429,7 +447,9 @@ class Parser {
   ExprPtr parse_or() {
     int line = cur().line;
     ExprPtr left = parse_and();
+    NestMany many(*this);
     while (skip_name("or")) {
+      many.add();
       auto n = make(Expr::Kind::Or, line);
       n->a = std::move(left);
       n->b = parse_and();
@@ -442,7 +462,9 @@ class Parser {
   ExprPtr parse_and() {
     int line = cur().line;
     ExprPtr left = parse_not();
+    NestMany many(*this);
     while (skip_name("and")) {
+      many.add();
       auto n = make(Expr::Kind::And, line);
       n->a = std::move(left);
       n->b = parse_not();
@@ -504,7 +526,9 @@ class Parser {
   ExprPtr parse_math1() {
     int line = cur().line;
     ExprPtr left = parse_concat();
+    NestMany many(*this);
     while (op_is("+") || op_is("-")) {
+      many.add();
       const BinOp op = op_is("+") ? BinOp::Add : BinOp::Sub;
       next();
       ExprPtr right = parse_concat();
@@ -531,7 +555,9 @@ class Parser {
   ExprPtr parse_math2() {
     int line = cur().line;
     ExprPtr left = parse_pow();
+    NestMany many(*this);
     while (op_is("*") || op_is("/") || op_is("//") || op_is("%")) {
+      many.add();
       const std::string o = cur().value;
       const BinOp op = o == "*" ? BinOp::Mul
                        : o == "/" ? BinOp::Div
@@ -548,7 +574,9 @@ class Parser {
   ExprPtr parse_pow() {
     int line = cur().line;
     ExprPtr left = parse_unary(true);
+    NestMany many(*this);
     while (op_is("**")) {
+      many.add();
       next();
       ExprPtr right = parse_unary(true);
       left = binary(BinOp::Pow, std::move(left), std::move(right), line);
@@ -690,7 +718,9 @@ class Parser {
   }
 
   ExprPtr parse_postfix(ExprPtr node) {
+    NestMany many(*this);
     while (true) {
+      many.add();
       if (op_is(".") || op_is("[")) {
         node = parse_subscript(std::move(node));
       } else if (op_is("(")) {
@@ -703,7 +733,9 @@ class Parser {
   }
 
   ExprPtr parse_filter_expr(ExprPtr node) {
+    NestMany many(*this);
     while (true) {
+      many.add();
       if (op_is("|")) {
         node = parse_filter(std::move(node), false);
       } else if (name_is("is")) {
@@ -835,7 +867,9 @@ class Parser {
   }
 
   ExprPtr parse_filter(ExprPtr node, bool start_inline) {
+    NestMany many(*this);
     while (op_is("|") || start_inline) {
+      many.add();
       if (!start_inline) next();
       const Token& t = expect_type(TokenType::Name, "name");
       const int line = t.line;

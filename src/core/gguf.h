@@ -2,6 +2,7 @@
 // throws slm::Error naming the file, the stage and the values on any inconsistency.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -104,23 +105,46 @@ class GGUFFile {
   std::map<std::string, size_t> tensor_index_;
 };
 
-// Writes GGUF v3. Tensor data is copied into the writer (or referenced until write()).
+// Writes GGUF v3. Tensor data is copied into the writer (or referenced until write()), or, for
+// files too big to hold in memory, declared with add_tensor_info() and produced tensor by
+// tensor while write_streamed() writes the file.
 class GGUFWriter {
  public:
   void set(const std::string& key, GGUFValue v);  // replaces an existing key, keeps order
   void remove(const std::string& key);
   void add_tensor(const std::string& name, DType type, std::vector<int64_t> ne,
                   const void* data, size_t nbytes, bool copy = true);
+  // A tensor whose bytes (row_size(type, ne[0]) * rows) come later, from write_streamed()'s
+  // fill callback. Throws slm::Error if ne[0] is not a multiple of the type's block size.
+  void add_tensor_info(const std::string& name, DType type, std::vector<int64_t> ne);
+  // general.alignment is written with this value (in place if the key was set, else last).
   void set_alignment(uint32_t a) { alignment_ = a; }
+  uint32_t alignment() const { return alignment_; }
+  size_t tensor_count() const { return tensors_.size(); }
   void write(const std::string& path) const;  // throws slm::Error on I/O failure
-  // The serialized file as bytes (used by tests that damage files).
+  // The serialized file as bytes (used by tests that damage files). Throws slm::Error if a
+  // tensor was declared with add_tensor_info().
   std::vector<uint8_t> to_bytes() const;
+  // Header size in bytes: everything before the first tensor's data, padding included.
+  uint64_t header_size() const;
+
+  // Streams the file to `path`: the header, then each tensor's data in order. Tensors added
+  // with data are written from it; for a tensor declared with add_tensor_info(), fill(i, sink)
+  // is called and must pass exactly that tensor's bytes to sink, in one or more calls. Only a
+  // write buffer is held besides what fill holds. The file is opened before any fill call (so
+  // an unwritable path fails before the work); on any error, including one thrown by fill,
+  // the partial file is removed and the error propagates (I/O errors throw slm::Error).
+  using Sink = std::function<void(const void* data, size_t nbytes)>;
+  void write_streamed(const std::string& path,
+                      const std::function<void(size_t index, const Sink& sink)>& fill) const;
 
  private:
   struct PendingTensor {
     std::string name; DType type; std::vector<int64_t> ne;
     const void* data; size_t nbytes; std::vector<uint8_t> owned;
+    bool streamed = false;  // declared with add_tensor_info(): bytes come from fill
   };
+  std::vector<uint8_t> header_bytes() const;
   std::vector<std::pair<std::string, GGUFValue>> kv_;
   std::vector<PendingTensor> tensors_;
   uint32_t alignment_ = 32;

@@ -38,7 +38,8 @@ Runner add_chat(CLI::App& app) {
   app.add_option("--chat-template", o->template_file,
                  "Jinja chat template file (default: the model's tokenizer.chat_template)");
   app.add_flag("--show-prompt", o->show_prompt,
-               "print each rendered prompt to stderr between <<<PROMPT and PROMPT>>> lines");
+               "print each rendered prompt to stderr between <<<PROMPT and PROMPT>>> lines, and "
+               "each reply between <<<REPLY and REPLY>>> lines");
   return [o]() {
     auto model = Model::load(o->model);
     auto tok = Tokenizer::from_gguf(model->gguf());
@@ -101,6 +102,7 @@ Runner add_chat(CLI::App& app) {
       });
       std::fputs("\n", stdout);
       std::fflush(stdout);
+      if (o->show_prompt) fmt::print(stderr, "<<<REPLY\n{}\nREPLY>>>\n", r.text);
       messages.push_back({{"role", "assistant"}, {"content", r.text}});
       if (r.context_full) {
         fmt::print(stderr, "slm: the context ({} tokens) is full; ending the chat\n", session.n_ctx());

@@ -15,6 +15,9 @@ Runner add_logits(CLI::App& app);
 Runner add_run(CLI::App& app);
 Runner add_chat(CLI::App& app);
 Runner add_chat_template(CLI::App& app);
+Runner add_bench(CLI::App& app);
+Runner add_quantize(CLI::App& app);
+Runner add_synth(CLI::App& app);
 
 // Default worker threads: the machine's cores (at least 1).
 int default_threads();

@@ -38,6 +38,9 @@ int main(int argc, char** argv) {
   add(&slm::cli::add_logits, "logits", "write the logits of every prompt position to a file");
   add(&slm::cli::add_info, "info", "describe a GGUF model file");
   add(&slm::cli::add_chat_template, "chat-template", "render a chat template with a JSON context");
+  add(&slm::cli::add_bench, "bench", "measure prompt processing and generation speed");
+  add(&slm::cli::add_quantize, "quantize", "quantize an F32/F16/BF16 model (Q4_0, Q4_K_M, Q8_0, ...)");
+  add(&slm::cli::add_synth, "synth", "write a random-weight model with a real model's shape");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,112 @@
+// slm chat end to end on each of the four architectures: a two-turn conversation fed through
+// stdin; the prompt slm builds each turn must equal the chat template's own rendering.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "chat/jinja.h"
+#include "core/gguf.h"
+#include "support/fixtures.h"
+#include "support/run_cli.h"
+#include "tokenizer/tokenizer.h"
+
+namespace {
+
+using slm::test::run_cli;
+
+// Text between `open` and `close` lines, for each occurrence.
+std::vector<std::string> blocks(const std::string& s, const std::string& open, const std::string& close) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while ((pos = s.find(open + "\n", pos)) != std::string::npos) {
+    pos += open.size() + 1;
+    const size_t end = s.find("\n" + close + "\n", pos);
+    if (end == std::string::npos) break;
+    out.push_back(s.substr(pos, end - pos));
+    pos = end + close.size() + 2;
+  }
+  return out;
+}
+
+struct ChatCase {
+  const char* model;     // under shared/
+  const char* tmpl;      // template file under shared/, or "" for the GGUF's own
+  const char* system;    // system message or ""
+};
+
+class CliChat : public testing::TestWithParam<ChatCase> {};
+
+std::string family_name(const testing::TestParamInfo<ChatCase>& info) {
+  const std::string m = std::filesystem::path(info.param.model).filename().string();
+  return m.substr(0, m.find('-'));
+}
+
+TEST_P(CliChat, TwoTurnsUseTheTemplatesRendering) {
+  const ChatCase& c = GetParam();
+  SLM_REQUIRE_FIXTURE(model, c.model);
+  std::string source;
+  std::vector<std::string> args = {"chat", "-m", model.string(), "-n", "6", "--temp", "0", "--show-prompt"};
+  if (*c.tmpl) {
+    SLM_REQUIRE_FIXTURE(tmpl, c.tmpl);
+    source = slm::test::read_text_file(tmpl);
+    args.push_back("--chat-template");
+    args.push_back(tmpl.string());
+  } else {
+    source = slm::GGUFFile::open(model.string())->get_string("tokenizer.chat_template");
+  }
+  if (*c.system) {
+    args.push_back("--system");
+    args.push_back(c.system);
+  }
+  const std::string input = "What is the capital of France?\nAnd of Italy?\n";
+  const auto r = run_cli(args, 120.0, &input);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto prompts = blocks(r.err, "<<<PROMPT", "PROMPT>>>");
+  const auto replies = blocks(r.err, "<<<REPLY", "REPLY>>>");
+  ASSERT_EQ(prompts.size(), 2u) << r.err;
+  ASSERT_EQ(replies.size(), 2u) << r.err;
+  EXPECT_EQ(r.out, replies[0] + "\n" + replies[1] + "\n");
+
+  auto gguf = slm::GGUFFile::open(model.string());
+  auto tok = slm::Tokenizer::from_gguf(*gguf);
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  if (*c.system) messages.push_back({{"role", "system"}, {"content", c.system}});
+  const char* users[] = {"What is the capital of France?", "And of Italy?"};
+  for (int turn = 0; turn < 2; ++turn) {
+    messages.push_back({{"role", "user"}, {"content", users[turn]}});
+    nlohmann::ordered_json ctx = {{"messages", messages}, {"add_generation_prompt", true},
+                                  {"bos_token", tok->token_text(tok->bos())},
+                                  {"eos_token", tok->token_text(tok->eos())}};
+    EXPECT_EQ(prompts[turn], slm::chat::render_template(source, ctx)) << "turn " << turn;
+    messages.push_back({{"role", "assistant"}, {"content", replies[turn]}});
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    FourFamilies, CliChat,
+    testing::Values(
+        ChatCase{"fixtures/logits/llama-L2-E64-Q8_0.gguf", "fixtures/templates/meta-llama-Llama-3.2-3B-Instruct.jinja", "You are terse."},
+        ChatCase{"fixtures/logits/qwen2-L2-E64-Q8_0.gguf", "fixtures/templates/Qwen-Qwen2.5-7B-Instruct.jinja", ""},
+        ChatCase{"fixtures/logits/gemma2-L4-E64-Q8_0.gguf", "fixtures/templates/google-gemma-2-2b-it.jinja", ""},
+        ChatCase{"fixtures/logits/phi3-L3-E64-Q8_0.gguf", "", "You are terse."}),
+    family_name);
+
+TEST(CliChat, ModelWithoutTemplateNeedsOne) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const std::string input = "hello\n";
+  const auto r = run_cli({"chat", "-m", model.string()}, 60.0, &input);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--chat-template"), std::string::npos) << r.err;
+}
+
+TEST(CliChat, TemplateRaiseIsReported) {
+  SLM_REQUIRE_FIXTURE(model, "fixtures/logits/gemma2-L4-E64-Q8_0.gguf");
+  SLM_REQUIRE_FIXTURE(tmpl, "fixtures/templates/google-gemma-2-2b-it.jinja");
+  const std::string input = "hello\n";
+  // Gemma's template refuses a system role.
+  const auto r = run_cli({"chat", "-m", model.string(), "--chat-template", tmpl.string(), "--system", "x"}, 60.0, &input);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("System role not supported"), std::string::npos) << r.err;
+}
+
+}  // namespace

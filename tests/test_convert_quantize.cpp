@@ -1,0 +1,265 @@
+// slm quantize against llama-quantize: the same per-tensor types, tensor order and size as
+// llama.cpp's files from the same F16 model, and logits at least as close to the F16 model's.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <vector>
+
+#include "convert/quant_mix.h"
+#include "convert/quantize.h"
+#include "core/error.h"
+#include "core/gguf.h"
+#include "models/model.h"
+#include "runtime/session.h"
+#include "support/fixtures.h"
+#include "support/logits_file.h"
+#include "support/run_cli.h"
+#include "support/tiny_model.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using slm::DType;
+using slm::convert::QuantizeOptions;
+
+const char* kF16 = "fixtures/kquants/kq-llama-L2-E256-F16";
+
+fs::path temp_path(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("slm-test-quantize-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return dir / name;
+}
+
+std::vector<uint8_t> read_bytes(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// Logits of every position of the reference prompt, one batch, F32 KV cache (as the fixtures).
+std::vector<float> logits_of(const std::string& model_path, const slm::test::LogitsFile& ref) {
+  auto model = slm::Model::load(model_path);
+  slm::SessionOptions so;
+  so.n_ctx = ref.n_tokens;
+  so.n_threads = 2;
+  so.kv_type = DType::F32;
+  so.n_batch = ref.n_tokens;
+  slm::Session session(*model, so);
+  const auto& l = session.eval(ref.tokens, true);
+  return {l.begin(), l.begin() + static_cast<size_t>(ref.n_tokens) * ref.n_vocab};
+}
+
+double mean_rel_l2(const std::vector<float>& ours, const slm::test::LogitsFile& ref) {
+  double sum = 0;
+  for (int i = 0; i < ref.n_tokens; ++i)
+    sum += slm::test::relative_l2(ours.data() + static_cast<size_t>(i) * ref.n_vocab, ref.row(i), ref.n_vocab);
+  return sum / ref.n_tokens;
+}
+
+class AgainstLlamaQuantize : public testing::TestWithParam<const char*> {};
+
+TEST_P(AgainstLlamaQuantize, SameTypesSizeAndNoWorseLogits) {
+  const std::string type = GetParam();
+  SLM_REQUIRE_FIXTURE(f16_path, std::string(kF16) + ".gguf");
+  SLM_REQUIRE_FIXTURE(f16_logits, std::string(kF16) + ".batch.logits");
+  SLM_REQUIRE_FIXTURE(theirs_path, "fixtures/kquants/kq-llama-L2-E256-" + type + ".gguf");
+  SLM_REQUIRE_FIXTURE(theirs_logits, "fixtures/kquants/kq-llama-L2-E256-" + type + ".batch.logits");
+  const fs::path ours_path = temp_path("kq-" + type + ".gguf");
+  QuantizeOptions qo;
+  qo.n_threads = 2;
+  qo.progress = false;
+  slm::convert::quantize_file(f16_path.string(), ours_path.string(), type, qo);
+
+  // (a) Same tensors, in the same order, with the same types; same metadata; size within 1%.
+  auto ours = slm::GGUFFile::open(ours_path.string());
+  auto theirs = slm::GGUFFile::open(theirs_path.string());
+  EXPECT_EQ(ours->version(), 3u);
+  ASSERT_EQ(ours->tensors().size(), theirs->tensors().size());
+  for (size_t i = 0; i < ours->tensors().size(); ++i) {
+    const slm::TensorInfo& a = ours->tensors()[i];
+    const slm::TensorInfo& b = theirs->tensors()[i];
+    EXPECT_EQ(a.name, b.name) << "tensor " << i;
+    EXPECT_EQ(slm::dtype_name(a.type), slm::dtype_name(b.type)) << a.name;
+    EXPECT_EQ(a.ne, b.ne) << a.name;
+  }
+  ASSERT_EQ(ours->metadata().size(), theirs->metadata().size());
+  for (size_t i = 0; i < ours->metadata().size(); ++i)
+    EXPECT_EQ(ours->metadata()[i].first, theirs->metadata()[i].first) << "key " << i;
+  EXPECT_EQ(ours->get_int("general.file_type"), theirs->get_int("general.file_type"));
+  EXPECT_EQ(ours->get_int("general.quantization_version"), 2);
+  const double size_ratio = static_cast<double>(ours->file_size()) / theirs->file_size();
+  EXPECT_NEAR(size_ratio, 1.0, 0.01) << ours->file_size() << " vs " << theirs->file_size();
+
+  // Informational: how many tensors are byte-identical to llama.cpp's (expected: all, since
+  // we use the same reference encoders).
+  int identical = 0;
+  for (size_t i = 0; i < ours->tensors().size(); ++i) {
+    const slm::TensorInfo& a = ours->tensors()[i];
+    const slm::TensorInfo& b = theirs->tensors()[i];
+    identical += a.nbytes == b.nbytes && std::equal(a.data, a.data + a.nbytes, b.data);
+  }
+  const bool same_file = read_bytes(ours_path) == read_bytes(theirs_path);
+  std::printf("  %s: %zu vs %zu bytes, %d/%zu tensors byte-identical to llama.cpp's, whole file %s\n",
+              type.c_str(), ours->file_size(), theirs->file_size(), identical, ours->tensors().size(),
+              same_file ? "identical" : "differs");
+
+  // (b) Our file's logits are no further from the F16 model's than llama.cpp's file's are.
+  const slm::test::LogitsFile f16_ref = slm::test::read_logits_file(f16_logits);
+  const slm::test::LogitsFile their_ref = slm::test::read_logits_file(theirs_logits);
+  const std::vector<float> our_logits = logits_of(ours_path.string(), f16_ref);
+  const double ours_err = mean_rel_l2(our_logits, f16_ref);
+  const double theirs_err = mean_rel_l2(their_ref.logits, f16_ref);
+  std::printf("  %s: mean relative L2 vs F16: ours %.4g, llama.cpp %.4g\n", type.c_str(), ours_err, theirs_err);
+  EXPECT_LE(ours_err, 1.1 * theirs_err);
+  ours.reset();
+  fs::remove(ours_path);
+}
+
+INSTANTIATE_TEST_SUITE_P(KQuantFixture, AgainstLlamaQuantize, testing::Values("Q4_K_M", "Q6_K", "Q8_0"));
+
+// ---- the type rules without fixtures ---------------------------------------------------------
+
+std::vector<slm::convert::TensorDesc> llama_tensors(int n_layer, int64_t E, int64_t F, int64_t kv,
+                                                    int64_t V, bool tied) {
+  std::vector<slm::convert::TensorDesc> t;
+  t.push_back({"token_embd.weight", DType::F16, {E, V}});
+  for (int l = 0; l < n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    t.push_back({p + "attn_norm.weight", DType::F32, {E}});
+    t.push_back({p + "attn_q.weight", DType::F16, {E, E}});
+    t.push_back({p + "attn_k.weight", DType::F16, {E, kv}});
+    t.push_back({p + "attn_v.weight", DType::F16, {E, kv}});
+    t.push_back({p + "attn_output.weight", DType::F16, {E, E}});
+    t.push_back({p + "ffn_norm.weight", DType::F32, {E}});
+    t.push_back({p + "ffn_gate.weight", DType::F16, {E, F}});
+    t.push_back({p + "ffn_up.weight", DType::F16, {E, F}});
+    t.push_back({p + "ffn_down.weight", DType::F16, {F, E}});
+  }
+  t.push_back({"output_norm.weight", DType::F32, {E}});
+  if (!tied) t.push_back({"output.weight", DType::F16, {E, V}});
+  std::vector<std::string> names;
+  for (auto& d : t) names.push_back(d.name);
+  std::vector<slm::convert::TensorDesc> sorted;
+  for (size_t i : slm::convert::llama_tensor_order(names)) sorted.push_back(t[i]);
+  return sorted;
+}
+
+DType type_of(const std::vector<slm::convert::TensorDesc>& t, const std::vector<slm::convert::TypeChoice>& c,
+              const std::string& name) {
+  for (size_t i = 0; i < t.size(); ++i)
+    if (t[i].name == name) return c[i].type;
+  ADD_FAILURE() << "no tensor " << name;
+  return DType::F32;
+}
+
+TEST(QuantMix, TensorOrderIsLlamaCpps) {
+  const std::vector<std::string> names = {"token_embd.weight", "blk.10.attn_q.weight", "blk.2.ffn_up.weight",
+                                          "output_norm.weight", "blk.2.attn_k.weight", "output.weight",
+                                          "rope_freqs.weight"};
+  std::vector<std::string> got;
+  for (size_t i : slm::convert::llama_tensor_order(names)) got.push_back(names[i]);
+  const std::vector<std::string> want = {"output.weight", "output_norm.weight", "rope_freqs.weight",
+                                         "token_embd.weight", "blk.2.attn_k.weight", "blk.2.ffn_up.weight",
+                                         "blk.10.attn_q.weight"};
+  EXPECT_EQ(got, want);
+}
+
+TEST(QuantMix, Llama1BQ4KMUsesMoreBitsInTheUsualLayers) {
+  // Llama 3.2 1B: 16 layers, GQA 4, tied embeddings.
+  const auto t = llama_tensors(16, 2048, 8192, 512, 128256, true);
+  const slm::convert::MixModelInfo info{"llama", 16, 32, 8, 0, false};
+  const auto c = slm::convert::choose_tensor_types(t, *slm::convert::find_quant_mix("q4_k_m"), info);
+  EXPECT_EQ(type_of(t, c, "token_embd.weight"), DType::Q6_K);  // tied: output rules
+  EXPECT_EQ(type_of(t, c, "output_norm.weight"), DType::F32);
+  int q6_v = 0, q6_down = 0;
+  for (int l = 0; l < 16; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    // use_more_bits: the first and last 1/8 of the layers and every third one between.
+    const bool more = l < 2 || l >= 14 || (l - 2) % 3 == 2;
+    EXPECT_EQ(type_of(t, c, p + "attn_v.weight"), more ? DType::Q6_K : DType::Q4_K) << l;
+    EXPECT_EQ(type_of(t, c, p + "ffn_down.weight"), more ? DType::Q6_K : DType::Q4_K) << l;
+    EXPECT_EQ(type_of(t, c, p + "attn_q.weight"), DType::Q4_K);
+    q6_v += type_of(t, c, p + "attn_v.weight") == DType::Q6_K;
+    q6_down += type_of(t, c, p + "ffn_down.weight") == DType::Q6_K;
+  }
+  EXPECT_EQ(q6_v, 8);
+  EXPECT_EQ(q6_down, 8);
+  // Q4_0 also gives the tied embeddings Q6_K, as llama.cpp does.
+  const auto c0 = slm::convert::choose_tensor_types(t, *slm::convert::find_quant_mix("Q4_0"), info);
+  EXPECT_EQ(type_of(t, c0, "token_embd.weight"), DType::Q6_K);
+  EXPECT_EQ(type_of(t, c0, "blk.0.attn_v.weight"), DType::Q4_0);
+}
+
+TEST(QuantMix, UntiedEmbeddingsKeepTheMixTypeAndOddRowsFallBack) {
+  // A row length of 2 * 96 = 192 is not a multiple of 256: K-quants fall back to 32-blocks.
+  const auto t = llama_tensors(2, 192, 512, 192, 1000, false);
+  const slm::convert::MixModelInfo info{"llama", 2, 2, 2, 0, false};
+  const auto c = slm::convert::choose_tensor_types(t, *slm::convert::find_quant_mix("Q4_K_M"), info);
+  EXPECT_EQ(type_of(t, c, "token_embd.weight"), DType::Q5_0);  // Q4_K -> Q5_0
+  EXPECT_EQ(type_of(t, c, "output.weight"), DType::Q8_0);      // 192 % 256 != 0 -> Q8_0
+  EXPECT_EQ(type_of(t, c, "blk.1.attn_v.weight"), DType::Q8_0);  // Q6_K -> Q8_0
+  EXPECT_EQ(type_of(t, c, "blk.0.ffn_down.weight"), DType::Q4_K);  // 512 fits
+  const auto q2 = slm::convert::choose_tensor_types(t, *slm::convert::find_quant_mix("Q2_K"), info);
+  EXPECT_EQ(type_of(t, q2, "blk.0.attn_q.weight"), DType::Q4_0);  // Q2_K -> Q4_0
+  EXPECT_EQ(type_of(t, q2, "blk.0.ffn_down.weight"), DType::Q3_K);
+}
+
+// ---- end to end through the CLI, on a model made in the test -------------------------------
+
+TEST(QuantizeCli, WritesALoadableFileAndReportsBadInput) {
+  slm::test::TinyModelOptions to;
+  to.n_embd = 256;
+  to.n_ff = 512;
+  to.q8_0_ffn_down = false;
+  const slm::test::TinyModel m = slm::test::make_tiny_llama(to);
+  const fs::path in = temp_path("tiny-f32.gguf"), out = temp_path("tiny-q4km.gguf");
+  {
+    const std::vector<uint8_t> bytes = m.to_bytes();
+    std::ofstream(in, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                              static_cast<std::streamsize>(bytes.size()));
+  }
+  auto r = slm::test::run_cli({"quantize", in.string(), out.string(), "Q4_K_M", "--threads", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  {
+    auto model = slm::Model::load(out.string());
+    EXPECT_EQ(model->gguf().get_int("general.file_type"), 15);
+    slm::SessionOptions so;
+    so.n_ctx = 8;
+    slm::Session s(*model, so);
+    const std::vector<int32_t> toks = {1, 300, 301};
+    const auto& l = s.eval(toks);
+    for (int64_t i = 0; i < model->hparams().n_vocab; ++i) ASSERT_TRUE(std::isfinite(l[i]));
+  }
+
+  // Every mix we list writes a file that loads.
+  for (const slm::convert::QuantMix& mix : slm::convert::quant_mixes()) {
+    QuantizeOptions qo;
+    qo.progress = false;
+    slm::convert::quantize_file(in.string(), out.string(), mix.name, qo);
+    EXPECT_NO_THROW(slm::Model::load(out.string())) << mix.name;
+  }
+
+  r = slm::test::run_cli({"quantize", in.string(), out.string(), "Q4_K_XL"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("unknown quantization type 'Q4_K_XL'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("Q4_K_M"), std::string::npos) << r.err;
+
+  r = slm::test::run_cli({"quantize", out.string(), temp_path("again.gguf").string(), "Q8_0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("already quantized"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(temp_path("again.gguf")));
+
+  r = slm::test::run_cli({"quantize", in.string(), "/nonexistent-dir/x.gguf", "Q8_0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot open for writing"), std::string::npos) << r.err;
+
+  r = slm::test::run_cli({"quantize", in.string(), in.string(), "Q8_0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("must differ"), std::string::npos) << r.err;
+  fs::remove_all(in.parent_path());
+}
+
+}  // namespace

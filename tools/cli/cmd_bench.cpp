@@ -1,0 +1,128 @@
+// slm bench: prompt processing (ppN) and token generation (tgN) speed, like llama-bench:
+// pp evaluates N prompt tokens in one batch from an empty cache; tg generates N tokens one
+// at a time from an empty cache. Each test runs once to warm up, then -r times.
+#include <fmt/format.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "commands.h"
+#include "core/error.h"
+#include "models/model.h"
+#include "runtime/session.h"
+
+namespace slm::cli {
+
+namespace {
+
+struct TestResult {
+  std::string name;
+  int n_tokens = 0;
+  std::vector<double> samples_ts;
+  double mean() const {
+    return std::accumulate(samples_ts.begin(), samples_ts.end(), 0.0) / samples_ts.size();
+  }
+  double stddev() const {
+    if (samples_ts.size() < 2) return 0.0;
+    const double m = mean();
+    double s = 0;
+    for (double v : samples_ts) s += (v - m) * (v - m);
+    return std::sqrt(s / (samples_ts.size() - 1));
+  }
+};
+
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0;  // Linux reports KiB
+}
+
+}  // namespace
+
+Runner add_bench(CLI::App& app) {
+  struct Opts {
+    std::string model, kv_type = "f16";
+    int threads = 0, n_prompt = 512, n_gen = 128, reps = 3;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  app.add_option("-m,--model", o->model, "GGUF model")->required();
+  app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  app.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for the pp test (0: skip)");
+  app.add_option("-n,--n-gen", o->n_gen, "generated tokens for the tg test (0: skip)");
+  app.add_option("-r,--repetitions", o->reps, "repetitions of each test");
+  app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+  app.add_flag("--json", o->json, "one JSON object per test on stdout");
+  return [o]() {
+    if (o->reps < 1) fail("--repetitions must be at least 1");
+    if (o->n_prompt < 0 || o->n_gen < 0) fail("-p and -n must not be negative");
+    auto model = Model::load(o->model);
+    const HParams& hp = model->hparams();
+    const int threads = o->threads > 0 ? o->threads : default_threads();
+    SessionOptions so;
+    so.n_threads = threads;
+    so.n_ctx = std::max(o->n_prompt, o->n_gen) + 1;
+    so.n_batch = std::max(o->n_prompt, 1);
+    so.kv_type = static_cast<DType>(parse_kv_type(o->kv_type));
+    Session session(*model, so);
+    std::mt19937 rng(42);
+    std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(hp.n_vocab - 1));
+    using clock = std::chrono::steady_clock;
+
+    std::vector<TestResult> results;
+    auto run_test = [&](const std::string& name, int n, auto&& body) {
+      TestResult r{name, n, {}};
+      for (int rep = 0; rep <= o->reps; ++rep) {  // rep 0 warms up
+        session.reset();
+        const auto t0 = clock::now();
+        body();
+        const double s = std::chrono::duration<double>(clock::now() - t0).count();
+        if (rep > 0) r.samples_ts.push_back(n / s);
+      }
+      results.push_back(std::move(r));
+    };
+    if (o->n_prompt > 0) {
+      std::vector<int32_t> prompt(o->n_prompt);
+      for (int32_t& t : prompt) t = pick(rng);
+      run_test(fmt::format("pp{}", o->n_prompt), o->n_prompt, [&] { session.eval(prompt); });
+    }
+    if (o->n_gen > 0) {
+      run_test(fmt::format("tg{}", o->n_gen), o->n_gen, [&] {
+        int32_t tok = pick(rng);
+        for (int i = 0; i < o->n_gen; ++i) {
+          session.eval(std::span<const int32_t>(&tok, 1));
+          tok = pick(rng);
+        }
+      });
+    }
+
+    const GGUFFile& f = model->gguf();
+    int64_t params = 0;
+    for (const TensorInfo& t : f.tensors()) params += t.nelements;
+    const double rss = peak_rss_mib();
+    if (o->json) {
+      for (const TestResult& r : results)
+        fmt::print("{{\"model\": \"{}\", \"size\": {}, \"n_params\": {}, \"n_threads\": {}, \"test\": \"{}\", "
+                   "\"n_prompt\": {}, \"n_gen\": {}, \"avg_ts\": {:.3f}, \"stddev_ts\": {:.3f}, "
+                   "\"samples_ts\": [{:.3f}], \"kv_type\": \"{}\", \"kv_bytes\": {}, \"peak_rss_mib\": {:.1f}}}\n",
+                   o->model, f.file_size(), params, threads, r.name,
+                   r.name.rfind("pp", 0) == 0 ? r.n_tokens : 0, r.name.rfind("tg", 0) == 0 ? r.n_tokens : 0,
+                   r.mean(), r.stddev(), fmt::join(r.samples_ts, ", "), o->kv_type, session.kv_bytes(), rss);
+    } else {
+      fmt::print("| {:<30} | {:>10} | {:>8} | {:>7} | {:>8} | {:>20} |\n", "model", "size", "params", "threads", "test", "t/s");
+      fmt::print("| {:-<30} | {:->10} | {:->8} | {:->7} | {:->8} | {:->20} |\n", "", "", "", "", "", "");
+      for (const TestResult& r : results)
+        fmt::print("| {:<30} | {:>6.2f} GiB | {:>6.2f} B | {:>7} | {:>8} | {:>11.2f} ± {:>6.2f} |\n",
+                   hp.arch + " " + f.opt_string("general.name").value_or(""), f.file_size() / 1073741824.0,
+                   params / 1e9, threads, r.name, r.mean(), r.stddev());
+      fmt::print("\npeak RSS {:.1f} MiB (file {:.1f} MiB, KV cache {:.1f} MiB)\n", rss,
+                 f.file_size() / 1048576.0, session.kv_bytes() / 1048576.0);
+    }
+    return 0;
+  };
+}
+
+}  // namespace slm::cli
