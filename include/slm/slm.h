@@ -1,0 +1,92 @@
+// slm public C++ API. Everything here reports failure through slm::Status (no exceptions
+// cross this boundary), so an application or a server can keep running after bad input.
+//
+//   slm::api::Model model;
+//   if (auto st = slm::api::Model::load("model.gguf", &model); !st.ok) { ... st.message ... }
+//   slm::api::Session session(model, {});
+//   std::string text;
+//   session.generate("Once upon a time", {.n_predict = 64, .temperature = 0}, [&](std::string_view piece) {
+//     text += piece; return true; });
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace slm::api {
+
+struct Status {
+  bool ok = true;
+  std::string message;  // one line: what went wrong and what to do
+  static Status success() { return {}; }
+  static Status error(std::string m) { return {false, std::move(m)}; }
+};
+
+struct ModelInfo {
+  std::string architecture, name;
+  int64_t n_vocab = 0, n_ctx_train = 0, n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0;
+  uint64_t file_size = 0;
+};
+
+class Model {
+ public:
+  Model();
+  ~Model();
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  static Status load(const std::string& path, Model* out);
+  bool loaded() const { return impl_ != nullptr; }
+  ModelInfo info() const;
+  Status tokenize(std::string_view text, bool add_bos, std::vector<int32_t>* out) const;
+  std::string detokenize(const std::vector<int32_t>& ids) const;
+  // The model's chat template (tokenizer.chat_template), empty when it has none.
+  std::string chat_template() const;
+
+  struct Impl;
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+struct SessionParams {
+  int n_ctx = 4096;
+  int n_threads = 0;  // 0: all cores
+  bool kv_f32 = false;
+};
+
+struct GenerateParams {
+  int n_predict = -1;  // -1: until an end-of-generation token or the context is full
+  float temperature = 0.8f;
+  int32_t top_k = 40;
+  float top_p = 0.95f;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;
+  uint64_t seed = 0xFFFFFFFF;
+};
+
+// One conversation on a model (the model must outlive it).
+class Session {
+ public:
+  Session(const Model& model, const SessionParams& params);
+  ~Session();
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
+  // Continues `prompt` (the KV cache is reused for the part of it seen before); pieces of
+  // complete UTF-8 text go to on_text as they are generated; return false from it to stop.
+  Status generate(std::string_view prompt, const GenerateParams& params,
+                  const std::function<bool(std::string_view)>& on_text, bool parse_special = false);
+  // Logits of every position of `tokens`, evaluated after what the session already holds.
+  Status eval(const std::vector<int32_t>& tokens, std::vector<float>* logits_out);
+  void reset();
+  int32_t n_past() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  Status init_error_;
+};
+
+}  // namespace slm::api

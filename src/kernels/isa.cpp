@@ -1,0 +1,132 @@
+// CPU feature detection for the kernel dispatcher. Compiled for baseline x86-64 (like all of
+// slm_core): it must run on any CPU, including ones that lack every level it asks about.
+#include "kernels/isa.h"
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+
+#include "core/error.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define SLM_X86_HOST 1
+#endif
+
+namespace slm::kern {
+
+namespace {
+
+struct Features {
+  bool avx2 = false, avx512 = false, vnni = false, bf16 = false;
+};
+
+#ifdef SLM_X86_HOST
+// XCR0: which register states the OS saves on a context switch. Read with the raw opcode's
+// mnemonic so this file needs no -mxsave.
+uint64_t xgetbv0() {
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (static_cast<uint64_t>(hi) << 32) | lo;
+}
+
+Features probe() {
+  Features f;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28),
+             f16c = c & (1u << 29);
+  if (!osxsave || !avx) return f;
+  const uint64_t xcr0 = xgetbv0();
+  const bool os_ymm = (xcr0 & 0x6) == 0x6;     // SSE and AVX state
+  const bool os_zmm = (xcr0 & 0xE6) == 0xE6;   // + opmask, ZMM0-15 upper halves, ZMM16-31
+  if (!os_ymm) return f;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
+  const bool avx2 = b & (1u << 5);
+  const bool avx512f = b & (1u << 16), avx512dq = b & (1u << 17), avx512bw = b & (1u << 30),
+             avx512vl = b & (1u << 31);
+  const bool avx512vnni = c & (1u << 11);
+  const unsigned max_sub = a;
+  bool avx512bf16 = false;
+  if (max_sub >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) avx512bf16 = a & (1u << 5);
+  f.avx2 = avx2 && fma && f16c;
+  f.avx512 = f.avx2 && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
+  f.vnni = f.avx512 && avx512vnni;
+  f.bf16 = f.vnni && avx512bf16;
+  return f;
+}
+#else
+Features probe() { return {}; }
+#endif
+
+const Features& features() {
+  static const Features f = probe();
+  return f;
+}
+
+// -1: not decided yet. Relaxed is enough: every thread computes the same answer.
+std::atomic<int> g_active{-1};
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx512Vnni: return "avx512vnni";
+  }
+  return "?";
+}
+
+bool parse_isa(const std::string& name, Isa* out) {
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni}) {
+    if (name == isa_name(i)) {
+      *out = i;
+      return true;
+    }
+  }
+  return false;
+}
+
+Isa detected_isa() {
+#ifndef SLM_HAVE_X86_KERNELS
+  return Isa::Scalar;  // nothing to dispatch to in this build
+#else
+  const Features& f = features();
+  if (f.vnni) return Isa::Avx512Vnni;
+  if (f.avx512) return Isa::Avx512;
+  if (f.avx2) return Isa::Avx2;
+  return Isa::Scalar;
+#endif
+}
+
+bool isa_supported(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(detected_isa()); }
+
+bool cpu_has_bf16() { return features().bf16; }
+
+Isa active_isa() {
+  int v = g_active.load(std::memory_order_relaxed);
+  if (v >= 0) return static_cast<Isa>(v);
+  Isa isa = detected_isa();
+  if (const char* env = std::getenv("SLM_FORCE_ISA"); env && *env) {
+    Isa forced;
+    if (!parse_isa(env, &forced))
+      fail("SLM_FORCE_ISA={}: unknown instruction set (use scalar, avx2, avx512 or avx512vnni)", env);
+    if (!isa_supported(forced))
+      fail("SLM_FORCE_ISA={}: this CPU (or this build) supports at most {}", env,
+           isa_name(detected_isa()));
+    isa = forced;
+  }
+  g_active.store(static_cast<int>(isa), std::memory_order_relaxed);
+  return isa;
+}
+
+void set_active_isa(Isa isa) {
+  if (!isa_supported(isa))
+    fail("instruction set {} is not available: this CPU (or this build) supports at most {}",
+         isa_name(isa), isa_name(detected_isa()));
+  g_active.store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+}  // namespace slm::kern

@@ -1,0 +1,37 @@
+// Which x86 instruction-set level the SIMD kernels run at. Shipped builds target plain x86-64;
+// the kernels are compiled once per level (src/kernels/x86/, see CMakeLists.txt) and the best
+// level this CPU and OS support is picked once, at first use.
+#pragma once
+#include <string>
+
+namespace slm::kern {
+
+enum class Isa : int {
+  Scalar = 0,      // the reference kernels of kernels/ref only
+  Avx2 = 1,        // AVX2 + FMA + F16C
+  Avx512 = 2,      // AVX-512 F + BW + DQ + VL
+  Avx512Vnni = 3,  // the above + AVX512_VNNI (+ AVX512_BF16 where present, see cpu_has_bf16)
+};
+
+// "scalar", "avx2", "avx512", "avx512vnni".
+const char* isa_name(Isa isa);
+// Parses an isa_name(); false if `name` is none of them.
+bool parse_isa(const std::string& name, Isa* out);
+
+// The best level the CPU implements and the OS saves the registers of (CPUID + XGETBV).
+// Always Scalar on non-x86 hosts or when the build has no SIMD kernels.
+Isa detected_isa();
+// Whether this CPU can run kernels of level `isa` (every level up to detected_isa()).
+bool isa_supported(Isa isa);
+// AVX512_BF16 (VDPBF16PS), used by the avx512vnni level's bf16 products when present.
+bool cpu_has_bf16();
+
+// The level in use: SLM_FORCE_ISA if set (an unknown name or a level this CPU lacks is a
+// clear slm::Error, raised at the first call), otherwise detected_isa().
+Isa active_isa();
+// Switch the level in use (tests and benchmarks compare levels in one process). Throws
+// slm::Error if the CPU lacks it. Not thread-safe against running kernels: call between
+// computations.
+void set_active_isa(Isa isa);
+
+}  // namespace slm::kern
