@@ -30,7 +30,7 @@ const std::vector<SynthShape> kShapes = {
     {"qwen2.5-1.5b", "qwen2", "Qwen2.5 1.5B", false, 28, 1536, 8960, 12, 2, 128, 151936,
      "ggml-vocab-qwen2.gguf", 32768, 1000000.0f, 1e-6f, true, true, false, 0, 0, 0},
     {"gemma-2-2b", "gemma2", "Gemma 2 2B", false, 26, 2304, 9216, 8, 4, 256, 256000,
-     "a Gemma 2 vocabulary (256000 tokens)", 8192, 10000.0f, 1e-6f, true, false, false, 4096,
+     "a vocab file made from Gemma 2's tokenizer", 8192, 10000.0f, 1e-6f, true, false, false, 4096,
      50.0f, 30.0f},
     {"phi-3-mini", "phi3", "Phi-3 mini 4k", false, 32, 3072, 8192, 32, 32, 96, 32064,
      "ggml-vocab-phi-3.gguf", 4096, 10000.0f, 1e-5f, false, false, false, 2047, 0, 0},
@@ -293,7 +293,7 @@ SynthReport synth_model(const SynthOptions& o) {
     fail("{}: no tokenizer.ggml.tokens (not a vocabulary file?)", o.vocab_path);
   const int64_t n_vocab = static_cast<int64_t>(tokens->array.size());
   if (shape->n_vocab != 0 && shape->n_vocab != n_vocab)
-    fail("{}: has {} tokens, but {} has a {}-token vocabulary (use {})", o.vocab_path, n_vocab,
+    fail("{}: has {} tokens, but {} has a {}-token vocabulary: use {}", o.vocab_path, n_vocab,
          shape->display, shape->n_vocab, shape->vocab_hint);
 
   SynthReport rep;

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -79,9 +80,9 @@ const char* isa_name(Isa isa) {
   return "?";
 }
 
-bool parse_isa(const std::string& name, Isa* out) {
+bool parse_isa(const char* name, Isa* out) {
   for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni}) {
-    if (name == isa_name(i)) {
+    if (std::strcmp(name, isa_name(i)) == 0) {
       *out = i;
       return true;
     }

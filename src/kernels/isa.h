@@ -2,8 +2,6 @@
 // the kernels are compiled once per level (src/kernels/x86/, see CMakeLists.txt) and the best
 // level this CPU and OS support is picked once, at first use.
 #pragma once
-#include <string>
-
 namespace slm::kern {
 
 enum class Isa : int {
@@ -16,7 +14,7 @@ enum class Isa : int {
 // "scalar", "avx2", "avx512", "avx512vnni".
 const char* isa_name(Isa isa);
 // Parses an isa_name(); false if `name` is none of them.
-bool parse_isa(const std::string& name, Isa* out);
+bool parse_isa(const char* name, Isa* out);
 
 // The best level the CPU implements and the OS saves the registers of (CPUID + XGETBV).
 // Always Scalar on non-x86 hosts or when the build has no SIMD kernels.

@@ -1,6 +1,7 @@
 #include "models/blocks.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 
@@ -23,6 +24,26 @@ void split_qkv(const float* qkv, int64_t n_tokens, int64_t q_dim, int64_t k_dim,
   }
 }
 
+namespace {
+
+// Dot product and a*x+y over short float vectors (head dimensions). Eight independent
+// partial sums let the compiler vectorize without reassociating a single sum.
+float dot_f32(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy_f32(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+}  // namespace
+
 void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
             const AttentionSpec& spec, float* q, float* k, const float* v, float* out) {
   const int64_t T = b.size();
@@ -35,40 +56,59 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
   }
   const int64_t group = spec.n_head / spec.n_head_kv;
   const DType kv_type = cache.type();
-  const size_t kv_elem = kv_type == DType::F32 ? 4 : 2;
-  const size_t scratch = static_cast<size_t>(cache.n_ctx()) + hdk + 2 * hdv;
-  ctx.reserve_thread_scratch(scratch);
-  ctx.pool().parallel_for(T * spec.n_head, [&](int64_t begin, int64_t end, int thread) {
-    float* scores = ctx.thread_scratch(thread, scratch);
-    float* krow = scores + cache.n_ctx();
-    float* vrow = krow + hdk;
-    float* acc = vrow + hdv;
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t t = job / spec.n_head, h = job % spec.n_head, g = h / group;
-      const int32_t pos = b.pos[t];
-      const int32_t lo = cache.first_visible(layer, pos);
-      const int64_t n = pos - lo + 1;
-      const float* qh = q + t * q_dim + h * hdk;
-      for (int64_t j = 0; j < n; ++j) {
-        const auto* kr = static_cast<const uint8_t*>(cache.k_row(layer, b.seq[t], lo + j));
-        kv_row_to_floats(kv_type, kr + g * hdk * kv_elem, krow, hdk);
-        float s = 0.0f;
-        for (int64_t i = 0; i < hdk; ++i) s += qh[i] * krow[i];
-        s *= spec.scale;
-        if (spec.softcap > 0.0f) s = std::tanh(s / spec.softcap) * spec.softcap;
-        scores[j] = s;
+
+  // Tokens of one sequence at a time (a batch usually holds one). The keys and values the
+  // batch can see are decoded to floats once per layer, not once per query and head.
+  std::vector<int32_t>& seqs = ctx.int_scratch(0);
+  seqs.assign(b.seq.begin(), b.seq.end());
+  std::sort(seqs.begin(), seqs.end());
+  seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+  for (const int32_t seq : seqs) {
+    int32_t lo = INT32_MAX, hi = -1;
+    for (int64_t t = 0; t < T; ++t)
+      if (b.seq[t] == seq) {
+        lo = std::min(lo, cache.first_visible(layer, b.pos[t]));
+        hi = std::max(hi, b.pos[t]);
       }
-      softmax(scores, n);
-      std::fill(acc, acc + hdv, 0.0f);
-      for (int64_t j = 0; j < n; ++j) {
-        const auto* vr = static_cast<const uint8_t*>(cache.v_row(layer, b.seq[t], lo + j));
-        kv_row_to_floats(kv_type, vr + g * hdv * kv_elem, vrow, hdv);
-        const float p = scores[j];
-        for (int64_t i = 0; i < hdv; ++i) acc[i] += p * vrow[i];
+    const int64_t n_rows = hi - lo + 1;
+    float* kf = ctx.buffer(kKeysF32, n_rows * k_dim);
+    float* vf = ctx.buffer(kValuesF32, n_rows * v_dim);
+    ctx.pool().parallel_for(n_rows, [&](int64_t r0, int64_t r1, int) {
+      for (int64_t r = r0; r < r1; ++r) {
+        kv_row_to_floats(kv_type, cache.k_row(layer, seq, lo + static_cast<int32_t>(r)), kf + r * k_dim, k_dim);
+        kv_row_to_floats(kv_type, cache.v_row(layer, seq, lo + static_cast<int32_t>(r)), vf + r * v_dim, v_dim);
       }
-      std::memcpy(out + t * spec.n_head * hdv + h * hdv, acc, hdv * sizeof(float));
-    }
-  });
+    }, 16);
+
+    const size_t scratch = static_cast<size_t>(n_rows) + hdv;
+    ctx.reserve_thread_scratch(scratch);
+    // One job per (token, KV head): the group's query heads share the same rows.
+    ctx.pool().parallel_for(T * spec.n_head_kv, [&](int64_t begin, int64_t end, int thread) {
+      float* scores = ctx.thread_scratch(thread, scratch);
+      float* acc = scores + n_rows;
+      for (int64_t job = begin; job < end; ++job) {
+        const int64_t t = job / spec.n_head_kv, g = job % spec.n_head_kv;
+        if (b.seq[t] != seq) continue;
+        const int32_t pos = b.pos[t];
+        const int32_t first = cache.first_visible(layer, pos);
+        const int64_t n = pos - first + 1;
+        const float* krows = kf + (first - lo) * k_dim + g * hdk;
+        const float* vrows = vf + (first - lo) * v_dim + g * hdv;
+        for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+          const float* qh = q + t * q_dim + h * hdk;
+          for (int64_t j = 0; j < n; ++j) {
+            float s = dot_f32(qh, krows + j * k_dim, hdk) * spec.scale;
+            if (spec.softcap > 0.0f) s = std::tanh(s / spec.softcap) * spec.softcap;
+            scores[j] = s;
+          }
+          softmax(scores, n);
+          std::fill(acc, acc + hdv, 0.0f);
+          for (int64_t j = 0; j < n; ++j) axpy_f32(scores[j], vrows + j * v_dim, acc, hdv);
+          std::memcpy(out + t * spec.n_head * hdv + h * hdv, acc, hdv * sizeof(float));
+        }
+      }
+    });
+  }
 }
 
 float activate(Activation act, float x) {

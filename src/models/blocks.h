@@ -12,6 +12,7 @@ namespace slm::blocks {
 // Scratch buffer slots in ComputeContext::buffer().
 enum Slot : int {
   kResidual = 0, kNormed, kQ, kK, kV, kQKV, kAttnOut, kProj, kGate, kUp, kFFOut, kOutRows,
+  kKeysF32, kValuesF32,
   kSlotCount
 };
 

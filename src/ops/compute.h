@@ -27,6 +27,11 @@ class ComputeContext {
     if (v.size() < n) v.resize(n);
     return v.data();
   }
+  // Named int buffers, like buffer().
+  std::vector<int32_t>& int_scratch(int slot) {
+    if (ints_.size() <= static_cast<size_t>(slot)) ints_.resize(slot + 1);
+    return ints_[slot];
+  }
   // Per-thread float scratch of at least n floats.
   float* thread_scratch(int thread, size_t n) {
     if (thread_.size() < static_cast<size_t>(n_threads())) thread_.resize(n_threads());
@@ -45,6 +50,7 @@ class ComputeContext {
   std::vector<uint8_t> act_;
   std::vector<std::vector<float>> thread_;
   std::vector<std::vector<float>> buffers_;
+  std::vector<std::vector<int32_t>> ints_;
 };
 
 }  // namespace slm

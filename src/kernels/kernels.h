@@ -1,0 +1,74 @@
+// The table of SIMD kernels one instruction-set level provides, and the dispatcher that picks
+// the table of the active level (kernels/isa.h) once.
+//
+// This header is included by the per-ISA translation units (src/kernels/x86/), which are
+// compiled with -mavx2 / -mavx512* flags. It must therefore stay free of inline functions and
+// of slm headers that have them: the linker keeps one copy of each inline function, and a copy
+// compiled with AVX-512 flags could end up called on a CPU without AVX-512. For the same reason
+// the structs below are plain aggregates (no member initializers, hence no constructor code):
+// value-initialize them with {}.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/isa.h"
+
+namespace slm::kern {
+
+constexpr int kTypeSlots = 40;  // ggml type ids are below this (core/dtype.h, kDTypeIdLimit)
+
+using QuantizeFn = void (*)(const float* x, void* dst, int64_t n);
+
+// Matrix products for a quantized weight type, on weights repacked into panels. A panel holds
+// `rows` consecutive rows (one per int32 lane of the vector registers) interleaved four bytes
+// at a time, so one vector load feeds a VPDPBUSD for every row at once while four activation
+// bytes are broadcast. Activations are quantized exactly like the scalar path's
+// (TypeTraits::from_float_act) into tiles of `tile_tokens` tokens, interleaved the same way,
+// with each block's scale as a float and the integer corrections the weight type needs (for
+// offsets such as Q4_0's -8) precomputed once instead of once per panel.
+struct PanelKernels {
+  int rows;         // rows per panel; 0: this type has no panel kernels
+  int tile_tokens;  // tokens per activation tile
+  size_t (*panel_bytes)(int64_t n_in);
+  // Packs n_rows <= rows rows of a row-major matrix (row_bytes apart) into one panel; missing
+  // rows are zero.
+  void (*pack)(const uint8_t* w, size_t row_bytes, int n_rows, int64_t n_in,
+               uint8_t* panel);
+  size_t (*tile_bytes)(int64_t n_in);
+  // Quantizes n_tok <= tile_tokens rows of x (n_in floats each) into one tile.
+  void (*prepare)(const float* x, int n_tok, int64_t n_in, uint8_t* tile);
+  // y[t * ldy + o] for the rows o of panels [p0, p1) that are below n_out, and every token
+  // t < n_tok of the activation tiles (which lie tile_bytes apart).
+  void (*gemm)(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int64_t n_in,
+               const uint8_t* tiles, int64_t n_tok, float* y, int64_t ldy);
+};
+
+// Matrix products for a float weight type (F32, F16, BF16) on the row-major weights as mapped.
+// n_in must be a multiple of 32.
+struct FloatKernels {
+  // Multi-token products take bf16 activations (VDPBF16PS) when set, else f32 ones.
+  bool act_bf16;
+  void (*to_bf16)(const float* x, uint16_t* dst, int64_t n);
+  size_t (*scratch_bytes)(int64_t n_in);  // per thread, for gemm
+  // Rows [r0, r1) of W times n_tok activation rows (n_in values each, contiguous).
+  void (*gemm)(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t n_in,
+               const void* act, int64_t n_tok, float* y, int64_t ldy, void* scratch);
+  // Rows [r0, r1) of W times one f32 activation row: y[r] for r in [r0, r1).
+  void (*gemv)(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t n_in,
+               const float* x, float* y);
+};
+
+struct Kernels {
+  Isa isa;
+  QuantizeFn quantize_q8_0;  // twin of ref::from_float_q8_0_x86
+  QuantizeFn quantize_q8_K;  // twin of ref::from_float_q8_K
+  PanelKernels panel[kTypeSlots];      // by ggml type id
+  FloatKernels flt[kTypeSlots];        // by ggml type id; gemv == nullptr: none
+};
+
+// The table of the active level (for Scalar: no kernels at all).
+const Kernels& active();
+// The table of a level, or nullptr if this CPU or build lacks it.
+const Kernels* for_isa(Isa isa);
+
+}  // namespace slm::kern

@@ -1,0 +1,57 @@
+// Quantized activation tiles for the panel kernels (see PanelKernels in kernels/kernels.h).
+//
+// A tile holds kTile tokens. Their int8 quants are interleaved four at a time: the bytes of
+// group g (values 4g..4g+3) of token t sit at qs + (g * kTile + t) * 4, so a kernel working on
+// kTile tokens broadcasts each token's four bytes from fixed offsets of one pointer. Then come
+// the block scales as floats, d[b * kTile + t], and int32 corrections corr[c * kTile + t] whose
+// meaning depends on the weight type (listed with Corr below). Padding tokens are all zero.
+#pragma once
+#include "kernels/x86/simd.h"
+
+namespace slm::kern::SLM_ISA_NS {
+
+struct TileLayout {
+  size_t d_off = 0;  // float d[n_scales * kTile]
+  size_t c_off = 0;  // int32 corr[n_corr * kTile]
+  size_t bytes = 0;  // whole tile, a multiple of 64
+};
+
+// Q8_0 activations (Q4_0, Q8_0 weights): one scale and one correction per 32 values.
+inline TileLayout tile_q8_0(int64_t n_in) {
+  TileLayout l;
+  const size_t nb = static_cast<size_t>(n_in / 32);
+  l.d_off = round_up(static_cast<size_t>(n_in) * kTile, 64);
+  l.c_off = l.d_off + round_up(nb * kTile * 4, 64);
+  l.bytes = l.c_off + round_up(nb * kTile * 4, 64);
+  return l;
+}
+// Q8_K activations (K-quant and IQ4_XS weights): one scale and 16 corrections per 256 values.
+inline TileLayout tile_q8_K(int64_t n_in) {
+  TileLayout l;
+  const size_t nb = static_cast<size_t>(n_in / 256);
+  l.d_off = round_up(static_cast<size_t>(n_in) * kTile, 64);
+  l.c_off = l.d_off + round_up(nb * kTile * 4, 64);
+  l.bytes = l.c_off + round_up(nb * 16 * kTile * 4, 64);
+  return l;
+}
+
+// What corr holds, per weight type. The kernels take unsigned weight bytes (VPDPBUSD), so a
+// type stored with an offset (value = u - k) needs k * sum(activation quants) subtracted.
+enum class Corr {
+  Q4_0,   // per 32: -8 * sum
+  Q8_0,   // per 32: -128 * sum (Q8_0 weights are fed as u = q + 128)
+  Q4_K,   // per 256, c = 0..3: the int16 pair (sum of values 64c..64c+31, of 64c+32..64c+63),
+          // for VPMADDWD against the pairs of six-bit mins (Q4_K, Q5_K)
+  Q6_K,   // per 256, c = 0..15: -32 * sum of values 16c..16c+15
+  IQ4_XS  // per 256, c = 0..7: -128 * sum of values 32c..32c+31 (levels fed as u = v + 128)
+};
+
+// Quantize one block; the quants, the scale as the dot product sees it, and per-16 sums.
+// q8_0_block: 32 values, llama.cpp's x86 rounding; returns d rounded through fp16 (stored).
+float q8_0_block(const float* x, int8_t* qs, uint16_t* d_half, int32_t* sum);
+// q8_K_block: 256 values, returns d; bsums[16] are the per-16 sums.
+float q8_K_block(const float* x, int8_t* qs, int16_t* bsums);
+
+void prepare_tile(Corr kind, const float* x, int n_tok, int64_t n_in, uint8_t* tile);
+
+}  // namespace slm::kern::SLM_ISA_NS
