@@ -229,7 +229,7 @@ TEST(QuantizeCli, WritesALoadableFileAndReportsBadInput) {
     slm::SessionOptions so;
     so.n_ctx = 8;
     slm::Session s(*model, so);
-    const std::vector<int32_t> toks = {1, 300, 301};
+    const std::vector<int32_t> toks = {1, 100, 200};
     const auto& l = s.eval(toks);
     for (int64_t i = 0; i < model->hparams().n_vocab; ++i) ASSERT_TRUE(std::isfinite(l[i]));
   }
@@ -238,8 +238,10 @@ TEST(QuantizeCli, WritesALoadableFileAndReportsBadInput) {
   for (const slm::convert::QuantMix& mix : slm::convert::quant_mixes()) {
     QuantizeOptions qo;
     qo.progress = false;
-    slm::convert::quantize_file(in.string(), out.string(), mix.name, qo);
-    EXPECT_NO_THROW(slm::Model::load(out.string())) << mix.name;
+    const fs::path mix_out = temp_path(std::string("tiny-") + mix.name + ".gguf");
+    slm::convert::quantize_file(in.string(), mix_out.string(), mix.name, qo);
+    EXPECT_NO_THROW(slm::Model::load(mix_out.string())) << mix.name;
+    fs::remove(mix_out);
   }
 
   r = slm::test::run_cli({"quantize", in.string(), out.string(), "Q4_K_XL"});
@@ -260,6 +262,38 @@ TEST(QuantizeCli, WritesALoadableFileAndReportsBadInput) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("must differ"), std::string::npos) << r.err;
   fs::remove_all(in.parent_path());
+}
+
+TEST(QuantizeCli, KeepsTheInputsAlignmentAndMetadata) {
+  slm::test::TinyModelOptions to;
+  to.n_embd = 256;
+  to.n_ff = 512;
+  to.q8_0_ffn_down = false;
+  slm::test::TinyModel m = slm::test::make_tiny_llama(to);
+  m.alignment = 64;
+  const fs::path in = temp_path("tiny-a64.gguf"), out = temp_path("tiny-a64-q8.gguf");
+  {
+    const std::vector<uint8_t> bytes = m.to_bytes();
+    std::ofstream(in, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                              static_cast<std::streamsize>(bytes.size()));
+  }
+  QuantizeOptions qo;
+  qo.progress = false;
+  slm::convert::quantize_file(in.string(), out.string(), "q8_0", qo);
+  auto src = slm::GGUFFile::open(in.string());
+  auto f = slm::GGUFFile::open(out.string());
+  EXPECT_EQ(f->alignment(), 64u);
+  EXPECT_EQ(f->data_offset() % 64, 0u);
+  for (const slm::TensorInfo& t : f->tensors()) EXPECT_EQ(t.offset % 64, 0u) << t.name;
+  // The input's keys in order, then general.quantization_version and general.file_type.
+  ASSERT_EQ(f->metadata().size(), src->metadata().size() + 2);
+  for (size_t i = 0; i < src->metadata().size(); ++i)
+    EXPECT_EQ(f->metadata()[i].first, src->metadata()[i].first);
+  EXPECT_EQ(f->metadata()[src->metadata().size()].first, "general.quantization_version");
+  EXPECT_EQ(f->get_int("general.file_type"), 7);
+  EXPECT_NO_THROW(slm::Model::load(out.string()));
+  fs::remove(in);
+  fs::remove(out);
 }
 
 }  // namespace
