@@ -40,6 +40,9 @@ TemplateError::TemplateError(const std::string& message, int line)
 
 std::tm RenderOptions::fixed_date(int year, int month, int day, int hour, int minute,
                                   int second) {
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour < 0 || hour > 23 || minute < 0 ||
+      minute > 59 || second < 0 || second > 60)
+    throw std::invalid_argument("RenderOptions::fixed_date: date or time out of range");
   std::tm t{};
   t.tm_year = year - 1900;
   t.tm_mon = month - 1;
@@ -50,7 +53,7 @@ std::tm RenderOptions::fixed_date(int year, int month, int day, int hour, int mi
   // Day of the week and of the year (for %a, %A, %j, %U, %W), by Zeller-free counting.
   static const int kCumDays[] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
   const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-  t.tm_yday = kCumDays[(month - 1) % 12] + day - 1 + ((leap && month > 2) ? 1 : 0);
+  t.tm_yday = kCumDays[month - 1] + day - 1 + ((leap && month > 2) ? 1 : 0);
   // Days since 1970-01-01 (a Thursday).
   const int y = month <= 2 ? year - 1 : year;
   const int era = (y >= 0 ? y : y - 399) / 400;

@@ -49,6 +49,7 @@ std::string html_escape(std::string_view s) {
       default: out += c;
     }
   }
+  check_string_size(out.size());
   return out;
 }
 
@@ -279,6 +280,7 @@ Value f_batch(const Value& v, CallArgs& a) {
   const int64_t n = as_int(b.required(0), "linecount");
   if (n <= 0) fail("batch size must be positive");
   const Value fill = b.get(1, Value::none());
+  if (!fill.is_none() && n > 100000) fail("batch size too large");
   ValueList out, tmp;
   for (const Value& item : iterate(v)) {
     if (static_cast<int64_t>(tmp.size()) == n) {
@@ -480,6 +482,7 @@ Value f_indent(const Value& v, CallArgs& a) {
     for (size_t k = 0; k < lines.size(); ++k) {
       if (k) rv += "\n" + indention;
       rv += lines[k].str();
+      check_string_size(rv.size());
     }
   } else {
     rv = lines.empty() ? std::string() : lines[0].str();
@@ -487,6 +490,7 @@ Value f_indent(const Value& v, CallArgs& a) {
       rv += "\n";
       if (!lines[k].str().empty()) rv += indention;
       rv += lines[k].str();
+      check_string_size(rv.size());
     }
   }
   if (first) rv = indention + rv;
@@ -538,6 +542,7 @@ Value f_join(const Value& v, CallArgs& a) {
     first = false;
     const Value x = getter ? (*getter)(item) : item;
     out += x.is_string() ? x.str() : to_str(x);
+    check_string_size(out.size());
   }
   return Value::string(std::move(out));
 }

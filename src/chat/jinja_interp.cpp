@@ -14,8 +14,7 @@ constexpr int kMaxCallDepth = 100;
 // Bound on nested exec()/eval() frames, whatever mix of statements, expressions and calls
 // produces them, so that malicious templates end with an error instead of a stack overflow.
 constexpr int kMaxEvalDepth = 1000;
-// Largest output (and captured block) we build.
-constexpr size_t kMaxOutput = size_t{256} << 20;
+constexpr size_t kMaxOutput = kMaxStringBytes;
 
 struct Scope {
   std::unordered_map<std::string, Value> vars;
@@ -582,7 +581,8 @@ class Interpreter {
     std::string s;
     for (const auto& x : e.items) {
       const Value v = eval(*x, scope);
-      const std::string part = v.is_string() ? v.str() : to_str(v);
+      std::string converted;
+      const std::string& part = v.is_string() ? v.str() : (converted = to_str(v));
       if (s.size() + part.size() > kMaxOutput) fail("string exceeds {} bytes", kMaxOutput);
       s += part;
     }

@@ -12,11 +12,9 @@ namespace slm::chat::jinja {
 
 namespace {
 
-constexpr size_t kMaxString = size_t{256} << 20;
+constexpr size_t kMaxString = kMaxStringBytes;
 
-void check_size(size_t n) {
-  if (n > kMaxString) fail("string exceeds {} bytes", kMaxString);
-}
+void check_size(size_t n) { check_string_size(n); }
 
 // Jinja's object_type_repr: how undefined-value messages name the object.
 std::string object_type_repr(const Value& v) {
@@ -854,6 +852,7 @@ std::string percent_format(const std::string& fmt, const Value& args) {
   bool used_mapping = false;
   std::string out;
   for (size_t i = 0; i < fmt.size(); ++i) {
+    check_size(out.size());
     if (fmt[i] != '%') {
       out += fmt[i];
       continue;

@@ -337,6 +337,7 @@ void repr_dict_into(const DictData& d, std::string& out, uint32_t depth) {
 
 void repr_into(const Value& v, std::string& out, uint32_t depth) {
   if (depth > kMaxValueDepth) fail("maximum recursion depth exceeded while getting the repr");
+  check_string_size(out.size());
   switch (v.type()) {
     case Value::Type::Undefined: out += "Undefined"; return;
     case Value::Type::String:
@@ -492,19 +493,31 @@ std::partial_ordering compare(const Value& a, const Value& b, const char* op) {
   fail("'{}' not supported between instances of '{}' and '{}'", op, type_name(a), type_name(b));
 }
 
+namespace {
+
+std::string tagged(char tag, std::string_view body) {
+  std::string out;
+  out.reserve(body.size() + 1);
+  out += tag;
+  out += body;
+  return out;
+}
+
+}  // namespace
+
 std::string hash_key(const Value& v) {
   switch (v.type()) {
     case Value::Type::Undefined: return "U";
     case Value::Type::None: return "N";
     case Value::Type::Bool: return v.b() ? "I1" : "I0";
-    case Value::Type::Int: return "I" + std::to_string(v.i());
+    case Value::Type::Int: return tagged('I', std::to_string(v.i()));
     case Value::Type::Float: {
       const double d = v.f();
       if (d == std::floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
-        return "I" + std::to_string(static_cast<int64_t>(d));
-      return "F" + float_repr(d);
+        return tagged('I', std::to_string(static_cast<int64_t>(d)));
+      return tagged('F', float_repr(d));
     }
-    case Value::Type::String: return "S" + v.str();
+    case Value::Type::String: return tagged('S', v.str());
     case Value::Type::Tuple: {
       std::string out = "T";
       for (const Value& x : v.items()) {
@@ -673,6 +686,7 @@ void json_newline(const JsonOptions& o, int level, std::string& out) {
 
 void to_json_impl(const Value& v, const JsonOptions& o, int level, std::string& out) {
   if (static_cast<uint32_t>(level) > kMaxValueDepth) fail("maximum recursion depth exceeded in tojson");
+  check_string_size(out.size());
   switch (v.type()) {
     case Value::Type::None: out += "null"; return;
     case Value::Type::Bool: out += v.b() ? "true" : "false"; return;

@@ -22,6 +22,8 @@ namespace slm::chat::jinja {
 
 // How deep values, templates and calls may nest before rendering stops with an error.
 inline constexpr uint32_t kMaxValueDepth = 512;
+// The longest string (and template output) rendering may build.
+inline constexpr size_t kMaxStringBytes = size_t{64} << 20;
 
 // An error raised while evaluating; the interpreter adds the line of the failing node.
 class EvalError : public std::runtime_error {
@@ -32,6 +34,11 @@ class EvalError : public std::runtime_error {
 template <class... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
   throw EvalError(fmt::format(f, std::forward<Args>(args)...));
+}
+
+// Fails when a string being built would exceed kMaxStringBytes.
+inline void check_string_size(size_t n) {
+  if (n > kMaxStringBytes) fail("string exceeds {} bytes", kMaxStringBytes);
 }
 
 class Value;
