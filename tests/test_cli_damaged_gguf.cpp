@@ -392,12 +392,12 @@ std::vector<Variant> make_corpus(const TinyModel& base) {
   add("string value retyped as uint32", patched<uint32_t>(v, arch.type_off, 4));
   add("string array retyped as uint64 array", patched<uint32_t>(v, toks.value_off, 10));
   {
-    // general.name -> general.architecture: a duplicate key of the same length is made in place.
+    // general.architecturX -> general.architecture: a duplicate key made in place.
     TinyModel m = base;
     m.set("general.architecturX", GGUFValue::str("llama"));
     Bytes b = m.to_bytes();
-    const KvLoc& k = parse_layout(b).key("general.architecturX");
-    b[k.start + 8 + 19] = 'e';
+    const size_t key_start = parse_layout(b).key("general.architecturX").start;
+    b[key_start + 8 + 19] = 'e';
     add("duplicate metadata key", b);
   }
 
@@ -414,8 +414,8 @@ std::vector<Variant> make_corpus(const TinyModel& base) {
   add("dimensions overflow int64 (2^32 x 2^32)",
       patched<int64_t>(patched<int64_t>(v, embd.dims_off, int64_t{1} << 32), embd.dims_off + 8,
                        int64_t{1} << 32));
-  add("dimensions overflow the byte count (2^61 x 8 f32)",
-      patched<int64_t>(patched<int64_t>(v, embd.dims_off, int64_t{1} << 61), embd.dims_off + 8, 8));
+  add("dimensions overflow the byte count (2^61 x 2 f32)",
+      patched<int64_t>(patched<int64_t>(v, embd.dims_off, int64_t{1} << 61), embd.dims_off + 8, 2));
   add("absurd dimension 2^40 rows", patched<int64_t>(v, embd.dims_off + 8, int64_t{1} << 40));
   add("zero dimension", patched<int64_t>(v, q.dims_off + 8, 0));
   add("Q8_0 row length 48 (not a multiple of 32)", patched<int64_t>(v, down.dims_off, 48));
