@@ -26,9 +26,13 @@ using QuantizeFn = void (*)(const float* x, void* dst, int64_t n);
 // (TypeTraits::from_float_act) into tiles of `tile_tokens` tokens, interleaved the same way,
 // with each block's scale as a float and the integer corrections the weight type needs (for
 // offsets such as Q4_0's -8) precomputed once instead of once per panel.
+// F16 has panel kernels too on avx512vnni, for prompts only (min_tokens 2): int16 panels and
+// activations on VPDPWSSD (kernels/x86/panels_f16_x86.cpp).
+// The repacked copy costs as much memory as the weights (ComputeContext::packed_bytes()).
 struct PanelKernels {
   int rows;         // rows per panel; 0: this type has no panel kernels
   int tile_tokens;  // tokens per activation tile
+  int min_tokens;   // used for products of at least this many tokens (fewer: FloatKernels)
   size_t (*panel_bytes)(int64_t n_in);
   // Packs n_rows <= rows rows of a row-major matrix (row_bytes apart) into one panel; missing
   // rows are zero.
@@ -45,9 +49,18 @@ struct PanelKernels {
 
 // Matrix products for a float weight type (F32, F16, BF16) on the row-major weights as mapped.
 // n_in must be a multiple of 32.
+enum FloatAct : int {
+  kActF32 = 0,   // activations used as they are
+  kActF16R = 1,  // rounded through fp16 and kept as f32 (what llama.cpp multiplies F16 with)
+  kActBF16 = 2,  // converted to bf16 for VDPBF16PS (multi-token products only)
+  kActBF16R = 3, // rounded through bf16 and kept as f32 (llama.cpp's for BF16 weights)
+};
 struct FloatKernels {
-  // Multi-token products take bf16 activations (VDPBF16PS) when set, else f32 ones.
-  bool act_bf16;
+  int gemm_act;  // FloatAct of the multi-token products
+  int gemv_act;  // FloatAct of the one-token products (never kActBF16)
+  // x (n floats) -> dst in the FloatAct's format.
+  void (*to_f16r)(const float* x, float* dst, int64_t n);
+  void (*to_bf16r)(const float* x, float* dst, int64_t n);
   void (*to_bf16)(const float* x, uint16_t* dst, int64_t n);
   size_t (*scratch_bytes)(int64_t n_in);  // per thread, for gemm
   // Rows [r0, r1) of W times n_tok activation rows (n_in values each, contiguous).

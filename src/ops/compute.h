@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -15,11 +16,41 @@ class ComputeContext {
   ThreadPool& pool() { return *pool_; }
   int n_threads() const { return pool_->size(); }
 
-  // Scratch for activations quantized to a weight's dot-product type.
+  // Scratch for activations quantized to a weight's dot-product type; 64-byte aligned (the
+  // SIMD kernels' activation tiles are read a cache line at a time).
   uint8_t* act_scratch(size_t bytes) {
-    if (act_.size() < bytes) act_.resize(bytes);
-    return act_.data();
+    if (act_.size() < bytes + 64) act_.resize(bytes + 64);
+    const auto addr = reinterpret_cast<uintptr_t>(act_.data());
+    return act_.data() + ((64 - addr % 64) % 64);
   }
+
+  // Weights repacked for the SIMD kernels (ops.cpp, kernels/kernels.h), built the first time a
+  // matrix is used and kept for the life of the context. Keyed by the mapped data they were
+  // made from: a Session's context never outlives its Model. `tag` identifies the kernel table
+  // (layouts differ between instruction sets).
+  struct Packed {
+    std::shared_ptr<uint8_t> mem;  // owns the memory (the allocator's deleter frees it)
+    uint8_t* data = nullptr;       // 64-byte aligned
+    size_t bytes = 0;
+    const void* tag = nullptr;
+  };
+  const Packed* find_packed(const void* key, const void* tag) const {
+    auto it = packed_.find(key);
+    return it != packed_.end() && it->second.tag == tag ? &it->second : nullptr;
+  }
+  // Takes ownership of `mem` (at least `bytes` bytes, 64-byte aligned) for `key`.
+  Packed& new_packed(const void* key, const void* tag, std::shared_ptr<uint8_t> mem, size_t bytes) {
+    Packed& p = packed_[key];
+    packed_bytes_ -= p.bytes;
+    p.data = mem.get();
+    p.mem = std::move(mem);
+    p.bytes = bytes;
+    p.tag = tag;
+    packed_bytes_ += bytes;
+    return p;
+  }
+  // Memory held by repacked weights (on top of the mapped model file).
+  size_t packed_bytes() const { return packed_bytes_; }
   // Named float buffers a forward pass reuses across calls (grown, never shrunk).
   float* buffer(int slot, size_t n) {
     if (buffers_.size() <= static_cast<size_t>(slot)) buffers_.resize(slot + 1);
@@ -51,6 +82,8 @@ class ComputeContext {
   std::vector<std::vector<float>> thread_;
   std::vector<std::vector<float>> buffers_;
   std::vector<std::vector<int32_t>> ints_;
+  std::unordered_map<const void*, Packed> packed_;
+  size_t packed_bytes_ = 0;
 };
 
 }  // namespace slm

@@ -4,8 +4,13 @@
 #include <cmath>
 #include <cstring>
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 #include "core/error.h"
 #include "core/fp16.h"
+#include "kernels/kernels.h"
 
 namespace slm {
 
@@ -31,9 +36,133 @@ std::vector<float> tensor_to_floats(const TensorInfo& t) {
   return out;
 }
 
-void matmul(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y) {
+// ---- matmul ------------------------------------------------------------------------------------
+// Three paths, best first: the SIMD panel kernels of quantized types (weights repacked once per
+// context), the SIMD float kernels (F32/F16/BF16 as mapped), and the scalar reference path
+// (any type with a vec_dot; also everything under SLM_FORCE_ISA=scalar). Each runs the threads
+// over bands of output rows, so every weight byte is read once per call.
+namespace {
+
+// Repacked weights get their own anonymous mapping, advised onto transparent huge pages:
+// decoding streams all of them for every token, and 2 MiB pages save the TLB a miss per 4 KiB
+// (and packing a page fault per 4 KiB).
+std::shared_ptr<uint8_t> alloc_packed(size_t bytes) {
+#ifdef __linux__
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t len = (bytes + kHuge - 1) / kHuge * kHuge + kHuge;  // + room to align
+  void* base = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) fail("cannot allocate {} bytes for repacked weights", bytes);
+  const auto addr = reinterpret_cast<uintptr_t>(base);
+  auto* data = reinterpret_cast<uint8_t*>((addr + kHuge - 1) / kHuge * kHuge);
+  madvise(data, len - (data - static_cast<uint8_t*>(base)), MADV_HUGEPAGE);  // a hint only
+  return std::shared_ptr<uint8_t>(data, [base, len](uint8_t*) { munmap(base, len); });
+#else
+  auto* raw = new uint8_t[bytes + 64];
+  const auto addr = reinterpret_cast<uintptr_t>(raw);
+  return std::shared_ptr<uint8_t>(raw + (64 - addr % 64) % 64, [raw](uint8_t*) { delete[] raw; });
+#endif
+}
+
+const ComputeContext::Packed& packed_weight(ComputeContext& ctx, const kern::Kernels& k,
+                                            const kern::PanelKernels& pk, const Weight& w) {
+  if (const auto* p = ctx.find_packed(w.data, &k)) return *p;
+  const int64_t n_panels = (w.n_out + pk.rows - 1) / pk.rows;
+  const size_t pb = pk.panel_bytes(w.n_in);
+  ComputeContext::Packed& p = ctx.new_packed(w.data, &k, alloc_packed(pb * n_panels), pb * n_panels);
+  ctx.pool().parallel_for(n_panels, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) {
+      const int rows = static_cast<int>(std::min<int64_t>(pk.rows, w.n_out - i * pk.rows));
+      pk.pack(w.row(i * pk.rows), w.row_bytes, rows, w.n_in, p.data + i * pb);
+    }
+  });
+  return p;
+}
+
+// The parallel regions below capture one reference to such a struct: ThreadPool takes a
+// std::function, which stores a closure of up to 16 bytes in place but allocates for larger
+// ones, and decoding must not allocate per token.
+struct PanelJob {
+  const kern::PanelKernels& pk;
+  const uint8_t* panels;
+  const float* x;
+  float* y;
+  uint8_t* tiles;
+  int64_t n_in, n_out, n_tokens, tt;
+  size_t tb;
+  void prepare(int64_t g) const {
+    pk.prepare(x + g * tt * n_in, static_cast<int>(std::min(tt, n_tokens - g * tt)), n_in, tiles + g * tb);
+  }
+};
+
+void matmul_panels(ComputeContext& ctx, const kern::Kernels& k, const kern::PanelKernels& pk,
+                   const Weight& w, const float* x, int64_t n_tokens, float* y) {
+  const int64_t tt = pk.tile_tokens;
+  const int64_t n_tiles = (n_tokens + tt - 1) / tt;
+  const size_t tb = pk.tile_bytes(w.n_in);
+  const PanelJob job{pk, packed_weight(ctx, k, pk, w).data, x, y, ctx.act_scratch(tb * n_tiles),
+                     w.n_in, w.n_out, n_tokens, tt, tb};
+  if (n_tiles == 1) {
+    job.prepare(0);  // decoding: not worth waking the pool
+  } else {
+    ctx.pool().parallel_for(n_tiles, [&job](int64_t b, int64_t e, int) {
+      for (int64_t g = b; g < e; ++g) job.prepare(g);
+    });
+  }
+  const int64_t n_panels = (w.n_out + pk.rows - 1) / pk.rows;
+  ctx.pool().parallel_for(n_panels, [&job](int64_t b, int64_t e, int) {
+    job.pk.gemm(job.panels, b, e, job.n_out, job.n_in, job.tiles, job.n_tokens, job.y, job.n_out);
+  });
+}
+
+struct FloatJob {
+  ComputeContext& ctx;
+  const kern::FloatKernels& fk;
+  const Weight& w;
+  const float* x;
+  float* y;
+  int64_t n_tokens;
+  int act_kind;
+  uint8_t* a;          // converted activations (act_kind != kActF32)
+  size_t scratch_floats;
+  void convert(int64_t b, int64_t e) const {
+    const int64_t n_in = w.n_in;
+    if (act_kind == kern::kActBF16)
+      fk.to_bf16(x + b * n_in, reinterpret_cast<uint16_t*>(a) + b * n_in, (e - b) * n_in);
+    else if (act_kind == kern::kActBF16R)
+      fk.to_bf16r(x + b * n_in, reinterpret_cast<float*>(a) + b * n_in, (e - b) * n_in);
+    else
+      fk.to_f16r(x + b * n_in, reinterpret_cast<float*>(a) + b * n_in, (e - b) * n_in);
+  }
+  const void* act() const { return act_kind == kern::kActF32 ? static_cast<const void*>(x) : a; }
+};
+
+void matmul_float(ComputeContext& ctx, const kern::FloatKernels& fk, const Weight& w,
+                  const float* x, int64_t n_tokens, float* y) {
+  const int64_t n_in = w.n_in, n_out = w.n_out;
+  const int act_kind = n_tokens == 1 ? fk.gemv_act : fk.gemm_act;
+  const size_t elem = act_kind == kern::kActBF16 ? sizeof(uint16_t) : sizeof(float);
+  uint8_t* a = act_kind == kern::kActF32 ? nullptr : ctx.act_scratch(n_tokens * n_in * elem);
+  const size_t scratch_floats = fk.scratch_bytes(n_in) / sizeof(float) + 16;
+  if (n_tokens > 1) ctx.reserve_thread_scratch(scratch_floats);
+  const FloatJob job{ctx, fk, w, x, y, n_tokens, act_kind, a, scratch_floats};
+  if (act_kind != kern::kActF32) {
+    if (n_tokens == 1) job.convert(0, 1);
+    else ctx.pool().parallel_for(n_tokens, [&job](int64_t b, int64_t e, int) { job.convert(b, e); });
+  }
+  if (n_tokens == 1) {
+    ctx.pool().parallel_for(n_out, [&job](int64_t b, int64_t e, int) {
+      job.fk.gemv(job.w.data, job.w.row_bytes, b, e, job.w.n_in, static_cast<const float*>(job.act()), job.y);
+    }, 16);
+    return;
+  }
+  ctx.pool().parallel_for(n_out, [&job](int64_t b, int64_t e, int thread) {
+    job.fk.gemm(job.w.data, job.w.row_bytes, b, e, job.w.n_in, job.act(), job.n_tokens, job.y,
+                job.w.n_out, job.ctx.thread_scratch(thread, job.scratch_floats));
+  }, 16);
+}
+
+void matmul_ref(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y) {
   const TypeTraits& wt = type_traits(w.type);
-  if (!wt.vec_dot) fail("matmul with {}: no dot product for type {}", w.name, wt.name);
   const TypeTraits& at = type_traits(wt.vec_dot_type);
   const int64_t n_in = w.n_in, n_out = w.n_out;
   const void* xq = x;
@@ -57,6 +186,27 @@ void matmul(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_toke
         y[t * n_out + o] = wt.vec_dot(n_in, wr, xb + t * xq_row);
     }
   }, 4);
+}
+
+}  // namespace
+
+void matmul(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y) {
+  const TypeTraits& wt = type_traits(w.type);
+  if (!wt.vec_dot) fail("matmul with {}: no dot product for type {}", w.name, wt.name);
+  if (n_tokens <= 0) return;
+  const kern::Kernels& k = kern::active();
+  const auto id = static_cast<uint32_t>(w.type);
+  if (id < static_cast<uint32_t>(kern::kTypeSlots)) {
+    if (const kern::PanelKernels& pk = k.panel[id]; pk.rows > 0 && n_tokens >= pk.min_tokens) {
+      matmul_panels(ctx, k, pk, w, x, n_tokens, y);
+      return;
+    }
+    if (const kern::FloatKernels& fk = k.flt[id]; fk.gemv && w.n_in % 32 == 0) {
+      matmul_float(ctx, fk, w, x, n_tokens, y);
+      return;
+    }
+  }
+  matmul_ref(ctx, w, x, n_tokens, y);
 }
 
 void get_rows(const Weight& w, const int32_t* ids, int64_t n, float* out) {

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "core/gguf.h"
+#include "kernels/isa.h"
 #include "models/model.h"
 
 namespace slm::cli {
@@ -19,6 +20,7 @@ Runner add_info(CLI::App& app) {
     fmt::print("file:          {}\n", f.path());
     fmt::print("file size:     {} bytes ({:.2f} MiB)\n", f.file_size(), f.file_size() / 1048576.0);
     fmt::print("gguf version:  {}\n", f.version());
+    fmt::print("isa:           {}\n", kern::isa_name(kern::active_isa()));
     if (auto name = f.opt_string("general.name")) fmt::print("name:          {}\n", *name);
     fmt::print("architecture:  {}\n", hp.arch);
     fmt::print("n_vocab:       {}\n", hp.n_vocab);

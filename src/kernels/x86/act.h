@@ -35,6 +35,19 @@ inline TileLayout tile_q8_K(int64_t n_in) {
   return l;
 }
 
+// Int16 activations (F16 weights on VPDPWSSD): pairs of int16 instead of quadruples of int8,
+// so a group holds values 2g, 2g+1; one scale per 32 values, no corrections.
+inline TileLayout tile_i16(int64_t n_in) {
+  TileLayout l;
+  const size_t nb = static_cast<size_t>(n_in / 32);
+  l.d_off = round_up(static_cast<size_t>(n_in) * 2 * kTile, 64);
+  l.c_off = l.d_off + round_up(nb * kTile * 4, 64);
+  l.bytes = l.c_off;
+  return l;
+}
+// The int16 range both sides use: 32 products of at most 8191^2 still fit an int32.
+constexpr int kI16Max = 8191;
+
 // What corr holds, per weight type. The kernels take unsigned weight bytes (VPDPBUSD), so a
 // type stored with an offset (value = u - k) needs k * sum(activation quants) subtracted.
 enum class Corr {
@@ -43,7 +56,8 @@ enum class Corr {
   Q4_K,   // per 256, c = 0..3: the int16 pair (sum of values 64c..64c+31, of 64c+32..64c+63),
           // for VPMADDWD against the pairs of six-bit mins (Q4_K, Q5_K)
   Q6_K,   // per 256, c = 0..15: -32 * sum of values 16c..16c+15
-  IQ4_XS  // per 256, c = 0..7: -128 * sum of values 32c..32c+31 (levels fed as u = v + 128)
+  IQ4_XS, // per 256, c = 0..7: -128 * sum of values 32c..32c+31 (levels fed as u = v + 128)
+  I16     // int16 activations (tile_i16), no corrections
 };
 
 // Quantize one block; the quants, the scale as the dot product sees it, and per-16 sums.
@@ -53,5 +67,8 @@ float q8_0_block(const float* x, int8_t* qs, uint16_t* d_half, int32_t* sum);
 float q8_K_block(const float* x, int8_t* qs, int16_t* bsums);
 
 void prepare_tile(Corr kind, const float* x, int n_tok, int64_t n_in, uint8_t* tile);
+// Int16 tiles: each value is first rounded through fp16 (as llama.cpp feeds F16 weights), then
+// scaled so the block's largest magnitude becomes kI16Max.
+void prepare_tile_i16(const float* x, int n_tok, int64_t n_in, uint8_t* tile);
 
 }  // namespace slm::kern::SLM_ISA_NS

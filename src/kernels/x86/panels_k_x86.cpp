@@ -37,13 +37,18 @@ inline void scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
 template <bool kFive>
 struct QK45 {
   static constexpr Corr kCorr = Corr::Q4_K;
+  // Three accumulators per token: Q4_K runs faster in two passes of half a tile; Q5_K, whose
+  // weight unpacking costs more, does not (measured, avx512vnni).
+  static constexpr int kMaxT = kFive ? kTile : kTile / 2;
   static constexpr size_t kQh = 128, kSc = kFive ? 160 : 128, kMn = kSc + 8, kD = kSc + 16;
   static constexpr size_t kSb = (kD + 4) * kLanes;
   static constexpr size_t kSrc = kFive ? kQ5_KBytes : kQ4_KBytes;
+  static constexpr int kBlockVals = 256, kCorrPerBlock = 16, kActBytes = 1;
+  static constexpr size_t kBlockBytes = kSb;
   static size_t panel_bytes(int64_t n_in) { return static_cast<size_t>(n_in / 256) * kSb; }
   static void pack(const uint8_t* w, size_t row_bytes, int n_rows, int64_t n_in, uint8_t* p) {
     const int64_t nsb = n_in / 256;
-    std::memset(p, 0, panel_bytes(n_in));
+    if (n_rows < kLanes) std::memset(p, 0, panel_bytes(n_in));  // full panels: every byte written
     for (int r = 0; r < n_rows; ++r) {
       for (int64_t sb = 0; sb < nsb; ++sb) {
         const uint8_t* x = w + r * row_bytes + sb * kSrc;
@@ -68,9 +73,11 @@ struct QK45 {
   static inline void sub_block(const uint8_t* o, const uint8_t* a, VI* sacc) {
     constexpr int c = S / 2, hi = S % 2;
     const VI m4 = set8(0x0F), one = set8(1);
-    VI acc_s[T];
+    // Few tokens: two independent chains of VPDPBUSD (odd and even groups), as in Q4_0.
+    constexpr bool kSplit = T <= 2;
+    VI acc_s[T], acc_2[T];
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc_s[t] = vzero();
+    for (int t = 0; t < T; ++t) acc_s[t] = acc_2[t] = vzero();
 #pragma GCC unroll 8
     for (int g = 0; g < 8; ++g) {
       const VI v = load(o + (8 * c + g) * 4 * kLanes);
@@ -80,8 +87,13 @@ struct QK45 {
         wv = or_(wv, sll16(and_(srl16(h, S), one), 4));
       }
 #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) acc_s[t] = dot4(acc_s[t], wv, bcast32(grp(a, 16 * c + 8 * hi + g, t)));
+      for (int t = 0; t < T; ++t) {
+        if (kSplit && g % 2) acc_2[t] = dot4(acc_2[t], wv, bcast32(grp(a, 16 * c + 8 * hi + g, t)));
+        else acc_s[t] = dot4(acc_s[t], wv, bcast32(grp(a, 16 * c + 8 * hi + g, t)));
+      }
     }
+    if constexpr (kSplit)
+      for (int t = 0; t < T; ++t) acc_s[t] = add32(acc_s[t], acc_2[t]);
     const VI sc = load_u8x(o + kSc * kLanes + S * kLanes);
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sacc[t] = add32(sacc[t], mul32(acc_s[t], sc));
@@ -92,6 +104,7 @@ struct QK45 {
     for (int64_t sb = 0; sb < nsb; ++sb) {
       const uint8_t* o = p + sb * kSb;
       const uint8_t* a = act + sb * 64 * kTile * 4;
+      prefetch_ahead<T>(o, kSb);
       VI sacc[T];
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) sacc[t] = vzero();
@@ -133,11 +146,15 @@ struct QK45 {
 // nibble) with qh bits 2q..2q+1 above it, minus 32 (-32 * sum(a) per 16 values in corr).
 struct Q6_K {
   static constexpr Corr kCorr = Corr::Q6_K;
+  static constexpr int kMaxT = kTile;
   static constexpr size_t kSb = 212 * kLanes;
+  static constexpr int kBlockVals = 256, kCorrPerBlock = 16, kActBytes = 1;
+  static constexpr size_t kBlockBytes = kSb;
   static size_t panel_bytes(int64_t n_in) { return static_cast<size_t>(n_in / 256) * kSb; }
   static void pack(const uint8_t* w, size_t row_bytes, int n_rows, int64_t n_in, uint8_t* p) {
     const int64_t nsb = n_in / 256;
-    std::memset(p, 0, panel_bytes(n_in));
+    if (n_rows < kLanes) std::memset(p, 0, panel_bytes(n_in));
+    for (int64_t sb = 0; sb < nsb; ++sb) std::memset(p + sb * kSb + 210 * kLanes, 0, 2 * kLanes);
     for (int r = 0; r < n_rows; ++r) {
       for (int64_t sb = 0; sb < nsb; ++sb) {
         const uint8_t* x = w + r * row_bytes + sb * kQ6_KBytes;
@@ -182,6 +199,7 @@ struct Q6_K {
     for (int64_t sb = 0; sb < nsb; ++sb) {
       const uint8_t* o = p + sb * kSb;
       const uint8_t* a = act + sb * 64 * kTile * 4;
+      prefetch_ahead<T>(o, kSb);
       VI sacc[T];
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) sacc[t] = vzero();

@@ -205,4 +205,37 @@ void prepare_tile(Corr kind, const float* x, int n_tok, int64_t n_in, uint8_t* t
   }
 }
 
+void prepare_tile_i16(const float* x, int n_tok, int64_t n_in, uint8_t* tile) {
+  const TileLayout l = tile_i16(n_in);
+  std::memset(tile, 0, l.bytes);
+  for (int t = 0; t < n_tok; ++t) {
+    const float* xt = x + static_cast<int64_t>(t) * n_in;
+    for (int64_t b = 0; b < n_in / 32; ++b) {
+      __m256 v[4], m = _mm256_setzero_ps();
+      for (int i = 0; i < 4; ++i) {
+        v[i] = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(xt + 32 * b + 8 * i), _MM_FROUND_TO_NEAREST_INT));
+        m = _mm256_max_ps(m, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v[i]));
+      }
+      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+      const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+      const float id = amax > 0.0f ? kI16Max / amax : 0.0f;
+      alignas(32) int16_t q[32];
+      for (int i = 0; i < 4; i += 2) {
+        const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], _mm256_set1_ps(id)));
+        const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(v[i + 1], _mm256_set1_ps(id)));
+        const __m256i lim = _mm256_set1_epi32(kI16Max);
+        const __m256i ac = _mm256_max_epi32(_mm256_min_epi32(a, lim), _mm256_sub_epi32(_mm256_setzero_si256(), lim));
+        const __m256i cc = _mm256_max_epi32(_mm256_min_epi32(c, lim), _mm256_sub_epi32(_mm256_setzero_si256(), lim));
+        // PACKSSDW interleaves 128-bit halves; restore the order of the 16 values.
+        const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(ac, cc), 0xD8);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q + 8 * i), p);
+      }
+      wr_f32(tile + l.d_off + (b * kTile + t) * 4, amax / kI16Max);
+      uint8_t* g = tile + (b * 16 * kTile + t) * 4;
+      for (int j = 0; j < 16; ++j) std::memcpy(g + j * kTile * 4, q + 2 * j, 4);
+    }
+  }
+}
+
 }  // namespace slm::kern::SLM_ISA_NS

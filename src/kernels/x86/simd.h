@@ -32,6 +32,11 @@ inline void wr_u16(void* p, uint16_t v) { std::memcpy(p, &v, 2); }
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 inline uint16_t f2h(float f) { return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
 inline constexpr size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+// Prefetch p + off into L1. The address may lie past the end of the buffer (a prefetch never
+// faults), so it is formed as an integer: pointer arithmetic out of bounds would be UB.
+inline void prefetch_at(const void* p, size_t off) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + off), _MM_HINT_T0);
+}
 
 #if defined(__AVX512F__)
 
@@ -47,6 +52,9 @@ inline void storef(float* p, VF v) { _mm512_storeu_ps(p, v); }
 // Stores the first n lanes only (the last panel of a matrix whose height is not a multiple).
 inline void storef_n(float* p, VF v, int n) {
   _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
+}
+inline VF loadf_n(const float* p, int n) {
+  return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
 }
 inline VI bcast32(const void* p) { return _mm512_set1_epi32(rd_i32(p)); }
 inline VF bcastf(const float* p) { return _mm512_set1_ps(*p); }
@@ -114,6 +122,11 @@ inline void storef_n(float* p, VF v, int n) {
   alignas(32) float tmp[8];
   _mm256_store_ps(tmp, v);
   std::memcpy(p, tmp, static_cast<size_t>(n) * sizeof(float));
+}
+inline VF loadf_n(const float* p, int n) {
+  alignas(32) float tmp[8] = {};
+  std::memcpy(tmp, p, static_cast<size_t>(n) * sizeof(float));
+  return _mm256_load_ps(tmp);
 }
 inline VI bcast32(const void* p) { return _mm256_set1_epi32(rd_i32(p)); }
 inline VF bcastf(const float* p) { return _mm256_set1_ps(*p); }

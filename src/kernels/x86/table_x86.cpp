@@ -5,6 +5,7 @@ namespace slm::kern::SLM_ISA_NS {
 
 void register_panels_basic(Kernels& k);
 void register_panels_k(Kernels& k);
+void register_panels_f16(Kernels& k);
 
 namespace {
 
@@ -21,6 +22,7 @@ Kernels build(bool bf16) {
   k.quantize_q8_K = &quantize_q8_K;
   register_panels_basic(k);
   register_panels_k(k);
+  register_panels_f16(k);
   register_float(k, bf16);
   return k;
 }

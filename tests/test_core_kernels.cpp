@@ -1,0 +1,311 @@
+// The SIMD kernels (kernels/kernels.h) against their scalar twins in kernels/ref, for every
+// instruction-set level this CPU supports: activation quantizers byte for byte, panel and float
+// matrix products within a per-type error budget (the integer block sums are exact; only the
+// order of float accumulation differs), and the ISA dispatcher's API.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/fp16.h"
+#include "kernels/isa.h"
+#include "kernels/kernels.h"
+#include "kernels/ref/quants.h"
+
+namespace slm {
+namespace {
+
+using kern::Isa;
+
+std::vector<Isa> simd_levels() {
+  std::vector<Isa> v;
+  for (Isa i : {Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni})
+    if (kern::isa_supported(i)) v.push_back(i);
+  return v;
+}
+
+std::vector<float> gaussian(int64_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0.0f, scale);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = g(rng);
+  return x;
+}
+
+// Activation rows that exercise the quantizers' corners: gaussian, outliers, all-zero blocks,
+// exact .5 ties after scaling, a repeated maximum of both signs, tiny values.
+std::vector<float> tricky(int64_t n, uint32_t seed) {
+  std::vector<float> x = gaussian(n, seed);
+  std::mt19937 rng(seed + 1);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t blk = i / 256;
+    switch (blk % 6) {
+      case 1: if (rng() % 50 == 0) x[i] *= 40.0f; break;
+      case 2: x[i] = 0.0f; break;
+      case 3: x[i] = static_cast<float>(static_cast<int>(rng() % 255) - 127) * 0.5f; break;  // ties
+      case 4: if (i % 256 == 7) x[i] = 9.0f; if (i % 256 == 100) x[i] = -9.0f; break;
+      case 5: x[i] *= 1e-6f; break;
+      default: break;
+    }
+  }
+  return x;
+}
+
+// ---- dispatcher ------------------------------------------------------------------------------
+
+TEST(KernelIsa, NamesRoundTrip) {
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni}) {
+    Isa back;
+    ASSERT_TRUE(kern::parse_isa(kern::isa_name(i), &back));
+    EXPECT_EQ(back, i);
+  }
+  Isa out;
+  EXPECT_FALSE(kern::parse_isa("avx1024", &out));
+}
+
+TEST(KernelIsa, DetectedLevelIsSupportedAndHasATable) {
+  const Isa d = kern::detected_isa();
+  EXPECT_TRUE(kern::isa_supported(Isa::Scalar));
+  EXPECT_TRUE(kern::isa_supported(d));
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni}) {
+    const kern::Kernels* k = kern::for_isa(i);
+    EXPECT_EQ(k != nullptr, kern::isa_supported(i)) << kern::isa_name(i);
+    if (k) EXPECT_EQ(k->isa, i);
+  }
+  std::printf("  detected: %s (bf16: %s), active: %s\n", kern::isa_name(d),
+              kern::cpu_has_bf16() ? "yes" : "no", kern::isa_name(kern::active_isa()));
+}
+
+TEST(KernelIsa, SwitchingLevelsAndRefusingMissingOnes) {
+  const Isa before = kern::active_isa();
+  for (Isa i : simd_levels()) {
+    kern::set_active_isa(i);
+    EXPECT_EQ(kern::active_isa(), i);
+    EXPECT_EQ(kern::active().isa, i);
+  }
+  kern::set_active_isa(Isa::Scalar);
+  EXPECT_EQ(kern::active().panel[static_cast<int>(DType::Q4_0)].rows, 0);
+  if (!kern::isa_supported(Isa::Avx512Vnni)) {
+    EXPECT_THROW(kern::set_active_isa(Isa::Avx512Vnni), std::exception);
+  }
+  kern::set_active_isa(before);
+}
+
+// ---- activation quantizers: same bytes as the reference -----------------------------------
+
+TEST(KernelQuantize, Q8_0MatchesReferenceBytes) {
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    for (uint32_t seed = 1; seed <= 4; ++seed) {
+      const int64_t n = 256 * 12;
+      const std::vector<float> x = tricky(n, seed);
+      std::vector<uint8_t> ref(row_size(DType::Q8_0, n)), got(ref.size(), 0xAA);
+      ref::from_float_q8_0_x86(x.data(), ref.data(), n);
+      k.quantize_q8_0(x.data(), got.data(), n);
+      ASSERT_EQ(ref, got) << kern::isa_name(isa) << " seed " << seed;
+    }
+  }
+}
+
+TEST(KernelQuantize, Q8_KMatchesReferenceBytes) {
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    for (uint32_t seed = 1; seed <= 4; ++seed) {
+      const int64_t n = 256 * 12;
+      const std::vector<float> x = tricky(n, seed);
+      std::vector<uint8_t> ref(row_size(DType::Q8_K, n)), got(ref.size(), 0xAA);
+      ref::from_float_q8_K(x.data(), ref.data(), n);
+      k.quantize_q8_K(x.data(), got.data(), n);
+      ASSERT_EQ(ref, got) << kern::isa_name(isa) << " seed " << seed;
+    }
+  }
+}
+
+// ---- panel products against the reference dot products --------------------------------------
+
+struct Case {
+  DType type;
+  double budget;  // relative L2 of the outputs against the scalar vec_dot
+};
+// The integer sums are exact; what remains is float rounding of the block scales' products
+// in another order, a few ulps of each block's term.
+// F16 (avx512vnni only) quantizes both sides to int16 per 32 values: ~1e-4.
+constexpr Case kPanelCases[] = {{DType::Q4_0, 2e-6}, {DType::Q8_0, 2e-6}, {DType::Q4_K, 2e-6},
+                                {DType::Q5_K, 2e-6}, {DType::Q6_K, 2e-6}, {DType::IQ4_XS, 2e-6},
+                                {DType::F16, 5e-4}};
+
+double rel_l2(const std::vector<float>& ref, const std::vector<float>& got) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = static_cast<double>(ref[i]) - got[i];
+    num += d * d;
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+// y[t][o] through the panel kernels of table k.
+std::vector<float> panel_product(const kern::PanelKernels& pk, const std::vector<uint8_t>& w,
+                                 size_t row_bytes, int64_t n_out, int64_t n_in,
+                                 const std::vector<float>& x, int64_t n_tok) {
+  const int64_t n_panels = (n_out + pk.rows - 1) / pk.rows;
+  const size_t pb = pk.panel_bytes(n_in);
+  std::vector<uint8_t> panels(pb * n_panels + 64);
+  for (int64_t p = 0; p < n_panels; ++p) {
+    const int rows = static_cast<int>(std::min<int64_t>(pk.rows, n_out - p * pk.rows));
+    pk.pack(w.data() + p * pk.rows * row_bytes, row_bytes, rows, n_in, panels.data() + p * pb);
+  }
+  const int64_t tt = pk.tile_tokens, n_tiles = (n_tok + tt - 1) / tt;
+  const size_t tb = pk.tile_bytes(n_in);
+  std::vector<uint8_t> tiles(tb * n_tiles + 64);
+  for (int64_t g = 0; g < n_tiles; ++g)
+    pk.prepare(x.data() + g * tt * n_in, static_cast<int>(std::min(tt, n_tok - g * tt)), n_in,
+               tiles.data() + g * tb);
+  std::vector<float> y(static_cast<size_t>(n_out * n_tok), -1.0f);
+  // Two calls over halves of the panels, as two threads would make them.
+  pk.gemm(panels.data(), 0, n_panels / 2, n_out, n_in, tiles.data(), n_tok, y.data(), n_out);
+  pk.gemm(panels.data(), n_panels / 2, n_panels, n_out, n_in, tiles.data(), n_tok, y.data(), n_out);
+  return y;
+}
+
+std::vector<float> reference_product(DType type, const std::vector<uint8_t>& w, size_t row_bytes,
+                                     int64_t n_out, int64_t n_in, const std::vector<float>& x,
+                                     int64_t n_tok) {
+  const TypeTraits& tt = type_traits(type);
+  const TypeTraits& at = type_traits(tt.vec_dot_type);
+  const size_t arow = row_size(tt.vec_dot_type, n_in);
+  std::vector<uint8_t> a(arow * n_tok);
+  for (int64_t t = 0; t < n_tok; ++t) at.from_float_act(x.data() + t * n_in, a.data() + t * arow, n_in);
+  std::vector<float> y(static_cast<size_t>(n_out * n_tok));
+  for (int64_t t = 0; t < n_tok; ++t)
+    for (int64_t o = 0; o < n_out; ++o)
+      y[t * n_out + o] = tt.vec_dot(n_in, w.data() + o * row_bytes, a.data() + t * arow);
+  return y;
+}
+
+TEST(KernelPanels, MatchReferenceDotProducts) {
+  // 37 rows: a partial last panel at either width. 512 inputs: two K super-blocks, 16 blocks;
+  // 2304: long enough for the kernels to cut every panel into k-slices (panel_driver.h).
+  const int64_t n_out = 37;
+  for (int64_t n_in : {512, 2304})
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    for (const Case& c : kPanelCases) {
+      const kern::PanelKernels& pk = k.panel[static_cast<int>(c.type)];
+      if (c.type == DType::F16 && pk.rows == 0) continue;  // only where VNNI makes it pay
+      ASSERT_GT(pk.rows, 0) << kern::isa_name(isa) << " " << dtype_name(c.type);
+      const TypeTraits& tt = type_traits(c.type);
+      const size_t row_bytes = row_size(c.type, n_in);
+      const std::vector<float> wf = gaussian(n_out * n_in, 11);
+      std::vector<uint8_t> w(row_bytes * n_out);
+      for (int64_t o = 0; o < n_out; ++o) tt.from_float(wf.data() + o * n_in, w.data() + o * row_bytes, n_in);
+      for (int64_t n_tok : {1, 3, 8, 17}) {
+        const std::vector<float> x = tricky(n_tok * n_in, 100 + static_cast<uint32_t>(n_tok));
+        const auto ref = reference_product(c.type, w, row_bytes, n_out, n_in, x, n_tok);
+        const auto got = panel_product(pk, w, row_bytes, n_out, n_in, x, n_tok);
+        EXPECT_LE(rel_l2(ref, got), c.budget) << kern::isa_name(isa) << " " << dtype_name(c.type)
+                                              << " n_in " << n_in << " tokens " << n_tok;
+      }
+    }
+  }
+}
+
+// Extreme weights: every level of the types with signed or offset values at its limits.
+TEST(KernelPanels, ExtremeQuantsStayExact) {
+  const int64_t n_out = 16, n_in = 256;
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    for (DType type : {DType::Q8_0, DType::Q6_K, DType::IQ4_XS, DType::Q4_0}) {
+      const TypeTraits& tt = type_traits(type);
+      const size_t row_bytes = row_size(type, n_in);
+      std::vector<uint8_t> w(row_bytes * n_out);
+      std::mt19937 rng(5);
+      for (auto& b : w) b = static_cast<uint8_t>(rng());
+      // Keep the fp16 scales finite and moderate: rewrite them after the random fill.
+      for (int64_t o = 0; o < n_out; ++o) {
+        uint8_t* row = w.data() + o * row_bytes;
+        const int64_t nb = n_in / tt.block_size;
+        for (int64_t b = 0; b < nb; ++b) {
+          uint8_t* blk = row + b * tt.type_size;
+          const uint16_t h = fp32_to_fp16(0.01f * (1 + b % 3));
+          if (type == DType::Q6_K) std::memcpy(blk + 208, &h, 2);
+          else std::memcpy(blk, &h, 2);
+        }
+      }
+      const std::vector<float> x = tricky(5 * n_in, 77);
+      const auto ref = reference_product(type, w, row_bytes, n_out, n_in, x, 5);
+      const auto got = panel_product(k.panel[static_cast<int>(type)], w, row_bytes, n_out, n_in, x, 5);
+      EXPECT_LE(rel_l2(ref, got), 2e-6) << kern::isa_name(isa) << " " << dtype_name(type);
+    }
+  }
+}
+
+// ---- float types -------------------------------------------------------------------------------
+
+TEST(KernelFloat, GemvAndGemmMatchReference) {
+  const int64_t n_out = 13, n_in = 320;
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    for (DType type : {DType::F32, DType::F16, DType::BF16}) {
+      const kern::FloatKernels& fk = k.flt[static_cast<int>(type)];
+      ASSERT_NE(fk.gemv, nullptr);
+      const TypeTraits& tt = type_traits(type);
+      const size_t row_bytes = row_size(type, n_in);
+      const std::vector<float> wf = gaussian(n_out * n_in, 3);
+      std::vector<uint8_t> w(row_bytes * n_out);
+      tt.from_float(wf.data(), w.data(), n_out * n_in);
+      std::vector<float> wd(wf.size());
+      tt.to_float(w.data(), wd.data(), n_out * n_in);
+      for (int64_t n_tok : {1, 3, 8, 17}) {
+        const std::vector<float> x = gaussian(n_tok * n_in, 9 + static_cast<uint32_t>(n_tok));
+        const int act_kind = n_tok > 1 ? fk.gemm_act : fk.gemv_act;
+        std::vector<float> xr = x;  // what the kernel multiplies with
+        for (auto& v : xr) {
+          if (act_kind == kern::kActBF16 || act_kind == kern::kActBF16R) v = bf16_to_fp32(fp32_to_bf16(v));
+          if (act_kind == kern::kActF16R) v = fp16_to_fp32(fp32_to_fp16(v));
+        }
+        const std::vector<float>& wr = wd;
+        std::vector<float> ref(static_cast<size_t>(n_out * n_tok));
+        for (int64_t t = 0; t < n_tok; ++t)
+          for (int64_t o = 0; o < n_out; ++o) {
+            double s = 0;
+            for (int64_t i = 0; i < n_in; ++i) s += static_cast<double>(wr[o * n_in + i]) * xr[t * n_in + i];
+            ref[t * n_out + o] = static_cast<float>(s);
+          }
+        std::vector<float> got(ref.size(), -1.0f);
+        std::vector<uint16_t> xb(x.size());
+        std::vector<float> xf(x.size());
+        const void* act = x.data();
+        if (act_kind == kern::kActBF16) {
+          fk.to_bf16(x.data(), xb.data(), n_tok * n_in);
+          act = xb.data();
+        } else if (act_kind == kern::kActF16R) {
+          fk.to_f16r(x.data(), xf.data(), n_tok * n_in);
+          act = xf.data();
+        } else if (act_kind == kern::kActBF16R) {
+          fk.to_bf16r(x.data(), xf.data(), n_tok * n_in);
+          act = xf.data();
+        }
+        if (n_tok == 1) {
+          const auto* xa = static_cast<const float*>(act);
+          fk.gemv(w.data(), row_bytes, 0, 5, n_in, xa, got.data());
+          fk.gemv(w.data(), row_bytes, 5, n_out, n_in, xa, got.data());
+        } else {
+          std::vector<uint8_t> scratch(fk.scratch_bytes(n_in));
+          fk.gemm(w.data(), row_bytes, 0, 6, n_in, act, n_tok, got.data(), n_out, scratch.data());
+          fk.gemm(w.data(), row_bytes, 6, n_out, n_in, act, n_tok, got.data(), n_out, scratch.data());
+        }
+        EXPECT_LE(rel_l2(ref, got), 1e-6)
+            << kern::isa_name(isa) << " " << dtype_name(type) << " tokens " << n_tok;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace slm

@@ -1,0 +1,105 @@
+// matmul() through each instruction-set level the CPU supports against the scalar reference path
+// (SLM_FORCE_ISA=scalar's), for every weight type with SIMD kernels and several token counts:
+// one (decode), a partial activation tile, whole tiles, and enough tokens for several.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/gguf.h"
+#include "kernels/isa.h"
+#include "ops/ops.h"
+
+namespace slm {
+namespace {
+
+using kern::Isa;
+
+struct Matrix {
+  std::vector<uint8_t> bytes;
+  Weight w;
+};
+
+Matrix make_matrix(DType type, int64_t n_out, int64_t n_in, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> f(static_cast<size_t>(n_out * n_in));
+  for (auto& v : f) v = g(rng);
+  Matrix m;
+  const size_t row_bytes = row_size(type, n_in);
+  m.bytes.resize(row_bytes * n_out);
+  for (int64_t o = 0; o < n_out; ++o)
+    type_traits(type).from_float(f.data() + o * n_in, m.bytes.data() + o * row_bytes, n_in);
+  m.w.name = "test";
+  m.w.type = type;
+  m.w.n_in = n_in;
+  m.w.n_out = n_out;
+  m.w.data = m.bytes.data();
+  m.w.row_bytes = row_bytes;
+  return m;
+}
+
+std::vector<float> run(Isa isa, const Weight& w, const std::vector<float>& x, int64_t n_tok) {
+  kern::set_active_isa(isa);
+  ComputeContext ctx(2);
+  std::vector<float> y(static_cast<size_t>(w.n_out * n_tok), -7.0f);
+  matmul(ctx, w, x.data(), n_tok, y.data());
+  matmul(ctx, w, x.data(), n_tok, y.data());  // again: from the packed weights it kept
+  return y;
+}
+
+double rel_l2(const std::vector<float>& ref, const std::vector<float>& got) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = static_cast<double>(ref[i]) - got[i];
+    num += d * d;
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+class MatmulVsScalar : public testing::TestWithParam<DType> {};
+
+TEST_P(MatmulVsScalar, EveryLevelAndTokenCount) {
+  const DType type = GetParam();
+  const Isa before = kern::active_isa();
+  // 80 rows: five 16-row panels (ten 8-row ones) plus nothing left; 72: a partial panel.
+  // 2304 inputs: panels long enough to be cut into k-slices.
+  for (auto [n_out, n_in] : {std::pair<int64_t, int64_t>{80, 512}, {72, 512}, {40, 2304}}) {
+    const Matrix m = make_matrix(type, n_out, n_in, 3);
+    for (int64_t n_tok : {1, 3, 8, 17, 64}) {
+      std::mt19937 rng(static_cast<uint32_t>(n_tok));
+      std::normal_distribution<float> g(0.0f, 1.0f);
+      std::vector<float> x(static_cast<size_t>(n_tok * n_in));
+      for (auto& v : x) v = g(rng);
+      const auto ref = run(Isa::Scalar, m.w, x, n_tok);
+      for (Isa isa : {Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni}) {
+        if (!kern::isa_supported(isa)) continue;
+        const auto got = run(isa, m.w, x, n_tok);
+        // Quantized types: same quantized activations, exact integer sums, float order only.
+        // F16 decode: the same fp16-rounded activations, f32 instead of f64 sums. BF16: the
+        // scalar path rounds activations to bf16 too.
+        // F16 prefill on avx512vnni: int16 on both sides (see panels_f16_x86.cpp).
+        const bool f16_i16 = type == DType::F16 && n_tok > 1 && isa == Isa::Avx512Vnni;
+        const double budget = f16_i16 ? 5e-4 : type == DType::F32 || type == DType::F16 ? 1e-6 : 3e-6;
+        EXPECT_LE(rel_l2(ref, got), budget) << kern::isa_name(isa) << " " << dtype_name(type)
+                                            << " " << n_out << "x" << n_in << " tokens " << n_tok;
+      }
+    }
+  }
+  kern::set_active_isa(before);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, MatmulVsScalar,
+                         testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q4_0,
+                                         DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K,
+                                         DType::IQ4_XS, DType::Q4_1, DType::Q3_K),
+                         [](const testing::TestParamInfo<DType>& info) {
+                           return dtype_name(info.param);
+                         });
+
+}  // namespace
+}  // namespace slm
