@@ -13,6 +13,18 @@ void embed(const Weight& token_embd, const Batch& b, float* x) {
   get_rows(token_embd, b.tokens.data(), b.size(), x);
 }
 
+AttentionSpec attention_spec(const HParams& hp) {
+  AttentionSpec spec;
+  spec.n_head = hp.n_head;
+  spec.n_head_kv = hp.n_head_kv;
+  spec.head_dim_k = hp.head_dim_k;
+  spec.head_dim_v = hp.head_dim_v;
+  spec.scale = hp.attn_scale > 0.0f ? hp.attn_scale : 1.0f / std::sqrt(static_cast<float>(hp.head_dim_k));
+  spec.softcap = hp.attn_softcap;
+  spec.rope = hp.rope;
+  return spec;
+}
+
 void split_qkv(const float* qkv, int64_t n_tokens, int64_t q_dim, int64_t k_dim, int64_t v_dim,
                float* q, float* k, float* v) {
   const int64_t row = q_dim + k_dim + v_dim;

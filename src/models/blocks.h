@@ -26,6 +26,10 @@ struct AttentionSpec {
   RopeParams rope;
 };
 
+// Head counts and sizes, RoPE and soft-capping from the hyperparameters (scale 1/sqrt(hdk)
+// unless hp.attn_scale is set).
+AttentionSpec attention_spec(const HParams& hp);
+
 // q: [T][n_head*hdk], k: [T][n_head_kv*hdk], v: [T][n_head_kv*hdv] (projections, biases
 // added). Applies RoPE to q and k, stores k and v in the cache for `layer`, then writes
 // softmax(q.K^T) V for every head into out [T][n_head*hdv].

@@ -94,14 +94,7 @@ void Gemma2Model::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, f
   float* attn = ctx.buffer(kAttnOut, T * o_dim);
   float* proj = ctx.buffer(kProj, T * E);
 
-  AttentionSpec spec;
-  spec.n_head = hp_.n_head;
-  spec.n_head_kv = hp_.n_head_kv;
-  spec.head_dim_k = hp_.head_dim_k;
-  spec.head_dim_v = hp_.head_dim_v;
-  spec.scale = hp_.attn_scale;
-  spec.softcap = hp_.attn_softcap;
-  spec.rope = hp_.rope;
+  AttentionSpec spec = attention_spec(hp_);
 
   embed(token_embd_, b, x);
   const float embd_scale = std::sqrt(static_cast<float>(E));

@@ -62,13 +62,7 @@ void LlamaModel::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, fl
   float* attn = ctx.buffer(kAttnOut, T * o_dim);
   float* proj = ctx.buffer(kProj, T * E);
 
-  AttentionSpec spec;
-  spec.n_head = hp_.n_head;
-  spec.n_head_kv = hp_.n_head_kv;
-  spec.head_dim_k = hp_.head_dim_k;
-  spec.head_dim_v = hp_.head_dim_v;
-  spec.scale = 1.0f / std::sqrt(static_cast<float>(hp_.head_dim_k));
-  spec.rope = hp_.rope;
+  AttentionSpec spec = attention_spec(hp_);
   spec.rope.freq_factors = rope_freqs_.empty() ? nullptr : rope_freqs_.data();
 
   embed(token_embd_, b, x);
