@@ -13,6 +13,18 @@ void embed(const Weight& token_embd, const Batch& b, float* x) {
   get_rows(token_embd, b.tokens.data(), b.size(), x);
 }
 
+LayerBuffers layer_buffers(ComputeContext& ctx, const HParams& hp, int64_t T) {
+  LayerBuffers b;
+  b.x = ctx.buffer(kResidual, T * hp.n_embd);
+  b.h = ctx.buffer(kNormed, T * hp.n_embd);
+  b.q = ctx.buffer(kQ, T * hp.n_head * hp.head_dim_k);
+  b.k = ctx.buffer(kK, T * hp.n_head_kv * hp.head_dim_k);
+  b.v = ctx.buffer(kV, T * hp.n_head_kv * hp.head_dim_v);
+  b.attn = ctx.buffer(kAttnOut, T * hp.n_head * hp.head_dim_v);
+  b.proj = ctx.buffer(kProj, T * hp.n_embd);
+  return b;
+}
+
 AttentionSpec attention_spec(const HParams& hp) {
   AttentionSpec spec;
   spec.n_head = hp.n_head;

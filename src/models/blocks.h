@@ -26,6 +26,18 @@ struct AttentionSpec {
   RopeParams rope;
 };
 
+// The activations of one forward pass, [T][dim] each, from the context's reusable buffers.
+struct LayerBuffers {
+  float* x;     // residual stream [T][n_embd]
+  float* h;     // normalized input of a block [T][n_embd]
+  float* q;     // [T][n_head * head_dim_k]
+  float* k;     // [T][n_head_kv * head_dim_k]
+  float* v;     // [T][n_head_kv * head_dim_v]
+  float* attn;  // attention output [T][n_head * head_dim_v]
+  float* proj;  // block output [T][n_embd]
+};
+LayerBuffers layer_buffers(ComputeContext& ctx, const HParams& hp, int64_t n_tokens);
+
 // Head counts and sizes, RoPE and soft-capping from the hyperparameters (scale 1/sqrt(hdk)
 // unless hp.attn_scale is set).
 AttentionSpec attention_spec(const HParams& hp);

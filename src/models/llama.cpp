@@ -52,15 +52,8 @@ void LlamaModel::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, fl
   using namespace blocks;
   validate_batch(b, cache, hp_.n_vocab);
   const int64_t T = b.size(), E = hp_.n_embd;
-  const int64_t q_dim = hp_.n_head * hp_.head_dim_k, k_dim = hp_.n_head_kv * hp_.head_dim_k;
-  const int64_t v_dim = hp_.n_head_kv * hp_.head_dim_v, o_dim = hp_.n_head * hp_.head_dim_v;
-  float* x = ctx.buffer(kResidual, T * E);
-  float* h = ctx.buffer(kNormed, T * E);
-  float* q = ctx.buffer(kQ, T * q_dim);
-  float* k = ctx.buffer(kK, T * k_dim);
-  float* v = ctx.buffer(kV, T * v_dim);
-  float* attn = ctx.buffer(kAttnOut, T * o_dim);
-  float* proj = ctx.buffer(kProj, T * E);
+  const LayerBuffers buf = layer_buffers(ctx, hp_, T);
+  float *x = buf.x, *h = buf.h, *q = buf.q, *k = buf.k, *v = buf.v, *attn = buf.attn, *proj = buf.proj;
 
   AttentionSpec spec = attention_spec(hp_);
   spec.rope.freq_factors = rope_freqs_.empty() ? nullptr : rope_freqs_.data();
@@ -72,9 +65,9 @@ void LlamaModel::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, fl
     matmul(ctx, L.wq, h, T, q);
     matmul(ctx, L.wk, h, T, k);
     matmul(ctx, L.wv, h, T, v);
-    if (!L.bq.empty()) add_bias(q, L.bq.data(), T, q_dim);
-    if (!L.bk.empty()) add_bias(k, L.bk.data(), T, k_dim);
-    if (!L.bv.empty()) add_bias(v, L.bv.data(), T, v_dim);
+    if (!L.bq.empty()) add_bias(q, L.bq.data(), T, static_cast<int64_t>(L.bq.size()));
+    if (!L.bk.empty()) add_bias(k, L.bk.data(), T, static_cast<int64_t>(L.bk.size()));
+    if (!L.bv.empty()) add_bias(v, L.bv.data(), T, static_cast<int64_t>(L.bv.size()));
     attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
     matmul(ctx, L.wo, attn, T, proj);
     add_inplace(x, proj, T * E);

@@ -84,16 +84,11 @@ void Phi3Model::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, flo
   using namespace blocks;
   validate_batch(b, cache, hp_.n_vocab);
   const int64_t T = b.size(), E = hp_.n_embd;
+  const LayerBuffers buf = layer_buffers(ctx, hp_, T);
+  float *x = buf.x, *h = buf.h, *q = buf.q, *k = buf.k, *v = buf.v, *attn = buf.attn, *proj = buf.proj;
   const int64_t q_dim = hp_.n_head * hp_.head_dim_k, k_dim = hp_.n_head_kv * hp_.head_dim_k;
-  const int64_t v_dim = hp_.n_head_kv * hp_.head_dim_v, o_dim = hp_.n_head * hp_.head_dim_v;
-  float* x = ctx.buffer(kResidual, T * E);
-  float* h = ctx.buffer(kNormed, T * E);
-  float* q = ctx.buffer(kQ, T * q_dim);
-  float* k = ctx.buffer(kK, T * k_dim);
-  float* v = ctx.buffer(kV, T * v_dim);
+  const int64_t v_dim = hp_.n_head_kv * hp_.head_dim_v;
   float* qkv = ctx.buffer(kQKV, T * (q_dim + k_dim + v_dim));
-  float* attn = ctx.buffer(kAttnOut, T * o_dim);
-  float* proj = ctx.buffer(kProj, T * E);
 
   AttentionSpec spec = attention_spec(hp_);
   spec.rope.freq_factors = rope_factors(cache.n_ctx());
