@@ -48,7 +48,10 @@ std::vector<float> tricky(int64_t n, uint32_t seed) {
       case 1: if (rng() % 50 == 0) x[i] *= 40.0f; break;
       case 2: x[i] = 0.0f; break;
       case 3: x[i] = static_cast<float>(static_cast<int>(rng() % 255) - 127) * 0.5f; break;  // ties
-      case 4: if (i % 256 == 7) x[i] = 9.0f; if (i % 256 == 100) x[i] = -9.0f; break;
+      case 4:
+        if (i % 256 == 7) x[i] = 9.0f;
+        if (i % 256 == 100) x[i] = -9.0f;
+        break;
       case 5: x[i] *= 1e-6f; break;
       default: break;
     }
@@ -75,7 +78,9 @@ TEST(KernelIsa, DetectedLevelIsSupportedAndHasATable) {
   for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni}) {
     const kern::Kernels* k = kern::for_isa(i);
     EXPECT_EQ(k != nullptr, kern::isa_supported(i)) << kern::isa_name(i);
-    if (k) EXPECT_EQ(k->isa, i);
+    if (k) {
+      EXPECT_EQ(k->isa, i);
+    }
   }
   std::printf("  detected: %s (bf16: %s), active: %s\n", kern::isa_name(d),
               kern::cpu_has_bf16() ? "yes" : "no", kern::isa_name(kern::active_isa()));

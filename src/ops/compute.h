@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -25,9 +26,10 @@ class ComputeContext {
   }
 
   // Weights repacked for the SIMD kernels (ops.cpp, kernels/kernels.h), built the first time a
-  // matrix is used and kept for the life of the context. Keyed by the mapped data they were
-  // made from: a Session's context never outlives its Model. `tag` identifies the kernel table
-  // (layouts differ between instruction sets).
+  // matrix is used. A model's weights keep theirs in their PackedSlot (below); this per-context
+  // cache serves Weights built by hand (tests, benchmarks), keyed by their data and kept for
+  // the life of the context. `tag` identifies the kernel table (layouts differ between
+  // instruction sets).
   struct Packed {
     std::shared_ptr<uint8_t> mem;  // owns the memory (the allocator's deleter frees it)
     uint8_t* data = nullptr;       // 64-byte aligned
@@ -84,6 +86,13 @@ class ComputeContext {
   std::vector<std::vector<int32_t>> ints_;
   std::unordered_map<const void*, Packed> packed_;
   size_t packed_bytes_ = 0;
+};
+
+// A model weight's repacked copy (Weight::packed), built by the first matmul that needs it and
+// shared by every session on the model; the mutex serialises that first build.
+struct PackedSlot {
+  std::mutex mu;
+  ComputeContext::Packed packed;
 };
 
 }  // namespace slm

@@ -6,6 +6,7 @@
 
 #ifdef __linux__
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 #include "core/error.h"
@@ -25,6 +26,7 @@ Weight Weight::from(const TensorInfo& t) {
   w.n_out = t.ne.size() > 1 ? t.ne[1] : 1;
   w.data = t.data;
   w.row_bytes = row_size(t.type, t.ne[0]);
+  w.packed = std::make_shared<PackedSlot>();  // t.data lies in the file mapping
   return w;
 }
 
@@ -45,16 +47,17 @@ namespace {
 
 // Repacked weights get their own anonymous mapping, advised onto transparent huge pages:
 // decoding streams all of them for every token, and 2 MiB pages save the TLB a miss per 4 KiB
-// (and packing a page fault per 4 KiB).
+// (and packing a page fault per 4 KiB). Only whole 2 MiB extents are advised, so a small
+// matrix does not take a whole huge page.
 std::shared_ptr<uint8_t> alloc_packed(size_t bytes) {
 #ifdef __linux__
   constexpr size_t kHuge = size_t{2} << 20;
-  const size_t len = (bytes + kHuge - 1) / kHuge * kHuge + kHuge;  // + room to align
+  const size_t len = bytes + kHuge;  // room to align the start
   void* base = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) fail("cannot allocate {} bytes for repacked weights", bytes);
   const auto addr = reinterpret_cast<uintptr_t>(base);
   auto* data = reinterpret_cast<uint8_t*>((addr + kHuge - 1) / kHuge * kHuge);
-  madvise(data, len - (data - static_cast<uint8_t*>(base)), MADV_HUGEPAGE);  // a hint only
+  if (bytes >= kHuge) madvise(data, bytes / kHuge * kHuge, MADV_HUGEPAGE);  // a hint only
   return std::shared_ptr<uint8_t>(data, [base, len](uint8_t*) { munmap(base, len); });
 #else
   auto* raw = new uint8_t[bytes + 64];
@@ -63,19 +66,64 @@ std::shared_ptr<uint8_t> alloc_packed(size_t bytes) {
 #endif
 }
 
-const ComputeContext::Packed& packed_weight(ComputeContext& ctx, const kern::Kernels& k,
-                                            const kern::PanelKernels& pk, const Weight& w) {
-  if (const auto* p = ctx.find_packed(w.data, &k)) return *p;
+// The repacked copy replaces the mapped weights rather than doubling the memory they take:
+// once packed, file pages of the matrix are released from this process (they stay in the page
+// cache, and come back on their own if read again, e.g. embedding rows of a tied output).
+// Releases the whole pages inside rows [r0, r1) of w; partial pages hold neighbours' bytes.
+void release_rows(const Weight& w, int64_t r0, int64_t r1) {
+#ifdef __linux__
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(w.row(r0));
+  const uintptr_t end = begin + static_cast<size_t>(r1 - r0) * w.row_bytes;
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (first < last) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+#else
+  (void)w, (void)r0, (void)r1;
+#endif
+}
+
+// Packs w into dst; with `release`, each thread releases the mapped rows it has packed every
+// few MiB, so that packing the largest matrix (a tied output of 100+ MiB) does not hold both
+// copies at once.
+void pack_into(ComputeContext& ctx, const kern::PanelKernels& pk, const Weight& w, uint8_t* dst,
+               bool release) {
   const int64_t n_panels = (w.n_out + pk.rows - 1) / pk.rows;
   const size_t pb = pk.panel_bytes(w.n_in);
-  ComputeContext::Packed& p = ctx.new_packed(w.data, &k, alloc_packed(pb * n_panels), pb * n_panels);
+  const int64_t group = std::max<int64_t>(1, static_cast<int64_t>((size_t{4} << 20) / pb));
   ctx.pool().parallel_for(n_panels, [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i) {
-      const int rows = static_cast<int>(std::min<int64_t>(pk.rows, w.n_out - i * pk.rows));
-      pk.pack(w.row(i * pk.rows), w.row_bytes, rows, w.n_in, p.data + i * pb);
+    for (int64_t g0 = b; g0 < e; g0 += group) {
+      const int64_t g1 = std::min(e, g0 + group);
+      for (int64_t i = g0; i < g1; ++i) {
+        const int rows = static_cast<int>(std::min<int64_t>(pk.rows, w.n_out - i * pk.rows));
+        pk.pack(w.row(i * pk.rows), w.row_bytes, rows, w.n_in, dst + i * pb);
+      }
+      if (release) release_rows(w, g0 * pk.rows, std::min<int64_t>(w.n_out, g1 * pk.rows));
     }
   });
-  return p;
+  if (release) release_rows(w, 0, w.n_out);  // the pages that straddled two groups
+}
+
+// The repacked copy of w for table k, built on first use. Returned as an owning pointer: a
+// matmul keeps it alive even if another thread repacks the slot for another instruction set.
+std::shared_ptr<uint8_t> packed_weight(ComputeContext& ctx, const kern::Kernels& k,
+                                       const kern::PanelKernels& pk, const Weight& w) {
+  const size_t bytes = pk.panel_bytes(w.n_in) * ((w.n_out + pk.rows - 1) / pk.rows);
+  if (w.packed) {  // a model's weight: one copy per model, whichever session packs it first
+    PackedSlot& slot = *w.packed;
+    std::lock_guard<std::mutex> lock(slot.mu);
+    if (slot.packed.tag != &k) {
+      slot.packed.mem = alloc_packed(bytes);
+      slot.packed.data = slot.packed.mem.get();
+      slot.packed.bytes = bytes;
+      pack_into(ctx, pk, w, slot.packed.data, /*release=*/true);
+      slot.packed.tag = &k;
+    }
+    return slot.packed.mem;
+  }
+  if (const auto* p = ctx.find_packed(w.data, &k)) return p->mem;
+  ComputeContext::Packed& p = ctx.new_packed(w.data, &k, alloc_packed(bytes), bytes);
+  pack_into(ctx, pk, w, p.data, /*release=*/false);  // not ours to release: built by hand
+  return p.mem;
 }
 
 // The parallel regions below capture one reference to such a struct: ThreadPool takes a
@@ -99,7 +147,8 @@ void matmul_panels(ComputeContext& ctx, const kern::Kernels& k, const kern::Pane
   const int64_t tt = pk.tile_tokens;
   const int64_t n_tiles = (n_tokens + tt - 1) / tt;
   const size_t tb = pk.tile_bytes(w.n_in);
-  const PanelJob job{pk, packed_weight(ctx, k, pk, w).data, x, y, ctx.act_scratch(tb * n_tiles),
+  const std::shared_ptr<uint8_t> panels = packed_weight(ctx, k, pk, w);
+  const PanelJob job{pk, panels.get(), x, y, ctx.act_scratch(tb * n_tiles),
                      w.n_in, w.n_out, n_tokens, tt, tb};
   if (n_tiles == 1) {
     job.prepare(0);  // decoding: not worth waking the pool
@@ -197,7 +246,7 @@ void matmul(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_toke
   const kern::Kernels& k = kern::active();
   const auto id = static_cast<uint32_t>(w.type);
   if (id < static_cast<uint32_t>(kern::kTypeSlots)) {
-    if (const kern::PanelKernels& pk = k.panel[id]; pk.rows > 0 && n_tokens >= pk.min_tokens) {
+    if (const kern::PanelKernels& pk = k.panel[id]; pk.rows > 0) {
       matmul_panels(ctx, k, pk, w, x, n_tokens, y);
       return;
     }

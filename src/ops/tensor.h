@@ -1,6 +1,7 @@
 // Read-only views of weight matrices inside the mapped GGUF file.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -8,6 +9,8 @@
 #include "core/gguf.h"
 
 namespace slm {
+
+struct PackedSlot;  // ops/compute.h
 
 // A 2-D weight W[n_out][n_in], row-major in its storage type (rows of n_in values).
 struct Weight {
@@ -17,6 +20,11 @@ struct Weight {
   int64_t n_out = 0;
   const uint8_t* data = nullptr;
   size_t row_bytes = 0;
+  // Where matmul keeps this matrix repacked for the SIMD kernels: shared by every copy of the
+  // Weight, so it belongs to the model (not to a session) and goes with it. Set by from() for
+  // weights in a mapped file, whose pages matmul then releases; null for weights built by hand
+  // (matmul then keeps the repacked copy in its ComputeContext and leaves the data alone).
+  std::shared_ptr<PackedSlot> packed;
 
   explicit operator bool() const { return data != nullptr; }
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }

@@ -100,9 +100,13 @@ void gemm(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int64_t 
   const TileLayout l = layout_for(K::kCorr, n_in);
   const int64_t n_tiles = (n_tok + kTile - 1) / kTile;
   // k-slices of equal size (whole blocks), each at most kPanelSliceBytes of panel if possible.
+  // A single tile (decoding) reuses nothing: it reads each panel in one sequential sweep.
   const int64_t nblk = n_in / K::kBlockVals;
-  const int64_t n_slices = (nblk * static_cast<int64_t>(K::kBlockBytes) + kPanelSliceBytes - 1) /
-                           static_cast<int64_t>(kPanelSliceBytes);
+  const int64_t n_slices =
+      n_tiles <= 1
+          ? 1
+          : (nblk * static_cast<int64_t>(K::kBlockBytes) + kPanelSliceBytes - 1) /
+                static_cast<int64_t>(kPanelSliceBytes);
   const int64_t sblk = (nblk + n_slices - 1) / n_slices;
   for (int64_t kb0 = 0; kb0 < nblk; kb0 += sblk) {
     const int64_t kb1 = kb0 + sblk < nblk ? kb0 + sblk : nblk;
@@ -121,9 +125,9 @@ void gemm(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int64_t 
     for (int64_t c0 = 0; c0 < n_tiles; c0 += chunk) {
       const int64_t c1 = c0 + chunk < n_tiles ? c0 + chunk : n_tiles;
       for (int64_t p = p0; p < p1; ++p) {
-        const uint8_t* panel = panels + static_cast<size_t>(p) * pb + static_cast<size_t>(kb0) * K::kBlockBytes;
         const int64_t left = n_out - p * kLanes;
         const int rows = left < kLanes ? static_cast<int>(left) : kLanes;
+        const uint8_t* panel = panels + static_cast<size_t>(p) * pb + static_cast<size_t>(kb0) * K::kBlockBytes;
         for (int64_t g = c0; g < c1; ++g) {
           const int64_t t0 = g * kTile;
           const int nt = n_tok - t0 < kTile ? static_cast<int>(n_tok - t0) : kTile;
