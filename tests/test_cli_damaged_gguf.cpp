@@ -32,6 +32,17 @@ extern char** environ;
 
 namespace {
 
+// Removes an array's last element, whatever its element type.
+void drop_last(slm::GGUFValue& v) {
+  if (v.elem_type == slm::GGUFType::STRING) {
+    std::vector<std::string> all = v.as_strings();
+    all.pop_back();
+    v = slm::GGUFValue::strings(all);
+  } else {
+    v.raw.resize(v.raw.size() - slm::gguf_type_size(v.elem_type));
+  }
+}
+
 namespace fs = std::filesystem;
 using slm::DType;
 using slm::GGUFType;
@@ -433,7 +444,7 @@ std::vector<Variant> make_corpus(const TinyModel& base) {
             [](TinyModel& m) { m.set("llama.vocab_size", GGUFValue::u32(100000)); });
   add_model("one token fewer than token_embd rows", [](TinyModel& m) {
     for (const char* k : {"tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"})
-      m.find(k)->array.pop_back();
+      drop_last(*m.find(k));
   });
 
   // Tensors.
@@ -596,20 +607,23 @@ std::vector<Variant> make_tokenizer_corpus(const TinyModel& base) {
     m.set("tokenizer.ggml.pre", GGUFValue::str("llama-bpe"));
   });
   add_model("tokenizer.ggml.tokens as an int32 array", [](TinyModel& m) {
-    const size_t n_tok = m.find("tokenizer.ggml.tokens")->array.size();
+    const size_t n_tok = m.find("tokenizer.ggml.tokens")->array_size();
     m.set("tokenizer.ggml.tokens", GGUFValue::i32s(std::vector<int32_t>(n_tok, 7)));
   });
   add_model("tokenizer.ggml.tokens as a string",
             [](TinyModel& m) { m.set("tokenizer.ggml.tokens", GGUFValue::str("<unk>")); });
   add_model("duplicate token text", [](TinyModel& m) {
-    m.find("tokenizer.ggml.tokens")->array.at(5) = std::string("<s>");  // <0x02> -> <s>
+    GGUFValue& toks = *m.find("tokenizer.ggml.tokens");
+    std::vector<std::string> words = toks.as_strings();
+    words.at(5) = "<s>";  // <0x02> -> <s>
+    toks = GGUFValue::strings(words);
   });
   add_model("tokenizer.ggml.scores one short",
-            [](TinyModel& m) { m.find("tokenizer.ggml.scores")->array.pop_back(); });
+            [](TinyModel& m) { drop_last(*m.find("tokenizer.ggml.scores")); });
   add_model("tokenizer.ggml.scores as strings",
             [](TinyModel& m) { m.set("tokenizer.ggml.scores", GGUFValue::strings({"1", "2"})); });
   add_model("tokenizer.ggml.token_type one short",
-            [](TinyModel& m) { m.find("tokenizer.ggml.token_type")->array.pop_back(); });
+            [](TinyModel& m) { drop_last(*m.find("tokenizer.ggml.token_type")); });
   add_model("tokenizer.ggml.token_type as floats",
             [](TinyModel& m) { m.set("tokenizer.ggml.token_type", GGUFValue::f32s({1.0f})); });
   add_model("tokenizer.ggml.bos_token_id as a string",

@@ -123,7 +123,9 @@ TEST_P(TinyShapes, WritesAModelThatLoadsAndRuns) {
     ASSERT_NE(got, nullptr) << k;
     EXPECT_EQ(got->type, val.type) << k;
     EXPECT_EQ(got->scalar, val.scalar) << k;
-    EXPECT_EQ(got->array, val.array) << k;
+    EXPECT_EQ(got->raw, val.raw) << k;
+    EXPECT_EQ(got->str_ends, val.str_ends) << k;
+    EXPECT_EQ(got->str_blob, val.str_blob) << k;
     ++copied;
   }
   EXPECT_GE(copied, 5);

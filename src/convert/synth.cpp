@@ -289,9 +289,9 @@ SynthReport synth_model(const SynthOptions& o) {
 
   auto vocab = GGUFFile::open(o.vocab_path);
   const GGUFValue* tokens = vocab->find("tokenizer.ggml.tokens");
-  if (!tokens || !tokens->is_array() || tokens->array.empty())
+  if (!tokens || !tokens->is_array() || tokens->array_size() == 0)
     fail("{}: no tokenizer.ggml.tokens (not a vocabulary file?)", o.vocab_path);
-  const int64_t n_vocab = static_cast<int64_t>(tokens->array.size());
+  const int64_t n_vocab = static_cast<int64_t>(tokens->array_size());
   if (shape->n_vocab != 0 && shape->n_vocab != n_vocab)
     fail("{}: has {} tokens, but {} has a {}-token vocabulary: use {}", o.vocab_path, n_vocab,
          shape->display, shape->n_vocab, shape->vocab_hint);

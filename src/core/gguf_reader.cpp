@@ -35,6 +35,13 @@ class Cursor {
     pos_ += sizeof(T);
     return v;
   }
+  // The next n bytes, which must lie inside the file.
+  const uint8_t* take(size_t n, const std::string& what) {
+    need(n, what);
+    const uint8_t* p = data_ + pos_;
+    pos_ += n;
+    return p;
+  }
   std::string read_string(const std::string& what) {
     uint64_t len = read<uint64_t>(what + " (string length)");
     if (len > remaining())
@@ -96,6 +103,9 @@ std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
   std::unique_ptr<GGUFFile> f(new GGUFFile());
   f->file_ = std::make_unique<MappedFile>(path);
   f->parse();
+  // Everything in the header now lives in our own structures: let the kernel drop its pages
+  // from this process (a Llama 3 vocabulary is 7.5 MiB of them).
+  f->file_->release(0, f->data_offset_);
   return f;
 }
 
@@ -143,8 +153,15 @@ void GGUFFile::parse() {
       if (n > c.remaining() / scalar_size(v.elem_type))
         fail("{}: {}: array of {} {} values does not fit in the {} bytes left", p, stage, n,
              gguf_type_name(v.elem_type), c.remaining());
-      v.array.reserve(static_cast<size_t>(n));
-      for (uint64_t j = 0; j < n; ++j) v.array.push_back(read_scalar(c, v.elem_type, stage));
+      if (v.elem_type == GGUFType::STRING) {
+        v.str_ends.reserve(static_cast<size_t>(n));
+        for (uint64_t j = 0; j < n; ++j) v.push_string(c.read_string(stage));
+      } else {
+        // Fixed-size elements: kept as the file's bytes (the length check above bounds them).
+        const size_t bytes = static_cast<size_t>(n) * gguf_type_size(v.elem_type);
+        const uint8_t* p = c.take(bytes, stage);
+        v.raw.assign(p, p + bytes);
+      }
     } else {
       v.scalar = read_scalar(c, v.type, stage);
     }
@@ -223,6 +240,8 @@ void GGUFFile::parse() {
            "(data section holds {} bytes; file size {}; truncated file?)",
            p, t.name, data_offset_ + t.offset, t.nbytes, data_size, size);
     t.data = file_->data() + data_offset_ + t.offset;
+    t.file = file_.get();
+    t.file_offset = data_offset_ + t.offset;
   }
   // Overlap check on tensors sorted by offset.
   std::vector<const TensorInfo*> by_offset;

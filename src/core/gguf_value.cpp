@@ -1,6 +1,7 @@
 // GGUFValue conversions: numeric types convert to each other when the value fits; anything
 // else is an error naming the stored type.
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/error.h"
@@ -27,6 +28,17 @@ const char* gguf_type_name(GGUFType t) {
   return "unknown";
 }
 
+size_t gguf_type_size(GGUFType t) {
+  switch (t) {
+    case GGUFType::UINT8: case GGUFType::INT8: case GGUFType::BOOL: return 1;
+    case GGUFType::UINT16: case GGUFType::INT16: return 2;
+    case GGUFType::UINT32: case GGUFType::INT32: case GGUFType::FLOAT32: return 4;
+    case GGUFType::UINT64: case GGUFType::INT64: case GGUFType::FLOAT64: return 8;
+    case GGUFType::STRING: case GGUFType::ARRAY: return 0;
+  }
+  return 0;
+}
+
 namespace {
 using Scalar = std::variant<uint64_t, int64_t, double, bool, std::string>;
 
@@ -45,7 +57,40 @@ double scalar_float(const Scalar& s, GGUFType t) {
   if (auto* i = std::get_if<int64_t>(&s)) return static_cast<double>(*i);
   fail("expected a number, found {}", gguf_type_name(t));
 }
+template <class T>
+T load_le(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
 }  // namespace
+
+size_t GGUFValue::array_size() const {
+  if (elem_type == GGUFType::STRING) return str_ends.size();
+  const size_t w = gguf_type_size(elem_type);
+  return w ? raw.size() / w : 0;
+}
+
+Scalar GGUFValue::elem(size_t i) const {
+  const size_t w = gguf_type_size(elem_type);
+  if (w == 0 || i >= array_size()) fail("internal: element {} of an array of {}", i, gguf_type_name(elem_type));
+  const uint8_t* p = raw.data() + i * w;
+  switch (elem_type) {
+    case GGUFType::UINT8: return uint64_t{*p};
+    case GGUFType::INT8: return int64_t{static_cast<int8_t>(*p)};
+    case GGUFType::UINT16: return uint64_t{load_le<uint16_t>(p)};
+    case GGUFType::INT16: return int64_t{load_le<int16_t>(p)};
+    case GGUFType::UINT32: return uint64_t{load_le<uint32_t>(p)};
+    case GGUFType::INT32: return int64_t{load_le<int32_t>(p)};
+    case GGUFType::UINT64: return load_le<uint64_t>(p);
+    case GGUFType::INT64: return load_le<int64_t>(p);
+    case GGUFType::FLOAT32: return double{load_le<float>(p)};
+    case GGUFType::FLOAT64: return load_le<double>(p);
+    case GGUFType::BOOL: return *p != 0;
+    default: break;
+  }
+  fail("internal: element of an array of {}", gguf_type_name(elem_type));
+}
 
 int64_t GGUFValue::as_int() const {
   if (is_array()) fail("expected an integer, found an array");
@@ -73,22 +118,24 @@ std::vector<std::string> GGUFValue::as_strings() const {
   if (!is_array() || elem_type != GGUFType::STRING)
     fail("expected an array of strings, found {}", is_array() ? std::string("array of ") + gguf_type_name(elem_type) : gguf_type_name(type));
   std::vector<std::string> out;
-  out.reserve(array.size());
-  for (const auto& e : array) out.push_back(std::get<std::string>(e));
+  out.reserve(array_size());
+  for (size_t i = 0; i < array_size(); ++i) out.emplace_back(str_at(i));
   return out;
 }
 std::vector<int64_t> GGUFValue::as_ints() const {
   if (!is_array()) fail("expected an array of integers, found {}", gguf_type_name(type));
+  if (elem_type == GGUFType::STRING) fail("expected an array of integers, found an array of strings");
   std::vector<int64_t> out;
-  out.reserve(array.size());
-  for (const auto& e : array) out.push_back(scalar_int(e, elem_type));
+  out.reserve(array_size());
+  for (size_t i = 0; i < array_size(); ++i) out.push_back(scalar_int(elem(i), elem_type));
   return out;
 }
 std::vector<float> GGUFValue::as_floats() const {
   if (!is_array()) fail("expected an array of numbers, found {}", gguf_type_name(type));
+  if (elem_type == GGUFType::STRING) fail("expected an array of numbers, found an array of strings");
   std::vector<float> out;
-  out.reserve(array.size());
-  for (const auto& e : array) out.push_back(static_cast<float>(scalar_float(e, elem_type)));
+  out.reserve(array_size());
+  for (size_t i = 0; i < array_size(); ++i) out.push_back(static_cast<float>(scalar_float(elem(i), elem_type)));
   return out;
 }
 
@@ -100,17 +147,19 @@ GGUFValue GGUFValue::boolean(bool v) { GGUFValue r; r.type = GGUFType::BOOL; r.s
 GGUFValue GGUFValue::str(std::string v) { GGUFValue r; r.type = GGUFType::STRING; r.scalar = std::move(v); return r; }
 GGUFValue GGUFValue::strings(const std::vector<std::string>& v) {
   GGUFValue r; r.type = GGUFType::ARRAY; r.elem_type = GGUFType::STRING;
-  for (const auto& s : v) r.array.emplace_back(s);
+  for (const auto& s : v) r.push_string(s);
   return r;
 }
 GGUFValue GGUFValue::i32s(const std::vector<int32_t>& v) {
   GGUFValue r; r.type = GGUFType::ARRAY; r.elem_type = GGUFType::INT32;
-  for (int32_t x : v) r.array.emplace_back(int64_t{x});
+  r.raw.resize(v.size() * sizeof(int32_t));
+  if (!v.empty()) std::memcpy(r.raw.data(), v.data(), r.raw.size());
   return r;
 }
 GGUFValue GGUFValue::f32s(const std::vector<float>& v) {
   GGUFValue r; r.type = GGUFType::ARRAY; r.elem_type = GGUFType::FLOAT32;
-  for (float x : v) r.array.emplace_back(double{x});
+  r.raw.resize(v.size() * sizeof(float));
+  if (!v.empty()) std::memcpy(r.raw.data(), v.data(), r.raw.size());
   return r;
 }
 

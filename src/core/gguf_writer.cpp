@@ -121,8 +121,11 @@ std::vector<uint8_t> GGUFWriter::header_bytes() const {
     o.put<uint32_t>(static_cast<uint32_t>(v.type));
     if (v.type == GGUFType::ARRAY) {
       o.put<uint32_t>(static_cast<uint32_t>(v.elem_type));
-      o.put<uint64_t>(v.array.size());
-      for (const auto& e : v.array) put_scalar(o, v.elem_type, e);
+      o.put<uint64_t>(v.array_size());
+      if (v.elem_type == GGUFType::STRING)
+        for (size_t i = 0; i < v.array_size(); ++i) put_scalar(o, v.elem_type, std::string(v.str_at(i)));
+      else
+        for (size_t i = 0; i < v.array_size(); ++i) put_scalar(o, v.elem_type, v.elem(i));
     } else {
       put_scalar(o, v.type, v.scalar);
     }

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -35,11 +36,34 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     }
     data_ = static_cast<const uint8_t*>(p);
   }
-  ::close(fd);
+  fd_ = fd;
 }
 
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void MappedFile::release(uint64_t offset, size_t n) const {
+  if (!data_ || offset >= size_) return;
+  n = std::min<uint64_t>(n, size_ - offset);
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t first = (offset + page - 1) / page * page, last = (offset + n) / page * page;
+  if (first < last) ::madvise(const_cast<uint8_t*>(data_) + first, last - first, MADV_DONTNEED);
+}
+
+void MappedFile::read_at(uint64_t offset, void* dst, size_t n) const {
+  if (offset > size_ || n > size_ - offset)
+    fail("{}: reading {} bytes at offset {}: past the end of the file ({} bytes)", path_, n, offset, size_);
+  auto* out = static_cast<uint8_t*>(dst);
+  while (n > 0) {
+    const ssize_t got = ::pread(fd_, out, n, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0)
+      fail("{}: reading {} bytes at offset {}: {}", path_, n, offset,
+           got < 0 ? std::strerror(errno) : "unexpected end of file (was it truncated while open?)");
+    out += got, offset += static_cast<uint64_t>(got), n -= static_cast<size_t>(got);
+  }
 }
 
 }  // namespace slm

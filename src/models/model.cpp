@@ -81,7 +81,7 @@ void Model::read_common_hparams() {
                             ? 1.0f / key_float("rope.scale_linear", 1.0f) : hp_.rope.freq_scale;
 
   const GGUFValue* tokens = file_->find("tokenizer.ggml.tokens");
-  hp_.n_vocab = key_int("vocab_size", tokens && tokens->is_array() ? static_cast<int64_t>(tokens->array.size()) : 0);
+  hp_.n_vocab = key_int("vocab_size", tokens && tokens->is_array() ? static_cast<int64_t>(tokens->array_size()) : 0);
   const TensorInfo* te = file_->find_tensor("token_embd.weight");
   if (te && te->ne.size() >= 2) {
     if (hp_.n_vocab == 0) hp_.n_vocab = te->ne[1];

@@ -6,7 +6,6 @@
 
 #ifdef __linux__
 #include <sys/mman.h>
-#include <unistd.h>
 #endif
 
 #include "core/error.h"
@@ -26,7 +25,9 @@ Weight Weight::from(const TensorInfo& t) {
   w.n_out = t.ne.size() > 1 ? t.ne[1] : 1;
   w.data = t.data;
   w.row_bytes = row_size(t.type, t.ne[0]);
-  w.packed = std::make_shared<PackedSlot>();  // t.data lies in the file mapping
+  w.file = t.file;
+  w.file_offset = t.file_offset;
+  w.packed = std::make_shared<PackedSlot>();  // a model's weight: one repacked copy per model
   return w;
 }
 
@@ -66,41 +67,36 @@ std::shared_ptr<uint8_t> alloc_packed(size_t bytes) {
 #endif
 }
 
-// The repacked copy replaces the mapped weights rather than doubling the memory they take:
-// once packed, file pages of the matrix are released from this process (they stay in the page
-// cache, and come back on their own if read again, e.g. embedding rows of a tied output).
-// Releases the whole pages inside rows [r0, r1) of w; partial pages hold neighbours' bytes.
-void release_rows(const Weight& w, int64_t r0, int64_t r1) {
-#ifdef __linux__
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<uintptr_t>(w.row(r0));
-  const uintptr_t end = begin + static_cast<size_t>(r1 - r0) * w.row_bytes;
-  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
-  if (first < last) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
-#else
-  (void)w, (void)r0, (void)r1;
-#endif
-}
-
-// Packs w into dst; with `release`, each thread releases the mapped rows it has packed every
-// few MiB, so that packing the largest matrix (a tied output of 100+ MiB) does not hold both
-// copies at once.
-void pack_into(ComputeContext& ctx, const kern::PanelKernels& pk, const Weight& w, uint8_t* dst,
-               bool release) {
+// Packs w into dst. A weight from a file is read with MappedFile::read_at (pread) into a
+// per-thread bounce buffer, about 1 MiB of whole panels at a time, never through the mapping:
+// then none of its pages is ever mapped into this process, so the repacked copy replaces the
+// file's bytes in our resident memory instead of adding to them, and packing skips the page
+// faults a mapping costs (measured on the team's VM: touching a 728 MiB mapping takes ~300 ms,
+// pread of the same bytes ~65 ms on two threads).
+void pack_into(ComputeContext& ctx, const kern::PanelKernels& pk, const Weight& w, uint8_t* dst) {
   const int64_t n_panels = (w.n_out + pk.rows - 1) / pk.rows;
   const size_t pb = pk.panel_bytes(w.n_in);
-  const int64_t group = std::max<int64_t>(1, static_cast<int64_t>((size_t{4} << 20) / pb));
-  ctx.pool().parallel_for(n_panels, [&](int64_t b, int64_t e, int) {
+  const size_t src_panel = static_cast<size_t>(pk.rows) * w.row_bytes;
+  const int64_t group = std::max<int64_t>(1, static_cast<int64_t>((size_t{1} << 20) / src_panel));
+  const size_t bounce_floats = (static_cast<size_t>(group) * src_panel + 63) / sizeof(float) + 16;
+  if (w.file) ctx.reserve_thread_scratch(bounce_floats);
+  ctx.pool().parallel_for(n_panels, [&](int64_t b, int64_t e, int thread) {
+    uint8_t* bounce = w.file ? reinterpret_cast<uint8_t*>(ctx.thread_scratch(thread, bounce_floats)) : nullptr;
     for (int64_t g0 = b; g0 < e; g0 += group) {
       const int64_t g1 = std::min(e, g0 + group);
+      const int64_t r0 = g0 * pk.rows, r1 = std::min<int64_t>(w.n_out, g1 * pk.rows);
+      const uint8_t* src = w.row(r0);
+      if (bounce) {
+        w.file->read_at(w.file_offset + static_cast<uint64_t>(r0) * w.row_bytes, bounce,
+                        static_cast<size_t>(r1 - r0) * w.row_bytes);
+        src = bounce;
+      }
       for (int64_t i = g0; i < g1; ++i) {
         const int rows = static_cast<int>(std::min<int64_t>(pk.rows, w.n_out - i * pk.rows));
-        pk.pack(w.row(i * pk.rows), w.row_bytes, rows, w.n_in, dst + i * pb);
+        pk.pack(src + static_cast<size_t>(i - g0) * src_panel, w.row_bytes, rows, w.n_in, dst + i * pb);
       }
-      if (release) release_rows(w, g0 * pk.rows, std::min<int64_t>(w.n_out, g1 * pk.rows));
     }
   });
-  if (release) release_rows(w, 0, w.n_out);  // the pages that straddled two groups
 }
 
 // The repacked copy of w for table k, built on first use. Returned as an owning pointer: a
@@ -115,14 +111,14 @@ std::shared_ptr<uint8_t> packed_weight(ComputeContext& ctx, const kern::Kernels&
       slot.packed.mem = alloc_packed(bytes);
       slot.packed.data = slot.packed.mem.get();
       slot.packed.bytes = bytes;
-      pack_into(ctx, pk, w, slot.packed.data, /*release=*/true);
+      pack_into(ctx, pk, w, slot.packed.data);
       slot.packed.tag = &k;
     }
     return slot.packed.mem;
   }
   if (const auto* p = ctx.find_packed(w.data, &k)) return p->mem;
   ComputeContext::Packed& p = ctx.new_packed(w.data, &k, alloc_packed(bytes), bytes);
-  pack_into(ctx, pk, w, p.data, /*release=*/false);  // not ours to release: built by hand
+  pack_into(ctx, pk, w, p.data);
   return p.mem;
 }
 
@@ -261,10 +257,28 @@ void matmul(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_toke
 void get_rows(const Weight& w, const int32_t* ids, int64_t n, float* out) {
   const TypeTraits& tt = type_traits(w.type);
   if (!tt.to_float) fail("embedding lookup in {}: cannot decode type {}", w.name, tt.name);
+  // Rows of a file's matrix are read with pread a few KiB at a time rather than through the
+  // mapping: with tied embeddings the matrix also serves as the (repacked) output head, and
+  // mapping the looked-up rows would bring its file pages back into our resident memory (the
+  // kernel maps 64 KiB around each fault), duplicating what the repacked copy holds.
+  constexpr size_t kChunk = 16384;
+  alignas(64) uint8_t buf[kChunk];
+  const int64_t blocks_per_chunk = std::max<int64_t>(1, static_cast<int64_t>(kChunk / tt.type_size));
   for (int64_t i = 0; i < n; ++i) {
     if (ids[i] < 0 || ids[i] >= w.n_out)
       fail("token id {} is outside the vocabulary (0..{})", ids[i], w.n_out - 1);
-    tt.to_float(w.row(ids[i]), out + i * w.n_in, w.n_in);
+    float* dst = out + i * w.n_in;
+    if (!w.file || tt.type_size > kChunk) {
+      tt.to_float(w.row(ids[i]), dst, w.n_in);
+      continue;
+    }
+    const uint64_t row_off = w.file_offset + static_cast<uint64_t>(ids[i]) * w.row_bytes;
+    const int64_t n_blocks = w.n_in / tt.block_size;
+    for (int64_t b0 = 0; b0 < n_blocks; b0 += blocks_per_chunk) {
+      const int64_t nb = std::min(blocks_per_chunk, n_blocks - b0);
+      w.file->read_at(row_off + static_cast<uint64_t>(b0) * tt.type_size, buf, static_cast<size_t>(nb) * tt.type_size);
+      tt.to_float(buf, dst + b0 * tt.block_size, nb * tt.block_size);
+    }
   }
 }
 

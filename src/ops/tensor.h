@@ -20,9 +20,13 @@ struct Weight {
   int64_t n_out = 0;
   const uint8_t* data = nullptr;
   size_t row_bytes = 0;
+  // The file `data` lies in and its offset there (null for weights built by hand): matmul and
+  // get_rows read a model's weights with pread where that keeps pages out of our memory.
+  const MappedFile* file = nullptr;
+  uint64_t file_offset = 0;
   // Where matmul keeps this matrix repacked for the SIMD kernels: shared by every copy of the
   // Weight, so it belongs to the model (not to a session) and goes with it. Set by from() for
-  // weights in a mapped file, whose pages matmul then releases; null for weights built by hand
+  // weights in a file; null for weights built by hand
   // (matmul then keeps the repacked copy in its ComputeContext and leaves the data alone).
   std::shared_ptr<PackedSlot> packed;
 

@@ -183,8 +183,8 @@ void Tokenizer::Impl::load(const GGUFFile& f) {
     if (!m->is_array() || m->elem_type != GGUFType::STRING)
       fail("tokenizer: {}: tokenizer.ggml.merges must be an array of strings", path);
     std::vector<std::string_view> merges;
-    merges.reserve(m->array.size());
-    for (const auto& e : m->array) merges.push_back(std::get<std::string>(e));
+    merges.reserve(m->array_size());
+    for (size_t i = 0; i < m->array_size(); ++i) merges.push_back(m->str_at(i));
     bpe = std::make_unique<tok::BpeModel>(vocab, pre_info->type, pre_info->ignore_merges, merges);
   }
 
@@ -238,7 +238,7 @@ void Tokenizer::Impl::load_vocab(const GGUFFile& f) {
   const GGUFValue& toks = f.get("tokenizer.ggml.tokens");
   if (!toks.is_array() || toks.elem_type != GGUFType::STRING)
     fail("tokenizer: {}: tokenizer.ggml.tokens must be an array of strings", path);
-  const size_t n = toks.array.size();
+  const size_t n = toks.array_size();
   if (n == 0) fail("tokenizer: {}: tokenizer.ggml.tokens is empty", path);
   if (n > static_cast<size_t>(INT32_MAX))
     fail("tokenizer: {}: {} tokens do not fit in int32 ids", path, n);
@@ -264,7 +264,7 @@ void Tokenizer::Impl::load_vocab(const GGUFFile& f) {
   // No reserve(): with the same insertion sequence the map iterates in the same order as
   // llama.cpp's token_to_id, which decides ties in detect_special_tokens().
   for (size_t i = 0; i < n; ++i) {
-    std::string word = std::get<std::string>(toks.array[i]);
+    std::string word(toks.str_at(i));
     if (word.empty()) word = fmt::format("[EMPTY_{}]", i);  // as llama.cpp, keeps ids unique
     auto [it, inserted] = vocab.text_to_id.emplace(word, static_cast<int32_t>(i));
     if (!inserted)

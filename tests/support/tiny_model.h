@@ -158,7 +158,7 @@ inline TinyModel make_tiny_llama(const TinyModelOptions& o = {}) {
   m.set("llama.rope.freq_base", GGUFValue::f32(10000.0f));
   add_tiny_spm_vocab(m);
   const int64_t n_vocab =
-      static_cast<int64_t>(m.find("tokenizer.ggml.tokens")->array.size());
+      static_cast<int64_t>(m.find("tokenizer.ggml.tokens")->array_size());
 
   uint32_t st = o.seed ? o.seed : 1;
   const int64_t E = o.n_embd, F = o.n_ff;

@@ -45,7 +45,7 @@ double peak_rss_mib() {
 Runner add_bench(CLI::App& app) {
   struct Opts {
     std::string model, kv_type = "f16";
-    int threads = 0, n_prompt = 512, n_gen = 128, reps = 3;
+    int threads = 0, n_prompt = 512, n_gen = 128, reps = 3, n_batch = 0;
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
@@ -53,6 +53,7 @@ Runner add_bench(CLI::App& app) {
   app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
   app.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for the pp test (0: skip)");
   app.add_option("-n,--n-gen", o->n_gen, "generated tokens for the tg test (0: skip)");
+  app.add_option("-b,--batch-size", o->n_batch, "prompt tokens per forward pass (default: the session's)");
   app.add_option("-r,--repetitions", o->reps, "repetitions of each test");
   app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
   app.add_flag("--json", o->json, "one JSON object per test on stdout");
@@ -65,7 +66,8 @@ Runner add_bench(CLI::App& app) {
     SessionOptions so;
     so.n_threads = threads;
     so.n_ctx = std::max(o->n_prompt, o->n_gen) + 1;
-    so.n_batch = std::max(o->n_prompt, 1);
+    if (o->n_batch < 0) fail("--batch-size must not be negative");
+    if (o->n_batch > 0) so.n_batch = o->n_batch;
     so.kv_type = static_cast<DType>(parse_kv_type(o->kv_type));
     Session session(*model, so);
     std::mt19937 rng(42);
