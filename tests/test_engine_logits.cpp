@@ -6,7 +6,9 @@
 
 #include "models/model.h"
 #include "runtime/session.h"
+#include "kernels/isa.h"
 #include "support/fixtures.h"
+#include "support/forced_isa.h"
 #include "support/logits_file.h"
 
 namespace {
@@ -29,6 +31,7 @@ std::string case_name(const testing::TestParamInfo<Case>& info) {
 class FixtureLogits : public testing::TestWithParam<std::tuple<Case, bool>> {};
 
 void check_against_reference(const Case& c, bool one_at_a_time) {
+  SLM_REQUIRE_FORCED_ISA();
   SLM_REQUIRE_FIXTURE(model_path, std::string(c.stem) + ".gguf");
   SLM_REQUIRE_FIXTURE(ref_path, c.logits);
   const LogitsFile ref = slm::test::read_logits_file(ref_path);
@@ -61,8 +64,9 @@ void check_against_reference(const Case& c, bool one_at_a_time) {
   }
   const double agreement = static_cast<double>(agree) / ref.n_tokens;
   EXPECT_GE(agreement, c.min_argmax_agreement);
-  std::printf("  %s (%s): worst relative L2 %.3g, argmax agreement %.0f%%\n", c.stem,
-              one_at_a_time ? "seq" : "batch", worst, 100 * agreement);
+  std::printf("  %s (%s, %s kernels): worst relative L2 %.3g, argmax agreement %.0f%%\n", c.stem,
+              one_at_a_time ? "seq" : "batch", slm::kern::isa_name(slm::kern::active_isa()), worst,
+              100 * agreement);
 }
 
 TEST_P(FixtureLogits, MatchesReference) {
