@@ -15,6 +15,7 @@
 #include "core/fp16.h"
 #include "kernels/isa.h"
 #include "kernels/kernels.h"
+#include "kernels/ref/attention.h"
 #include "kernels/ref/quants.h"
 
 namespace slm {
@@ -246,6 +247,55 @@ TEST(KernelPanels, ExtremeQuantsStayExact) {
       const auto ref = reference_product(type, w, row_bytes, n_out, n_in, x, 5);
       const auto got = panel_product(k.panel[static_cast<int>(type)], w, row_bytes, n_out, n_in, x, 5);
       EXPECT_LE(rel_l2(ref, got), 2e-6) << kern::isa_name(isa) << " " << dtype_name(type);
+    }
+  }
+}
+
+// ---- attention ---------------------------------------------------------------------------------
+
+// Every level's attention against the scalar twin: group sizes 1-9 (more than one pass of
+// query heads), key counts around the vector width (masked tails), head sizes of the supported
+// models, with and without Gemma 2's softcap, and a row of scores far below the maximum (whose
+// exp underflows to 0).
+TEST(KernelAttention, MatchesScalarTwin) {
+  struct Shape { int n_q; int64_t n; int d; float softcap; };
+  const Shape shapes[] = {{1, 1, 64, 0}, {4, 7, 64, 0}, {4, 16, 64, 0}, {4, 17, 64, 0},
+                          {7, 100, 64, 0}, {9, 33, 128, 0}, {2, 250, 256, 50.0f}, {3, 40, 96, 0},
+                          {8, 513, 64, 0}};
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    ASSERT_NE(k.attend, nullptr) << kern::isa_name(isa);
+    for (const Shape& sh : shapes) {
+      const int64_t ldk = sh.n + 5, ldv = sh.d + 16;  // padded, as slices of larger buffers
+      std::vector<float> q = gaussian(sh.n_q * sh.d, 1, 2.0f);
+      const std::vector<float> kt = gaussian(sh.d * ldk, 2), v = gaussian(sh.n * ldv, 3);
+      if (sh.n > 50) q[0] = 400.0f;  // query 0: one dominant score, the rest underflow
+      const float scale = 1.0f / std::sqrt(static_cast<float>(sh.d));
+      std::vector<float> scratch(static_cast<size_t>(sh.n_q) * (sh.n + 16) + 64);
+      std::vector<float> ref(static_cast<size_t>(sh.n_q) * sh.d), got(ref.size(), -7.0f);
+      ref::attend_group(q.data(), sh.n_q, sh.d, kt.data(), ldk, v.data(), ldv, sh.n, sh.d, sh.d,
+                        scale, sh.softcap, scratch.data(), ref.data(), sh.d);
+      k.attend(q.data(), sh.n_q, sh.d, kt.data(), ldk, v.data(), ldv, sh.n, sh.d, sh.d, scale,
+               sh.softcap, scratch.data(), got.data(), sh.d);
+      EXPECT_LE(rel_l2(ref, got), 2e-6) << kern::isa_name(isa) << " n_q " << sh.n_q << " n "
+                                         << sh.n << " d " << sh.d;
+    }
+  }
+}
+
+TEST(KernelSwiGLU, MatchesScalarFormula) {
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    ASSERT_NE(k.swiglu, nullptr);
+    for (int64_t n : {1, 15, 16, 17, 1000}) {
+      std::vector<float> g = gaussian(n, 5, 4.0f), u = gaussian(n, 6);
+      if (n == 1000) g[3] = 120.0f, g[4] = -120.0f, g[5] = 0.0f;  // exp over/underflow
+      std::vector<float> ref(static_cast<size_t>(n)), got(ref.size(), -3.0f);
+      for (int64_t i = 0; i < n; ++i)
+        ref[i] = static_cast<float>(g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * u[i]);
+      k.swiglu(g.data(), u.data(), got.data(), n);
+      EXPECT_LE(rel_l2(ref, got), 1e-6) << kern::isa_name(isa) << " n " << n;
+      for (int64_t i = 0; i < n; ++i) ASSERT_TRUE(std::isfinite(got[i])) << i;
     }
   }
 }

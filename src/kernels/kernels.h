@@ -70,8 +70,23 @@ struct FloatKernels {
                const float* x, float* y);
 };
 
+// Attention of the n_q query heads that share one KV head, over n visible keys. Query i is
+// q + i * ldq (d_k floats); the keys are stored transposed, key j's value of dimension d at
+// kt[d * ldk + j], so that one vector load holds a dimension of kLanes consecutive keys; value
+// row j is v + j * ldv (d_v floats). out + i * ldo receives softmax(s) . V where
+// s_j = scale * (q_i . k_j), then cap * tanh(s_j / cap) when softcap > 0 (Gemma 2).
+// scratch: at least n_q * (n + 16) floats. ref::attend_group (kernels/ref/attention.h) is
+// the scalar twin.
+using AttendFn = void (*)(const float* q, int n_q, int64_t ldq, const float* kt, int64_t ldk,
+                          const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
+                          float softcap, float* scratch, float* out, int64_t ldo);
+
 struct Kernels {
   Isa isa;
+  AttendFn attend;           // null: the scalar twin
+  // out[i] = silu(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i] (SwiGLU), with a
+  // vectorized exp; null: the scalar loop in models/blocks.cpp. out may equal gate.
+  void (*swiglu)(const float* gate, const float* up, float* out, int64_t n);
   QuantizeFn quantize_q8_0;  // twin of ref::from_float_q8_0_x86
   QuantizeFn quantize_q8_K;  // twin of ref::from_float_q8_K
   PanelKernels panel[kTypeSlots];      // by ggml type id

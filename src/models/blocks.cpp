@@ -6,6 +6,8 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/kernels.h"
+#include "kernels/ref/attention.h"
 
 namespace slm::blocks {
 
@@ -48,26 +50,6 @@ void split_qkv(const float* qkv, int64_t n_tokens, int64_t q_dim, int64_t k_dim,
   }
 }
 
-namespace {
-
-// Dot product and a*x+y over short float vectors (head dimensions). Eight independent
-// partial sums let the compiler vectorize without reassociating a single sum.
-float dot_f32(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-void axpy_f32(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
-}  // namespace
-
 void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
             const AttentionSpec& spec, float* q, float* k, const float* v, float* out) {
   const int64_t T = b.size();
@@ -95,41 +77,38 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
         hi = std::max(hi, b.pos[t]);
       }
     const int64_t n_rows = hi - lo + 1;
-    float* kf = ctx.buffer(kKeysF32, n_rows * k_dim);
+    // Keys transposed (dimension-major: kt[c * n_rows + r] is dimension c of row r), as the
+    // attention kernels read them; values as rows.
+    float* kt = ctx.buffer(kKeysF32, n_rows * k_dim);
     float* vf = ctx.buffer(kValuesF32, n_rows * v_dim);
-    ctx.pool().parallel_for(n_rows, [&](int64_t r0, int64_t r1, int) {
+    ctx.reserve_thread_scratch(static_cast<size_t>(k_dim));
+    ctx.pool().parallel_for(n_rows, [&](int64_t r0, int64_t r1, int thread) {
+      float* row = ctx.thread_scratch(thread, static_cast<size_t>(k_dim));
       for (int64_t r = r0; r < r1; ++r) {
-        kv_row_to_floats(kv_type, cache.k_row(layer, seq, lo + static_cast<int32_t>(r)), kf + r * k_dim, k_dim);
+        kv_row_to_floats(kv_type, cache.k_row(layer, seq, lo + static_cast<int32_t>(r)), row, k_dim);
+        for (int64_t c = 0; c < k_dim; ++c) kt[c * n_rows + r] = row[c];
         kv_row_to_floats(kv_type, cache.v_row(layer, seq, lo + static_cast<int32_t>(r)), vf + r * v_dim, v_dim);
       }
     }, 16);
 
-    const size_t scratch = static_cast<size_t>(n_rows) + hdv;
+    // SIMD kernels need whole vectors of head dimensions; the scalar twin takes any.
+    const kern::AttendFn kernel = kern::active().attend && hdk % 16 == 0 && hdv % 16 == 0
+                                      ? kern::active().attend : &ref::attend_group;
+    const size_t scratch = static_cast<size_t>(group) * (n_rows + 16);
     ctx.reserve_thread_scratch(scratch);
-    // One job per (token, KV head): the group's query heads share the same rows.
+    // One job per (token, KV head): the group's query heads share the same keys and values.
     ctx.pool().parallel_for(T * spec.n_head_kv, [&](int64_t begin, int64_t end, int thread) {
       float* scores = ctx.thread_scratch(thread, scratch);
-      float* acc = scores + n_rows;
       for (int64_t job = begin; job < end; ++job) {
         const int64_t t = job / spec.n_head_kv, g = job % spec.n_head_kv;
         if (b.seq[t] != seq) continue;
         const int32_t pos = b.pos[t];
         const int32_t first = cache.first_visible(layer, pos);
         const int64_t n = pos - first + 1;
-        const float* krows = kf + (first - lo) * k_dim + g * hdk;
-        const float* vrows = vf + (first - lo) * v_dim + g * hdv;
-        for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-          const float* qh = q + t * q_dim + h * hdk;
-          for (int64_t j = 0; j < n; ++j) {
-            float s = dot_f32(qh, krows + j * k_dim, hdk) * spec.scale;
-            if (spec.softcap > 0.0f) s = std::tanh(s / spec.softcap) * spec.softcap;
-            scores[j] = s;
-          }
-          softmax(scores, n);
-          std::fill(acc, acc + hdv, 0.0f);
-          for (int64_t j = 0; j < n; ++j) axpy_f32(scores[j], vrows + j * v_dim, acc, hdv);
-          std::memcpy(out + t * spec.n_head * hdv + h * hdv, acc, hdv * sizeof(float));
-        }
+        kernel(q + t * q_dim + g * group * hdk, static_cast<int>(group), hdk,
+               kt + g * hdk * n_rows + (first - lo), n_rows, vf + (first - lo) * v_dim + g * hdv, v_dim,
+               n, static_cast<int>(hdk), static_cast<int>(hdv), spec.scale, spec.softcap, scores,
+               out + t * spec.n_head * hdv + g * group * hdv, hdv);
       }
     });
   }
@@ -157,7 +136,13 @@ void ffn_glu(ComputeContext& ctx, const Weight& gate, const Weight& up, const We
   float* u = ctx.buffer(kUp, n_tokens * n_ff);
   matmul(ctx, gate, h, n_tokens, g);
   matmul(ctx, up, h, n_tokens, u);
-  glu_combine(act, g, u, n_tokens * n_ff);
+  if (const auto swiglu = kern::active().swiglu; swiglu && act == Activation::SiLU) {
+    ctx.pool().parallel_for(n_tokens * n_ff, [&](int64_t b, int64_t e, int) {
+      swiglu(g + b, u + b, g + b, e - b);
+    }, 4096);
+  } else {
+    glu_combine(act, g, u, n_tokens * n_ff);
+  }
   matmul(ctx, down, g, n_tokens, out);
 }
 
@@ -167,10 +152,12 @@ void ffn_glu_fused(ComputeContext& ctx, const Weight& gate_up, const Weight& dow
   float* gu = ctx.buffer(kUp, n_tokens * 2 * n_ff);
   float* g = ctx.buffer(kGate, n_tokens * n_ff);
   matmul(ctx, gate_up, h, n_tokens, gu);
+  const auto swiglu = act == Activation::SiLU ? kern::active().swiglu : nullptr;
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float* row = gu + t * 2 * n_ff;
     float* gr = g + t * n_ff;
-    for (int64_t i = 0; i < n_ff; ++i) gr[i] = activate(act, row[i]) * row[n_ff + i];
+    if (swiglu) swiglu(row, row + n_ff, gr, n_ff);
+    else for (int64_t i = 0; i < n_ff; ++i) gr[i] = activate(act, row[i]) * row[n_ff + i];
   }
   matmul(ctx, down, g, n_tokens, out);
 }

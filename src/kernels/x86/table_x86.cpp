@@ -6,6 +6,7 @@ namespace slm::kern::SLM_ISA_NS {
 void register_panels_basic(Kernels& k);
 void register_panels_k(Kernels& k);
 void register_panels_f16(Kernels& k);
+void register_attention(Kernels& k);
 
 namespace {
 
@@ -24,6 +25,7 @@ Kernels build(bool bf16) {
   register_panels_k(k);
   register_panels_f16(k);
   register_float(k, bf16);
+  register_attention(k);
   return k;
 }
 

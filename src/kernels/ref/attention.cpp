@@ -1,0 +1,38 @@
+#include "kernels/ref/attention.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace slm::ref {
+
+void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t ldk,
+                  const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
+                  float softcap, float* scratch, float* out, int64_t ldo) {
+  float* s = scratch;
+  for (int i = 0; i < n_q; ++i) {
+    const float* qi = q + i * ldq;
+    for (int64_t j = 0; j < n; ++j) s[j] = 0.0f;
+    for (int d = 0; d < d_k; ++d)  // dimension-major, as the keys are stored
+      for (int64_t j = 0; j < n; ++j) s[j] += qi[d] * kt[d * ldk + j];
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) {
+      s[j] *= scale;
+      if (softcap > 0.0f) s[j] = std::tanh(s[j] / softcap) * softcap;
+      mx = std::max(mx, s[j]);
+    }
+    double sum = 0.0;
+    for (int64_t j = 0; j < n; ++j) {
+      s[j] = std::exp(s[j] - mx);
+      sum += s[j];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    float* o = out + i * ldo;
+    for (int d = 0; d < d_v; ++d) o[d] = 0.0f;
+    for (int64_t j = 0; j < n; ++j) {
+      const float p = s[j] * inv;
+      for (int d = 0; d < d_v; ++d) o[d] += p * v[j * ldv + d];
+    }
+  }
+}
+
+}  // namespace slm::ref

@@ -1,0 +1,13 @@
+// The scalar reference for kern::AttendFn (kernels/kernels.h): attention of the query heads
+// that share one KV head, keys stored transposed. The oracle the SIMD versions are tested
+// against, and the kernel of SLM_FORCE_ISA=scalar.
+#pragma once
+#include <cstdint>
+
+namespace slm::ref {
+
+void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t ldk,
+                  const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
+                  float softcap, float* scratch, float* out, int64_t ldo);
+
+}  // namespace slm::ref
