@@ -59,16 +59,10 @@ class Cursor {
   size_t pos_ = 0;
 };
 
+// The fewest bytes a value of type t takes in a file.
 size_t scalar_size(GGUFType t) {
-  switch (t) {
-    case GGUFType::UINT8: case GGUFType::INT8: case GGUFType::BOOL: return 1;
-    case GGUFType::UINT16: case GGUFType::INT16: return 2;
-    case GGUFType::UINT32: case GGUFType::INT32: case GGUFType::FLOAT32: return 4;
-    case GGUFType::UINT64: case GGUFType::INT64: case GGUFType::FLOAT64: return 8;
-    case GGUFType::STRING: return 8;  // at least the length prefix
-    case GGUFType::ARRAY: return 12;
-  }
-  return 0;
+  if (const size_t w = gguf_type_size(t)) return w;
+  return t == GGUFType::STRING ? 8 : 12;  // a string's length prefix; an array's type + count
 }
 
 bool valid_value_type(uint32_t t) { return t <= static_cast<uint32_t>(GGUFType::FLOAT64); }

@@ -43,25 +43,9 @@ inline float hmax(VF v) {
 }
 #endif
 
-// e^x for x <= 0 (scores minus their maximum): x = n ln2 + r with |r| <= ln2/2, e^r by the
-// Cephes polynomial (about 1 ulp), 2^n put into the exponent; e^x below 2^-126 returns 0.
-inline VF vexp_nonpos(VF x) {
-  const VF lim = vset(-87.3f);
-  const VF xc = vmax(x, lim);
-  const VF n = vround(mul(xc, vset(1.44269504088896341f)));
-  VF r = fnmadd(n, vset(0.693359375f), xc);
-  r = fnmadd(n, vset(-2.12194440e-4f), r);
-  VF p = vset(1.9875691500e-4f);
-  p = fmadd(p, r, vset(1.3981999507e-3f));
-  p = fmadd(p, r, vset(8.3334519073e-3f));
-  p = fmadd(p, r, vset(4.1665795894e-2f));
-  p = fmadd(p, r, vset(1.6666665459e-1f));
-  p = fmadd(p, r, vset(5.0000001201e-1f));
-  const VF e = vadd(fmadd(mul(p, r), r, r), vset(1.0f));
-  return vzero_below(x, lim, mul(e, vpow2i(n)));
-}
-
-// e^x for any x: clamped to [-87.3, 88] first (e^88 ~ 1.7e38 stays finite; below -87.3, 0).
+// e^x: x = n ln2 + r with |r| <= ln2/2, e^r by the Cephes polynomial (about 1 ulp), 2^n put
+// into the exponent. x is clamped to [-87.3, 88] first: e^88 ~ 1.7e38 stays finite, and below
+// -87.3 (2^-126) the result is 0.
 inline VF vexp(VF x) {
   const VF hi = vset(88.0f);
 #if defined(__AVX512F__)
@@ -142,7 +126,7 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
       const VF vmx = vset(hmax(mx));
       VF sum = fzero();
       for (int64_t j = 0; j < np; j += kLanes) {
-        const VF e = vexp_nonpos(vsub(loadf(s + j), vmx));
+        const VF e = vexp(vsub(loadf(s + j), vmx));
         storef(s + j, e);
         sum = vadd(sum, e);
       }
