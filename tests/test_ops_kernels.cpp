@@ -1,6 +1,8 @@
 // matmul() through each instruction-set level the CPU supports against the scalar reference path
 // (SLM_FORCE_ISA=scalar's), for every weight type with SIMD kernels and several token counts:
-// one (decode), a partial activation tile, whole tiles, and enough tokens for several.
+// one (decode), a partial activation tile, whole tiles, and enough tokens for several; products
+// of up to kern::kRowMaxTokens tokens once through the row kernels (on the unrepacked matrix)
+// and once through the panels.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,6 +13,7 @@
 #include "core/dtype.h"
 #include "core/gguf.h"
 #include "kernels/isa.h"
+#include "kernels/kernels.h"
 #include "ops/ops.h"
 
 namespace slm {
@@ -42,9 +45,11 @@ Matrix make_matrix(DType type, int64_t n_out, int64_t n_in, uint32_t seed) {
   return m;
 }
 
-std::vector<float> run(Isa isa, const Weight& w, const std::vector<float>& x, int64_t n_tok) {
+std::vector<float> run(Isa isa, const Weight& w, const std::vector<float>& x, int64_t n_tok,
+                       bool row_kernels = true) {
   kern::set_active_isa(isa);
   ComputeContext ctx(2);
+  ctx.set_row_kernels(row_kernels);
   std::vector<float> y(static_cast<size_t>(w.n_out * n_tok), -7.0f);
   matmul(ctx, w, x.data(), n_tok, y.data());
   matmul(ctx, w, x.data(), n_tok, y.data());  // again: from the packed weights it kept
@@ -76,9 +81,10 @@ TEST_P(MatmulVsScalar, EveryLevelAndTokenCount) {
       std::vector<float> x(static_cast<size_t>(n_tok * n_in));
       for (auto& v : x) v = g(rng);
       const auto ref = run(Isa::Scalar, m.w, x, n_tok);
-      for (Isa isa : {Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni}) {
-        if (!kern::isa_supported(isa)) continue;
-        const auto got = run(isa, m.w, x, n_tok);
+      for (auto [isa, rows] : {std::pair{Isa::Avx2, true}, {Isa::Avx512, true}, {Isa::Avx512Vnni, true},
+                               {Isa::Avx512, false}, {Isa::Avx512Vnni, false}}) {
+        if (!kern::isa_supported(isa) || (!rows && n_tok > kern::kRowMaxTokens)) continue;
+        const auto got = run(isa, m.w, x, n_tok, rows);
         // Quantized types: same quantized activations, exact integer sums, float order only.
         // F16 elsewhere: the same fp16-rounded activations, f32 instead of f64 sums. BF16: the
         // scalar path rounds activations to bf16 too.
@@ -86,7 +92,8 @@ TEST_P(MatmulVsScalar, EveryLevelAndTokenCount) {
         const bool f16_i16 = type == DType::F16 && isa == Isa::Avx512Vnni;
         const double budget = f16_i16 ? 5e-4 : type == DType::F32 || type == DType::F16 ? 1e-6 : 3e-6;
         EXPECT_LE(rel_l2(ref, got), budget) << kern::isa_name(isa) << " " << dtype_name(type)
-                                            << " " << n_out << "x" << n_in << " tokens " << n_tok;
+                                            << " " << n_out << "x" << n_in << " tokens " << n_tok
+                                            << (rows ? "" : " (panels only)");
       }
     }
   }

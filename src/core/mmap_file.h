@@ -30,6 +30,8 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   int fd_ = -1;
+  void* base_ = nullptr;  // the reserved address range the mapping was placed in
+  size_t reserved_ = 0;
 };
 
 }  // namespace slm

@@ -70,6 +70,21 @@ struct FloatKernels {
                const float* x, float* y);
 };
 
+// Products of up to kRowMaxTokens tokens straight from a matrix's row-major blocks as stored in
+// the file (kernels/x86/rows_x86.cpp): how a matrix is used before it is repacked into panels,
+// so that the first tokens need no copy of the model (ops.cpp decides when to repack).
+// Activations are prepared once per token into act_bytes(n_in) bytes of the kernel's own
+// layout. n_in must be a multiple of block_vals.
+constexpr int kRowMaxTokens = 8;
+struct RowKernels {
+  int block_vals;  // 0: this type has no row kernels
+  size_t (*act_bytes)(int64_t n_in);
+  void (*prepare)(const float* x, int64_t n_in, uint8_t* act);
+  // y[t * ldy + r] for rows [r0, r1) and tokens t < n_tok, the activations act_stride apart.
+  void (*gemv)(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t n_in,
+               const uint8_t* act, size_t act_stride, int n_tok, float* y, int64_t ldy);
+};
+
 // Attention of the n_q query heads that share one KV head, over n visible keys. Query i is
 // q + i * ldq (d_k floats); the keys are stored transposed, key j's value of dimension d at
 // kt[d * ldk + j], so that one vector load holds a dimension of kLanes consecutive keys; value
@@ -90,6 +105,7 @@ struct Kernels {
   QuantizeFn quantize_q8_0;  // twin of ref::from_float_q8_0_x86
   QuantizeFn quantize_q8_K;  // twin of ref::from_float_q8_K
   PanelKernels panel[kTypeSlots];      // by ggml type id
+  RowKernels row[kTypeSlots];          // by ggml type id
   FloatKernels flt[kTypeSlots];        // by ggml type id; gemv == nullptr: none
 };
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <atomic>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -51,6 +52,10 @@ class ComputeContext {
     packed_bytes_ += bytes;
     return p;
   }
+  // Whether products of a few tokens may use the row kernels on unrepacked weights (ops.cpp);
+  // tests turn it off to reach the panel kernels with any token count.
+  bool row_kernels() const { return row_kernels_; }
+  void set_row_kernels(bool on) { row_kernels_ = on; }
   // Memory held by repacked weights (on top of the mapped model file).
   size_t packed_bytes() const { return packed_bytes_; }
   // Named float buffers a forward pass reuses across calls (grown, never shrunk).
@@ -86,6 +91,7 @@ class ComputeContext {
   std::vector<std::vector<int32_t>> ints_;
   std::unordered_map<const void*, Packed> packed_;
   size_t packed_bytes_ = 0;
+  bool row_kernels_ = true;
 };
 
 // A model weight's repacked copy (Weight::packed), built by the first matmul that needs it and
@@ -93,6 +99,7 @@ class ComputeContext {
 struct PackedSlot {
   std::mutex mu;
   ComputeContext::Packed packed;
+  std::atomic<const void*> ready{nullptr};  // packed.tag once the copy is complete
 };
 
 }  // namespace slm

@@ -113,6 +113,10 @@ std::shared_ptr<uint8_t> packed_weight(ComputeContext& ctx, const kern::Kernels&
       slot.packed.bytes = bytes;
       pack_into(ctx, pk, w, slot.packed.data);
       slot.packed.tag = &k;
+      slot.ready.store(&k, std::memory_order_release);
+      // Row kernels may have read the matrix through the mapping before: from now on only
+      // the repacked copy is used, so its mapped pages need not stay in our memory.
+      if (w.file) w.file->release(w.file_offset, static_cast<size_t>(w.n_out) * w.row_bytes);
     }
     return slot.packed.mem;
   }
@@ -137,6 +141,31 @@ struct PanelJob {
     pk.prepare(x + g * tt * n_in, static_cast<int>(std::min(tt, n_tokens - g * tt)), n_in, tiles + g * tb);
   }
 };
+
+// Whether w already has its repacked copy for table k (then the panels serve every product).
+bool is_packed(ComputeContext& ctx, const kern::Kernels& k, const Weight& w) {
+  if (w.packed) return w.packed->ready.load(std::memory_order_acquire) == &k;
+  return ctx.find_packed(w.data, &k) != nullptr;
+}
+
+// A few tokens on the file's own rows (kern::RowKernels): no repacked copy needed.
+void matmul_rows(ComputeContext& ctx, const kern::RowKernels& rk, const Weight& w, const float* x,
+                 int64_t n_tokens, float* y) {
+  const size_t ab = (rk.act_bytes(w.n_in) + 63) / 64 * 64;
+  uint8_t* act = ctx.act_scratch(ab * static_cast<size_t>(n_tokens));
+  for (int64_t t = 0; t < n_tokens; ++t) rk.prepare(x + t * w.n_in, w.n_in, act + t * ab);
+  struct Job {
+    const kern::RowKernels& rk;
+    const Weight& w;
+    const uint8_t* act;
+    size_t ab;
+    int n_tok;
+    float* y;
+  } job{rk, w, act, ab, static_cast<int>(n_tokens), y};
+  ctx.pool().parallel_for(w.n_out, [&job](int64_t b, int64_t e, int) {
+    job.rk.gemv(job.w.data, job.w.row_bytes, b, e, job.w.n_in, job.act, job.ab, job.n_tok, job.y, job.w.n_out);
+  }, 16);
+}
 
 void matmul_panels(ComputeContext& ctx, const kern::Kernels& k, const kern::PanelKernels& pk,
                    const Weight& w, const float* x, int64_t n_tokens, float* y) {
@@ -243,6 +272,15 @@ void matmul(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_toke
   const auto id = static_cast<uint32_t>(w.type);
   if (id < static_cast<uint32_t>(kern::kTypeSlots)) {
     if (const kern::PanelKernels& pk = k.panel[id]; pk.rows > 0) {
+      // Until a longer batch makes repacking worth its cost (a copy of the matrix in fresh
+      // memory), a few tokens go through the row kernels on the file's blocks; once repacked,
+      // the panels serve everything.
+      const kern::RowKernels& rk = k.row[id];
+      if (rk.gemv && ctx.row_kernels() && n_tokens <= kern::kRowMaxTokens && w.n_in % rk.block_vals == 0 &&
+          !is_packed(ctx, k, w)) {
+        matmul_rows(ctx, rk, w, x, n_tokens, y);
+        return;
+      }
       matmul_panels(ctx, k, pk, w, x, n_tokens, y);
       return;
     }

@@ -7,6 +7,7 @@ void register_panels_basic(Kernels& k);
 void register_panels_k(Kernels& k);
 void register_panels_f16(Kernels& k);
 void register_attention(Kernels& k);
+void register_rows(Kernels& k);
 
 namespace {
 
@@ -26,6 +27,7 @@ Kernels build(bool bf16) {
   register_panels_f16(k);
   register_float(k, bf16);
   register_attention(k);
+  register_rows(k);
   return k;
 }
 
