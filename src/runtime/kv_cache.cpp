@@ -15,8 +15,8 @@ FullKVCache::FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type)
   if (n_ctx <= 0 || n_seq <= 0) fail("KV cache needs n_ctx > 0 and n_seq > 0 (got {}, {})", n_ctx, n_seq);
   elem_ = type == DType::F32 ? 4 : 2;
   const size_t rows = static_cast<size_t>(shape.n_layer) * n_seq * n_ctx;
-  k_.resize(rows * shape.k_dim * elem_);
-  v_.resize(rows * shape.v_dim * elem_);
+  k_ = ZeroedBuffer(rows * shape.k_dim * elem_);
+  v_ = ZeroedBuffer(rows * shape.v_dim * elem_);
   lengths_.assign(n_seq, 0);
 }
 
@@ -102,8 +102,8 @@ SlidingWindowKVCache::SlidingWindowKVCache(const KVShape& shape, std::vector<int
     layer_base_.push_back(rows);
     rows += static_cast<size_t>(cap) * n_seq;
   }
-  k_.resize(rows * shape.k_dim * elem_);
-  v_.resize(rows * shape.v_dim * elem_);
+  k_ = ZeroedBuffer(rows * shape.k_dim * elem_);
+  v_ = ZeroedBuffer(rows * shape.v_dim * elem_);
   lengths_.assign(n_seq, 0);
 }
 

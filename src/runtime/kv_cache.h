@@ -6,6 +6,8 @@
 #include <memory>
 #include <vector>
 
+#include "core/zeroed_buffer.h"
+
 #include "core/dtype.h"
 
 namespace slm {
@@ -62,7 +64,7 @@ class FullKVCache : public KVCache {
   int n_ctx_, n_seq_;
   DType type_;
   size_t elem_;
-  std::vector<uint8_t> k_, v_;
+  ZeroedBuffer k_, v_;  // pages appear as rows are written
   std::vector<int32_t> lengths_;
 };
 
@@ -101,7 +103,7 @@ class SlidingWindowKVCache : public KVCache {
   int n_ctx_, n_seq_;
   DType type_;
   size_t elem_;
-  std::vector<uint8_t> k_, v_;
+  ZeroedBuffer k_, v_;  // pages appear as rows are written
   std::vector<int32_t> lengths_;
 };
 

@@ -159,8 +159,9 @@ class RegexSplitter {
 };
 
 namespace {
+// The id pair of a table entry (its top 42 bits), shifted down.
 uint64_t pair_key(int32_t l, int32_t r) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r);
+  return (static_cast<uint64_t>(static_cast<uint32_t>(l)) << 21) | static_cast<uint32_t>(r);
 }
 uint64_t mix(uint64_t x) {  // splitmix64 finaliser: spreads the ids over the table
   x ^= x >> 30;
@@ -177,33 +178,57 @@ BpeModel::BpeModel(const Vocab& vocab, PreType pre, bool ignore_merges,
   splitter_ = std::make_unique<RegexSplitter>(pre == PreType::Llama3 ? kRegexLlama3 : kRegexQwen2);
   // llama.cpp splits each line at the first space after position 0 and keys the rank on the
   // (left, right) pair of strings; a duplicate keeps its first (lowest) rank.
-  std::vector<std::pair<uint64_t, int32_t>> by_id;
-  by_id.reserve(merges.size());
-  for (size_t i = 0; i < merges.size(); ++i) {
-    const std::string_view line = merges[i];
-    const size_t sp = line.find(' ', 1);
-    if (sp == std::string_view::npos) continue;
-    const int32_t l = vocab.find(line.substr(0, sp));
-    const int32_t r = vocab.find(line.substr(sp + 1));
-    if (l >= 0 && r >= 0) {
-      by_id.emplace_back(pair_key(l, r), static_cast<int32_t>(i));
-    } else {
-      // Keyed by the line itself: a lookup builds "<left> <right>", which equals the line
-      // exactly when the pair does, because BPE symbols never contain a space.
-      text_ranks_.emplace(std::string(line), static_cast<int32_t>(i));
-    }
-  }
+  const size_t n = merges.size();
   size_t cap = 16;
-  while (cap < by_id.size() * 2) cap *= 2;
-  pair_ranks_.assign(cap, {kEmptyKey, -1});
+  while (cap * 7 < n * 10) cap *= 2;
+  pair_ranks_.assign(cap, kEmpty);
   pair_mask_ = cap - 1;
-  for (const auto& [key, rk] : by_id) {
-    for (uint64_t h = mix(key) & pair_mask_;; h = (h + 1) & pair_mask_) {
-      if (pair_ranks_[h].first == key) break;  // duplicate merge: keep the first rank
-      if (pair_ranks_[h].first == kEmptyKey) {
-        pair_ranks_[h] = {key, rk};
-        break;
+  const bool ids_fit = vocab.n() < (int32_t{1} << kIdBits);  // so no entry is all ones (kEmpty)
+  // The two vocabulary lookups per merge are cache misses; hashing kLookahead merges ahead and
+  // prefetching their index slots overlaps them.
+  constexpr size_t kLookahead = 16;
+  struct Pending {
+    std::string_view left, right;
+    uint64_t hl, hr;
+  } ring[kLookahead];
+  for (size_t i = 0; i < n + kLookahead; ++i) {
+    if (i >= kLookahead) {
+      const size_t m = i - kLookahead;
+      const Pending& p = ring[m % kLookahead];
+      if (!p.left.empty()) {
+        const int32_t l = vocab.find(p.left, p.hl);
+        const int32_t r = vocab.find(p.right, p.hr);
+        if (l >= 0 && r >= 0 && ids_fit && m < (size_t{1} << kRankBits)) {
+          const uint64_t key = pair_key(l, r);
+          for (uint64_t h = mix(key) & pair_mask_;; h = (h + 1) & pair_mask_) {
+            const uint64_t e = pair_ranks_[h];
+            if (e == kEmpty) {
+              pair_ranks_[h] = key << kRankBits | m;
+              break;
+            }
+            if (e >> kRankBits == key) break;  // duplicate merge: keep the first rank
+          }
+        } else {
+          // Keyed by the line itself: a lookup builds "<left> <right>", which equals the line
+          // exactly when the pair does, because BPE symbols never contain a space.
+          text_ranks_.emplace(std::string(merges[m]), static_cast<int32_t>(m));
+        }
       }
+    }
+    if (i < n) {
+      const std::string_view line = merges[i];
+      const size_t sp = line.find(' ', 1);
+      Pending& p = ring[i % kLookahead];
+      if (sp == std::string_view::npos) {
+        p = Pending{};  // not a merge: skipped
+        continue;
+      }
+      p.left = line.substr(0, sp);
+      p.right = line.substr(sp + 1);
+      p.hl = Vocab::hash(p.left);
+      p.hr = Vocab::hash(p.right);
+      vocab.prefetch(p.hl);
+      vocab.prefetch(p.hr);
     }
   }
 }
@@ -212,11 +237,12 @@ BpeModel::~BpeModel() = default;
 
 int32_t BpeModel::rank(int32_t left_id, std::string_view left, int32_t right_id,
                        std::string_view right, std::string& key) const {
-  if (left_id >= 0 && right_id >= 0) {
+  if (left_id >= 0 && right_id >= 0 && left_id < (int32_t{1} << kIdBits) && right_id < (int32_t{1} << kIdBits)) {
     const uint64_t k = pair_key(left_id, right_id);
     for (uint64_t h = mix(k) & pair_mask_;; h = (h + 1) & pair_mask_) {
-      if (pair_ranks_[h].first == k) return pair_ranks_[h].second;
-      if (pair_ranks_[h].first == kEmptyKey) return -1;
+      const uint64_t e = pair_ranks_[h];
+      if (e == kEmpty) break;
+      if (e >> kRankBits == k) return static_cast<int32_t>(e & ((uint64_t{1} << kRankBits) - 1));
     }
   }
   if (text_ranks_.empty()) return -1;

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <future>
+#include <span>
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -84,12 +86,37 @@ constexpr std::array<std::string_view, 5> kFimRepTexts = {"<|fim_repo|>", "<|rep
                                                           "<fim-repo>", "<REPO>", "<reponame>"};
 constexpr std::array<std::string_view, 1> kFimSepTexts = {"<|file_sep|>"};
 
-template <size_t N>
-bool one_of(std::string_view s, const std::array<std::string_view, N>& list) {
+bool one_of(std::string_view s, std::span<const std::string_view> list) {
   // Every listed text starts with '<', '[', '_' or U+2581 (0xE2 ...): a cheap filter for the
   // 100k+ ordinary tokens these lists are checked against.
   if (s.empty() || (s[0] != '<' && s[0] != '[' && s[0] != '_' && s[0] != '\xE2')) return false;
   return std::find(list.begin(), list.end(), s) != list.end();
+}
+
+constexpr std::array<std::string_view, 1> kEomTexts = {"<|eom_id|>"};
+constexpr std::array<std::string_view, 8> kFimPreTexts = {
+      "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin\xEF\xBD\x9C>",
+      "<PRE>", "\xE2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>"};
+constexpr std::array<std::string_view, 8> kFimSufTexts = {
+      "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81hole\xEF\xBD\x9C>",
+      "<SUF>", "\xE2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>"};
+constexpr std::array<std::string_view, 8> kFimMidTexts = {
+      "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end\xEF\xBD\x9C>",
+      "<MID>", "\xE2\x96\x81<MID>", "<|code_middle|>", "<|middle|>"};
+
+struct Pick {
+  int32_t* slot;
+  std::span<const std::string_view> texts;
+};
+
+// Whether a text is among any pick's candidates.
+bool is_pick_candidate(std::string_view text) {
+  for (auto list : {std::span<const std::string_view>(kEotTexts), std::span<const std::string_view>(kEomTexts),
+                    std::span<const std::string_view>(kFimPreTexts), std::span<const std::string_view>(kFimSufTexts),
+                    std::span<const std::string_view>(kFimMidTexts), std::span<const std::string_view>(kFimPadTexts),
+                    std::span<const std::string_view>(kFimRepTexts), std::span<const std::string_view>(kFimSepTexts)})
+    if (one_of(text, list)) return true;
+  return false;
 }
 
 }  // namespace
@@ -114,13 +141,15 @@ struct Tokenizer::Impl {
 
   std::vector<int32_t> eog;            // ascending
   std::vector<int32_t> special_cache;  // control / user-defined / unknown, longest text first
-  std::vector<std::string> pieces;     // token_to_piece(id, render_special = true)
 
   void load(const GGUFFile& f);
   void load_vocab(const GGUFFile& f);
   void load_special_ids(const GGUFFile& f);
-  void detect_special_tokens();
-  std::string piece_for_cache(int32_t id) const;
+  // Whether detect_special_tokens() needs llama.cpp's map order (Vocab::ordered_map): some
+  // slot it fills has several candidate texts in this vocabulary.
+  bool special_picks_need_map_order() const;
+  void detect_special_tokens(const std::vector<int32_t>* candidates_in_map_order);
+  std::string render_piece(int32_t id) const;
   void check_id(int32_t id) const {
     if (id < 0 || id >= vocab.n())
       fail("tokenizer: {}: token id {} out of range (n_vocab {})", path, id, vocab.n());
@@ -176,6 +205,20 @@ void Tokenizer::Impl::load(const GGUFFile& f) {
   if (auto v = f.opt_bool("tokenizer.ggml.add_space_prefix")) add_space_prefix = *v;
 
   load_vocab(f);
+  load_special_ids(f);
+  vocab.unk_id = unk;
+  // Where detect_special_tokens() needs llama.cpp's map order, a second thread builds that map
+  // (~80 ms for Llama 3's 128k tokens) while this one reads the BPE merges; it only reads the
+  // vocabulary, which is final by now.
+  std::future<std::vector<int32_t>> candidates;
+  if (special_picks_need_map_order()) {
+    candidates = std::async(std::launch::async, [this] {
+      std::vector<int32_t> in_order;
+      for (const auto& [text, id] : vocab.ordered_map())
+        if (is_pick_candidate(text)) in_order.push_back(id);
+      return in_order;
+    });
+  }
 
   if (kind == Kind::Bpe) {
     const GGUFValue* m = f.find("tokenizer.ggml.merges");
@@ -187,9 +230,6 @@ void Tokenizer::Impl::load(const GGUFFile& f) {
     for (size_t i = 0; i < m->array_size(); ++i) merges.push_back(m->str_at(i));
     bpe = std::make_unique<tok::BpeModel>(vocab, pre_info->type, pre_info->ignore_merges, merges);
   }
-
-  load_special_ids(f);
-  vocab.unk_id = unk;
 
   if (auto v = f.opt_bool("tokenizer.ggml.add_bos_token")) add_bos = *v;
   if (auto v = f.opt_bool("tokenizer.ggml.add_eos_token")) add_eos = *v;
@@ -205,7 +245,12 @@ void Tokenizer::Impl::load(const GGUFFile& f) {
   wpm.strip_accents = wpm.lowercase;
   if (auto v = f.opt_bool("tokenizer.ggml.normalizer.strip_accents")) wpm.strip_accents = *v;
 
-  detect_special_tokens();
+  if (candidates.valid()) {
+    const std::vector<int32_t> in_order = candidates.get();
+    detect_special_tokens(&in_order);
+  } else {
+    detect_special_tokens(nullptr);
+  }
 
   // Special tokens to split off before tokenizing, longest first so that a token whose text
   // contains another's wins. (llama.cpp's sort is unstable; ties are ordered by id here.)
@@ -217,8 +262,6 @@ void Tokenizer::Impl::load(const GGUFFile& f) {
     return vocab.tokens[a].text.size() > vocab.tokens[b].text.size();
   });
 
-  pieces.resize(vocab.tokens.size());
-  for (int32_t id = 0; id < vocab.n(); ++id) pieces[id] = piece_for_cache(id);
 
   // Per-model attributes llama.cpp sets by name: Phi-3's special tokens swallow the whitespace
   // after them when they are split off the text.
@@ -261,15 +304,9 @@ void Tokenizer::Impl::load_vocab(const GGUFFile& f) {
   }
 
   vocab.tokens.resize(n);
-  // No reserve(): with the same insertion sequence the map iterates in the same order as
-  // llama.cpp's token_to_id, which decides ties in detect_special_tokens().
   for (size_t i = 0; i < n; ++i) {
     std::string word(toks.str_at(i));
     if (word.empty()) word = fmt::format("[EMPTY_{}]", i);  // as llama.cpp, keeps ids unique
-    auto [it, inserted] = vocab.text_to_id.emplace(word, static_cast<int32_t>(i));
-    if (!inserted)
-      fail("tokenizer: {}: duplicate token in vocabulary: '{}' has ids {} and {}", path, word,
-           it->second, i);
     vocab.max_token_len = std::max(vocab.max_token_len, word.size());
     tok::TokenData& td = vocab.tokens[i];
     td.text = std::move(word);
@@ -288,6 +325,10 @@ void Tokenizer::Impl::load_vocab(const GGUFFile& f) {
       }
     }
   }
+  int32_t first = -1;
+  if (const int32_t dup = vocab.build_index(&first); dup >= 0)
+    fail("tokenizer: {}: duplicate token in vocabulary: '{}' has ids {} and {}", path,
+         vocab.tokens[dup].text, first, dup);
 }
 
 void Tokenizer::Impl::load_special_ids(const GGUFFile& f) {
@@ -316,46 +357,53 @@ void Tokenizer::Impl::load_special_ids(const GGUFFile& f) {
   }
 }
 
+
+bool Tokenizer::Impl::special_picks_need_map_order() const {
+  const std::pair<int32_t, std::span<const std::string_view>> picks[] = {
+      {eot, kEotTexts},         {eom, kEomTexts},         {fim_pre, kFimPreTexts}, {fim_suf, kFimSufTexts},
+      {fim_mid, kFimMidTexts}, {fim_pad, kFimPadTexts}, {fim_rep, kFimRepTexts}, {fim_sep, kFimSepTexts}};
+  for (const auto& [slot, texts] : picks) {
+    int found = 0;
+    for (std::string_view t : texts) found += vocab.find(t) >= 0;
+    if (slot < 0 && found > 1) return true;
+  }
+  return false;
+}
+
 // llama.cpp's text-based heuristics: find EOT/EOM/FIM tokens the metadata did not name, mark
 // control tokens called "unused..." as unused, and collect the end-of-generation set. Tokens
-// found this way are forced to control type. The loops walk the text->id map in the order
-// llama.cpp does, so where several candidates exist the same one is picked.
-void Tokenizer::Impl::detect_special_tokens() {
+// found this way are forced to control type. llama.cpp makes each pick while walking its
+// text -> id map, so where a vocabulary holds several of a slot's candidate texts, the first in
+// that map's order wins: `ordered` lists the candidates (is_pick_candidate) in that map's order
+// when special_picks_need_map_order(), else it is null and they are looked up directly.
+void Tokenizer::Impl::detect_special_tokens(const std::vector<int32_t>* ordered) {
   auto& toks = vocab.tokens;
-  auto pick = [&](int32_t& slot, std::string_view text, int32_t id, auto&& list) {
-    if (slot < 0 && one_of(text, list)) {
-      slot = id;
-      toks[id].attr |= kAttrControl;
-    }
-  };
-  constexpr std::array<std::string_view, 1> kEomTexts = {"<|eom_id|>"};
-  constexpr std::array<std::string_view, 8> kFimPreTexts = {
-      "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin\xEF\xBD\x9C>",
-      "<PRE>", "\xE2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>"};
-  constexpr std::array<std::string_view, 8> kFimSufTexts = {
-      "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81hole\xEF\xBD\x9C>",
-      "<SUF>", "\xE2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>"};
-  constexpr std::array<std::string_view, 8> kFimMidTexts = {
-      "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end\xEF\xBD\x9C>",
-      "<MID>", "\xE2\x96\x81<MID>", "<|code_middle|>", "<|middle|>"};
   std::vector<int32_t> set;
-  // One walk over the map does llama.cpp's three loops: picks are made in map order, and no
-  // text the three steps look for overlaps another step's, so fusing them changes nothing.
+  const Pick picks[] = {{&eot, kEotTexts},         {&eom, kEomTexts},         {&fim_pre, kFimPreTexts},
+                        {&fim_suf, kFimSufTexts}, {&fim_mid, kFimMidTexts}, {&fim_pad, kFimPadTexts},
+                        {&fim_rep, kFimRepTexts}, {&fim_sep, kFimSepTexts}};
+  auto choose = [&](const Pick& p, int32_t id) {
+    *p.slot = id;
+    toks[id].attr |= kAttrControl;
+  };
+  if (ordered) {
+    for (const int32_t id : *ordered)
+      for (const Pick& p : picks)
+        if (*p.slot < 0 && one_of(toks[id].text, p.texts)) choose(p, id);
+  } else {
+    for (const Pick& p : picks)
+      for (std::string_view t : p.texts)
+        if (const int32_t id = vocab.find(t); *p.slot < 0 && id >= 0) choose(p, id);
+  }
+  // Then, as llama.cpp's later loops: control tokens named "unused..." are unused, and the
+  // end-of-generation texts become control tokens (after that check, as there).
+  for (tok::TokenData& td : toks)
+    if ((td.attr & kAttrControl) && td.text.find("unused") != std::string::npos) td.attr |= kAttrUnused;
   std::vector<int32_t> eog_found;
-  for (const auto& [text, id] : vocab.text_to_id) {
-    pick(eot, text, id, kEotTexts);
-    pick(eom, text, id, kEomTexts);
-    pick(fim_pre, text, id, kFimPreTexts);
-    pick(fim_suf, text, id, kFimSufTexts);
-    pick(fim_mid, text, id, kFimMidTexts);
-    pick(fim_pad, text, id, kFimPadTexts);
-    pick(fim_rep, text, id, kFimRepTexts);
-    pick(fim_sep, text, id, kFimSepTexts);
-    uint32_t& attr = toks[id].attr;
-    if ((attr & kAttrControl) && text.find("unused") != std::string::npos) attr |= kAttrUnused;
-    if (one_of(text, kEogTexts)) {
+  for (std::string_view t : kEogTexts) {
+    if (const int32_t id = vocab.find(t); id >= 0) {
       eog_found.push_back(id);
-      attr |= kAttrControl;
+      toks[id].attr |= kAttrControl;
     }
   }
   for (int32_t id : {fim_pad, fim_rep, fim_sep}) {
@@ -393,7 +441,7 @@ void Tokenizer::Impl::detect_special_tokens() {
   eog = std::move(set);
 }
 
-std::string Tokenizer::Impl::piece_for_cache(int32_t id) const {
+std::string Tokenizer::Impl::render_piece(int32_t id) const {
   const tok::TokenData& td = vocab.tokens[id];
   const uint32_t attr = td.attr;
   const std::string& text = td.text;
@@ -566,7 +614,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,
 std::string Tokenizer::token_to_piece(int32_t id, bool render_special) const {
   impl_->check_id(id);
   if (!render_special && (impl_->vocab.tokens[id].attr & (kAttrUnknown | kAttrControl))) return {};
-  return impl_->pieces[id];
+  // Rendered on demand (a few hundred ns): caching all 128k pieces cost 25 ms of start-up.
+  return impl_->render_piece(id);
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool render_special) const {

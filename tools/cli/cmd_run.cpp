@@ -1,6 +1,7 @@
 // slm run: generate a continuation of a prompt, streamed to stdout.
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstdio>
 
 #include "commands.h"
@@ -46,18 +47,37 @@ Runner add_run(CLI::App& app) {
   auto prompt = std::make_shared<std::string>();
   o->add_to(app);
   app.add_option("-p,--prompt", *prompt, "prompt text")->required();
-  return [o, prompt]() {
+  auto timings = std::make_shared<bool>(false);
+  app.add_flag("--timings", *timings, "print where the time went to stderr (load, tokenizer, first token)");
+  return [o, prompt, timings]() {
+    using clock = std::chrono::steady_clock;
+    const double t_main = ms_since_process_start();
+    const auto t0 = clock::now();
+    auto ms = [&t0](clock::time_point t) { return std::chrono::duration<double, std::milli>(t - t0).count(); };
     auto model = Model::load(o->model);
+    const auto t_model = clock::now();
     auto tok = Tokenizer::from_gguf(model->gguf());
+    const auto t_tok = clock::now();
     Session session(*model, o->session_options(*model));
     Sampler sampler(o->sampling, static_cast<int32_t>(model->hparams().n_vocab));
     const std::vector<int32_t> ids = tok->encode(*prompt, /*add_special=*/true, /*parse_special=*/false);
-    GenerateResult r = generate(session, *tok, sampler, ids, o->n_predict, [](const std::string& s) {
+    clock::time_point t_first{};
+    double first_since_start = -1;
+    GenerateResult r = generate(session, *tok, sampler, ids, o->n_predict, [&](const std::string& s) {
+      if (t_first == clock::time_point{}) t_first = clock::now(), first_since_start = ms_since_process_start();
       std::fwrite(s.data(), 1, s.size(), stdout);
       std::fflush(stdout);
       return true;
     });
+    const auto t_end = clock::now();
     if (r.context_full) fmt::print(stderr, "\nslm: stopped: the context ({} tokens) is full\n", session.n_ctx());
+    if (*timings) {
+      const size_t n = r.tokens.size();
+      fmt::print(stderr, "\nslm: timings: main() at {:.0f} ms after exec; model {:.1f} ms, tokenizer {:.1f} ms, "
+                 "prompt of {} tokens + first token at {:.1f} ms ({:.0f} ms after exec); {} tokens at {:.2f} tok/s after it\n",
+                 t_main, ms(t_model), ms(t_tok) - ms(t_model), ids.size(), ms(t_first), first_since_start, n,
+                 n > 1 ? (n - 1) / std::chrono::duration<double>(t_end - t_first).count() : 0.0);
+    }
     return 0;
   };
 }
