@@ -92,6 +92,8 @@ class GGUFFile {
   const std::string& path() const { return file_->path(); }
   uint32_t version() const { return version_; }
   size_t file_size() const { return file_->size(); }
+  // Maps every tensor's pages now (MappedFile::populate), for a reader about to use them all.
+  void populate_tensors() const { file_->populate(data_offset_, file_->size() - data_offset_); }
   uint64_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }
 

@@ -66,6 +66,18 @@ void MappedFile::release(uint64_t offset, size_t n) const {
   if (first < last) ::madvise(const_cast<uint8_t*>(data_) + first, last - first, MADV_DONTNEED);
 }
 
+void MappedFile::populate(uint64_t offset, size_t n) const {
+#ifdef MADV_POPULATE_READ
+  if (!data_ || offset >= size_) return;
+  n = std::min<uint64_t>(n, size_ - offset);
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t first = offset / page * page;
+  ::madvise(const_cast<uint8_t*>(data_) + first, offset + n - first, MADV_POPULATE_READ);
+#else
+  (void)offset, (void)n;
+#endif
+}
+
 void MappedFile::read_at(uint64_t offset, void* dst, size_t n) const {
   if (offset > size_ || n > size_ - offset)
     fail("{}: reading {} bytes at offset {}: past the end of the file ({} bytes)", path_, n, offset, size_);

@@ -108,15 +108,16 @@ std::shared_ptr<uint8_t> packed_weight(ComputeContext& ctx, const kern::Kernels&
     PackedSlot& slot = *w.packed;
     std::lock_guard<std::mutex> lock(slot.mu);
     if (slot.packed.tag != &k) {
+      // Only the repacked copy is used from now on (packing reads the file with pread), so the
+      // matrix's mapped pages can leave our memory before the copy is made: resident memory
+      // then never holds both.
+      if (w.file) w.file->release(w.file_offset, static_cast<size_t>(w.n_out) * w.row_bytes);
       slot.packed.mem = alloc_packed(bytes);
       slot.packed.data = slot.packed.mem.get();
       slot.packed.bytes = bytes;
       pack_into(ctx, pk, w, slot.packed.data);
       slot.packed.tag = &k;
       slot.ready.store(&k, std::memory_order_release);
-      // Row kernels may have read the matrix through the mapping before: from now on only
-      // the repacked copy is used, so its mapped pages need not stay in our memory.
-      if (w.file) w.file->release(w.file_offset, static_cast<size_t>(w.n_out) * w.row_bytes);
     }
     return slot.packed.mem;
   }
