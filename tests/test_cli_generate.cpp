@@ -2,6 +2,7 @@
 // (shared/models/stories260K.greedy.json), tokenize/logits/info behave, and bad requests fail
 // with a one-line error.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -91,7 +92,8 @@ TEST(CliLogits, WritesTheFixtureFormat) {
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
   SLM_REQUIRE_FIXTURE(ref_path, "models/stories260K.batch.logits");
   const auto ref = slm::test::read_logits_file(ref_path);
-  const std::string out = testing::TempDir() + "/stories.logits";
+  // Per process: ctest runs this test under several SLM_FORCE_ISA levels at once.
+  const std::string out = testing::TempDir() + "/stories." + std::to_string(getpid()) + ".logits";
   std::string ids;
   for (int32_t t : ref.tokens) ids += std::to_string(t) + " ";
   for (const char* mode : {"batch", "seq"}) {

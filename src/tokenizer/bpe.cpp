@@ -159,98 +159,67 @@ class RegexSplitter {
 };
 
 namespace {
-// The id pair of a table entry (its top 42 bits), shifted down.
-uint64_t pair_key(int32_t l, int32_t r) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(l)) << 21) | static_cast<uint32_t>(r);
-}
-uint64_t mix(uint64_t x) {  // splitmix64 finaliser: spreads the ids over the table
+// One 64-bit key for a pair of string hashes (splitmix64's finaliser over a combination that
+// depends on the order).
+uint64_t pair_key(uint64_t hl, uint64_t hr) {
+  uint64_t x = hl * 0x9E3779B97F4A7C15ull + (hr ^ (hr >> 29));
   x ^= x >> 30;
   x *= 0xBF58476D1CE4E5B9ull;
   x ^= x >> 27;
   x *= 0x94D049BB133111EBull;
   return x ^ (x >> 31);
 }
+constexpr uint64_t kRankMask = (uint64_t{1} << 22) - 1;
 }  // namespace
 
 BpeModel::BpeModel(const Vocab& vocab, PreType pre, bool ignore_merges,
                    const std::vector<std::string_view>& merges)
     : vocab_(vocab), ignore_merges_(ignore_merges) {
   splitter_ = std::make_unique<RegexSplitter>(pre == PreType::Llama3 ? kRegexLlama3 : kRegexQwen2);
-  // llama.cpp splits each line at the first space after position 0 and keys the rank on the
-  // (left, right) pair of strings; a duplicate keeps its first (lowest) rank.
-  const size_t n = merges.size();
+  size_t total = 0;
+  for (std::string_view line : merges) total += line.size();
+  if (merges.size() > kRankMask || total > UINT32_MAX)
+    fail("tokenizer: {} merges ({} bytes) are more than slm can index", merges.size(), total);
+  lines_.reserve(total);
+  ends_.reserve(merges.size());
   size_t cap = 16;
-  while (cap * 7 < n * 10) cap *= 2;
-  pair_ranks_.assign(cap, kEmpty);
-  pair_mask_ = cap - 1;
-  const bool ids_fit = vocab.n() < (int32_t{1} << kIdBits);  // so no entry is all ones (kEmpty)
-  // The two vocabulary lookups per merge are cache misses; hashing kLookahead merges ahead and
-  // prefetching their index slots overlaps them.
-  constexpr size_t kLookahead = 16;
-  struct Pending {
-    std::string_view left, right;
-    uint64_t hl, hr;
-  } ring[kLookahead];
-  for (size_t i = 0; i < n + kLookahead; ++i) {
-    if (i >= kLookahead) {
-      const size_t m = i - kLookahead;
-      const Pending& p = ring[m % kLookahead];
-      if (!p.left.empty()) {
-        const int32_t l = vocab.find(p.left, p.hl);
-        const int32_t r = vocab.find(p.right, p.hr);
-        if (l >= 0 && r >= 0 && ids_fit && m < (size_t{1} << kRankBits)) {
-          const uint64_t key = pair_key(l, r);
-          for (uint64_t h = mix(key) & pair_mask_;; h = (h + 1) & pair_mask_) {
-            const uint64_t e = pair_ranks_[h];
-            if (e == kEmpty) {
-              pair_ranks_[h] = key << kRankBits | m;
-              break;
-            }
-            if (e >> kRankBits == key) break;  // duplicate merge: keep the first rank
-          }
-        } else {
-          // Keyed by the line itself: a lookup builds "<left> <right>", which equals the line
-          // exactly when the pair does, because BPE symbols never contain a space.
-          text_ranks_.emplace(std::string(merges[m]), static_cast<int32_t>(m));
-        }
+  while (cap * 7 < merges.size() * 10) cap *= 2;
+  table_.assign(cap, kEmpty);
+  mask_ = cap - 1;
+  for (size_t m = 0; m < merges.size(); ++m) {
+    const std::string_view line = merges[m];
+    lines_.append(line);
+    ends_.push_back(static_cast<uint32_t>(lines_.size()));
+    const size_t sp = line.find(' ', 1);
+    if (sp == std::string_view::npos) continue;  // not a merge: never matches
+    const std::string_view left = line.substr(0, sp), right = line.substr(sp + 1);
+    if (rank(left, Vocab::hash(left), right, Vocab::hash(right)) >= 0) continue;  // duplicate
+    const uint64_t key = pair_key(Vocab::hash(left), Vocab::hash(right));
+    for (uint64_t h = key & mask_;; h = (h + 1) & mask_) {
+      if (table_[h] == kEmpty) {
+        table_[h] = (key & ~kRankMask) | m;
+        break;
       }
-    }
-    if (i < n) {
-      const std::string_view line = merges[i];
-      const size_t sp = line.find(' ', 1);
-      Pending& p = ring[i % kLookahead];
-      if (sp == std::string_view::npos) {
-        p = Pending{};  // not a merge: skipped
-        continue;
-      }
-      p.left = line.substr(0, sp);
-      p.right = line.substr(sp + 1);
-      p.hl = Vocab::hash(p.left);
-      p.hr = Vocab::hash(p.right);
-      vocab.prefetch(p.hl);
-      vocab.prefetch(p.hr);
     }
   }
 }
 
 BpeModel::~BpeModel() = default;
 
-int32_t BpeModel::rank(int32_t left_id, std::string_view left, int32_t right_id,
-                       std::string_view right, std::string& key) const {
-  if (left_id >= 0 && right_id >= 0 && left_id < (int32_t{1} << kIdBits) && right_id < (int32_t{1} << kIdBits)) {
-    const uint64_t k = pair_key(left_id, right_id);
-    for (uint64_t h = mix(k) & pair_mask_;; h = (h + 1) & pair_mask_) {
-      const uint64_t e = pair_ranks_[h];
-      if (e == kEmpty) break;
-      if (e >> kRankBits == k) return static_cast<int32_t>(e & ((uint64_t{1} << kRankBits) - 1));
-    }
+int32_t BpeModel::rank(std::string_view left, uint64_t hl, std::string_view right, uint64_t hr) const {
+  const uint64_t key = pair_key(hl, hr);
+  for (uint64_t h = key & mask_;; h = (h + 1) & mask_) {
+    const uint64_t e = table_[h];
+    if (e == kEmpty) return -1;
+    if ((e & ~kRankMask) != (key & ~kRankMask)) continue;
+    const size_t m = e & kRankMask;
+    const size_t b = m == 0 ? 0 : ends_[m - 1];
+    const std::string_view line(lines_.data() + b, ends_[m] - b);
+    // The line must split into exactly (left, right) at its first space after position 0.
+    if (line.size() == left.size() + 1 + right.size() && line.find(' ', 1) == left.size() &&
+        line.compare(0, left.size(), left) == 0 && line.compare(left.size() + 1, right.size(), right) == 0)
+      return static_cast<int32_t>(m);
   }
-  if (text_ranks_.empty()) return -1;
-  key.assign(left);
-  key.push_back(' ');
-  key.append(right);
-  auto it = text_ranks_.find(std::string_view(key));
-  return it == text_ranks_.end() ? -1 : it->second;
 }
 
 namespace {
@@ -260,6 +229,7 @@ struct Symbol {
   size_t off;  // into the word
   size_t n;    // bytes; 0 once merged into its left neighbour
   int32_t id;  // token whose text this is, or -1
+  uint64_t h;  // Vocab::hash() of its text
 };
 struct Bigram {
   int left;
@@ -279,7 +249,7 @@ void BpeModel::tokenize(std::string_view text, std::vector<int32_t>& out) const 
   const std::vector<uint32_t> cpts = unicode::decode_utf8(text);
   const std::vector<size_t> lens = splitter_->split(cpts);
 
-  std::string word, key, utf8;
+  std::string word, utf8;
   std::vector<Symbol> syms;
   std::priority_queue<Bigram, std::vector<Bigram>, BigramLater> queue;
   size_t cp = 0;
@@ -307,15 +277,16 @@ void BpeModel::tokenize(std::string_view text, std::vector<int32_t>& out) const 
     for (size_t off = 0; off < word.size();) {
       const size_t n = std::min(word.size() - off, unicode::utf8_len(static_cast<uint8_t>(word[off])));
       const int idx = static_cast<int>(syms.size());
-      syms.push_back({idx - 1, off + n == word.size() ? -1 : idx + 1, off, n,
-                      vocab_.find(std::string_view(word).substr(off, n))});
+      const std::string_view t = std::string_view(word).substr(off, n);
+      const uint64_t h = Vocab::hash(t);
+      syms.push_back({idx - 1, off + n == word.size() ? -1 : idx + 1, off, n, vocab_.find(t, h), h});
       off += n;
     }
     auto try_add = [&](int l, int r) {
       if (l < 0 || r < 0) return;
       const std::string_view lt(word.data() + syms[l].off, syms[l].n);
       const std::string_view rt(word.data() + syms[r].off, syms[r].n);
-      const int32_t rk = rank(syms[l].id, lt, syms[r].id, rt, key);
+      const int32_t rk = rank(lt, syms[l].h, rt, syms[r].h);
       if (rk >= 0) queue.push({l, r, rk, lt.size() + rt.size()});
     };
     for (int i = 1; i < static_cast<int>(syms.size()); ++i) try_add(i - 1, i);
@@ -330,7 +301,9 @@ void BpeModel::tokenize(std::string_view text, std::vector<int32_t>& out) const 
       if (l.n == 0 || r.n == 0 || l.n + r.n != bg.size) continue;
       l.n += r.n;
       r.n = 0;
-      l.id = vocab_.find(std::string_view(word).substr(l.off, l.n));
+      const std::string_view merged = std::string_view(word).substr(l.off, l.n);
+      l.h = Vocab::hash(merged);
+      l.id = vocab_.find(merged, l.h);
       l.next = r.next;
       if (r.next >= 0) syms[r.next].prev = bg.left;
       try_add(l.prev, bg.left);

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <atomic>
+#include <deque>
 #include <future>
 #include <span>
 #include <fmt/format.h>
@@ -119,6 +121,27 @@ bool is_pick_candidate(std::string_view text) {
   return false;
 }
 
+// The ids of the tokens whose text is_pick_candidate(), in the order llama.cpp's text -> id map
+// (std::unordered_map<std::string, llama_token>, filled in id order) iterates them. Keys are
+// views of the texts: equal bytes hash equally, so the order is that of std::string keys,
+// without copying 128k strings. Returns early, with nothing, once `stop` is set.
+std::vector<int32_t> pick_candidates_in_map_order(const GGUFValue& texts, const std::atomic<bool>& stop) {
+  const size_t n = texts.array_size();
+  std::deque<std::string> renamed;  // llama.cpp's names for empty texts (see load_vocab)
+  // No reserve(): with the same insertion sequence the map iterates in the same order.
+  std::unordered_map<std::string_view, int32_t, tok::StringHash, std::equal_to<>> map;
+  for (size_t i = 0; i < n; ++i) {
+    if (i % 4096 == 0 && stop) return {};
+    std::string_view t = texts.str_at(i);
+    if (t.empty()) t = renamed.emplace_back(fmt::format("[EMPTY_{}]", i));
+    map.emplace(t, static_cast<int32_t>(i));
+  }
+  std::vector<int32_t> in_order;
+  for (const auto& [text, id] : map)
+    if (is_pick_candidate(text)) in_order.push_back(id);
+  return in_order;
+}
+
 }  // namespace
 
 struct Tokenizer::Impl {
@@ -204,21 +227,24 @@ void Tokenizer::Impl::load(const GGUFFile& f) {
   }
   if (auto v = f.opt_bool("tokenizer.ggml.add_space_prefix")) add_space_prefix = *v;
 
+  // detect_special_tokens() needs llama.cpp's map order where the vocabulary holds several
+  // candidate texts for one special-token slot (Llama 3 does). Building that map costs ~80 ms
+  // for 128k tokens, so a second thread starts on it at once, from the file's token texts,
+  // while this one reads the vocabulary and the merges; it is stopped if not needed after all.
+  std::atomic<bool> stop{false};
+  std::future<std::vector<int32_t>> candidates;
+  const GGUFValue* texts = f.find("tokenizer.ggml.tokens");
+  if (texts && texts->is_array() && texts->elem_type == GGUFType::STRING)
+    candidates = std::async(std::launch::async, [texts, &stop] { return pick_candidates_in_map_order(*texts, stop); });
+  struct StopOnExit {
+    std::atomic<bool>& stop;
+    ~StopOnExit() { stop = true; }  // before `candidates` waits for the thread, on any exit
+  } stop_on_exit{stop};
+
   load_vocab(f);
   load_special_ids(f);
   vocab.unk_id = unk;
-  // Where detect_special_tokens() needs llama.cpp's map order, a second thread builds that map
-  // (~80 ms for Llama 3's 128k tokens) while this one reads the BPE merges; it only reads the
-  // vocabulary, which is final by now.
-  std::future<std::vector<int32_t>> candidates;
-  if (special_picks_need_map_order()) {
-    candidates = std::async(std::launch::async, [this] {
-      std::vector<int32_t> in_order;
-      for (const auto& [text, id] : vocab.ordered_map())
-        if (is_pick_candidate(text)) in_order.push_back(id);
-      return in_order;
-    });
-  }
+  if (!special_picks_need_map_order()) stop = true;
 
   if (kind == Kind::Bpe) {
     const GGUFValue* m = f.find("tokenizer.ggml.merges");
@@ -245,7 +271,7 @@ void Tokenizer::Impl::load(const GGUFFile& f) {
   wpm.strip_accents = wpm.lowercase;
   if (auto v = f.opt_bool("tokenizer.ggml.normalizer.strip_accents")) wpm.strip_accents = *v;
 
-  if (candidates.valid()) {
+  if (!stop) {
     const std::vector<int32_t> in_order = candidates.get();
     detect_special_tokens(&in_order);
   } else {

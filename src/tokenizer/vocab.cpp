@@ -26,12 +26,4 @@ int32_t Vocab::build_index(int32_t* first) {
   return -1;
 }
 
-std::unordered_map<std::string_view, int32_t, StringHash, std::equal_to<>> Vocab::ordered_map() const {
-  // No reserve(): with the same insertion sequence the map iterates in the same order as
-  // llama.cpp's token_to_id.
-  std::unordered_map<std::string_view, int32_t, StringHash, std::equal_to<>> m;
-  for (size_t id = 0; id < tokens.size(); ++id) m.emplace(tokens[id].text, static_cast<int32_t>(id));
-  return m;
-}
-
 }  // namespace slm::tok
