@@ -1,4 +1,5 @@
 // slm: run small language models from GGUF files on the CPU.
+#include <malloc.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,7 +47,24 @@ uint32_t parse_kv_type(const std::string& s) {
 
 }  // namespace slm::cli
 
+namespace {
+// malloc settings for a program that allocates tens of MiB once and then little: fresh memory
+// is expensive here (a 4 KiB page fault took ~10 us on the team's VM, and loading a
+// vocabulary touches thousands of pages), so memory that is freed is kept for reuse instead of
+// going back to the kernel, blocks up to 32 MiB come from the heap rather than from a fresh
+// mapping each, the heap grows 64 MiB of address space at a time (pages still appear only when
+// touched), and every thread shares one arena instead of mapping its own on first use.
+// Measured: slm run's first token on the 1B Q4_0 file, 258 -> 227 ms (median of 15).
+void tune_malloc() {
+  mallopt(M_ARENA_MAX, 1);
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TOP_PAD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 128 << 20);
+}
+}  // namespace
+
 int main(int argc, char** argv) {
+  tune_malloc();
   CLI::App app{"slm: run small language models from GGUF files on the CPU"};
   app.require_subcommand(1);
   std::vector<std::pair<CLI::App*, slm::cli::Runner>> commands;
