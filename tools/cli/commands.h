@@ -21,9 +21,6 @@ Runner add_synth(CLI::App& app);
 
 // Default worker threads: the machine's cores (at least 1).
 int default_threads();
-// Milliseconds since this process was started (the kernel's start time in /proc/self/stat, to
-// 1/100 s), so start-up is measured from exec, not from main(); -1 where that is unavailable.
-double ms_since_process_start();
 // "f16" / "f32" -> DType id, or throws slm::Error.
 uint32_t parse_kv_type(const std::string& s);
 

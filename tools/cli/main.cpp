@@ -1,11 +1,6 @@
 // slm: run small language models from GGUF files on the CPU.
 #include <malloc.h>
-#include <time.h>
-#include <unistd.h>
 
-#include <fstream>
-#include <iterator>
-#include <sstream>
 #include <cstdio>
 #include <exception>
 #include <iostream>
@@ -21,22 +16,6 @@ namespace slm::cli {
 int default_threads() {
   const unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
-}
-
-double ms_since_process_start() {
-  std::ifstream f("/proc/self/stat");
-  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  // Field 22 (starttime, clock ticks since boot) counts from the one after the ")" that ends
-  // the command name, which may itself hold spaces.
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return -1;
-  std::istringstream rest(stat.substr(close + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && rest >> field; ++i) {}
-  timespec now{};
-  if (field.empty() || clock_gettime(CLOCK_BOOTTIME, &now) != 0) return -1;
-  const double start_s = std::stod(field) / static_cast<double>(sysconf(_SC_CLK_TCK));
-  return (static_cast<double>(now.tv_sec) + now.tv_nsec * 1e-9 - start_s) * 1000.0;
 }
 
 uint32_t parse_kv_type(const std::string& s) {
