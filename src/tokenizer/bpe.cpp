@@ -172,22 +172,22 @@ uint64_t pair_key(uint64_t hl, uint64_t hr) {
 constexpr uint64_t kRankMask = (uint64_t{1} << 22) - 1;
 }  // namespace
 
-BpeModel::BpeModel(const Vocab& vocab, PreType pre, bool ignore_merges,
-                   const std::vector<std::string_view>& merges)
+BpeModel::BpeModel(const Vocab& vocab, PreType pre, bool ignore_merges, size_t n_merges,
+                   const std::function<std::string_view(size_t)>& merge)
     : vocab_(vocab), ignore_merges_(ignore_merges) {
   splitter_ = std::make_unique<RegexSplitter>(pre == PreType::Llama3 ? kRegexLlama3 : kRegexQwen2);
   size_t total = 0;
-  for (std::string_view line : merges) total += line.size();
-  if (merges.size() > kRankMask || total > UINT32_MAX)
-    fail("tokenizer: {} merges ({} bytes) are more than slm can index", merges.size(), total);
+  for (size_t m = 0; m < n_merges; ++m) total += merge(m).size();
+  if (n_merges > kRankMask || total > UINT32_MAX)
+    fail("tokenizer: {} merges ({} bytes) are more than slm can index", n_merges, total);
   lines_.reserve(total);
-  ends_.reserve(merges.size());
+  ends_.reserve(n_merges);
   size_t cap = 16;
-  while (cap * 7 < merges.size() * 10) cap *= 2;
+  while (cap * 7 < n_merges * 10) cap *= 2;
   table_.assign(cap, kEmpty);
   mask_ = cap - 1;
-  for (size_t m = 0; m < merges.size(); ++m) {
-    const std::string_view line = merges[m];
+  for (size_t m = 0; m < n_merges; ++m) {
+    const std::string_view line = merge(m);
     lines_.append(line);
     ends_.push_back(static_cast<uint32_t>(lines_.size()));
     const size_t sp = line.find(' ', 1);

@@ -251,10 +251,8 @@ void Tokenizer::Impl::load(const GGUFFile& f) {
     if (!m) fail("tokenizer: {}: gpt2 vocabulary without tokenizer.ggml.merges", path);
     if (!m->is_array() || m->elem_type != GGUFType::STRING)
       fail("tokenizer: {}: tokenizer.ggml.merges must be an array of strings", path);
-    std::vector<std::string_view> merges;
-    merges.reserve(m->array_size());
-    for (size_t i = 0; i < m->array_size(); ++i) merges.push_back(m->str_at(i));
-    bpe = std::make_unique<tok::BpeModel>(vocab, pre_info->type, pre_info->ignore_merges, merges);
+    bpe = std::make_unique<tok::BpeModel>(vocab, pre_info->type, pre_info->ignore_merges, m->array_size(),
+                                          [m](size_t i) { return m->str_at(i); });
   }
 
   if (auto v = f.opt_bool("tokenizer.ggml.add_bos_token")) add_bos = *v;

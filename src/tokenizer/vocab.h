@@ -83,8 +83,9 @@ class RegexSplitter;  // PCRE2 pre-tokenizer, bpe.cpp
 
 class BpeModel {
  public:
-  BpeModel(const Vocab& vocab, PreType pre, bool ignore_merges,
-           const std::vector<std::string_view>& merges);
+  // merge(i) for i < n_merges: the lines of tokenizer.ggml.merges, "<left> <right>".
+  BpeModel(const Vocab& vocab, PreType pre, bool ignore_merges, size_t n_merges,
+           const std::function<std::string_view(size_t)>& merge);
   ~BpeModel();
   BpeModel(const BpeModel&) = delete;
   BpeModel& operator=(const BpeModel&) = delete;
