@@ -17,6 +17,7 @@
 #include "kernels/kernels.h"
 #include "kernels/ref/attention.h"
 #include "kernels/ref/quants.h"
+#include "support/rel_l2.h"
 
 namespace slm {
 namespace {
@@ -145,15 +146,7 @@ constexpr Case kPanelCases[] = {{DType::Q4_0, 2e-6}, {DType::Q8_0, 2e-6}, {DType
                                 {DType::Q5_K, 2e-6}, {DType::Q6_K, 2e-6}, {DType::IQ4_XS, 2e-6},
                                 {DType::F16, 5e-4}};
 
-double rel_l2(const std::vector<float>& ref, const std::vector<float>& got) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = static_cast<double>(ref[i]) - got[i];
-    num += d * d;
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
-}
+using test::rel_l2;
 
 // y[t][o] through the panel kernels of table k.
 std::vector<float> panel_product(const kern::PanelKernels& pk, const std::vector<uint8_t>& w,

@@ -22,6 +22,7 @@
 #include "core/fp16.h"
 #include "kernels/ref/quants.h"
 #include "support/fixtures.h"
+#include "support/rel_l2.h"
 
 namespace slm {
 namespace {
@@ -87,16 +88,7 @@ std::vector<float> make_data(Dist dist, int64_t n, uint32_t seed) {
   return x;
 }
 
-double rel_l2(const std::vector<float>& ref, const std::vector<float>& got) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = static_cast<double>(ref[i]) - got[i];
-    num += d * d;
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  if (den == 0) return std::sqrt(num);
-  return std::sqrt(num / den);
-}
+using test::rel_l2;
 
 // Every type we encode and decode.
 constexpr DType kCodecTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1,

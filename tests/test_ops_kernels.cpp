@@ -15,6 +15,7 @@
 #include "kernels/isa.h"
 #include "kernels/kernels.h"
 #include "ops/ops.h"
+#include "support/rel_l2.h"
 
 namespace slm {
 namespace {
@@ -56,15 +57,7 @@ std::vector<float> run(Isa isa, const Weight& w, const std::vector<float>& x, in
   return y;
 }
 
-double rel_l2(const std::vector<float>& ref, const std::vector<float>& got) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = static_cast<double>(ref[i]) - got[i];
-    num += d * d;
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
-}
+using test::rel_l2;
 
 class MatmulVsScalar : public testing::TestWithParam<DType> {};
 
