@@ -68,11 +68,11 @@ std::shared_ptr<uint8_t> alloc_packed(size_t bytes) {
 }
 
 // Packs w into dst. A weight from a file is read with MappedFile::read_at (pread) into a
-// per-thread bounce buffer, about 1 MiB of whole panels at a time, never through the mapping:
-// then none of its pages is ever mapped into this process, so the repacked copy replaces the
-// file's bytes in our resident memory instead of adding to them, and packing skips the page
-// faults a mapping costs (measured on the team's VM: touching a 728 MiB mapping takes ~300 ms,
-// pread of the same bytes ~65 ms on two threads).
+// per-thread bounce buffer, about 1 MiB of whole panels at a time, not through the mapping: its
+// mapped pages can then be released before the copy is made (packed_weight), so the repacked
+// copy replaces the file's bytes in our resident memory instead of adding to them, and packing
+// skips the page faults a mapping can cost (on the team's VM, touching a 728 MiB mapping held in
+// 4 KiB page-cache folios takes ~300 ms, pread of the same bytes ~65 ms on two threads).
 void pack_into(ComputeContext& ctx, const kern::PanelKernels& pk, const Weight& w, uint8_t* dst) {
   const int64_t n_panels = (w.n_out + pk.rows - 1) / pk.rows;
   const size_t pb = pk.panel_bytes(w.n_in);
