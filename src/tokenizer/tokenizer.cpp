@@ -106,17 +106,14 @@ constexpr std::array<std::string_view, 8> kFimMidTexts = {
       "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end\xEF\xBD\x9C>",
       "<MID>", "\xE2\x96\x81<MID>", "<|code_middle|>", "<|middle|>"};
 
-struct Pick {
-  int32_t* slot;
-  std::span<const std::string_view> texts;
-};
+// The candidate texts of the special-token slots detect_special_tokens() fills by text, in the
+// order of Impl::pick_slots(): eot, eom, fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep.
+const std::array<std::span<const std::string_view>, 8> kPickTexts = {
+    kEotTexts, kEomTexts, kFimPreTexts, kFimSufTexts, kFimMidTexts, kFimPadTexts, kFimRepTexts, kFimSepTexts};
 
-// Whether a text is among any pick's candidates.
+// Whether a text is among any slot's candidates.
 bool is_pick_candidate(std::string_view text) {
-  for (auto list : {std::span<const std::string_view>(kEotTexts), std::span<const std::string_view>(kEomTexts),
-                    std::span<const std::string_view>(kFimPreTexts), std::span<const std::string_view>(kFimSufTexts),
-                    std::span<const std::string_view>(kFimMidTexts), std::span<const std::string_view>(kFimPadTexts),
-                    std::span<const std::string_view>(kFimRepTexts), std::span<const std::string_view>(kFimSepTexts)})
+  for (auto list : kPickTexts)
     if (one_of(text, list)) return true;
   return false;
 }
@@ -170,7 +167,9 @@ struct Tokenizer::Impl {
   void load_special_ids(const GGUFFile& f);
   // Whether detect_special_tokens() needs llama.cpp's map order (Vocab::ordered_map): some
   // slot it fills has several candidate texts in this vocabulary.
-  bool special_picks_need_map_order() const;
+  bool special_picks_need_map_order();
+  // The slots whose candidates kPickTexts lists, in its order.
+  std::array<int32_t*, 8> pick_slots() { return {&eot, &eom, &fim_pre, &fim_suf, &fim_mid, &fim_pad, &fim_rep, &fim_sep}; }
   void detect_special_tokens(const std::vector<int32_t>* candidates_in_map_order);
   std::string render_piece(int32_t id) const;
   void check_id(int32_t id) const {
@@ -382,14 +381,12 @@ void Tokenizer::Impl::load_special_ids(const GGUFFile& f) {
 }
 
 
-bool Tokenizer::Impl::special_picks_need_map_order() const {
-  const std::pair<int32_t, std::span<const std::string_view>> picks[] = {
-      {eot, kEotTexts},         {eom, kEomTexts},         {fim_pre, kFimPreTexts}, {fim_suf, kFimSufTexts},
-      {fim_mid, kFimMidTexts}, {fim_pad, kFimPadTexts}, {fim_rep, kFimRepTexts}, {fim_sep, kFimSepTexts}};
-  for (const auto& [slot, texts] : picks) {
+bool Tokenizer::Impl::special_picks_need_map_order() {
+  const auto slots = pick_slots();
+  for (size_t i = 0; i < slots.size(); ++i) {
     int found = 0;
-    for (std::string_view t : texts) found += vocab.find(t) >= 0;
-    if (slot < 0 && found > 1) return true;
+    for (std::string_view t : kPickTexts[i]) found += vocab.find(t) >= 0;
+    if (*slots[i] < 0 && found > 1) return true;
   }
   return false;
 }
@@ -403,21 +400,19 @@ bool Tokenizer::Impl::special_picks_need_map_order() const {
 void Tokenizer::Impl::detect_special_tokens(const std::vector<int32_t>* ordered) {
   auto& toks = vocab.tokens;
   std::vector<int32_t> set;
-  const Pick picks[] = {{&eot, kEotTexts},         {&eom, kEomTexts},         {&fim_pre, kFimPreTexts},
-                        {&fim_suf, kFimSufTexts}, {&fim_mid, kFimMidTexts}, {&fim_pad, kFimPadTexts},
-                        {&fim_rep, kFimRepTexts}, {&fim_sep, kFimSepTexts}};
-  auto choose = [&](const Pick& p, int32_t id) {
-    *p.slot = id;
+  const auto slots = pick_slots();
+  auto choose = [&](size_t i, int32_t id) {
+    *slots[i] = id;
     toks[id].attr |= kAttrControl;
   };
   if (ordered) {
     for (const int32_t id : *ordered)
-      for (const Pick& p : picks)
-        if (*p.slot < 0 && one_of(toks[id].text, p.texts)) choose(p, id);
+      for (size_t i = 0; i < slots.size(); ++i)
+        if (*slots[i] < 0 && one_of(toks[id].text, kPickTexts[i])) choose(i, id);
   } else {
-    for (const Pick& p : picks)
-      for (std::string_view t : p.texts)
-        if (const int32_t id = vocab.find(t); *p.slot < 0 && id >= 0) choose(p, id);
+    for (size_t i = 0; i < slots.size(); ++i)
+      for (std::string_view t : kPickTexts[i])
+        if (const int32_t id = vocab.find(t); *slots[i] < 0 && id >= 0) choose(i, id);
   }
   // Then, as llama.cpp's later loops: control tokens named "unused..." are unused, and the
   // end-of-generation texts become control tokens (after that check, as there).
