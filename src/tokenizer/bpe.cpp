@@ -193,8 +193,9 @@ BpeModel::BpeModel(const Vocab& vocab, PreType pre, bool ignore_merges, size_t n
     const size_t sp = line.find(' ', 1);
     if (sp == std::string_view::npos) continue;  // not a merge: never matches
     const std::string_view left = line.substr(0, sp), right = line.substr(sp + 1);
-    if (rank(left, Vocab::hash(left), right, Vocab::hash(right)) >= 0) continue;  // duplicate
-    const uint64_t key = pair_key(Vocab::hash(left), Vocab::hash(right));
+    const uint64_t hl = Vocab::hash(left), hr = Vocab::hash(right);
+    if (rank(left, hl, right, hr) >= 0) continue;  // duplicate
+    const uint64_t key = pair_key(hl, hr);
     for (uint64_t h = key & mask_;; h = (h + 1) & mask_) {
       if (table_[h] == kEmpty) {
         table_[h] = (key & ~kRankMask) | m;
