@@ -293,6 +293,28 @@ TEST(KernelSwiGLU, MatchesScalarFormula) {
   }
 }
 
+TEST(KernelFp16ToF32, ExactOnEveryHalf) {
+  // All 65536 fp16 bit patterns (normals, subnormals, zeros, infinities, NaNs), then lengths
+  // around the vector width for the tail.
+  std::vector<uint16_t> all(65536);
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    ASSERT_NE(k.fp16_to_f32, nullptr);
+    for (int64_t n : {int64_t{65536}, int64_t{1}, int64_t{7}, int64_t{15}, int64_t{16}, int64_t{17}, int64_t{33}}) {
+      const uint16_t* x = all.data() + (n == 65536 ? 0 : 15360);  // 15360: 1.0
+      std::vector<float> got(static_cast<size_t>(n) + 1, -7.0f);
+      k.fp16_to_f32(x, got.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const float want = fp16_to_fp32(x[i]);
+        if (std::isnan(want)) ASSERT_TRUE(std::isnan(got[i])) << kern::isa_name(isa) << " half 0x" << std::hex << x[i];
+        else ASSERT_EQ(std::memcmp(&want, &got[i], 4), 0) << kern::isa_name(isa) << " half 0x" << std::hex << x[i];
+      }
+      EXPECT_EQ(got[n], -7.0f) << "wrote past the end, n " << n;
+    }
+  }
+}
+
 // ---- float types -------------------------------------------------------------------------------
 
 TEST(KernelFloat, GemvAndGemmMatchReference) {

@@ -1,8 +1,13 @@
 #include "core/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "core/error.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace slm {
 
@@ -15,6 +20,27 @@ std::pair<int64_t, int64_t> chunk_of(int64_t n, int64_t grain, int t, int n_thre
   const int64_t g1 = g0 + per + (t < extra ? 1 : 0);
   return {std::min(n, g0 * grain), std::min(n, g1 * grain)};
 }
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+// Polls done() for up to kSpinMicros; true as soon as it holds. The clock is read once per
+// 64 polls (a PAUSE is tens of cycles; a clock read, ~20 ns).
+template <class Done>
+bool spin_until(Done done) {
+  using clock = std::chrono::steady_clock;
+  const auto until = clock::now() + std::chrono::microseconds(ThreadPool::kSpinMicros);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (clock::now() >= until) return done();
+  }
+}
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
@@ -25,56 +51,90 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    stop_ = true;
+    stop_.store(true);
   }
   start_cv_.notify_all();
   for (auto& w : workers_) w.join();
 }
 
+// Sleeping without losing a wake-up: a thread counts itself as sleeping and re-checks its
+// condition under mu_; the other side changes the state (seq_cst), then reads the count, and
+// when it is non-zero takes mu_ before notifying. Either the sleeper sees the new state, or
+// the waker sees the sleeper and its notify comes after the sleeper is waiting.
 void ThreadPool::worker(int index) {
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int64_t, int64_t, int)>* job;
-    int64_t n, grain;
-    {
+    auto has_job = [&] { return stop_.load() || generation_.load() != seen; };
+    if (!spin_until(has_job)) {
       std::unique_lock<std::mutex> lk(mu_);
-      start_cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
-      n = job_n_;
-      grain = job_grain_;
+      sleeping_workers_.fetch_add(1);
+      start_cv_.wait(lk, has_job);
+      sleeping_workers_.fetch_sub(1);
     }
-    auto [b, e] = chunk_of(n, grain, index, n_threads_);
-    if (b < e) (*job)(b, e, index);
-    {
+    if (stop_.load()) return;
+    seen = generation_.load();
+    run_share(index);
+    if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load()) {
       std::lock_guard<std::mutex> lk(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
+      done_cv_.notify_one();
     }
+  }
+}
+
+// Thread `index`'s part of the current job: its fixed chunk, or chunks claimed in turn.
+void ThreadPool::run_share(int index) {
+  const auto& fn = *job_;
+  if (!job_dynamic_) {
+    auto [b, e] = chunk_of(job_n_, job_grain_, index, n_threads_);
+    if (b < e) fn(b, e, index);
+    return;
+  }
+  for (;;) {
+    const int64_t b = next_.fetch_add(job_grain_, std::memory_order_relaxed);
+    if (b >= job_n_) return;
+    fn(b, std::min(job_n_, b + job_grain_), index);
   }
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
                               int64_t grain) {
+  run(n, fn, grain, false);
+}
+
+void ThreadPool::parallel_for_dynamic(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
+                                      int64_t chunk) {
+  run(n, fn, chunk, true);
+}
+
+void ThreadPool::run(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain,
+                     bool dynamic) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   if (n_threads_ == 1 || n <= grain) {
     fn(0, n, 0);
     return;
   }
-  {
+  // The previous job is complete (pending_ reached 0 before the last call returned), so no
+  // worker reads these while they change.
+  job_ = &fn;
+  job_n_ = n;
+  job_grain_ = grain;
+  job_dynamic_ = dynamic;
+  next_.store(0, std::memory_order_relaxed);
+  pending_.store(n_threads_ - 1);
+  generation_.fetch_add(1);
+  if (sleeping_workers_.load() > 0) {
     std::lock_guard<std::mutex> lk(mu_);
-    job_ = &fn;
-    job_n_ = n;
-    job_grain_ = grain;
-    pending_ = n_threads_ - 1;
-    ++generation_;
+    start_cv_.notify_all();
   }
-  start_cv_.notify_all();
-  auto [b, e] = chunk_of(n, grain, 0, n_threads_);
-  if (b < e) fn(b, e, 0);
-  std::unique_lock<std::mutex> lk(mu_);
-  done_cv_.wait(lk, [&] { return pending_ == 0; });
+  run_share(0);
+  auto all_done = [&] { return pending_.load() == 0; };
+  if (!spin_until(all_done)) {
+    std::unique_lock<std::mutex> lk(mu_);
+    caller_sleeping_.store(true);
+    done_cv_.wait(lk, all_done);
+    caller_sleeping_.store(false);
+  }
 }
 
 }  // namespace slm

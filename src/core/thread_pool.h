@@ -1,7 +1,15 @@
 // A persistent pool of worker threads. parallel_for splits [0, n) into one contiguous chunk
 // per thread and runs them at once; the calling thread takes chunk 0, so a pool of 1 runs
-// everything inline. Workers sleep between jobs (no busy spinning on a 2-core laptop).
+// everything inline.
+//
+// Hand-offs spin before they sleep. Decoding one token of a 1B model is ~200 parallel_for
+// calls a few microseconds apart; waking a sleeping worker through a futex cost ~25 us each
+// on the team's VM (benches/bench_pool.cpp), 13% of decoding time. So a worker that finishes
+// a job polls for the next one for up to kSpinMicros, and the caller polls for the workers'
+// completion likewise, before either falls back to a condition variable: an idle pool (a
+// chat waiting for the user, a server between requests) still sleeps.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -20,20 +28,42 @@ class ThreadPool {
 
   int size() const { return n_threads_; }
   // fn(begin, end, thread_index) over chunks of [0, n); chunks are multiples of `grain`.
+  // One caller at a time (the pool belongs to one ComputeContext).
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
                     int64_t grain = 1);
+  // fn(begin, end, thread_index) over chunks of `chunk` taken in turn by whichever thread is
+  // free, so a thread slowed down (by the VM, by a busier memory channel) takes fewer. For
+  // memory-bound loops of equal-cost chunks: decoding's matrix-vector products.
+  void parallel_for_dynamic(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
+                            int64_t chunk);
+
+  // How long a hand-off polls before it sleeps: long enough to cover the gaps between the
+  // products of one forward pass and the sampling between two tokens, short enough that an
+  // idle pool stops using the CPU at once.
+  static constexpr int64_t kSpinMicros = 2000;
 
  private:
   void worker(int index);
+  void run(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain, bool dynamic);
+  void run_share(int index);
   int n_threads_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable start_cv_, done_cv_;
+  // The job: written by the caller before it publishes a new generation_ (release), read by
+  // the workers after they see it (acquire).
   const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
   int64_t job_n_ = 0, job_grain_ = 1;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  bool job_dynamic_ = false;
+  // The next unclaimed index of a dynamic job, on its own cache line.
+  alignas(64) std::atomic<int64_t> next_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  // Threads inside (or entering) a condition-variable wait; a publisher that sees none
+  // skips the mutex and the futex call.
+  std::atomic<int> sleeping_workers_{0};
+  std::atomic<bool> caller_sleeping_{false};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace slm

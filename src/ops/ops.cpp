@@ -149,6 +149,12 @@ bool is_packed(ComputeContext& ctx, const kern::Kernels& k, const Weight& w) {
   return ctx.find_packed(w.data, &k) != nullptr;
 }
 
+// Chunk size for a dynamic split of n units: about eight chunks per thread, enough to even
+// out unequal threads without an atomic hand-off per unit.
+int64_t dynamic_chunk(ComputeContext& ctx, int64_t n) {
+  return std::max<int64_t>(1, n / (8 * static_cast<int64_t>(ctx.pool().size())));
+}
+
 // A few tokens on the file's own rows (kern::RowKernels): no repacked copy needed.
 void matmul_rows(ComputeContext& ctx, const kern::RowKernels& rk, const Weight& w, const float* x,
                  int64_t n_tokens, float* y) {
@@ -163,9 +169,10 @@ void matmul_rows(ComputeContext& ctx, const kern::RowKernels& rk, const Weight& 
     int n_tok;
     float* y;
   } job{rk, w, act, ab, static_cast<int>(n_tokens), y};
-  ctx.pool().parallel_for(w.n_out, [&job](int64_t b, int64_t e, int) {
+  const int64_t rows16 = (w.n_out + 15) / 16;
+  ctx.pool().parallel_for_dynamic(w.n_out, [&job](int64_t b, int64_t e, int) {
     job.rk.gemv(job.w.data, job.w.row_bytes, b, e, job.w.n_in, job.act, job.ab, job.n_tok, job.y, job.w.n_out);
-  }, 16);
+  }, 16 * dynamic_chunk(ctx, rows16));
 }
 
 void matmul_panels(ComputeContext& ctx, const kern::Kernels& k, const kern::PanelKernels& pk,
@@ -184,9 +191,14 @@ void matmul_panels(ComputeContext& ctx, const kern::Kernels& k, const kern::Pane
     });
   }
   const int64_t n_panels = (w.n_out + pk.rows - 1) / pk.rows;
-  ctx.pool().parallel_for(n_panels, [&job](int64_t b, int64_t e, int) {
+  auto run = [&job](int64_t b, int64_t e, int) {
     job.pk.gemm(job.panels, b, e, job.n_out, job.n_in, job.tiles, job.n_tokens, job.y, job.n_out);
-  });
+  };
+  // One tile streams each panel once: memory-bound, so the panels are dealt out in small
+  // chunks to whichever thread is free (the two cores of a VM rarely get equal bandwidth).
+  // More tiles reuse each panel across the tiles of a chunk: contiguous halves.
+  if (n_tiles == 1) ctx.pool().parallel_for_dynamic(n_panels, run, dynamic_chunk(ctx, n_panels));
+  else ctx.pool().parallel_for(n_panels, run);
 }
 
 struct FloatJob {

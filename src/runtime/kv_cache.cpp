@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/fp16.h"
+#include "kernels/kernels.h"
 
 namespace slm {
 
@@ -70,6 +71,10 @@ std::unique_ptr<KVCache> make_full_kv_cache(const KVShape& shape, int n_ctx, int
 void kv_row_to_floats(DType type, const void* row, float* out, int64_t n) {
   if (type == DType::F32) {
     std::memcpy(out, row, n * sizeof(float));
+    return;
+  }
+  if (const auto convert = kern::active().fp16_to_f32) {
+    convert(static_cast<const uint16_t*>(row), out, n);
     return;
   }
   const auto* p = static_cast<const uint8_t*>(row);

@@ -1,8 +1,9 @@
-// Float kernels with an exp: SwiGLU (kern::Kernels::swiglu), and attention over float keys and
-// values (kern::AttendFn): the scores of all the query heads of a
-// KV group against kLanes keys at a time, from keys stored transposed (one vector load = one
-// dimension of kLanes keys, broadcast query values, no horizontal sums); a vectorized exp for
-// the softmax; then the value rows weighted and summed kLanes dimensions at a time.
+// Float kernels: SwiGLU (kern::Kernels::swiglu) with a vectorized exp, fp16 rows to f32 (the
+// F16 KV cache), and attention over float keys and values (kern::AttendFn): the scores of all
+// the query heads of a KV group against kLanes keys at a time, from keys stored transposed (one
+// vector load = one dimension of kLanes keys, broadcast query values, no horizontal sums); a
+// vectorized exp for the softmax; then the value rows weighted and summed kLanes dimensions at
+// a time.
 // Replaced a scalar loop (one dot product per key and head) that took a third of prompt time.
 #include <math.h>  // tanhf, INFINITY: C functions, no inline C++ wrappers (see kernels.h)
 
@@ -90,6 +91,17 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   }
 }
 
+void fp16_to_f32(const uint16_t* x, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) storef(out + i, load_h(x + i));
+  if (i < n) {
+    uint16_t tail[kLanes] = {};
+    const int m = static_cast<int>(n - i);
+    std::memcpy(tail, x + i, static_cast<size_t>(m) * sizeof(uint16_t));
+    storef_n(out + i, load_h(tail), m);
+  }
+}
+
 constexpr int kMaxQ = 8;  // query heads per pass (accumulators: kMaxQ vectors)
 
 void scores(const float* q, int n_q, int64_t ldq, const float* kt, int64_t ldk, int64_t n,
@@ -155,6 +167,7 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
 void register_attention(Kernels& k) {
   k.attend = &attend_group;
   k.swiglu = &swiglu;
+  k.fp16_to_f32 = &fp16_to_f32;
 }
 
 }  // namespace slm::kern::SLM_ISA_NS
