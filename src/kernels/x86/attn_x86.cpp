@@ -102,20 +102,144 @@ void fp16_to_f32(const uint16_t* x, float* out, int64_t n) {
   }
 }
 
-constexpr int kMaxQ = 8;  // query heads per pass (accumulators: kMaxQ vectors)
+// The loops below take their head and vector counts as template arguments so that the
+// accumulators live in registers: with run-time bounds GCC kept them on the stack, and every
+// FMA went through a store and a reload (the kernel ran at a third of the FMA rate).
+
+constexpr int kMaxQ = 8;  // query heads per scores pass
+// Key vectors per scores step: two halve the broadcasts of the query per FMA. AVX2 has 16
+// registers: one key vector when eight heads' accumulators already take eight.
+template <int NQ>
+constexpr int kKeyVecs = kLanes == 16 || NQ <= 4 ? 2 : 1;
+
+// s[i * lds + j] = scale * (q_i . k_j) for NQ heads and keys j < n (whole vectors written:
+// lds >= n + kLanes).
+template <int NQ>
+void scores_t(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t n, int d_k,
+              float scale, float* s, int64_t lds) {
+  constexpr int KB = kKeyVecs<NQ>;
+  const VF vs = vset(scale);
+  int64_t j = 0;
+  for (; j + KB * kLanes <= n; j += KB * kLanes) {
+    VF acc[NQ][KB];
+#pragma GCC unroll 8
+    for (int i = 0; i < NQ; ++i)
+      for (int b = 0; b < KB; ++b) acc[i][b] = fzero();
+    for (int d = 0; d < d_k; ++d) {
+      VF kv[KB];
+      for (int b = 0; b < KB; ++b) kv[b] = loadf(kt + d * ldk + j + b * kLanes);
+#pragma GCC unroll 8
+      for (int i = 0; i < NQ; ++i) {
+        const VF qv = bcastf(q + i * ldq + d);
+        for (int b = 0; b < KB; ++b) acc[i][b] = fmadd(qv, kv[b], acc[i][b]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < NQ; ++i)
+      for (int b = 0; b < KB; ++b) storef(s + i * lds + j + b * kLanes, mul(acc[i][b], vs));
+  }
+  for (; j < n; j += kLanes) {
+    const int m = n - j < kLanes ? static_cast<int>(n - j) : kLanes;
+    VF acc[NQ];
+#pragma GCC unroll 8
+    for (int i = 0; i < NQ; ++i) acc[i] = fzero();
+    for (int d = 0; d < d_k; ++d) {
+      const VF kv = m == kLanes ? loadf(kt + d * ldk + j) : loadf_n(kt + d * ldk + j, m);
+#pragma GCC unroll 8
+      for (int i = 0; i < NQ; ++i) acc[i] = fmadd(bcastf(q + i * ldq + d), kv, acc[i]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < NQ; ++i) storef(s + i * lds + j, mul(acc[i], vs));
+  }
+}
 
 void scores(const float* q, int n_q, int64_t ldq, const float* kt, int64_t ldk, int64_t n,
             int d_k, float scale, float* s, int64_t lds) {
-  const VF vs = vset(scale);
-  for (int64_t j = 0; j < n; j += kLanes) {
-    const int m = n - j < kLanes ? static_cast<int>(n - j) : kLanes;
-    VF acc[kMaxQ];
-    for (int i = 0; i < n_q; ++i) acc[i] = fzero();
-    for (int d = 0; d < d_k; ++d) {
-      const VF kv = m == kLanes ? loadf(kt + d * ldk + j) : loadf_n(kt + d * ldk + j, m);
-      for (int i = 0; i < n_q; ++i) acc[i] = fmadd(bcastf(q + i * ldq + d), kv, acc[i]);
+  switch (n_q) {
+    case 1: scores_t<1>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
+    case 2: scores_t<2>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
+    case 3: scores_t<3>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
+    case 4: scores_t<4>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
+    case 5: scores_t<5>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
+    case 6: scores_t<6>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
+    case 7: scores_t<7>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
+    default: scores_t<8>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
+  }
+}
+
+// Row i of s (length n, padded to whole vectors) becomes softmax(row i), with Gemma's softcap
+// first when softcap > 0.
+void softmax_row(float* s, int64_t n, float softcap) {
+  if (softcap > 0.0f)
+    for (int64_t j = 0; j < n; ++j) s[j] = tanhf(s[j] / softcap) * softcap;
+  // Pad to whole vectors with -inf: their exp is 0.
+  const int64_t np = (n + kLanes - 1) / kLanes * kLanes;
+  for (int64_t j = n; j < np; ++j) s[j] = -INFINITY;
+  VF mx = vset(-INFINITY);
+  for (int64_t j = 0; j < np; j += kLanes) mx = vmax(mx, loadf(s + j));
+  const VF vmx = vset(hmax(mx));
+  VF sum = fzero();
+  for (int64_t j = 0; j < np; j += kLanes) {
+    const VF e = vexp(vsub(loadf(s + j), vmx));
+    storef(s + j, e);
+    sum = vadd(sum, e);
+  }
+  const VF inv = vset(1.0f / hsum(sum));
+  for (int64_t j = 0; j < np; j += kLanes) storef(s + j, mul(loadf(s + j), inv));
+}
+
+// out_i[c0 .. c0 + NC * kLanes) = sum_j p_i[j] v_j, for NQ heads at once: each value vector
+// loaded serves every head.
+template <int NQ, int NC>
+void weighted_values(const float* p, int64_t lds, const float* v, int64_t ldv, int64_t n, int c0,
+                     float* out, int64_t ldo) {
+  VF acc[NQ][NC];
+#pragma GCC unroll 8
+  for (int i = 0; i < NQ; ++i)
+    for (int c = 0; c < NC; ++c) acc[i][c] = fzero();
+  for (int64_t j = 0; j < n; ++j) {
+    const float* vr = v + j * ldv + c0;
+    VF vv[NC];
+    for (int c = 0; c < NC; ++c) vv[c] = loadf(vr + c * kLanes);
+#pragma GCC unroll 8
+    for (int i = 0; i < NQ; ++i) {
+      const VF pv = bcastf(p + i * lds + j);
+      for (int c = 0; c < NC; ++c) acc[i][c] = fmadd(pv, vv[c], acc[i][c]);
     }
-    for (int i = 0; i < n_q; ++i) storef(s + i * lds + j, mul(acc[i], vs));  // lds >= n + kLanes
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < NQ; ++i)
+    for (int c = 0; c < NC; ++c) storef(out + i * ldo + c0 + c * kLanes, acc[i][c]);
+}
+
+// Heads per pass of weighted_values: NQ x 4 accumulators, 4 value vectors and a broadcast
+// fit the register file (32 vectors with AVX-512, 16 with AVX2).
+constexpr int kValueHeads = kLanes == 16 ? 4 : 2;
+
+template <int NQ>
+void values_for_heads(const float* p, int64_t lds, const float* v, int64_t ldv, int64_t n, int d_v,
+                      float* out, int64_t ldo) {
+  int c0 = 0;
+  for (; c0 + 4 * kLanes <= d_v; c0 += 4 * kLanes) weighted_values<NQ, 4>(p, lds, v, ldv, n, c0, out, ldo);
+  switch ((d_v - c0) / kLanes) {
+    case 1: weighted_values<NQ, 1>(p, lds, v, ldv, n, c0, out, ldo); break;
+    case 2: weighted_values<NQ, 2>(p, lds, v, ldv, n, c0, out, ldo); break;
+    case 3: weighted_values<NQ, 3>(p, lds, v, ldv, n, c0, out, ldo); break;
+    default: break;
+  }
+}
+
+void values(const float* p, int n_q, int64_t lds, const float* v, int64_t ldv, int64_t n, int d_v,
+            float* out, int64_t ldo) {
+  for (int i0 = 0; i0 < n_q; i0 += kValueHeads) {
+    const float* pi = p + i0 * lds;
+    float* oi = out + i0 * ldo;
+    switch (n_q - i0 < kValueHeads ? n_q - i0 : kValueHeads) {
+      case 1: values_for_heads<1>(pi, lds, v, ldv, n, d_v, oi, ldo); break;
+      case 2: values_for_heads<2>(pi, lds, v, ldv, n, d_v, oi, ldo); break;
+      case 3: values_for_heads<3>(pi, lds, v, ldv, n, d_v, oi, ldo); break;
+      default: values_for_heads<kValueHeads>(pi, lds, v, ldv, n, d_v, oi, ldo); break;
+    }
   }
 }
 
@@ -126,39 +250,8 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
   for (int i0 = 0; i0 < n_q; i0 += kMaxQ) {
     const int nq = n_q - i0 < kMaxQ ? n_q - i0 : kMaxQ;
     scores(q + i0 * ldq, nq, ldq, kt, ldk, n, d_k, scale, scratch, lds);
-    for (int i = 0; i < nq; ++i) {
-      float* s = scratch + i * lds;
-      if (softcap > 0.0f)
-        for (int64_t j = 0; j < n; ++j) s[j] = tanhf(s[j] / softcap) * softcap;
-      // Pad to whole vectors with -inf: their exp is 0.
-      for (int64_t j = n; j < (n + kLanes - 1) / kLanes * kLanes; ++j) s[j] = -INFINITY;
-      const int64_t np = (n + kLanes - 1) / kLanes * kLanes;
-      VF mx = vset(-INFINITY);
-      for (int64_t j = 0; j < np; j += kLanes) mx = vmax(mx, loadf(s + j));
-      const VF vmx = vset(hmax(mx));
-      VF sum = fzero();
-      for (int64_t j = 0; j < np; j += kLanes) {
-        const VF e = vexp(vsub(loadf(s + j), vmx));
-        storef(s + j, e);
-        sum = vadd(sum, e);
-      }
-      const VF inv = vset(1.0f / hsum(sum));
-      for (int64_t j = 0; j < np; j += kLanes) storef(s + j, mul(loadf(s + j), inv));
-      float* o = out + (i0 + i) * ldo;
-      // Value rows weighted by the unnormalized probabilities, up to 8 vectors of dimensions
-      // per pass; 1/sum applied once at the end.
-      for (int c0 = 0; c0 < d_v; c0 += 8 * kLanes) {
-        const int nc = (d_v - c0) / kLanes < 8 ? (d_v - c0) / kLanes : 8;
-        VF acc[8];
-        for (int c = 0; c < nc; ++c) acc[c] = fzero();
-        for (int64_t j = 0; j < n; ++j) {
-          const VF p = bcastf(s + j);
-          const float* vr = v + j * ldv + c0;
-          for (int c = 0; c < nc; ++c) acc[c] = fmadd(p, loadf(vr + c * kLanes), acc[c]);
-        }
-        for (int c = 0; c < nc; ++c) storef(o + c0 + c * kLanes, acc[c]);
-      }
-    }
+    for (int i = 0; i < nq; ++i) softmax_row(scratch + i * lds, n, softcap);
+    values(scratch, nq, lds, v, ldv, n, d_v, out + i0 * ldo, ldo);
   }
 }
 
