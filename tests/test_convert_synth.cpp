@@ -63,9 +63,15 @@ TEST(SynthPlan, Llama32_1BHasItsRealTensorsAndParameterCount) {
   EXPECT_EQ(plan[1].name, "rope_freqs.weight");
   EXPECT_EQ(plan[1].ne, std::vector<int64_t>{32});
   for (const auto& t : plan) {
-    if (t.name == "blk.0.attn_k.weight") EXPECT_EQ(t.ne, (std::vector<int64_t>{2048, 512}));
-    if (t.name == "blk.15.ffn_down.weight") EXPECT_EQ(t.ne, (std::vector<int64_t>{8192, 2048}));
-    if (t.ne.size() == 1) EXPECT_EQ(t.type, DType::F32) << t.name;
+    if (t.name == "blk.0.attn_k.weight") {
+      EXPECT_EQ(t.ne, (std::vector<int64_t>{2048, 512}));
+    }
+    if (t.name == "blk.15.ffn_down.weight") {
+      EXPECT_EQ(t.ne, (std::vector<int64_t>{8192, 2048}));
+    }
+    if (t.ne.size() == 1) {
+      EXPECT_EQ(t.type, DType::F32) << t.name;
+    }
     EXPECT_NE(t.name, "output.weight");  // tied
   }
 }

@@ -315,6 +315,36 @@ TEST(KernelFp16ToF32, ExactOnEveryHalf) {
   }
 }
 
+TEST(KernelF32ToFp16, RoundsLikeTheScalarConversion) {
+  // Every fp16 value and the midpoints between neighbours (ties to even), random floats over
+  // the whole fp16 range and beyond (overflow to infinity, underflow to subnormals and zero),
+  // infinities and NaN; then lengths around the vector width for the tail.
+  std::vector<float> x;
+  for (uint32_t h = 0; h < 0x7C00; ++h) {
+    const float a = fp16_to_fp32(static_cast<uint16_t>(h)), b = fp16_to_fp32(static_cast<uint16_t>(h + 1));
+    for (float v : {a, -a, (a + b) / 2, -(a + b) / 2}) x.push_back(v);
+  }
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> e(-30.0f, 20.0f);
+  for (int i = 0; i < 20000; ++i) x.push_back(std::ldexp(1.0f + (rng() % 1000000) * 1e-6f, static_cast<int>(e(rng))) * (i % 2 ? -1.0f : 1.0f));
+  for (float v : {INFINITY, -INFINITY, NAN, 65504.0f, 65520.0f, 1e9f, -1e-9f}) x.push_back(v);
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    ASSERT_NE(k.f32_to_fp16, nullptr);
+    for (size_t n : {x.size(), size_t{1}, size_t{7}, size_t{15}, size_t{16}, size_t{17}, size_t{33}}) {
+      const float* src = x.data() + (n == x.size() ? 0 : 4000);
+      std::vector<uint16_t> got(n + 1, 0xABCD);
+      k.f32_to_fp16(src, got.data(), static_cast<int64_t>(n));
+      for (size_t i = 0; i < n; ++i) {
+        const uint16_t want = fp32_to_fp16(src[i]);
+        if (std::isnan(src[i])) ASSERT_TRUE(std::isnan(fp16_to_fp32(got[i]))) << kern::isa_name(isa);
+        else ASSERT_EQ(got[i], want) << kern::isa_name(isa) << " value " << src[i];
+      }
+      EXPECT_EQ(got[n], 0xABCD) << "wrote past the end, n " << n;
+    }
+  }
+}
+
 // ---- float types -------------------------------------------------------------------------------
 
 TEST(KernelFloat, GemvAndGemmMatchReference) {

@@ -105,6 +105,9 @@ struct Kernels {
   // out[i] = the fp16 value x[i] as f32 (F16C / AVX-512 conversion; exact, like the scalar
   // fp16_to_fp32 in core/fp16.h); null: that scalar loop. Decodes F16 KV cache rows.
   void (*fp16_to_f32)(const uint16_t* x, float* out, int64_t n);
+  // out[i] = x[i] rounded to fp16, to nearest even (exactly the scalar fp32_to_fp16 but for
+  // NaN payloads); null: that scalar loop. Encodes F16 KV cache rows.
+  void (*f32_to_fp16)(const float* x, uint16_t* out, int64_t n);
   QuantizeFn quantize_q8_0;  // twin of ref::from_float_q8_0_x86
   QuantizeFn quantize_q8_K;  // twin of ref::from_float_q8_K
   PanelKernels panel[kTypeSlots];      // by ggml type id

@@ -94,17 +94,17 @@ void Gemma2Model::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, f
   for (int64_t i = 0; i < T * E; ++i) x[i] *= embd_scale;
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     const Layer& L = layers_[l];
-    rms_norm(x, L.attn_norm.data(), T, E, hp_.norm_eps, h);
+    rms_norm(ctx, x, L.attn_norm.data(), T, E, hp_.norm_eps, h);
     matmul(ctx, L.wq, h, T, q);
     matmul(ctx, L.wk, h, T, k);
     matmul(ctx, L.wv, h, T, v);
     attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
     matmul(ctx, L.wo, attn, T, proj);
-    rms_norm(proj, L.post_attn_norm.data(), T, E, hp_.norm_eps, proj);
+    rms_norm(ctx, proj, L.post_attn_norm.data(), T, E, hp_.norm_eps, proj);
     add_inplace(x, proj, T * E);
-    rms_norm(x, L.ffn_norm.data(), T, E, hp_.norm_eps, h);
+    rms_norm(ctx, x, L.ffn_norm.data(), T, E, hp_.norm_eps, h);
     ffn_glu(ctx, L.gate, L.up, L.down, Activation::GeluTanhFp16Table, h, T, proj);
-    rms_norm(proj, L.post_ffw_norm.data(), T, E, hp_.norm_eps, proj);
+    rms_norm(ctx, proj, L.post_ffw_norm.data(), T, E, hp_.norm_eps, proj);
     add_inplace(x, proj, T * E);
   }
   output_head(ctx, b, x, E, output_norm_, hp_.norm_eps, output_, hp_.final_softcap, logits);

@@ -61,7 +61,7 @@ void LlamaModel::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, fl
   embed(token_embd_, b, x);
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     const Layer& L = layers_[l];
-    rms_norm(x, L.attn_norm.data(), T, E, hp_.norm_eps, h);
+    rms_norm(ctx, x, L.attn_norm.data(), T, E, hp_.norm_eps, h);
     matmul(ctx, L.wq, h, T, q);
     matmul(ctx, L.wk, h, T, k);
     matmul(ctx, L.wv, h, T, v);
@@ -71,7 +71,7 @@ void LlamaModel::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, fl
     attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
     matmul(ctx, L.wo, attn, T, proj);
     add_inplace(x, proj, T * E);
-    rms_norm(x, L.ffn_norm.data(), T, E, hp_.norm_eps, h);
+    rms_norm(ctx, x, L.ffn_norm.data(), T, E, hp_.norm_eps, h);
     ffn_glu(ctx, L.gate, L.up, L.down, Activation::SiLU, h, T, proj);
     add_inplace(x, proj, T * E);
   }

@@ -96,7 +96,7 @@ void Phi3Model::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, flo
   embed(token_embd_, b, x);
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     const Layer& L = layers_[l];
-    rms_norm(x, L.attn_norm.data(), T, E, hp_.norm_eps, h);
+    rms_norm(ctx, x, L.attn_norm.data(), T, E, hp_.norm_eps, h);
     if (L.wqkv) {
       matmul(ctx, L.wqkv, h, T, qkv);
       split_qkv(qkv, T, q_dim, k_dim, v_dim, q, k, v);
@@ -108,7 +108,7 @@ void Phi3Model::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, flo
     attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
     matmul(ctx, L.wo, attn, T, proj);
     add_inplace(x, proj, T * E);
-    rms_norm(x, L.ffn_norm.data(), T, E, hp_.norm_eps, h);
+    rms_norm(ctx, x, L.ffn_norm.data(), T, E, hp_.norm_eps, h);
     ffn_glu_fused(ctx, L.gate_up, L.down, Activation::SiLU, h, T, proj);
     add_inplace(x, proj, T * E);
   }

@@ -352,6 +352,23 @@ void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, fl
   }
 }
 
+void rms_norm(ComputeContext& ctx, const float* x, const float* weight, int64_t n_rows, int64_t n,
+              float eps, float* out) {
+  if (n_rows < 16) {
+    rms_norm(x, weight, n_rows, n, eps, out);
+    return;
+  }
+  struct Job {
+    const float *x, *weight;
+    int64_t n;
+    float eps;
+    float* out;
+  } job{x, weight, n, eps, out};
+  ctx.pool().parallel_for(n_rows, [&job](int64_t b, int64_t e, int) {
+    rms_norm(job.x + b * job.n, job.weight, e - b, job.n, job.eps, job.out + b * job.n);
+  }, 8);
+}
+
 void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) {
   for (int64_t r = 0; r < n_rows; ++r)
     for (int64_t i = 0; i < n; ++i) x[r * n + i] += bias[i];

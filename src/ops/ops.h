@@ -19,6 +19,10 @@ void get_rows(const Weight& w, const int32_t* ids, int64_t n, float* out);
 // out = x / sqrt(mean(x^2) + eps) * weight, per row of n values (weight may be null).
 void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps,
               float* out);
+// The same, rows shared among ctx's threads (a prompt's 128-row passes: the double-precision
+// sums are a serial chain of n adds per row).
+void rms_norm(ComputeContext& ctx, const float* x, const float* weight, int64_t n_rows, int64_t n,
+              float eps, float* out);
 
 // Add bias[n] to each of n_rows rows.
 void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n);

@@ -31,6 +31,8 @@ namespace {
 void encode_row(DType type, const float* src, uint8_t* dst, int64_t n) {
   if (type == DType::F32) {
     std::memcpy(dst, src, n * sizeof(float));
+  } else if (const auto convert = kern::active().f32_to_fp16) {
+    convert(src, reinterpret_cast<uint16_t*>(dst), n);
   } else {
     for (int64_t i = 0; i < n; ++i) {
       const uint16_t h = fp32_to_fp16(src[i]);

@@ -1,5 +1,5 @@
-// Float kernels: SwiGLU (kern::Kernels::swiglu) with a vectorized exp, fp16 rows to f32 (the
-// F16 KV cache), and attention over float keys and values (kern::AttendFn): the scores of all
+// Float kernels: SwiGLU (kern::Kernels::swiglu) with a vectorized exp, fp16 rows to and from
+// f32 (the F16 KV cache), and attention over float keys and values (kern::AttendFn): the scores of all
 // the query heads of a KV group against kLanes keys at a time, from keys stored transposed (one
 // vector load = one dimension of kLanes keys, broadcast query values, no horizontal sums); a
 // vectorized exp for the softmax; then the value rows weighted and summed kLanes dimensions at
@@ -105,6 +105,25 @@ void fp16_to_f32(const uint16_t* x, float* out, int64_t n) {
 // The loops below take their head and vector counts as template arguments so that the
 // accumulators live in registers: with run-time bounds GCC kept them on the stack, and every
 // FMA went through a store and a reload (the kernel ran at a third of the FMA rate).
+
+inline void store_h(uint16_t* p, VF v) {
+#if defined(__AVX512F__)
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#else
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+}
+
+void f32_to_fp16(const float* x, uint16_t* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) store_h(out + i, loadf(x + i));
+  if (i < n) {
+    uint16_t tail[kLanes];
+    const int m = static_cast<int>(n - i);
+    store_h(tail, loadf_n(x + i, m));
+    std::memcpy(out + i, tail, static_cast<size_t>(m) * sizeof(uint16_t));
+  }
+}
 
 constexpr int kMaxQ = 8;  // query heads per scores pass
 // Key vectors per scores step: two halve the broadcasts of the query per FMA. AVX2 has 16
@@ -261,6 +280,7 @@ void register_attention(Kernels& k) {
   k.attend = &attend_group;
   k.swiglu = &swiglu;
   k.fp16_to_f32 = &fp16_to_f32;
+  k.f32_to_fp16 = &f32_to_fp16;
 }
 
 }  // namespace slm::kern::SLM_ISA_NS
