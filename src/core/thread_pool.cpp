@@ -8,6 +8,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 namespace slm {
 
@@ -27,23 +30,39 @@ inline void cpu_relax() {
 #endif
 }
 
-// Polls done() for up to kSpinMicros; true as soon as it holds. The clock is read once per
-// 64 polls (a PAUSE is tens of cycles; a clock read, ~20 ns).
+// CPUs this process may run on (its affinity mask; a container's cpuset shows there).
+int usable_cpus() {
+#ifdef __linux__
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+#endif
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+}  // namespace
+
+// Polls done() for up to kSpinMicros (not at all when spin_ is off); true as soon as it
+// holds. The clock is read once per 64 polls (a PAUSE is tens of cycles; a clock read, ~20 ns).
 template <class Done>
-bool spin_until(Done done) {
+bool ThreadPool::spin_until(Done done) const {
+  if (!spin_) return done();
   using clock = std::chrono::steady_clock;
-  const auto until = clock::now() + std::chrono::microseconds(ThreadPool::kSpinMicros);
+  const auto start = clock::now();
+  const auto yield_from = start + std::chrono::microseconds(kSpinYieldMicros);
+  const auto until = start + std::chrono::microseconds(kSpinMicros);
   for (;;) {
     for (int i = 0; i < 64; ++i) {
       if (done()) return true;
       cpu_relax();
     }
-    if (clock::now() >= until) return done();
+    const auto now = clock::now();
+    if (now >= until) return done();
+    if (now >= yield_from) std::this_thread::yield();
   }
 }
-}  // namespace
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads), spin_(n_threads <= usable_cpus()) {
   if (n_threads < 1 || n_threads > 1024) fail("thread count {} must be between 1 and 1024", n_threads);
   for (int i = 1; i < n_threads; ++i) workers_.emplace_back(&ThreadPool::worker, this, i);
 }

@@ -1,13 +1,13 @@
 // A persistent pool of worker threads. parallel_for splits [0, n) into one contiguous chunk
 // per thread and runs them at once; the calling thread takes chunk 0, so a pool of 1 runs
-// everything inline.
+// everything inline. parallel_for_dynamic deals out chunks to whichever thread is free.
 //
 // Hand-offs spin before they sleep. Decoding one token of a 1B model is ~200 parallel_for
 // calls a few microseconds apart; waking a sleeping worker through a futex cost ~25 us each
-// on the team's VM (benches/bench_pool.cpp), 13% of decoding time. So a worker that finishes
-// a job polls for the next one for up to kSpinMicros, and the caller polls for the workers'
-// completion likewise, before either falls back to a condition variable: an idle pool (a
-// chat waiting for the user, a server between requests) still sleeps.
+// on the team's VM (benches/bench_pool.cpp: 25 us -> 0.6 us per empty call), 13% of decoding
+// time. So a worker that finishes a job polls for the next one for up to kSpinMicros, and the
+// caller polls for the workers' completion likewise, before either falls back to a condition
+// variable: an idle pool (a chat waiting for the user, a server between requests) still sleeps.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -40,13 +40,21 @@ class ThreadPool {
   // How long a hand-off polls before it sleeps: long enough to cover the gaps between the
   // products of one forward pass and the sampling between two tokens, short enough that an
   // idle pool stops using the CPU at once.
+  // Only a pool with at most one thread per CPU it may run on spins: more threads than CPUs
+  // spinning would hold the CPUs the working threads wait for (-t 4 on two cores decoded at
+  // 1.7 tok/s). Past kSpinYieldMicros a polling thread also yields, so that another process
+  // on the same cores gets them.
   static constexpr int64_t kSpinMicros = 2000;
+  static constexpr int64_t kSpinYieldMicros = 50;
 
  private:
   void worker(int index);
   void run(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain, bool dynamic);
   void run_share(int index);
+  template <class Done>
+  bool spin_until(Done done) const;
   int n_threads_;
+  bool spin_;  // n_threads_ <= the CPUs this process may use
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable start_cv_, done_cv_;
