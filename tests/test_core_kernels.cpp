@@ -264,7 +264,7 @@ TEST(KernelAttention, MatchesScalarTwin) {
       const std::vector<float> kt = gaussian(sh.d * ldk, 2), v = gaussian(sh.n * ldv, 3);
       if (sh.n > 50) q[0] = 400.0f;  // query 0: one dominant score, the rest underflow
       const float scale = 1.0f / std::sqrt(static_cast<float>(sh.d));
-      std::vector<float> scratch(static_cast<size_t>(sh.n_q) * (sh.n + 16) + 64);
+      std::vector<float> scratch(static_cast<size_t>(sh.n_q) * (sh.n + 32));
       std::vector<float> ref(static_cast<size_t>(sh.n_q) * sh.d), got(ref.size(), -7.0f);
       ref::attend_group(q.data(), sh.n_q, sh.d, kt.data(), ldk, v.data(), ldv, sh.n, sh.d, sh.d,
                         scale, sh.softcap, scratch.data(), ref.data(), sh.d);
@@ -272,6 +272,47 @@ TEST(KernelAttention, MatchesScalarTwin) {
                sh.softcap, scratch.data(), got.data(), sh.d);
       EXPECT_LE(rel_l2(ref, got), 2e-6) << kern::isa_name(isa) << " n_q " << sh.n_q << " n "
                                          << sh.n << " d " << sh.d;
+    }
+  }
+}
+
+// The same over an F16 cache as stored (kern::AttendF16Fn): keys in 16-position blocks of two
+// KV heads (the second one read, so the head offset inside a block counts), the first visible
+// position at several lanes of its block, value rows of both heads with padding.
+TEST(KernelAttentionF16, MatchesScalarTwin) {
+  struct Shape { int n_q; int64_t first; int64_t n; int d; float softcap; };
+  const Shape shapes[] = {{1, 0, 1, 64, 0},     {4, 0, 7, 64, 0},     {4, 5, 16, 64, 0},
+                          {4, 15, 17, 64, 0},   {7, 33, 100, 64, 0},  {9, 16, 33, 128, 0},
+                          {2, 7, 250, 256, 50.0f}, {3, 1, 40, 96, 0}, {8, 0, 513, 64, 0},
+                          {4, 200, 1, 64, 0}};
+  constexpr int B = kern::kKeyBlock;
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    ASSERT_NE(k.attend_f16, nullptr) << kern::isa_name(isa);
+    for (const Shape& sh : shapes) {
+      const int64_t k_dim = 2 * sh.d, positions = (sh.first + sh.n + B - 1) / B * B;
+      const int64_t stride = k_dim * B, ldv = 2 * sh.d + 16;
+      auto to_half = [](const std::vector<float>& f) {
+        std::vector<uint16_t> h(f.size());
+        for (size_t i = 0; i < f.size(); ++i) h[i] = fp32_to_fp16(f[i]);
+        return h;
+      };
+      const std::vector<uint16_t> blocks = to_half(gaussian(positions * k_dim, 2));
+      const std::vector<uint16_t> vrows = to_half(gaussian(positions * ldv, 3));
+      std::vector<float> q = gaussian(sh.n_q * sh.d, 1, 2.0f);
+      if (sh.n > 50) q[0] = 400.0f;
+      const float scale = 1.0f / std::sqrt(static_cast<float>(sh.d));
+      const uint16_t* kb = blocks.data() + (sh.first / B) * stride + sh.d * B;  // head 1
+      const uint16_t* v = vrows.data() + sh.first * ldv + sh.d;
+      const int lane0 = static_cast<int>(sh.first % B);
+      std::vector<float> scratch(static_cast<size_t>(sh.n_q) * (sh.n + 32));
+      std::vector<float> ref(static_cast<size_t>(sh.n_q) * sh.d), got(ref.size(), -7.0f);
+      ref::attend_group_f16(q.data(), sh.n_q, sh.d, kb, stride, lane0, v, ldv, sh.n, sh.d, sh.d, scale,
+                            sh.softcap, scratch.data(), ref.data(), sh.d);
+      k.attend_f16(q.data(), sh.n_q, sh.d, kb, stride, lane0, v, ldv, sh.n, sh.d, sh.d, scale,
+                   sh.softcap, scratch.data(), got.data(), sh.d);
+      EXPECT_LE(rel_l2(ref, got), 2e-6) << kern::isa_name(isa) << " n_q " << sh.n_q << " first "
+                                         << sh.first << " n " << sh.n << " d " << sh.d;
     }
   }
 }

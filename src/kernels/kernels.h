@@ -90,15 +90,30 @@ struct RowKernels {
 // kt[d * ldk + j], so that one vector load holds a dimension of kLanes consecutive keys; value
 // row j is v + j * ldv (d_v floats). out + i * ldo receives softmax(s) . V where
 // s_j = scale * (q_i . k_j), then cap * tanh(s_j / cap) when softcap > 0 (Gemma 2).
-// scratch: at least n_q * (n + 16) floats. ref::attend_group (kernels/ref/attention.h) is
+// scratch: at least n_q * (n + 32) floats. ref::attend_group (kernels/ref/attention.h) is
 // the scalar twin.
 using AttendFn = void (*)(const float* q, int n_q, int64_t ldq, const float* kt, int64_t ldk,
                           const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
                           float softcap, float* scratch, float* out, int64_t ldo);
 
+// The same over an F16 KV cache as stored (runtime/kv_cache.h), read without a float copy:
+// keys in blocks of kKeyBlock positions, each block dimension-major ([d][kKeyBlock] fp16), so
+// that key j (counted from the block start kb) of dimension d is
+// kb[(j / kKeyBlock) * kblock_stride + d * kKeyBlock + j % kKeyBlock]; the n visible keys are
+// j = lane0 .. lane0 + n - 1 (lane0 < kKeyBlock: the first visible position inside its block).
+// Value rows are fp16, v + j * ldv for visible key j (0-based). Whole key blocks are read, so
+// the block holding the last key must be allocated. scratch: at least n_q * (n + 32) floats.
+// ref::attend_group_f16 is the scalar twin.
+constexpr int kKeyBlock = 16;
+using AttendF16Fn = void (*)(const float* q, int n_q, int64_t ldq, const uint16_t* kb,
+                             int64_t kblock_stride, int lane0, const uint16_t* v, int64_t ldv,
+                             int64_t n, int d_k, int d_v, float scale, float softcap, float* scratch,
+                             float* out, int64_t ldo);
+
 struct Kernels {
   Isa isa;
   AttendFn attend;           // null: the scalar twin
+  AttendF16Fn attend_f16;    // null: the scalar twin
   // out[i] = silu(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i] (SwiGLU), with a
   // vectorized exp; null: the scalar loop in models/blocks.cpp. out may equal gate.
   void (*swiglu)(const float* gate, const float* up, float* out, int64_t n);

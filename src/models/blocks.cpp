@@ -50,6 +50,43 @@ void split_qkv(const float* qkv, int64_t n_tokens, int64_t q_dim, int64_t k_dim,
   }
 }
 
+namespace {
+
+// Attention over a cache that keeps F16 keys in blocks (KVCache::key_blocks): the kernel reads
+// the cache as stored, one job per (token, KV head), the group's query heads sharing the keys.
+void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
+                       const AttentionSpec& spec, int32_t seq, const uint16_t* blocks,
+                       const float* q, float* out) {
+  const int64_t T = b.size();
+  const int64_t hdk = spec.head_dim_k, hdv = spec.head_dim_v;
+  const int64_t q_dim = spec.n_head * hdk, v_dim = spec.n_head_kv * hdv;
+  const int64_t group = spec.n_head / spec.n_head_kv;
+  const int64_t stride = cache.key_block_stride();
+  const kern::AttendF16Fn kernel = kern::active().attend_f16 && hdk % 16 == 0 && hdv % 16 == 0
+                                       ? kern::active().attend_f16 : &ref::attend_group_f16;
+  int64_t n_max = 0;
+  for (int64_t t = 0; t < T; ++t)
+    if (b.seq[t] == seq) n_max = std::max<int64_t>(n_max, b.pos[t] - cache.first_visible(layer, b.pos[t]) + 1);
+  const size_t scratch = static_cast<size_t>(group * (n_max + 32));
+  ctx.reserve_thread_scratch(scratch);
+  ctx.pool().parallel_for(T * spec.n_head_kv, [&](int64_t begin, int64_t end, int thread) {
+    float* scores = ctx.thread_scratch(thread, scratch);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t t = job / spec.n_head_kv, g = job % spec.n_head_kv;
+      if (b.seq[t] != seq) continue;
+      const int32_t first = cache.first_visible(layer, b.pos[t]);
+      const int64_t n = b.pos[t] - first + 1;
+      const uint16_t* kb = blocks + (first / kern::kKeyBlock) * stride + g * hdk * kern::kKeyBlock;
+      const auto* v = static_cast<const uint16_t*>(cache.v_row(layer, seq, first)) + g * hdv;
+      kernel(q + t * q_dim + g * group * hdk, static_cast<int>(group), hdk, kb, stride,
+             first % kern::kKeyBlock, v, v_dim, n, static_cast<int>(hdk), static_cast<int>(hdv),
+             spec.scale, spec.softcap, scores, out + t * spec.n_head * hdv + g * group * hdv, hdv);
+    }
+  });
+}
+
+}  // namespace
+
 void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
             const AttentionSpec& spec, float* q, float* k, const float* v, float* out) {
   const int64_t T = b.size();
@@ -70,6 +107,10 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
   std::sort(seqs.begin(), seqs.end());
   seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
   for (const int32_t seq : seqs) {
+    if (const uint16_t* blocks = cache.key_blocks(layer, seq)) {
+      attend_f16_blocks(ctx, b, cache, layer, spec, seq, blocks, q, out);
+      continue;
+    }
     int32_t lo = INT32_MAX, hi = -1;
     for (int64_t t = 0; t < T; ++t)
       if (b.seq[t] == seq) {
@@ -94,7 +135,7 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
     // SIMD kernels need whole vectors of head dimensions; the scalar twin takes any.
     const kern::AttendFn kernel = kern::active().attend && hdk % 16 == 0 && hdv % 16 == 0
                                       ? kern::active().attend : &ref::attend_group;
-    const size_t scratch = static_cast<size_t>(group) * (n_rows + 16);
+    const size_t scratch = static_cast<size_t>(group) * (n_rows + 32);
     ctx.reserve_thread_scratch(scratch);
     // One job per (token, KV head): the group's query heads share the same keys and values.
     ctx.pool().parallel_for(T * spec.n_head_kv, [&](int64_t begin, int64_t end, int thread) {

@@ -9,16 +9,21 @@
 
 namespace slm {
 
+static_assert(kern::kKeyBlock == 16, "FullKVCache::kBlock must match kern::kKeyBlock");
+
 FullKVCache::FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type)
     : shape_(shape), n_ctx_(n_ctx), n_seq_(n_seq), type_(type) {
   if (type != DType::F32 && type != DType::F16)
     fail("KV cache type {} is not supported (use f16 or f32)", dtype_name(type));
   if (n_ctx <= 0 || n_seq <= 0) fail("KV cache needs n_ctx > 0 and n_seq > 0 (got {}, {})", n_ctx, n_seq);
   elem_ = type == DType::F32 ? 4 : 2;
+  key_blocks_ = type == DType::F16;
+  k_positions_ = key_blocks_ ? (n_ctx + kBlock - 1) / kBlock * kBlock : n_ctx;
   const size_t rows = static_cast<size_t>(shape.n_layer) * n_seq * n_ctx;
-  k_ = ZeroedBuffer(rows * shape.k_dim * elem_);
+  k_ = ZeroedBuffer(static_cast<size_t>(shape.n_layer) * n_seq * k_positions_ * shape.k_dim * elem_);
   v_ = ZeroedBuffer(rows * shape.v_dim * elem_);
   lengths_.assign(n_seq, 0);
+  if (key_blocks_) key_fp16_.resize(static_cast<size_t>(shape.k_dim));
 }
 
 void FullKVCache::check(int layer, int seq, int32_t pos) const {
@@ -45,14 +50,28 @@ void encode_row(DType type, const float* src, uint8_t* dst, int64_t n) {
 void FullKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
   check(layer, seq, pos);
   const size_t idx = index(layer, seq, pos);
-  encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
+  if (key_blocks_) {
+    encode_row(DType::F16, k, reinterpret_cast<uint8_t*>(key_fp16_.data()), shape_.k_dim);
+    auto* block = reinterpret_cast<uint16_t*>(k_.data()) + key_base(layer, seq) +
+                  static_cast<size_t>(pos / kBlock) * kBlock * shape_.k_dim + pos % kBlock;
+    for (int64_t c = 0; c < shape_.k_dim; ++c) block[c * kBlock] = key_fp16_[c];
+  } else {
+    encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
+  }
   encode_row(type_, v, v_.data() + idx * shape_.v_dim * elem_, shape_.v_dim);
   if (layer == 0) lengths_[seq] = std::max(lengths_[seq], pos + 1);
 }
 
 const void* FullKVCache::k_row(int layer, int seq, int32_t pos) const {
   check(layer, seq, pos);
+  if (key_blocks_) fail("KV cache: F16 keys are stored in blocks, not rows (read them with key_blocks)");
   return k_.data() + index(layer, seq, pos) * shape_.k_dim * elem_;
+}
+
+const uint16_t* FullKVCache::key_blocks(int layer, int seq) const {
+  if (!key_blocks_) return nullptr;
+  check(layer, seq, 0);
+  return reinterpret_cast<const uint16_t*>(k_.data()) + key_base(layer, seq);
 }
 
 const void* FullKVCache::v_row(int layer, int seq, int32_t pos) const {

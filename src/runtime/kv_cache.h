@@ -31,6 +31,12 @@ class KVCache {
   // Stored rows in type(), valid for first_visible(layer, p) <= pos <= p after store(..p..).
   virtual const void* k_row(int layer, int seq, int32_t pos) const = 0;
   virtual const void* v_row(int layer, int seq, int32_t pos) const = 0;
+  // A cache that keeps F16 keys in blocks of kern::kKeyBlock positions, dimension-major within
+  // a block (the layout kern::AttendF16Fn reads, kernels/kernels.h), returns the first block of
+  // (layer, seq), blocks key_block_stride() elements apart; k_row is then unavailable. Null:
+  // keys are rows.
+  virtual const uint16_t* key_blocks(int /*layer*/, int /*seq*/) const { return nullptr; }
+  virtual int64_t key_block_stride() const { return 0; }
   // Forget sequence `seq` from position `from` on (0 = the whole sequence). Returns the
   // length actually kept, which is less than `from` when a cache cannot keep that prefix
   // valid (a ring that has overwritten rows the next query would need).
@@ -40,7 +46,9 @@ class KVCache {
   virtual size_t bytes() const = 0;
 };
 
-// Every position of every sequence kept: n_seq * n_ctx rows per layer.
+// Every position of every sequence kept: n_seq * n_ctx rows per layer. F16 keys are kept in
+// blocks (key_blocks): decoding then reads the cache as it is, where a float copy of every
+// visible key and value, remade for every token, cost ~15% of decoding time at 1800 positions.
 class FullKVCache : public KVCache {
  public:
   FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type);
@@ -51,19 +59,29 @@ class FullKVCache : public KVCache {
   int32_t first_visible(int, int32_t) const override { return 0; }
   const void* k_row(int layer, int seq, int32_t pos) const override;
   const void* v_row(int layer, int seq, int32_t pos) const override;
+  const uint16_t* key_blocks(int layer, int seq) const override;
+  int64_t key_block_stride() const override { return key_blocks_ ? shape_.k_dim * kBlock : 0; }
   int32_t truncate(int seq, int32_t from) override;
   int32_t seq_length(int seq) const override { return lengths_[seq]; }
   size_t bytes() const override { return k_.size() + v_.size(); }
 
  private:
+  static constexpr int kBlock = 16;  // kern::kKeyBlock (checked in kv_cache.cpp)
   size_t index(int layer, int seq, int32_t pos) const {
     return (static_cast<size_t>(layer) * n_seq_ + seq) * n_ctx_ + pos;
+  }
+  // Key element offset of (layer, seq)'s first block: n_ctx rounded up to whole blocks each.
+  size_t key_base(int layer, int seq) const {
+    return (static_cast<size_t>(layer) * n_seq_ + seq) * static_cast<size_t>(k_positions_) * shape_.k_dim;
   }
   void check(int layer, int seq, int32_t pos) const;
   KVShape shape_;
   int n_ctx_, n_seq_;
   DType type_;
   size_t elem_;
+  bool key_blocks_;        // F16: keys in blocks
+  int32_t k_positions_;    // positions allocated per (layer, seq) for keys
+  std::vector<uint16_t> key_fp16_;  // one key row in fp16 before it is spread over its block
   ZeroedBuffer k_, v_;  // pages appear as rows are written
   std::vector<int32_t> lengths_;
 };

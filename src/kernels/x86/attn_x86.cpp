@@ -102,10 +102,6 @@ void fp16_to_f32(const uint16_t* x, float* out, int64_t n) {
   }
 }
 
-// The loops below take their head and vector counts as template arguments so that the
-// accumulators live in registers: with run-time bounds GCC kept them on the stack, and every
-// FMA went through a store and a reload (the kernel ran at a third of the FMA rate).
-
 inline void store_h(uint16_t* p, VF v) {
 #if defined(__AVX512F__)
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -125,6 +121,42 @@ void f32_to_fp16(const float* x, uint16_t* out, int64_t n) {
   }
 }
 
+// The loops below take their head and vector counts as template arguments so that the
+// accumulators live in registers: with run-time bounds GCC kept them on the stack, and every
+// FMA went through a store and a reload (the kernel ran at a third of the FMA rate).
+//
+// They read keys and values through small views, so that one body serves float copies
+// (AttendFn) and the F16 KV cache as stored (AttendF16Fn, converted in the loads).
+
+// Keys stored transposed as floats: key j of dimension d at kt[d * ldk + j].
+struct F32Keys {
+  const float* kt;
+  int64_t ldk;
+  VF load(int64_t j, int d) const { return loadf(kt + d * ldk + j); }
+  VF load_n(int64_t j, int d, int m) const { return loadf_n(kt + d * ldk + j, m); }
+};
+// The F16 cache's key blocks (kern::AttendF16Fn). j is counted from the first block's start
+// and is a multiple of kLanes (16 or 8), so a vector never straddles two blocks; partial
+// vectors read the whole block (allocated), their extra lanes ignored.
+struct F16Keys {
+  const uint16_t* kb;
+  int64_t stride;
+  VF load(int64_t j, int d) const {
+    return load_h(kb + (j / kKeyBlock) * stride + d * kKeyBlock + j % kKeyBlock);
+  }
+  VF load_n(int64_t j, int d, int) const { return load(j, d); }
+};
+struct F32Rows {
+  const float* v;
+  int64_t ldv;
+  VF load(int64_t j, int c) const { return loadf(v + j * ldv + c); }
+};
+struct F16Rows {
+  const uint16_t* v;
+  int64_t ldv;
+  VF load(int64_t j, int c) const { return load_h(v + j * ldv + c); }
+};
+
 constexpr int kMaxQ = 8;  // query heads per scores pass
 // Key vectors per scores step: two halve the broadcasts of the query per FMA. AVX2 has 16
 // registers: one key vector when eight heads' accumulators already take eight.
@@ -133,9 +165,9 @@ constexpr int kKeyVecs = kLanes == 16 || NQ <= 4 ? 2 : 1;
 
 // s[i * lds + j] = scale * (q_i . k_j) for NQ heads and keys j < n (whole vectors written:
 // lds >= n + kLanes).
-template <int NQ>
-void scores_t(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t n, int d_k,
-              float scale, float* s, int64_t lds) {
+template <int NQ, class Keys>
+void scores_t(const float* q, int64_t ldq, const Keys& keys, int64_t n, int d_k, float scale,
+              float* s, int64_t lds) {
   constexpr int KB = kKeyVecs<NQ>;
   const VF vs = vset(scale);
   int64_t j = 0;
@@ -146,7 +178,7 @@ void scores_t(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t
       for (int b = 0; b < KB; ++b) acc[i][b] = fzero();
     for (int d = 0; d < d_k; ++d) {
       VF kv[KB];
-      for (int b = 0; b < KB; ++b) kv[b] = loadf(kt + d * ldk + j + b * kLanes);
+      for (int b = 0; b < KB; ++b) kv[b] = keys.load(j + b * kLanes, d);
 #pragma GCC unroll 8
       for (int i = 0; i < NQ; ++i) {
         const VF qv = bcastf(q + i * ldq + d);
@@ -163,7 +195,7 @@ void scores_t(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t
 #pragma GCC unroll 8
     for (int i = 0; i < NQ; ++i) acc[i] = fzero();
     for (int d = 0; d < d_k; ++d) {
-      const VF kv = m == kLanes ? loadf(kt + d * ldk + j) : loadf_n(kt + d * ldk + j, m);
+      const VF kv = m == kLanes ? keys.load(j, d) : keys.load_n(j, d, m);
 #pragma GCC unroll 8
       for (int i = 0; i < NQ; ++i) acc[i] = fmadd(bcastf(q + i * ldq + d), kv, acc[i]);
     }
@@ -172,17 +204,18 @@ void scores_t(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t
   }
 }
 
-void scores(const float* q, int n_q, int64_t ldq, const float* kt, int64_t ldk, int64_t n,
-            int d_k, float scale, float* s, int64_t lds) {
+template <class Keys>
+void scores(const float* q, int n_q, int64_t ldq, const Keys& keys, int64_t n, int d_k, float scale,
+            float* s, int64_t lds) {
   switch (n_q) {
-    case 1: scores_t<1>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
-    case 2: scores_t<2>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
-    case 3: scores_t<3>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
-    case 4: scores_t<4>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
-    case 5: scores_t<5>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
-    case 6: scores_t<6>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
-    case 7: scores_t<7>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
-    default: scores_t<8>(q, ldq, kt, ldk, n, d_k, scale, s, lds); break;
+    case 1: scores_t<1>(q, ldq, keys, n, d_k, scale, s, lds); break;
+    case 2: scores_t<2>(q, ldq, keys, n, d_k, scale, s, lds); break;
+    case 3: scores_t<3>(q, ldq, keys, n, d_k, scale, s, lds); break;
+    case 4: scores_t<4>(q, ldq, keys, n, d_k, scale, s, lds); break;
+    case 5: scores_t<5>(q, ldq, keys, n, d_k, scale, s, lds); break;
+    case 6: scores_t<6>(q, ldq, keys, n, d_k, scale, s, lds); break;
+    case 7: scores_t<7>(q, ldq, keys, n, d_k, scale, s, lds); break;
+    default: scores_t<8>(q, ldq, keys, n, d_k, scale, s, lds); break;
   }
 }
 
@@ -209,17 +242,16 @@ void softmax_row(float* s, int64_t n, float softcap) {
 
 // out_i[c0 .. c0 + NC * kLanes) = sum_j p_i[j] v_j, for NQ heads at once: each value vector
 // loaded serves every head.
-template <int NQ, int NC>
-void weighted_values(const float* p, int64_t lds, const float* v, int64_t ldv, int64_t n, int c0,
-                     float* out, int64_t ldo) {
+template <int NQ, int NC, class Rows>
+void weighted_values(const float* p, int64_t lds, const Rows& rows, int64_t n, int c0, float* out,
+                     int64_t ldo) {
   VF acc[NQ][NC];
 #pragma GCC unroll 8
   for (int i = 0; i < NQ; ++i)
     for (int c = 0; c < NC; ++c) acc[i][c] = fzero();
   for (int64_t j = 0; j < n; ++j) {
-    const float* vr = v + j * ldv + c0;
     VF vv[NC];
-    for (int c = 0; c < NC; ++c) vv[c] = loadf(vr + c * kLanes);
+    for (int c = 0; c < NC; ++c) vv[c] = rows.load(j, c0 + c * kLanes);
 #pragma GCC unroll 8
     for (int i = 0; i < NQ; ++i) {
       const VF pv = bcastf(p + i * lds + j);
@@ -235,49 +267,69 @@ void weighted_values(const float* p, int64_t lds, const float* v, int64_t ldv, i
 // fit the register file (32 vectors with AVX-512, 16 with AVX2).
 constexpr int kValueHeads = kLanes == 16 ? 4 : 2;
 
-template <int NQ>
-void values_for_heads(const float* p, int64_t lds, const float* v, int64_t ldv, int64_t n, int d_v,
-                      float* out, int64_t ldo) {
+template <int NQ, class Rows>
+void values_for_heads(const float* p, int64_t lds, const Rows& rows, int64_t n, int d_v, float* out,
+                      int64_t ldo) {
   int c0 = 0;
-  for (; c0 + 4 * kLanes <= d_v; c0 += 4 * kLanes) weighted_values<NQ, 4>(p, lds, v, ldv, n, c0, out, ldo);
+  for (; c0 + 4 * kLanes <= d_v; c0 += 4 * kLanes) weighted_values<NQ, 4>(p, lds, rows, n, c0, out, ldo);
   switch ((d_v - c0) / kLanes) {
-    case 1: weighted_values<NQ, 1>(p, lds, v, ldv, n, c0, out, ldo); break;
-    case 2: weighted_values<NQ, 2>(p, lds, v, ldv, n, c0, out, ldo); break;
-    case 3: weighted_values<NQ, 3>(p, lds, v, ldv, n, c0, out, ldo); break;
+    case 1: weighted_values<NQ, 1>(p, lds, rows, n, c0, out, ldo); break;
+    case 2: weighted_values<NQ, 2>(p, lds, rows, n, c0, out, ldo); break;
+    case 3: weighted_values<NQ, 3>(p, lds, rows, n, c0, out, ldo); break;
     default: break;
   }
 }
 
-void values(const float* p, int n_q, int64_t lds, const float* v, int64_t ldv, int64_t n, int d_v,
-            float* out, int64_t ldo) {
+template <class Rows>
+void values(const float* p, int n_q, int64_t lds, const Rows& rows, int64_t n, int d_v, float* out,
+            int64_t ldo) {
   for (int i0 = 0; i0 < n_q; i0 += kValueHeads) {
     const float* pi = p + i0 * lds;
     float* oi = out + i0 * ldo;
     switch (n_q - i0 < kValueHeads ? n_q - i0 : kValueHeads) {
-      case 1: values_for_heads<1>(pi, lds, v, ldv, n, d_v, oi, ldo); break;
-      case 2: values_for_heads<2>(pi, lds, v, ldv, n, d_v, oi, ldo); break;
-      case 3: values_for_heads<3>(pi, lds, v, ldv, n, d_v, oi, ldo); break;
-      default: values_for_heads<kValueHeads>(pi, lds, v, ldv, n, d_v, oi, ldo); break;
+      case 1: values_for_heads<1>(pi, lds, rows, n, d_v, oi, ldo); break;
+      case 2: values_for_heads<2>(pi, lds, rows, n, d_v, oi, ldo); break;
+      case 3: values_for_heads<3>(pi, lds, rows, n, d_v, oi, ldo); break;
+      default: values_for_heads<kValueHeads>(pi, lds, rows, n, d_v, oi, ldo); break;
     }
+  }
+}
+
+// Scores are computed for keys 0 .. lane0 + n - 1 of the view and the first lane0 dropped
+// (F16 blocks: the first visible position may sit inside its block; lane0 = 0 otherwise).
+template <class Keys, class Rows>
+void attend_t(const float* q, int n_q, int64_t ldq, const Keys& keys, int lane0, const Rows& rows,
+              int64_t n, int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
+              int64_t ldo) {
+  const int64_t lds = n + 32;  // lane0 + n rounded up to whole vectors, plus the padding
+  for (int i0 = 0; i0 < n_q; i0 += kMaxQ) {
+    const int nq = n_q - i0 < kMaxQ ? n_q - i0 : kMaxQ;
+    scores(q + i0 * ldq, nq, ldq, keys, lane0 + n, d_k, scale, scratch, lds);
+    float* p = scratch + lane0;
+    for (int i = 0; i < nq; ++i) softmax_row(p + i * lds, n, softcap);
+    values(p, nq, lds, rows, n, d_v, out + i0 * ldo, ldo);
   }
 }
 
 void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t ldk,
                   const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
                   float softcap, float* scratch, float* out, int64_t ldo) {
-  const int64_t lds = n + 16;
-  for (int i0 = 0; i0 < n_q; i0 += kMaxQ) {
-    const int nq = n_q - i0 < kMaxQ ? n_q - i0 : kMaxQ;
-    scores(q + i0 * ldq, nq, ldq, kt, ldk, n, d_k, scale, scratch, lds);
-    for (int i = 0; i < nq; ++i) softmax_row(scratch + i * lds, n, softcap);
-    values(scratch, nq, lds, v, ldv, n, d_v, out + i0 * ldo, ldo);
-  }
+  attend_t(q, n_q, ldq, F32Keys{kt, ldk}, 0, F32Rows{v, ldv}, n, d_k, d_v, scale, softcap, scratch,
+           out, ldo);
+}
+
+void attend_group_f16(const float* q, int n_q, int64_t ldq, const uint16_t* kb, int64_t kblock_stride,
+                      int lane0, const uint16_t* v, int64_t ldv, int64_t n, int d_k, int d_v,
+                      float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+  attend_t(q, n_q, ldq, F16Keys{kb, kblock_stride}, lane0, F16Rows{v, ldv}, n, d_k, d_v, scale,
+           softcap, scratch, out, ldo);
 }
 
 }  // namespace
 
 void register_attention(Kernels& k) {
   k.attend = &attend_group;
+  k.attend_f16 = &attend_group_f16;
   k.swiglu = &swiglu;
   k.fp16_to_f32 = &fp16_to_f32;
   k.f32_to_fp16 = &f32_to_fp16;
