@@ -115,18 +115,15 @@ void ThreadPool::run_share(int index) {
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
-                              int64_t grain) {
+void ThreadPool::parallel_for(int64_t n, Fn fn, int64_t grain) {
   run(n, fn, grain, false);
 }
 
-void ThreadPool::parallel_for_dynamic(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
-                                      int64_t chunk) {
+void ThreadPool::parallel_for_dynamic(int64_t n, Fn fn, int64_t chunk) {
   run(n, fn, chunk, true);
 }
 
-void ThreadPool::run(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain,
-                     bool dynamic) {
+void ThreadPool::run(int64_t n, const Fn& fn, int64_t grain, bool dynamic) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   if (n_threads_ == 1 || n <= grain) {

@@ -12,12 +12,34 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace slm {
+
+// A non-owning reference to a callable: what parallel_for takes instead of std::function,
+// which heap-allocates closures over 16 bytes (a lambda capturing three references), so that
+// decoding allocates nothing per token. Safe because parallel_for returns only when the work
+// is done: a lambda written in the call outlives it.
+template <class Sig>
+class FunctionRef;
+template <class R, class... A>
+class FunctionRef<R(A...)> {
+ public:
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
+  FunctionRef(F&& f)  // NOLINT(google-explicit-constructor): lambdas convert at call sites
+      : obj_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+        call_([](void* o, A... a) -> R { return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<A>(a)...); }) {}
+  R operator()(A... a) const { return call_(obj_, std::forward<A>(a)...); }
+
+ private:
+  void* obj_;
+  R (*call_)(void*, A...);
+};
 
 class ThreadPool {
  public:
@@ -29,13 +51,12 @@ class ThreadPool {
   int size() const { return n_threads_; }
   // fn(begin, end, thread_index) over chunks of [0, n); chunks are multiples of `grain`.
   // One caller at a time (the pool belongs to one ComputeContext).
-  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
-                    int64_t grain = 1);
+  using Fn = FunctionRef<void(int64_t, int64_t, int)>;
+  void parallel_for(int64_t n, Fn fn, int64_t grain = 1);
   // fn(begin, end, thread_index) over chunks of `chunk` taken in turn by whichever thread is
   // free, so a thread slowed down (by the VM, by a busier memory channel) takes fewer. For
   // memory-bound loops of equal-cost chunks: decoding's matrix-vector products.
-  void parallel_for_dynamic(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
-                            int64_t chunk);
+  void parallel_for_dynamic(int64_t n, Fn fn, int64_t chunk);
 
   // How long a hand-off polls before it sleeps: long enough to cover the gaps between the
   // products of one forward pass and the sampling between two tokens, short enough that an
@@ -49,7 +70,7 @@ class ThreadPool {
 
  private:
   void worker(int index);
-  void run(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain, bool dynamic);
+  void run(int64_t n, const Fn& fn, int64_t grain, bool dynamic);
   void run_share(int index);
   template <class Done>
   bool spin_until(Done done) const;
@@ -60,7 +81,7 @@ class ThreadPool {
   std::condition_variable start_cv_, done_cv_;
   // The job: written by the caller before it publishes a new generation_ (release), read by
   // the workers after they see it (acquire).
-  const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
+  const Fn* job_ = nullptr;
   int64_t job_n_ = 0, job_grain_ = 1;
   bool job_dynamic_ = false;
   // The next unclaimed index of a dynamic job, on its own cache line.

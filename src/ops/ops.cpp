@@ -127,9 +127,9 @@ std::shared_ptr<uint8_t> packed_weight(ComputeContext& ctx, const kern::Kernels&
   return p.mem;
 }
 
-// The parallel regions below capture one reference to such a struct: ThreadPool takes a
-// std::function, which stores a closure of up to 16 bytes in place but allocates for larger
-// ones, and decoding must not allocate per token.
+// The state of one product, shared by its parallel regions. (These structs date from when the
+// pool took a std::function, which allocated for closures over 16 bytes; its FunctionRef never
+// allocates, so they are kept for brevity only.)
 struct PanelJob {
   const kern::PanelKernels& pk;
   const uint8_t* panels;
