@@ -52,36 +52,53 @@ void split_qkv(const float* qkv, int64_t n_tokens, int64_t q_dim, int64_t k_dim,
 
 namespace {
 
+// SIMD attention kernels need whole vectors of head dimensions; the scalar twins take any.
+bool simd_head_dims(const AttentionSpec& spec) {
+  return spec.head_dim_k % 16 == 0 && spec.head_dim_v % 16 == 0;
+}
+
+// One job per (token of `seq`, KV head g) on the pool, the group's query heads sharing the
+// keys and values: job(g, first, n, q_g, out_g, scores) with the first visible position and
+// the count of visible keys, the group's queries and outputs, and the thread's scratch of
+// scratch_floats floats.
+template <class Job>
+void for_each_kv_head_job(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
+                          const AttentionSpec& spec, int32_t seq, const float* q, float* out,
+                          size_t scratch_floats, const Job& job) {
+  const int64_t hdk = spec.head_dim_k, hdv = spec.head_dim_v;
+  const int64_t q_dim = spec.n_head * hdk, group = spec.n_head / spec.n_head_kv;
+  ctx.reserve_thread_scratch(scratch_floats);
+  ctx.pool().parallel_for(b.size() * spec.n_head_kv, [&](int64_t begin, int64_t end, int thread) {
+    float* scores = ctx.thread_scratch(thread, scratch_floats);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t t = i / spec.n_head_kv, g = i % spec.n_head_kv;
+      if (b.seq[t] != seq) continue;
+      const int32_t first = cache.first_visible(layer, b.pos[t]);
+      job(g, first, int64_t{b.pos[t] - first + 1}, q + t * q_dim + g * group * hdk,
+          out + t * spec.n_head * hdv + g * group * hdv, scores);
+    }
+  });
+}
+
 // Attention over a cache that keeps F16 keys in blocks (KVCache::key_blocks): the kernel reads
-// the cache as stored, one job per (token, KV head), the group's query heads sharing the keys.
+// the cache as stored.
 void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
                        const AttentionSpec& spec, int32_t seq, const uint16_t* blocks,
                        const float* q, float* out) {
-  const int64_t T = b.size();
   const int64_t hdk = spec.head_dim_k, hdv = spec.head_dim_v;
-  const int64_t q_dim = spec.n_head * hdk, v_dim = spec.n_head_kv * hdv;
-  const int64_t group = spec.n_head / spec.n_head_kv;
+  const int64_t v_dim = spec.n_head_kv * hdv, group = spec.n_head / spec.n_head_kv;
   const int64_t stride = cache.key_block_stride();
-  const kern::AttendF16Fn kernel = kern::active().attend_f16 && hdk % 16 == 0 && hdv % 16 == 0
+  const kern::AttendF16Fn kernel = kern::active().attend_f16 && simd_head_dims(spec)
                                        ? kern::active().attend_f16 : &ref::attend_group_f16;
   int64_t n_max = 0;
-  for (int64_t t = 0; t < T; ++t)
+  for (int64_t t = 0; t < b.size(); ++t)
     if (b.seq[t] == seq) n_max = std::max<int64_t>(n_max, b.pos[t] - cache.first_visible(layer, b.pos[t]) + 1);
-  const size_t scratch = static_cast<size_t>(group * (n_max + 32));
-  ctx.reserve_thread_scratch(scratch);
-  ctx.pool().parallel_for(T * spec.n_head_kv, [&](int64_t begin, int64_t end, int thread) {
-    float* scores = ctx.thread_scratch(thread, scratch);
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t t = job / spec.n_head_kv, g = job % spec.n_head_kv;
-      if (b.seq[t] != seq) continue;
-      const int32_t first = cache.first_visible(layer, b.pos[t]);
-      const int64_t n = b.pos[t] - first + 1;
-      const uint16_t* kb = blocks + (first / kern::kKeyBlock) * stride + g * hdk * kern::kKeyBlock;
-      const auto* v = static_cast<const uint16_t*>(cache.v_row(layer, seq, first)) + g * hdv;
-      kernel(q + t * q_dim + g * group * hdk, static_cast<int>(group), hdk, kb, stride,
-             first % kern::kKeyBlock, v, v_dim, n, static_cast<int>(hdk), static_cast<int>(hdv),
-             spec.scale, spec.softcap, scores, out + t * spec.n_head * hdv + g * group * hdv, hdv);
-    }
+  for_each_kv_head_job(ctx, b, cache, layer, spec, seq, q, out, static_cast<size_t>(group * (n_max + 32)),
+                       [&](int64_t g, int32_t first, int64_t n, const float* qg, float* og, float* scores) {
+    const uint16_t* kb = blocks + (first / kern::kKeyBlock) * stride + g * hdk * kern::kKeyBlock;
+    const auto* v = static_cast<const uint16_t*>(cache.v_row(layer, seq, first)) + g * hdv;
+    kernel(qg, static_cast<int>(group), hdk, kb, stride, first % kern::kKeyBlock, v, v_dim, n,
+           static_cast<int>(hdk), static_cast<int>(hdv), spec.scale, spec.softcap, scores, og, hdv);
   });
 }
 
@@ -100,8 +117,9 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
   const int64_t group = spec.n_head / spec.n_head_kv;
   const DType kv_type = cache.type();
 
-  // Tokens of one sequence at a time (a batch usually holds one). The keys and values the
-  // batch can see are decoded to floats once per layer, not once per query and head.
+  // Tokens of one sequence at a time (a batch usually holds one). A cache that stores keys as
+  // rows (F32, or the sliding-window ring) has the keys and values the batch can see decoded to
+  // floats once per layer, not once per query and head.
   std::vector<int32_t>& seqs = ctx.int_scratch(0);
   seqs.assign(b.seq.begin(), b.seq.end());
   std::sort(seqs.begin(), seqs.end());
@@ -132,25 +150,13 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
       }
     }, 16);
 
-    // SIMD kernels need whole vectors of head dimensions; the scalar twin takes any.
-    const kern::AttendFn kernel = kern::active().attend && hdk % 16 == 0 && hdv % 16 == 0
-                                      ? kern::active().attend : &ref::attend_group;
-    const size_t scratch = static_cast<size_t>(group) * (n_rows + 32);
-    ctx.reserve_thread_scratch(scratch);
-    // One job per (token, KV head): the group's query heads share the same keys and values.
-    ctx.pool().parallel_for(T * spec.n_head_kv, [&](int64_t begin, int64_t end, int thread) {
-      float* scores = ctx.thread_scratch(thread, scratch);
-      for (int64_t job = begin; job < end; ++job) {
-        const int64_t t = job / spec.n_head_kv, g = job % spec.n_head_kv;
-        if (b.seq[t] != seq) continue;
-        const int32_t pos = b.pos[t];
-        const int32_t first = cache.first_visible(layer, pos);
-        const int64_t n = pos - first + 1;
-        kernel(q + t * q_dim + g * group * hdk, static_cast<int>(group), hdk,
-               kt + g * hdk * n_rows + (first - lo), n_rows, vf + (first - lo) * v_dim + g * hdv, v_dim,
-               n, static_cast<int>(hdk), static_cast<int>(hdv), spec.scale, spec.softcap, scores,
-               out + t * spec.n_head * hdv + g * group * hdv, hdv);
-      }
+    const kern::AttendFn kernel = kern::active().attend && simd_head_dims(spec) ? kern::active().attend
+                                                                                 : &ref::attend_group;
+    for_each_kv_head_job(ctx, b, cache, layer, spec, seq, q, out, static_cast<size_t>(group * (n_rows + 32)),
+                         [&](int64_t g, int32_t first, int64_t n, const float* qg, float* og, float* scores) {
+      kernel(qg, static_cast<int>(group), hdk, kt + g * hdk * n_rows + (first - lo), n_rows,
+             vf + (first - lo) * v_dim + g * hdv, v_dim, n, static_cast<int>(hdk), static_cast<int>(hdv),
+             spec.scale, spec.softcap, scores, og, hdv);
     });
   }
 }

@@ -149,10 +149,10 @@ bool is_packed(ComputeContext& ctx, const kern::Kernels& k, const Weight& w) {
   return ctx.find_packed(w.data, &k) != nullptr;
 }
 
-// Chunk size for a dynamic split of n units: about eight chunks per thread, enough to even
-// out unequal threads without an atomic hand-off per unit.
-int64_t dynamic_chunk(ComputeContext& ctx, int64_t n) {
-  return std::max<int64_t>(1, n / (8 * static_cast<int64_t>(ctx.pool().size())));
+// Chunk size for a dynamic split of n units into about per_thread chunks per thread: enough to
+// even out unequal threads without an atomic hand-off per unit.
+int64_t dynamic_chunk(ComputeContext& ctx, int64_t n, int64_t per_thread = 8) {
+  return std::max<int64_t>(1, n / (per_thread * static_cast<int64_t>(ctx.pool().size())));
 }
 
 // A few tokens on the file's own rows (kern::RowKernels): no repacked copy needed.
@@ -199,8 +199,7 @@ void matmul_panels(ComputeContext& ctx, const kern::Kernels& k, const kern::Pane
   // prompt time). One tile streams each panel once, so its chunks can be small; more tiles
   // reuse the activations across a call's panels, so theirs are larger (four per thread:
   // pp512 +1.5-2% over halves, F16 and Q4_0).
-  const int64_t chunk = n_tiles == 1 ? dynamic_chunk(ctx, n_panels)
-                                     : std::max<int64_t>(1, n_panels / (4 * ctx.pool().size()));
+  const int64_t chunk = dynamic_chunk(ctx, n_panels, n_tiles == 1 ? 8 : 4);
   ctx.pool().parallel_for_dynamic(n_panels, run, chunk);
 }
 
