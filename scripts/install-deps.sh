@@ -6,4 +6,12 @@ apt-get update
 apt-get install -y --no-install-recommends \
   g++ cmake ninja-build pkg-config git ca-certificates \
   libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libutf8proc-dev \
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev \
+  libcpp-httplib-dev \
+  chromium
+# Node.js and npm run the server's end-to-end tests (the official openai client, Playwright
+# driving the Chromium above). Debian's own nodejs/npm when the machine has no Node yet; a
+# Node that is already installed (with its npm) is kept.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt-get install -y --no-install-recommends nodejs npm
+fi

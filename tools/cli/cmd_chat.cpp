@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "generation_options.h"
+#include "runtime/chat_prompt.h"
 #include "runtime/generate.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
@@ -18,14 +19,6 @@
 namespace slm::cli {
 
 std::string read_whole_file(const std::string& path);  // cmd_tokenize.cpp
-
-namespace {
-
-std::string special_text(const Tokenizer& tok, int32_t id) {
-  return id >= 0 ? tok.token_text(id) : std::string();
-}
-
-}  // namespace
 
 Runner add_chat(CLI::App& app) {
   struct Opts : GenerationOptions {
@@ -43,26 +36,9 @@ Runner add_chat(CLI::App& app) {
   return [o]() {
     auto model = Model::load(o->model);
     auto tok = Tokenizer::from_gguf(model->gguf());
-    std::string source;
-    if (!o->template_file.empty()) {
-      source = read_whole_file(o->template_file);
-    } else if (auto t = model->gguf().opt_string("tokenizer.chat_template")) {
-      source = *t;
-    } else {
-      fail("{} has no chat template (tokenizer.chat_template); pass one with --chat-template FILE",
-           o->model);
-    }
-    const chat::Template tmpl = [&] {
-      try {
-        return chat::Template(source);
-      } catch (const chat::TemplateError& e) {
-        fail("chat template: {}", e.what());
-      }
-    }();
+    const ChatPrompt chat = ChatPrompt::for_model(*tok, model->gguf(), o->template_file, o->model);
     Session session(*model, o->session_options(*model));
     Sampler sampler(o->sampling, static_cast<int32_t>(model->hparams().n_vocab));
-    const std::string bos = special_text(*tok, tok->bos());
-    const std::string eos = special_text(*tok, tok->eos());
 
     nlohmann::ordered_json messages = nlohmann::ordered_json::array();
     if (!o->system.empty()) messages.push_back({{"role", "system"}, {"content", o->system}});
@@ -76,25 +52,9 @@ Runner add_chat(CLI::App& app) {
       if (!std::getline(std::cin, line)) break;
       if (line.empty()) continue;
       messages.push_back({{"role", "user"}, {"content", line}});
-      nlohmann::ordered_json context = {{"messages", messages},
-                                        {"add_generation_prompt", true},
-                                        {"bos_token", bos},
-                                        {"eos_token", eos}};
-      std::string prompt;
-      try {
-        prompt = tmpl.render(context);
-      } catch (const chat::RaiseException& e) {
-        fail("chat template refused the conversation: {}", e.what());
-      } catch (const chat::TemplateError& e) {
-        fail("chat template: {}", e.what());
-      }
+      const std::string prompt = chat.render(messages);
       if (o->show_prompt) fmt::print(stderr, "<<<PROMPT\n{}\nPROMPT>>>\n", prompt);
-      // The template writes BOS itself when the model wants one; add it only if it did not.
-      const bool add_bos = tok->add_bos() && !bos.empty() && prompt.rfind(bos, 0) != 0;
-      std::vector<int32_t> ids;
-      if (add_bos) ids.push_back(tok->bos());
-      const std::vector<int32_t> body = tok->encode(prompt, /*add_special=*/false, /*parse_special=*/true);
-      ids.insert(ids.end(), body.begin(), body.end());
+      const std::vector<int32_t> ids = chat.tokenize(prompt);
       GenerateResult r = generate(session, *tok, sampler, ids, o->n_predict, [](const std::string& s) {
         std::fwrite(s.data(), 1, s.size(), stdout);
         std::fflush(stdout);

@@ -1,0 +1,60 @@
+#include "runtime/chat_prompt.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/gguf.h"
+
+namespace slm {
+
+namespace {
+chat::Template parse_template(const std::string& source) {
+  try {
+    return chat::Template(source);
+  } catch (const chat::TemplateError& e) {
+    fail("chat template: {}", e.what());
+  }
+}
+std::string special_text(const Tokenizer& tok, int32_t id) { return id >= 0 ? tok.token_text(id) : std::string(); }
+}  // namespace
+
+ChatPrompt::ChatPrompt(const Tokenizer& tok, const std::string& source)
+    : tok_(&tok), tmpl_(parse_template(source)), bos_(special_text(tok, tok.bos())), eos_(special_text(tok, tok.eos())) {}
+
+ChatPrompt ChatPrompt::for_model(const Tokenizer& tok, const GGUFFile& gguf, const std::string& template_file,
+                                 const std::string& model_path) {
+  if (!template_file.empty()) {
+    std::ifstream in(template_file, std::ios::binary);
+    if (!in) fail("cannot read the chat template file {}", template_file);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ChatPrompt(tok, ss.str());
+  }
+  if (auto t = gguf.opt_string("tokenizer.chat_template")) return ChatPrompt(tok, *t);
+  fail("{} has no chat template (tokenizer.chat_template); pass one with --chat-template FILE", model_path);
+}
+
+std::string ChatPrompt::render(const nlohmann::ordered_json& messages) const {
+  nlohmann::ordered_json context = {
+      {"messages", messages}, {"add_generation_prompt", true}, {"bos_token", bos_}, {"eos_token", eos_}};
+  try {
+    return tmpl_.render(context);
+  } catch (const chat::RaiseException& e) {
+    fail("chat template refused the conversation: {}", e.what());
+  } catch (const chat::TemplateError& e) {
+    fail("chat template: {}", e.what());
+  }
+}
+
+std::vector<int32_t> ChatPrompt::tokenize(const std::string& rendered) const {
+  // The template writes BOS itself when the model wants one; add it only if it did not.
+  const bool add_bos = tok_->add_bos() && !bos_.empty() && rendered.rfind(bos_, 0) != 0;
+  std::vector<int32_t> ids;
+  if (add_bos) ids.push_back(tok_->bos());
+  const std::vector<int32_t> body = tok_->encode(rendered, /*add_special=*/false, /*parse_special=*/true);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
+}  // namespace slm

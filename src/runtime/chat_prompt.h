@@ -1,0 +1,37 @@
+// A conversation to prompt tokens through a chat template (the model's own
+// tokenizer.chat_template or one the user names): shared by `slm chat` and `slm serve`, so
+// both build exactly the same prompt for the same messages.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "chat/jinja.h"
+#include "tokenizer/tokenizer.h"
+
+namespace slm {
+
+class ChatPrompt {
+ public:
+  // Throws slm::Error when the template does not parse (the message says where).
+  ChatPrompt(const Tokenizer& tok, const std::string& source);
+  // The model's own template, or the file's when `template_file` is not empty. Throws
+  // slm::Error when the model has none and no file is given.
+  static ChatPrompt for_model(const Tokenizer& tok, const GGUFFile& gguf, const std::string& template_file,
+                              const std::string& model_path);
+
+  // Renders `messages` (an array of {role, content}) with add_generation_prompt. Throws
+  // slm::Error, with "chat template refused the conversation: ..." when the template raises.
+  std::string render(const nlohmann::ordered_json& messages) const;
+  // Prompt tokens: special-token text parsed, BOS added when the model wants one and the
+  // template did not write it.
+  std::vector<int32_t> tokenize(const std::string& rendered) const;
+
+ private:
+  const Tokenizer* tok_;
+  chat::Template tmpl_;
+  std::string bos_, eos_;
+};
+
+}  // namespace slm

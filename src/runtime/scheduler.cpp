@@ -1,0 +1,391 @@
+#include "runtime/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+
+namespace slm {
+
+// ---------------------------------------------------------------------------------------------
+// RequestHandle
+
+RequestEvents RequestHandle::wait(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [&] {
+    return !pending_.text.empty() || !pending_.logprobs.empty() || (finished_ && !finish_read_);
+  });
+  RequestEvents out = std::exchange(pending_, RequestEvents{});
+  if (finished_ && !finish_read_) {
+    finish_read_ = true;
+    out.finished = true;
+    out.finish_reason = final_.finish_reason;
+    out.error = final_.error;
+    out.prompt_tokens = final_.prompt_tokens;
+    out.cached_tokens = final_.cached_tokens;
+    out.completion_tokens = final_.completion_tokens;
+  }
+  return out;
+}
+
+void RequestHandle::push(const std::string& text, std::vector<TokenLogprob>&& lp) {
+  {
+    std::lock_guard lock(mu_);
+    pending_.text += text;
+    for (auto& l : lp) pending_.logprobs.push_back(std::move(l));
+  }
+  cv_.notify_all();
+}
+
+void RequestHandle::finish(const std::string& reason, const std::string& error, int prompt, int cached,
+                           int completion) {
+  {
+    std::lock_guard lock(mu_);
+    finished_ = true;
+    final_.finish_reason = reason;
+    final_.error = error;
+    final_.prompt_tokens = prompt;
+    final_.cached_tokens = cached;
+    final_.completion_tokens = completion;
+  }
+  cv_.notify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// StopMatcher
+
+std::string StopMatcher::push(const std::string& text) {
+  if (matched_) return {};
+  held_ += text;
+  // The earliest complete match wins.
+  size_t first = std::string::npos;
+  for (const auto& s : stops_)
+    if (!s.empty()) first = std::min(first, held_.find(s));
+  if (first != std::string::npos) {
+    matched_ = true;
+    std::string out = held_.substr(0, first);
+    held_.clear();
+    return out;
+  }
+  // Hold back the longest tail that could still grow into a stop string.
+  size_t keep = 0;
+  for (const auto& s : stops_)
+    for (size_t n = std::min(s.size() - 1, held_.size()); n > keep; --n)
+      if (held_.compare(held_.size() - n, n, s, 0, n) == 0) {
+        keep = n;
+        break;
+      }
+  // Never release half of a UTF-8 character: the held part starts on a character boundary
+  // when the stop strings do, since the tail compared equal to a prefix of one.
+  std::string out = held_.substr(0, held_.size() - keep);
+  held_.erase(0, held_.size() - keep);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// BatchScheduler
+
+struct BatchScheduler::Slot {
+  enum class State { Free, Prefill, Generate };
+  int seq = 0;
+  State state = State::Free;
+  std::vector<int32_t> tokens;  // evaluated and held in the cache for `seq`
+  uint64_t last_used = 0;       // admission counter: least recently used free slot goes first
+  uint64_t admitted = 0;        // prompt chunks are served in admission order
+
+  GenerationRequest req;
+  std::shared_ptr<RequestHandle> handle;
+  std::chrono::steady_clock::time_point submitted, last_token_at;
+  size_t next_prompt = 0;  // index in req.prompt of the next token to evaluate
+  int cached = 0;
+  int generated = 0;
+  int32_t pending_token = -1;  // sampled, evaluated in the next step
+  std::optional<Sampler> sampler;
+  std::optional<StreamDecoder> decoder;
+  std::optional<StopMatcher> stop;
+};
+
+BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, const SchedulerOptions& opts,
+                               SchedulerObserver* observer)
+    : model_(model), tok_(tok), opts_(opts), observer_(observer) {
+  if (opts_.n_parallel < 1) fail("--parallel {} must be at least 1", opts_.n_parallel);
+  if (opts_.n_ctx < 2) fail("context size {} is too small", opts_.n_ctx);
+  if (opts_.max_queue < 0) fail("--max-queue {} must not be negative", opts_.max_queue);
+  // Every generating sequence needs a place in each step, with room left for prompt chunks.
+  opts_.n_batch = std::max(opts_.n_batch, opts_.n_parallel + 16);
+  cache_ = model_.make_cache(opts_.n_ctx, opts_.n_parallel, opts_.n_batch, opts_.kv_type);
+  ctx_ = std::make_unique<ComputeContext>(std::max(opts_.n_threads, 1));
+  for (int i = 0; i < opts_.n_parallel; ++i) {
+    slots_.push_back(std::make_unique<Slot>());
+    slots_.back()->seq = i;
+  }
+  logits_.resize(static_cast<size_t>(opts_.n_parallel) * model_.hparams().n_vocab);
+  thread_ = std::thread([this] { run(); });
+}
+
+BatchScheduler::~BatchScheduler() { shutdown(); }
+
+Scheduler::Submit BatchScheduler::submit(GenerationRequest req, std::shared_ptr<RequestHandle> handle) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return Submit::ShuttingDown;
+    const int free_slots = opts_.n_parallel - busy_.load();
+    if (static_cast<int>(queue_.size()) >= opts_.max_queue + std::max(free_slots, 0)) return Submit::QueueFull;
+    queue_.push_back({std::move(req), std::move(handle), std::chrono::steady_clock::now()});
+  }
+  cv_.notify_all();
+  return Submit::Accepted;
+}
+
+SchedulerStats BatchScheduler::stats() const {
+  SchedulerStats s;
+  s.slots_total = opts_.n_parallel;
+  s.slots_busy = busy_.load();
+  {
+    std::lock_guard lock(mu_);
+    s.queue_depth = static_cast<int>(queue_.size());
+  }
+  s.prompt_tokens = n_prompt_.load();
+  s.cached_tokens = n_cached_.load();
+  s.generated_tokens = n_generated_.load();
+  s.steps = n_steps_.load();
+  return s;
+}
+
+void BatchScheduler::shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void BatchScheduler::run() {
+  std::deque<Pending> incoming;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (busy_.load() == 0)
+        cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) {
+        incoming.insert(incoming.end(), std::make_move_iterator(queue_.begin()),
+                        std::make_move_iterator(queue_.end()));
+        queue_.clear();
+        break;
+      }
+      // Take as many as there are free slots; the rest stay queued (and counted there).
+      const int free_slots = opts_.n_parallel - busy_.load();
+      while (!queue_.empty() && static_cast<int>(incoming.size()) < free_slots) {
+        incoming.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    admit(incoming);
+    step();
+  }
+  // Shutting down: end what is running and what waits, cleanly.
+  for (auto& s : slots_)
+    if (s->state != Slot::State::Free) finish(*s, "stop");
+  for (auto& p : incoming) p.handle->finish("stop", {}, static_cast<int>(p.req.prompt.size()), 0, 0);
+}
+
+void BatchScheduler::admit(std::deque<Pending>& incoming) {
+  while (!incoming.empty()) {
+    Pending p = std::move(incoming.front());
+    incoming.pop_front();
+    if (p.handle->cancelled()) {
+      p.handle->finish("cancelled", {}, static_cast<int>(p.req.prompt.size()), 0, 0);
+      continue;
+    }
+    if (p.req.prompt.empty() || static_cast<int64_t>(p.req.prompt.size()) >= opts_.n_ctx) {
+      p.handle->finish("error", fmt::format("the prompt has {} tokens; the context holds {}", p.req.prompt.size(),
+                                            opts_.n_ctx),
+                       static_cast<int>(p.req.prompt.size()), 0, 0);
+      continue;
+    }
+    // The free slot that already holds the longest prefix of this prompt; among equals, the
+    // one used longest ago (its cached conversation is the least likely to come back).
+    Slot* best = nullptr;
+    size_t best_common = 0;
+    for (auto& s : slots_) {
+      if (s->state != Slot::State::Free) continue;
+      size_t common = 0;
+      while (common < s->tokens.size() && common < p.req.prompt.size() && s->tokens[common] == p.req.prompt[common])
+        ++common;
+      if (!best || common > best_common || (common == best_common && s->last_used < best->last_used)) {
+        best = s.get();
+        best_common = common;
+      }
+    }
+    if (!best) fail("scheduler: no free slot for an admitted request");  // admission counted them
+    Slot& s = *best;
+    // At least the last prompt token is evaluated again, for the logits to sample from.
+    const int32_t keep = static_cast<int32_t>(std::min(best_common, p.req.prompt.size() - 1));
+    const int32_t kept = cache_->truncate(s.seq, keep);
+    s.tokens.resize(kept);
+    s.req = std::move(p.req);
+    s.handle = std::move(p.handle);
+    s.submitted = p.submitted;
+    s.next_prompt = kept;
+    s.cached = kept;
+    s.generated = 0;
+    s.pending_token = -1;
+    s.last_used = s.admitted = ++admissions_;
+    try {
+      s.sampler.emplace(s.req.sampling, static_cast<int32_t>(model_.hparams().n_vocab));
+      for (int32_t t : s.req.prompt) s.sampler->accept(t);
+    } catch (const Error& e) {
+      s.handle->finish("error", e.what(), static_cast<int>(s.req.prompt.size()), 0, 0);
+      s.handle.reset();
+      continue;
+    }
+    s.decoder.emplace(tok_);
+    s.stop.emplace(s.req.stop);
+    s.state = Slot::State::Prefill;
+    busy_.fetch_add(1);
+    n_prompt_.fetch_add(s.req.prompt.size());
+    n_cached_.fetch_add(kept);
+  }
+}
+
+void BatchScheduler::finish(Slot& s, const std::string& reason, const std::string& error) {
+  if (reason != "cancelled" && reason != "error") {
+    std::string rest = s.decoder ? s.stop->push(s.decoder->flush()) : std::string();
+    if (!s.stop->matched()) rest += s.stop->flush();
+    if (!rest.empty()) s.handle->push(rest, {});
+  }
+  s.handle->finish(reason, error, static_cast<int>(s.req.prompt.size()), s.cached, s.generated);
+  s.handle.reset();
+  s.sampler.reset();
+  s.state = Slot::State::Free;
+  busy_.fetch_sub(1);
+}
+
+void BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
+  const auto now = std::chrono::steady_clock::now();
+  if (observer_) {
+    if (s.generated == 0) observer_->on_first_token(std::chrono::duration<double>(now - s.submitted).count());
+    else observer_->on_inter_token(std::chrono::duration<double>(now - s.last_token_at).count());
+  }
+  s.last_token_at = now;
+  if (tok_.is_eog(token)) {
+    finish(s, "stop");
+    return;
+  }
+  std::vector<TokenLogprob> lp;
+  if (s.req.top_logprobs >= 0) {
+    // Log-probabilities of the model's distribution (the raw logits, before sampling's
+    // penalties and truncation), as the OpenAI API reports them.
+    const int64_t n = model_.hparams().n_vocab;
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) mx = std::max(mx, logits[i]);
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+    const float lse = mx + static_cast<float>(std::log(sum));
+    TokenLogprob t;
+    t.id = token;
+    t.piece = tok_.token_to_piece(token);
+    t.logprob = logits[token] - lse;
+    std::vector<int32_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    const size_t k = std::min<size_t>(static_cast<size_t>(s.req.top_logprobs), order.size());
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    for (size_t i = 0; i < k; ++i) t.top.emplace_back(tok_.token_to_piece(order[i]), logits[order[i]] - lse);
+    lp.push_back(std::move(t));
+  }
+  s.sampler->accept(token);
+  ++s.generated;
+  n_generated_.fetch_add(1);
+  const std::string text = s.stop->push(s.decoder->push(token));
+  if (!text.empty() || !lp.empty()) s.handle->push(text, std::move(lp));
+  if (s.stop->matched()) {
+    finish(s, "stop");
+    return;
+  }
+  if (s.req.max_tokens >= 0 && s.generated >= s.req.max_tokens) {
+    finish(s, "length");
+    return;
+  }
+  // The new token is evaluated at position tokens.size(); it must exist in the context.
+  if (static_cast<int64_t>(s.tokens.size()) >= opts_.n_ctx) {
+    finish(s, "length");
+    return;
+  }
+  s.pending_token = token;
+  s.state = Slot::State::Generate;
+}
+
+bool BatchScheduler::step() {
+  for (auto& s : slots_)
+    if (s->state != Slot::State::Free && s->handle->cancelled()) finish(*s, "cancelled");
+
+  batch_.clear();
+  std::vector<Slot*> owners;  // slot of each batch entry
+  for (auto& s : slots_) {
+    if (s->state != Slot::State::Generate) continue;
+    batch_.add(s->pending_token, static_cast<int32_t>(s->tokens.size()), s->seq, true);
+    owners.push_back(s.get());
+  }
+  // Prompt chunks fill the rest of the batch, oldest request first.
+  std::vector<Slot*> prefill;
+  for (auto& s : slots_)
+    if (s->state == Slot::State::Prefill) prefill.push_back(s.get());
+  std::sort(prefill.begin(), prefill.end(), [](Slot* a, Slot* b) { return a->admitted < b->admitted; });
+  for (Slot* s : prefill) {
+    const size_t room = static_cast<size_t>(opts_.n_batch) - static_cast<size_t>(batch_.size());
+    if (room == 0) break;
+    const size_t n = std::min(room, s->req.prompt.size() - s->next_prompt);
+    for (size_t i = 0; i < n; ++i) {
+      const size_t at = s->next_prompt + i;
+      batch_.add(s->req.prompt[at], static_cast<int32_t>(at), s->seq, at + 1 == s->req.prompt.size());
+      owners.push_back(s);
+    }
+  }
+  if (batch_.size() == 0) return false;
+
+  try {
+    model_.forward(*ctx_, batch_, *cache_, logits_.data());
+  } catch (const std::exception& e) {
+    // The cache rows of this batch are undefined now: drop every request in it.
+    for (Slot* s : owners) {
+      if (s->state == Slot::State::Free) continue;
+      s->tokens.clear();
+      cache_->truncate(s->seq, 0);
+      finish(*s, "error", e.what());
+    }
+    return true;
+  }
+  n_steps_.fetch_add(1);
+  // Record what the cache now holds, then sample for every entry that asked for logits.
+  for (int64_t i = 0; i < batch_.size(); ++i) {
+    Slot* s = owners[i];
+    s->tokens.push_back(batch_.tokens[i]);
+    if (s->state == Slot::State::Prefill) ++s->next_prompt;
+  }
+  const int64_t n_vocab = model_.hparams().n_vocab;
+  int64_t row = 0;
+  for (int64_t i = 0; i < batch_.size(); ++i) {
+    if (!batch_.logits[i]) continue;
+    Slot* s = owners[i];
+    const float* logits = logits_.data() + row++ * n_vocab;
+    if (s->handle->cancelled()) {
+      finish(*s, "cancelled");
+      continue;
+    }
+    int32_t token;
+    try {
+      token = s->sampler->sample(logits);
+    } catch (const Error& e) {
+      finish(*s, "error", e.what());
+      continue;
+    }
+    emit(*s, token, logits);
+  }
+  return true;
+}
+
+}  // namespace slm

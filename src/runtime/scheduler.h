@@ -1,0 +1,177 @@
+// Continuous batching for a server: one thread owns the model, a multi-sequence KV cache and
+// the compute context, and runs one forward pass per step that holds the next token of every
+// generating request plus chunks of waiting prompts (chunked prefill), so a long prompt never
+// freezes the other streams. Requests come from any thread through submit(); their text
+// comes back through a RequestHandle that the caller reads (blocking, with a timeout) or
+// cancels. Slots keep their tokens after a request ends, so a request whose prompt begins
+// with what a slot already holds (the next turn of a chat) evaluates only the new part.
+//
+// Behind the Scheduler interface so that a server can later run another policy (speculative
+// decoding, several models) without touching the HTTP layer.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "core/dtype.h"
+#include "models/model.h"
+#include "sampling/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace slm {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;  // at least one token
+  SamplerParams sampling;
+  int max_tokens = -1;             // -1: until end of generation or the context is full
+  std::vector<std::string> stop;   // stop strings (the text ends before the first match)
+  int top_logprobs = -1;           // -1: no log-probabilities; 0..20: the token's and that many more
+};
+
+struct TokenLogprob {
+  int32_t id = 0;
+  std::string piece;  // the token's bytes (may be part of a UTF-8 character)
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;  // most likely alternatives, best first
+};
+
+// What a request produced since it was last read.
+struct RequestEvents {
+  std::string text;                  // complete UTF-8, stop strings held back until resolved
+  std::vector<TokenLogprob> logprobs;  // tokens generated since the last read
+  bool finished = false;
+  std::string finish_reason;         // "stop", "length", "cancelled", "error" (when finished)
+  std::string error;                 // with finish_reason "error"
+  int prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0;
+};
+
+// Shared between the scheduler thread and the thread that serves the request.
+class RequestHandle {
+ public:
+  // Waits up to `timeout` for new output (or the end); returns what arrived (possibly nothing).
+  RequestEvents wait(std::chrono::milliseconds timeout);
+  // Asks the scheduler to stop this request; it is dropped within one step.
+  void cancel() { cancelled_.store(true); }
+  bool cancelled() const { return cancelled_.load(); }
+
+ private:
+  friend class BatchScheduler;
+  void push(const std::string& text, std::vector<TokenLogprob>&& lp);
+  void finish(const std::string& reason, const std::string& error, int prompt, int cached, int completion);
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  RequestEvents pending_;       // text and log-probabilities not read yet
+  RequestEvents final_;         // the finish, once it happened
+  bool finished_ = false, finish_read_ = false;
+  std::atomic<bool> cancelled_{false};
+};
+
+struct SchedulerOptions {
+  int n_parallel = 4;   // sequences generating at once (KV cache sequences)
+  int n_ctx = 4096;     // context per sequence
+  int n_batch = 256;    // tokens per forward pass (decode tokens + prompt chunks)
+  int n_threads = 1;
+  int max_queue = 64;   // requests waiting for a slot; beyond it submit() refuses
+  DType kv_type = DType::F16;
+};
+
+// Counts for /metrics, read with stats().
+struct SchedulerStats {
+  int slots_total = 0, slots_busy = 0, queue_depth = 0;
+  uint64_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0, steps = 0;
+};
+
+// Called on the scheduler thread: first token of a request (seconds after submit), and the gap
+// between two tokens of a request.
+struct SchedulerObserver {
+  virtual ~SchedulerObserver() = default;
+  virtual void on_first_token(double seconds) = 0;
+  virtual void on_inter_token(double seconds) = 0;
+};
+
+class Scheduler {
+ public:
+  virtual ~Scheduler() = default;
+  enum class Submit { Accepted, QueueFull, ShuttingDown };
+  // Thread-safe. The request must fit: prompt + max_tokens <= n_ctx (checked by the caller
+  // with n_ctx(); a request that does not fit finishes with an error).
+  virtual Submit submit(GenerationRequest req, std::shared_ptr<RequestHandle> handle) = 0;
+  virtual SchedulerStats stats() const = 0;
+  virtual int n_ctx() const = 0;
+  // Ends every queued and running request (finish_reason "stop") and stops the thread.
+  virtual void shutdown() = 0;
+};
+
+class BatchScheduler : public Scheduler {
+ public:
+  // The model and tokenizer must outlive the scheduler. Starts the scheduler thread.
+  BatchScheduler(const Model& model, const Tokenizer& tok, const SchedulerOptions& opts,
+                 SchedulerObserver* observer = nullptr);
+  ~BatchScheduler() override;
+  Submit submit(GenerationRequest req, std::shared_ptr<RequestHandle> handle) override;
+  SchedulerStats stats() const override;
+  int n_ctx() const override { return opts_.n_ctx; }
+  void shutdown() override;
+
+ private:
+  struct Slot;
+  struct Pending {
+    GenerationRequest req;
+    std::shared_ptr<RequestHandle> handle;
+    std::chrono::steady_clock::time_point submitted;
+  };
+  void run();
+  void admit(std::deque<Pending>& incoming);
+  bool step();
+  void finish(Slot& s, const std::string& reason, const std::string& error = {});
+  void emit(Slot& s, int32_t token, const float* logits);
+
+  const Model& model_;
+  const Tokenizer& tok_;
+  SchedulerOptions opts_;
+  SchedulerObserver* observer_;
+  std::unique_ptr<KVCache> cache_;
+  std::unique_ptr<ComputeContext> ctx_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  Batch batch_;
+  std::vector<float> logits_;
+  std::vector<float> logprob_scratch_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> queue_;
+  bool stopping_ = false;
+  std::atomic<int> busy_{0};
+  std::atomic<uint64_t> n_prompt_{0}, n_cached_{0}, n_generated_{0}, n_steps_{0};
+  uint64_t admissions_ = 0;  // scheduler thread only
+  std::thread thread_;
+};
+
+// Stop strings over a stream of text: releases text as soon as it cannot be the start of a
+// stop string, and reports the first match (the text before it is released, the rest dropped).
+class StopMatcher {
+ public:
+  explicit StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+  // Adds text; returns what may be released now. Sets matched() when a stop string appeared.
+  std::string push(const std::string& text);
+  // The text still held back (call at the end when no stop string matched).
+  std::string flush() { return std::exchange(held_, {}); }
+  bool matched() const { return matched_; }
+
+ private:
+  std::vector<std::string> stops_;
+  std::string held_;
+  bool matched_ = false;
+};
+
+}  // namespace slm

@@ -1,0 +1,43 @@
+// slm serve: the command-line face of the HTTP server in tools/server.
+#include <fstream>
+
+#include "commands.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "server.h"
+
+namespace slm::cli {
+
+Runner add_serve(CLI::App& app) {
+  struct Opts {
+    server::ServerOptions s;
+    std::string kv_type = "f16", api_key_file;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  app.add_option("-m,--model", o->s.model_path, "GGUF model")->required();
+  app.add_option("--host", o->s.host, "address to listen on (default 127.0.0.1: this machine only)");
+  app.add_option("--port", o->s.port, "port (0: any free port, printed when listening)");
+  app.add_option("--parallel", o->s.n_parallel, "requests generating at once (default 4)");
+  app.add_option("-c,--ctx-size", o->s.n_ctx, "context per request (default min(training context, 4096); 0: training context)");
+  app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  app.add_option("--chat-template", o->s.chat_template_file, "Jinja chat template file (default: the model's own)");
+  auto* key = app.add_option("--api-key", o->s.api_key, "require 'Authorization: Bearer KEY' on /v1/*");
+  app.add_option("--api-key-file", o->api_key_file, "read the API key from a file (first line)")->excludes(key);
+  app.add_option("--max-queue", o->s.max_queue, "requests that may wait for a slot before a 503 (default 64)");
+  app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+  return [o]() {
+    if (!o->api_key_file.empty()) {
+      std::ifstream in(o->api_key_file);
+      if (!in || !std::getline(in, o->s.api_key)) fail("cannot read an API key from {}", o->api_key_file);
+      while (!o->s.api_key.empty() && (o->s.api_key.back() == '\r' || o->s.api_key.back() == ' '))
+        o->s.api_key.pop_back();
+      if (o->s.api_key.empty()) fail("{} holds an empty API key", o->api_key_file);
+    }
+    o->s.n_threads = o->threads > 0 ? o->threads : default_threads();
+    o->s.kv_type = static_cast<DType>(parse_kv_type(o->kv_type));
+    return server::run(o->s);
+  };
+}
+
+}  // namespace slm::cli

@@ -1,0 +1,326 @@
+#include "openai.h"
+
+#include <cmath>
+#include <fmt/format.h>
+
+#include <limits>
+#include <random>
+
+namespace slm::server {
+
+namespace {
+
+const char* default_type(int status) {
+  switch (status) {
+    case 401: return "authentication_error";
+    case 404: return "not_found_error";
+    case 413: return "invalid_request_error";
+    case 429: case 503: return "server_overloaded";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+  }
+}
+
+[[noreturn]] void bad(const std::string& param, const std::string& message, const std::string& code = "invalid_value") {
+  throw ApiError(400, message, param, code);
+}
+
+// Nesting deeper than this is refused before parsing: no chat request needs more, and it keeps
+// a hostile body from costing a deep structure's memory and time.
+constexpr int kMaxDepth = 64;
+
+void check_depth(const std::string& body) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') {
+      if (++depth > kMaxDepth)
+        throw ApiError(400, "the JSON body is nested deeper than " + std::to_string(kMaxDepth) + " levels", {},
+                       "invalid_json");
+    } else if (c == ']' || c == '}') --depth;
+  }
+}
+
+const json* field(const json& body, const char* name) {
+  auto it = body.find(name);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+double number(const json& body, const char* name, double def, double lo, double hi) {
+  const json* v = field(body, name);
+  if (!v) return def;
+  if (!v->is_number()) bad(name, std::string("'") + name + "' must be a number");
+  const double x = v->get<double>();
+  if (!std::isfinite(x) || x < lo || x > hi)
+    bad(name, std::string("'") + name + "' must be between " + fmt::format("{}", lo) + " and " + fmt::format("{}", hi) +
+                  ", got " + v->dump());
+  return x;
+}
+
+int64_t integer(const json& body, const char* name, int64_t def, int64_t lo, int64_t hi) {
+  const json* v = field(body, name);
+  if (!v) return def;
+  if (!v->is_number_integer()) bad(name, std::string("'") + name + "' must be an integer, got " + v->dump());
+  if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+    bad(name, std::string("'") + name + "' is too large: " + v->dump());
+  const int64_t x = v->get<int64_t>();
+  if (x < lo || x > hi)
+    bad(name, std::string("'") + name + "' must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
+                  ", got " + std::to_string(x));
+  return x;
+}
+
+bool boolean(const json& body, const char* name, bool def) {
+  const json* v = field(body, name);
+  if (!v) return def;
+  if (!v->is_boolean()) bad(name, std::string("'") + name + "' must be true or false, got " + v->dump());
+  return v->get<bool>();
+}
+
+std::string message_content(const json& m, size_t i) {
+  const std::string param = "messages[" + std::to_string(i) + "].content";
+  auto it = m.find("content");
+  if (it == m.end() || it->is_null()) {
+    if (m.value("role", "") == "assistant") return {};
+    bad(param, "'" + param + "' is missing", "missing_required_parameter");
+  }
+  if (it->is_string()) return it->get<std::string>();
+  if (!it->is_array()) bad(param, "'" + param + "' must be a string or an array of text parts");
+  std::string out;
+  for (size_t p = 0; p < it->size(); ++p) {
+    const json& part = (*it)[p];
+    const std::string pp = param + "[" + std::to_string(p) + "]";
+    if (!part.is_object()) bad(pp, "'" + pp + "' must be an object {\"type\": \"text\", \"text\": ...}");
+    auto type = part.find("type");
+    if (type == part.end() || !type->is_string()) bad(pp + ".type", "'" + pp + ".type' must be a string");
+    if (*type != "text")
+      bad(pp + ".type", "content parts of type " + type->dump() + " are not supported: this server reads text only");
+    auto text = part.find("text");
+    if (text == part.end() || !text->is_string()) bad(pp + ".text", "'" + pp + ".text' must be a string");
+    out += text->get<std::string>();
+  }
+  return out;
+}
+
+}  // namespace
+
+ApiError::ApiError(int s, std::string message, std::string p, std::string c, std::string t)
+    : std::runtime_error(std::move(message)), status(s), param(std::move(p)), code(std::move(c)),
+      type(t.empty() ? default_type(s) : std::move(t)) {}
+
+json error_body(int status, const std::string& message, const std::string& param, const std::string& code,
+                const std::string& type) {
+  json e = {{"message", message},
+            {"type", type.empty() ? default_type(status) : type},
+            {"param", param.empty() ? json(nullptr) : json(param)},
+            {"code", code.empty() ? json(nullptr) : json(code)}};
+  return {{"error", e}};
+}
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+CompletionRequest parse_completion_request(const std::string& text, bool chat) {
+  check_depth(text);
+  json body;
+  try {
+    body = json::parse(text);
+  } catch (const json::exception& e) {
+    // nlohmann's parser also rejects strings that are not valid UTF-8.
+    throw ApiError(400, std::string("the body is not valid JSON: ") + e.what(), {}, "invalid_json");
+  }
+  if (!body.is_object()) throw ApiError(400, "the body must be a JSON object", {}, "invalid_json");
+
+  for (const char* unsupported : {"response_format", "tools", "tool_choice", "functions", "function_call"})
+    if (field(body, unsupported))
+      bad(unsupported, std::string("'") + unsupported +
+                           "' is not supported yet (constrained output and tool calls are planned); "
+                           "remove it from the request",
+          "unsupported_parameter");
+  if (const json* m = field(body, "model"); m && !m->is_string()) bad("model", "'model' must be a string");
+
+  CompletionRequest r;
+  r.chat = chat;
+  if (chat) {
+    const json* msgs = field(body, "messages");
+    if (!msgs) bad("messages", "'messages' is required", "missing_required_parameter");
+    if (!msgs->is_array() || msgs->empty()) bad("messages", "'messages' must be a non-empty array");
+    r.messages = json::array();
+    for (size_t i = 0; i < msgs->size(); ++i) {
+      const json& m = (*msgs)[i];
+      const std::string p = "messages[" + std::to_string(i) + "]";
+      if (!m.is_object()) bad(p, "'" + p + "' must be an object with 'role' and 'content'");
+      auto role = m.find("role");
+      if (role == m.end() || !role->is_string())
+        bad(p + ".role", "'" + p + ".role' is required and must be a string", "missing_required_parameter");
+      std::string rs = role->get<std::string>();
+      if (rs == "developer") rs = "system";  // OpenAI's newer name for the system role
+      if (rs == "tool" || rs == "function")
+        bad(p + ".role", "role '" + rs + "' is not supported yet (tool calls are planned)", "unsupported_parameter");
+      if (rs != "system" && rs != "user" && rs != "assistant")
+        bad(p + ".role", "unknown role '" + rs + "' in " + p + ": use system, user or assistant");
+      if (m.contains("tool_calls")) bad(p + ".tool_calls", "tool calls are not supported yet", "unsupported_parameter");
+      r.messages.push_back({{"role", rs}, {"content", message_content(m, i)}});
+    }
+  } else {
+    const json* p = field(body, "prompt");
+    if (!p) bad("prompt", "'prompt' is required", "missing_required_parameter");
+    if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) p = &(*p)[0];
+    if (!p->is_string()) bad("prompt", "'prompt' must be a string");
+    r.prompt = p->get<std::string>();
+    if (r.prompt.empty()) bad("prompt", "'prompt' is empty: there is nothing to continue");
+  }
+
+  if (integer(body, "n", 1, 1, std::numeric_limits<int32_t>::max()) != 1)
+    bad("n", "'n' must be 1: this server returns one choice per request");
+  int64_t max_tokens = integer(body, "max_tokens", -1, 1, std::numeric_limits<int32_t>::max());
+  max_tokens = integer(body, "max_completion_tokens", max_tokens, 1, std::numeric_limits<int32_t>::max());
+  r.gen.max_tokens = static_cast<int>(max_tokens);
+
+  SamplerParams& s = r.gen.sampling;
+  s.temperature = static_cast<float>(number(body, "temperature", 0.8, 0.0, 2.0));
+  s.top_p = static_cast<float>(number(body, "top_p", 0.95, 0.0, 1.0));
+  if (s.top_p <= 0.0f) bad("top_p", "'top_p' must be greater than 0");
+  s.top_k = static_cast<int32_t>(integer(body, "top_k", 40, 0, std::numeric_limits<int32_t>::max()));
+  s.min_p = static_cast<float>(number(body, "min_p", 0.05, 0.0, 1.0));
+  s.presence_penalty = static_cast<float>(number(body, "presence_penalty", 0.0, -2.0, 2.0));
+  s.frequency_penalty = static_cast<float>(number(body, "frequency_penalty", 0.0, -2.0, 2.0));
+  s.repeat_penalty = static_cast<float>(number(body, "repeat_penalty", 1.0, 0.0, 10.0));
+  if (s.repeat_penalty <= 0.0f) bad("repeat_penalty", "'repeat_penalty' must be greater than 0");
+  if (const json* seed = field(body, "seed")) {
+    if (!seed->is_number_integer()) bad("seed", "'seed' must be an integer, got " + seed->dump());
+    s.seed = seed->is_number_unsigned() ? seed->get<uint64_t>() : static_cast<uint64_t>(seed->get<int64_t>());
+  } else {
+    s.seed = std::random_device{}();
+  }
+
+  if (const json* stop = field(body, "stop")) {
+    if (stop->is_string()) {
+      r.gen.stop.push_back(stop->get<std::string>());
+    } else if (stop->is_array()) {
+      if (stop->size() > 4) bad("stop", "'stop' holds at most 4 strings, got " + std::to_string(stop->size()));
+      for (const auto& x : *stop) {
+        if (!x.is_string()) bad("stop", "'stop' must be a string or an array of strings");
+        r.gen.stop.push_back(x.get<std::string>());
+      }
+    } else {
+      bad("stop", "'stop' must be a string or an array of strings");
+    }
+    for (const auto& x : r.gen.stop)
+      if (x.empty()) bad("stop", "'stop' strings must not be empty");
+  }
+
+  r.stream = boolean(body, "stream", false);
+  if (const json* so = field(body, "stream_options")) {
+    if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
+    if (!r.stream) bad("stream_options", "'stream_options' is only allowed with \"stream\": true");
+    r.include_usage = boolean(*so, "include_usage", false);
+  }
+
+  if (chat) {
+    r.logprobs = boolean(body, "logprobs", false);
+    const int64_t top = integer(body, "top_logprobs", 0, 0, 20);
+    if (field(body, "top_logprobs") && !r.logprobs)
+      bad("top_logprobs", "'top_logprobs' needs \"logprobs\": true");
+    r.gen.top_logprobs = r.logprobs ? static_cast<int>(top) : -1;
+  } else {
+    // The completions API's logprobs is the number of alternatives (0..5).
+    const int64_t n = integer(body, "logprobs", -1, 0, 5);
+    r.logprobs = n >= 0;
+    r.gen.top_logprobs = static_cast<int>(n);
+  }
+  return r;
+}
+
+json usage_json(const RequestEvents& fin) {
+  return {{"prompt_tokens", fin.prompt_tokens},
+          {"completion_tokens", fin.completion_tokens},
+          {"total_tokens", fin.prompt_tokens + fin.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", fin.cached_tokens}}}};
+}
+
+json logprobs_json(bool chat, const std::vector<TokenLogprob>& lp, size_t text_offset) {
+  auto bytes = [](const std::string& s) {
+    json b = json::array();
+    for (unsigned char c : s) b.push_back(static_cast<int>(c));
+    return b;
+  };
+  if (chat) {
+    json content = json::array();
+    for (const auto& t : lp) {
+      json top = json::array();
+      for (const auto& [piece, l] : t.top) top.push_back({{"token", piece}, {"logprob", l}, {"bytes", bytes(piece)}});
+      content.push_back({{"token", t.piece}, {"logprob", t.logprob}, {"bytes", bytes(t.piece)}, {"top_logprobs", top}});
+    }
+    return {{"content", content}, {"refusal", nullptr}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(), offsets = json::array();
+  for (const auto& t : lp) {
+    tokens.push_back(t.piece);
+    token_logprobs.push_back(t.logprob);
+    json top = json::object();
+    for (const auto& [piece, l] : t.top) top[piece] = l;
+    top_logprobs.push_back(top);
+    offsets.push_back(text_offset);
+    text_offset += t.piece.size();
+  }
+  return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs}, {"text_offset", offsets}};
+}
+
+json full_response(const ResponseMeta& m, const std::string& text, const std::vector<TokenLogprob>& lp,
+                   bool want_logprobs, const RequestEvents& fin) {
+  json choice;
+  choice["index"] = 0;
+  if (m.chat) choice["message"] = {{"role", "assistant"}, {"content", text}, {"refusal", nullptr}};
+  else choice["text"] = text;
+  choice["logprobs"] = want_logprobs ? logprobs_json(m.chat, lp, 0) : json(nullptr);
+  choice["finish_reason"] = fin.finish_reason;
+  return {{"id", m.id},
+          {"object", m.chat ? "chat.completion" : "text_completion"},
+          {"created", m.created},
+          {"model", m.model},
+          {"system_fingerprint", "slm"},
+          {"choices", json::array({choice})},
+          {"usage", usage_json(fin)}};
+}
+
+json stream_chunk(const ResponseMeta& m, const std::string& text, const std::vector<TokenLogprob>* lp, bool first,
+                  const std::string& finish_reason, bool include_usage, size_t text_offset) {
+  json choice;
+  choice["index"] = 0;
+  if (m.chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (first || !text.empty()) delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  choice["logprobs"] = lp && !lp->empty() ? logprobs_json(m.chat, *lp, text_offset) : json(nullptr);
+  choice["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(finish_reason);
+  json chunk = {{"id", m.id},
+                {"object", m.chat ? "chat.completion.chunk" : "text_completion"},
+                {"created", m.created},
+                {"model", m.model},
+                {"system_fingerprint", "slm"},
+                {"choices", json::array({choice})}};
+  if (include_usage) chunk["usage"] = nullptr;
+  return chunk;
+}
+
+json usage_chunk(const ResponseMeta& m, const RequestEvents& fin) {
+  return {{"id", m.id},
+          {"object", m.chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", m.created},
+          {"model", m.model},
+          {"system_fingerprint", "slm"},
+          {"choices", json::array()},
+          {"usage", usage_json(fin)}};
+}
+
+}  // namespace slm::server

@@ -1,0 +1,405 @@
+#include "server.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <httplib.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include "core/error.h"
+#include "metrics.h"
+#include "models/model.h"
+#include "openai.h"
+#include "runtime/chat_prompt.h"
+#include "runtime/scheduler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace slm::server {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+// Bodies above this are refused with 413 before they are read whole.
+constexpr size_t kMaxBody = 8u << 20;
+
+// What the request log line needs from a handler. httplib runs a request's handler, its
+// streamed body and the logger on one thread, so a thread-local record ties them together.
+struct RequestLog {
+  clock::time_point start;
+  int prompt_tokens = -1, generated_tokens = -1;
+};
+thread_local RequestLog t_log;
+
+// SIGINT/SIGTERM only write a byte to this pipe; a thread reads it and shuts down in order.
+int g_signal_pipe[2] = {-1, -1};
+extern "C" void on_signal(int sig) {
+  const char c = sig > 0 ? 1 : 0;
+  [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &c, 1);
+}
+
+std::string random_id(const char* prefix) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{}{:016x}{:08x}", prefix, rng(), static_cast<uint32_t>(rng()));
+}
+
+// The state a server shares with its handlers.
+struct State {
+  ServerOptions opts;
+  std::string model_id;
+  std::atomic<bool> ready{false};
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tok;
+  std::optional<ChatPrompt> chat;
+  std::string chat_error;  // why chat completions cannot be served, when they cannot
+  std::unique_ptr<BatchScheduler> scheduler;
+  Metrics metrics;
+  int64_t created = 0;
+};
+
+void send_error(httplib::Response& res, int status, const std::string& message, const std::string& param = {},
+                const std::string& code = {}) {
+  res.status = status;
+  res.set_content(dump(error_body(status, message, param, code)), "application/json");
+}
+
+void send_json(httplib::Response& res, const json& j) { res.set_content(dump(j), "application/json"); }
+
+bool write_sse(httplib::DataSink& sink, const std::string& payload) {
+  const std::string line = "data: " + payload + "\n\n";
+  return sink.write(line.data(), line.size());
+}
+
+// Builds the generation request (prompt tokens and their check against the context) and
+// submits it. Throws ApiError.
+std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
+  std::vector<int32_t> prompt;
+  try {
+    if (r.chat) {
+      if (!st.chat) throw ApiError(400, st.chat_error, "messages", "no_chat_template");
+      prompt = st.chat->tokenize(st.chat->render(r.messages));
+    } else {
+      prompt = st.tok->encode(r.prompt, /*add_special=*/true, /*parse_special=*/false);
+    }
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), r.chat ? "messages" : "prompt");
+  }
+  const int64_t n_ctx = st.scheduler->n_ctx();
+  const int64_t n_prompt = static_cast<int64_t>(prompt.size());
+  if (r.gen.max_tokens > 0 && n_prompt + r.gen.max_tokens > n_ctx)
+    throw ApiError(400,
+                   fmt::format("the prompt has {} tokens and max_tokens is {}: together {}, more than the context of "
+                               "{} tokens per request; shorten the prompt, lower max_tokens, or start the server "
+                               "with a larger -c",
+                               n_prompt, r.gen.max_tokens, n_prompt + r.gen.max_tokens, n_ctx),
+                   "max_tokens", "context_length_exceeded");
+  if (n_prompt >= n_ctx)
+    throw ApiError(400,
+                   fmt::format("the prompt has {} tokens but the context holds {} per request; shorten the prompt or "
+                               "start the server with a larger -c",
+                               n_prompt, n_ctx),
+                   r.chat ? "messages" : "prompt", "context_length_exceeded");
+  t_log.prompt_tokens = static_cast<int>(n_prompt);
+  r.gen.prompt = std::move(prompt);
+  auto handle = std::make_shared<RequestHandle>();
+  switch (st.scheduler->submit(std::move(r.gen), handle)) {
+    case Scheduler::Submit::Accepted: return handle;
+    case Scheduler::Submit::QueueFull:
+      throw ApiError(503, fmt::format("the server is busy: {} requests are running and {} waiting; retry shortly",
+                                      st.opts.n_parallel, st.opts.max_queue),
+                     {}, "queue_full");
+    case Scheduler::Submit::ShuttingDown: break;
+  }
+  throw ApiError(503, "the server is shutting down", {}, "shutting_down");
+}
+
+void handle_completion(State& st, const httplib::Request& req, httplib::Response& res, bool chat) {
+  if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
+  CompletionRequest r = parse_completion_request(req.body, chat);
+  ResponseMeta meta{random_id(chat ? "chatcmpl-" : "cmpl-"), st.model_id, static_cast<int64_t>(std::time(nullptr)), chat};
+  const bool want_logprobs = r.logprobs;
+  std::shared_ptr<RequestHandle> handle = submit(st, r);
+
+  if (!r.stream) {
+    std::string text;
+    std::vector<TokenLogprob> lp;
+    for (;;) {
+      RequestEvents ev = handle->wait(std::chrono::milliseconds(250));
+      text += ev.text;
+      for (auto& l : ev.logprobs) lp.push_back(std::move(l));
+      if (!ev.finished) continue;
+      t_log.generated_tokens = ev.completion_tokens;
+      if (ev.finish_reason == "error") {
+        send_error(res, 500, "generation failed: " + ev.error, {}, "generation_error");
+        return;
+      }
+      if (ev.finish_reason == "cancelled") ev.finish_reason = "stop";
+      send_json(res, full_response(meta, text, lp, want_logprobs, ev));
+      return;
+    }
+  }
+
+  struct Stream {
+    std::shared_ptr<RequestHandle> handle;
+    ResponseMeta meta;
+    bool include_usage, first = true;
+    size_t offset = 0;
+    clock::time_point last_write = clock::now();
+  };
+  auto s = std::make_shared<Stream>(Stream{handle, meta, r.include_usage});
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [s](size_t, httplib::DataSink& sink) {
+        auto write = [&](const std::string& payload) {
+          if (!write_sse(sink, payload)) {
+            // The client went away: stop its generation and free the slot.
+            s->handle->cancel();
+            return false;
+          }
+          s->last_write = clock::now();
+          return true;
+        };
+        if (s->first && s->meta.chat) {
+          s->first = false;
+          if (!write(dump(stream_chunk(s->meta, "", nullptr, true, "", s->include_usage, 0)))) return false;
+        }
+        s->first = false;
+        RequestEvents ev = s->handle->wait(std::chrono::milliseconds(250));
+        if (!ev.text.empty() || !ev.logprobs.empty()) {
+          if (!write(dump(stream_chunk(s->meta, ev.text, &ev.logprobs, false, "", s->include_usage, s->offset))))
+            return false;
+          s->offset += ev.text.size();
+        } else if (!ev.finished && clock::now() - s->last_write > std::chrono::seconds(2)) {
+          // A comment line keeps proxies from timing out and tells us early if the client left
+          // while the request waits for a slot.
+          static const std::string ping = ": waiting\n\n";
+          if (!sink.write(ping.data(), ping.size())) {
+            s->handle->cancel();
+            return false;
+          }
+          s->last_write = clock::now();
+        }
+        if (!ev.finished) return true;
+        t_log.generated_tokens = ev.completion_tokens;
+        if (ev.finish_reason == "error") {
+          if (!write(dump(error_body(500, "generation failed: " + ev.error, {}, "generation_error")))) return false;
+        } else {
+          const std::string reason = ev.finish_reason == "cancelled" ? "stop" : ev.finish_reason;
+          if (!write(dump(stream_chunk(s->meta, "", nullptr, false, reason, s->include_usage, s->offset)))) return false;
+          if (s->include_usage && !write(dump(usage_chunk(s->meta, ev)))) return false;
+        }
+        if (!write("[DONE]")) return false;
+        sink.done();
+        return true;
+      },
+      [s](bool success) {
+        if (!success) s->handle->cancel();
+      });
+}
+
+// Route label for /metrics: the known routes, everything else as one label (a scanner's
+// random paths must not grow the metric set).
+std::string route_label(const std::string& path) {
+  for (const char* r : {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"})
+    if (path == r) return path;
+  return "other";
+}
+
+bool api_key_ok(const State& st, const httplib::Request& req) {
+  if (st.opts.api_key.empty()) return true;
+  std::string given = req.get_header_value("Authorization");
+  if (given.rfind("Bearer ", 0) == 0) given = given.substr(7);
+  else given = req.get_header_value("x-api-key");
+  // Constant time in the key's length: a wrong key's prefix must not answer faster.
+  const std::string& key = st.opts.api_key;
+  unsigned diff = given.size() != key.size();
+  for (size_t i = 0; i < key.size(); ++i) diff |= static_cast<unsigned>(key[i] ^ (i < given.size() ? given[i] : 0));
+  return diff == 0;
+}
+
+template <class F>
+httplib::Server::Handler guarded(F&& f) {
+  return [f](const httplib::Request& req, httplib::Response& res) {
+    try {
+      f(req, res);
+    } catch (const ApiError& e) {
+      res.status = e.status;
+      if (e.status == 503) res.set_header("Retry-After", "1");
+      res.set_content(dump(error_body(e.status, e.what(), e.param, e.code, e.type)), "application/json");
+    } catch (const std::bad_alloc&) {
+      send_error(res, 500, "out of memory");
+    } catch (const std::exception& e) {
+      send_error(res, 500, std::string("internal error: ") + e.what());
+    }
+  };
+}
+
+void load_model(State& st) {
+  st.model = Model::load(st.opts.model_path);
+  st.tok = Tokenizer::from_gguf(st.model->gguf());
+  try {
+    st.chat.emplace(ChatPrompt::for_model(*st.tok, st.model->gguf(), st.opts.chat_template_file, st.opts.model_path));
+  } catch (const Error& e) {
+    // A named template that fails is the user's mistake: say so now. A model without one can
+    // still serve /v1/completions.
+    if (!st.opts.chat_template_file.empty()) throw;
+    st.chat_error = std::string(e.what()) + "; /v1/completions works without one";
+    fmt::print(stderr, "slm: warning: {}\n", st.chat_error);
+  }
+  SchedulerOptions so;
+  so.n_parallel = st.opts.n_parallel;
+  const int64_t train = st.model->hparams().n_ctx_train;
+  if (st.opts.n_ctx > 0) so.n_ctx = st.opts.n_ctx;
+  else if (st.opts.n_ctx == 0) so.n_ctx = static_cast<int>(std::min<int64_t>(train, 1 << 20));
+  else so.n_ctx = static_cast<int>(std::min<int64_t>(train > 0 ? train : 4096, 4096));
+  so.n_threads = st.opts.n_threads;
+  so.max_queue = st.opts.max_queue;
+  so.kv_type = st.opts.kv_type;
+  st.scheduler = std::make_unique<BatchScheduler>(*st.model, *st.tok, so, &st.metrics);
+  fmt::print(stderr, "slm: model {} loaded: {} slots of {} tokens, {} threads\n", st.model_id, so.n_parallel, so.n_ctx,
+             so.n_threads);
+}
+
+}  // namespace
+
+int run(const ServerOptions& opts) {
+  if (::access(opts.model_path.c_str(), R_OK) != 0) fail("cannot read the model file {}", opts.model_path);
+  if (opts.n_parallel < 1 || opts.n_parallel > 256) fail("--parallel {} must be between 1 and 256", opts.n_parallel);
+  if (opts.max_queue < 0) fail("--max-queue {} must not be negative", opts.max_queue);
+  State st;
+  st.opts = opts;
+  st.model_id = std::filesystem::path(opts.model_path).filename().string();
+  st.created = static_cast<int64_t>(std::time(nullptr));
+
+  httplib::Server svr;
+  // Every streamed or waiting request holds a thread: the slots, the queue and some room for
+  // health checks and metrics.
+  const size_t n_http_threads = static_cast<size_t>(opts.n_parallel + opts.max_queue + 8);
+  svr.new_task_queue = [n_http_threads] { return new httplib::ThreadPool(n_http_threads); };
+  svr.set_payload_max_length(kMaxBody);
+  svr.set_read_timeout(5, 0);   // a half-sent request is dropped after 5 s; it never holds a slot
+  svr.set_write_timeout(30, 0);
+  svr.set_keep_alive_timeout(5);
+
+  svr.set_pre_routing_handler([&st](const httplib::Request& req, httplib::Response& res) {
+    t_log = RequestLog{clock::now()};
+    if (req.path.rfind("/v1/", 0) == 0 && !api_key_ok(st, req)) {
+      send_error(res, 401, "missing or wrong API key: send it as 'Authorization: Bearer KEY'", {}, "invalid_api_key");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  // Statuses httplib sets itself (404, 413, 400 for a bad request line) get an OpenAI body too.
+  svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    std::string message;
+    switch (res.status) {
+      case 404: message = "no route " + req.method + " " + req.path + " (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions)"; break;
+      case 413: message = fmt::format("the request body is larger than {} MiB", kMaxBody >> 20); break;
+      default: message = fmt::format("the request could not be read (HTTP {})", res.status); break;
+    }
+    res.set_content(dump(error_body(res.status, message)), "application/json");
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  svr.set_logger([&st](const httplib::Request& req, const httplib::Response& res) {
+    const double ms = std::chrono::duration<double, std::milli>(clock::now() - t_log.start).count();
+    st.metrics.count_request(route_label(req.path), res.status);
+    std::string tokens;
+    if (t_log.prompt_tokens >= 0) tokens += fmt::format(" prompt={}", t_log.prompt_tokens);
+    if (t_log.generated_tokens >= 0) tokens += fmt::format(" generated={}", t_log.generated_tokens);
+    fmt::print(stderr, "slm: {} {} {}{} {:.1f} ms\n", req.method, req.path, res.status, tokens, ms);
+  });
+
+  svr.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(kChatPage, "text/html; charset=utf-8");
+  });
+  svr.Get("/health", [&st](const httplib::Request&, httplib::Response& res) {
+    if (st.ready) {
+      send_json(res, {{"status", "ok"}});
+    } else {
+      res.status = 503;
+      res.set_header("Retry-After", "1");
+      send_json(res, {{"status", "loading"}, {"error", error_body(503, "the model is still loading")["error"]}});
+    }
+  });
+  svr.Get("/metrics", [&st](const httplib::Request&, httplib::Response& res) {
+    const SchedulerStats s = st.ready ? st.scheduler->stats() : SchedulerStats{0, 0, 0, 0, 0, 0, 0};
+    res.set_content(st.metrics.render(s, st.ready), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  svr.Get("/v1/models", [&st](const httplib::Request&, httplib::Response& res) {
+    json model = {{"id", st.model_id}, {"object", "model"}, {"created", st.created}, {"owned_by", "slm"}};
+    if (st.ready) {
+      const auto& hp = st.model->hparams();
+      model["meta"] = {{"architecture", hp.arch}, {"n_vocab", hp.n_vocab}, {"n_ctx_train", hp.n_ctx_train},
+                       {"n_ctx", st.scheduler->n_ctx()}, {"n_embd", hp.n_embd}, {"n_layer", hp.n_layer}};
+    }
+    send_json(res, {{"object", "list"}, {"data", json::array({model})}});
+  });
+  svr.Post("/v1/chat/completions", guarded([&st](const httplib::Request& req, httplib::Response& res) {
+             handle_completion(st, req, res, true);
+           }));
+  svr.Post("/v1/completions", guarded([&st](const httplib::Request& req, httplib::Response& res) {
+             handle_completion(st, req, res, false);
+           }));
+  for (const char* post_only : {"/v1/chat/completions", "/v1/completions"})
+    svr.Get(post_only, [](const httplib::Request& req, httplib::Response& res) {
+      res.set_header("Allow", "POST");
+      send_error(res, 405, req.path + " takes POST with a JSON body", {}, "method_not_allowed");
+    });
+
+  const int port = opts.port == 0 ? svr.bind_to_any_port(opts.host) : (svr.bind_to_port(opts.host, opts.port) ? opts.port : -1);
+  if (port < 0) fail("cannot listen on {}:{} (in use, or not an address of this machine)", opts.host, opts.port);
+
+  if (::pipe2(g_signal_pipe, O_CLOEXEC) != 0) fail("cannot create the signal pipe");
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  std::atomic<int> exit_code{0};
+  std::thread loader([&] {
+    try {
+      load_model(st);
+      st.ready = true;
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "slm: error: {}\n", e.what());
+      exit_code = 1;
+      on_signal(0);  // stop the server
+    }
+  });
+  // Orderly shutdown: stop accepting, end the running requests (their streams finish with a
+  // final chunk and [DONE]), and let listen() return once every handler is done.
+  std::thread watcher([&] {
+    char c = 0;
+    while (::read(g_signal_pipe[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    if (c == 1) fmt::print(stderr, "slm: shutting down\n");
+    svr.stop();
+    loader.join();
+    if (st.scheduler) st.scheduler->shutdown();
+  });
+
+  fmt::print(stderr, "slm: listening on http://{}:{}\n", opts.host.find(':') != std::string::npos ? "[" + opts.host + "]" : opts.host, port);
+  svr.listen_after_bind();
+  on_signal(0);  // wakes the watcher when listen() ended for another reason
+  watcher.join();
+  st.scheduler.reset();
+  ::close(g_signal_pipe[0]);
+  ::close(g_signal_pipe[1]);
+  return exit_code;
+}
+
+}  // namespace slm::server

@@ -1,0 +1,31 @@
+// slm serve: an OpenAI-compatible HTTP server (chat completions, completions, models, health,
+// metrics) and a web chat page, over the continuous-batching scheduler (runtime/scheduler.h).
+#pragma once
+#include <string>
+
+#include "core/dtype.h"
+
+namespace slm::server {
+
+struct ServerOptions {
+  std::string model_path;
+  std::string host = "127.0.0.1";
+  int port = 8080;        // 0: any free port (printed when listening)
+  int n_parallel = 4;
+  int n_ctx = -1;         // per slot; -1: min(training context, 4096); 0: training context
+  int n_threads = 1;
+  std::string chat_template_file;
+  std::string api_key;    // empty: no key required
+  int max_queue = 64;
+  DType kv_type = DType::F16;
+};
+
+// Binds, prints "slm: listening on http://HOST:PORT" to stderr, loads the model (GET /health
+// answers 503 meanwhile) and serves until SIGINT or SIGTERM. Returns the exit status. Throws
+// slm::Error when it cannot bind or load.
+int run(const ServerOptions& opts);
+
+// The web chat page served at GET / (chat_page.html, compiled in).
+extern const char* const kChatPage;
+
+}  // namespace slm::server
