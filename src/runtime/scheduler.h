@@ -35,6 +35,7 @@ struct GenerationRequest {
   int max_tokens = -1;             // -1: until end of generation or the context is full
   std::vector<std::string> stop;   // stop strings (the text ends before the first match)
   int top_logprobs = -1;           // -1: no log-probabilities; 0..20: the token's and that many more
+  bool ignore_eos = false;         // generate through end-of-generation tokens (benchmarks)
 };
 
 struct TokenLogprob {

@@ -215,6 +215,7 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
       if (x.empty()) bad("stop", "'stop' strings must not be empty");
   }
 
+  r.gen.ignore_eos = boolean(body, "ignore_eos", false);
   r.stream = boolean(body, "stream", false);
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
