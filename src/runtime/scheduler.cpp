@@ -17,6 +17,7 @@ RequestEvents RequestHandle::wait(std::chrono::milliseconds timeout) {
     return !pending_.text.empty() || !pending_.logprobs.empty() || (finished_ && !finish_read_);
   });
   RequestEvents out = std::exchange(pending_, RequestEvents{});
+  pending_.completion_tokens = out.completion_tokens;
   if (finished_ && !finish_read_) {
     finish_read_ = true;
     out.finished = true;
@@ -29,9 +30,10 @@ RequestEvents RequestHandle::wait(std::chrono::milliseconds timeout) {
   return out;
 }
 
-void RequestHandle::push(const std::string& text, std::vector<TokenLogprob>&& lp) {
+void RequestHandle::push(const std::string& text, std::vector<TokenLogprob>&& lp, int generated) {
   {
     std::lock_guard lock(mu_);
+    pending_.completion_tokens = generated;
     pending_.text += text;
     for (auto& l : lp) pending_.logprobs.push_back(std::move(l));
   }
@@ -259,7 +261,7 @@ void BatchScheduler::finish(Slot& s, const std::string& reason, const std::strin
   if (reason != "cancelled" && reason != "error") {
     std::string rest = s.decoder ? s.stop->push(s.decoder->flush()) : std::string();
     if (!s.stop->matched()) rest += s.stop->flush();
-    if (!rest.empty()) s.handle->push(rest, {});
+    if (!rest.empty()) s.handle->push(rest, {}, s.generated);
   }
   s.handle->finish(reason, error, static_cast<int>(s.req.prompt.size()), s.cached, s.generated);
   s.handle.reset();
@@ -306,7 +308,7 @@ void BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
   ++s.generated;
   n_generated_.fetch_add(1);
   const std::string text = s.stop->push(s.decoder->push(token));
-  if (!text.empty() || !lp.empty()) s.handle->push(text, std::move(lp));
+  if (!text.empty() || !lp.empty()) s.handle->push(text, std::move(lp), s.generated);
   if (s.stop->matched()) {
     finish(s, "stop");
     return;

@@ -52,7 +52,8 @@ struct RequestEvents {
   bool finished = false;
   std::string finish_reason;         // "stop", "length", "cancelled", "error" (when finished)
   std::string error;                 // with finish_reason "error"
-  int prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0;
+  int prompt_tokens = 0, cached_tokens = 0;
+  int completion_tokens = 0;         // generated so far (set on every read, final when finished)
 };
 
 // Shared between the scheduler thread and the thread that serves the request.
@@ -66,7 +67,7 @@ class RequestHandle {
 
  private:
   friend class BatchScheduler;
-  void push(const std::string& text, std::vector<TokenLogprob>&& lp);
+  void push(const std::string& text, std::vector<TokenLogprob>&& lp, int generated);
   void finish(const std::string& reason, const std::string& error, int prompt, int cached, int completion);
 
   std::mutex mu_;

@@ -176,6 +176,8 @@ void handle_completion(State& st, const httplib::Request& req, httplib::Response
         }
         s->first = false;
         RequestEvents ev = s->handle->wait(std::chrono::milliseconds(250));
+        // Kept current so that the log line of a stream the client left still counts its tokens.
+        t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
         if (!ev.text.empty() || !ev.logprobs.empty()) {
           if (!write(dump(stream_chunk(s->meta, ev.text, &ev.logprobs, false, "", s->include_usage, s->offset))))
             return false;
