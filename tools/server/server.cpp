@@ -64,6 +64,20 @@ struct State {
   std::unique_ptr<BatchScheduler> scheduler;
   Metrics metrics;
   int64_t created = 0;
+  // Shutdown: new completions are refused once `stopping` is set, and the server stops
+  // listening only when no completion is being written any more (in_flight == 0), so that
+  // every stream ends with its final chunk and [DONE].
+  std::atomic<bool> stopping{false};
+  std::atomic<int> in_flight{0};
+};
+
+// Counts a completion from its start until its response is written (or abandoned).
+struct InFlight {
+  explicit InFlight(State& st) : st_(&st) { st.in_flight.fetch_add(1); }
+  ~InFlight() { if (st_) st_->in_flight.fetch_sub(1); }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+  State* st_;
 };
 
 void send_error(httplib::Response& res, int status, const std::string& message, const std::string& param = {},
@@ -122,9 +136,11 @@ std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
   throw ApiError(503, "the server is shutting down", {}, "shutting_down");
 }
 
-void handle_completion(State& st, const httplib::Request& req, httplib::Response& res, bool chat) {
+void handle_completion(State& st, const std::string& body, httplib::Response& res, bool chat) {
+  if (st.stopping) throw ApiError(503, "the server is shutting down", {}, "shutting_down");
   if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
-  CompletionRequest r = parse_completion_request(req.body, chat);
+  auto in_flight = std::make_shared<InFlight>(st);
+  CompletionRequest r = parse_completion_request(body, chat);
   ResponseMeta meta{random_id(chat ? "chatcmpl-" : "cmpl-"), st.model_id, static_cast<int64_t>(std::time(nullptr)), chat};
   const bool want_logprobs = r.logprobs;
   std::shared_ptr<RequestHandle> handle = submit(st, r);
@@ -154,8 +170,10 @@ void handle_completion(State& st, const httplib::Request& req, httplib::Response
     bool include_usage, first = true;
     size_t offset = 0;
     clock::time_point last_write = clock::now();
+    std::shared_ptr<InFlight> in_flight;  // released with the stream
   };
   auto s = std::make_shared<Stream>(Stream{handle, meta, r.include_usage});
+  s->in_flight = in_flight;
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider(
@@ -207,6 +225,7 @@ void handle_completion(State& st, const httplib::Request& req, httplib::Response
       },
       [s](bool success) {
         if (!success) s->handle->cancel();
+        s->in_flight.reset();
       });
 }
 
@@ -230,11 +249,45 @@ bool api_key_ok(const State& st, const httplib::Request& req) {
   return diff == 0;
 }
 
+// Reads a POST body of at most kMaxBody bytes, whatever its framing (httplib's own limit only
+// applies to bodies with a Content-Length; a chunked one would otherwise be read whole).
+std::string read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+  // JSON only: a browser page may send text/plain or a form to 127.0.0.1 without asking first
+  // (no CORS preflight), and must not be able to make the server generate that way.
+  const std::string type = req.get_header_value("Content-Type");
+  const std::string media = type.substr(0, type.find(';'));
+  if (media != "application/json") {
+    res.set_header("Connection", "close");  // the body is never read
+    throw ApiError(415, "send the body as JSON with 'Content-Type: application/json' (got " +
+                            (type.empty() ? std::string("none") : "'" + type + "'") + ")",
+                   {}, "unsupported_media_type");
+  }
+  std::string body;
+  bool too_large = false;
+  const bool ok = reader([&](const char* data, size_t n) {
+    if (body.size() + n > kMaxBody) {
+      too_large = true;
+      return false;
+    }
+    body.append(data, n);
+    return true;
+  });
+  if (too_large || res.status == 413) {
+    res.set_header("Connection", "close");  // the rest of the body is never read
+    throw ApiError(413, fmt::format("the request body is larger than {} MiB", kMaxBody >> 20), {}, "payload_too_large");
+  }
+  if (!ok) {
+    res.set_header("Connection", "close");
+    throw ApiError(400, "the request body could not be read whole", {}, "incomplete_body");
+  }
+  return body;
+}
+
 template <class F>
-httplib::Server::Handler guarded(F&& f) {
-  return [f](const httplib::Request& req, httplib::Response& res) {
+httplib::Server::HandlerWithContentReader guarded(F&& f) {
+  return [f](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
     try {
-      f(req, res);
+      f(req, res, reader);
     } catch (const ApiError& e) {
       res.status = e.status;
       if (e.status == 503) res.set_header("Retry-After", "1");
@@ -292,7 +345,7 @@ int run(const ServerOptions& opts) {
   svr.set_payload_max_length(kMaxBody);
   svr.set_read_timeout(5, 0);   // a half-sent request is dropped after 5 s; it never holds a slot
   svr.set_write_timeout(30, 0);
-  svr.set_keep_alive_timeout(5);
+  svr.set_keep_alive_timeout(2);  // idle connections also hold shutdown this long
 
   svr.set_pre_routing_handler([&st](const httplib::Request& req, httplib::Response& res) {
     t_log = RequestLog{clock::now()};
@@ -348,11 +401,13 @@ int run(const ServerOptions& opts) {
     }
     send_json(res, {{"object", "list"}, {"data", json::array({model})}});
   });
-  svr.Post("/v1/chat/completions", guarded([&st](const httplib::Request& req, httplib::Response& res) {
-             handle_completion(st, req, res, true);
+  svr.Post("/v1/chat/completions",
+           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+             handle_completion(st, read_body(req, res, reader), res, true);
            }));
-  svr.Post("/v1/completions", guarded([&st](const httplib::Request& req, httplib::Response& res) {
-             handle_completion(st, req, res, false);
+  svr.Post("/v1/completions",
+           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+             handle_completion(st, read_body(req, res, reader), res, false);
            }));
   for (const char* post_only : {"/v1/chat/completions", "/v1/completions"})
     svr.Get(post_only, [](const httplib::Request& req, httplib::Response& res) {
@@ -389,9 +444,13 @@ int run(const ServerOptions& opts) {
     while (::read(g_signal_pipe[0], &c, 1) < 0 && errno == EINTR) {
     }
     if (c == 1) fmt::print(stderr, "slm: shutting down\n");
-    svr.stop();
+    st.stopping = true;
     loader.join();
     if (st.scheduler) st.scheduler->shutdown();
+    // httplib ends a stream it is writing as soon as it stops listening: wait (a while, at
+    // most) for the running completions to write their last chunk first.
+    for (int i = 0; i < 500 && st.in_flight.load() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    svr.stop();
   });
 
   fmt::print(stderr, "slm: listening on http://{}:{}\n", opts.host.find(':') != std::string::npos ? "[" + opts.host + "]" : opts.host, port);
