@@ -109,6 +109,7 @@ if (!url) {
 }
 
 let reqNo = 0;
+let promptTokensSeen = 0;  // prompt tokens of a request, from the server's usage
 // Warm-up: page in the weights and repack them before anything is timed.
 await oneRequest(reqNo++);
 
@@ -121,6 +122,7 @@ for (const C of levels) {
     const results = await Promise.all(Array.from({ length: C }, () => oneRequest(reqNo++)));
     for (const x of results) {
       totalTokens += x.generated;
+      promptTokensSeen = x.prompt;
       if (x.times.length) ttft.push((x.times[0] - x.t0) / 1000);
       for (let k = 1; k < x.times.length; ++k) itl.push((x.times[k] - x.times[k - 1]) / 1000);
     }
@@ -151,8 +153,15 @@ for (const r of rows)
               `${r.ttft95.toFixed(2)} | ${(r.itl50 * 1000).toFixed(1)} | ${(r.itl95 * 1000).toFixed(1)} |`);
 
 if (model) {
-  // The same binary, one stream, for scale.
-  const out = execFileSync(slm, ['bench', '-m', model, '-t', String(threads), '-p', '512', '-n', String(nGen), '-r', '2'],
+  // The same binary, one stream, for scale, and the issue's two targets computed from it.
+  const out = execFileSync(slm, ['bench', '-m', model, '-t', String(threads), '-p', '512', '-n', String(nGen), '-r', '2', '--json'],
                            { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  console.log(`\nslm bench -m ${path.basename(model)} -t ${threads} -p 512 -n ${nGen} -r 2:\n${out.trim()}`);
+  const runs = out.trim().split('\n').map((l) => JSON.parse(l));
+  const pp = runs.find((r) => r.test === 'pp512').avg_ts, tg = runs.find((r) => r.test === `tg${nGen}`).avg_ts;
+  console.log(`\nslm bench -m ${path.basename(model)} -t ${threads} -p 512 -n ${nGen} -r 2: pp512 ${pp.toFixed(1)} t/s, tg${nGen} ${tg.toFixed(1)} t/s`);
+  for (const r of rows) {
+    const prefillAll = (r.C * promptTokensSeen) / pp;
+    console.log(`C=${r.C}: decode-phase ${(r.decode / tg).toFixed(2)}x tg${nGen}; TTFT p95 ${r.ttft95.toFixed(2)} s = ` +
+                `${(r.ttft95 / prefillAll).toFixed(2)}x the ${prefillAll.toFixed(2)} s to prefill ${r.C} x ${promptTokensSeen} prompt tokens at pp512`);
+  }
 }
