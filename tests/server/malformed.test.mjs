@@ -245,7 +245,7 @@ describe('queue full: --parallel 1 --max-queue 1 (--api-key-file)', { skip: miss
     try {
       await Promise.race([aStarted, a]);
       const q = await waitMetrics(srv, (m) => m.get('slm_queue_depth') === 1, 5000, 10);
-      assert.ok(q.ok, `the second request never showed in slm_queue_depth: ${q.m.get('slm_queue_depth')}`);
+      assert.ok(q.ok, `the second request never showed in slm_queue_depth: ${q.m.get('slm_queue_depth')}; server log:\n${srv.stderr.slice(-2000)}`);
       assert.equal(q.m.get('slm_slots_busy'), 1);
       for (const [route, body] of [[COMP, okComp], [CHAT, okChat], [CHAT, { ...okChat, stream: true }], [COMP, okComp]]) {
         const r = await postJson(srv, route, body, { headers: auth });

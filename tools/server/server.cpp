@@ -338,9 +338,9 @@ int run(const ServerOptions& opts) {
   st.created = static_cast<int64_t>(std::time(nullptr));
 
   httplib::Server svr;
-  // Every streamed or waiting request holds a thread: the slots, the queue and some room for
-  // health checks and metrics.
-  const size_t n_http_threads = static_cast<size_t>(opts.n_parallel + opts.max_queue + 8);
+  // Every streamed or waiting request holds a thread (the slots, the queue), and so does every
+  // idle keep-alive connection until it times out: room for those, health checks and metrics.
+  const size_t n_http_threads = static_cast<size_t>(opts.n_parallel + opts.max_queue + 32);
   svr.new_task_queue = [n_http_threads] { return new httplib::ThreadPool(n_http_threads); };
   svr.set_payload_max_length(kMaxBody);
   svr.set_read_timeout(5, 0);   // a half-sent request is dropped after 5 s; it never holds a slot
