@@ -34,6 +34,10 @@ const std::vector<SynthShape> kShapes = {
      50.0f, 30.0f},
     {"phi-3-mini", "phi3", "Phi-3 mini 4k", false, 32, 3072, 8192, 32, 32, 96, 32064,
      "ggml-vocab-phi-3.gguf", 4096, 10000.0f, 1e-5f, false, false, false, 2047, 0, 0},
+    // BERT encoder (embeddings): bias everywhere, LayerNorm, no RoPE; written with CLS pooling
+    // as bge's files are (add_common_keys).
+    {"bge-small-en-v1.5", "bert", "bge-small-en-v1.5", false, 12, 384, 1536, 12, 12, 32, 30522,
+     "ggml-vocab-bert-bge.gguf", 512, 0.0f, 1e-12f, true, false, false, 0, 0, 0},
     // Miniatures of each architecture for tests: same tensors and metadata, tiny sizes, and
     // whatever vocabulary they are given.
     {"tiny-llama", "llama", "tiny llama (tests)", true, 2, 64, 128, 4, 2, 16, 0, "", 512,
@@ -44,6 +48,8 @@ const std::vector<SynthShape> kShapes = {
      10000.0f, 1e-6f, true, false, false, 8, 50.0f, 30.0f},
     {"tiny-phi3", "phi3", "tiny phi3 (tests)", true, 2, 64, 128, 4, 4, 16, 0, "", 512,
      10000.0f, 1e-5f, false, false, false, 2047, 0, 0},
+    {"tiny-bert", "bert", "tiny bert (tests)", true, 2, 64, 128, 4, 4, 16, 0, "", 512,
+     0.0f, 1e-12f, true, false, false, 0, 0, 0},
 };
 
 // Llama 3.x rope scaling (config.json "rope_scaling": llama3).
@@ -163,6 +169,18 @@ void add_common_keys(GGUFWriter& w, const SynthShape& s, int64_t n_vocab, uint32
     if (s.sliding_window > 0) w.set(a + ".attention.sliding_window", u32(s.sliding_window));
     return;
   }
+  if (a == "bert") {
+    w.set(a + ".context_length", u32(s.n_ctx));
+    w.set(a + ".embedding_length", u32(s.n_embd));
+    w.set(a + ".feed_forward_length", u32(s.n_ff));
+    w.set(a + ".block_count", u32(s.n_layer));
+    w.set(a + ".attention.head_count", u32(s.n_head));
+    w.set(a + ".attention.layer_norm_epsilon", GGUFValue::f32(s.norm_eps));
+    w.set("general.file_type", GGUFValue::u32(file_type));
+    w.set(a + ".attention.causal", GGUFValue::boolean(false));
+    w.set(a + ".pooling_type", u32(2));  // CLS, as bge's config (1_Pooling) says
+    return;
+  }
   w.set(a + ".context_length", u32(s.n_ctx));
   w.set(a + ".embedding_length", u32(s.n_embd));
   w.set(a + ".block_count", u32(s.n_layer));
@@ -249,6 +267,33 @@ std::vector<SynthTensor> synth_plan(const SynthShape& s, int64_t n_vocab, DType 
   auto vec = [&](std::string name, int64_t n, SynthInit init) {
     t.push_back({std::move(name), {n}, DType::F32, init});
   };
+  if (arch == "bert") {
+    // convert_hf_to_gguf's order and types: position and token-type embeddings stay F32.
+    auto mat32 = [&](std::string name, int64_t n_in, int64_t n_out) {
+      t.push_back({std::move(name), {n_in, n_out}, DType::F32, SynthInit::Normal});
+    };
+    mat("token_embd.weight", E, V);
+    mat32("token_types.weight", E, 2);
+    mat32("position_embd.weight", E, s.n_ctx);
+    vec("token_embd_norm.weight", E, SynthInit::Ones);
+    vec("token_embd_norm.bias", E, SynthInit::Zeros);
+    for (int64_t l = 0; l < s.n_layer; ++l) {
+      const std::string p = "blk." + std::to_string(l) + ".";
+      for (const char* m : {"attn_q", "attn_k", "attn_v", "attn_output"}) {
+        mat(p + m + ".weight", E, E);
+        vec(p + m + ".bias", E, SynthInit::Zeros);
+      }
+      vec(p + "attn_output_norm.weight", E, SynthInit::Ones);
+      vec(p + "attn_output_norm.bias", E, SynthInit::Zeros);
+      mat(p + "ffn_up.weight", E, F);
+      vec(p + "ffn_up.bias", F, SynthInit::Zeros);
+      mat(p + "ffn_down.weight", F, E);
+      vec(p + "ffn_down.bias", E, SynthInit::Zeros);
+      vec(p + "layer_output_norm.weight", E, SynthInit::Ones);
+      vec(p + "layer_output_norm.bias", E, SynthInit::Zeros);
+    }
+    return t;
+  }
   mat("token_embd.weight", E, V);
   if (s.llama3_rope) vec("rope_freqs.weight", s.head_dim / 2, SynthInit::RopeFreqs);
   for (int64_t l = 0; l < s.n_layer; ++l) {

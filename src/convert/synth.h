@@ -1,7 +1,8 @@
 // slm synth: a random-weight model with the exact shape and metadata of a real one (Llama 3.2,
-// Qwen2.5, Gemma 2, Phi-3), for benchmarks and tests without downloading weights. Weights are
-// N(0, 0.02) from a counter-seeded PRNG (the same file for the same seed, whatever the thread
-// count), norms 1, biases 0; the tokenizer comes from a vocab-only GGUF file.
+// Qwen2.5, Gemma 2, Phi-3, the bge-small embedding model), for benchmarks and tests without
+// downloading weights. Weights are N(0, 0.02) from a counter-seeded PRNG (the same file for the
+// same seed, whatever the thread count), norms 1, biases 0; the tokenizer comes from a
+// vocab-only GGUF file.
 #pragma once
 #include <cstdint>
 #include <string>

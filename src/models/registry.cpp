@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "models/encoder.h"
+
 namespace slm {
 
 namespace {
@@ -11,6 +13,7 @@ const std::vector<std::pair<std::string, ModelFactory>>& table() {
       {"qwen2", &make_qwen2},
       {"gemma2", &make_gemma2},
       {"phi3", &make_phi3},
+      {"bert", &make_bert},
   };
   return t;
 }

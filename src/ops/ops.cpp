@@ -368,6 +368,57 @@ void rms_norm(ComputeContext& ctx, const float* x, const float* weight, int64_t 
   }, 8);
 }
 
+void layer_norm(const float* x, const float* weight, const float* bias, int64_t n_rows, int64_t n,
+                float eps, float* out) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float* xr = x + r * n;
+    float* yr = out + r * n;
+    // Sums in double like ggml, in four chains rather than one (a serial chain of n double
+    // adds per row was 5% of a bge-small pass; the order changes the sums by ~1e-16).
+    double s4[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+      for (int c = 0; c < 4; ++c) s4[c] += xr[i + c];
+    for (; i < n; ++i) s4[0] += xr[i];
+    const float mean = static_cast<float>((s4[0] + s4[1] + s4[2] + s4[3]) / n);
+    double q4[4] = {0, 0, 0, 0};
+    for (i = 0; i + 4 <= n; i += 4)
+      for (int c = 0; c < 4; ++c) {
+        const float v = xr[i + c] - mean;
+        yr[i + c] = v;
+        q4[c] += static_cast<double>(v * v);
+      }
+    for (; i < n; ++i) {
+      const float v = xr[i] - mean;
+      yr[i] = v;
+      q4[0] += static_cast<double>(v * v);
+    }
+    const float variance = static_cast<float>((q4[0] + q4[1] + q4[2] + q4[3]) / n);
+    const float scale = 1.0f / std::sqrt(variance + eps);
+    if (weight && bias) {
+      for (i = 0; i < n; ++i) yr[i] = yr[i] * scale * weight[i] + bias[i];
+    } else {
+      for (i = 0; i < n; ++i) {
+        float y = yr[i] * scale;
+        if (weight) y *= weight[i];
+        if (bias) y += bias[i];
+        yr[i] = y;
+      }
+    }
+  }
+}
+
+void layer_norm(ComputeContext& ctx, const float* x, const float* weight, const float* bias,
+                int64_t n_rows, int64_t n, float eps, float* out) {
+  if (n_rows < 16) {
+    layer_norm(x, weight, bias, n_rows, n, eps, out);
+    return;
+  }
+  ctx.pool().parallel_for(n_rows, [&](int64_t b, int64_t e, int) {
+    layer_norm(x + b * n, weight, bias, e - b, n, eps, out + b * n);
+  }, 8);
+}
+
 void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) {
   for (int64_t r = 0; r < n_rows; ++r)
     for (int64_t i = 0; i < n; ++i) x[r * n + i] += bias[i];
@@ -433,6 +484,39 @@ float gelu_tanh_fp16_table(float x) {
   if (x >= 10.0f) return x;
   const float xr = fp16_to_fp32(fp32_to_fp16(x));
   return fp16_to_fp32(fp32_to_fp16(gelu_tanh(xr)));
+}
+
+namespace {
+// gelu_tanh_fp16_table of every fp16 value, widened to float (ggml_table_gelu_f16 holds the
+// fp16 bits; floats save the conversion back, 256 KiB stay in L2).
+const float* gelu_fp16_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t h = 0; h < 65536; ++h)
+      t[h] = fp16_to_fp32(fp32_to_fp16(gelu_tanh(fp16_to_fp32(static_cast<uint16_t>(h)))));
+    return t;
+  }();
+  return table.data();
+}
+}  // namespace
+
+void gelu_fp16_table_inplace(ComputeContext& ctx, float* x, int64_t n) {
+  const float* table = gelu_fp16_table();
+  const kern::Kernels& k = kern::active();
+  ctx.pool().parallel_for(n, [&](int64_t b, int64_t e, int) {
+    uint16_t h[256];
+    for (int64_t i0 = b; i0 < e; i0 += 256) {
+      const int64_t m = std::min<int64_t>(256, e - i0);
+      float* xs = x + i0;
+      if (k.f32_to_fp16) k.f32_to_fp16(xs, h, m);
+      else for (int64_t i = 0; i < m; ++i) h[i] = fp32_to_fp16(xs[i]);
+      for (int64_t i = 0; i < m; ++i) {
+        // ggml: exact outside [-10, 10] (the table would saturate there).
+        const float v = xs[i], g = table[h[i]];
+        xs[i] = v <= -10.0f ? 0.0f : v >= 10.0f ? v : g;
+      }
+    }
+  }, 256);
 }
 
 }  // namespace slm

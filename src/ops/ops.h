@@ -24,6 +24,16 @@ void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, fl
 void rms_norm(ComputeContext& ctx, const float* x, const float* weight, int64_t n_rows, int64_t n,
               float eps, float* out);
 
+// LayerNorm (BERT-family encoders; decoders use rms_norm): per row of n values,
+// out = (x - mean) / sqrt(var + eps) * weight + bias with var = mean((x - mean)^2), as ggml_norm
+// followed by ggml_mul and ggml_add computes it (sums in double, the rest in float). weight and
+// bias may be null. out may equal x.
+void layer_norm(const float* x, const float* weight, const float* bias, int64_t n_rows, int64_t n,
+                float eps, float* out);
+// The same, rows shared among ctx's threads.
+void layer_norm(ComputeContext& ctx, const float* x, const float* weight, const float* bias,
+                int64_t n_rows, int64_t n, float eps, float* out);
+
 // Add bias[n] to each of n_rows rows.
 void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n);
 
@@ -48,5 +58,9 @@ float gelu_tanh(float x);
 // x and holding fp16 results (exact outside [-10, 10]). Matching it keeps Gemma logits
 // within ~1e-6 of llama.cpp instead of ~1e-3.
 float gelu_tanh_fp16_table(float x);
+// x[i] = gelu_tanh_fp16_table(x[i]) over n values, in place, through a 64K-entry table built
+// once (as ggml's ggml_table_gelu_f16): one tanh per element cost as much as the matrix
+// products of a BERT encoder's feed-forward layers.
+void gelu_fp16_table_inplace(ComputeContext& ctx, float* x, int64_t n);
 
 }  // namespace slm
