@@ -9,6 +9,9 @@ apt-get install -y --no-install-recommends \
   libgtest-dev libgmock-dev libbenchmark-dev \
   libcpp-httplib-dev \
   chromium
+# spm_train / spm_encode: the SentencePiece conversion test trains models and checks slm's ids
+# against SentencePiece's own (tests/test_convert_hf_vocab.cpp).
+apt-get install -y --no-install-recommends sentencepiece
 # Node.js and npm run the server's end-to-end tests (the official openai client, Playwright
 # driving the Chromium above). Debian's own nodejs/npm when the machine has no Node yet; a
 # Node that is already installed (with its npm) is kept.

@@ -24,6 +24,17 @@ Runner add_info(CLI::App& app) {
     if (auto name = f.opt_string("general.name")) fmt::print("name:          {}\n", *name);
     fmt::print("architecture:  {}\n", hp.arch);
     fmt::print("n_vocab:       {}\n", hp.n_vocab);
+    {
+      // Read from the metadata as stored (no tokenizer is built): a value of an unexpected
+      // type shows as "?" here; the tokenizer itself reports such files when it is loaded.
+      auto text = [&](const char* key) -> std::string {
+        const GGUFValue* v = f.find(key);
+        return !v ? "" : v->type == GGUFType::STRING ? v->as_string() : "?";
+      };
+      const std::string model_type = text("tokenizer.ggml.model"), pre = text("tokenizer.ggml.pre");
+      if (!model_type.empty())
+        fmt::print("tokenizer:     {}{}\n", model_type, pre.empty() ? "" : " (pre-tokenizer " + pre + ")");
+    }
     fmt::print("n_ctx_train:   {}\n", hp.n_ctx_train);
     fmt::print("n_embd:        {}\n", hp.n_embd);
     fmt::print("n_layer:       {}\n", hp.n_layer);

@@ -18,7 +18,10 @@ Runner add_chat_template(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_quantize(CLI::App& app);
 Runner add_synth(CLI::App& app);
+Runner add_convert(CLI::App& app);
+Runner add_perplexity(CLI::App& app);
 Runner add_serve(CLI::App& app);
+Runner add_embed(CLI::App& app);
 
 // Default worker threads: the machine's cores (at least 1).
 int default_threads();

@@ -60,7 +60,10 @@ int main(int argc, char** argv) {
   add(&slm::cli::add_bench, "bench", "measure prompt processing and generation speed");
   add(&slm::cli::add_quantize, "quantize", "quantize an F32/F16/BF16 model (Q4_0, Q4_K_M, Q8_0, ...)");
   add(&slm::cli::add_synth, "synth", "write a random-weight model with a real model's shape");
+  add(&slm::cli::add_convert, "convert", "convert a Hugging Face model folder to GGUF");
+  add(&slm::cli::add_perplexity, "perplexity", "perplexity of a model on a text, as llama-perplexity computes it");
   add(&slm::cli::add_serve, "serve", "serve a model over an OpenAI-compatible HTTP API with a web chat page");
+  add(&slm::cli::add_embed, "embed", "embed texts with an embedding model (bert): one vector per text");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
