@@ -167,12 +167,15 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   struct Stream {
     std::shared_ptr<RequestHandle> handle;
     ResponseMeta meta;
-    bool include_usage, first = true;
+    bool include_usage = false, first = true;
     size_t offset = 0;
     clock::time_point last_write = clock::now();
     std::shared_ptr<InFlight> in_flight;  // released with the stream
   };
-  auto s = std::make_shared<Stream>(Stream{handle, meta, r.include_usage});
+  auto s = std::make_shared<Stream>();
+  s->handle = handle;
+  s->meta = meta;
+  s->include_usage = r.include_usage;
   s->in_flight = in_flight;
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
