@@ -44,6 +44,21 @@ const assistantDone = (page) =>
   page.waitForFunction(() => !document.querySelector('#messages .msg.assistant.streaming') &&
                              !document.getElementById('send').hidden, null, { timeout: 60000 });
 
+// Throttles what the page receives to ~10 KB/s, so a stories260K reply (100 tokens are ~16 KB of
+// events, written by the server in well under a second) reaches the page over seconds. Returns a
+// function that restores full speed.
+async function slowNetwork(page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: 10000, uploadThroughput: -1 });
+  // The network service applies the conditions on its own time: let a request go through first.
+  await page.evaluate(() => fetch('/health').then((r) => r.text()));
+  return async () => {
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await cdp.detach();
+  };
+}
+
 // Records every distinct length of the newest assistant bubble's text as the page changes it.
 async function watchReply(page) {
   await page.evaluate(() => {
@@ -129,19 +144,14 @@ test('web chat page', { timeout: 180000 }, async (t) => {
     // then gets the whole reply in one read and there is nothing to see grow. A slow link (these
     // 100 tokens are ~16 KB of events: ~1.6 s at 10 KB/s) makes the page's streaming visible every
     // time; the server's own streaming is checked by the other tests in this folder.
-    const cdp = await page.context().newCDPSession(page);
-    await cdp.send('Network.enable');
-    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: 10000, uploadThroughput: -1 });
-    // The network service applies the conditions on its own time: let a request go through first.
-    await page.evaluate(() => fetch('/health').then((r) => r.text()));
+    const fastAgain = await slowNetwork(page);
     await watchReply(page);
     await send('Once upon a time');
     // While it streams, Stop replaces Send.
     await page.waitForSelector('#stop', { state: 'visible' });
     assert.equal(await page.isHidden('#send'), true);
     await assistantDone(page);
-    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
-    await cdp.detach();
+    await fastAgain();
     const lengths = await page.evaluate(() => window.__lengths);
     const partial = lengths.filter((o) => o.streaming && o.len > 0);
     assert.ok(partial.length >= 2,
@@ -187,6 +197,10 @@ test('web chat page', { timeout: 180000 }, async (t) => {
 
   await t.test('Stop ends a long reply, keeps the partial text, and the page goes on', async () => {
     await setting('#max-tokens', '1000');
+    // On a fast link the whole reply can arrive before the click lands (CI saw that: Stop was
+    // hidden again and the click waited 30 s). The slow link keeps the reply streaming for
+    // seconds, so the click always meets a reply in progress.
+    const fastAgain = await slowNetwork(page);
     await watchReply(page);
     await send('Once upon a time there was a dragon');
     await page.waitForFunction(() => {
@@ -195,6 +209,7 @@ test('web chat page', { timeout: 180000 }, async (t) => {
     }, null, { polling: 'raf' });
     await page.click('#stop');
     await assistantDone(page);
+    await fastAgain();
     const all = await bubbles();
     assert.equal(all.length, 6);
     const partial = all[5].text;
