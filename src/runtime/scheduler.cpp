@@ -218,9 +218,10 @@ void BatchScheduler::admit(std::deque<Pending>& incoming) {
     size_t best_common = 0;
     for (auto& s : slots_) {
       if (s->state != Slot::State::Free) continue;
-      size_t common = 0;
-      while (common < s->tokens.size() && common < p.req.prompt.size() && s->tokens[common] == p.req.prompt[common])
-        ++common;
+      const size_t n = std::min(s->tokens.size(), p.req.prompt.size());
+      const size_t common =
+          static_cast<size_t>(std::mismatch(s->tokens.begin(), s->tokens.begin() + n, p.req.prompt.begin()).first -
+                              s->tokens.begin());
       if (!best || common > best_common || (common == best_common && s->last_used < best->last_used)) {
         best = s.get();
         best_common = common;
@@ -331,14 +332,16 @@ bool BatchScheduler::step() {
     if (s->state != Slot::State::Free && s->handle->cancelled()) finish(*s, "cancelled");
 
   batch_.clear();
-  std::vector<Slot*> owners;  // slot of each batch entry
+  std::vector<Slot*>& owners = owners_;
+  owners.clear();
   for (auto& s : slots_) {
     if (s->state != Slot::State::Generate) continue;
     batch_.add(s->pending_token, static_cast<int32_t>(s->tokens.size()), s->seq, true);
     owners.push_back(s.get());
   }
   // Prompt chunks fill the rest of the batch, oldest request first.
-  std::vector<Slot*> prefill;
+  std::vector<Slot*>& prefill = prefill_;
+  prefill.clear();
   for (auto& s : slots_)
     if (s->state == Slot::State::Prefill) prefill.push_back(s.get());
   std::sort(prefill.begin(), prefill.end(), [](Slot* a, Slot* b) { return a->admitted < b->admitted; });

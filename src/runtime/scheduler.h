@@ -146,8 +146,9 @@ class BatchScheduler : public Scheduler {
   std::unique_ptr<ComputeContext> ctx_;
   std::vector<std::unique_ptr<Slot>> slots_;
   Batch batch_;
+  std::vector<Slot*> owners_;   // the slot of each batch entry (kept: a step allocates nothing)
+  std::vector<Slot*> prefill_;  // slots with prompt left, oldest first
   std::vector<float> logits_;
-  std::vector<float> logprob_scratch_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -15,6 +15,13 @@ int resolve_ctx(const Model& m, int n_ctx) {
 }
 }  // namespace
 
+int context_size(const Model& m, int requested) {
+  const int64_t train = m.hparams().n_ctx_train;
+  if (requested > 0) return requested;
+  if (requested == 0) return static_cast<int>(std::min<int64_t>(train, 1 << 20));
+  return static_cast<int>(std::min<int64_t>(train, 4096));
+}
+
 Session::Session(const Model& model, const SessionOptions& opts)
     : model_(model), opts_(opts),
       cache_(model.make_cache(resolve_ctx(model, opts.n_ctx), 1, std::max(opts.n_batch, 1), opts.kv_type)),

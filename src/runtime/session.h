@@ -23,6 +23,11 @@ struct SessionOptions {
   DType kv_type = DType::F16;
 };
 
+// The context a command uses for a -c value: negative (the default) min(training context,
+// 4096); 0 the training context (at most 2^20); otherwise the value. Shared by slm run/chat and
+// slm serve, so that -c means the same everywhere.
+int context_size(const Model& m, int requested);
+
 class Session {
  public:
   Session(const Model& model, const SessionOptions& opts);

@@ -34,10 +34,7 @@ void GenerationOptions::add_to(CLI::App& app) {
 SessionOptions GenerationOptions::session_options(const Model& m) const {
   SessionOptions so;
   so.n_threads = threads > 0 ? threads : default_threads();
-  const int64_t train = m.hparams().n_ctx_train;
-  if (n_ctx > 0) so.n_ctx = n_ctx;
-  else if (n_ctx == 0) so.n_ctx = static_cast<int>(std::min<int64_t>(train, 1 << 20));
-  else so.n_ctx = static_cast<int>(std::min<int64_t>(train, 4096));
+  so.n_ctx = context_size(m, n_ctx);
   so.kv_type = static_cast<DType>(parse_kv_type(kv_type));
   return so;
 }

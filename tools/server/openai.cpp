@@ -238,6 +238,8 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
   return r;
 }
 
+std::string api_finish_reason(const std::string& reason) { return reason == "cancelled" ? "stop" : reason; }
+
 json usage_json(const RequestEvents& fin) {
   return {{"prompt_tokens", fin.prompt_tokens},
           {"completion_tokens", fin.completion_tokens},
@@ -280,7 +282,7 @@ json full_response(const ResponseMeta& m, const std::string& text, const std::ve
   if (m.chat) choice["message"] = {{"role", "assistant"}, {"content", text}, {"refusal", nullptr}};
   else choice["text"] = text;
   choice["logprobs"] = want_logprobs ? logprobs_json(m.chat, lp, 0) : json(nullptr);
-  choice["finish_reason"] = fin.finish_reason;
+  choice["finish_reason"] = api_finish_reason(fin.finish_reason);
   return {{"id", m.id},
           {"object", m.chat ? "chat.completion" : "text_completion"},
           {"created", m.created},

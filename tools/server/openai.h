@@ -48,6 +48,8 @@ struct ResponseMeta {
   bool chat = false;
 };
 
+// The API's finish_reason for the scheduler's: a request cut short (cancelled) ends as "stop".
+std::string api_finish_reason(const std::string& reason);
 json usage_json(const RequestEvents& fin);
 json logprobs_json(bool chat, const std::vector<TokenLogprob>& lp, size_t text_offset);
 // The non-streamed response.

@@ -14,6 +14,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "core/error.h"
 #include "metrics.h"
@@ -21,6 +22,7 @@
 #include "openai.h"
 #include "runtime/chat_prompt.h"
 #include "runtime/scheduler.h"
+#include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 
 namespace slm::server {
@@ -88,11 +90,6 @@ void send_error(httplib::Response& res, int status, const std::string& message, 
 
 void send_json(httplib::Response& res, const json& j) { res.set_content(dump(j), "application/json"); }
 
-bool write_sse(httplib::DataSink& sink, const std::string& payload) {
-  const std::string line = "data: " + payload + "\n\n";
-  return sink.write(line.data(), line.size());
-}
-
 // Builds the generation request (prompt tokens and their check against the context) and
 // submits it. Throws ApiError.
 std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
@@ -158,7 +155,6 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
         send_error(res, 500, "generation failed: " + ev.error, {}, "generation_error");
         return;
       }
-      if (ev.finish_reason == "cancelled") ev.finish_reason = "stop";
       send_json(res, full_response(meta, text, lp, want_logprobs, ev));
       return;
     }
@@ -182,8 +178,8 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   res.set_chunked_content_provider(
       "text/event-stream",
       [s](size_t, httplib::DataSink& sink) {
-        auto write = [&](const std::string& payload) {
-          if (!write_sse(sink, payload)) {
+        auto send = [&](const std::string& bytes) {
+          if (!sink.write(bytes.data(), bytes.size())) {
             // The client went away: stop its generation and free the slot.
             s->handle->cancel();
             return false;
@@ -191,11 +187,10 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
           s->last_write = clock::now();
           return true;
         };
-        if (s->first && s->meta.chat) {
-          s->first = false;
-          if (!write(dump(stream_chunk(s->meta, "", nullptr, true, "", s->include_usage, 0)))) return false;
-        }
-        s->first = false;
+        auto write = [&](const std::string& payload) { return send("data: " + payload + "\n\n"); };
+        if (std::exchange(s->first, false) && s->meta.chat &&
+            !write(dump(stream_chunk(s->meta, "", nullptr, true, "", s->include_usage, 0))))
+          return false;
         RequestEvents ev = s->handle->wait(std::chrono::milliseconds(250));
         // Kept current so that the log line of a stream the client left still counts its tokens.
         t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
@@ -206,20 +201,16 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
         } else if (!ev.finished && clock::now() - s->last_write > std::chrono::seconds(2)) {
           // A comment line keeps proxies from timing out and tells us early if the client left
           // while the request waits for a slot.
-          static const std::string ping = ": waiting\n\n";
-          if (!sink.write(ping.data(), ping.size())) {
-            s->handle->cancel();
-            return false;
-          }
-          s->last_write = clock::now();
+          if (!send(": waiting\n\n")) return false;
         }
         if (!ev.finished) return true;
         t_log.generated_tokens = ev.completion_tokens;
         if (ev.finish_reason == "error") {
           if (!write(dump(error_body(500, "generation failed: " + ev.error, {}, "generation_error")))) return false;
         } else {
-          const std::string reason = ev.finish_reason == "cancelled" ? "stop" : ev.finish_reason;
-          if (!write(dump(stream_chunk(s->meta, "", nullptr, false, reason, s->include_usage, s->offset)))) return false;
+          if (!write(dump(stream_chunk(s->meta, "", nullptr, false, api_finish_reason(ev.finish_reason),
+                                       s->include_usage, s->offset))))
+            return false;
           if (s->include_usage && !write(dump(usage_chunk(s->meta, ev)))) return false;
         }
         if (!write("[DONE]")) return false;
@@ -317,10 +308,7 @@ void load_model(State& st) {
   }
   SchedulerOptions so;
   so.n_parallel = st.opts.n_parallel;
-  const int64_t train = st.model->hparams().n_ctx_train;
-  if (st.opts.n_ctx > 0) so.n_ctx = st.opts.n_ctx;
-  else if (st.opts.n_ctx == 0) so.n_ctx = static_cast<int>(std::min<int64_t>(train, 1 << 20));
-  else so.n_ctx = static_cast<int>(std::min<int64_t>(train > 0 ? train : 4096, 4096));
+  so.n_ctx = context_size(*st.model, st.opts.n_ctx);
   so.n_threads = st.opts.n_threads;
   so.max_queue = st.opts.max_queue;
   so.kv_type = st.opts.kv_type;
