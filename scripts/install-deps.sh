@@ -8,6 +8,7 @@ apt-get install -y --no-install-recommends \
   libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libutf8proc-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
   libcpp-httplib-dev \
+  libsqlite3-dev libgumbo-dev libpoppler-cpp-dev \
   chromium
 # spm_train / spm_encode: the SentencePiece conversion test trains models and checks slm's ids
 # against SentencePiece's own (tests/test_convert_hf_vocab.cpp).

@@ -22,6 +22,9 @@ Runner add_convert(CLI::App& app);
 Runner add_perplexity(CLI::App& app);
 Runner add_serve(CLI::App& app);
 Runner add_embed(CLI::App& app);
+Runner add_index(CLI::App& app);
+Runner add_search(CLI::App& app);
+Runner add_eval_retrieval(CLI::App& app);
 
 // Default worker threads: the machine's cores (at least 1).
 int default_threads();
