@@ -37,12 +37,23 @@ class Chunker {
           // A short section (one small function's description) shares its chunk with the next:
           // tiny chunks rank by chance in BM25. The chunk keeps the headings both sections share,
           // and this section's heading becomes a line of its text.
-          if (chunk_path_.size() > path_.size()) chunk_path_.resize(path_.size());
-          for (size_t k = 0; k < chunk_path_.size(); ++k)
+          size_t keep = std::min(chunk_path_.size(), path_.size());
+          for (size_t k = 0; k < keep; ++k)
             if (chunk_path_[k] != path_[k]) {
-              chunk_path_.resize(k);
+              keep = k;
               break;
             }
+          if (keep < chunk_path_.size()) {
+            // Headings the chunk no longer carries in its path open its text instead.
+            std::vector<std::string> dropped;
+            for (size_t k = keep; k < chunk_path_.size(); ++k) dropped.push_back(chunk_path_[k].second);
+            std::string head = join_heading_path(dropped);
+            const int n = count(head);
+            cur_tokens_ += n;
+            cur_.insert(cur_.begin(), Piece{std::move(head), cur_.front().line_start, cur_.front().line_start,
+                                            cur_.front().page, n});
+            chunk_path_.resize(keep);
+          }
           path_.emplace_back(b.level, b.text);
           const int n = count(b.text);
           cur_tokens_ += n;
@@ -70,7 +81,14 @@ class Chunker {
   }
 
   void add(Piece p) {
-    if (!cur_.empty() && cur_tokens_ + p.tokens > opts_.target_tokens) flush(true);
+    if (!cur_.empty() && cur_tokens_ + p.tokens > opts_.target_tokens) {
+      flush(true);
+      // The overlap is best effort: it never pushes a chunk past the target.
+      if (cur_tokens_ + p.tokens > opts_.target_tokens) {
+        cur_.clear();
+        cur_tokens_ = 0;
+      }
+    }
     if (cur_.empty()) chunk_path_ = path_;
     cur_tokens_ += p.tokens;
     cur_.push_back(std::move(p));
@@ -150,11 +168,13 @@ class Chunker {
       text.clear();
       tokens = 0;
     };
+    // Pieces leave room for the overlap the next chunk starts with.
+    const int limit = std::max(1, opts_.target_tokens - std::max(0, opts_.overlap_tokens));
     for (std::string_view u : units) {
       int n = count(u);
-      while (n > opts_.target_tokens && u.size() > 1) {  // one unit over the target on its own
+      while (n > limit && u.size() > 1) {  // one unit over the limit on its own
         emit();
-        size_t cut = std::max<size_t>(1, u.size() * opts_.target_tokens / n);
+        size_t cut = std::max<size_t>(1, u.size() * static_cast<size_t>(limit) / static_cast<size_t>(n));
         while (cut < u.size() && (static_cast<unsigned char>(u[cut]) & 0xC0) == 0x80) ++cut;
         text = std::string(u.substr(0, cut));
         tokens = count(text);
@@ -162,7 +182,7 @@ class Chunker {
         u.remove_prefix(cut);
         n = count(u);
       }
-      if (tokens + n > opts_.target_tokens) emit();
+      if (tokens + n > limit) emit();
       if (!text.empty()) text += code ? "" : " ";
       text += u;
       tokens += n;

@@ -360,7 +360,8 @@ class RstReader {
         if (!one.empty()) sig += (sig.empty() ? "" : "; ") + one;
         pos = nl + 1;
       }
-      add_block(doc_, Block::Kind::Heading, strip_rst_inline(sig), first, lines_[k > i ? k - 1 : i].number,
+      // A signature is code ("reader(csvfile, **fmtparams)"): no inline markup to strip.
+      add_block(doc_, Block::Kind::Heading, sig, first, lines_[k > i ? k - 1 : i].number,
                 section_level_ + 1);
     } else if (name == "rubric" || name == "topic" || name == "admonition" || name == "versionadded" ||
                name == "versionchanged" || name == "deprecated" || name == "deprecated-removed" ||

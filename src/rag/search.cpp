@@ -48,6 +48,8 @@ bool is_stop_word(const std::string& w) {
   return kStop.count(w) > 0;
 }
 
+}  // namespace
+
 std::vector<std::string> query_words(const std::string& query, const std::function<std::string(const std::string&)>& stem) {
   std::vector<std::string> all = words_of(query), kept;
   // Words with one stem ("print", "prints") are one term: counting it twice would rank a page by
@@ -61,8 +63,6 @@ std::vector<std::string> query_words(const std::string& query, const std::functi
       if (seen.insert(key(w)).second) kept.push_back(w);
   return kept;
 }
-
-}  // namespace
 
 std::string fts_query(const std::string& query, const std::function<std::string(const std::string&)>& stem) {
   std::string out;

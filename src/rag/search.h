@@ -27,6 +27,8 @@ const char* search_mode_name(SearchMode m);
 // syntax. Words that `stem` (when given) maps to one term are kept once. Empty when the query
 // has no words at all.
 std::string fts_query(const std::string& query, const std::function<std::string(const std::string&)>& stem = {});
+// The words fts_query searches for, in query order.
+std::vector<std::string> query_words(const std::string& query, const std::function<std::string(const std::string&)>& stem);
 
 // Reciprocal-rank fusion constant (Cormack et al.: 60).
 inline constexpr double kRrfK = 60.0;

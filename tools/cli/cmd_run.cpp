@@ -14,8 +14,9 @@
 
 namespace slm::cli {
 
-void GenerationOptions::add_to(CLI::App& app) {
-  app.add_option("-m,--model", model, "GGUF model")->required();
+void GenerationOptions::add_to(CLI::App& app, bool model_required) {
+  auto* m = app.add_option("-m,--model", model, "GGUF model");
+  if (model_required) m->required();
   app.add_option("-n,--n-predict", n_predict, "tokens to generate (-1: until end of generation)");
   app.add_option("--temp", sampling.temperature, "temperature (0: greedy)");
   app.add_option("--top-k", sampling.top_k, "top-k (0: off)");

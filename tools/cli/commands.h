@@ -25,6 +25,7 @@ Runner add_embed(CLI::App& app);
 Runner add_index(CLI::App& app);
 Runner add_search(CLI::App& app);
 Runner add_eval_retrieval(CLI::App& app);
+Runner add_ask(CLI::App& app);
 
 // Default worker threads: the machine's cores (at least 1).
 int default_threads();

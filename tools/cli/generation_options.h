@@ -17,7 +17,7 @@ struct GenerationOptions {
   int n_ctx = -1;  // -1: min(training context, 4096); 0: training context
   std::string kv_type = "f16";
 
-  void add_to(CLI::App& app);
+  void add_to(CLI::App& app, bool model_required = true);
   SessionOptions session_options(const Model& m) const;
 };
 

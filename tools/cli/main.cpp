@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
   add(&slm::cli::add_index, "index", "index documents for search and answers: add, sync, list, stats, remove");
   add(&slm::cli::add_search, "search", "search an index: BM25, vector or hybrid");
   add(&slm::cli::add_eval_retrieval, "eval-retrieval", "recall@k and MRR of an index on a query file");
+  add(&slm::cli::add_ask, "ask", "answer a question from an index, citing the sources (chat model or --extractive)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
