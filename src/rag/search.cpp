@@ -95,6 +95,19 @@ std::vector<std::pair<int64_t, double>> rrf_fuse(const std::vector<std::vector<i
   return out;
 }
 
+nlohmann::ordered_json hit_json(const SearchHit& h, size_t rank) {
+  nlohmann::ordered_json j{{"rank", rank}, {"score", h.score}, {"path", h.chunk.rel_path},
+                           {"heading", h.chunk.heading_path}, {"title", h.chunk.title}};
+  if (h.chunk.page_start > 0) j["pages"] = {h.chunk.page_start, h.chunk.page_end};
+  else j["lines"] = {h.chunk.line_start, h.chunk.line_end};
+  if (h.bm25_rank) j["bm25_rank"] = h.bm25_rank;
+  if (h.vector_rank) j["vector_rank"] = h.vector_rank;
+  j["snippet"] = h.snippet;
+  j["text"] = h.chunk.text;
+  j["chunk_id"] = h.chunk.id;
+  return j;
+}
+
 std::string make_snippet(const std::string& text, const std::vector<std::string>& qwords, size_t max_bytes) {
   const std::vector<std::string_view> sents = sentences_of(text);
   if (sents.empty()) return {};

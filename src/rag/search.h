@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <optional>
 #include <string>
@@ -88,6 +89,10 @@ class Searcher {
   std::vector<int64_t> ids_;
   std::vector<float> matrix_;
 };
+
+// A hit as `slm search --json` and POST /v1/search give it: rank, score, path, heading, title,
+// lines or pages, the ranks in each list, snippet, text, chunk_id.
+nlohmann::ordered_json hit_json(const SearchHit& h, size_t rank);
 
 // The sentences of `text` that hold the most query words, in text order, cut to about max_bytes.
 std::string make_snippet(const std::string& text, const std::vector<std::string>& query_words, size_t max_bytes = 240);

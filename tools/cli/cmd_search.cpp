@@ -53,19 +53,7 @@ Runner add_search(CLI::App& app) {
     const auto hits = searcher.search(o->query, so);
     if (o->json) {
       nlohmann::ordered_json arr = nlohmann::ordered_json::array();
-      for (size_t i = 0; i < hits.size(); ++i) {
-        const auto& h = hits[i];
-        nlohmann::ordered_json j{{"rank", i + 1}, {"score", h.score}, {"path", h.chunk.rel_path},
-                                 {"heading", h.chunk.heading_path}, {"title", h.chunk.title}};
-        if (h.chunk.page_start > 0) j["pages"] = {h.chunk.page_start, h.chunk.page_end};
-        else j["lines"] = {h.chunk.line_start, h.chunk.line_end};
-        if (h.bm25_rank) j["bm25_rank"] = h.bm25_rank;
-        if (h.vector_rank) j["vector_rank"] = h.vector_rank;
-        j["snippet"] = h.snippet;
-        j["text"] = h.chunk.text;
-        j["chunk_id"] = h.chunk.id;
-        arr.push_back(std::move(j));
-      }
+      for (size_t i = 0; i < hits.size(); ++i) arr.push_back(rag::hit_json(hits[i], i + 1));
       fmt::print("{}\n", arr.dump(2));
       return 0;
     }

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
@@ -20,6 +21,10 @@
 #include "metrics.h"
 #include "models/model.h"
 #include "openai.h"
+#include "rag/search.h"
+#include "rag/store.h"
+#include "rag_api.h"
+#include "runtime/embedder.h"
 #include "runtime/chat_prompt.h"
 #include "runtime/scheduler.h"
 #include "runtime/session.h"
@@ -66,6 +71,14 @@ struct State {
   std::unique_ptr<BatchScheduler> scheduler;
   Metrics metrics;
   int64_t created = 0;
+  // Documents: an embedding model and an index, each optional. One request at a time uses them
+  // (an Embedder is single-threaded scratch, the store one SQLite connection): rag_mu.
+  std::unique_ptr<Model> embed_model;
+  std::unique_ptr<Embedder> embedder;
+  std::string embed_model_id;
+  std::unique_ptr<rag::Store> store;
+  std::unique_ptr<rag::Searcher> searcher;
+  std::mutex rag_mu;
   // Shutdown: new completions are refused once `stopping` is set, and the server stops
   // listening only when no completion is being written any more (in_flight == 0), so that
   // every stream ends with its final chunk and [DONE].
@@ -226,7 +239,8 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
 // Route label for /metrics: the known routes, everything else as one label (a scanner's
 // random paths must not grow the metric set).
 std::string route_label(const std::string& path) {
-  for (const char* r : {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"})
+  for (const char* r : {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
+                        "/v1/embeddings", "/v1/search"})
     if (path == r) return path;
   return "other";
 }
@@ -315,6 +329,60 @@ void load_model(State& st) {
   st.scheduler = std::make_unique<BatchScheduler>(*st.model, *st.tok, so, &st.metrics);
   fmt::print(stderr, "slm: model {} loaded: {} slots of {} tokens, {} threads\n", st.model_id, so.n_parallel, so.n_ctx,
              so.n_threads);
+  if (!st.opts.embed_model_path.empty()) {
+    st.embed_model = Model::load(st.opts.embed_model_path);
+    EmbedderOptions eo;
+    eo.n_threads = st.opts.n_threads;
+    st.embedder = std::make_unique<Embedder>(*st.embed_model, eo);
+    fmt::print(stderr, "slm: embedding model {} loaded: {} dimensions\n", st.embed_model_id, st.embedder->dim());
+  }
+  if (!st.opts.db_path.empty()) {
+    st.store = std::make_unique<rag::Store>(st.opts.db_path, false);
+    st.searcher = std::make_unique<rag::Searcher>(*st.store, st.embedder.get());
+    fmt::print(stderr, "slm: index {} opened: {} chunks\n", st.opts.db_path, st.store->chunk_count());
+  }
+}
+
+void handle_embeddings(State& st, const std::string& body, httplib::Response& res) {
+  if (!st.ready) throw ApiError(503, "the models are still loading");
+  if (!st.embedder)
+    throw ApiError(404, "this server has no embedding model: start it with --embed-model MODEL", {}, "no_embedding_model",
+                   "invalid_request_error");
+  EmbeddingsRequest r = parse_embeddings_request(body, st.embedder->dim());
+  std::lock_guard<std::mutex> lock(st.rag_mu);
+  std::vector<std::vector<int32_t>> seqs = std::move(r.token_ids);
+  for (const std::string& t : r.texts) seqs.push_back(st.embedder->tokenize(t));
+  int64_t tokens = 0;
+  for (const auto& s : seqs) tokens += static_cast<int64_t>(s.size());
+  std::vector<std::vector<float>> vecs;
+  try {
+    vecs = st.embedder->embed(seqs, true);
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), "input");  // too long for the model, or an id outside its vocabulary
+  }
+  t_log.prompt_tokens = static_cast<int>(tokens);
+  send_json(res, embeddings_response(vecs, r.base64, st.embed_model_id, tokens));
+}
+
+void handle_search(State& st, const std::string& body, httplib::Response& res) {
+  if (!st.ready) throw ApiError(503, "the index is still opening");
+  if (!st.searcher)
+    throw ApiError(404, "this server has no index: start it with --db DB (made by slm index add)", {}, "no_index",
+                   "invalid_request_error");
+  const SearchRequest r = parse_search_request(body);
+  rag::SearchOptions so;
+  so.k = r.k;
+  so.mode = r.mode.empty() ? (st.embedder ? rag::SearchMode::Hybrid : rag::SearchMode::Bm25) : rag::parse_search_mode(r.mode);
+  std::lock_guard<std::mutex> lock(st.rag_mu);
+  std::vector<rag::SearchHit> hits;
+  try {
+    hits = st.searcher->search(r.query, so);
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), "query");  // no words to search for, no vectors from this model
+  }
+  json data = json::array();
+  for (size_t i = 0; i < hits.size(); ++i) data.push_back(rag::hit_json(hits[i], i + 1));
+  send_json(res, {{"object", "list"}, {"mode", rag::search_mode_name(so.mode)}, {"data", std::move(data)}});
 }
 
 }  // namespace
@@ -326,6 +394,10 @@ int run(const ServerOptions& opts) {
   State st;
   st.opts = opts;
   st.model_id = std::filesystem::path(opts.model_path).filename().string();
+  if (!opts.embed_model_path.empty()) {
+    if (::access(opts.embed_model_path.c_str(), R_OK) != 0) fail("cannot read the embedding model {}", opts.embed_model_path);
+    st.embed_model_id = std::filesystem::path(opts.embed_model_path).filename().string();
+  }
   st.created = static_cast<int64_t>(std::time(nullptr));
 
   httplib::Server svr;
@@ -351,7 +423,7 @@ int run(const ServerOptions& opts) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     std::string message;
     switch (res.status) {
-      case 404: message = "no route " + req.method + " " + req.path + " (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions)"; break;
+      case 404: message = "no route " + req.method + " " + req.path + " (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, POST /v1/search)"; break;
       case 413: message = fmt::format("the request body is larger than {} MiB", kMaxBody >> 20); break;
       default: message = fmt::format("the request could not be read (HTTP {})", res.status); break;
     }
@@ -390,7 +462,13 @@ int run(const ServerOptions& opts) {
       model["meta"] = {{"architecture", hp.arch}, {"n_vocab", hp.n_vocab}, {"n_ctx_train", hp.n_ctx_train},
                        {"n_ctx", st.scheduler->n_ctx()}, {"n_embd", hp.n_embd}, {"n_layer", hp.n_layer}};
     }
-    send_json(res, {{"object", "list"}, {"data", json::array({model})}});
+    json list = json::array({model});
+    if (!st.embed_model_id.empty()) {
+      json em = {{"id", st.embed_model_id}, {"object", "model"}, {"created", st.created}, {"owned_by", "slm"}};
+      if (st.ready && st.embedder) em["meta"] = {{"architecture", st.embed_model->hparams().arch}, {"n_embd", st.embedder->dim()}};
+      list.push_back(std::move(em));
+    }
+    send_json(res, {{"object", "list"}, {"data", std::move(list)}});
   });
   svr.Post("/v1/chat/completions",
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
@@ -400,7 +478,15 @@ int run(const ServerOptions& opts) {
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
              handle_completion(st, read_body(req, res, reader), res, false);
            }));
-  for (const char* post_only : {"/v1/chat/completions", "/v1/completions"})
+  svr.Post("/v1/embeddings",
+           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+             handle_embeddings(st, read_body(req, res, reader), res);
+           }));
+  svr.Post("/v1/search",
+           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+             handle_search(st, read_body(req, res, reader), res);
+           }));
+  for (const char* post_only : {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/search"})
     svr.Get(post_only, [](const httplib::Request& req, httplib::Response& res) {
       res.set_header("Allow", "POST");
       send_error(res, 405, req.path + " takes POST with a JSON body", {}, "method_not_allowed");

@@ -18,6 +18,8 @@ struct ServerOptions {
   std::string api_key;    // empty: no key required
   int max_queue = 64;
   DType kv_type = DType::F16;
+  std::string embed_model_path;  // POST /v1/embeddings (and vector search) when set
+  std::string db_path;           // POST /v1/search over this index when set
 };
 
 // Binds, prints "slm: listening on http://HOST:PORT" to stderr, loads the model (GET /health
