@@ -3,12 +3,17 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <random>
 #include <string>
 
 #include "rag/answer.h"
 #include "rag/chunker.h"
 #include "rag/document.h"
 #include "rag/search.h"
+#include "rag/store.h"
 
 using namespace slm::rag;
 
@@ -178,6 +183,57 @@ TEST(RagFusion, PageEvidenceAndLeadBoostReorderLexicalHits) {
   // Without the two signals the order is BM25's.
   const auto plain = rank_lexical(hits, 0.0, 0.0);
   EXPECT_EQ(plain[0].chunk_id, 1);
+}
+
+TEST(RagQuery, CommonWordsOnlyScoreRowsOfRareOnes) {
+  const auto q = lexical_query({"file", "csv", "read"}, {9000, 40, 6000}, 5000);
+  EXPECT_EQ(q.match, "(\"csv\") AND (\"file\" OR \"csv\" OR \"read\")");
+  EXPECT_EQ(q.skip_phrases, 1);
+  EXPECT_EQ(lexical_query({"file", "read"}, {9000, 6000}, 5000).match, "\"file\" OR \"read\"");
+  EXPECT_EQ(lexical_query({"csv", "tsv"}, {40, 3}, 5000).skip_phrases, 0);
+}
+
+// Scores through the common-terms form equal the plain OR query's for the rows both return: the
+// selecting phrases are not counted twice.
+TEST(RagStore, SkippedPhrasesSelectRowsWithoutScoring) {
+  const std::filesystem::path db =
+      std::filesystem::temp_directory_path() / ("slm-units-" + std::to_string(std::random_device{}()) + ".db");
+  {
+    Store store(db.string(), true);
+    std::mt19937 rng(3);
+    for (int d = 0; d < 20; ++d) {
+      DocumentInfo doc;
+      doc.path = "/x/d" + std::to_string(d);
+      doc.rel_path = "d" + std::to_string(d);
+      doc.root = "/x";
+      doc.hash = std::to_string(d);
+      doc.title = "doc " + std::to_string(d);
+      doc.format = "text";
+      std::vector<Chunk> chunks;
+      for (int c = 0; c < 5; ++c) {
+        Chunk ch;
+        ch.heading_path = doc.title;
+        ch.text = "common words everywhere";
+        if (rng() % 3 == 0) ch.text += " rare";
+        if (rng() % 2 == 0) ch.text += " common again";
+        chunks.push_back(ch);
+      }
+      store.put_document(doc, chunks);
+    }
+    const auto plain = store.bm25("\"rare\" OR \"common\"", 1000);
+    const auto split = store.bm25("(\"rare\") AND (\"rare\" OR \"common\")", 1000, {}, 1);
+    std::map<int64_t, double> want;
+    for (const auto& h : plain) want[h.chunk_id] = h.score;
+    ASSERT_FALSE(split.empty());
+    EXPECT_LT(split.size(), plain.size());
+    for (const auto& h : split) {
+      ASSERT_TRUE(want.count(h.chunk_id));
+      EXPECT_NEAR(h.score, want[h.chunk_id], 1e-12) << h.chunk_id;
+    }
+  }
+  std::filesystem::remove(db);
+  std::filesystem::remove(db.string() + "-wal");
+  std::filesystem::remove(db.string() + "-shm");
 }
 
 }  // namespace

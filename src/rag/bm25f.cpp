@@ -54,10 +54,12 @@ QueryStats* query_stats(const Fts5ExtensionApi* api, Fts5Context* fts, int& rc) 
 
 void bm25f(const Fts5ExtensionApi* api, Fts5Context* fts, sqlite3_context* ctx, int nval, sqlite3_value** val) {
   const int ncol = api->xColumnCount(fts);
-  if (nval != 1 + 2 * ncol) {
-    sqlite3_result_error(ctx, "slm_bm25f wants k1 and a (weight, b) pair per column", -1);
+  if (nval != 1 + 2 * ncol && nval != 2 + 2 * ncol) {
+    sqlite3_result_error(ctx, "slm_bm25f wants k1, a (weight, b) pair per column, and optionally the phrases to skip", -1);
     return;
   }
+  // Leading phrases that only select rows (see Store::bm25): they are scored again later on.
+  const int skip = nval == 2 + 2 * ncol ? sqlite3_value_int(val[nval - 1]) : 0;
   int rc = SQLITE_OK;
   QueryStats* s = query_stats(api, fts, rc);
   if (!s) {
@@ -69,18 +71,16 @@ void bm25f(const Fts5ExtensionApi* api, Fts5Context* fts, sqlite3_context* ctx, 
   // Term frequency per phrase and column for this row.
   thread_local std::vector<int> tf;
   tf.assign(static_cast<size_t>(nphrase * ncol), 0);
-  int ninst = 0;
-  if ((rc = api->xInstCount(fts, &ninst)) != SQLITE_OK) {
-    sqlite3_result_error_code(ctx, rc);
-    return;
-  }
-  for (int i = 0; i < ninst; ++i) {
-    int p = 0, c = 0, off = 0;
-    if ((rc = api->xInst(fts, i, &p, &c, &off)) != SQLITE_OK) {
+  // Each phrase's own position list (xPhraseFirst/Next) rather than xInst, which merges all
+  // phrases' positions into one sorted list first.
+  for (int p = skip; p < nphrase; ++p) {
+    Fts5PhraseIter it;
+    int c = 0, off = 0;
+    if ((rc = api->xPhraseFirst(fts, p, &it, &c, &off)) != SQLITE_OK) {
       sqlite3_result_error_code(ctx, rc);
       return;
     }
-    ++tf[static_cast<size_t>(p * ncol + c)];
+    for (; c >= 0; api->xPhraseNext(fts, &it, &c, &off)) ++tf[static_cast<size_t>(p * ncol + c)];
   }
   thread_local std::vector<double> norm;
   norm.assign(static_cast<size_t>(ncol), 0.0);
@@ -94,7 +94,7 @@ void bm25f(const Fts5ExtensionApi* api, Fts5Context* fts, sqlite3_context* ctx, 
     norm[static_cast<size_t>(c)] = w / (1.0 - b + b * len / s->avg_len[static_cast<size_t>(c)]);
   }
   double score = 0;
-  for (int p = 0; p < nphrase; ++p) {
+  for (int p = skip; p < nphrase; ++p) {
     double f = 0;
     for (int c = 0; c < ncol; ++c) f += tf[static_cast<size_t>(p * ncol + c)] * norm[static_cast<size_t>(c)];
     if (f > 0) score += s->idf[static_cast<size_t>(p)] * f * (k1 + 1.0) / (f + k1);

@@ -3,7 +3,8 @@
 // (Robertson & Zaragoza's BM25F), where FTS5's own bm25() has one b for all columns and
 // normalises by the whole row's length. That matters here: a chunk's heading path and title are
 // a few words and its text a few hundred, so one b either ignores text length or punishes a
-// heading match in a long chunk. Higher scores are better.
+// heading match in a long chunk. Higher scores are better. An optional last argument names a
+// number of leading phrases to leave out of the score (they only select rows).
 #pragma once
 #include <string>
 #include <vector>

@@ -88,7 +88,13 @@ std::vector<FileToIndex> collect(const std::vector<std::string>& args, IngestRep
         if (it->is_directory(ec)) it.disable_recursion_pending();
         continue;
       }
-      if (!it->is_regular_file(ec)) continue;
+      if (!it->is_regular_file(ec)) {
+        // Not silently: a link to a missing file, a named pipe (never opened: it could block).
+        if (!it->is_directory(ec))
+          report.skipped.push_back({it->path().string(), it->is_symlink(ec) ? "a symbolic link to a missing file"
+                                                                             : "not a regular file"});
+        continue;
+      }
       here.push_back({it->path().string(), fs::relative(it->path(), p, ec).generic_string(), p.string()});
     }
     std::sort(here.begin(), here.end(), [](const auto& x, const auto& y) { return x.rel_path < y.rel_path; });
@@ -257,8 +263,15 @@ IngestReport index_paths(Store& store, const std::vector<std::string>& paths, co
   if (!any_supported) {
     std::string list;
     for (const auto& p : paths) list += (list.empty() ? "" : ", ") + p;
+    // Name what was skipped: the command prints no report when it stops here.
+    std::vector<std::string> names;
+    for (const auto& f : files) names.push_back(f.path);
+    for (const auto& s : report.skipped) names.push_back(s.path + " (" + s.reason + ")");
+    std::string skipped;
+    for (size_t i = 0; i < names.size() && i < 10; ++i) skipped += (i ? ", " : "") + names[i];
+    if (names.size() > 10) skipped += fmt::format(" and {} more", names.size() - 10);
     fail("{}: no files to index here (the index reads .txt .md .rst .html .pdf{})", list,
-         files.empty() ? "; the folder is empty" : fmt::format("; {} other files skipped", files.size()));
+         names.empty() ? "; the folder is empty" : fmt::format("; skipped {}: {}", names.size(), skipped));
   }
   for (const std::string& arg : paths) {
     std::error_code ec;

@@ -64,15 +64,39 @@ std::vector<std::string> query_words(const std::string& query, const std::functi
   return kept;
 }
 
-std::string fts_query(const std::string& query, const std::function<std::string(const std::string&)>& stem) {
+namespace {
+
+std::string or_of(const std::vector<std::string>& words) {
   std::string out;
-  for (const std::string& w : query_words(query, stem)) {
+  for (const std::string& w : words) {
     if (!out.empty()) out += " OR ";
     out += '"';
     out += w;  // words_of() keeps letters, digits and marks only: never a quote
     out += '"';
   }
   return out;
+}
+
+}  // namespace
+
+std::string fts_query(const std::string& query, const std::function<std::string(const std::string&)>& stem) {
+  return or_of(query_words(query, stem));
+}
+
+LexicalQuery lexical_query(const std::vector<std::string>& words, const std::vector<int64_t>& doc_freq, int64_t common_rows) {
+  std::vector<std::string> rare;
+  for (size_t i = 0; i < words.size(); ++i)
+    if (doc_freq[i] <= common_rows) rare.push_back(words[i]);
+  LexicalQuery q;
+  if (rare.empty() || rare.size() == words.size()) {
+    q.match = or_of(words);
+    return q;
+  }
+  // "(rare) AND (all)" selects the rows of the rare words, and lists every word as a phrase to
+  // score; the first group's phrases are skipped in scoring (they come again in the second).
+  q.match = "(" + or_of(rare) + ") AND (" + or_of(words) + ")";
+  q.skip_phrases = static_cast<int>(rare.size());
+  return q;
 }
 
 std::vector<std::pair<int64_t, double>> rrf_fuse(const std::vector<std::vector<int64_t>>& lists, double k) {
@@ -234,13 +258,16 @@ std::vector<SearchHit> Searcher::search(const std::string& query, const SearchOp
   std::vector<Bm25Hit> lexical;
   std::vector<std::pair<int64_t, double>> vec;
   if (opts.mode != SearchMode::Vector) {
-    const std::string match = fts_query(query, [this](const std::string& w) {
+    auto stem = [this](const std::string& w) {
       std::vector<std::string> t = index_terms(store_.handle(), w);
       return t.empty() ? w : t.front();
-    });
-    if (match.empty())
-      fail("the query \"{}\" has no words to search for (only punctuation or symbols)", query);
-    lexical = rank_lexical(store_.bm25(match, std::max(opts.lexical_pool, candidates), opts.bm25),
+    };
+    const std::vector<std::string> words = query_words(query, stem);
+    if (words.empty()) fail("the query \"{}\" has no words to search for (only punctuation or symbols)", query);
+    std::vector<int64_t> df;
+    for (const std::string& w : words) df.push_back(store_.document_frequency(stem(w)));
+    const LexicalQuery lq = lexical_query(words, df, opts.common_rows);
+    lexical = rank_lexical(store_.bm25(lq.match, std::max(opts.lexical_pool, candidates), opts.bm25, lq.skip_phrases),
                            opts.bm25.lead_boost, opts.page_weight);
     if (lexical.size() > static_cast<size_t>(opts.mode == SearchMode::Bm25 ? opts.k : candidates))
       lexical.resize(static_cast<size_t>(opts.mode == SearchMode::Bm25 ? opts.k : candidates));

@@ -23,13 +23,19 @@ int64_t now_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// The file an error is about, for its message.
+std::string db_file(sqlite3* db) {
+  const char* f = sqlite3_db_filename(db, "main");
+  return f && *f ? f : "?";
+}
+
 }  // namespace
 
 // ---- Statement
 
 Statement::Statement(sqlite3* db, const char* sql) : db_(db) {
   if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK)
-    fail("index: preparing SQL failed: {} ({})", sqlite3_errmsg(db), sql);
+    fail("index {}: preparing SQL failed: {} ({})", db_file(db), sqlite3_errmsg(db), sql);
 }
 Statement::~Statement() { sqlite3_finalize(st_); }
 Statement& Statement::bind(int i, int64_t v) {
@@ -58,7 +64,7 @@ bool Statement::step() {
   if (rc == SQLITE_DONE) return false;
   const std::string msg = sqlite3_errmsg(db_);
   sqlite3_reset(st_);
-  fail("index: {} (SQLite error {})", msg, rc);
+  fail("index {}: {} (SQLite error {})", db_file(db_), msg, rc);
 }
 void Statement::reset() {
   sqlite3_reset(st_);
@@ -195,6 +201,10 @@ Store::Store(const std::string& path, bool create) : path_(path) {
            "use that slm or index again into a new file", path, version, kSchemaVersion);
     exec("PRAGMA journal_mode = WAL");
     exec("PRAGMA synchronous = NORMAL");
+    // Searches read much of the FTS index and every vector: map the file (no read() per page)
+    // and keep a larger page cache than SQLite's 2 MiB default.
+    exec("PRAGMA mmap_size = 4294967296");
+    exec("PRAGMA cache_size = -65536");
     exec("PRAGMA foreign_keys = ON");
     if (objects == 0) create_schema();
     else if (version < kSchemaVersion) migrate(static_cast<int>(version));
@@ -205,6 +215,8 @@ Store::Store(const std::string& path, bool create) : path_(path) {
     const std::string what = e.what();
     if (what.find("file is not a database") != std::string::npos)
       fail("{} is not an slm index (not an SQLite database); give another --db path", path);
+    if (what.find("database disk image is malformed") != std::string::npos)
+      fail("{} is a damaged index (SQLite: database disk image is malformed); index again into a new file", path);
     throw;
   }
 }
@@ -400,19 +412,23 @@ void Store::load_vectors(int64_t model_id, std::vector<int64_t>& ids, std::vecto
   }
 }
 
-std::vector<Bm25Hit> Store::bm25(const std::string& match, int limit, const Bm25Params& p) const {
+std::vector<Bm25Hit> Store::bm25(const std::string& match, int limit, const Bm25Params& p, int skip_phrases) const {
   // The row's first section (its heading path is the document's title alone) is where a page says
   // what it is for; `lead_boost` ranks it above a passing mention deeper down.
+  // Scoring runs inside FTS5 for every matching row; only the best 2 x limit by BM25F are joined
+  // with their chunk and document rows for the lead boost (at most 1.5x: a row further down
+  // rarely overtakes), which keeps a common word's tens of thousands of rows cheap.
   const std::string sql = fmt::format(
-      "SELECT f.rowid, c.doc_id, slm_bm25f(chunks_fts, {k1}, {wt}, {bt}, {wh}, {bh}, {wti}, {bti}) AS s, "
-      "c.heading_path = d.title AS lead "
-      "FROM chunks_fts f JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.doc_id "
-      "WHERE chunks_fts MATCH ?1 ORDER BY s * (1.0 + {lead} * lead) DESC, f.rowid LIMIT ?2",
+      "SELECT x.rowid, c.doc_id, x.s, c.heading_path = d.title AS lead FROM "
+      "(SELECT rowid, slm_bm25f(chunks_fts, {k1}, {wt}, {bt}, {wh}, {bh}, {wti}, {bti}, {skip}) AS s FROM chunks_fts "
+      " WHERE chunks_fts MATCH ?1 ORDER BY s DESC LIMIT ?3) x "
+      "JOIN chunks c ON c.id = x.rowid JOIN documents d ON d.id = c.doc_id "
+      "ORDER BY x.s * (1.0 + {lead} * lead) DESC, x.rowid LIMIT ?2",
       fmt::arg("k1", p.k1), fmt::arg("wt", p.text_weight), fmt::arg("bt", p.text_b), fmt::arg("wh", p.heading_weight),
       fmt::arg("bh", p.heading_b), fmt::arg("wti", p.title_weight), fmt::arg("bti", p.title_b),
-      fmt::arg("lead", p.lead_boost));
+      fmt::arg("lead", p.lead_boost), fmt::arg("skip", skip_phrases));
   Statement q(db_, sql.c_str());
-  q.bind(1, match).bind(2, int64_t{limit});
+  q.bind(1, match).bind(2, int64_t{limit}).bind(3, int64_t{2} * limit);
   std::vector<Bm25Hit> out;
   while (q.step()) out.push_back({q.int64(0), q.int64(1), q.real(2), q.int64(3) != 0});
   return out;

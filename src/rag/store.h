@@ -109,8 +109,10 @@ class Store {
   void load_vectors(int64_t model_id, std::vector<int64_t>& ids, std::vector<float>& matrix) const;
 
   // ---- search
-  // FTS5 MATCH ranked by BM25F with the lead boost; best first, at most `limit`.
-  std::vector<Bm25Hit> bm25(const std::string& match, int limit, const Bm25Params& params = {}) const;
+  // FTS5 MATCH ranked by BM25F with the lead boost; best first, at most `limit`. The first
+  // `skip_phrases` phrases of `match` select rows without counting in the score.
+  std::vector<Bm25Hit> bm25(const std::string& match, int limit, const Bm25Params& params = {},
+                            int skip_phrases = 0) const;
   std::optional<ChunkInfo> chunk(int64_t id) const;
   int64_t chunk_count() const;
   // Documents containing each word (FTS5 vocabulary; words stemmed as the index stems them).
