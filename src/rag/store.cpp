@@ -194,8 +194,8 @@ Store::Store(const std::string& path, bool create) : path_(path) {
       q.step();
       app = q.int64(0);
     }
-    if (objects == 0 && !create)
-      fail("{} holds no index (an empty file or database); make one with: slm index add --db {} FOLDER", path, path);
+    // No tables at all (an empty file, or an `index add` killed before its first commit): an
+    // empty index; reading commands get the schema written and find nothing.
     if (objects > 0 && app != kApplicationId)
       fail("{} is an SQLite database but not an slm index (application_id {:#x}); give another --db path", path, app);
     if (version > kSchemaVersion)
