@@ -19,9 +19,7 @@ std::vector<int32_t> token_array(const json& a, const std::string& param) {
   return ids;
 }
 
-}  // namespace
-
-EmbeddingsRequest parse_embeddings_request(const std::string& body, int64_t dim) {
+json parse_object(const std::string& body) {
   json j;
   try {
     j = json::parse(body);
@@ -29,6 +27,13 @@ EmbeddingsRequest parse_embeddings_request(const std::string& body, int64_t dim)
     throw ApiError(400, std::string("the body is not valid JSON: ") + e.what());
   }
   if (!j.is_object()) throw ApiError(400, "the body must be a JSON object");
+  return j;
+}
+
+}  // namespace
+
+EmbeddingsRequest parse_embeddings_request(const std::string& body, int64_t dim) {
+  const json j = parse_object(body);
   if (!j.contains("input")) throw ApiError(400, "'input' is required: a string or an array of strings", "input");
   EmbeddingsRequest r;
   const json& in = j["input"];
@@ -113,13 +118,7 @@ json embeddings_response(const std::vector<std::vector<float>>& vectors, bool ba
 }
 
 SearchRequest parse_search_request(const std::string& body) {
-  json j;
-  try {
-    j = json::parse(body);
-  } catch (const json::parse_error& e) {
-    throw ApiError(400, std::string("the body is not valid JSON: ") + e.what());
-  }
-  if (!j.is_object()) throw ApiError(400, "the body must be a JSON object");
+  const json j = parse_object(body);
   if (!j.contains("query") || !j["query"].is_string())
     throw ApiError(400, "'query' is required and must be a string", "query");
   SearchRequest r;
