@@ -199,11 +199,15 @@ export function badCases(promptTokens) {
   // Unknown routes and methods.
   const NOT_ROUTE = [404, 405];
   for (const [method, route] of [['GET', '/v2/models'], ['GET', '/v1/model'], ['POST', '/v1/chat/completion'], ['POST', '/v1/chat'],
-                                 ['GET', '/v1/embeddings'], ['POST', '/v1/embeddings'], ['GET', '/nope'], ['GET', '/v1/../../etc/passwd'],
+                                 ['GET', '/nope'], ['GET', '/v1/../../etc/passwd'],
                                  ['GET', '/v1/chat/completions/'], ['POST', '/v1/completions/extra'], ['GET', '/%00'], ['GET', '/v1/models/x/y']])
     add(`${method} ${route}: no such route`, httpRequest({ method, route, body: method === 'POST' ? json(okComp) : null }), 404);
+  // The document routes of a server started without --embed-model and --db: 404 saying so.
+  for (const route of ['/v1/embeddings', '/v1/search'])
+    add(`POST ${route} without its model or index`, httpRequest({ method: 'POST', route, body: json({ input: 'x', query: 'x' }) }), 404);
   for (const [method, route] of [['GET', CHAT], ['GET', COMP], ['PUT', CHAT], ['DELETE', CHAT], ['PATCH', COMP], ['POST', '/v1/models'],
-                                 ['POST', '/health'], ['POST', '/metrics'], ['DELETE', '/v1/models']])
+                                 ['POST', '/health'], ['POST', '/metrics'], ['DELETE', '/v1/models'], ['GET', '/v1/embeddings'],
+                                 ['GET', '/v1/search']])
     add(`${method} ${route}: wrong method`, httpRequest({ method, route, body: method === 'GET' || method === 'DELETE' ? null : json(okComp) }), NOT_ROUTE);
 
   // Bodies that are not JSON whatever their type says.
