@@ -364,14 +364,46 @@ TEST(Embedder, BadInputIsAClearError) {
   }
 }
 
-TEST(Embedder, DecoderModelsAreRefused) {
-  SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
-  auto model = slm::Model::load(path.string());
-  try {
-    slm::Embedder emb(*model, 1);
-    ADD_FAILURE() << "no error";
-  } catch (const slm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not an embedding model"), std::string::npos) << e.what();
+// A decoder's embedding is its final normalized hidden state (llama.cpp's --pooling last): the
+// vector that the output matrix turns into that token's logits. Checked through the logits the
+// model computes itself, on each decoder family's F32 fixture.
+TEST(Embedder, DecoderEmbeddingIsTheStateTheLogitsComeFrom) {
+  for (const char* rel : {"fixtures/logits/llama-L2-E64-F32.gguf", "fixtures/logits/qwen2-L2-E64-F32.gguf",
+                          "fixtures/logits/gemma2-L4-E64-F32.gguf", "fixtures/logits/phi3-L3-E64-F32.gguf"}) {
+    SCOPED_TRACE(rel);
+    SLM_REQUIRE_FIXTURE(path, rel);
+    auto model = slm::Model::load(path.string());
+    const auto& hp = model->hparams();
+    slm::Embedder emb(*model, 2);
+    EXPECT_EQ(emb.pooling(), slm::Pooling::Last);
+    const std::vector<std::vector<int32_t>> seqs = {{1, 5, 9, 13, 40}, {2, 7}, {3, 11, 19}};
+    const Vecs h = emb.embed(seqs, false);
+    const Vecs unit = emb.embed(seqs, true);
+    const slm::TensorInfo* w = model->gguf().find_tensor("output.weight");
+    if (!w) w = model->gguf().find_tensor("token_embd.weight");
+    ASSERT_TRUE(w && w->type == slm::DType::F32);
+    const float* W = reinterpret_cast<const float*>(w->data);
+    const int64_t E = hp.n_embd, V = hp.n_vocab;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      ASSERT_EQ(h[i].size(), static_cast<size_t>(E));
+      // The same sequence alone through the model, logits of its last token.
+      auto cache = model->make_cache(16, 1, 16, slm::DType::F32);
+      slm::Batch b;
+      for (size_t p = 0; p < seqs[i].size(); ++p) b.add(seqs[i][p], static_cast<int32_t>(p), 0, p + 1 == seqs[i].size());
+      std::vector<float> logits(static_cast<size_t>(V));
+      slm::ComputeContext ctx(1);
+      model->forward(ctx, b, *cache, logits.data());
+      std::vector<float> mine(static_cast<size_t>(V));
+      for (int64_t v = 0; v < V; ++v) {
+        double d = 0;
+        for (int64_t e = 0; e < E; ++e) d += static_cast<double>(h[i][e]) * W[v * E + e];
+        mine[v] = hp.final_softcap > 0 ? std::tanh(static_cast<float>(d) / hp.final_softcap) * hp.final_softcap : static_cast<float>(d);
+      }
+      EXPECT_LE(rel_l2(logits, mine), 1e-4) << "sequence " << i;
+      double n2 = 0;
+      for (float x : unit[i]) n2 += static_cast<double>(x) * x;
+      EXPECT_NEAR(n2, 1.0, 1e-5);
+    }
   }
 }
 
@@ -477,11 +509,14 @@ TEST(CliEmbed, BadRequestsFailWithOneLine) {
   EXPECT_NE(r.err.find("embedding model"), std::string::npos) << r.err;
 }
 
-TEST(CliEmbed, DecoderModelIsAClearError) {
-  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
-  const auto r = run_cli({"embed", "-m", model.string(), "-p", "Once upon a time"});
-  EXPECT_TRUE(one_line_error(r)) << r.err;
-  EXPECT_NE(r.err.find("not an embedding model"), std::string::npos) << r.err;
+TEST(CliEmbed, DecoderModelEmbedsWithItsLastToken) {
+  SLM_REQUIRE_FIXTURE(model, "fixtures/logits/llama-L2-E64-F32.gguf");
+  const auto r = run_cli({"embed", "-m", model.string(), "--json", "-p", "Once upon a time", "-p", "the end"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["embedding"].size(), 64u);
+  EXPECT_NE(j[0]["embedding"], j[1]["embedding"]);
 }
 
 // ---- slm synth's BERT shapes ----------------------------------------------------------------

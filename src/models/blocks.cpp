@@ -223,6 +223,10 @@ void output_head(ComputeContext& ctx, const Batch& b, const float* x, int64_t n_
   for (int64_t t = 0; t < b.size(); ++t)
     if (b.logits[t]) std::memcpy(rows + (r++) * n_embd, x + t * n_embd, n_embd * sizeof(float));
   rms_norm(ctx, rows, norm.data(), n_out, n_embd, eps, rows);
+  if (ctx.hidden_out) {
+    std::memcpy(ctx.hidden_out, rows, static_cast<size_t>(n_out * n_embd) * sizeof(float));
+    return;
+  }
   matmul(ctx, output, rows, n_out, logits);
   if (final_softcap > 0.0f) {
     const int64_t n = n_out * output.n_out;

@@ -18,6 +18,11 @@ class ComputeContext {
   ThreadPool& pool() { return *pool_; }
   int n_threads() const { return pool_->size(); }
 
+  // When set, a decoder's output head writes each flagged token's final-norm hidden state
+  // (n_embd floats, in batch order) here instead of computing logits: what embeddings from a
+  // decoder model are made of (the Embedder sets it around its forward pass).
+  float* hidden_out = nullptr;
+
   // Scratch for activations quantized to a weight's dot-product type; 64-byte aligned (the
   // SIMD kernels' activation tiles are read a cache line at a time).
   uint8_t* act_scratch(size_t bytes) {

@@ -20,12 +20,10 @@ void normalize_l2(std::span<float> v) {
 Embedder::Embedder(const Model& model, const EmbedderOptions& opts)
     : model_(model), encoder_(dynamic_cast<const EncoderModel*>(&model)), opts_(opts),
       ctx_(std::max(1, opts.n_threads)) {
-  if (!encoder_)
-    fail("{}: architecture '{}' is not an embedding model (slm makes embeddings with: bert); "
-         "last-token pooling of decoder models is not implemented yet",
-         model.gguf().path(), model.hparams().arch);
   if (opts_.n_batch <= 0) fail("batch size {} must be positive", opts_.n_batch);
-  pooling_ = opts_.pooling.value_or(encoder_->pooling());
+  // A decoder (llama, qwen2, gemma2, phi3) embeds with its final normalized hidden state:
+  // the last token's by default, as llama.cpp's --pooling last.
+  pooling_ = opts_.pooling.value_or(encoder_ ? encoder_->pooling() : Pooling::Last);
   tok_ = Tokenizer::from_gguf(model.gguf());
 }
 
@@ -74,7 +72,23 @@ void Embedder::run_pass(const std::vector<std::vector<int32_t>>& seqs, size_t fi
       batch_.add(seqs[s][p], static_cast<int32_t>(p), static_cast<int32_t>(s - first), true);
   const int64_t T = batch_.size();
   hidden_.resize(static_cast<size_t>(T * E));
-  encoder_->encode(ctx_, batch_, hidden_.data());
+  if (encoder_) {
+    encoder_->encode(ctx_, batch_, hidden_.data());
+  } else {
+    // A decoder pass: causal attention within each sequence (its own cache sequence), every
+    // token's hidden state out (pooling picks from them as for an encoder).
+    int64_t longest = 0;
+    for (size_t s = first; s < last; ++s) longest = std::max<int64_t>(longest, static_cast<int64_t>(seqs[s].size()));
+    auto cache = model_.make_cache(static_cast<int>(longest), static_cast<int>(last - first), static_cast<int>(T), DType::F32);
+    ctx_.hidden_out = hidden_.data();
+    try {
+      model_.forward(ctx_, batch_, *cache, nullptr);
+    } catch (...) {
+      ctx_.hidden_out = nullptr;
+      throw;
+    }
+    ctx_.hidden_out = nullptr;
+  }
 
   // The sequences lie one after another in the batch.
   int64_t row0 = 0;

@@ -12,9 +12,9 @@
 // An Embedder holds scratch memory and a thread pool: use one per thread. The Model can be
 // shared by any number of Embedders (and sessions).
 //
-// Not yet: decoder models (last-token pooling of a Llama/Qwen's final normalized hidden state,
-// which llama.cpp allows) need the decoders to expose their hidden states; the constructor
-// rejects them with an error saying so.
+// Decoder models (llama, qwen2, gemma2, phi3) embed too: their final normalized hidden states,
+// pooled by the last token unless asked otherwise (llama.cpp's --pooling last), each sequence
+// attending causally to itself only.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -54,7 +54,7 @@ void normalize_l2(std::span<float> v);
 
 class Embedder {
  public:
-  // Throws slm::Error when the model is not an embedding model.
+  // Throws slm::Error for a batch size that is not positive.
   Embedder(const Model& model, const EmbedderOptions& opts);
   Embedder(const Model& model, int n_threads) : Embedder(model, with_threads(n_threads)) {}
 
