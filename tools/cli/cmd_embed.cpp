@@ -1,5 +1,5 @@
 // slm embed: sentence embeddings from an embedding model (architecture bert: bge, all-MiniLM,
-// e5). Every text is its own sequence; all of them go through the model in batched passes.
+// e5) or a decoder (its last token's final hidden state). Every text is its own sequence; all of them go through the model in batched passes.
 // Output: one vector per line (space-separated floats, shortest exact decimal form), or with
 // --json an array of {"text", "tokens" (the ids embedded), "embedding"}. With pooling none each
 // text gives one vector per token: one line each, texts separated by an empty line (JSON: an
@@ -80,7 +80,7 @@ Runner add_embed(CLI::App& app) {
     int threads = 0, n_batch = 512, repeat = 1;
   };
   auto o = std::make_shared<Opts>();
-  app.add_option("-m,--model", o->model, "GGUF embedding model (architecture bert)")->required();
+  app.add_option("-m,--model", o->model, "GGUF model: an embedding model (bert) or a decoder (last-token pooling)")->required();
   auto* p = app.add_option("-p,--prompt", o->prompts, "a text to embed (repeat -p for more texts)")->allow_extra_args(false);
   auto* f = app.add_option("--file", o->file, "file with one text per line to embed (- : standard input)");
   p->excludes(f);

@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   add(&slm::cli::add_convert, "convert", "convert a Hugging Face model folder to GGUF");
   add(&slm::cli::add_perplexity, "perplexity", "perplexity of a model on a text, as llama-perplexity computes it");
   add(&slm::cli::add_serve, "serve", "serve a model over an OpenAI-compatible HTTP API with a web chat page");
-  add(&slm::cli::add_embed, "embed", "embed texts with an embedding model (bert): one vector per text");
+  add(&slm::cli::add_embed, "embed", "embed texts with an embedding model (bert) or a decoder: one vector per text");
   add(&slm::cli::add_index, "index", "index documents for search and answers: add, sync, list, stats, remove");
   add(&slm::cli::add_search, "search", "search an index: BM25, vector or hybrid");
   add(&slm::cli::add_eval_retrieval, "eval-retrieval", "recall@k and MRR of an index on a query file");
