@@ -47,8 +47,7 @@ Runner add_ask(CLI::App& app) {
   app.add_option("--db", o->db, "the index file")->required();
   app.add_option("--embed-model", o->embed_model, "the embedding model of the index's vectors (hybrid retrieval)");
   app.add_option("-k", o->k, "passages to retrieve (default 5)")->check(CLI::PositiveNumber);
-  app.add_option("--mode", o->mode, "bm25, vector or hybrid (default: hybrid with --embed-model, else bm25)")
-      ->check(CLI::IsMember({"bm25", "vector", "hybrid"}));
+  add_mode_option(app, o->mode);
   app.add_option("--min-coverage", o->min_coverage,
                  "share of the question's (IDF-weighted) words a passage must hold to count as relevant (default 0.5)")
       ->check(CLI::Range(0.0, 1.0));
@@ -60,10 +59,7 @@ Runner add_ask(CLI::App& app) {
   return [o]() {
     if (!o->extractive && o->model.empty())
       fail("slm ask needs a chat model (-m MODEL) to write the answer, or --extractive to quote the sources without one");
-    rag::SearchMode mode = o->embed_model.empty() ? rag::SearchMode::Bm25 : rag::SearchMode::Hybrid;
-    if (!o->mode.empty()) mode = rag::parse_search_mode(o->mode);
-    if (mode != rag::SearchMode::Bm25 && o->embed_model.empty())
-      fail("--mode {} needs --embed-model (the model the index's vectors come from)", rag::search_mode_name(mode));
+    const rag::SearchMode mode = search_mode(o->mode, o->embed_model);
     rag::Store store(o->db, false);
     LoadedEmbedder emb = load_embedder(o->embed_model, o->embed_threads > 0 ? o->embed_threads : o->threads);
     rag::Searcher searcher(store, emb.embedder.get());

@@ -24,6 +24,20 @@ LoadedEmbedder load_embedder(const std::string& path, int threads) {
   return out;
 }
 
+CLI::Option* add_mode_option(CLI::App& app, std::string& mode) {
+  return app.add_option("--mode", mode, "bm25, vector or hybrid (default: hybrid with --embed-model, else bm25)")
+      ->check(CLI::IsMember({"bm25", "vector", "hybrid"}));
+}
+
+rag::SearchMode search_mode(const std::string& mode, const std::string& embed_model) {
+  const rag::SearchMode m = !mode.empty()          ? rag::parse_search_mode(mode)
+                            : embed_model.empty() ? rag::SearchMode::Bm25
+                                                  : rag::SearchMode::Hybrid;
+  if (m != rag::SearchMode::Bm25 && embed_model.empty())
+    fail("--mode {} needs --embed-model (the model the index's vectors come from)", rag::search_mode_name(m));
+  return m;
+}
+
 std::string chunk_location(const rag::ChunkInfo& c) {
   std::string s = c.rel_path;
   if (c.page_start > 0)
@@ -114,6 +128,15 @@ void add_common(CLI::App* sub, IndexOpts& o) {
   sub->add_option("--db", o.db, "the index file (SQLite)")->required();
 }
 
+// What `add` and `sync` both take: how to chunk and embed what they read.
+void add_ingest_options(CLI::App* sub, IndexOpts& o) {
+  sub->add_option("--embed-model", o.embed_model, "embedding model (GGUF) to store vectors for vector/hybrid search");
+  sub->add_option("-t,--threads", o.threads, "threads for embedding (default: all cores)");
+  sub->add_option("--chunk-tokens", o.chunk_tokens, "target chunk size in tokens (default 256)");
+  sub->add_option("--overlap", o.overlap, "tokens a cut section repeats from the chunk before (default 32)");
+  sub->add_flag("-q,--quiet", o.quiet, "no summary");
+}
+
 }  // namespace
 
 Runner add_index(CLI::App& app) {
@@ -122,18 +145,10 @@ Runner add_index(CLI::App& app) {
   auto* add = app.add_subcommand("add", "index files and folders (.txt .md .rst .html .pdf)");
   add_common(add, *o);
   add->add_option("paths", o->paths, "files or folders")->required();
-  add->add_option("--embed-model", o->embed_model, "embedding model (GGUF, bert) to store vectors for vector/hybrid search");
-  add->add_option("-t,--threads", o->threads, "threads for embedding (default: all cores)");
-  add->add_option("--chunk-tokens", o->chunk_tokens, "target chunk size in tokens (default 256)");
-  add->add_option("--overlap", o->overlap, "tokens a cut section repeats from the chunk before (default 32)");
-  add->add_flag("-q,--quiet", o->quiet, "no summary");
+  add_ingest_options(add, *o);
   auto* sync = app.add_subcommand("sync", "index what changed under the indexed folders, drop documents whose files are gone");
   add_common(sync, *o);
-  sync->add_option("--embed-model", o->embed_model, "embedding model, as for add");
-  sync->add_option("-t,--threads", o->threads, "threads for embedding");
-  sync->add_option("--chunk-tokens", o->chunk_tokens, "target chunk size in tokens (default 256)");
-  sync->add_option("--overlap", o->overlap, "overlap in tokens (default 32)");
-  sync->add_flag("-q,--quiet", o->quiet, "no summary");
+  add_ingest_options(sync, *o);
   auto* list = app.add_subcommand("list", "list the indexed documents");
   add_common(list, *o);
   list->add_flag("--json", o->json, "JSON output");

@@ -23,11 +23,6 @@ struct SearchOpts {
   bool json = false, per_query = false;
 };
 
-rag::SearchMode pick_mode(const SearchOpts& o) {
-  if (!o.mode.empty()) return rag::parse_search_mode(o.mode);
-  return o.embed_model.empty() ? rag::SearchMode::Bm25 : rag::SearchMode::Hybrid;
-}
-
 }  // namespace
 
 Runner add_search(CLI::App& app) {
@@ -36,14 +31,11 @@ Runner add_search(CLI::App& app) {
   app.add_option("--db", o->db, "the index file")->required();
   app.add_option("--embed-model", o->embed_model, "the embedding model the index's vectors come from (vector, hybrid)");
   app.add_option("-k", o->k, "how many chunks (default 10)")->check(CLI::PositiveNumber);
-  app.add_option("--mode", o->mode, "bm25, vector or hybrid (default: hybrid with --embed-model, else bm25)")
-      ->check(CLI::IsMember({"bm25", "vector", "hybrid"}));
+  add_mode_option(app, o->mode);
   app.add_flag("--json", o->json, "JSON output");
   app.add_option("-t,--threads", o->threads, "threads for embedding the query");
   return [o]() {
-    const rag::SearchMode mode = pick_mode(*o);
-    if (mode != rag::SearchMode::Bm25 && o->embed_model.empty())
-      fail("--mode {} needs --embed-model (the model the index's vectors come from)", rag::search_mode_name(mode));
+    const rag::SearchMode mode = search_mode(o->mode, o->embed_model);
     rag::Store store(o->db, false);
     LoadedEmbedder emb = load_embedder(o->embed_model, o->threads);
     rag::Searcher searcher(store, emb.embedder.get());
@@ -76,15 +68,12 @@ Runner add_eval_retrieval(CLI::App& app) {
   app.add_option("--queries", o->queries, "JSON Lines: {\"id\", \"query\", \"relevant\": [relative paths]}")->required();
   app.add_option("--embed-model", o->embed_model, "the embedding model of the index's vectors (vector, hybrid)");
   app.add_option("-k", o->k, "pages ranked per query (default 10)")->check(CLI::PositiveNumber);
-  app.add_option("--mode", o->mode, "bm25, vector or hybrid (default: hybrid with --embed-model, else bm25)")
-      ->check(CLI::IsMember({"bm25", "vector", "hybrid"}));
+  add_mode_option(app, o->mode);
   app.add_flag("--json", o->json, "JSON output");
   app.add_flag("--per-query", o->per_query, "also print each query's rank of its first relevant page");
   app.add_option("-t,--threads", o->threads, "threads for embedding the queries");
   return [o]() {
-    const rag::SearchMode mode = pick_mode(*o);
-    if (mode != rag::SearchMode::Bm25 && o->embed_model.empty())
-      fail("--mode {} needs --embed-model", rag::search_mode_name(mode));
+    const rag::SearchMode mode = search_mode(o->mode, o->embed_model);
     std::ifstream in(o->queries);
     if (!in) fail("cannot open the query file {}", o->queries);
     struct Query {
