@@ -94,7 +94,7 @@ LexicalQuery lexical_query(const std::vector<std::string>& words, const std::vec
   }
   // "(rare) AND (all)" selects the rows of the rare words, and lists every word as a phrase to
   // score; the first group's phrases are skipped in scoring (they come again in the second).
-  q.match = "(" + or_of(rare) + ") AND (" + or_of(words) + ")";
+  q.match = fmt::format("({}) AND ({})", or_of(rare), or_of(words));
   q.skip_phrases = static_cast<int>(rare.size());
   return q;
 }
@@ -258,9 +258,15 @@ std::vector<SearchHit> Searcher::search(const std::string& query, const SearchOp
   std::vector<Bm25Hit> lexical;
   std::vector<std::pair<int64_t, double>> vec;
   if (opts.mode != SearchMode::Vector) {
-    auto stem = [this](const std::string& w) {
-      std::vector<std::string> t = index_terms(store_.handle(), w);
-      return t.empty() ? w : t.front();
+    // Each word is stemmed once: query_words dedupes by stem, the document frequencies read it.
+    std::unordered_map<std::string, std::string> stems;
+    auto stem = [&](const std::string& w) {
+      auto it = stems.find(w);
+      if (it == stems.end()) {
+        std::vector<std::string> t = index_terms(store_.handle(), w);
+        it = stems.emplace(w, t.empty() ? w : t.front()).first;
+      }
+      return it->second;
     };
     const std::vector<std::string> words = query_words(query, stem);
     if (words.empty()) fail("the query \"{}\" has no words to search for (only punctuation or symbols)", query);
