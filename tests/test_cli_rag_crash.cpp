@@ -63,13 +63,9 @@ pid_t spawn_cli(const std::vector<std::string>& args, const fs::path& log) {
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  std::vector<std::string> argv_s = {SLM_CLI_PATH};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  slm::test::CliArgv argv(args);
   pid_t pid = -1;
-  const int rc = posix_spawn(&pid, SLM_CLI_PATH, &fa, nullptr, argv.data(), environ);
+  const int rc = posix_spawn(&pid, SLM_CLI_PATH, &fa, nullptr, argv.get(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) throw std::runtime_error(std::string("posix_spawn ") + SLM_CLI_PATH + ": " + std::strerror(rc));
   return pid;

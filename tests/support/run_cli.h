@@ -26,6 +26,24 @@ struct RunResult {
   std::string out, err;
 };
 
+// The argv of `SLM_CLI_PATH args...` for posix_spawn: the strings and the null-terminated array
+// of pointers into them (kept together, so the pointers stay valid).
+class CliArgv {
+ public:
+  explicit CliArgv(const std::vector<std::string>& args) : strings_{SLM_CLI_PATH} {
+    strings_.insert(strings_.end(), args.begin(), args.end());
+    for (std::string& a : strings_) ptrs_.push_back(a.data());
+    ptrs_.push_back(nullptr);
+  }
+  CliArgv(const CliArgv&) = delete;
+  CliArgv& operator=(const CliArgv&) = delete;
+  char** get() { return ptrs_.data(); }
+
+ private:
+  std::vector<std::string> strings_;
+  std::vector<char*> ptrs_;
+};
+
 // stdin_data: written to the child's standard input, then closed (nullptr: /dev/null).
 inline RunResult run_cli(const std::vector<std::string>& args, double timeout_s = 60.0,
                          const std::string* stdin_data = nullptr) {
@@ -39,13 +57,9 @@ inline RunResult run_cli(const std::vector<std::string>& args, double timeout_s 
   else posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
   posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
-  std::vector<std::string> argv_s = {SLM_CLI_PATH};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  CliArgv argv(args);
   pid_t pid = -1;
-  const int rc = posix_spawn(&pid, SLM_CLI_PATH, &fa, nullptr, argv.data(), environ);
+  const int rc = posix_spawn(&pid, SLM_CLI_PATH, &fa, nullptr, argv.get(), environ);
   posix_spawn_file_actions_destroy(&fa);
   close(out_pipe[1]);
   close(err_pipe[1]);
