@@ -148,6 +148,8 @@ class Planner {
 std::string layer_hf(int64_t l, const char* what) { return fmt::format("model.layers.{}.{}", l, what); }
 std::string layer_gguf(int64_t l, const char* what) { return fmt::format("blk.{}.{}", l, what); }
 
+}  // namespace
+
 // llama.cpp's LlamaModel.permute(): rows of a head go from [first halves | second halves]
 // (HF's rotate_half layout) to interleaved pairs (GGML's "normal" RoPE).
 int64_t permuted_source_row(int64_t j, int64_t rows, int64_t heads) {
@@ -155,6 +157,8 @@ int64_t permuted_source_row(int64_t j, int64_t rows, int64_t heads) {
   const int64_t h = j / hd, r = j % hd;
   return h * hd + (r % 2) * half + r / 2;
 }
+
+namespace {
 
 // Rope factors for Llama 3's scaling (rope_type llama3), as llama.cpp's converter computes them.
 std::vector<float> llama3_factors(const Hp& hp, const RopeConfig& r) {

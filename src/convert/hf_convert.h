@@ -47,4 +47,9 @@ ConvertReport convert_hf(const ConvertOptions& opts);
 // The supported Hugging Face architecture names, for help and errors.
 std::string hf_architecture_names();
 
+// Llama's q/k permutation: the checkpoint row that row j of the GGUF matrix comes from, for a
+// matrix of `rows` rows in `heads` heads of an even size. slm convert-lora applies the same
+// permutation to the rows of lora_B, so that adapters line up with converted bases.
+int64_t permuted_source_row(int64_t j, int64_t rows, int64_t heads);
+
 }  // namespace slm::convert

@@ -110,6 +110,26 @@ using AttendF16Fn = void (*)(const float* q, int n_q, int64_t ldq, const uint16_
                              int64_t n, int d_k, int d_v, float scale, float softcap, float* scratch,
                              float* out, int64_t ldo);
 
+// F32 matrix products on packed panels, driven by ops/gemm.cpp (which does the cache blocking,
+// the threads and the transposes). pack lays out an x-extent of nx (<= any) by k values of a
+// matrix, element (x, p) at src[x * sx + p * sk], as ceil(nx / width) panels of k * width
+// floats, element (x, p) of a panel at p * width + x % width, zero past nx: with width = mr it
+// packs a block of op(A) (x: rows), with width = nr a block of op(B) (x: columns), any
+// transpose being only a choice of strides. kernel then computes one mr x nr tile of C from
+// an A panel and a B panel of k values each: C[i][j] = alpha * sum_p a[p*mr+i] * b[p*nr+j]
+// + beta * C[i][j] for i < m, j < n (the rest of the tile is not touched); beta == 0 does not
+// read C (it may hold NaN). The sums run over p in order in float (FMA on x86).
+// ref::sgemm_kernels() (kernels/ref/sgemm.h) is the scalar twin.
+using SgemmPackFn = void (*)(const float* src, int64_t sx, int64_t sk, int64_t nx, int64_t k,
+                             float* dst);
+struct SgemmKernels {
+  int mr, nr;  // tile rows and columns; 0: none (the scalar twin)
+  SgemmPackFn pack_a;  // width mr
+  SgemmPackFn pack_b;  // width nr
+  void (*kernel)(int64_t k, const float* a, const float* b, float* c, int64_t ldc, int m, int n,
+                 float alpha, float beta);
+};
+
 struct Kernels {
   Isa isa;
   AttendFn attend;           // null: the scalar twin
@@ -128,6 +148,7 @@ struct Kernels {
   PanelKernels panel[kTypeSlots];      // by ggml type id
   RowKernels row[kTypeSlots];          // by ggml type id
   FloatKernels flt[kTypeSlots];        // by ggml type id; gemv == nullptr: none
+  SgemmKernels sgemm;                  // mr == 0: the scalar twin
 };
 
 // The table of the active level (for Scalar: no kernels at all).

@@ -8,8 +8,14 @@
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/attention.h"
+#include "models/lora.h"
 
 namespace slm::blocks {
+
+void linear(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y) {
+  matmul(ctx, w, x, n_tokens, y);
+  if (ctx.lora) apply_lora(ctx, w, x, n_tokens, y);
+}
 
 void embed(const Weight& token_embd, const Batch& b, float* x) {
   get_rows(token_embd, b.tokens.data(), b.size(), x);
@@ -181,8 +187,8 @@ void ffn_glu(ComputeContext& ctx, const Weight& gate, const Weight& up, const We
   const int64_t n_ff = gate.n_out;
   float* g = ctx.buffer(kGate, n_tokens * n_ff);
   float* u = ctx.buffer(kUp, n_tokens * n_ff);
-  matmul(ctx, gate, h, n_tokens, g);
-  matmul(ctx, up, h, n_tokens, u);
+  linear(ctx, gate, h, n_tokens, g);
+  linear(ctx, up, h, n_tokens, u);
   if (const auto swiglu = kern::active().swiglu; swiglu && act == Activation::SiLU) {
     ctx.pool().parallel_for(n_tokens * n_ff, [&](int64_t b, int64_t e, int) {
       swiglu(g + b, u + b, g + b, e - b);
@@ -190,7 +196,7 @@ void ffn_glu(ComputeContext& ctx, const Weight& gate, const Weight& up, const We
   } else {
     glu_combine(act, g, u, n_tokens * n_ff);
   }
-  matmul(ctx, down, g, n_tokens, out);
+  linear(ctx, down, g, n_tokens, out);
 }
 
 void ffn_glu_fused(ComputeContext& ctx, const Weight& gate_up, const Weight& down,
@@ -198,7 +204,7 @@ void ffn_glu_fused(ComputeContext& ctx, const Weight& gate_up, const Weight& dow
   const int64_t n_ff = gate_up.n_out / 2;
   float* gu = ctx.buffer(kUp, n_tokens * 2 * n_ff);
   float* g = ctx.buffer(kGate, n_tokens * n_ff);
-  matmul(ctx, gate_up, h, n_tokens, gu);
+  linear(ctx, gate_up, h, n_tokens, gu);
   const auto swiglu = act == Activation::SiLU ? kern::active().swiglu : nullptr;
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float* row = gu + t * 2 * n_ff;
@@ -206,7 +212,7 @@ void ffn_glu_fused(ComputeContext& ctx, const Weight& gate_up, const Weight& dow
     if (swiglu) swiglu(row, row + n_ff, gr, n_ff);
     else for (int64_t i = 0; i < n_ff; ++i) gr[i] = activate(act, row[i]) * row[n_ff + i];
   }
-  matmul(ctx, down, g, n_tokens, out);
+  linear(ctx, down, g, n_tokens, out);
 }
 
 void add_inplace(float* x, const float* y, int64_t n) {

@@ -12,9 +12,13 @@ namespace slm::blocks {
 // Scratch buffer slots in ComputeContext::buffer().
 enum Slot : int {
   kResidual = 0, kNormed, kQ, kK, kV, kQKV, kAttnOut, kProj, kGate, kUp, kFFOut, kOutRows,
-  kKeysF32, kValuesF32,
+  kKeysF32, kValuesF32, kLora,
   kSlotCount
 };
+
+// y = W x for a projection, plus the corrections of the LoRA adapters the context applies
+// (ComputeContext::lora, models/lora.h) to W.
+void linear(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y);
 
 // x[t] = embedding row of batch token t.
 void embed(const Weight& token_embd, const Batch& b, float* x);

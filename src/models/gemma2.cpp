@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "models/blocks.h"
+#include "models/decoder_view.h"
 #include "models/registry.h"
 
 namespace slm {
@@ -23,6 +24,31 @@ class Gemma2Model : public Model {
   }
 
   void forward(ComputeContext& ctx, const Batch& b, KVCache& cache, float* logits) const override;
+
+  DecoderView decoder_view(int) const override {
+    DecoderView d;
+    d.hp = hp_;
+    d.token_embd = &token_embd_;
+    d.output = &output_;
+    d.output_norm = &output_norm_;
+    d.embd_scale = std::sqrt(static_cast<float>(hp_.n_embd));
+    // Exact tanh GELU: training needs its derivative, and the fp16 table inference matches
+    // llama.cpp with has none (the two differ by ~1e-3 relative).
+    d.act = blocks::Activation::GeluTanh;
+    d.attn = blocks::attention_spec(hp_);
+    const std::vector<int32_t> windows = layer_windows();
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const Layer& L = layers_[l];
+      DecoderLayerView v;
+      v.attn_norm = &L.attn_norm, v.post_attn_norm = &L.post_attn_norm;
+      v.ffn_norm = &L.ffn_norm, v.post_ffw_norm = &L.post_ffw_norm;
+      v.wq = &L.wq, v.wk = &L.wk, v.wv = &L.wv, v.wo = &L.wo;
+      v.gate = &L.gate, v.up = &L.up, v.down = &L.down;
+      v.window = windows[l];
+      d.layers.push_back(v);
+    }
+    return d;
+  }
 
  private:
   struct Layer {
@@ -95,11 +121,11 @@ void Gemma2Model::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, f
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     const Layer& L = layers_[l];
     rms_norm(ctx, x, L.attn_norm.data(), T, E, hp_.norm_eps, h);
-    matmul(ctx, L.wq, h, T, q);
-    matmul(ctx, L.wk, h, T, k);
-    matmul(ctx, L.wv, h, T, v);
+    linear(ctx, L.wq, h, T, q);
+    linear(ctx, L.wk, h, T, k);
+    linear(ctx, L.wv, h, T, v);
     attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
-    matmul(ctx, L.wo, attn, T, proj);
+    linear(ctx, L.wo, attn, T, proj);
     rms_norm(ctx, proj, L.post_attn_norm.data(), T, E, hp_.norm_eps, proj);
     add_inplace(x, proj, T * E);
     rms_norm(ctx, x, L.ffn_norm.data(), T, E, hp_.norm_eps, h);

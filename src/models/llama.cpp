@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "models/blocks.h"
+#include "models/decoder_view.h"
 #include "models/registry.h"
 
 namespace slm {
@@ -62,20 +63,40 @@ void LlamaModel::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, fl
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     const Layer& L = layers_[l];
     rms_norm(ctx, x, L.attn_norm.data(), T, E, hp_.norm_eps, h);
-    matmul(ctx, L.wq, h, T, q);
-    matmul(ctx, L.wk, h, T, k);
-    matmul(ctx, L.wv, h, T, v);
+    linear(ctx, L.wq, h, T, q);
+    linear(ctx, L.wk, h, T, k);
+    linear(ctx, L.wv, h, T, v);
     if (!L.bq.empty()) add_bias(q, L.bq.data(), T, static_cast<int64_t>(L.bq.size()));
     if (!L.bk.empty()) add_bias(k, L.bk.data(), T, static_cast<int64_t>(L.bk.size()));
     if (!L.bv.empty()) add_bias(v, L.bv.data(), T, static_cast<int64_t>(L.bv.size()));
     attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
-    matmul(ctx, L.wo, attn, T, proj);
+    linear(ctx, L.wo, attn, T, proj);
     add_inplace(x, proj, T * E);
     rms_norm(ctx, x, L.ffn_norm.data(), T, E, hp_.norm_eps, h);
     ffn_glu(ctx, L.gate, L.up, L.down, Activation::SiLU, h, T, proj);
     add_inplace(x, proj, T * E);
   }
   output_head(ctx, b, x, E, output_norm_, hp_.norm_eps, output_, 0.0f, logits);
+}
+
+DecoderView LlamaModel::decoder_view(int) const {
+  DecoderView d;
+  d.hp = hp_;
+  d.token_embd = &token_embd_;
+  d.output = &output_;
+  d.output_norm = &output_norm_;
+  d.attn = blocks::attention_spec(hp_);
+  d.attn.rope.freq_factors = rope_freqs_.empty() ? nullptr : rope_freqs_.data();
+  for (const Layer& L : layers_) {
+    DecoderLayerView v;
+    v.attn_norm = &L.attn_norm;
+    v.ffn_norm = &L.ffn_norm;
+    v.wq = &L.wq, v.wk = &L.wk, v.wv = &L.wv, v.wo = &L.wo;
+    v.bq = &L.bq, v.bk = &L.bk, v.bv = &L.bv;
+    v.gate = &L.gate, v.up = &L.up, v.down = &L.down;
+    d.layers.push_back(v);
+  }
+  return d;
 }
 
 std::unique_ptr<Model> make_llama(std::unique_ptr<GGUFFile> file) {

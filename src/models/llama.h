@@ -14,6 +14,7 @@ class LlamaModel : public Model {
   };
   LlamaModel(std::unique_ptr<GGUFFile> file, const Variant& variant);
   void forward(ComputeContext& ctx, const Batch& batch, KVCache& cache, float* logits) const override;
+  DecoderView decoder_view(int n_ctx) const override;
 
  protected:
   struct Layer {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "models/decoder_view.h"
 #include "models/registry.h"
 
 namespace slm {
@@ -33,6 +34,11 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
 
 std::unique_ptr<KVCache> Model::make_cache(int n_ctx, int n_seq, int, DType type) const {
   return make_full_kv_cache(kv_shape(), n_ctx, n_seq, type);
+}
+
+DecoderView Model::decoder_view(int) const {
+  fail("{}: {} models cannot be fine-tuned by slm (only the decoders: llama, qwen2, gemma2, phi3)",
+       file_->path(), hp_.arch);
 }
 
 int64_t Model::key_int(const std::string& suffix) const {

@@ -16,6 +16,8 @@
 
 namespace slm {
 
+struct DecoderView;  // models/decoder_view.h
+
 struct HParams {
   std::string arch;
   int64_t n_vocab = 0;
@@ -54,6 +56,10 @@ class Model {
   // whose logits flag is set, in batch order.
   virtual void forward(ComputeContext& ctx, const Batch& batch, KVCache& cache,
                        float* logits) const = 0;
+  // The weights and block variations a training pass works with (models/decoder_view.h), for
+  // a context of n_ctx positions (Phi-3's LongRoPE factors depend on it). Throws slm::Error for
+  // architectures that cannot be fine-tuned (encoders).
+  virtual DecoderView decoder_view(int n_ctx) const;
 
  protected:
   explicit Model(std::unique_ptr<GGUFFile> file) : file_(std::move(file)) {}

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "models/blocks.h"
+#include "models/decoder_view.h"
 #include "models/registry.h"
 
 namespace slm {
@@ -25,6 +26,30 @@ class Phi3Model : public Model {
   }
 
   void forward(ComputeContext& ctx, const Batch& b, KVCache& cache, float* logits) const override;
+
+  DecoderView decoder_view(int n_ctx) const override {
+    DecoderView d;
+    d.hp = hp_;
+    d.token_embd = &token_embd_;
+    d.output = &output_;
+    d.output_norm = &output_norm_;
+    if (!output_bias_.empty()) d.output_bias = &output_bias_;
+    d.attn = blocks::attention_spec(hp_);
+    d.attn.rope.freq_factors = rope_factors(n_ctx);
+    for (const Layer& L : layers_) {
+      DecoderLayerView v;
+      v.attn_norm = &L.attn_norm;
+      v.ffn_norm = &L.ffn_norm;
+      if (L.wqkv) v.wqkv = &L.wqkv;
+      else v.wq = &L.wq, v.wk = &L.wk, v.wv = &L.wv;
+      v.wo = &L.wo;
+      v.gate_up = &L.gate_up;
+      v.down = &L.down;
+      v.window = hp_.sliding_window;
+      d.layers.push_back(v);
+    }
+    return d;
+  }
 
  private:
   struct Layer {
@@ -98,15 +123,15 @@ void Phi3Model::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, flo
     const Layer& L = layers_[l];
     rms_norm(ctx, x, L.attn_norm.data(), T, E, hp_.norm_eps, h);
     if (L.wqkv) {
-      matmul(ctx, L.wqkv, h, T, qkv);
+      linear(ctx, L.wqkv, h, T, qkv);
       split_qkv(qkv, T, q_dim, k_dim, v_dim, q, k, v);
     } else {
-      matmul(ctx, L.wq, h, T, q);
-      matmul(ctx, L.wk, h, T, k);
-      matmul(ctx, L.wv, h, T, v);
+      linear(ctx, L.wq, h, T, q);
+      linear(ctx, L.wk, h, T, k);
+      linear(ctx, L.wv, h, T, v);
     }
     attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
-    matmul(ctx, L.wo, attn, T, proj);
+    linear(ctx, L.wo, attn, T, proj);
     add_inplace(x, proj, T * E);
     rms_norm(ctx, x, L.ffn_norm.data(), T, E, hp_.norm_eps, h);
     ffn_glu_fused(ctx, L.gate_up, L.down, Activation::SiLU, h, T, proj);

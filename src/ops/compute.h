@@ -12,6 +12,8 @@
 
 namespace slm {
 
+struct LoraSet;  // models/lora.h
+
 class ComputeContext {
  public:
   explicit ComputeContext(int n_threads) : pool_(std::make_unique<ThreadPool>(n_threads)) {}
@@ -22,6 +24,9 @@ class ComputeContext {
   // (n_embd floats, in batch order) here instead of computing logits: what embeddings from a
   // decoder model are made of (the Embedder sets it around its forward pass).
   float* hidden_out = nullptr;
+
+  // The LoRA adapters the decoders' projections apply (models/lora.h); null: none.
+  const LoraSet* lora = nullptr;
 
   // Scratch for activations quantized to a weight's dot-product type; 64-byte aligned (the
   // SIMD kernels' activation tiles are read a cache line at a time).

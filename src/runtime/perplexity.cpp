@@ -135,6 +135,7 @@ PerplexityResult perplexity(const Model& model, const Tokenizer& tok, std::strin
 
   auto cache = model.make_cache(n_ctx, 1, n_batch, o.kv_type);
   ComputeContext ctx(std::max(1, o.n_threads));
+  ctx.lora = o.lora.get();
   Batch batch;
   // Logits of the scored positions only: the output head is a large part of the work for small
   // models (a third of it for slm-docs-19m), and the first half of each chunk is never scored.

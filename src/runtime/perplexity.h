@@ -21,6 +21,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +32,7 @@ namespace slm {
 
 class Model;
 class Tokenizer;
+struct LoraSet;
 
 struct PerplexityOptions {
   int n_ctx = 512;
@@ -38,6 +40,7 @@ struct PerplexityOptions {
   int n_chunks = -1;   // at most this many chunks (-1: all)
   int n_threads = 1;
   DType kv_type = DType::F16;  // llama.cpp's default cache type
+  std::shared_ptr<const LoraSet> lora;  // adapters applied to the model (models/lora.h)
   std::string kl_base_out;     // save the log-probabilities here (full-precision model)
   std::string kl_base_in;      // compare with the log-probabilities saved here
   // Called after each chunk with its index (from 0), the chunk count and the running PPL.

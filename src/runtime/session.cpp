@@ -27,6 +27,7 @@ Session::Session(const Model& model, const SessionOptions& opts)
       cache_(model.make_cache(resolve_ctx(model, opts.n_ctx), 1, std::max(opts.n_batch, 1), opts.kv_type)),
       ctx_(opts.n_threads) {
   if (opts_.n_batch <= 0) fail("batch size {} must be positive", opts_.n_batch);
+  ctx_.lora = opts_.lora.get();
 }
 
 const std::vector<float>& Session::eval(std::span<const int32_t> tokens, bool all_logits) {

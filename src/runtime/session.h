@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include "models/lora.h"
 #include "models/model.h"
 #include "ops/compute.h"
 #include "runtime/kv_cache.h"
@@ -21,6 +22,8 @@ struct SessionOptions {
   // of tokens, so prompt speed does not suffer (pp512: 226 t/s against 199 at 512).
   int n_batch = 128;
   DType kv_type = DType::F16;
+  // LoRA adapters applied on top of the model (models/lora.h); null: none.
+  std::shared_ptr<const LoraSet> lora;
 };
 
 // The context a command uses for a -c value: negative (the default) min(training context,

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "lora_options.h"
 #include "core/error.h"
 #include "models/model.h"
 #include "runtime/session.h"
@@ -46,7 +47,7 @@ void write_logits(const std::string& path, const std::vector<int32_t>& ids, int3
 }  // namespace
 
 Runner add_logits(CLI::App& app) {
-  struct Opts { std::string model, prompt, tokens, out; bool seq = false; int threads = 0; };
+  struct Opts { std::string model, prompt, tokens, out; bool seq = false; int threads = 0; LoraOptions lora; };
   auto o = std::make_shared<Opts>();
   app.add_option("-m,--model", o->model, "GGUF model")->required();
   auto* p = app.add_option("-p,--prompt", o->prompt, "text (BOS as the metadata says, special tokens not parsed)");
@@ -55,6 +56,7 @@ Runner add_logits(CLI::App& app) {
   app.add_option("-o,--output", o->out, "output file")->required();
   app.add_flag("--seq", o->seq, "evaluate one token at a time instead of one batch");
   app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  o->lora.add_to(app);
   return [o, p, t]() {
     if (!p->count() && !t->count()) fail("logits needs -p TEXT or --tokens \"ID ID ...\"");
     auto model = Model::load(o->model);
@@ -70,6 +72,7 @@ Runner add_logits(CLI::App& app) {
     so.n_ctx = static_cast<int>(ids.size());
     so.n_threads = o->threads > 0 ? o->threads : default_threads();
     so.kv_type = DType::F32;
+    so.lora = o->lora.load(*model);
     so.n_batch = o->seq ? 1 : static_cast<int>(ids.size());
     Session session(*model, so);
     std::vector<float> all(ids.size() * n_vocab);

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "lora_options.h"
 #include "core/error.h"
 #include "models/model.h"
 #include "runtime/perplexity.h"
@@ -18,6 +19,7 @@ Runner add_perplexity(CLI::App& app) {
     std::string model, file, kv_type = "f16", kl_base;
     int ctx = 512, batch = 512, chunks = -1, threads = 0;
     bool kl = false;
+    LoraOptions lora;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("-m,--model", o->model, "GGUF model")->required();
@@ -27,6 +29,7 @@ Runner add_perplexity(CLI::App& app) {
   app.add_option("--chunks", o->chunks, "score at most this many chunks (default: all)");
   app.add_option("--kv-type", o->kv_type, "KV cache type: f16 (default, as llama.cpp) or f32");
   app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  o->lora.add_to(app);
   app.add_option("--kl-divergence-base", o->kl_base,
                  "file of the full-precision model's log-probabilities: written by this run, or with "
                  "--kl-divergence read and compared with (2 bytes per vocabulary entry per scored token)");
@@ -42,6 +45,7 @@ Runner add_perplexity(CLI::App& app) {
     po.n_ctx = o->ctx;
     po.n_batch = o->batch;
     po.n_chunks = o->chunks;
+    po.lora = o->lora.load(*model);
     po.n_threads = o->threads > 0 ? o->threads : default_threads();
     po.kv_type = static_cast<DType>(parse_kv_type(o->kv_type));
     (o->kl ? po.kl_base_in : po.kl_base_out) = o->kl_base;

@@ -30,6 +30,7 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
   app.add_option("-t,--threads", threads, "threads (default: all cores)");
   app.add_option("-c,--ctx-size", n_ctx, "context size (0: the model's training context)");
   app.add_option("--kv-type", kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+  lora.add_to(app);
 }
 
 SessionOptions GenerationOptions::session_options(const Model& m) const {
@@ -37,6 +38,7 @@ SessionOptions GenerationOptions::session_options(const Model& m) const {
   so.n_threads = threads > 0 ? threads : default_threads();
   so.n_ctx = context_size(m, n_ctx);
   so.kv_type = static_cast<DType>(parse_kv_type(kv_type));
+  so.lora = lora.load(m);
   return so;
 }
 

@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
   add(&slm::cli::add_quantize, "quantize", "quantize an F32/F16/BF16 model (Q4_0, Q4_K_M, Q8_0, ...)");
   add(&slm::cli::add_synth, "synth", "write a random-weight model with a real model's shape");
   add(&slm::cli::add_convert, "convert", "convert a Hugging Face model folder to GGUF");
+  add(&slm::cli::add_convert_lora, "convert-lora", "convert a PEFT LoRA adapter to a GGUF adapter");
+  add(&slm::cli::add_export_lora, "export-lora", "merge LoRA adapters into a base model, as one GGUF file");
+  add(&slm::cli::add_finetune, "finetune", "train a LoRA adapter on a text file, on the CPU");
   add(&slm::cli::add_perplexity, "perplexity", "perplexity of a model on a text, as llama-perplexity computes it");
   add(&slm::cli::add_serve, "serve", "serve a model over an OpenAI-compatible HTTP API with a web chat page");
   add(&slm::cli::add_embed, "embed", "embed texts with an embedding model (bert) or a decoder: one vector per text");

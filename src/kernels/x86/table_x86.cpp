@@ -8,6 +8,7 @@ void register_panels_k(Kernels& k);
 void register_panels_f16(Kernels& k);
 void register_attention(Kernels& k);
 void register_rows(Kernels& k);
+void register_sgemm(Kernels& k);
 
 namespace {
 
@@ -28,6 +29,7 @@ Kernels build(bool bf16) {
   register_float(k, bf16);
   register_attention(k);
   register_rows(k);
+  register_sgemm(k);
   return k;
 }
 
