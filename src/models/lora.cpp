@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/gguf.h"
+#include "kernels/kernels.h"
 #include "models/blocks.h"
 #include "models/model.h"
 #include "ops/compute.h"
@@ -166,6 +167,54 @@ std::pair<std::string, float> parse_lora_arg(const std::string& arg) {
   return {arg, 1.0f};
 }
 
+namespace {
+
+// Decoding (a token or a few): sgemm's packing would copy all of A and B for every token, and
+// its per-call set-up costs as much as the products; straight dot products and row updates,
+// threads over the rank's rows and then over the output rows, read each value once.
+constexpr int64_t kFewTokens = 4;
+
+void apply_few(ComputeContext& ctx, const LoraTensor& t, float s, const float* token_scales, size_t n_ad, size_t k,
+               const float* x, int64_t T, float* y) {
+  const int64_t r = t.rank, in = t.n_in, out = t.n_out;
+  const auto& fk = kern::active().flt[static_cast<int>(DType::F32)];
+  const bool simd = fk.gemv && in % 32 == 0;
+  float u[kFewTokens * 64];
+  float* uu = r <= 64 ? u : ctx.buffer(blocks::kLora, static_cast<size_t>(T * r));
+  for (int64_t i = 0; i < T; ++i) {
+    const float* xi = x + i * in;
+    float* ui = uu + i * r;
+    ctx.pool().parallel_for(r, [&](int64_t j0, int64_t j1, int) {
+      if (simd) {
+        fk.gemv(reinterpret_cast<const uint8_t*>(t.a.data()), static_cast<size_t>(in) * sizeof(float), j0, j1, in, xi,
+                ui);  // y is indexed by row: writes ui[j0..j1)
+        return;
+      }
+      for (int64_t j = j0; j < j1; ++j) {
+        double d = 0;
+        for (int64_t c = 0; c < in; ++c) d += static_cast<double>(xi[c]) * t.a[j * in + c];
+        ui[j] = static_cast<float>(d);
+      }
+    });
+    const float si = s * (token_scales ? token_scales[i * n_ad + k] : 1.0f);
+    for (int64_t j = 0; j < r; ++j) ui[j] *= si;
+  }
+  ctx.pool().parallel_for(out, [&](int64_t o0, int64_t o1, int) {
+    for (int64_t i = 0; i < T; ++i) {
+      const float* ui = uu + i * r;
+      float* yi = y + i * out;
+      for (int64_t o = o0; o < o1; ++o) {
+        const float* b = t.b.data() + o * r;
+        float acc = 0.0f;
+        for (int64_t j = 0; j < r; ++j) acc += b[j] * ui[j];
+        yi[o] += acc;
+      }
+    }
+  }, 64);
+}
+
+}  // namespace
+
 void apply_lora(ComputeContext& ctx, const Weight& w, const float* x, int64_t T, float* y) {
   const LoraSet* set = ctx.lora;
   if (!set || set->empty() || T == 0) return;
@@ -175,6 +224,10 @@ void apply_lora(ComputeContext& ctx, const Weight& w, const float* x, int64_t T,
     if (!t) continue;
     const float s = set->adapters[k]->scale_for(*t, set->scales[k]);
     const int64_t r = t->rank;
+    if (T <= kFewTokens) {
+      apply_few(ctx, *t, s, set->token_scales, n_ad, k, x, T, y);
+      continue;
+    }
     // u = x A^T [T][r], scaled per token; y += u B^T.
     float* u = ctx.buffer(blocks::kLora, static_cast<size_t>(T * r));
     sgemm(ctx.pool(), false, true, T, r, t->n_in, s, x, t->n_in, t->a.data(), t->n_in, 0.0f, u, r);

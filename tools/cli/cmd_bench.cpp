@@ -10,6 +10,7 @@
 #include <random>
 
 #include "commands.h"
+#include "lora_options.h"
 #include "core/error.h"
 #include "models/model.h"
 #include "runtime/session.h"
@@ -47,6 +48,7 @@ Runner add_bench(CLI::App& app) {
     std::string model, kv_type = "f16";
     int threads = 0, n_prompt = 512, n_gen = 128, reps = 3, n_batch = 0;
     bool json = false;
+    LoraOptions lora;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("-m,--model", o->model, "GGUF model")->required();
@@ -56,6 +58,7 @@ Runner add_bench(CLI::App& app) {
   app.add_option("-b,--batch-size", o->n_batch, "prompt tokens per forward pass (default: the session's)");
   app.add_option("-r,--repetitions", o->reps, "repetitions of each test");
   app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+  o->lora.add_to(app);
   app.add_flag("--json", o->json, "one JSON object per test on stdout");
   return [o]() {
     if (o->reps < 1) fail("--repetitions must be at least 1");
@@ -69,6 +72,7 @@ Runner add_bench(CLI::App& app) {
     if (o->n_batch < 0) fail("--batch-size must not be negative");
     if (o->n_batch > 0) so.n_batch = o->n_batch;
     so.kv_type = static_cast<DType>(parse_kv_type(o->kv_type));
+    so.lora = o->lora.load(*model);
     Session session(*model, so);
     std::mt19937 rng(42);
     std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(hp.n_vocab - 1));
