@@ -23,6 +23,7 @@
 #include "models/model.h"
 #include "runtime/session.h"
 #include "support/fixtures.h"
+#include "support/temp_dir.h"
 #include "support/logits_file.h"
 #include "support/run_cli.h"
 #include "tokenizer/tokenizer.h"
@@ -33,22 +34,9 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using slm::test::LogitsFile;
 
-fs::path temp_dir() {
-  static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("slm-test-convert-hf-" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-// Removes the temporary folder when the test program ends (it holds ~100 MB of models).
-struct TempCleanup {
-  ~TempCleanup() {
-    std::error_code ec;
-    fs::remove_all(fs::temp_directory_path() / ("slm-test-convert-hf-" + std::to_string(::getpid())), ec);
-  }
-} g_cleanup;
+// Removed when the test program ends (it holds ~100 MB of models).
+slm::test::ProgramTempDir g_temp("convert-hf");
+const fs::path& temp_dir() { return g_temp.path(); }
 
 // Converts models/hf/<name> once per output type for the whole test program.
 fs::path converted(const std::string& name, const std::string& outtype) {

@@ -14,6 +14,7 @@
 #include "models/model.h"
 #include "runtime/session.h"
 #include "support/fixtures.h"
+#include "support/temp_dir.h"
 #include "train/finetune.h"
 #include "train/lora_trainer.h"
 
@@ -26,21 +27,8 @@ using slm::train::LoraGrads;
 using slm::train::LoraTrainer;
 using slm::train::TrainerOptions;
 
-fs::path temp_dir() {
-  static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("slm-test-train-" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-struct TempCleanup {
-  ~TempCleanup() {
-    std::error_code ec;
-    fs::remove_all(fs::temp_directory_path() / ("slm-test-train-" + std::to_string(::getpid())), ec);
-  }
-} g_cleanup;
+slm::test::ProgramTempDir g_temp("train");
+const fs::path& temp_dir() { return g_temp.path(); }
 
 // A model of the family as an F32 GGUF: the shared tiny Hugging Face checkpoints (random
 // weights, perturbed norms and biases) converted here, and stories260K for llama.

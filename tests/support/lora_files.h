@@ -19,6 +19,7 @@
 #include "convert/safetensors.h"
 #include "core/gguf.h"
 #include "support/fixtures.h"
+#include "support/temp_dir.h"
 #include "support/run_cli.h"
 #include "support/tiny_model.h"
 
@@ -27,23 +28,9 @@ namespace slm::test::lora {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-inline fs::path temp_dir() {
-  static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("slm-test-convert-lora-" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-// Removes the temporary folder when the test program ends (it holds ~200 MB of models).
-struct TempCleanup {
-  ~TempCleanup() {
-    std::error_code ec;
-    fs::remove_all(fs::temp_directory_path() / ("slm-test-convert-lora-" + std::to_string(::getpid())), ec);
-  }
-};
-inline TempCleanup g_cleanup;
+// Removed when the test program ends (it holds ~200 MB of models).
+inline slm::test::ProgramTempDir g_temp("convert-lora");
+inline const fs::path& temp_dir() { return g_temp.path(); }
 
 inline fs::path peft_dir() { return slm::test::shared_dir() / "models/hf/lora-sqlite-r8"; }
 inline fs::path hf_base() { return slm::test::shared_dir() / "models/hf/slm-docs-19m"; }
