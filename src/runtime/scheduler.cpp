@@ -103,6 +103,9 @@ struct BatchScheduler::Slot {
   int cached = 0;
   int generated = 0;
   int32_t pending_token = -1;  // sampled, evaluated in the next step
+  // The LoRA scales the request runs with (one per adapter), and those the cached tokens of
+  // this slot were computed with: a prefix is reused only under the same adapters.
+  std::vector<float> lora_scales, cached_lora_scales;
   std::optional<Sampler> sampler;
   std::optional<StreamDecoder> decoder;
   std::optional<StopMatcher> stop;
@@ -123,6 +126,11 @@ BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, const S
   // any repacking) are 2-3x slower than the panels there. Q4_0 1B, 8 streams: the Q6_K output
   // head through the row kernel took 27% of decoding time.
   ctx_->set_row_kernels(false);
+  if (opts_.lora && !opts_.lora->empty()) {
+    lora_.adapters = opts_.lora->adapters;
+    lora_.scales.assign(lora_.adapters.size(), 1.0f);
+    ctx_->lora = &lora_;
+  }
   for (int i = 0; i < opts_.n_parallel; ++i) {
     slots_.push_back(std::make_unique<Slot>());
     slots_.back()->seq = i;
@@ -214,11 +222,17 @@ void BatchScheduler::admit(std::deque<Pending>& incoming) {
     }
     // The free slot that already holds the longest prefix of this prompt; among equals, the
     // one used longest ago (its cached conversation is the least likely to come back).
+    std::vector<float> scales;
+    if (opts_.lora) {
+      scales = opts_.lora->scales;
+      for (const auto& [id, sc] : p.req.lora)
+        if (id >= 0 && static_cast<size_t>(id) < scales.size()) scales[id] = sc;
+    }
     Slot* best = nullptr;
     size_t best_common = 0;
     for (auto& s : slots_) {
       if (s->state != Slot::State::Free) continue;
-      const size_t n = std::min(s->tokens.size(), p.req.prompt.size());
+      const size_t n = s->cached_lora_scales == scales ? std::min(s->tokens.size(), p.req.prompt.size()) : 0;
       const size_t common =
           static_cast<size_t>(std::mismatch(s->tokens.begin(), s->tokens.begin() + n, p.req.prompt.begin()).first -
                               s->tokens.begin());
@@ -233,6 +247,8 @@ void BatchScheduler::admit(std::deque<Pending>& incoming) {
     const int32_t keep = static_cast<int32_t>(std::min(best_common, p.req.prompt.size() - 1));
     const int32_t kept = cache_->truncate(s.seq, keep);
     s.tokens.resize(kept);
+    s.lora_scales = scales;
+    s.cached_lora_scales = std::move(scales);
     s.req = std::move(p.req);
     s.handle = std::move(p.handle);
     s.submitted = p.submitted;
@@ -356,6 +372,13 @@ bool BatchScheduler::step() {
     }
   }
   if (batch_.size() == 0) return false;
+  if (ctx_->lora) {
+    const size_t n_ad = lora_.adapters.size();
+    lora_token_scales_.resize(static_cast<size_t>(batch_.size()) * n_ad);
+    for (size_t i = 0; i < owners.size(); ++i)
+      std::copy(owners[i]->lora_scales.begin(), owners[i]->lora_scales.end(), lora_token_scales_.begin() + i * n_ad);
+    lora_.token_scales = lora_token_scales_.data();
+  }
 
   try {
     model_.forward(*ctx_, batch_, *cache_, logits_.data());

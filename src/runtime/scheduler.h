@@ -25,6 +25,7 @@
 #include "core/dtype.h"
 #include "models/model.h"
 #include "sampling/sampler.h"
+#include "models/lora.h"
 #include "tokenizer/tokenizer.h"
 
 namespace slm {
@@ -36,6 +37,9 @@ struct GenerationRequest {
   std::vector<std::string> stop;   // stop strings (the text ends before the first match)
   int top_logprobs = -1;           // -1: no log-probabilities; 0..20: the token's and that many more
   bool ignore_eos = false;         // generate through end-of-generation tokens (benchmarks)
+  // LoRA scales by adapter index (SchedulerOptions::lora) that this request sets; the others
+  // keep the server's scale (--lora FILE:SCALE). Scale 0 turns an adapter off.
+  std::vector<std::pair<int, float>> lora;
 };
 
 struct TokenLogprob {
@@ -85,6 +89,8 @@ struct SchedulerOptions {
   int n_threads = 1;
   int max_queue = 64;   // requests waiting for a slot; beyond it submit() refuses
   DType kv_type = DType::F16;
+  // LoRA adapters every request may use, with their default scales (models/lora.h).
+  std::shared_ptr<const LoraSet> lora;
 };
 
 // Counts for /metrics, read with stats().
@@ -149,6 +155,10 @@ class BatchScheduler : public Scheduler {
   std::vector<Slot*> owners_;   // the slot of each batch entry (kept: a step allocates nothing)
   std::vector<Slot*> prefill_;  // slots with prompt left, oldest first
   std::vector<float> logits_;
+  // The adapters with unit scales and, per batch token, the scale its request asked for
+  // (LoraSet::token_scales): requests with different adapters share one step.
+  LoraSet lora_;
+  std::vector<float> lora_token_scales_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

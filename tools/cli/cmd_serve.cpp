@@ -28,6 +28,9 @@ Runner add_serve(CLI::App& app) {
   app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
   app.add_option("--embed-model", o->s.embed_model_path, "embedding model (bert) for POST /v1/embeddings and vector search");
   app.add_option("--db", o->s.db_path, "index (slm index add) for POST /v1/search");
+  app.add_option("--lora", o->s.lora,
+                 "LoRA adapter FILE or FILE:SCALE (repeatable); a request may set {\"lora\": [{\"id\": 0, \"scale\": S}]}")
+      ->take_all();
   return [o]() {
     if (!o->api_key_file.empty()) {
       std::ifstream in(o->api_key_file);

@@ -1,5 +1,7 @@
 #include "openai.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <fmt/format.h>
 
@@ -199,6 +201,20 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
     s.seed = std::random_device{}();
   }
 
+  // Extension (llama.cpp's server): "lora": [{"id": 0, "scale": 0.5}, ...] rescales the
+  // server's adapters for this request; the ids are checked against them by the caller.
+  if (const json* lora = field(body, "lora")) {
+    if (!lora->is_array()) bad("lora", "'lora' must be an array of {\"id\": N, \"scale\": X}");
+    for (const json& e : *lora) {
+      if (!e.is_object() || !e.contains("id") || !e["id"].is_number_integer() ||
+          (e.contains("scale") && !e["scale"].is_number()))
+        bad("lora", "'lora' entries must be {\"id\": integer, \"scale\": number}, got " + e.dump());
+      const double sc = e.value("scale", 1.0);
+      if (!std::isfinite(sc) || std::abs(sc) > 100.0) bad("lora", "'lora' scales must be within -100..100");
+      r.gen.lora.emplace_back(static_cast<int>(std::clamp<int64_t>(e["id"].get<int64_t>(), -1, INT32_MAX)),
+                              static_cast<float>(sc));
+    }
+  }
   if (const json* stop = field(body, "stop")) {
     if (stop->is_string()) {
       r.gen.stop.push_back(stop->get<std::string>());

@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "metrics.h"
+#include "models/lora.h"
 #include "models/model.h"
 #include "openai.h"
 #include "rag/search.h"
@@ -69,6 +70,7 @@ struct State {
   std::optional<ChatPrompt> chat;
   std::string chat_error;  // why chat completions cannot be served, when they cannot
   std::unique_ptr<BatchScheduler> scheduler;
+  std::shared_ptr<LoraSet> lora;  // the --lora adapters (null: none)
   Metrics metrics;
   int64_t created = 0;
   // Documents: an embedding model and an index, each optional. One request at a time uses them
@@ -151,6 +153,13 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
   auto in_flight = std::make_shared<InFlight>(st);
   CompletionRequest r = parse_completion_request(body, chat);
+  for (const auto& [id, scale] : r.gen.lora) {
+    const size_t n = st.lora ? st.lora->adapters.size() : 0;
+    if (id < 0 || static_cast<size_t>(id) >= n)
+      throw ApiError(400, n == 0 ? std::string("'lora': this server has no LoRA adapters (start it with --lora FILE)")
+                                 : fmt::format("'lora': adapter id {} does not exist (ids 0..{}, see GET /lora-adapters)", id, n - 1),
+                     "lora");
+  }
   ResponseMeta meta{random_id(chat ? "chatcmpl-" : "cmpl-"), st.model_id, static_cast<int64_t>(std::time(nullptr)), chat};
   const bool want_logprobs = r.logprobs;
   std::shared_ptr<RequestHandle> handle = submit(st, r);
@@ -326,6 +335,16 @@ void load_model(State& st) {
   so.n_threads = st.opts.n_threads;
   so.max_queue = st.opts.max_queue;
   so.kv_type = st.opts.kv_type;
+  if (!st.opts.lora.empty()) {
+    st.lora = std::make_shared<LoraSet>();
+    for (const std::string& spec : st.opts.lora) {
+      auto [path, scale] = parse_lora_arg(spec);
+      st.lora->adapters.push_back(LoraAdapter::load(path, *st.model));
+      st.lora->scales.push_back(scale);
+      fmt::print(stderr, "slm: LoRA adapter {}: {} (scale {:g})\n", st.lora->adapters.size() - 1, path, scale);
+    }
+    so.lora = st.lora;
+  }
   st.scheduler = std::make_unique<BatchScheduler>(*st.model, *st.tok, so, &st.metrics);
   fmt::print(stderr, "slm: model {} loaded: {} slots of {} tokens, {} threads\n", st.model_id, so.n_parallel, so.n_ctx,
              so.n_threads);
@@ -454,6 +473,14 @@ int run(const ServerOptions& opts) {
   svr.Get("/metrics", [&st](const httplib::Request&, httplib::Response& res) {
     const SchedulerStats s = st.ready ? st.scheduler->stats() : SchedulerStats{0, 0, 0, 0, 0, 0, 0};
     res.set_content(st.metrics.render(s, st.ready), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  // The adapters and their default scales, as llama.cpp's server lists them.
+  svr.Get("/lora-adapters", [&st](const httplib::Request&, httplib::Response& res) {
+    json list = json::array();
+    if (st.lora)
+      for (size_t i = 0; i < st.lora->adapters.size(); ++i)
+        list.push_back({{"id", i}, {"path", st.lora->adapters[i]->path}, {"scale", st.lora->scales[i]}});
+    send_json(res, list);
   });
   svr.Get("/v1/models", [&st](const httplib::Request&, httplib::Response& res) {
     json model = {{"id", st.model_id}, {"object", "model"}, {"created", st.created}, {"owned_by", "slm"}};

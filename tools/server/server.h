@@ -2,6 +2,7 @@
 // metrics) and a web chat page, over the continuous-batching scheduler (runtime/scheduler.h).
 #pragma once
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -20,6 +21,7 @@ struct ServerOptions {
   DType kv_type = DType::F16;
   std::string embed_model_path;  // POST /v1/embeddings (and vector search) when set
   std::string db_path;           // POST /v1/search over this index when set
+  std::vector<std::string> lora;  // LoRA adapters, FILE or FILE:SCALE (requests may rescale them)
 };
 
 // Binds, prints "slm: listening on http://HOST:PORT" to stderr, loads the model (GET /health
