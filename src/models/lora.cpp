@@ -25,11 +25,6 @@ bool ends_with(const std::string& s, const char* suffix) {
   return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
 }
 
-std::vector<float> decode(const TensorInfo& t) {
-  if (!type_traits(t.type).to_float) fail("tensor {}: cannot decode type {}", t.name, dtype_name(t.type));
-  return tensor_to_floats(t);
-}
-
 }  // namespace
 
 std::shared_ptr<LoraAdapter> LoraAdapter::load(const std::string& path, const Model& base) {
@@ -73,8 +68,8 @@ std::shared_ptr<LoraAdapter> LoraAdapter::load(const std::string& path, const Mo
            "(adapters from llama.cpp's old finetune example are not supported)",
            path, name, fmt::join(a->ne, " x "), fmt::join(b->ne, " x "));
     LoraTensor& t = ad->add(name, a->ne[0], b->ne[1], a->ne[1]);
-    t.a = decode(*a);
-    t.b = decode(*b);
+    t.a = tensor_to_floats(*a);  // throws for a type it cannot decode
+    t.b = tensor_to_floats(*b);
   }
   ad->check_against(base);
   return ad;
@@ -151,6 +146,17 @@ int64_t LoraAdapter::n_params() const {
   int64_t n = 0;
   for (const LoraTensor& t : tensors) n += t.rank * (t.n_in + t.n_out);
   return n;
+}
+
+std::shared_ptr<LoraSet> load_lora_set(const std::vector<std::string>& specs, const Model& base) {
+  if (specs.empty()) return nullptr;
+  auto set = std::make_shared<LoraSet>();
+  for (const std::string& spec : specs) {
+    auto [path, scale] = parse_lora_arg(spec);
+    set->adapters.push_back(LoraAdapter::load(path, base));
+    set->scales.push_back(scale);
+  }
+  return set;
 }
 
 std::pair<std::string, float> parse_lora_arg(const std::string& arg) {

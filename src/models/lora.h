@@ -79,6 +79,10 @@ struct LoraSet {
 // "FILE" or "FILE:SCALE" (as llama.cpp's --lora / --lora-scaled) -> path and scale.
 std::pair<std::string, float> parse_lora_arg(const std::string& arg);
 
+// The adapters of --lora arguments ("FILE" or "FILE:SCALE" each), loaded and checked against
+// the base; null when there are none.
+std::shared_ptr<LoraSet> load_lora_set(const std::vector<std::string>& specs, const Model& base);
+
 // y [T][w.n_out] += the adapters' corrections for weight w applied to x [T][w.n_in]
 // (nothing when no adapter in the context's set adapts w).
 void apply_lora(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y);

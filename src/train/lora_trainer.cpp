@@ -166,7 +166,7 @@ struct LoraTrainer::Impl {
   std::vector<Vec> inputs;                            // per layer input when recomputing
   Vec x_final, inv_final;
   // Backward scratch.
-  Vec dx, dh, dtmp, dq, dk, dv, datt, dgu, du_lora, scores, probs, dprobs, logits, hf, dhf;
+  Vec dx, dh, dtmp, dq, dk, dv, datt, dgu, du_lora, logits;
   std::vector<ThreadPool*> solo;  // one single-thread pool per worker (attention jobs)
   std::vector<std::unique_ptr<ThreadPool>> solo_owned;
 
@@ -345,7 +345,9 @@ struct LoraTrainer::Impl {
 
   // ---- one layer ----
 
-  void layer_fwd(ComputeContext& ctx, int64_t l, LayerActs& A) {
+  // The layer's intermediates into A and, unless null, its output (x2 + d, Gemma: x2 + norm(d))
+  // into out.
+  void layer_fwd(ComputeContext& ctx, int64_t l, LayerActs& A, float* out) {
     const DecoderLayerView& L = view.layers[l];
     auto& P = lin[l];
     norm_fwd(ctx, A.x.data(), *L.attn_norm, A.inv1.data(), A.h1.data(), E);
@@ -384,21 +386,11 @@ struct LoraTrainer::Impl {
       for (int64_t i = i0; i < i1; ++i) A.a[i] = act_fn(act, A.g[i]) * A.u[i];
     }, 4096);
     lin_fwd(ctx, P[kPDown], A.a.data(), A.d.data(), A.lu[kPDown]);
-    // Gemma's post-FFN norm: its 1/rms here too, as a recomputed layer needs it (layer_out,
-    // which applies the norm, is not rerun in the backward pass).
+    // Gemma's post-FFN norm (its 1/rms is kept for the backward pass, recomputed layers too).
     if (L.post_ffw_norm) norm_fwd(ctx, A.d.data(), *L.post_ffw_norm, A.inv_pf.data(), dtmp.data(), E);
-  }
-
-  // The layer's output into out (x2 + d, or x2 + norm(d) for Gemma).
-  void layer_out(ComputeContext& ctx, int64_t l, LayerActs& A, float* out) {
-    const DecoderLayerView& L = view.layers[l];
+    if (!out) return;  // a layer recomputed in the backward pass: its output is not needed
     std::memcpy(out, A.x2.data(), static_cast<size_t>(N * E) * sizeof(float));
-    if (L.post_ffw_norm) {
-      norm_fwd(ctx, A.d.data(), *L.post_ffw_norm, A.inv_pf.data(), dtmp.data(), E);
-      blocks::add_inplace(out, dtmp.data(), N * E);
-    } else {
-      blocks::add_inplace(out, A.d.data(), N * E);
-    }
+    blocks::add_inplace(out, L.post_ffw_norm ? dtmp.data() : A.d.data(), N * E);
   }
 
   // dx holds d(loss)/d(layer output) on entry and d(loss)/d(layer input) on return.
@@ -564,13 +556,12 @@ double LoraTrainer::forward_backward(const int32_t* tokens, LoraGrads* grads) {
   for (size_t l = 0; l < n_layer; ++l) {
     LayerActs& A = I.acts_for(static_cast<int64_t>(l));
     if (recompute_) I.inputs[l] = A.x;
-    I.layer_fwd(ctx, static_cast<int64_t>(l), A);
     if (l + 1 == n_layer) {
-      I.layer_out(ctx, static_cast<int64_t>(l), A, I.x_final.data());
+      I.layer_fwd(ctx, static_cast<int64_t>(l), A, I.x_final.data());
     } else if (!recompute_) {
-      I.layer_out(ctx, static_cast<int64_t>(l), A, I.acts[l + 1].x.data());
+      I.layer_fwd(ctx, static_cast<int64_t>(l), A, I.acts[l + 1].x.data());
     } else {  // the next layer's input replaces this one's in the one set of activations
-      I.layer_out(ctx, static_cast<int64_t>(l), A, I.dh.data());
+      I.layer_fwd(ctx, static_cast<int64_t>(l), A, I.dh.data());
       std::swap(A.x, I.dh);
     }
   }
@@ -636,7 +627,7 @@ double LoraTrainer::forward_backward(const int32_t* tokens, LoraGrads* grads) {
     LayerActs& A = I.acts_for(static_cast<int64_t>(li));
     if (recompute_ && li + 1 < n_layer) {  // the last layer's are still there
       A.x = I.inputs[li];
-      I.layer_fwd(ctx, static_cast<int64_t>(li), A);
+      I.layer_fwd(ctx, static_cast<int64_t>(li), A, nullptr);
     }
     I.layer_bwd(ctx, static_cast<int64_t>(li), A, grads);
   }

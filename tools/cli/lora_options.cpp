@@ -12,16 +12,13 @@ void LoraOptions::add_to(CLI::App& app) {
 }
 
 std::shared_ptr<const LoraSet> LoraOptions::load(const Model& model) const {
-  if (specs.empty()) return nullptr;
-  auto set = std::make_shared<LoraSet>();
-  for (const std::string& spec : specs) {
-    auto [path, scale] = parse_lora_arg(spec);
-    auto ad = LoraAdapter::load(path, model);
-    fmt::print(stderr, "slm: LoRA adapter {}: {} matrices, rank {}, alpha {:g}, scale {:g}\n", path,
-               ad->tensors.size(), ad->tensors.empty() ? 0 : ad->tensors[0].rank, ad->alpha, scale);
-    set->adapters.push_back(std::move(ad));
-    set->scales.push_back(scale);
-  }
+  auto set = load_lora_set(specs, model);
+  if (set)
+    for (size_t i = 0; i < set->adapters.size(); ++i) {
+      const LoraAdapter& ad = *set->adapters[i];
+      fmt::print(stderr, "slm: LoRA adapter {}: {} matrices, rank {}, alpha {:g}, scale {:g}\n", ad.path,
+                 ad.tensors.size(), ad.tensors.empty() ? 0 : ad.tensors[0].rank, ad.alpha, set->scales[i]);
+    }
   return set;
 }
 

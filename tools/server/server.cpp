@@ -335,16 +335,11 @@ void load_model(State& st) {
   so.n_threads = st.opts.n_threads;
   so.max_queue = st.opts.max_queue;
   so.kv_type = st.opts.kv_type;
-  if (!st.opts.lora.empty()) {
-    st.lora = std::make_shared<LoraSet>();
-    for (const std::string& spec : st.opts.lora) {
-      auto [path, scale] = parse_lora_arg(spec);
-      st.lora->adapters.push_back(LoraAdapter::load(path, *st.model));
-      st.lora->scales.push_back(scale);
-      fmt::print(stderr, "slm: LoRA adapter {}: {} (scale {:g})\n", st.lora->adapters.size() - 1, path, scale);
-    }
-    so.lora = st.lora;
-  }
+  st.lora = load_lora_set(st.opts.lora, *st.model);
+  if (st.lora)
+    for (size_t i = 0; i < st.lora->adapters.size(); ++i)
+      fmt::print(stderr, "slm: LoRA adapter {}: {} (scale {:g})\n", i, st.lora->adapters[i]->path, st.lora->scales[i]);
+  so.lora = st.lora;
   st.scheduler = std::make_unique<BatchScheduler>(*st.model, *st.tok, so, &st.metrics);
   fmt::print(stderr, "slm: model {} loaded: {} slots of {} tokens, {} threads\n", st.model_id, so.n_parallel, so.n_ctx,
              so.n_threads);
