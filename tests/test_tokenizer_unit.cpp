@@ -226,4 +226,62 @@ TEST(TokenizerErrors, TinyKnownVocabularyWorks) {
   EXPECT_EQ(tok->decode({0, 1, 2}), "abab");
 }
 
+// A unigram ("t5") vocabulary: Viterbi picks the segmentation whose scores sum highest,
+// characters no piece covers become one <unk> per run, whitespace is handled as the model says.
+std::filesystem::path write_unigram(const std::string& name, bool remove_extra_ws, const std::string* charsmap) {
+  slm::GGUFWriter w;
+  w.set("general.architecture", slm::GGUFValue::str("llama"));
+  w.set("tokenizer.ggml.model", slm::GGUFValue::str("t5"));
+  //                                                0        1      2        3       4             5    6    7     8
+  w.set("tokenizer.ggml.tokens", slm::GGUFValue::strings({"<pad>", "</s>", "<unk>", "<s>", "\xE2\x96\x81", "a", "b", "ab",
+                                                          "\xE2\x96\x81" "a"}));
+  w.set("tokenizer.ggml.scores", slm::GGUFValue::f32s({0, 0, 0, 0, -1.0f, -2.0f, -2.0f, -3.5f, -1.5f}));
+  w.set("tokenizer.ggml.token_type", slm::GGUFValue::i32s({3, 3, 2, 3, 1, 1, 1, 1, 1}));
+  w.set("tokenizer.ggml.bos_token_id", slm::GGUFValue::u32(3));
+  w.set("tokenizer.ggml.eos_token_id", slm::GGUFValue::u32(1));
+  w.set("tokenizer.ggml.unknown_token_id", slm::GGUFValue::u32(2));
+  w.set("tokenizer.ggml.add_space_prefix", slm::GGUFValue::boolean(true));
+  w.set("tokenizer.ggml.remove_extra_whitespaces", slm::GGUFValue::boolean(remove_extra_ws));
+  w.set("tokenizer.ggml.add_bos_token", slm::GGUFValue::boolean(true));
+  w.set("tokenizer.ggml.add_eos_token", slm::GGUFValue::boolean(false));
+  if (charsmap) w.set("tokenizer.ggml.precompiled_charsmap", slm::GGUFValue::bytes(*charsmap));
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("slm_test_tok_" + name + "_" + std::to_string(::getpid()) + ".gguf");
+  w.write(path.string());
+  return path;
+}
+
+TEST(TokenizerUnigram, ViterbiPicksTheBestSegmentation) {
+  const auto p = write_unigram("ugm", /*remove_extra_ws=*/false, nullptr);
+  auto tok = load(p);
+  std::filesystem::remove(p);
+  EXPECT_EQ(tok->model_type(), "t5");
+  // "▁ab": ▁a + b = -3.5 beats ▁ + ab = -4.5 and ▁ + a + b = -5.
+  EXPECT_EQ(tok->encode("ab", false, false), (Ids{8, 6}));
+  // "▁abab": ▁a b a b (-7.5) loses to ▁a b ab? -1.5-2-3.5 = -7.0 wins.
+  EXPECT_EQ(tok->encode("abab", false, false), (Ids{8, 6, 7}));
+  // BOS from the file's add_bos_token, no EOS.
+  EXPECT_EQ(tok->encode("a", true, false), (Ids{3, 8}));
+  // A run of characters no piece covers is one <unk>; spaces kept (no merging) as ▁ pieces.
+  EXPECT_EQ(tok->encode("a xyz\xC3\xA9 b", false, false), (Ids{8, 4, 2, 4, 6}));
+  EXPECT_EQ(tok->encode("a  b", false, false), (Ids{8, 4, 4, 6}));
+  EXPECT_EQ(tok->decode({8, 4, 4, 6}), "a  b");
+}
+
+TEST(TokenizerUnigram, RemoveExtraWhitespacesMergesRuns) {
+  const auto p = write_unigram("ugm_ws", /*remove_extra_ws=*/true, nullptr);
+  auto tok = load(p);
+  std::filesystem::remove(p);
+  EXPECT_EQ(tok->encode("  a   b  ", false, false), (Ids{8, 4, 6}));
+  EXPECT_EQ(tok->encode("   ", false, false), (Ids{}));
+}
+
+TEST(TokenizerUnigram, MalformedCharsmapIsAnError) {
+  const std::string short_map("\x10\x00\x00\x00\x01\x02", 6);  // claims 16 bytes of trie in 6
+  const auto p = write_unigram("ugm_bad", false, &short_map);
+  const std::string err = load_error(p);
+  std::filesystem::remove(p);
+  EXPECT_NE(err.find("precompiled_charsmap"), std::string::npos) << err;
+}
+
 }  // namespace

@@ -220,8 +220,8 @@ SpmIds read_spm_vocab(const fs::path& p, int64_t& n_vocab, const json& tj, const
   struct Piece { std::string text; float score = 0; int type = 1; };
   std::vector<Piece> pieces;
   int model_type = 1;  // UNIGRAM, protobuf's default
-  bool byte_fallback = false, add_dummy_prefix = true, remove_extra_ws = true;
-  std::string normalizer = "nmt_nfkc";
+  bool byte_fallback = false, add_dummy_prefix = true, remove_extra_ws = true, escape_ws = true, ws_suffix = false;
+  std::string normalizer = "nmt_nfkc", charsmap;
   SpmIds ids;
   ids.present = true;
   Pb pb(data, path);
@@ -245,6 +245,7 @@ SpmIds read_spm_vocab(const fs::path& p, int64_t& n_vocab, const json& tj, const
         // int32 fields: negative values (-1: none) are sign-extended to 64 bits on the wire.
         auto i32 = [&] { return static_cast<int64_t>(static_cast<int32_t>(m.varint())); };
         if (f == 3 && w == 0) model_type = static_cast<int>(m.varint());
+        else if (f == 24 && w == 0) ws_suffix = m.varint() != 0;
         else if (f == 35 && w == 0) byte_fallback = m.varint() != 0;
         else if (f == 40 && w == 0) ids.unk = i32();
         else if (f == 41 && w == 0) ids.bos = i32();
@@ -257,8 +258,10 @@ SpmIds read_spm_vocab(const fs::path& p, int64_t& n_vocab, const json& tj, const
       while (!m.done()) {
         const auto [f, w] = m.key();
         if (f == 1 && w == 2) normalizer = std::string(m.bytes());
+        else if (f == 2 && w == 2) charsmap = std::string(m.bytes());
         else if (f == 3 && w == 0) add_dummy_prefix = m.varint() != 0;
         else if (f == 4 && w == 0) remove_extra_ws = m.varint() != 0;
+        else if (f == 5 && w == 0) escape_ws = m.varint() != 0;
         else m.skip(w);
       }
     } else {
@@ -266,24 +269,34 @@ SpmIds read_spm_vocab(const fs::path& p, int64_t& n_vocab, const json& tj, const
     }
   }
   if (pieces.empty()) fail("{}: not a SentencePiece model: no pieces", path);
-  // slm's (and llama.cpp's) "llama" tokenizer is SentencePiece's BPE: merges by piece score.
-  // A unigram model needs Viterbi segmentation, which they do not implement: refuse it rather
-  // than produce ids that differ from SentencePiece's.
-  if (model_type != 2)
-    fail("{}: SentencePiece model type {} ({}) is not supported; slm converts BPE-type models", path, model_type,
-         model_type == 1 ? "unigram" : model_type == 3 ? "word" : model_type == 4 ? "char" : "unknown");
-  // Normalization (NFKC, collapsing whitespace) is not applied by slm or llama.cpp, which
-  // tokenize raw text as Llama's identity-normalized models expect; ids then differ from
-  // SentencePiece's only on text that normalization would change.
-  if (normalizer != "identity" || remove_extra_ws)
-    std::fprintf(stderr, "slm: warning: %s normalizes text (%s%s); slm tokenizes without normalization, so ids "
-                 "differ from SentencePiece's on text that normalization changes\n", path.c_str(), normalizer.c_str(),
-                 remove_extra_ws ? ", extra whitespace removed" : "");
-  (void)byte_fallback;  // byte pieces are marked BYTE below; the tokenizer falls back on them
+  // BPE type: slm's (and llama.cpp's) "llama" tokenizer, merges by piece score. Unigram:
+  // "t5" (llama.cpp's UGM), Viterbi over the pieces after the model's own normalisation.
+  if (model_type != 1 && model_type != 2)
+    fail("{}: SentencePiece model type {} ({}) is not supported; slm converts BPE and unigram models", path,
+         model_type, model_type == 3 ? "word" : model_type == 4 ? "char" : "unknown");
+  if (ws_suffix || !escape_ws)
+    fail("{}: SentencePiece model with {}; slm (like llama.cpp's converter) does not support it", path,
+         ws_suffix ? "treat_whitespace_as_suffix" : "escape_whitespaces off");
+  if (model_type == 1) {
+    if (byte_fallback)
+      std::fprintf(stderr, "slm: warning: %s is a unigram model with byte fallback; slm and llama.cpp tokenize "
+                   "characters outside its pieces as <unk>, where SentencePiece gives their bytes\n", path.c_str());
+    v.model = "t5";
+    v.remove_extra_whitespaces = remove_extra_ws;
+    v.precompiled_charsmap = std::move(charsmap);
+  } else if (normalizer != "identity" || remove_extra_ws) {
+    // The "llama" tokenizer (slm's and llama.cpp's) applies no normalisation (NFKC, collapsing
+    // whitespace): it tokenizes raw text as Llama's identity-normalised models expect, so ids
+    // differ from SentencePiece's only on text that normalisation would change.
+    std::fprintf(stderr, "slm: warning: %s normalizes text (%s%s); slm tokenizes BPE-type models without "
+                 "normalization, so ids differ from SentencePiece's on text that normalization changes\n",
+                 path.c_str(), normalizer.c_str(), remove_extra_ws ? ", extra whitespace removed" : "");
+  }
+  // BPE type: byte pieces are marked BYTE below; the tokenizer falls back on them.
 
   const int64_t n_pieces = static_cast<int64_t>(pieces.size());
   if (n_vocab == 0) n_vocab = n_pieces;
-  v.model = "llama";
+  if (v.model.empty()) v.model = "llama";
   v.pre = "default";
   v.add_space_prefix = add_dummy_prefix;
   // llama.cpp's _set_vocab_sentencepiece: "[PAD<i>]" fillers, score -10000, UNUSED; pieces
@@ -560,6 +573,17 @@ HfVocab read_hf_vocab(const std::string& dir, int64_t n_vocab) {
     set_special("unk", spm_ids.unk);
     set_special("pad", spm_ids.pad);
   }
+  if (v.model == "t5") {
+    // llama.cpp's defaults for "t5" vocabularies are T5's (no BOS, EOS appended); the causal
+    // models converted here add BOS and no EOS (Hugging Face's LlamaTokenizer defaults), so
+    // the file says so unless the tokenizer config already did.
+    auto has = [&](const char* typ) {
+      return std::any_of(v.add_special.begin(), v.add_special.end(), [&](const auto& e) { return e.first == typ; });
+    };
+    const bool bos_known = std::any_of(v.special_ids.begin(), v.special_ids.end(), [](const auto& e) { return e.first == "bos"; });
+    if (!has("bos")) v.add_special.emplace_back("bos", bos_known);
+    if (!has("eos")) v.add_special.emplace_back("eos", false);
+  }
 
   // Chat template: tokenizer_config.json's, else chat_template.jinja, else chat_template.json.
   json tmpl;
@@ -609,6 +633,10 @@ void add_vocab_metadata(GGUFWriter& w, const HfVocab& v) {
     if (typ == "bos" || typ == "eos" || typ == "sep")
       w.set("tokenizer.ggml.add_" + typ + "_token", GGUFValue::boolean(on));
   if (v.add_space_prefix) w.set("tokenizer.ggml.add_space_prefix", GGUFValue::boolean(*v.add_space_prefix));
+  if (v.remove_extra_whitespaces)
+    w.set("tokenizer.ggml.remove_extra_whitespaces", GGUFValue::boolean(*v.remove_extra_whitespaces));
+  if (!v.precompiled_charsmap.empty())
+    w.set("tokenizer.ggml.precompiled_charsmap", GGUFValue::bytes(v.precompiled_charsmap));
   if (v.chat_template) w.set("tokenizer.chat_template", GGUFValue::str(*v.chat_template));
   if (!v.named_chat_templates.empty()) {
     std::vector<std::string> names;

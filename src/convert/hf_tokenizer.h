@@ -8,9 +8,11 @@
 //   tokenizer_config.json / config.json / generation_config.json -> BOS, EOS, EOT, PAD, ... ids
 //     and add_bos / add_eos (the post-processor's template first, an explicit add_bos_token
 //     after), the chat template (or chat_template.jinja / chat_template.json).
-//   tokenizer.model (SentencePiece, BPE type; read without libsentencepiece, its protobuf is
-//     simple) -> tokenizer.ggml.model "llama": pieces, scores and types, add_space_prefix from
-//     add_dummy_prefix; preferred over tokenizer.json when both are there, as llama.cpp does.
+//   tokenizer.model (SentencePiece; read without libsentencepiece, its protobuf is simple):
+//     BPE type -> tokenizer.ggml.model "llama", unigram type -> "t5" (llama.cpp's UGM, with the
+//     model's precompiled_charsmap and remove_extra_whitespaces); pieces, scores and types,
+//     add_space_prefix from add_dummy_prefix; preferred over tokenizer.json when both are
+//     there, as llama.cpp does.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -31,6 +33,9 @@ struct HfVocab {
   std::vector<float> scores;    // SentencePiece only
   std::vector<std::string> merges;  // BPE only
   std::optional<bool> add_space_prefix;  // SentencePiece's add_dummy_prefix
+  // SentencePiece unigram models ("t5"): normalisation as the model specifies it.
+  std::optional<bool> remove_extra_whitespaces;
+  std::string precompiled_charsmap;  // bytes; empty: none
   // Special-token ids and add_* flags in the order llama.cpp's SpecialVocab writes them;
   // names as in the GGUF keys' stems ("bos", "eos", "eot", "unk", "sep", "pad", ...).
   std::vector<std::pair<std::string, uint32_t>> special_ids;

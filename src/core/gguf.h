@@ -69,6 +69,7 @@ struct GGUFValue {
   static GGUFValue strings(const std::vector<std::string>& v);
   static GGUFValue i32s(const std::vector<int32_t>& v);
   static GGUFValue f32s(const std::vector<float>& v);
+  static GGUFValue bytes(std::string_view v);  // an array of UINT8
 };
 
 struct TensorInfo {

@@ -156,6 +156,11 @@ GGUFValue GGUFValue::i32s(const std::vector<int32_t>& v) {
   if (!v.empty()) std::memcpy(r.raw.data(), v.data(), r.raw.size());
   return r;
 }
+GGUFValue GGUFValue::bytes(std::string_view v) {
+  GGUFValue r; r.type = GGUFType::ARRAY; r.elem_type = GGUFType::UINT8;
+  r.raw.assign(v.begin(), v.end());
+  return r;
+}
 GGUFValue GGUFValue::f32s(const std::vector<float>& v) {
   GGUFValue r; r.type = GGUFType::ARRAY; r.elem_type = GGUFType::FLOAT32;
   r.raw.resize(v.size() * sizeof(float));

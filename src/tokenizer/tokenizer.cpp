@@ -30,7 +30,7 @@ using tok::kAttrUnknown;
 using tok::kAttrUnused;
 using tok::kAttrUserDefined;
 
-enum class Kind { Spm, Bpe, Wpm };
+enum class Kind { Spm, Bpe, Wpm, Ugm };
 
 // Pre-tokenizer names llama.cpp maps to the two regex families implemented here, with the
 // flags it sets for each name (llama_vocab::impl::load).
@@ -148,6 +148,7 @@ struct Tokenizer::Impl {
   Kind kind = Kind::Spm;
   tok::Vocab vocab;
   std::unique_ptr<tok::BpeModel> bpe;
+  std::unique_ptr<tok::UgmModel> ugm;
   tok::WpmOptions wpm;
 
   bool add_space_prefix = false;
@@ -220,8 +221,14 @@ void Tokenizer::Impl::load(const GGUFFile& f) {
     }
     add_bos = pre_info->add_bos;
     clean_spaces = pre_info->clean_spaces;
+  } else if (model == "t5") {
+    // SentencePiece unigram. llama.cpp's defaults are T5's (no BOS, EOS appended); converters
+    // of decoder models write add_bos_token / add_eos_token, which override them below.
+    kind = Kind::Ugm;
+    eos = 1, unk = 2, pad = 0;
+    add_eos = true;
   } else {
-    fail("tokenizer: {}: unsupported tokenizer.ggml.model '{}' (supported: llama, gpt2, bert)",
+    fail("tokenizer: {}: unsupported tokenizer.ggml.model '{}' (supported: llama, gpt2, bert, t5)",
          path, model);
   }
   if (auto v = f.opt_bool("tokenizer.ggml.add_space_prefix")) add_space_prefix = *v;
@@ -252,6 +259,18 @@ void Tokenizer::Impl::load(const GGUFFile& f) {
       fail("tokenizer: {}: tokenizer.ggml.merges must be an array of strings", path);
     bpe = std::make_unique<tok::BpeModel>(vocab, pre_info->type, pre_info->ignore_merges, m->array_size(),
                                           [m](size_t i) { return m->str_at(i); });
+  }
+  if (kind == Kind::Ugm) {
+    tok::UgmOptions o;
+    o.add_space_prefix = add_space_prefix;
+    o.remove_extra_whitespaces = f.opt_bool("tokenizer.ggml.remove_extra_whitespaces").value_or(false);
+    std::string_view charsmap;
+    if (const GGUFValue* c = f.find("tokenizer.ggml.precompiled_charsmap")) {
+      if (!c->is_array() || (c->elem_type != GGUFType::UINT8 && c->elem_type != GGUFType::INT8))
+        fail("tokenizer: {}: tokenizer.ggml.precompiled_charsmap must be an array of bytes", path);
+      charsmap = std::string_view(reinterpret_cast<const char*>(c->raw.data()), c->raw.size());
+    }
+    ugm = std::make_unique<tok::UgmModel>(vocab, charsmap, o, path);
   }
 
   if (auto v = f.opt_bool("tokenizer.ggml.add_bos_token")) add_bos = *v;
@@ -601,11 +620,13 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,
       if (add_special && m.add_eos) out.push_back(m.eos);
       break;
     }
-    case Kind::Bpe: {
+    case Kind::Bpe:
+    case Kind::Ugm: {
       if (add_special && m.add_bos) out.push_back(m.bos);
       for (const auto& fr : frags) {
         if (fr.token >= 0) out.push_back(fr.token);
-        else m.bpe->tokenize(text.substr(fr.off, fr.len), out);
+        else if (m.kind == Kind::Bpe) m.bpe->tokenize(text.substr(fr.off, fr.len), out);
+        else m.ugm->tokenize(text.substr(fr.off, fr.len), out);
       }
       if (add_special && m.add_eos) out.push_back(m.eos);
       break;

@@ -3,6 +3,8 @@
 //                                   qwen2 families (tokenizer.ggml.pre)
 //                          "llama" SentencePiece BPE with byte fallback (Llama 2, Phi-3, TinyStories)
 //                          "bert"  WordPiece (BERT / BGE embedding models)
+//                          "t5"    SentencePiece unigram (llama.cpp's UGM), with the model's
+//                                  precompiled character map
 // Anything else is rejected with an slm::Error naming the value rather than guessed at.
 // All const member functions are safe to call concurrently.
 #pragma once

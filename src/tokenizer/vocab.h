@@ -119,6 +119,48 @@ class BpeModel {
 // by U+2581 and the optional leading space added.
 void spm_tokenize(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out);
 
+// SentencePiece unigram (tokenizer.ggml.model = t5; llama.cpp's UGM): the text normalised
+// (the model's precompiled character map, then whitespace: the dummy prefix, optional merging
+// of runs, spaces escaped as U+2581) and segmented by Viterbi into the pieces whose scores sum
+// highest; characters no piece covers become the unknown token, runs of them one token.
+struct UgmOptions {
+  bool add_space_prefix = true;
+  bool remove_extra_whitespaces = true;
+  bool escape_whitespaces = true;
+  bool treat_whitespace_as_suffix = false;
+};
+
+class UgmModel {
+ public:
+  // charsmap: tokenizer.ggml.precompiled_charsmap as stored (may be empty: no normalisation
+  // beyond whitespace). Throws slm::Error when it is malformed or the vocabulary has no
+  // unknown token.
+  UgmModel(const Vocab& vocab, std::string_view charsmap, const UgmOptions& opt, const std::string& path);
+  void tokenize(std::string_view text, std::vector<int32_t>& out) const;
+
+ private:
+  std::string normalize(std::string_view text) const;
+  // Bytes of text (from off) that become `replacement` through the character map: 0 when
+  // no entry of the map starts there.
+  size_t charsmap_match(std::string_view text, size_t off, std::string_view* replacement) const;
+  // A byte trie over the pieces: node n's child on byte b is edges_[(n << 8) | b].
+  int32_t child(int32_t node, uint8_t b) const {
+    auto it = edges_.find((static_cast<uint64_t>(node) << 8) | b);
+    return it == edges_.end() ? -1 : it->second;
+  }
+  int32_t insert(std::string_view text);  // returns the node the text ends at
+
+  const Vocab& vocab_;
+  UgmOptions opt_;
+  std::string path_;
+  std::unordered_map<uint64_t, int32_t> edges_;
+  std::vector<int32_t> node_token_;        // the piece ending at each node, or -1
+  std::vector<uint8_t> node_user_;         // a user-defined piece ends here
+  std::vector<uint32_t> xcda_;             // the character map's double array
+  std::string replacements_;               // its NUL-terminated replacement strings
+  float unk_score_ = 0.0f;
+};
+
 // WordPiece (tokenizer.ggml.model = bert).
 struct WpmOptions {
   bool lowercase = true;

@@ -14,19 +14,20 @@ Runner add_info(CLI::App& app) {
   auto model_path = std::make_shared<std::string>();
   app.add_option("-m,--model", *model_path, "GGUF file")->required();
   return [model_path]() {
-    auto model = Model::load(*model_path);
-    const GGUFFile& f = model->gguf();
-    const HParams& hp = model->hparams();
-    fmt::print("file:          {}\n", f.path());
-    fmt::print("file size:     {} bytes ({:.2f} MiB)\n", f.file_size(), f.file_size() / 1048576.0);
-    fmt::print("gguf version:  {}\n", f.version());
-    fmt::print("isa:           {}\n", kern::isa_name(kern::active_isa()));
-    if (auto name = f.opt_string("general.name")) fmt::print("name:          {}\n", *name);
-    fmt::print("architecture:  {}\n", hp.arch);
-    fmt::print("n_vocab:       {}\n", hp.n_vocab);
-    {
-      // Read from the metadata as stored (no tokenizer is built): a value of an unexpected
-      // type shows as "?" here; the tokenizer itself reports such files when it is loaded.
+    // A vocabulary-only file (slm convert --vocab-only, llama.cpp's ggml-vocab-*.gguf) has no
+    // tensors to build a model from: show what it does hold.
+    const auto file = GGUFFile::open(*model_path);
+    const bool vocab_only = file->tensors().empty();
+    auto print_header = [](const GGUFFile& f) {
+      fmt::print("file:          {}\n", f.path());
+      fmt::print("file size:     {} bytes ({:.2f} MiB)\n", f.file_size(), f.file_size() / 1048576.0);
+      fmt::print("gguf version:  {}\n", f.version());
+      fmt::print("isa:           {}\n", kern::isa_name(kern::active_isa()));
+      if (auto name = f.opt_string("general.name")) fmt::print("name:          {}\n", *name);
+    };
+    // Read from the metadata as stored (no tokenizer is built): a value of an unexpected type
+    // shows as "?" here; the tokenizer itself reports such files when it is loaded.
+    auto print_tokenizer = [](const GGUFFile& f) {
       auto text = [&](const char* key) -> std::string {
         const GGUFValue* v = f.find(key);
         return !v ? "" : v->type == GGUFType::STRING ? v->as_string() : "?";
@@ -34,7 +35,23 @@ Runner add_info(CLI::App& app) {
       const std::string model_type = text("tokenizer.ggml.model"), pre = text("tokenizer.ggml.pre");
       if (!model_type.empty())
         fmt::print("tokenizer:     {}{}\n", model_type, pre.empty() ? "" : " (pre-tokenizer " + pre + ")");
+    };
+    if (vocab_only) {
+      print_header(*file);
+      fmt::print("architecture:  {}\n", file->opt_string("general.architecture").value_or("(none)"));
+      const GGUFValue* toks = file->find("tokenizer.ggml.tokens");
+      fmt::print("n_vocab:       {}\n", toks && toks->is_array() ? std::to_string(toks->array_size()) : "(no tokens)");
+      print_tokenizer(*file);
+      fmt::print("tensors:       0 (vocabulary only)\n");
+      return 0;
     }
+    auto model = Model::load(*model_path);
+    const GGUFFile& f = model->gguf();
+    const HParams& hp = model->hparams();
+    print_header(f);
+    fmt::print("architecture:  {}\n", hp.arch);
+    fmt::print("n_vocab:       {}\n", hp.n_vocab);
+    print_tokenizer(f);
     fmt::print("n_ctx_train:   {}\n", hp.n_ctx_train);
     fmt::print("n_embd:        {}\n", hp.n_embd);
     fmt::print("n_layer:       {}\n", hp.n_layer);
