@@ -110,6 +110,7 @@ TEST(CliLogits, WritesTheFixtureFormat) {
   const auto r = run_cli({"logits", "-m", model.string(), "-p", "Once upon a time, there was a little girl named Lily.", "-o", out});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(slm::test::read_logits_file(out).tokens, ref.tokens);
+  std::filesystem::remove(out);
 }
 
 TEST(CliInfo, DescribesTheModel) {

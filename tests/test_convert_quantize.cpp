@@ -18,6 +18,7 @@
 #include "support/fixtures.h"
 #include "support/logits_file.h"
 #include "support/run_cli.h"
+#include "support/temp_dir.h"
 #include "support/tiny_model.h"
 
 namespace {
@@ -28,11 +29,10 @@ using slm::convert::QuantizeOptions;
 
 const char* kF16 = "fixtures/kquants/kq-llama-L2-E256-F16";
 
-fs::path temp_path(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("slm-test-quantize-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  return dir / name;
-}
+// Removed when the program ends.
+const slm::test::ProgramTempDir g_temp("quantize");
+
+fs::path temp_path(const std::string& name) { return g_temp.path() / name; }
 
 std::vector<uint8_t> read_bytes(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);

@@ -16,6 +16,7 @@
 #include "runtime/session.h"
 #include "support/fixtures.h"
 #include "support/run_cli.h"
+#include "support/temp_dir.h"
 
 namespace {
 
@@ -24,11 +25,10 @@ using slm::DType;
 using slm::convert::find_synth_shape;
 using slm::convert::synth_plan;
 
-fs::path temp_path(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("slm-test-synth-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  return dir / name;
-}
+// Removed when the program ends.
+const slm::test::ProgramTempDir g_temp("synth");
+
+fs::path temp_path(const std::string& name) { return g_temp.path() / name; }
 
 std::vector<char> read_bytes(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
