@@ -16,8 +16,10 @@ Runner add_info(CLI::App& app) {
   return [model_path]() {
     // A vocabulary-only file (slm convert --vocab-only, llama.cpp's ggml-vocab-*.gguf) has no
     // tensors to build a model from: show what it does hold.
+    // A file that declares no tensors but carries data after its header is damaged (its tensor
+    // count, most likely): that goes to Model::load, which names what is missing.
     const auto file = GGUFFile::open(*model_path);
-    const bool vocab_only = file->tensors().empty();
+    const bool vocab_only = file->tensors().empty() && file->file_size() <= file->data_offset();
     auto print_header = [](const GGUFFile& f) {
       fmt::print("file:          {}\n", f.path());
       fmt::print("file size:     {} bytes ({:.2f} MiB)\n", f.file_size(), f.file_size() / 1048576.0);
