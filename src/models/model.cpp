@@ -8,8 +8,10 @@
 
 namespace slm {
 
-std::unique_ptr<Model> Model::load(const std::string& path) {
-  auto file = GGUFFile::open(path);
+std::unique_ptr<Model> Model::load(const std::string& path) { return load(GGUFFile::open(path)); }
+
+std::unique_ptr<Model> Model::load(std::unique_ptr<GGUFFile> file) {
+  const std::string path = file->path();
   const GGUFValue* arch_v = file->find("general.architecture");
   if (!arch_v) fail("{}: missing metadata key general.architecture (not a model file?)", path);
   if (arch_v->type != GGUFType::STRING)

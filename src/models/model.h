@@ -43,6 +43,8 @@ class Model {
   virtual ~Model() = default;
   // Opens the file and builds the model for its general.architecture. Throws slm::Error.
   static std::unique_ptr<Model> load(const std::string& path);
+  // The same for a file already opened (slm info looks at it first).
+  static std::unique_ptr<Model> load(std::unique_ptr<GGUFFile> file);
   static std::vector<std::string> supported_architectures();
 
   const HParams& hparams() const { return hp_; }

@@ -83,7 +83,7 @@ UgmModel::UgmModel(const Vocab& vocab, std::string_view charsmap, const UgmOptio
     if (td.text.empty() || !(td.attr & (kAttrNormal | kAttrUserDefined | kAttrUnused))) continue;
     const int32_t node = insert(td.text);
     if (node_token_[node] < 0) node_token_[node] = id;  // first id wins for duplicate texts
-    if (td.attr & kAttrUserDefined) node_user_[node] = 1;
+    if (td.attr & kAttrUserDefined) node_user_[node] = has_user_ = true;
   }
   if (!(min_score < std::numeric_limits<float>::infinity()))
     fail("tokenizer: {}: a unigram (t5) vocabulary without any normal piece", path);
@@ -136,16 +136,18 @@ size_t UgmModel::charsmap_match(std::string_view text, size_t off, std::string_v
 std::string UgmModel::normalize(std::string_view text) const {
   std::string out;
   out.reserve(text.size() * 3 / 2 + 3);
-  const std::string_view space = opt_.escape_whitespaces ? kEscapedSpace : std::string_view(" ");
-  const bool prepend = !opt_.treat_whitespace_as_suffix && opt_.add_space_prefix;
-  const bool append = opt_.treat_whitespace_as_suffix && opt_.add_space_prefix;
+  // SentencePiece's escape_whitespaces and treat_whitespace_as_suffix have no GGUF keys; the
+  // converter refuses models that change them from their defaults (on, off).
+  const std::string_view space = kEscapedSpace;
+  const bool prepend = opt_.add_space_prefix;
   const bool merge = opt_.remove_extra_whitespaces;
   bool prepended = false, in_word = false;
   for (size_t off = 0; off < text.size();) {
     std::string_view piece;
     size_t consumed = 0;
-    // The longest user-defined piece starting here, if any.
-    for (int32_t node = 0, p = static_cast<int32_t>(off); p < static_cast<int32_t>(text.size());) {
+    // The longest user-defined piece starting here, if any (the walk is skipped when there are
+    // none, as in most vocabularies: it would retrace the pieces' trie at every byte).
+    for (int32_t node = 0, p = static_cast<int32_t>(off); has_user_ && p < static_cast<int32_t>(text.size());) {
       node = child(node, static_cast<uint8_t>(text[static_cast<size_t>(p)]));
       if (node < 0) break;
       ++p;
@@ -179,7 +181,6 @@ std::string UgmModel::normalize(std::string_view text) const {
     }
     off += consumed;
   }
-  if (append) out += space;
   return out;
 }
 

@@ -126,8 +126,6 @@ void spm_tokenize(const Vocab& vocab, std::string_view text, std::vector<int32_t
 struct UgmOptions {
   bool add_space_prefix = true;
   bool remove_extra_whitespaces = true;
-  bool escape_whitespaces = true;
-  bool treat_whitespace_as_suffix = false;
 };
 
 class UgmModel {
@@ -156,6 +154,7 @@ class UgmModel {
   std::unordered_map<uint64_t, int32_t> edges_;
   std::vector<int32_t> node_token_;        // the piece ending at each node, or -1
   std::vector<uint8_t> node_user_;         // a user-defined piece ends here
+  bool has_user_ = false;                  // any user-defined piece at all
   std::vector<uint32_t> xcda_;             // the character map's double array
   std::string replacements_;               // its NUL-terminated replacement strings
   float unk_score_ = 0.0f;

@@ -18,7 +18,7 @@ Runner add_info(CLI::App& app) {
     // tensors to build a model from: show what it does hold.
     // A file that declares no tensors but carries data after its header is damaged (its tensor
     // count, most likely): that goes to Model::load, which names what is missing.
-    const auto file = GGUFFile::open(*model_path);
+    auto file = GGUFFile::open(*model_path);
     const bool vocab_only = file->tensors().empty() && file->file_size() <= file->data_offset();
     auto print_header = [](const GGUFFile& f) {
       fmt::print("file:          {}\n", f.path());
@@ -47,7 +47,7 @@ Runner add_info(CLI::App& app) {
       fmt::print("tensors:       0 (vocabulary only)\n");
       return 0;
     }
-    auto model = Model::load(*model_path);
+    auto model = Model::load(std::move(file));
     const GGUFFile& f = model->gguf();
     const HParams& hp = model->hparams();
     print_header(f);
