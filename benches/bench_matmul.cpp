@@ -87,6 +87,33 @@ void bm_matmul(benchmark::State& st, DType type, int64_t n_out, int64_t n_in, in
   st.counters["tok/s"] = benchmark::Counter(static_cast<double>(n_tok), benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// A server's decoding step through the output head: 128256 x 2048 (Llama 3.2 1B's vocabulary;
+// 215 MB as Q6_K, far past the caches), one row per generating sequence, through the panel
+// kernels as the scheduler runs them (ComputeContext::set_row_kernels(false)).
+void bm_head(benchmark::State& st, DType type, int64_t n_tok, Isa isa) {
+  if (!kern::isa_supported(isa)) {
+    st.SkipWithError("instruction set not supported here");
+    return;
+  }
+  kern::set_active_isa(isa);
+  const int64_t n_out = 128256, n_in = 2048;
+  const Weight& w = matrix(type, n_out, n_in);
+  ComputeContext ctx(bench_threads());
+  ctx.set_row_kernels(false);
+  const std::vector<float> x = gaussian(static_cast<size_t>(n_in * n_tok), 2);
+  std::vector<float> y(static_cast<size_t>(n_out * n_tok));
+  matmul(ctx, w, x.data(), n_tok, y.data());
+  for (auto _ : st) {
+    matmul(ctx, w, x.data(), n_tok, y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  st.counters["GB/s"] = benchmark::Counter(static_cast<double>(w.row_bytes) * n_out / 1e9,
+                                          benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GOP/s"] = benchmark::Counter(2.0 * n_out * n_in * n_tok / 1e9,
+                                           benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // Decoding as a model does it: one token through a stack of distinct matrices (256 MB in all,
 // far beyond the caches), so the weights stream from memory. GB/s against memory bandwidth.
 void bm_decode(benchmark::State& st, DType type, int64_t n_out, int64_t n_in, Isa isa) {
@@ -142,7 +169,7 @@ void register_all() {
     for (const Shape& s : shapes) {
       const std::string base = "matmul/" + dtype_name(t) + "/" + std::to_string(s.n_out) + "x" +
                                std::to_string(s.n_in) + "/t";
-      for (int64_t n_tok : {1, 64, 512}) {
+      for (int64_t n_tok : {1, 8, 64, 512}) {
         for (Isa isa : simd)
           benchmark::RegisterBenchmark((base + std::to_string(n_tok) + "/" + kern::isa_name(isa)).c_str(),
                                        bm_matmul, t, s.n_out, s.n_in, n_tok, isa)
@@ -159,6 +186,11 @@ void register_all() {
     for (Isa isa : {Isa::Avx512Vnni, Isa::Avx512, Isa::Avx2, Isa::Scalar})
       benchmark::RegisterBenchmark(("decode/" + dtype_name(t) + "/2048x2048/" + kern::isa_name(isa)).c_str(),
                                    bm_decode, t, 2048, 2048, isa)
+          ->UseRealTime()->Unit(benchmark::kMillisecond);
+  for (DType t : {DType::Q6_K, DType::Q4_0, DType::Q8_0})
+    for (int64_t n_tok : {1, 4, 8})
+      benchmark::RegisterBenchmark(("head/" + dtype_name(t) + "/128256x2048/t" + std::to_string(n_tok)).c_str(),
+                                   bm_head, t, n_tok, Isa::Avx512Vnni)
           ->UseRealTime()->Unit(benchmark::kMillisecond);
   for (DType a : {DType::Q8_0, DType::Q8_K})
     for (Isa isa : {Isa::Avx512Vnni, Isa::Avx512, Isa::Avx2, Isa::Scalar})

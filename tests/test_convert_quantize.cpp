@@ -1,5 +1,9 @@
 // slm quantize against llama-quantize: the same per-tensor types, tensor order and size as
 // llama.cpp's files from the same F16 model, and logits at least as close to the F16 model's.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -297,3 +301,70 @@ TEST(QuantizeCli, KeepsTheInputsAlignmentAndMetadata) {
 }
 
 }  // namespace
+
+// The streaming writer mixes buffered bytes and kernel-side copies (Sink::copy_range) in file
+// order: from a file on the same file system (copy_file_range) and from a memfd, which a
+// kernel >= 5.19 refuses across file systems (EXDEV), so the pread fallback runs too.
+TEST(GgufWriter, StreamedCopiesLandInOrderWithTheBufferedBytes) {
+  std::vector<uint8_t> src(size_t{5} << 20);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
+  const fs::path src_path = temp_path("copy-src.bin");
+  {
+    std::ofstream f(src_path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(src.data()), static_cast<std::streamsize>(src.size()));
+  }
+  const int file_fd = ::open(src_path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(file_fd, 0);
+  const int mem_fd = ::memfd_create("slm-copy-src", MFD_CLOEXEC);
+  ASSERT_GE(mem_fd, 0);
+  ASSERT_EQ(::write(mem_fd, src.data(), src.size()), static_cast<ssize_t>(src.size()));
+
+  // a: 3 bytes written then 4 MiB + 7 copied from the file at offset 11; b: copied from the
+  // memfd at 1000 (crossing the fallback's 4 MiB steps), then 5 bytes written; c: written only.
+  const size_t na = 3 + (size_t{4} << 20) + 7, nb = (size_t{4} << 20) + 1 + 5;
+  slm::GGUFWriter w;
+  w.set("general.architecture", slm::GGUFValue::str("llama"));
+  w.add_tensor_info("a", DType::I8, {static_cast<int64_t>(na)});
+  w.add_tensor_info("b", DType::I8, {static_cast<int64_t>(nb)});
+  const std::vector<uint8_t> c = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  w.add_tensor("c", DType::I8, {9}, c.data(), c.size());
+  const fs::path out = temp_path("copy-out.gguf");
+  w.write_streamed(out.string(), [&](size_t i, const slm::GGUFWriter::Sink& sink) {
+    if (i == 0) {
+      sink(src.data() + 100, 3);
+      sink.copy_range(file_fd, 11, na - 3);
+    } else {
+      sink.copy_range(mem_fd, 1000, nb - 5);
+      sink(src.data() + 200, 5);
+    }
+  });
+  ::close(file_fd);
+  ::close(mem_fd);
+
+  const auto g = slm::GGUFFile::open(out.string());
+  ASSERT_EQ(g->tensors().size(), 3u);
+  auto bytes = [&](const char* name) {
+    const slm::TensorInfo* t = g->find_tensor(name);
+    if (!t) {
+      ADD_FAILURE() << "no tensor " << name;
+      return std::vector<uint8_t>();
+    }
+    return std::vector<uint8_t>(t->data, t->data + t->nbytes);
+  };
+  std::vector<uint8_t> want_a(src.begin() + 100, src.begin() + 103);
+  want_a.insert(want_a.end(), src.begin() + 11, src.begin() + 11 + static_cast<ptrdiff_t>(na - 3));
+  std::vector<uint8_t> want_b(src.begin() + 1000, src.begin() + 1000 + static_cast<ptrdiff_t>(nb - 5));
+  want_b.insert(want_b.end(), src.begin() + 200, src.begin() + 205);
+  EXPECT_TRUE(bytes("a") == want_a);
+  EXPECT_TRUE(bytes("b") == want_b);
+  EXPECT_EQ(bytes("c"), c);
+
+  // Copying more than the tensor's bytes is refused, and the partial file is removed.
+  const fs::path bad = temp_path("copy-bad.gguf");
+  const int fd2 = ::open(src_path.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_THROW(w.write_streamed(bad.string(), [&](size_t, const slm::GGUFWriter::Sink& sink) {
+    sink.copy_range(fd2, 0, na + 1);
+  }), slm::Error);
+  ::close(fd2);
+  EXPECT_FALSE(fs::exists(bad));
+}

@@ -596,10 +596,12 @@ ConvertReport convert_hf(const ConvertOptions& o) {
   // beats mapping pages on the team's VMs, see core/mmap_file.h), decode, transform and encode
   // it on all threads, then write it on a second thread while the next batch is prepared, so
   // that the disk is kept busy.
+  // The batch buffers live across tensors: fresh multi-MB allocations are fresh pages, which
+  // the kernel zeroes and (on the team's VMs, with free page reporting) the host faults in again.
+  std::vector<uint8_t> out[2], raw;
   w.write_streamed(o.out_path, [&](size_t ti, const GGUFWriter::Sink& sink) {
     const Entry& e = entries[ti];
     const StTensor* st = e.src;
-    std::vector<uint8_t> out[2];
     std::future<void> pending;
     int cur = 0;
     auto write_async = [&](size_t nbytes, uint64_t values) {
@@ -613,16 +615,14 @@ ConvertReport convert_hf(const ConvertOptions& o) {
     };
     // Same type in and out, nothing to change: the checkpoint's bytes are the GGUF's (what
     // decoding and re-encoding would give bit for bit). A bf16 checkpoint converted with
-    // --outtype auto or bf16 is then a copy.
+    // --outtype auto or bf16 is then a copy, made in the kernel as `cp` makes it.
     if (st && e.xform == Xform::None && same_dtype(*st, e.type)) {
-      const uint64_t step = static_cast<uint64_t>(kBatchValues) * 2;
+      const uint64_t step = uint64_t{64} << 20;  // per progress update
       for (uint64_t off = 0; off < st->nbytes; off += step) {
         const uint64_t n = std::min(step, st->nbytes - off);
-        out[cur].resize(static_cast<size_t>(n));
-        st->file->read_at(st->file_offset + off, out[cur].data(), static_cast<size_t>(n));
-        write_async(static_cast<size_t>(n), n / st->elem_size);
+        sink.copy_range(st->file->fd(), st->file_offset + off, static_cast<size_t>(n));
+        progress.advance(n / st->elem_size, e.name);
       }
-      if (pending.valid()) pending.get();
       return;
     }
     const int64_t L = e.unit(), units = e.nelements() / L;
@@ -633,7 +633,6 @@ ConvertReport convert_hf(const ConvertOptions& o) {
     const int64_t batch_units = chunk_units * std::max<int64_t>(1, kBatchValues / (chunk_units * L));
     // Permuted rows come from anywhere in their head: such tensors (attention q/k, at most
     // n_embd^2 values) are read whole; others a batch at a time.
-    std::vector<uint8_t> raw;
     const bool whole = st && e.xform == Xform::PermuteHeads;
     if (whole) {
       raw.resize(static_cast<size_t>(st->nbytes));

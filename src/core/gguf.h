@@ -159,7 +159,14 @@ class GGUFWriter {
   // write buffer is held besides what fill holds. The file is opened before any fill call (so
   // an unwritable path fails before the work); on any error, including one thrown by fill,
   // the partial file is removed and the error propagates (I/O errors throw slm::Error).
-  using Sink = std::function<void(const void* data, size_t nbytes)>;
+  // sink(p, n) appends n bytes; sink.copy_range(fd, offset, n) appends n bytes of another open
+  // file, copied inside the kernel (copy_file_range) where it can, as `cp` does: bytes that pass
+  // through unchanged (a bf16 checkpoint converted to bf16) never enter this process.
+  struct Sink {
+    std::function<void(const void* data, size_t nbytes)> write;
+    std::function<void(int fd, uint64_t offset, size_t nbytes)> copy_range;
+    void operator()(const void* data, size_t nbytes) const { write(data, nbytes); }
+  };
   void write_streamed(const std::string& path,
                       const std::function<void(size_t index, const Sink& sink)>& fill) const;
 

@@ -4,6 +4,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "core/error.h"
 #include "core/gguf.h"
 
@@ -165,29 +168,71 @@ std::vector<uint8_t> GGUFWriter::to_bytes() const {
 
 namespace {
 
-// A file being written: large buffered writes, byte count kept for padding, removed again
-// unless commit() succeeds (so a failed run leaves no half-written model behind).
+// A file being written: buffered writes on a plain descriptor (so that kernel-side copies can
+// be mixed in), byte count kept for padding, removed again unless commit() succeeds (so a
+// failed run leaves no half-written model behind).
 class OutFile {
  public:
   explicit OutFile(const std::string& path) : path_(path) {
-    f_ = std::fopen(path.c_str(), "wb");
-    if (!f_) fail("{}: cannot open for writing: {}", path, std::strerror(errno));
-    buf_.resize(size_t{8} << 20);
-    std::setvbuf(f_, buf_.data(), _IOFBF, buf_.size());
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) fail("{}: cannot open for writing: {}", path, std::strerror(errno));
+    // Blocks of a few MiB: a write() of this size still finds its source in the CPU's cache
+    // once it copies into the page cache, and is large enough that calls cost nothing.
+    buf_.reserve(size_t{4} << 20);
   }
   OutFile(const OutFile&) = delete;
   OutFile& operator=(const OutFile&) = delete;
   ~OutFile() {
-    if (f_) {
-      std::fclose(f_);
+    if (fd_ >= 0) {
+      ::close(fd_);
       std::remove(path_.c_str());
     }
   }
   void write(const void* p, size_t n) {
     if (n == 0) return;
-    if (std::fwrite(p, 1, n, f_) != n)
-      fail("{}: write failed after {} bytes: {}", path_, written_, std::strerror(errno));
+    const auto* src = static_cast<const uint8_t*>(p);
+    if (buf_.size() + n <= buf_.capacity()) {
+      buf_.insert(buf_.end(), src, src + n);
+    } else {
+      flush();
+      if (n >= buf_.capacity()) write_all(src, n);
+      else buf_.insert(buf_.end(), src, src + n);
+    }
     written_ += n;
+  }
+  // n bytes of descriptor `fd` from `offset`: copy_file_range (in the kernel, no trip through
+  // user memory), or, where the kernel or file systems refuse it (EXDEV, ENOSYS, EINVAL...),
+  // pread and write.
+  void copy_range(int fd, uint64_t offset, size_t n) {
+    flush();
+    size_t done = 0;
+    while (done < n && kernel_copy_) {
+      loff_t in = static_cast<loff_t>(offset + done);
+      const ssize_t k = ::copy_file_range(fd, &in, fd_, nullptr, n - done, 0);
+      if (k > 0) { done += static_cast<size_t>(k); continue; }
+      if (k == 0) fail("{}: copying {} bytes at offset {}: the source ended early", path_, n, offset);
+      if (errno == EINTR) continue;
+      if (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP || errno == EBADF ||
+          errno == EPERM) {
+        kernel_copy_ = false;  // and for the rest of the file
+        break;
+      }
+      fail("{}: write failed after {} bytes: {}", path_, written_ + done, std::strerror(errno));
+    }
+    std::vector<uint8_t> tmp;
+    while (done < n) {
+      const size_t k = std::min<size_t>(n - done, size_t{4} << 20);
+      tmp.resize(k);
+      const ssize_t r = ::pread(fd, tmp.data(), k, static_cast<off_t>(offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0)
+        fail("{}: reading {} bytes at offset {} to copy: {}", path_, k, offset + done,
+             r < 0 ? std::strerror(errno) : "the source ended early");
+      write_all(tmp.data(), static_cast<size_t>(r));
+      done += static_cast<size_t>(r);
+    }
+    written_ += n;
+    kick_writeback();
   }
   void pad_to(uint64_t alignment) {
     static const uint8_t zeros[256] = {};
@@ -200,9 +245,10 @@ class OutFile {
   }
   uint64_t written() const { return written_; }
   void commit() {
-    std::FILE* f = f_;
-    f_ = nullptr;
-    if (std::fclose(f) != 0) {
+    flush();
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) {
       const int err = errno;
       std::remove(path_.c_str());
       fail("{}: write failed when closing: {}", path_, std::strerror(err));
@@ -210,10 +256,39 @@ class OutFile {
   }
 
  private:
+  void flush() {
+    if (buf_.empty()) return;
+    write_all(buf_.data(), buf_.size());
+    buf_.clear();
+  }
+  // After a kernel copy: starts the disk writes of what has reached the file so far, every
+  // 32 MiB, without waiting for them (SYNC_FILE_RANGE_WRITE only). Copying a bf16 checkpoint
+  // is bound by the disk, and the kernel would otherwise leave the whole model dirty in the
+  // page cache until its background threshold or a sync, the disk idle while the copy runs.
+  // Not after converted bytes: there the CPUs are busy, and starting writeback takes the
+  // file system's block allocation onto them (measured: f16 output 10-20% slower with it).
+  void kick_writeback() {
+    const uint64_t end = written_ - buf_.size();  // bytes in the file itself
+    if (end - kicked_ < (uint64_t{32} << 20)) return;
+    ::sync_file_range(fd_, static_cast<off_t>(kicked_), static_cast<off_t>(end - kicked_), SYNC_FILE_RANGE_WRITE);
+    kicked_ = end;
+  }
+  void write_all(const uint8_t* p, size_t n) {
+    while (n > 0) {
+      const ssize_t k = ::write(fd_, p, n);
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) fail("{}: write failed after {} bytes: {}", path_, written_, k < 0 ? std::strerror(errno) : "no progress");
+      p += k;
+      n -= static_cast<size_t>(k);
+    }
+  }
+
   std::string path_;
-  std::FILE* f_ = nullptr;
-  std::vector<char> buf_;
+  int fd_ = -1;
+  std::vector<uint8_t> buf_;
   uint64_t written_ = 0;
+  uint64_t kicked_ = 0;  // file bytes before this have had their writeback started
+  bool kernel_copy_ = true;
 };
 
 }  // namespace
@@ -230,12 +305,13 @@ void GGUFWriter::write_streamed(const std::string& path,
     } else {
       if (!fill) fail("GGUF writer: tensor {} has no data", t.name);
       uint64_t got = 0;
-      const Sink sink = [&](const void* p, size_t n) {
+      auto take = [&](size_t n) {
         if (got + n > t.nbytes)
           fail("GGUF writer: tensor {}: more than its {} bytes supplied", t.name, t.nbytes);
-        out.write(p, n);
         got += n;
       };
+      const Sink sink{[&](const void* p, size_t n) { take(n); out.write(p, n); },
+                      [&](int fd, uint64_t off, size_t n) { take(n); out.copy_range(fd, off, n); }};
       fill(i, sink);
       if (got != t.nbytes)
         fail("GGUF writer: tensor {}: {} of its {} bytes supplied", t.name, got, t.nbytes);

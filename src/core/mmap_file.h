@@ -19,6 +19,7 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  int fd() const { return fd_; }  // open read-only for the object's lifetime
   // Copies n bytes at `offset` into dst (pread). Throws slm::Error past the end or on I/O errors.
   void read_at(uint64_t offset, void* dst, size_t n) const;
   // Drops the whole pages inside [offset, offset + n) from this process's resident memory
