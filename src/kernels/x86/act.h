@@ -14,6 +14,10 @@ struct TileLayout {
   size_t d_off = 0;  // float d[n_scales * kTile]
   size_t c_off = 0;  // int32 corr[n_corr * kTile]
   size_t bytes = 0;  // whole tile, a multiple of 64
+  // Set by the panel driver when the call has a single tile (decoding, a server's batch of
+  // one token per sequence): each panel is used once, streamed from memory, so the tile
+  // kernels prefetch ahead (panel_driver.h).
+  bool stream = false;
 };
 
 // Q8_0 activations (Q4_0, Q8_0 weights): one scale and one correction per 32 values.

@@ -23,13 +23,17 @@ inline TileLayout layout_for(Corr c, int64_t n_in) {
   return c == Corr::Q4_0 || c == Corr::Q8_0 ? tile_q8_0(n_in) : tile_q8_K(n_in);
 }
 
-// Decoding (one or two tokens) does so little work per byte that the out-of-order window alone
-// keeps too few cache misses in flight; the tile kernels then prefetch the weight stream this
-// many bytes ahead (one core streaming Q4_0 panels: 13.7 -> 16.8 GB/s on Zen 4).
+// Streaming weights from memory does so little work per byte (decoding: one token; a server's
+// batch: one token per sequence, up to kTile) that the out-of-order window alone keeps too few
+// cache misses in flight; the tile kernels then prefetch the weight stream this many bytes
+// ahead (one core streaming Q4_0 panels at one token: 13.7 -> 16.8 GB/s on Zen 4; the
+// 128256 x 2048 output head at 8 tokens, Zen 5, 2 threads: Q6_K 19.7 -> 9.8 ms, Q4_0 10.1 ->
+// 5.6 ms, `slm_benches --benchmark_filter=head/`). Not for prompts (several tiles), whose
+// panel slices are in L1 already: there it cost Q6_K up to a third of its speed.
 constexpr size_t kPrefetch = 4096;
 template <int T>
-inline void prefetch_ahead(const uint8_t* p, size_t bytes) {
-  if constexpr (T <= 2)
+inline void prefetch_ahead(const uint8_t* p, size_t bytes, const TileLayout& l) {
+  if (T <= 2 || l.stream)
     for (size_t i = 0; i < bytes; i += 64) prefetch_at(p, kPrefetch + i);
 }
 
@@ -115,6 +119,7 @@ void gemm(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int64_t 
     // scales and corrections of its blocks, at offsets relative to the shifted pointer.
     const size_t qs_shift = static_cast<size_t>(kb0) * K::kBlockVals * K::kActBytes * kTile;
     TileLayout ls = l;
+    ls.stream = n_tiles == 1;
     ls.d_off = l.d_off - qs_shift + static_cast<size_t>(kb0) * kTile * 4;
     ls.c_off = l.c_off - qs_shift + static_cast<size_t>(kb0) * K::kCorrPerBlock * kTile * 4;
     const size_t slice_tile_bytes =

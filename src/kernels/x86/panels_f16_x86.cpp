@@ -67,7 +67,7 @@ struct F16I16 {
       for (int t = 0; t < T; ++t) s[t] = s2[t] = vzero();
       const uint8_t* q = p + b * kBlockBytes;
       const uint8_t* a = act + b * 16 * kTile * 4;
-      prefetch_ahead<T>(q, kBlockBytes);
+      prefetch_ahead<T>(q, kBlockBytes, l);
 #pragma GCC unroll 16
       for (int j = 0; j < 16; ++j) {
         const VI wv = load(q + j * 4 * kLanes);

@@ -104,7 +104,7 @@ struct QK45 {
     for (int64_t sb = 0; sb < nsb; ++sb) {
       const uint8_t* o = p + sb * kSb;
       const uint8_t* a = act + sb * 64 * kTile * 4;
-      prefetch_ahead<T>(o, kSb);
+      prefetch_ahead<T>(o, kSb, l);
       VI sacc[T];
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) sacc[t] = vzero();
@@ -199,7 +199,7 @@ struct Q6_K {
     for (int64_t sb = 0; sb < nsb; ++sb) {
       const uint8_t* o = p + sb * kSb;
       const uint8_t* a = act + sb * 64 * kTile * 4;
-      prefetch_ahead<T>(o, kSb);
+      prefetch_ahead<T>(o, kSb, l);
       VI sacc[T];
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) sacc[t] = vzero();

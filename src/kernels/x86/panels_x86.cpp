@@ -62,7 +62,7 @@ struct Q4_0 {
       }
       const uint8_t* q = p + b * kBlk;
       const uint8_t* a = act + b * 8 * kTile * 4;
-      prefetch_ahead<T>(q, kBlk);
+      prefetch_ahead<T>(q, kBlk, l);
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
         const VI v = load(q + j * 4 * kLanes);
@@ -119,7 +119,7 @@ struct Q8_0 {
       }
       const uint8_t* q = p + b * kBlk;
       const uint8_t* a = act + b * 8 * kTile * 4;
-      prefetch_ahead<T>(q, kBlk);
+      prefetch_ahead<T>(q, kBlk, l);
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
         const VI w = load(q + j * 4 * kLanes);
@@ -184,7 +184,7 @@ struct IQ4_XS {
     for (int64_t sb = 0; sb < nsb; ++sb) {
       const uint8_t* o = p + sb * kSb;
       const uint8_t* a = act + sb * 64 * kTile * 4;
-      prefetch_ahead<T>(o, kSb);
+      prefetch_ahead<T>(o, kSb, l);
       VI sacc[T];
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) sacc[t] = vzero();
