@@ -302,8 +302,8 @@ TEST(QuantizeCli, KeepsTheInputsAlignmentAndMetadata) {
 
 }  // namespace
 
-// The streaming writer mixes buffered bytes and kernel-side copies (Sink::copy_range) in file
-// order: from a file on the same file system (copy_file_range) and from a memfd, which a
+// The streaming writer mixes buffered bytes, large blocks passed through a pipe, and
+// kernel-side copies (Sink::copy_range) in file order: from a file on the same file system (copy_file_range) and from a memfd, which a
 // kernel >= 5.19 refuses across file systems (EXDEV), so the pread fallback runs too.
 TEST(GgufWriter, StreamedCopiesLandInOrderWithTheBufferedBytes) {
   std::vector<uint8_t> src(size_t{5} << 20);
@@ -328,21 +328,27 @@ TEST(GgufWriter, StreamedCopiesLandInOrderWithTheBufferedBytes) {
   w.add_tensor_info("b", DType::I8, {static_cast<int64_t>(nb)});
   const std::vector<uint8_t> c = {1, 2, 3, 4, 5, 6, 7, 8, 9};
   w.add_tensor("c", DType::I8, {9}, c.data(), c.size());
+  // d: large blocks, which go through the writer's pipe (vmsplice + splice), unaligned.
+  const size_t nd = (size_t{3} << 20) + 13;
+  w.add_tensor_info("d", DType::I8, {static_cast<int64_t>(nd)});
   const fs::path out = temp_path("copy-out.gguf");
   w.write_streamed(out.string(), [&](size_t i, const slm::GGUFWriter::Sink& sink) {
     if (i == 0) {
       sink(src.data() + 100, 3);
       sink.copy_range(file_fd, 11, na - 3);
-    } else {
+    } else if (i == 1) {
       sink.copy_range(mem_fd, 1000, nb - 5);
       sink(src.data() + 200, 5);
+    } else {
+      sink(src.data() + 7, nd - 100);
+      sink(src.data() + 7 + (nd - 100), 100);
     }
   });
   ::close(file_fd);
   ::close(mem_fd);
 
   const auto g = slm::GGUFFile::open(out.string());
-  ASSERT_EQ(g->tensors().size(), 3u);
+  ASSERT_EQ(g->tensors().size(), 4u);
   auto bytes = [&](const char* name) {
     const slm::TensorInfo* t = g->find_tensor(name);
     if (!t) {
@@ -358,6 +364,7 @@ TEST(GgufWriter, StreamedCopiesLandInOrderWithTheBufferedBytes) {
   EXPECT_TRUE(bytes("a") == want_a);
   EXPECT_TRUE(bytes("b") == want_b);
   EXPECT_EQ(bytes("c"), c);
+  EXPECT_TRUE(bytes("d") == std::vector<uint8_t>(src.begin() + 7, src.begin() + 7 + static_cast<ptrdiff_t>(nd)));
 
   // Copying more than the tensor's bytes is refused, and the partial file is removed.
   const fs::path bad = temp_path("copy-bad.gguf");

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -183,6 +184,7 @@ class OutFile {
   OutFile(const OutFile&) = delete;
   OutFile& operator=(const OutFile&) = delete;
   ~OutFile() {
+    close_pipe();
     if (fd_ >= 0) {
       ::close(fd_);
       std::remove(path_.c_str());
@@ -246,6 +248,7 @@ class OutFile {
   uint64_t written() const { return written_; }
   void commit() {
     flush();
+    close_pipe();
     const int fd = fd_;
     fd_ = -1;
     if (::close(fd) != 0) {
@@ -273,7 +276,21 @@ class OutFile {
     ::sync_file_range(fd_, static_cast<off_t>(kicked_), static_cast<off_t>(end - kicked_), SYNC_FILE_RANGE_WRITE);
     kicked_ = end;
   }
+  // Large blocks go to the file through a pipe (vmsplice, then splice) where the kernel allows
+  // it, so that the kernel copies them into the page cache from its own mapping of our pages,
+  // as `cp` copies, instead of write() reading user memory: on the team's VMs (PVM, free page
+  // reporting) that read made write() 2-2.5x slower than the pipe (2.4 GB in 8 MiB blocks after
+  // a pause: write() 3.7-4.9 s, pipe 1.9-2.0 s). The pipe is drained before this returns, so
+  // the caller may reuse its buffer.
   void write_all(const uint8_t* p, size_t n) {
+    if (n >= kSpliceMin && splice_ok_) {
+      const size_t done = splice_all(p, n);
+      p += done;
+      n -= done;
+    }
+    write_plain(p, n);
+  }
+  void write_plain(const uint8_t* p, size_t n) {
     while (n > 0) {
       const ssize_t k = ::write(fd_, p, n);
       if (k < 0 && errno == EINTR) continue;
@@ -282,13 +299,61 @@ class OutFile {
       n -= static_cast<size_t>(k);
     }
   }
+  // Returns how many bytes reached the file; fewer than n only when splicing turned out not to
+  // be possible here (then splice_ok_ is false and the caller writes the rest).
+  size_t splice_all(const uint8_t* p, size_t n) {
+    if (pipe_[0] < 0) {
+      if (::pipe2(pipe_, O_CLOEXEC) != 0) { splice_ok_ = false; return 0; }
+      ::fcntl(pipe_[1], F_SETPIPE_SZ, 1 << 20);  // a hint: the default 64 KiB works too
+    }
+    size_t done = 0;
+    while (done < n) {
+      iovec iov{const_cast<uint8_t*>(p + done), n - done};
+      const ssize_t k = ::vmsplice(pipe_[1], &iov, 1, 0);
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) {
+        splice_ok_ = false;  // nothing of this block is in the pipe: write() takes it from here
+        return done;
+      }
+      size_t moved = 0;
+      while (moved < static_cast<size_t>(k)) {
+        const ssize_t r = ::splice(pipe_[0], nullptr, fd_, nullptr, static_cast<size_t>(k) - moved, SPLICE_F_MOVE);
+        if (r > 0) { moved += static_cast<size_t>(r); continue; }
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && moved == 0 && done == 0 && !spliced_any_ && (errno == EINVAL || errno == ENOSYS)) {
+          // The file cannot take spliced data: empty the pipe back into memory, write() it all.
+          std::vector<uint8_t> back(static_cast<size_t>(k));
+          for (size_t got = 0; got < back.size();) {
+            const ssize_t g = ::read(pipe_[0], back.data() + got, back.size() - got);
+            if (g < 0 && errno == EINTR) continue;
+            if (g <= 0) fail("{}: write failed: could not take back {} piped bytes", path_, back.size());
+            got += static_cast<size_t>(g);
+          }
+          splice_ok_ = false;
+          return 0;
+        }
+        fail("{}: write failed after {} bytes: {}", path_, written_ + done + moved,
+             r < 0 ? std::strerror(errno) : "no progress");
+      }
+      spliced_any_ = true;
+      done += static_cast<size_t>(k);
+    }
+    return done;
+  }
+  void close_pipe() {
+    for (int& f : pipe_)
+      if (f >= 0) { ::close(f); f = -1; }
+  }
 
+  static constexpr size_t kSpliceMin = size_t{256} << 10;
   std::string path_;
   int fd_ = -1;
   std::vector<uint8_t> buf_;
   uint64_t written_ = 0;
   uint64_t kicked_ = 0;  // file bytes before this have had their writeback started
   bool kernel_copy_ = true;
+  int pipe_[2] = {-1, -1};
+  bool splice_ok_ = true, spliced_any_ = false;
 };
 
 }  // namespace
