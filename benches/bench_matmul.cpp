@@ -64,7 +64,10 @@ const Weight& matrix(DType type, int64_t n_out, int64_t n_in) {
   return slot->w;
 }
 
-void bm_matmul(benchmark::State& st, DType type, int64_t n_out, int64_t n_in, int64_t n_tok, Isa isa) {
+// panels_only: every token count through the panel kernels, as a server's scheduler runs them
+// (ComputeContext::set_row_kernels(false)).
+void bm_matmul(benchmark::State& st, DType type, int64_t n_out, int64_t n_in, int64_t n_tok, Isa isa,
+               bool panels_only) {
   if (!kern::isa_supported(isa)) {
     st.SkipWithError("instruction set not supported here");
     return;
@@ -72,6 +75,7 @@ void bm_matmul(benchmark::State& st, DType type, int64_t n_out, int64_t n_in, in
   kern::set_active_isa(isa);
   const Weight& w = matrix(type, n_out, n_in);
   ComputeContext ctx(bench_threads());
+  ctx.set_row_kernels(!panels_only);
   const std::vector<float> x = gaussian(static_cast<size_t>(n_in * n_tok), 2);
   std::vector<float> y(static_cast<size_t>(n_out * n_tok));
   matmul(ctx, w, x.data(), n_tok, y.data());  // packs the weights, sizes the scratch
@@ -85,33 +89,6 @@ void bm_matmul(benchmark::State& st, DType type, int64_t n_out, int64_t n_in, in
   st.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["GOP/s"] = benchmark::Counter(ops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["tok/s"] = benchmark::Counter(static_cast<double>(n_tok), benchmark::Counter::kIsIterationInvariantRate);
-}
-
-// A server's decoding step through the output head: 128256 x 2048 (Llama 3.2 1B's vocabulary;
-// 215 MB as Q6_K, far past the caches), one row per generating sequence, through the panel
-// kernels as the scheduler runs them (ComputeContext::set_row_kernels(false)).
-void bm_head(benchmark::State& st, DType type, int64_t n_tok, Isa isa) {
-  if (!kern::isa_supported(isa)) {
-    st.SkipWithError("instruction set not supported here");
-    return;
-  }
-  kern::set_active_isa(isa);
-  const int64_t n_out = 128256, n_in = 2048;
-  const Weight& w = matrix(type, n_out, n_in);
-  ComputeContext ctx(bench_threads());
-  ctx.set_row_kernels(false);
-  const std::vector<float> x = gaussian(static_cast<size_t>(n_in * n_tok), 2);
-  std::vector<float> y(static_cast<size_t>(n_out * n_tok));
-  matmul(ctx, w, x.data(), n_tok, y.data());
-  for (auto _ : st) {
-    matmul(ctx, w, x.data(), n_tok, y.data());
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-  }
-  st.counters["GB/s"] = benchmark::Counter(static_cast<double>(w.row_bytes) * n_out / 1e9,
-                                          benchmark::Counter::kIsIterationInvariantRate);
-  st.counters["GOP/s"] = benchmark::Counter(2.0 * n_out * n_in * n_tok / 1e9,
-                                           benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Decoding as a model does it: one token through a stack of distinct matrices (256 MB in all,
@@ -172,12 +149,12 @@ void register_all() {
       for (int64_t n_tok : {1, 8, 64, 512}) {
         for (Isa isa : simd)
           benchmark::RegisterBenchmark((base + std::to_string(n_tok) + "/" + kern::isa_name(isa)).c_str(),
-                                       bm_matmul, t, s.n_out, s.n_in, n_tok, isa)
+                                       bm_matmul, t, s.n_out, s.n_in, n_tok, isa, false)
               ->UseRealTime()->Unit(benchmark::kMillisecond);
         // The scalar path is slow: 64 tokens measure its rate well enough.
         if (n_tok < 512)
           benchmark::RegisterBenchmark((base + std::to_string(n_tok) + "/scalar").c_str(), bm_matmul,
-                                       t, s.n_out, s.n_in, n_tok, Isa::Scalar)
+                                       t, s.n_out, s.n_in, n_tok, Isa::Scalar, false)
               ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.2);
       }
     }
@@ -187,10 +164,12 @@ void register_all() {
       benchmark::RegisterBenchmark(("decode/" + dtype_name(t) + "/2048x2048/" + kern::isa_name(isa)).c_str(),
                                    bm_decode, t, 2048, 2048, isa)
           ->UseRealTime()->Unit(benchmark::kMillisecond);
+  // A server's decoding step through Llama 3.2 1B's output head (128256 x 2048; 215 MB as
+  // Q6_K, far past the caches), one row per generating sequence, through the panel kernels.
   for (DType t : {DType::Q6_K, DType::Q4_0, DType::Q8_0})
     for (int64_t n_tok : {1, 4, 8})
       benchmark::RegisterBenchmark(("head/" + dtype_name(t) + "/128256x2048/t" + std::to_string(n_tok)).c_str(),
-                                   bm_head, t, n_tok, Isa::Avx512Vnni)
+                                   bm_matmul, t, 128256, 2048, n_tok, Isa::Avx512Vnni, true)
           ->UseRealTime()->Unit(benchmark::kMillisecond);
   for (DType a : {DType::Q8_0, DType::Q8_K})
     for (Isa isa : {Isa::Avx512Vnni, Isa::Avx512, Isa::Avx2, Isa::Scalar})

@@ -320,8 +320,9 @@ class OutFile {
         const ssize_t r = ::splice(pipe_[0], nullptr, fd_, nullptr, static_cast<size_t>(k) - moved, SPLICE_F_MOVE);
         if (r > 0) { moved += static_cast<size_t>(r); continue; }
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && moved == 0 && done == 0 && !spliced_any_ && (errno == EINVAL || errno == ENOSYS)) {
-          // The file cannot take spliced data: empty the pipe back into memory, write() it all.
+        if (r < 0 && moved == 0 && !spliced_any_ && (errno == EINVAL || errno == ENOSYS)) {
+          // The file cannot take spliced data: drain the pipe (the bytes are still in p) and
+          // leave the whole block to write().
           std::vector<uint8_t> back(static_cast<size_t>(k));
           for (size_t got = 0; got < back.size();) {
             const ssize_t g = ::read(pipe_[0], back.data() + got, back.size() - got);
