@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "support/fixtures.h"
 #include "support/logits_file.h"
@@ -67,6 +70,33 @@ TEST(CliRun, MissingFileIsAClearError) {
   const auto r = run_cli({"run", "-m", "/nonexistent/model.gguf", "-p", "hi"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.err.rfind("slm: error: /nonexistent/model.gguf: cannot open", 0), 0u) << r.err;
+}
+
+// A directory where a file belongs opens as a stream and reads as nothing: that used to give a
+// BOS-only tokenization, an empty chat template or an "empty" text instead of an error.
+TEST(CliRun, DirectoryGivenForAFileIsAClearError) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const std::string dir = model.parent_path().string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"tokenize", "-m", model.string(), "--file", dir}, "cannot read the file " + dir + ": is a directory"},
+      {{"perplexity", "-m", model.string(), "-f", dir}, "cannot read the text file " + dir + ": is a directory"},
+      {{"chat", "-m", model.string(), "--chat-template", dir},
+       "cannot read the chat template file " + dir + ": is a directory"},
+  };
+  for (const auto& [args, want] : cases) {
+    const auto r = run_cli(args);
+    EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
+    EXPECT_NE(r.err.find(want), std::string::npos) << args[0] << ": " << r.err;
+    EXPECT_EQ(r.out, "") << args[0];
+  }
+}
+
+TEST(CliTokenize, ReadsTextFromAPipe) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const std::string text = "Once upon a time";
+  const auto r = run_cli({"tokenize", "-m", model.string(), "--file", "/dev/stdin"}, 60.0, &text);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "1 403 407 261 378\n");
 }
 
 TEST(CliTokenize, MatchesReferenceIds) {

@@ -2,9 +2,9 @@
 
 #include <cctype>
 #include <filesystem>
-#include <fstream>
 
 #include "core/error.h"
+#include "core/whole_file.h"
 
 namespace slm::convert {
 
@@ -35,11 +35,11 @@ std::vector<double> numbers_in(const json& o, const char* key, const std::string
 
 HfConfig HfConfig::read(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open (not a Hugging Face model folder?)", path);
+  std::string text, why;
+  if (!try_read_whole_file(path, text, why)) fail("{}: {} (not a Hugging Face model folder?)", path, why);
   json j;
   try {
-    j = json::parse(in);
+    j = json::parse(text);
   } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", path, e.what());
   }

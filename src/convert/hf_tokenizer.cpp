@@ -4,16 +4,14 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
-#include <iterator>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/whole_file.h"
 
 namespace slm::convert {
 
@@ -50,17 +48,10 @@ const std::array<KnownPre, 2> kKnownPre = {{
 }};
 
 json read_json(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) fail("{}: cannot open", p.string());
   // Parsed from memory, read in one call: nlohmann's stream adapter, like an istreambuf_iterator
   // copy, goes a character at a time through the stream (Llama 3's 9 MB tokenizer.json).
-  std::string text;
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  in.seekg(0, std::ios::beg);
-  if (size < 0) fail("{}: cannot read", p.string());
-  text.resize(static_cast<size_t>(size));
-  if (!in.read(text.data(), size)) fail("{}: cannot read", p.string());
+  std::string text, why;
+  if (!try_read_whole_file(p.string(), text, why)) fail("{}: {}", p.string(), why);
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
@@ -220,9 +211,8 @@ class Pb {
 
 SpmIds read_spm_vocab(const fs::path& p, int64_t& n_vocab, const json& tj, const std::optional<json>& tc, HfVocab& v) {
   const std::string path = p.string();
-  std::ifstream in(p, std::ios::binary);
-  if (!in) fail("{}: cannot open", path);
-  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string data, why;
+  if (!try_read_whole_file(path, data, why)) fail("{}: {}", path, why);
   struct Piece { std::string text; float score = 0; int type = 1; };
   std::vector<Piece> pieces;
   int model_type = 1;  // UNIGRAM, protobuf's default
@@ -607,10 +597,7 @@ HfVocab read_hf_vocab(const std::string& dir, int64_t n_vocab) {
   if (tc && tc->contains("chat_template")) tmpl = (*tc)["chat_template"];
   if (tmpl.is_null()) {
     if (fs::is_regular_file(d / "chat_template.jinja")) {
-      std::ifstream in(d / "chat_template.jinja", std::ios::binary);
-      std::stringstream ss;
-      ss << in.rdbuf();
-      tmpl = ss.str();
+      tmpl = read_whole_file((d / "chat_template.jinja").string(), "chat template file");
     } else if (const auto ct = read_json_if_present(d / "chat_template.json")) {
       if (ct->contains("chat_template")) tmpl = (*ct)["chat_template"];
     }

@@ -4,7 +4,6 @@
 #include <array>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 
@@ -15,6 +14,7 @@
 #include "convert/hf_convert.h"
 #include "convert/safetensors.h"
 #include "core/error.h"
+#include "core/whole_file.h"
 #include "models/model.h"
 
 namespace slm::convert {
@@ -176,11 +176,11 @@ bool non_empty(const json& j, const char* key) {
 PeftConfig read_peft_config(const std::string& dir, const Family& fam) {
   PeftConfig c;
   c.path = (fs::path(dir) / "adapter_config.json").string();
-  std::ifstream in(c.path);
-  if (!in) fail("{}: cannot open (not a PEFT adapter folder?)", c.path);
+  std::string text, why;
+  if (!try_read_whole_file(c.path, text, why)) fail("{}: {} (not a PEFT adapter folder?)", c.path, why);
   json j;
   try {
-    j = json::parse(in);
+    j = json::parse(text);
   } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", c.path, e.what());
   }

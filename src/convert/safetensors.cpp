@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <set>
 
@@ -11,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/fp16.h"
+#include "core/whole_file.h"
 
 namespace slm::convert {
 
@@ -157,9 +157,10 @@ Checkpoint Checkpoint::open_dir(const std::string& dir) {
   std::vector<std::string> names;
   if (fs::is_regular_file(index)) {
     json j;
+    std::string text, why;
+    if (!try_read_whole_file(index.string(), text, why)) fail("{}: {}", index.string(), why);
     try {
-      std::ifstream in(index);
-      j = json::parse(in);
+      j = json::parse(text);
     } catch (const json::exception& e) {
       fail("{}: not valid JSON: {}", index.string(), e.what());
     }

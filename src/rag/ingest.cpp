@@ -4,14 +4,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <system_error>
 
 #include "core/error.h"
+#include "core/whole_file.h"
 #include "models/model.h"
 #include "rag/document.h"
 #include "runtime/embedder.h"
@@ -103,20 +101,6 @@ std::vector<FileToIndex> collect(const std::vector<std::string>& args, IngestRep
   return files;
 }
 
-bool read_file(const std::string& path, std::string& out, std::string& why) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) {
-    why = std::string("cannot open: ") + std::strerror(errno);
-    return false;
-  }
-  out.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-  if (f.bad()) {
-    why = std::string("cannot read: ") + std::strerror(errno);
-    return false;
-  }
-  return true;
-}
-
 int64_t mtime_of(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_mtime) : 0;
@@ -180,7 +164,7 @@ class Indexer {
     }
     report.files++;
     std::string bytes, why;
-    if (!read_file(f.path, bytes, why)) {
+    if (!try_read_whole_file(f.path, bytes, why)) {
       report.skipped.push_back({f.path, why});
       return;
     }

@@ -1,10 +1,8 @@
 #include "runtime/chat_prompt.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "core/error.h"
 #include "core/gguf.h"
+#include "core/whole_file.h"
 
 namespace slm {
 
@@ -25,11 +23,7 @@ ChatPrompt::ChatPrompt(const Tokenizer& tok, const std::string& source)
 ChatPrompt ChatPrompt::for_model(const Tokenizer& tok, const GGUFFile& gguf, const std::string& template_file,
                                  const std::string& model_path) {
   if (!template_file.empty()) {
-    std::ifstream in(template_file, std::ios::binary);
-    if (!in) fail("cannot read the chat template file {}", template_file);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ChatPrompt(tok, ss.str());
+    return ChatPrompt(tok, read_whole_file(template_file, "chat template file"));
   }
   if (auto t = gguf.opt_string("tokenizer.chat_template")) return ChatPrompt(tok, *t);
   fail("{} has no chat template (tokenizer.chat_template); pass one with --chat-template FILE", model_path);

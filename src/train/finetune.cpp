@@ -6,12 +6,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <random>
-#include <sstream>
 
 #include "core/error.h"
 #include "core/gguf.h"
+#include "core/whole_file.h"
 #include "models/model.h"
 #include "runtime/perplexity.h"
 #include "tokenizer/tokenizer.h"
@@ -20,14 +19,6 @@
 namespace slm::train {
 
 namespace {
-
-std::string read_text(const std::string& path, const char* what) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("cannot read the {} file {}", what, path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // Fails now, before any work, if `path` cannot be written (and leaves nothing behind).
 void check_writable(const std::string& path, const char* what) {
@@ -181,9 +172,9 @@ FinetuneReport finetune(const FinetuneOptions& o, const FinetuneCallbacks& cb) {
   if (o.checkpoint_every < 0) fail("--checkpoint-every must be 0 (off) or positive (got {})", o.checkpoint_every);
   if (o.out_path.empty()) fail("an output file is needed (-o ADAPTER.gguf)");
   const LoraTargets targets = LoraTargets::parse(o.targets);
-  const std::string train_text = read_text(o.train_path, "training");
+  const std::string train_text = read_whole_file(o.train_path, "training file");
   if (train_text.empty()) fail("the training file {} is empty", o.train_path);
-  const std::string eval_text = o.eval_path.empty() ? std::string() : read_text(o.eval_path, "evaluation");
+  const std::string eval_text = o.eval_path.empty() ? std::string() : read_whole_file(o.eval_path, "evaluation file");
   check_writable(o.out_path, "output adapter");
   const std::string ckpt_path = o.checkpoint_path.empty() ? o.out_path + ".ckpt" : o.checkpoint_path;
   if (o.checkpoint_every > 0) check_writable(ckpt_path, "checkpoint");

@@ -10,6 +10,7 @@
 #include "chat/jinja.h"
 #include "commands.h"
 #include "core/error.h"
+#include "core/whole_file.h"
 #include "generation_options.h"
 #include "runtime/chat_prompt.h"
 #include "runtime/generate.h"
@@ -17,8 +18,6 @@
 #include "tokenizer/tokenizer.h"
 
 namespace slm::cli {
-
-std::string read_whole_file(const std::string& path);  // cmd_tokenize.cpp
 
 Runner add_chat(CLI::App& app) {
   struct Opts : GenerationOptions {
@@ -80,10 +79,10 @@ Runner add_chat_template(CLI::App& app) {
   app.add_option("--context", o->context_file,
                  "JSON file: messages, add_generation_prompt, bos_token, eos_token, tools")->required();
   return [o]() {
-    const std::string source = read_whole_file(o->template_file);
+    const std::string source = read_whole_file(o->template_file, "template file");
     nlohmann::ordered_json context;
     try {
-      context = nlohmann::ordered_json::parse(read_whole_file(o->context_file));
+      context = nlohmann::ordered_json::parse(read_whole_file(o->context_file, "context file"));
     } catch (const nlohmann::json::parse_error& e) {
       fail("{}: malformed JSON: {}", o->context_file, e.what());
     }

@@ -14,12 +14,11 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/whole_file.h"
 #include "models/model.h"
 #include "runtime/embedder.h"
 
 namespace slm::cli {
-
-std::string read_whole_file(const std::string& path);  // cmd_tokenize.cpp
 
 namespace {
 
@@ -32,7 +31,7 @@ struct Input {
 std::vector<Input> read_lines(const std::string& path) {
   std::string data;
   if (path == "-") data.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-  else data = read_whole_file(path);
+  else data = read_whole_file(path, "input file");
   const std::string name = path == "-" ? "standard input" : path;
   std::vector<Input> out;
   size_t start = 0, line = 1;

@@ -6,13 +6,12 @@
 #include "commands.h"
 #include "lora_options.h"
 #include "core/error.h"
+#include "core/whole_file.h"
 #include "models/model.h"
 #include "runtime/perplexity.h"
 #include "tokenizer/tokenizer.h"
 
 namespace slm::cli {
-
-std::string read_whole_file(const std::string& path);  // cmd_tokenize.cpp
 
 Runner add_perplexity(CLI::App& app) {
   struct Opts {
@@ -38,7 +37,7 @@ Runner add_perplexity(CLI::App& app) {
                "agreement and PPL ratio, as llama-perplexity prints them");
   return [o]() {
     if (o->kl && o->kl_base.empty()) fail("--kl-divergence needs --kl-divergence-base FILE");
-    const std::string text = read_whole_file(o->file);
+    const std::string text = read_whole_file(o->file, "text file");
     auto model = Model::load(o->model);
     auto tok = Tokenizer::from_gguf(model->gguf());
     PerplexityOptions po;

@@ -2,13 +2,14 @@
 // slm eval-retrieval: page-level recall@1/5/10 and MRR@10 of a query file against an index.
 #include <fmt/format.h>
 
-#include <fstream>
+#include <sstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/whole_file.h"
 #include "rag/search.h"
 #include "rag/store.h"
 #include "rag_common.h"
@@ -74,8 +75,7 @@ Runner add_eval_retrieval(CLI::App& app) {
   app.add_option("-t,--threads", o->threads, "threads for embedding the queries");
   return [o]() {
     const rag::SearchMode mode = search_mode(o->mode, o->embed_model);
-    std::ifstream in(o->queries);
-    if (!in) fail("cannot open the query file {}", o->queries);
+    std::istringstream in(read_whole_file(o->queries, "query file"));
     struct Query {
       std::string id, text;
       std::set<std::string> relevant;

@@ -1,9 +1,10 @@
 // slm serve: the command-line face of the HTTP server in tools/server.
-#include <fstream>
+#include <string>
 
 #include "commands.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/whole_file.h"
 #include "server.h"
 
 namespace slm::cli {
@@ -33,8 +34,9 @@ Runner add_serve(CLI::App& app) {
       ->take_all();
   return [o]() {
     if (!o->api_key_file.empty()) {
-      std::ifstream in(o->api_key_file);
-      if (!in || !std::getline(in, o->s.api_key)) fail("cannot read an API key from {}", o->api_key_file);
+      // The first line is the key (a file written with `echo` ends in a newline).
+      const std::string text = read_whole_file(o->api_key_file, "API key file");
+      o->s.api_key = text.substr(0, text.find('\n'));
       while (!o->s.api_key.empty() && (o->s.api_key.back() == '\r' || o->s.api_key.back() == ' '))
         o->s.api_key.pop_back();
       if (o->s.api_key.empty()) fail("{} holds an empty API key", o->api_key_file);

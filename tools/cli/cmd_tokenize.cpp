@@ -4,23 +4,13 @@
 // tokenizers do too).
 #include <fmt/format.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "commands.h"
 #include "core/error.h"
 #include "core/gguf.h"
+#include "core/whole_file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace slm::cli {
-
-std::string read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open for reading", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 Runner add_tokenize(CLI::App& app) {
   struct Opts { std::string model, prompt, file; bool no_bos = false, parse_special = false; };
@@ -35,7 +25,7 @@ Runner add_tokenize(CLI::App& app) {
                "and llama-tokenize do; off by default: such text is tokenized as plain text");
   return [o, p, f]() {
     if (!p->count() && !f->count()) fail("tokenize needs -p TEXT or --file FILE");
-    const std::string text = f->count() ? read_whole_file(o->file) : o->prompt;
+    const std::string text = f->count() ? read_whole_file(o->file, "file") : o->prompt;
     auto gguf = GGUFFile::open(o->model);
     auto tok = Tokenizer::from_gguf(*gguf);
     const std::vector<int32_t> ids = tok->encode(text, !o->no_bos, o->parse_special);
