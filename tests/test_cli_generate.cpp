@@ -99,6 +99,27 @@ TEST(CliTokenize, ReadsTextFromAPipe) {
   EXPECT_EQ(r.out, "1 403 407 261 378\n");
 }
 
+// The amx level is opt-in; asking for it where the CPU or the kernel cannot give it is a clear
+// error, and `slm info` says which.
+TEST(CliRun, ForcedAmxWithoutAmxIsAClearError) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const auto info = run_cli({"info", "-m", model.string()});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  const size_t at = info.out.find("\namx:");
+  ASSERT_NE(at, std::string::npos) << info.out;
+  const std::string line = info.out.substr(at + 1, info.out.find('\n', at + 1) - at - 1);
+  if (line.find("ready") != std::string::npos) GTEST_SKIP() << "this CPU has AMX: " << line;
+  const char* old = std::getenv("SLM_FORCE_ISA");
+  const std::string saved = old ? old : "";
+  setenv("SLM_FORCE_ISA", "amx", 1);
+  const auto r = run_cli({"run", "-m", model.string(), "-p", "hi", "-n", "2"});
+  if (old) setenv("SLM_FORCE_ISA", saved.c_str(), 1);
+  else unsetenv("SLM_FORCE_ISA");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("SLM_FORCE_ISA=amx: AMX is "), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
 TEST(CliTokenize, MatchesReferenceIds) {
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
   auto r = run_cli({"tokenize", "-m", model.string(), "-p", "Once upon a time"});

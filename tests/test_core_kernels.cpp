@@ -64,7 +64,7 @@ std::vector<float> tricky(int64_t n, uint32_t seed) {
 // ---- dispatcher ------------------------------------------------------------------------------
 
 TEST(KernelIsa, NamesRoundTrip) {
-  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni}) {
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni, Isa::Amx}) {
     Isa back;
     ASSERT_TRUE(kern::parse_isa(kern::isa_name(i), &back));
     EXPECT_EQ(back, i);
@@ -77,15 +77,29 @@ TEST(KernelIsa, DetectedLevelIsSupportedAndHasATable) {
   const Isa d = kern::detected_isa();
   EXPECT_TRUE(kern::isa_supported(Isa::Scalar));
   EXPECT_TRUE(kern::isa_supported(d));
-  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni}) {
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni, Isa::Amx}) {
     const kern::Kernels* k = kern::for_isa(i);
     EXPECT_EQ(k != nullptr, kern::isa_supported(i)) << kern::isa_name(i);
     if (k) {
       EXPECT_EQ(k->isa, i);
     }
   }
-  std::printf("  detected: %s (bf16: %s), active: %s\n", kern::isa_name(d),
-              kern::cpu_has_bf16() ? "yes" : "no", kern::isa_name(kern::active_isa()));
+  std::printf("  detected: %s (bf16: %s), active: %s; amx: %s\n", kern::isa_name(d),
+              kern::cpu_has_bf16() ? "yes" : "no", kern::isa_name(kern::active_isa()), kern::amx_status_text());
+  // The amx level is opt-in (SLM_FORCE_ISA=amx) until its tile code has run on an AMX CPU.
+  EXPECT_NE(d, Isa::Amx);
+  EXPECT_EQ(kern::isa_supported(Isa::Amx), kern::amx_status() == kern::AmxStatus::Ready);
+}
+
+TEST(KernelIsa, AmxWhereTheCpuLacksItIsAClearError) {
+  if (kern::isa_supported(Isa::Amx)) GTEST_SKIP() << "this CPU has AMX: " << kern::amx_status_text();
+  try {
+    kern::set_active_isa(Isa::Amx);
+    FAIL() << "amx accepted on a CPU without it";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("amx is not available: AMX is "), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(kern::amx_panel_kernels(static_cast<int>(DType::Q4_0), false), nullptr);
 }
 
 TEST(KernelIsa, SwitchingLevelsAndRefusingMissingOnes) {

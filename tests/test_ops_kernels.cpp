@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <random>
 #include <utility>
 #include <vector>
@@ -87,6 +90,99 @@ TEST_P(MatmulVsScalar, EveryLevelAndTokenCount) {
         EXPECT_LE(rel_l2(ref, got), budget) << kern::isa_name(isa) << " " << dtype_name(type)
                                             << " " << n_out << "x" << n_in << " tokens " << n_tok
                                             << (rows ? "" : " (panels only)");
+      }
+    }
+  }
+  kern::set_active_isa(before);
+}
+
+// ---- the amx level's long-batch products (kernels/x86_amx/panels_amx.cpp) ----------------------
+
+// What ops' matmul_panels does with a long batch, by hand: the panels packed as the VNNI kernels
+// pack them, the activations in the long-batch tiles, the panels in two calls (p0 > 0 too).
+std::vector<float> run_long(const kern::PanelKernels& pk, const Weight& w, const std::vector<float>& x,
+                            int64_t n_tok) {
+  const int64_t n_panels = (w.n_out + pk.rows - 1) / pk.rows;
+  const size_t pb = pk.panel_bytes(w.n_in);
+  std::vector<uint8_t> panels(pb * static_cast<size_t>(n_panels));
+  for (int64_t p = 0; p < n_panels; ++p) {
+    const int rows = static_cast<int>(std::min<int64_t>(pk.rows, w.n_out - p * pk.rows));
+    pk.pack(w.data + static_cast<size_t>(p * pk.rows) * w.row_bytes, w.row_bytes, rows, w.n_in,
+            panels.data() + static_cast<size_t>(p) * pb);
+  }
+  const int64_t tt = pk.long_tile_tokens;
+  const int64_t n_tiles = (n_tok + tt - 1) / tt;
+  const size_t tb = pk.long_tile_bytes(w.n_in);
+  std::vector<uint8_t> tiles(tb * static_cast<size_t>(n_tiles), 0xAA);
+  for (int64_t g = 0; g < n_tiles; ++g)
+    pk.long_prepare(x.data() + g * tt * w.n_in, static_cast<int>(std::min(tt, n_tok - g * tt)), w.n_in,
+                    tiles.data() + static_cast<size_t>(g) * tb);
+  std::vector<float> y(static_cast<size_t>(w.n_out * n_tok), -7.0f);
+  const int64_t half = n_panels / 2;
+  pk.long_gemm(panels.data(), 0, half, w.n_out, w.n_in, tiles.data(), n_tok, y.data(), w.n_out);
+  pk.long_gemm(panels.data(), half, n_panels, w.n_out, w.n_in, tiles.data(), n_tok, y.data(), w.n_out);
+  return y;
+}
+
+// On every avx512vnni CPU: the tile code on the software model of the tile unit gives exactly
+// the VNNI panel kernels' results (same integer sums, same float order), hence the scalar
+// path's within the usual bound.
+TEST(AmxTiles, ModelOfTheTileUnitGivesTheVnniResultsToTheBit) {
+  if (!kern::isa_supported(Isa::Avx512Vnni)) GTEST_SKIP() << "the tile unit's model needs avx512vnni";
+  const Isa before = kern::active_isa();
+  for (DType type : {DType::Q4_0, DType::Q8_0}) {
+    const kern::PanelKernels* pk = kern::amx_panel_kernels(static_cast<int>(type), true);
+    ASSERT_NE(pk, nullptr);
+    ASSERT_NE(pk->long_gemm, nullptr) << dtype_name(type);
+    EXPECT_GE(pk->long_min_tokens, 8) << "decoding and server batches stay on the VNNI kernels";
+    for (auto [n_out, n_in] : {std::pair<int64_t, int64_t>{80, 512}, {72, 512}, {40, 2304}}) {
+      const Matrix m = make_matrix(type, n_out, n_in, 5);
+      for (int64_t n_tok : {16, 17, 40, 64, 100}) {
+        std::mt19937 rng(static_cast<uint32_t>(n_tok * 7));
+        std::normal_distribution<float> g(0.0f, 1.0f);
+        std::vector<float> x(static_cast<size_t>(n_tok * n_in));
+        for (auto& v : x) v = g(rng);
+        const auto got = run_long(*pk, m.w, x, n_tok);
+        const auto vnni = run(Isa::Avx512Vnni, m.w, x, n_tok, false);
+        const auto ref = run(Isa::Scalar, m.w, x, n_tok);
+        const std::string what = std::string(dtype_name(type)) + " " + std::to_string(n_out) + "x" +
+                                 std::to_string(n_in) + " tokens " + std::to_string(n_tok);
+        ASSERT_EQ(got.size(), vnni.size());
+        size_t differ = 0;
+        for (size_t i = 0; i < got.size(); ++i) differ += std::memcmp(&got[i], &vnni[i], sizeof(float)) != 0;
+        EXPECT_EQ(differ, 0u) << what << ": values that differ from the VNNI kernels'";
+        EXPECT_LE(rel_l2(ref, got), 3e-6) << what;
+      }
+    }
+  }
+  kern::set_active_isa(before);
+}
+
+// On an AMX CPU, with SLM_TEST_AMX=1: the tile unit itself, against its model and through
+// matmul at the amx level. Opt-in until this has passed once on AMX hardware (no session has
+// had one yet); then it runs wherever AMX is present and amx becomes the detected level.
+TEST(AmxTiles, TheTileUnitGivesItsModelsResults) {
+  if (!kern::isa_supported(Isa::Amx)) GTEST_SKIP() << "AMX is " << kern::amx_status_text();
+  const char* opt = std::getenv("SLM_TEST_AMX");
+  if (!opt || std::string(opt) != "1")
+    GTEST_SKIP() << "SKIPPING the AMX hardware test: set SLM_TEST_AMX=1 to run it (this CPU has AMX)";
+  const Isa before = kern::active_isa();
+  for (DType type : {DType::Q4_0, DType::Q8_0}) {
+    const kern::PanelKernels* hw = kern::amx_panel_kernels(static_cast<int>(type), false);
+    const kern::PanelKernels* emu = kern::amx_panel_kernels(static_cast<int>(type), true);
+    ASSERT_NE(hw, nullptr);
+    ASSERT_NE(emu, nullptr);
+    for (auto [n_out, n_in] : {std::pair<int64_t, int64_t>{80, 512}, {72, 512}, {40, 2304}}) {
+      const Matrix m = make_matrix(type, n_out, n_in, 9);
+      for (int64_t n_tok : {16, 17, 64, 100}) {
+        std::mt19937 rng(static_cast<uint32_t>(n_tok));
+        std::normal_distribution<float> g(0.0f, 1.0f);
+        std::vector<float> x(static_cast<size_t>(n_tok * n_in));
+        for (auto& v : x) v = g(rng);
+        EXPECT_EQ(run_long(*hw, m.w, x, n_tok), run_long(*emu, m.w, x, n_tok))
+            << dtype_name(type) << " " << n_out << "x" << n_in << " tokens " << n_tok;
+        const auto ref = run(Isa::Scalar, m.w, x, n_tok);
+        EXPECT_LE(rel_l2(ref, run(Isa::Amx, m.w, x, n_tok)), 3e-6) << dtype_name(type) << " tokens " << n_tok;
       }
     }
   }

@@ -10,7 +10,11 @@ static_assert(kTypeSlots == static_cast<int>(kDTypeIdLimit));
 #ifdef SLM_HAVE_X86_KERNELS
 namespace avx2 { const Kernels* table(bool bf16); }
 namespace avx512 { const Kernels* table(bool bf16); }
-namespace avx512vnni { const Kernels* table(bool bf16); }
+namespace avx512vnni {
+const Kernels* table(bool bf16);
+const Kernels* table_amx(bool bf16);
+const PanelKernels* amx_panels(int type, bool emulated);
+}  // namespace avx512vnni
 #endif
 
 const Kernels* for_isa(Isa isa) {
@@ -22,6 +26,7 @@ const Kernels* for_isa(Isa isa) {
     case Isa::Avx2: return avx2::table(false);
     case Isa::Avx512: return avx512::table(false);
     case Isa::Avx512Vnni: return avx512vnni::table(cpu_has_bf16());
+    case Isa::Amx: return avx512vnni::table_amx(cpu_has_bf16());
 #else
     default: break;
 #endif
@@ -30,5 +35,16 @@ const Kernels* for_isa(Isa isa) {
 }
 
 const Kernels& active() { return *for_isa(active_isa()); }
+
+const PanelKernels* amx_panel_kernels(int type, bool emulated) {
+#ifdef SLM_HAVE_X86_KERNELS
+  if (!isa_supported(emulated ? Isa::Avx512Vnni : Isa::Amx)) return nullptr;
+  return avx512vnni::amx_panels(type, emulated);
+#else
+  (void)type;
+  (void)emulated;
+  return nullptr;
+#endif
+}
 
 }  // namespace slm::kern

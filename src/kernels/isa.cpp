@@ -13,6 +13,11 @@
 #include <cpuid.h>
 #define SLM_X86_HOST 1
 #endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define SLM_LINUX_X86_64 1
+#endif
 
 namespace slm::kern {
 
@@ -20,6 +25,8 @@ namespace {
 
 struct Features {
   bool avx2 = false, avx512 = false, vnni = false, bf16 = false;
+  bool amx_cpu = false;  // AMX-TILE + AMX-INT8 (on top of vnni)
+  bool amx_os = false;   // XCR0 has the tile config and tile data states
 };
 
 #ifdef SLM_X86_HOST
@@ -48,12 +55,15 @@ Features probe() {
              avx512vl = b & (1u << 31);
   const bool avx512vnni = c & (1u << 11);
   const unsigned max_sub = a;
+  const bool amx_tile = d & (1u << 24), amx_int8 = d & (1u << 25);
   bool avx512bf16 = false;
   if (max_sub >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) avx512bf16 = a & (1u << 5);
   f.avx2 = avx2 && fma && f16c;
   f.avx512 = f.avx2 && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
   f.vnni = f.avx512 && avx512vnni;
   f.bf16 = f.vnni && avx512bf16;
+  f.amx_cpu = f.vnni && amx_tile && amx_int8;
+  f.amx_os = f.amx_cpu && (xcr0 & (3ull << 17)) == (3ull << 17);
   return f;
 }
 #else
@@ -63,6 +73,20 @@ Features probe() { return {}; }
 const Features& features() {
   static const Features f = probe();
   return f;
+}
+
+// Linux hands out the tile data state (8 KiB per thread) only to processes that ask for it;
+// without the permission the first tile instruction faults (SIGILL).
+AmxStatus probe_amx() {
+  const Features& f = features();
+  if (!f.amx_cpu) return AmxStatus::NoCpu;
+  if (!f.amx_os) return AmxStatus::NoOs;
+#ifdef SLM_LINUX_X86_64
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0) return AmxStatus::Ready;
+#endif
+  return AmxStatus::Refused;
 }
 
 // -1: not decided yet. Relaxed is enough: every thread computes the same answer.
@@ -76,12 +100,13 @@ const char* isa_name(Isa isa) {
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
     case Isa::Avx512Vnni: return "avx512vnni";
+    case Isa::Amx: return "amx";
   }
   return "?";
 }
 
 bool parse_isa(const char* name, Isa* out) {
-  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni}) {
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni, Isa::Amx}) {
     if (std::strcmp(name, isa_name(i)) == 0) {
       *out = i;
       return true;
@@ -102,7 +127,27 @@ Isa detected_isa() {
 #endif
 }
 
-bool isa_supported(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(detected_isa()); }
+bool isa_supported(Isa isa) {
+#ifdef SLM_HAVE_X86_KERNELS
+  if (isa == Isa::Amx) return amx_status() == AmxStatus::Ready;
+#endif
+  return static_cast<int>(isa) <= static_cast<int>(detected_isa());
+}
+
+AmxStatus amx_status() {
+  static const AmxStatus s = probe_amx();
+  return s;
+}
+
+const char* amx_status_text() {
+  switch (amx_status()) {
+    case AmxStatus::NoCpu: return "not on this CPU (no amx_tile/amx_int8)";
+    case AmxStatus::NoOs: return "on this CPU, but the OS does not save the tile state (XCR0)";
+    case AmxStatus::Refused: return "on this CPU, but the kernel refused the tile state (arch_prctl)";
+    case AmxStatus::Ready: return "ready; opt-in with SLM_FORCE_ISA=amx until verified on AMX hardware";
+  }
+  return "?";
+}
 
 bool cpu_has_bf16() { return features().bf16; }
 
@@ -113,7 +158,9 @@ Isa active_isa() {
   if (const char* env = std::getenv("SLM_FORCE_ISA"); env && *env) {
     Isa forced;
     if (!parse_isa(env, &forced))
-      fail("SLM_FORCE_ISA={}: unknown instruction set (use scalar, avx2, avx512 or avx512vnni)", env);
+      fail("SLM_FORCE_ISA={}: unknown instruction set (use scalar, avx2, avx512, avx512vnni or amx)", env);
+    if (forced == Isa::Amx && !isa_supported(forced))
+      fail("SLM_FORCE_ISA=amx: AMX is {}", amx_status_text());
     if (!isa_supported(forced))
       fail("SLM_FORCE_ISA={}: this CPU (or this build) supports at most {}", env,
            isa_name(detected_isa()));
@@ -124,6 +171,7 @@ Isa active_isa() {
 }
 
 void set_active_isa(Isa isa) {
+  if (isa == Isa::Amx && !isa_supported(isa)) fail("instruction set amx is not available: AMX is {}", amx_status_text());
   if (!isa_supported(isa))
     fail("instruction set {} is not available: this CPU (or this build) supports at most {}",
          isa_name(isa), isa_name(detected_isa()));

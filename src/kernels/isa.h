@@ -9,9 +9,14 @@ enum class Isa : int {
   Avx2 = 1,        // AVX2 + FMA + F16C
   Avx512 = 2,      // AVX-512 F + BW + DQ + VL
   Avx512Vnni = 3,  // the above + AVX512_VNNI (+ AVX512_BF16 where present, see cpu_has_bf16)
+  // avx512vnni + AMX tile products for long batches (AMX-TILE and AMX-INT8, with the tile
+  // state granted by the kernel). Only through SLM_FORCE_ISA=amx / set_active_isa for now:
+  // detected_isa() does not pick it until the tile code has run on an AMX machine (see
+  // kernels/x86_amx/panels_amx.cpp).
+  Amx = 4,
 };
 
-// "scalar", "avx2", "avx512", "avx512vnni".
+// "scalar", "avx2", "avx512", "avx512vnni", "amx".
 const char* isa_name(Isa isa);
 // Parses an isa_name(); false if `name` is none of them.
 bool parse_isa(const char* name, Isa* out);
@@ -19,8 +24,16 @@ bool parse_isa(const char* name, Isa* out);
 // The best level the CPU implements and the OS saves the registers of (CPUID + XGETBV).
 // Always Scalar on non-x86 hosts or when the build has no SIMD kernels.
 Isa detected_isa();
-// Whether this CPU can run kernels of level `isa` (every level up to detected_isa()).
+// Whether this CPU can run kernels of level `isa` (every level up to detected_isa(), and amx
+// where amx_status() is AmxStatus::Ready).
 bool isa_supported(Isa isa);
+// What this CPU and OS offer of AMX: the tile instructions (CPUID), the OS saving the tile
+// state (XCR0) and this process's permission to use it (arch_prctl ARCH_REQ_XCOMP_PERM,
+// requested once, at the first call).
+enum class AmxStatus { NoCpu, NoOs, Refused, Ready };
+AmxStatus amx_status();
+// One line for `slm info` and the logs: "not on this CPU", "ready (SLM_FORCE_ISA=amx)", ...
+const char* amx_status_text();
 // AVX512_BF16 (VDPBF16PS), used by the avx512vnni level's bf16 products when present.
 bool cpu_has_bf16();
 

@@ -44,6 +44,16 @@ struct PanelKernels {
   // t < n_tok of the activation tiles (which lie tile_bytes apart).
   void (*gemm)(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int64_t n_in,
                const uint8_t* tiles, int64_t n_tok, float* y, int64_t ldy);
+  // Optional (long_gemm null: none): a second product for batches of at least long_min_tokens
+  // tokens on the same panels, with activation tiles of its own layout (long_tile_tokens
+  // tokens each): the amx level's tile-unit products (kernels/x86_amx/). Same contract as
+  // tile_bytes / prepare / gemm above.
+  int long_min_tokens;
+  int long_tile_tokens;
+  size_t (*long_tile_bytes)(int64_t n_in);
+  void (*long_prepare)(const float* x, int n_tok, int64_t n_in, uint8_t* tile);
+  void (*long_gemm)(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int64_t n_in,
+                    const uint8_t* tiles, int64_t n_tok, float* y, int64_t ldy);
 };
 
 // Matrix products for a float weight type (F32, F16, BF16) on the row-major weights as mapped.
@@ -150,6 +160,13 @@ struct Kernels {
   FloatKernels flt[kTypeSlots];        // by ggml type id; gemv == nullptr: none
   SgemmKernels sgemm;                  // mr == 0: the scalar twin
 };
+
+// The amx level's panel kernels for ggml type id `type` (rows 0: none for that type), run on
+// the tile unit, or, with emulated, on a software model of it written in AVX-512 (the same
+// layouts, loops and scaling; only the tile instructions differ): that is how the tests check
+// the AMX code on CPUs without AMX. nullptr where the CPU cannot run the choice (emulated needs
+// avx512vnni; the real one needs isa_supported(Isa::Amx)).
+const PanelKernels* amx_panel_kernels(int type, bool emulated);
 
 // The table of the active level (for Scalar: no kernels at all).
 const Kernels& active();

@@ -131,7 +131,9 @@ std::shared_ptr<uint8_t> packed_weight(ComputeContext& ctx, const kern::Kernels&
 // pool took a std::function, which allocated for closures over 16 bytes; its FunctionRef never
 // allocates, so they are kept for brevity only.)
 struct PanelJob {
-  const kern::PanelKernels& pk;
+  // The panel kernels' short-batch entry points, or their long-batch ones (PanelKernels).
+  decltype(kern::PanelKernels::prepare) prepare_fn;
+  decltype(kern::PanelKernels::gemm) gemm_fn;
   const uint8_t* panels;
   const float* x;
   float* y;
@@ -139,7 +141,7 @@ struct PanelJob {
   int64_t n_in, n_out, n_tokens, tt;
   size_t tb;
   void prepare(int64_t g) const {
-    pk.prepare(x + g * tt * n_in, static_cast<int>(std::min(tt, n_tokens - g * tt)), n_in, tiles + g * tb);
+    prepare_fn(x + g * tt * n_in, static_cast<int>(std::min(tt, n_tokens - g * tt)), n_in, tiles + g * tb);
   }
 };
 
@@ -177,12 +179,13 @@ void matmul_rows(ComputeContext& ctx, const kern::RowKernels& rk, const Weight& 
 
 void matmul_panels(ComputeContext& ctx, const kern::Kernels& k, const kern::PanelKernels& pk,
                    const Weight& w, const float* x, int64_t n_tokens, float* y) {
-  const int64_t tt = pk.tile_tokens;
+  const bool long_batch = pk.long_gemm && n_tokens >= pk.long_min_tokens;
+  const int64_t tt = long_batch ? pk.long_tile_tokens : pk.tile_tokens;
   const int64_t n_tiles = (n_tokens + tt - 1) / tt;
-  const size_t tb = pk.tile_bytes(w.n_in);
+  const size_t tb = long_batch ? pk.long_tile_bytes(w.n_in) : pk.tile_bytes(w.n_in);
   const std::shared_ptr<uint8_t> panels = packed_weight(ctx, k, pk, w);
-  const PanelJob job{pk, panels.get(), x, y, ctx.act_scratch(tb * n_tiles),
-                     w.n_in, w.n_out, n_tokens, tt, tb};
+  const PanelJob job{long_batch ? pk.long_prepare : pk.prepare, long_batch ? pk.long_gemm : pk.gemm,
+                     panels.get(), x, y, ctx.act_scratch(tb * n_tiles), w.n_in, w.n_out, n_tokens, tt, tb};
   if (n_tiles == 1) {
     job.prepare(0);  // decoding: not worth waking the pool
   } else {
@@ -192,7 +195,7 @@ void matmul_panels(ComputeContext& ctx, const kern::Kernels& k, const kern::Pane
   }
   const int64_t n_panels = (w.n_out + pk.rows - 1) / pk.rows;
   auto run = [&job](int64_t b, int64_t e, int) {
-    job.pk.gemm(job.panels, b, e, job.n_out, job.n_in, job.tiles, job.n_tokens, job.y, job.n_out);
+    job.gemm_fn(job.panels, b, e, job.n_out, job.n_in, job.tiles, job.n_tokens, job.y, job.n_out);
   };
   // The panels are dealt out in chunks to whichever thread is free: the two cores of a VM
   // rarely run at the same speed, and with fixed halves one waited for the other (6% of

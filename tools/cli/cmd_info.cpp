@@ -25,6 +25,7 @@ Runner add_info(CLI::App& app) {
       fmt::print("file size:     {} bytes ({:.2f} MiB)\n", f.file_size(), f.file_size() / 1048576.0);
       fmt::print("gguf version:  {}\n", f.version());
       fmt::print("isa:           {}\n", kern::isa_name(kern::active_isa()));
+      fmt::print("amx:           {}\n", kern::amx_status_text());
       if (auto name = f.opt_string("general.name")) fmt::print("name:          {}\n", *name);
     };
     // Read from the metadata as stored (no tokenizer is built): a value of an unexpected type
