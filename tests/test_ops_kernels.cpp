@@ -130,7 +130,7 @@ std::vector<float> run_long(const kern::PanelKernels& pk, const Weight& w, const
 TEST(AmxTiles, ModelOfTheTileUnitGivesTheVnniResultsToTheBit) {
   if (!kern::isa_supported(Isa::Avx512Vnni)) GTEST_SKIP() << "the tile unit's model needs avx512vnni";
   const Isa before = kern::active_isa();
-  for (DType type : {DType::Q4_0, DType::Q8_0}) {
+  for (DType type : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
     const kern::PanelKernels* pk = kern::amx_panel_kernels(static_cast<int>(type), true);
     ASSERT_NE(pk, nullptr);
     ASSERT_NE(pk->long_gemm, nullptr) << dtype_name(type);
@@ -167,7 +167,7 @@ TEST(AmxTiles, TheTileUnitGivesItsModelsResults) {
   if (!opt || std::string(opt) != "1")
     GTEST_SKIP() << "SKIPPING the AMX hardware test: set SLM_TEST_AMX=1 to run it (this CPU has AMX)";
   const Isa before = kern::active_isa();
-  for (DType type : {DType::Q4_0, DType::Q8_0}) {
+  for (DType type : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
     const kern::PanelKernels* hw = kern::amx_panel_kernels(static_cast<int>(type), false);
     const kern::PanelKernels* emu = kern::amx_panel_kernels(static_cast<int>(type), true);
     ASSERT_NE(hw, nullptr);
