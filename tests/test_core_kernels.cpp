@@ -99,7 +99,7 @@ TEST(KernelIsa, AmxWhereTheCpuLacksItIsAClearError) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("amx is not available: AMX is "), std::string::npos) << e.what();
   }
-  EXPECT_EQ(kern::amx_panel_kernels(static_cast<int>(DType::Q4_0), false), nullptr);
+  EXPECT_EQ(kern::amx_kernels(false), nullptr);
 }
 
 TEST(KernelIsa, SwitchingLevelsAndRefusingMissingOnes) {

@@ -131,8 +131,8 @@ TEST(AmxTiles, ModelOfTheTileUnitGivesTheVnniResultsToTheBit) {
   if (!kern::isa_supported(Isa::Avx512Vnni)) GTEST_SKIP() << "the tile unit's model needs avx512vnni";
   const Isa before = kern::active_isa();
   for (DType type : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
-    const kern::PanelKernels* pk = kern::amx_panel_kernels(static_cast<int>(type), true);
-    ASSERT_NE(pk, nullptr);
+    ASSERT_NE(kern::amx_kernels(true), nullptr);
+    const kern::PanelKernels* pk = &kern::amx_kernels(true)->panel[static_cast<int>(type)];
     ASSERT_NE(pk->long_gemm, nullptr) << dtype_name(type);
     EXPECT_GE(pk->long_min_tokens, 8) << "decoding and server batches stay on the VNNI kernels";
     for (auto [n_out, n_in] : {std::pair<int64_t, int64_t>{80, 512}, {72, 512}, {40, 2304}}) {
@@ -158,6 +158,48 @@ TEST(AmxTiles, ModelOfTheTileUnitGivesTheVnniResultsToTheBit) {
   kern::set_active_isa(before);
 }
 
+// BF16 weights: the tile product (on the model of TDPBF16PS) on the mapped rows against the
+// VNNI path's VDPBF16PS product of the same bf16 activations (sums in another order), and the
+// scalar path. Rows in two calls, the second starting mid-matrix with a partial 16-row group;
+// 2304 inputs: slices of 512 and a partial one.
+std::vector<float> run_float(const kern::FloatKernels& fk, bool long_batch, const Weight& w,
+                             const std::vector<float>& x, int64_t n_tok) {
+  std::vector<uint16_t> a(static_cast<size_t>(n_tok * w.n_in));
+  fk.to_bf16(x.data(), a.data(), n_tok * w.n_in);
+  std::vector<uint8_t> scratch(fk.scratch_bytes(w.n_in) + 64);
+  std::vector<float> y(static_cast<size_t>(w.n_out * n_tok), -7.0f);
+  const auto gemm = long_batch ? fk.long_gemm : fk.gemm;
+  const int64_t mid = 48 < w.n_out ? 48 : 0;
+  gemm(w.data, w.row_bytes, 0, mid, w.n_in, a.data(), n_tok, y.data(), w.n_out, scratch.data());
+  gemm(w.data, w.row_bytes, mid, w.n_out, w.n_in, a.data(), n_tok, y.data(), w.n_out, scratch.data());
+  return y;
+}
+
+TEST(AmxTiles, ModelOfTheBf16TileProductAgreesWithTheVnniPath) {
+  if (!kern::isa_supported(Isa::Avx512Vnni) || !kern::cpu_has_bf16())
+    GTEST_SKIP() << "the BF16 tile path replaces the avx512vnni level's VDPBF16PS path: this CPU has none";
+  const Isa before = kern::active_isa();
+  const kern::FloatKernels& amx = kern::amx_kernels(true)->flt[static_cast<int>(DType::BF16)];
+  const kern::FloatKernels& vnni = kern::for_isa(Isa::Avx512Vnni)->flt[static_cast<int>(DType::BF16)];
+  ASSERT_NE(amx.long_gemm, nullptr);
+  ASSERT_EQ(vnni.gemm_act, kern::kActBF16);
+  for (auto [n_out, n_in] : {std::pair<int64_t, int64_t>{80, 512}, {72, 512}, {40, 2304}}) {
+    const Matrix m = make_matrix(DType::BF16, n_out, n_in, 11);
+    for (int64_t n_tok : {16, 17, 40, 100}) {
+      std::mt19937 rng(static_cast<uint32_t>(n_tok * 3));
+      std::normal_distribution<float> g(0.0f, 1.0f);
+      std::vector<float> x(static_cast<size_t>(n_tok * n_in));
+      for (auto& v : x) v = g(rng);
+      const auto got = run_float(amx, true, m.w, x, n_tok);
+      const auto want = run_float(vnni, false, m.w, x, n_tok);
+      const auto ref = run(Isa::Scalar, m.w, x, n_tok);
+      EXPECT_LE(rel_l2(want, got), 1e-6) << n_out << "x" << n_in << " tokens " << n_tok;
+      EXPECT_LE(rel_l2(ref, got), 3e-6) << n_out << "x" << n_in << " tokens " << n_tok;
+    }
+  }
+  kern::set_active_isa(before);
+}
+
 // On an AMX CPU, with SLM_TEST_AMX=1: the tile unit itself, against its model and through
 // matmul at the amx level. Opt-in until this has passed once on AMX hardware (no session has
 // had one yet); then it runs wherever AMX is present and amx becomes the detected level.
@@ -168,10 +210,10 @@ TEST(AmxTiles, TheTileUnitGivesItsModelsResults) {
     GTEST_SKIP() << "SKIPPING the AMX hardware test: set SLM_TEST_AMX=1 to run it (this CPU has AMX)";
   const Isa before = kern::active_isa();
   for (DType type : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
-    const kern::PanelKernels* hw = kern::amx_panel_kernels(static_cast<int>(type), false);
-    const kern::PanelKernels* emu = kern::amx_panel_kernels(static_cast<int>(type), true);
-    ASSERT_NE(hw, nullptr);
-    ASSERT_NE(emu, nullptr);
+    ASSERT_NE(kern::amx_kernels(false), nullptr);
+    ASSERT_NE(kern::amx_kernels(true), nullptr);
+    const kern::PanelKernels* hw = &kern::amx_kernels(false)->panel[static_cast<int>(type)];
+    const kern::PanelKernels* emu = &kern::amx_kernels(true)->panel[static_cast<int>(type)];
     for (auto [n_out, n_in] : {std::pair<int64_t, int64_t>{80, 512}, {72, 512}, {40, 2304}}) {
       const Matrix m = make_matrix(type, n_out, n_in, 9);
       for (int64_t n_tok : {16, 17, 64, 100}) {
@@ -185,6 +227,18 @@ TEST(AmxTiles, TheTileUnitGivesItsModelsResults) {
         EXPECT_LE(rel_l2(ref, run(Isa::Amx, m.w, x, n_tok)), 3e-6) << dtype_name(type) << " tokens " << n_tok;
       }
     }
+  }
+  // BF16: the unit's sums may be ordered differently from the model's (pairs added first).
+  const Matrix m = make_matrix(DType::BF16, 72, 2304, 13);
+  for (int64_t n_tok : {16, 17, 100}) {
+    std::mt19937 rng(static_cast<uint32_t>(n_tok));
+    std::normal_distribution<float> g(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(n_tok * m.w.n_in));
+    for (auto& v : x) v = g(rng);
+    const int bf = static_cast<int>(DType::BF16);
+    EXPECT_LE(rel_l2(run_float(kern::amx_kernels(true)->flt[bf], true, m.w, x, n_tok),
+                     run_float(kern::amx_kernels(false)->flt[bf], true, m.w, x, n_tok)), 1e-6) << "bf16 tokens " << n_tok;
+    EXPECT_LE(rel_l2(run(Isa::Scalar, m.w, x, n_tok), run(Isa::Amx, m.w, x, n_tok)), 3e-6) << "bf16 tokens " << n_tok;
   }
   kern::set_active_isa(before);
 }

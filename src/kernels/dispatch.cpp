@@ -13,7 +13,7 @@ namespace avx512 { const Kernels* table(bool bf16); }
 namespace avx512vnni {
 const Kernels* table(bool bf16);
 const Kernels* table_amx(bool bf16);
-const PanelKernels* amx_panels(int type, bool emulated);
+const Kernels* table_amx_emulated(bool bf16);
 }  // namespace avx512vnni
 #endif
 
@@ -36,13 +36,12 @@ const Kernels* for_isa(Isa isa) {
 
 const Kernels& active() { return *for_isa(active_isa()); }
 
-const PanelKernels* amx_panel_kernels(int type, bool emulated) {
+const Kernels* amx_kernels(bool emulated) {
+  if (!emulated) return for_isa(Isa::Amx);
 #ifdef SLM_HAVE_X86_KERNELS
-  if (!isa_supported(emulated ? Isa::Avx512Vnni : Isa::Amx)) return nullptr;
-  return avx512vnni::amx_panels(type, emulated);
+  if (!isa_supported(Isa::Avx512Vnni)) return nullptr;
+  return avx512vnni::table_amx_emulated(cpu_has_bf16());
 #else
-  (void)type;
-  (void)emulated;
   return nullptr;
 #endif
 }

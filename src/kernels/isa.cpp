@@ -25,7 +25,7 @@ namespace {
 
 struct Features {
   bool avx2 = false, avx512 = false, vnni = false, bf16 = false;
-  bool amx_cpu = false;  // AMX-TILE + AMX-INT8 (on top of vnni)
+  bool amx_cpu = false;  // AMX-TILE + AMX-INT8 + AMX-BF16 (on top of vnni)
   bool amx_os = false;   // XCR0 has the tile config and tile data states
 };
 
@@ -55,14 +55,14 @@ Features probe() {
              avx512vl = b & (1u << 31);
   const bool avx512vnni = c & (1u << 11);
   const unsigned max_sub = a;
-  const bool amx_tile = d & (1u << 24), amx_int8 = d & (1u << 25);
+  const bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24), amx_int8 = d & (1u << 25);
   bool avx512bf16 = false;
   if (max_sub >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) avx512bf16 = a & (1u << 5);
   f.avx2 = avx2 && fma && f16c;
   f.avx512 = f.avx2 && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
   f.vnni = f.avx512 && avx512vnni;
   f.bf16 = f.vnni && avx512bf16;
-  f.amx_cpu = f.vnni && amx_tile && amx_int8;
+  f.amx_cpu = f.vnni && amx_tile && amx_int8 && amx_bf16;
   f.amx_os = f.amx_cpu && (xcr0 & (3ull << 17)) == (3ull << 17);
   return f;
 }
@@ -141,7 +141,7 @@ AmxStatus amx_status() {
 
 const char* amx_status_text() {
   switch (amx_status()) {
-    case AmxStatus::NoCpu: return "not on this CPU (no amx_tile/amx_int8)";
+    case AmxStatus::NoCpu: return "not on this CPU (no amx_tile/amx_int8/amx_bf16)";
     case AmxStatus::NoOs: return "on this CPU, but the OS does not save the tile state (XCR0)";
     case AmxStatus::Refused: return "on this CPU, but the kernel refused the tile state (arch_prctl)";
     case AmxStatus::Ready: return "ready; opt-in with SLM_FORCE_ISA=amx until verified on AMX hardware";

@@ -9,7 +9,7 @@ enum class Isa : int {
   Avx2 = 1,        // AVX2 + FMA + F16C
   Avx512 = 2,      // AVX-512 F + BW + DQ + VL
   Avx512Vnni = 3,  // the above + AVX512_VNNI (+ AVX512_BF16 where present, see cpu_has_bf16)
-  // avx512vnni + AMX tile products for long batches (AMX-TILE and AMX-INT8, with the tile
+  // avx512vnni + AMX tile products for long batches (AMX-TILE, -INT8 and -BF16, with the tile
   // state granted by the kernel). Only through SLM_FORCE_ISA=amx / set_active_isa for now:
   // detected_isa() does not pick it until the tile code has run on an AMX machine (see
   // kernels/x86_amx/panels_amx.cpp).

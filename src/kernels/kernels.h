@@ -78,6 +78,11 @@ struct FloatKernels {
   // Rows [r0, r1) of W times one f32 activation row: y[r] for r in [r0, r1).
   void (*gemv)(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t n_in,
                const float* x, float* y);
+  // Optional (null: none): the product of long_min_tokens tokens or more on the amx level's
+  // tile unit (kernels/x86_amx/), with gemm's contract and activations.
+  int long_min_tokens;
+  void (*long_gemm)(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t n_in,
+                    const void* act, int64_t n_tok, float* y, int64_t ldy, void* scratch);
 };
 
 // Products of up to kRowMaxTokens tokens straight from a matrix's row-major blocks as stored in
@@ -161,12 +166,11 @@ struct Kernels {
   SgemmKernels sgemm;                  // mr == 0: the scalar twin
 };
 
-// The amx level's panel kernels for ggml type id `type` (rows 0: none for that type), run on
-// the tile unit, or, with emulated, on a software model of it written in AVX-512 (the same
-// layouts, loops and scaling; only the tile instructions differ): that is how the tests check
-// the AMX code on CPUs without AMX. nullptr where the CPU cannot run the choice (emulated needs
-// avx512vnni; the real one needs isa_supported(Isa::Amx)).
-const PanelKernels* amx_panel_kernels(int type, bool emulated);
+// The amx level's table (for_isa(Isa::Amx)), or, with emulated, the same table with the tile
+// instructions replaced by a software model of them (the same layouts, loops and scaling):
+// that is how the tests check the AMX code on CPUs without AMX. nullptr where the CPU cannot
+// run the choice (emulated needs avx512vnni; the real one needs isa_supported(Isa::Amx)).
+const Kernels* amx_kernels(bool emulated);
 
 // The table of the active level (for Scalar: no kernels at all).
 const Kernels& active();

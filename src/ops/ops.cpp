@@ -247,9 +247,11 @@ void matmul_float(ComputeContext& ctx, const kern::FloatKernels& fk, const Weigh
     }, 16);
     return;
   }
-  ctx.pool().parallel_for(n_out, [&job](int64_t b, int64_t e, int thread) {
-    job.fk.gemm(job.w.data, job.w.row_bytes, b, e, job.w.n_in, job.act(), job.n_tokens, job.y,
-                job.w.n_out, job.ctx.thread_scratch(thread, job.scratch_floats));
+  // A long batch on the amx level's tile unit where the table has it (same activations).
+  const auto gemm = fk.long_gemm && n_tokens >= fk.long_min_tokens ? fk.long_gemm : fk.gemm;
+  ctx.pool().parallel_for(n_out, [&job, gemm](int64_t b, int64_t e, int thread) {
+    gemm(job.w.data, job.w.row_bytes, b, e, job.w.n_in, job.act(), job.n_tokens, job.y, job.w.n_out,
+         job.ctx.thread_scratch(thread, job.scratch_floats));
   }, 16);
 }
 

@@ -1,8 +1,8 @@
-// Long-batch products of Q4_0, Q8_0, Q4_K and Q6_K weights on Intel AMX tiles: the amx level
-// (issue 13).
+// Long-batch products of Q4_0, Q8_0, Q4_K, Q6_K and BF16 weights on Intel AMX tiles: the amx
+// level (issue 13).
 //
 // Compiled into the avx512vnni copy of the kernels (namespace avx512vnni, its flags plus
-// -mamx-tile -mamx-int8; see CMakeLists.txt), because the amx level is avx512vnni's table
+// -mamx-tile -mamx-int8 -mamx-bf16; see CMakeLists.txt), because the amx level is avx512vnni's table
 // with these products added: decoding and short batches keep the VNNI panel kernels, and a
 // batch of kLongMin tokens or more goes through the tile unit on the very same panels.
 //
@@ -372,11 +372,132 @@ void add_long(PanelKernels& pk, decltype(PanelKernels::long_prepare) prepare, si
   pk.long_gemm = &long_gemm<K, Tiles>;
 }
 
-constexpr int kQ4_0Id = 2, kQ8_0Id = 8, kQ4_KId = 12, kQ6_KId = 14;  // ggml type ids
+// ---- BF16 weights on AMX-BF16 -----------------------------------------------------------
+// On the row-major weights as mapped (no repacking, like the VNNI path's), with the VNNI
+// path's activations (rounded to bf16, row-major): TDPBF16PS multiplies 16 tokens x 32 values
+// (the A tile: a tile load of 16 activation rows, n_in * 2 bytes apart) by 32 values x 16
+// rows (the B tile: pairs of values, row k holding values 2k, 2k + 1 of each of 16 weight
+// rows, so the 16 x 16 dwords of a weight block are transposed once per slice) into 16 x 16
+// fp32 sums that stay in the tile register over the slice. Products of two bf16 are exact in
+// fp32, so the sums differ from the VNNI path's only in their order.
 
-template <template <int> class Tiles>
+// Tiles: 0 = A (16 x 64 bytes), 1 = B (16 x 64 bytes), 2 = C (16 x 16 fp32).
+struct HwBf16 {
+  void begin() {
+    TileConfig cfg;
+    std::memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 3; ++i) {
+      cfg.rows[i] = 16;
+      cfg.colsb[i] = 64;
+    }
+    _tile_loadconfig(&cfg);
+  }
+  void end() { _tile_release(); }
+  void load_c(const float* c) { _tile_loadd(2, c, 64); }
+  void dot(const uint8_t* a, size_t a_stride, const uint8_t* b) {
+    _tile_loadd(0, a, a_stride);
+    _tile_loadd(1, b, 64);
+    _tile_dpbf16ps(2, 0, 1);
+  }
+  void store_c(float* c) { _tile_stored(2, c, 64); }
+};
+
+// TDPBF16PS as the Intel SDM defines it: C[m][n] += A[m][2k] * B[k][2n], then
+// += A[m][2k + 1] * B[k][2n + 1], for k = 0..15 (bf16 widened to fp32). (The unit also treats
+// denormal inputs and results as zero; the tests' values stay far from them.)
+struct EmuBf16 {
+  float creg[256];
+  void begin() {}
+  void end() {}
+  void load_c(const float* c) { std::memcpy(creg, c, sizeof creg); }
+  static float bf(const uint8_t* p) {
+    const uint32_t u = static_cast<uint32_t>(rd_u16(p)) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  void dot(const uint8_t* a, size_t a_stride, const uint8_t* b) {
+    for (int m = 0; m < 16; ++m)
+      for (int k = 0; k < 16; ++k)
+        for (int n = 0; n < 16; ++n) {
+          float& c = creg[m * 16 + n];
+          c += bf(a + m * a_stride + 4 * k) * bf(b + k * 64 + 4 * n);
+          c += bf(a + m * a_stride + 4 * k + 2) * bf(b + k * 64 + 4 * n + 2);
+        }
+  }
+  void store_c(float* c) { std::memcpy(c, creg, sizeof creg); }
+};
+
+// The B tile of weight rows [0, nr) (row_bytes apart, from 32 values at src): dword k of row n
+// (values 2k, 2k + 1) goes to row k, column n; rows past nr are zero.
+inline void make_b_bf16(const uint8_t* src, size_t row_bytes, int nr, uint8_t* bt) {
+  alignas(64) uint32_t m[16][16];
+  for (int n = 0; n < 16; ++n) {
+    if (n < nr) std::memcpy(m[n], src + static_cast<size_t>(n) * row_bytes, 64);
+    else std::memset(m[n], 0, 64);
+  }
+  auto* out = reinterpret_cast<uint32_t*>(bt);
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 16; ++n) out[k * 16 + n] = m[n][k];
+}
+
+template <class TU>
+void long_gemm_bf16(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t n_in, const void* act_v,
+                    int64_t n_tok, float* y, int64_t ldy, void*) {
+  constexpr int64_t kSliceK = 512;  // values per slice: 16 B tiles of 32
+  const auto* act = static_cast<const uint8_t*>(act_v);
+  const size_t a_stride = static_cast<size_t>(n_in) * 2;
+  alignas(64) uint8_t bt[kSliceK / 32][1024];
+  alignas(64) float c[256];
+  alignas(64) uint8_t apad[16 * kSliceK * 2];  // a last group of fewer than 16 tokens, zero-padded
+  TU tu;
+  tu.begin();
+  for (int64_t r = r0; r < r1; r += 16) {
+    const int nr = r1 - r < 16 ? static_cast<int>(r1 - r) : 16;
+    for (int64_t k0 = 0; k0 < n_in; k0 += kSliceK) {
+      const int64_t nk = n_in - k0 < kSliceK ? n_in - k0 : kSliceK;
+      const int nc = static_cast<int>(nk / 32);
+      for (int kc = 0; kc < nc; ++kc) make_b_bf16(w + r * row_bytes + (k0 + 32 * kc) * 2, row_bytes, nr, bt[kc]);
+      for (int64_t t0 = 0; t0 < n_tok; t0 += 16) {
+        const int nt = n_tok - t0 < 16 ? static_cast<int>(n_tok - t0) : 16;
+        for (int t = 0; t < 16; ++t) {  // C: zero, or the sums of the slices before
+          const VF v = k0 == 0 || t >= nt ? fzero()
+                       : nr == 16         ? loadf(y + (t0 + t) * ldy + r)
+                                          : loadf_n(y + (t0 + t) * ldy + r, nr);
+          storef(c + t * 16, v);
+        }
+        const uint8_t* a = act + (static_cast<size_t>(t0) * n_in + k0) * 2;
+        size_t as = a_stride;
+        if (nt < 16) {  // the tile load reads 16 rows: do not read past the last token
+          std::memset(apad, 0, sizeof apad);
+          for (int t = 0; t < nt; ++t) std::memcpy(apad + t * nk * 2, a + t * a_stride, nk * 2);
+          a = apad;
+          as = static_cast<size_t>(nk) * 2;
+        }
+        tu.load_c(c);
+        for (int kc = 0; kc < nc; ++kc) tu.dot(a + kc * 64, as, bt[kc]);
+        tu.store_c(c);
+        for (int t = 0; t < nt; ++t) {
+          if (nr == 16) storef(y + (t0 + t) * ldy + r, loadf(c + t * 16));
+          else storef_n(y + (t0 + t) * ldy + r, loadf(c + t * 16), nr);
+        }
+      }
+    }
+  }
+  tu.end();
+}
+
+constexpr int kQ4_0Id = 2, kQ8_0Id = 8, kQ4_KId = 12, kQ6_KId = 14, kBF16Id = 30;  // ggml type ids
+
+template <template <int> class Tiles, class Bf16Tiles>
 Kernels with_tiles(const Kernels& vnni) {
   Kernels k = vnni;
+  // BF16 on tiles only where the VNNI path already takes bf16 activations (AVX512_BF16).
+  if (k.flt[kBF16Id].gemv && k.flt[kBF16Id].gemm_act == kActBF16) {
+    k.flt[kBF16Id].long_min_tokens = kLongMin;
+    k.flt[kBF16Id].long_gemm = &long_gemm_bf16<Bf16Tiles>;
+  }
   add_long<Q4_0Long, Tiles>(k.panel[kQ4_0Id], &long_prepare, &long_tile_bytes);
   add_long<Q8_0Long, Tiles>(k.panel[kQ8_0Id], &long_prepare, &long_tile_bytes);
   add_long<Q4_KLong, Tiles>(k.panel[kQ4_KId], &long_prepare_k<true>, &long_tile_bytes_k);
@@ -390,23 +511,30 @@ const Kernels* table(bool bf16);  // table_x86.cpp
 
 const Kernels* table_amx(bool bf16) {
   static const Kernels with_bf16 = [] {
-    Kernels k = with_tiles<HwTiles>(*table(true));
+    Kernels k = with_tiles<HwTiles, HwBf16>(*table(true));
     k.isa = Isa::Amx;
     return k;
   }();
   static const Kernels without_bf16 = [] {
-    Kernels k = with_tiles<HwTiles>(*table(false));
+    Kernels k = with_tiles<HwTiles, HwBf16>(*table(false));
     k.isa = Isa::Amx;
     return k;
   }();
   return bf16 ? &with_bf16 : &without_bf16;
 }
 
-const PanelKernels* amx_panels(int type, bool emulated) {
-  if (type < 0 || type >= kTypeSlots) return nullptr;
-  static const Kernels hw = with_tiles<HwTiles>(*table(false));
-  static const Kernels emu = with_tiles<EmuTiles>(*table(false));
-  return emulated ? &emu.panel[type] : &hw.panel[type];
+const Kernels* table_amx_emulated(bool bf16) {
+  static const Kernels with_bf16 = [] {
+    Kernels k = with_tiles<EmuTiles, EmuBf16>(*table(true));
+    k.isa = Isa::Amx;
+    return k;
+  }();
+  static const Kernels without_bf16 = [] {
+    Kernels k = with_tiles<EmuTiles, EmuBf16>(*table(false));
+    k.isa = Isa::Amx;
+    return k;
+  }();
+  return bf16 ? &with_bf16 : &without_bf16;
 }
 
 }  // namespace slm::kern::SLM_ISA_NS
