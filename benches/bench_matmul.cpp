@@ -141,7 +141,8 @@ void register_all() {
                          DType::IQ4_XS, DType::F16, DType::BF16, DType::F32};
   struct Shape { int64_t n_out, n_in; };
   const Shape shapes[] = {{2048, 2048}, {8192, 2048}, {2048, 8192}};
-  const Isa simd[] = {Isa::Avx512Vnni, Isa::Avx512, Isa::Avx2};
+  // amx: skipped where the CPU has none (its tile products serve 16 tokens or more).
+  const Isa simd[] = {Isa::Amx, Isa::Avx512Vnni, Isa::Avx512, Isa::Avx2};
   for (DType t : types) {
     for (const Shape& s : shapes) {
       const std::string base = "matmul/" + dtype_name(t) + "/" + std::to_string(s.n_out) + "x" +
