@@ -193,35 +193,33 @@ void long_prepare_k(const float* x, int n_tok, int64_t n_in, uint8_t* tile) {
 // Q8_0 and Q4_0 (the VNNI panels of panels_x86.cpp, kLanes = 16): per block the quant groups
 // (Q8_0: 8 x 64 bytes, u = q + 128; Q4_0: 4 x 64 bytes of nibbles), then 16 fp16 row scales.
 // The B tiles are made signed once per slice (q for Q8_0, nibble - 8 for Q4_0), so the tile
-// sums need no offset correction: they equal the VNNI kernels' corrected sums exactly.
-template <class TT, size_t kScales>
-inline void block_unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t b, int32_t* c, VF* acc,
-                       const LongLayout& l) {
-  TT::template block<true>(act + static_cast<size_t>(b) * kABlock, 32, bt, c);
-  const VF dw = load_h(o + kScales);
-  const uint8_t* da = act + l.d_off + static_cast<size_t>(b) * kAmxTok * 4;
-#pragma GCC unroll 16
-  for (int t = 0; t < kAmxTok; ++t) acc[t] = fmadd(cvt(load(c + t * 16)), mul(dw, bcastf_at(da + t * 4)), acc[t]);
-}
-
-struct Q8_0Long {
+// sums need no offset correction: they equal the VNNI kernels' corrected sums exactly. What
+// the two types share; each adds its b_tiles.
+template <size_t kUnitBytes, size_t kScalesAt>
+struct BlockLong {
   static constexpr int kTileK = 32, kSlice = 64, kValues = 32;
-  static constexpr size_t kUnit = 34 * 16, kScales = 32 * 16, kBuf = 512;
+  static constexpr size_t kUnit = kUnitBytes, kBuf = 512;
+  template <class TT>
+  static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t b, int32_t* c, VF* acc,
+                   int64_t n_in) {
+    const LongLayout l = long_layout(n_in);
+    TT::template block<true>(act + static_cast<size_t>(b) * kABlock, 32, bt, c);
+    const VF dw = load_h(o + kScalesAt);
+    const uint8_t* da = act + l.d_off + static_cast<size_t>(b) * kAmxTok * 4;
+#pragma GCC unroll 16
+    for (int t = 0; t < kAmxTok; ++t) acc[t] = fmadd(cvt(load(c + t * 16)), mul(dw, bcastf_at(da + t * 4)), acc[t]);
+  }
+};
+
+struct Q8_0Long : BlockLong<34 * 16, 32 * 16> {
   static const uint8_t* b_tiles(const uint8_t* o, uint8_t* buf) {
     const VI flip = set8(static_cast<int8_t>(0x80));
     for (int j = 0; j < 8; ++j) _mm512_store_si512(buf + j * 64, _mm512_xor_si512(load(o + j * 64), flip));
     return buf;
   }
-  template <class TT>
-  static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t b, int32_t* c, VF* acc,
-                   int64_t n_in) {
-    block_unit<TT, kScales>(o, bt, act, b, c, acc, long_layout(n_in));
-  }
 };
 
-struct Q4_0Long {
-  static constexpr int kTileK = 32, kSlice = 64, kValues = 32;
-  static constexpr size_t kUnit = 18 * 16, kScales = 16 * 16, kBuf = 512;
+struct Q4_0Long : BlockLong<18 * 16, 16 * 16> {
   // Low nibbles are values 0..15 (B rows 0-3), high nibbles 16..31 (rows 4-7).
   static const uint8_t* b_tiles(const uint8_t* o, uint8_t* buf) {
     const VI m4 = set8(0x0F), eight = set8(8);
@@ -231,11 +229,6 @@ struct Q4_0Long {
       _mm512_store_si512(buf + (4 + j) * 64, _mm512_sub_epi8(and_(srl16(v, 4), m4), eight));
     }
     return buf;
-  }
-  template <class TT>
-  static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t b, int32_t* c, VF* acc,
-                   int64_t n_in) {
-    block_unit<TT, kScales>(o, bt, act, b, c, acc, long_layout(n_in));
   }
 };
 
@@ -502,6 +495,7 @@ Kernels with_tiles(const Kernels& vnni) {
   add_long<Q8_0Long, Tiles>(k.panel[kQ8_0Id], &long_prepare, &long_tile_bytes);
   add_long<Q4_KLong, Tiles>(k.panel[kQ4_KId], &long_prepare_k<true>, &long_tile_bytes_k);
   add_long<Q6_KLong, Tiles>(k.panel[kQ6_KId], &long_prepare_k<false>, &long_tile_bytes_k);
+  k.isa = Isa::Amx;
   return k;
 }
 
@@ -509,32 +503,20 @@ Kernels with_tiles(const Kernels& vnni) {
 
 const Kernels* table(bool bf16);  // table_x86.cpp
 
-const Kernels* table_amx(bool bf16) {
-  static const Kernels with_bf16 = [] {
-    Kernels k = with_tiles<HwTiles, HwBf16>(*table(true));
-    k.isa = Isa::Amx;
-    return k;
-  }();
-  static const Kernels without_bf16 = [] {
-    Kernels k = with_tiles<HwTiles, HwBf16>(*table(false));
-    k.isa = Isa::Amx;
-    return k;
-  }();
+namespace {
+
+// avx512vnni's table (with or without its AVX512_BF16 products) and the tile products on top,
+// built once per choice.
+template <template <int> class Tiles, class Bf16Tiles>
+const Kernels* amx_table(bool bf16) {
+  static const Kernels with_bf16 = with_tiles<Tiles, Bf16Tiles>(*table(true));
+  static const Kernels without_bf16 = with_tiles<Tiles, Bf16Tiles>(*table(false));
   return bf16 ? &with_bf16 : &without_bf16;
 }
 
-const Kernels* table_amx_emulated(bool bf16) {
-  static const Kernels with_bf16 = [] {
-    Kernels k = with_tiles<EmuTiles, EmuBf16>(*table(true));
-    k.isa = Isa::Amx;
-    return k;
-  }();
-  static const Kernels without_bf16 = [] {
-    Kernels k = with_tiles<EmuTiles, EmuBf16>(*table(false));
-    k.isa = Isa::Amx;
-    return k;
-  }();
-  return bf16 ? &with_bf16 : &without_bf16;
-}
+}  // namespace
+
+const Kernels* table_amx(bool bf16) { return amx_table<HwTiles, HwBf16>(bf16); }
+const Kernels* table_amx_emulated(bool bf16) { return amx_table<EmuTiles, EmuBf16>(bf16); }
 
 }  // namespace slm::kern::SLM_ISA_NS
