@@ -58,6 +58,18 @@ TEST(CliRun, PromptLongerThanContextIsAClearError) {
   EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
 }
 
+// A context past the model's training context works but says so (as llama.cpp warns).
+TEST(CliRun, ContextPastTheTrainingContextIsWarnedAbout) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");  // trained on 2048 positions
+  auto r = run_cli({"run", "-m", model.string(), "-p", "Once upon a time", "-n", "4", "--temp", "0", "-c", "4096"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("slm: warning: the context (4096 tokens) is longer than the 2048 tokens this model was trained on"),
+            std::string::npos) << r.err;
+  r = run_cli({"run", "-m", model.string(), "-p", "Once upon a time", "-n", "4", "--temp", "0", "-c", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+}
+
 TEST(CliRun, StopsAtTheContextEnd) {
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
   const auto r = run_cli({"run", "-m", model.string(), "-p", "Once upon a time", "-c", "16", "--temp", "0"});

@@ -22,6 +22,13 @@ int context_size(const Model& m, int requested) {
   return static_cast<int>(std::min<int64_t>(train, 4096));
 }
 
+std::string context_warning(const Model& m, int64_t n_ctx) {
+  const int64_t train = m.hparams().n_ctx_train;
+  if (train <= 0 || n_ctx <= train) return {};
+  return fmt::format("the context ({} tokens) is longer than the {} tokens this model was trained on: "
+                     "text past position {} is likely to degrade", n_ctx, train, train);
+}
+
 Session::Session(const Model& model, const SessionOptions& opts)
     : model_(model), opts_(opts),
       cache_(model.make_cache(resolve_ctx(model, opts.n_ctx), 1, std::max(opts.n_batch, 1), opts.kv_type)),

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "models/lora.h"
@@ -30,6 +31,9 @@ struct SessionOptions {
 // 4096); 0 the training context (at most 2^20); otherwise the value. Shared by slm run/chat and
 // slm serve, so that -c means the same everywhere.
 int context_size(const Model& m, int requested);
+// A warning for a context longer than the model was trained on (positions past it give text
+// that falls apart), as llama.cpp warns; empty when n_ctx is within it.
+std::string context_warning(const Model& m, int64_t n_ctx);
 
 class Session {
  public:

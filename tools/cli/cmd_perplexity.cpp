@@ -9,6 +9,7 @@
 #include "core/whole_file.h"
 #include "models/model.h"
 #include "runtime/perplexity.h"
+#include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 
 namespace slm::cli {
@@ -42,6 +43,7 @@ Runner add_perplexity(CLI::App& app) {
     auto tok = Tokenizer::from_gguf(model->gguf());
     PerplexityOptions po;
     po.n_ctx = o->ctx;
+    if (const std::string w = context_warning(*model, po.n_ctx); !w.empty()) fmt::print(stderr, "slm: warning: {}\n", w);
     po.n_batch = o->batch;
     po.n_chunks = o->chunks;
     po.lora = o->lora.load(*model);

@@ -37,6 +37,7 @@ SessionOptions GenerationOptions::session_options(const Model& m) const {
   SessionOptions so;
   so.n_threads = threads > 0 ? threads : default_threads();
   so.n_ctx = context_size(m, n_ctx);
+  if (const std::string w = context_warning(m, so.n_ctx); !w.empty()) fmt::print(stderr, "slm: warning: {}\n", w);
   so.kv_type = static_cast<DType>(parse_kv_type(kv_type));
   so.lora = lora.load(m);
   return so;

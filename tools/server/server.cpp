@@ -332,6 +332,8 @@ void load_model(State& st) {
   SchedulerOptions so;
   so.n_parallel = st.opts.n_parallel;
   so.n_ctx = context_size(*st.model, st.opts.n_ctx);
+  if (const std::string w = context_warning(*st.model, so.n_ctx); !w.empty())
+    fmt::print(stderr, "slm: warning: {}\n", w);
   so.n_threads = st.opts.n_threads;
   so.max_queue = st.opts.max_queue;
   so.kv_type = st.opts.kv_type;
