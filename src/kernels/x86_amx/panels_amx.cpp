@@ -184,11 +184,12 @@ void long_prepare_k(const float* x, int n_tok, int64_t n_in, uint8_t* tile) {
 // 9.3-12.5 (Q4_0, Q8_0), 3.4-3.7 against 13.6-15.3 (Q4_K), 5.8-6.8 against 18.4-21.4 (Q6_K).
 // What the tile instructions add to that is for an AMX machine to measure.
 //
-// Each type provides kTileK (bytes of K per tile product), kUnit (panel bytes per unit), kBuf
-// (B-tile buffer bytes per unit, 0: read from the panel), kSlice, and
+// Each type provides kValues (values per unit), kTileK (bytes of K per tile product), kUnit
+// (panel bytes per unit), kBuf (B-tile buffer bytes per unit), kSlice (units per slice), and
 //   static const uint8_t* b_tiles(const uint8_t* o, uint8_t* buf)      unit o's B tiles
 //   template <class TT> static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act,
-//       int64_t u, int32_t* c, VF* acc)     acc[t] += unit u of token t (t < 16), c: scratch
+//       int64_t u, int32_t* c, VF* acc, int64_t n_in)
+//                                 acc[t] += unit u of token t (t < 16); c: 16 KiB of scratch
 
 // Q8_0 and Q4_0 (the VNNI panels of panels_x86.cpp, kLanes = 16): per block the quant groups
 // (Q8_0: 8 x 64 bytes, u = q + 128; Q4_0: 4 x 64 bytes of nibbles), then 16 fp16 row scales.
