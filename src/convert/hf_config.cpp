@@ -3,8 +3,8 @@
 #include <cctype>
 #include <filesystem>
 
+#include "convert/json_file.h"
 #include "core/error.h"
-#include "core/whole_file.h"
 
 namespace slm::convert {
 
@@ -35,15 +35,7 @@ std::vector<double> numbers_in(const json& o, const char* key, const std::string
 
 HfConfig HfConfig::read(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  std::string text, why;
-  if (!try_read_whole_file(path, text, why)) fail("{}: {} (not a Hugging Face model folder?)", path, why);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
-  return from_json(std::move(j), path);
+  return from_json(read_json_file(path, " (not a Hugging Face model folder?)"), path);
 }
 
 HfConfig HfConfig::from_json(json j, std::string path) {

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "convert/json_file.h"
 #include "core/error.h"
 #include "core/whole_file.h"
 
@@ -47,21 +48,9 @@ const std::array<KnownPre, 2> kKnownPre = {{
      R"re((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re"},
 }};
 
-json read_json(const fs::path& p) {
-  // Parsed from memory, read in one call: nlohmann's stream adapter, like an istreambuf_iterator
-  // copy, goes a character at a time through the stream (Llama 3's 9 MB tokenizer.json).
-  std::string text, why;
-  if (!try_read_whole_file(p.string(), text, why)) fail("{}: {}", p.string(), why);
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", p.string(), e.what());
-  }
-}
-
 std::optional<json> read_json_if_present(const fs::path& p) {
   if (!fs::is_regular_file(p)) return std::nullopt;
-  json j = read_json(p);
+  json j = read_json_file(p.string());
   if (!j.is_object()) fail("{}: not a JSON object", p.string());
   return j;
 }
@@ -456,7 +445,7 @@ HfVocab read_hf_vocab(const std::string& dir, int64_t n_vocab) {
   const fs::path tj_path = d / "tokenizer.json", spm_path = d / "tokenizer.model";
   json tj;  // null when the folder has no tokenizer.json
   if (fs::is_regular_file(tj_path)) {
-    tj = read_json(tj_path);
+    tj = read_json_file(tj_path.string());
     if (!tj.is_object()) fail("{}: not a JSON object", tj_path.string());
   }
   const std::optional<json> tc = read_json_if_present(d / "tokenizer_config.json");

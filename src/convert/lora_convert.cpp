@@ -12,9 +12,9 @@
 
 #include "convert/hf_config.h"
 #include "convert/hf_convert.h"
+#include "convert/json_file.h"
 #include "convert/safetensors.h"
 #include "core/error.h"
-#include "core/whole_file.h"
 #include "models/model.h"
 
 namespace slm::convert {
@@ -176,14 +176,7 @@ bool non_empty(const json& j, const char* key) {
 PeftConfig read_peft_config(const std::string& dir, const Family& fam) {
   PeftConfig c;
   c.path = (fs::path(dir) / "adapter_config.json").string();
-  std::string text, why;
-  if (!try_read_whole_file(c.path, text, why)) fail("{}: {} (not a PEFT adapter folder?)", c.path, why);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", c.path, e.what());
-  }
+  const json j = read_json_file(c.path, " (not a PEFT adapter folder?)");
   if (!j.is_object()) fail("{}: not a JSON object", c.path);
   const auto pt = j.find("peft_type");
   if (pt == j.end() || !pt->is_string()) fail("{}: no peft_type (not a PEFT adapter config?)", c.path);

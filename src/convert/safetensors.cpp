@@ -8,9 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "convert/json_file.h"
 #include "core/error.h"
 #include "core/fp16.h"
-#include "core/whole_file.h"
 
 namespace slm::convert {
 
@@ -156,14 +156,7 @@ Checkpoint Checkpoint::open_dir(const std::string& dir) {
   std::map<std::string, std::string> weight_map;
   std::vector<std::string> names;
   if (fs::is_regular_file(index)) {
-    json j;
-    std::string text, why;
-    if (!try_read_whole_file(index.string(), text, why)) fail("{}: {}", index.string(), why);
-    try {
-      j = json::parse(text);
-    } catch (const json::exception& e) {
-      fail("{}: not valid JSON: {}", index.string(), e.what());
-    }
+    const json j = read_json_file(index.string());
     const auto wm = j.find("weight_map");
     if (wm == j.end() || !wm->is_object()) fail("{}: no weight_map object", index.string());
     std::set<std::string> files;
