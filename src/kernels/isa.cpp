@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "core/error.h"
 
@@ -151,6 +152,14 @@ const char* amx_status_text() {
 
 bool cpu_has_bf16() { return features().bf16; }
 
+namespace {
+// Why isa_supported(isa) is false, for the errors of forcing a level.
+std::string why_unsupported(Isa isa) {
+  if (isa == Isa::Amx) return std::string("AMX is ") + amx_status_text();
+  return std::string("this CPU (or this build) supports at most ") + isa_name(detected_isa());
+}
+}  // namespace
+
 Isa active_isa() {
   int v = g_active.load(std::memory_order_relaxed);
   if (v >= 0) return static_cast<Isa>(v);
@@ -159,11 +168,7 @@ Isa active_isa() {
     Isa forced;
     if (!parse_isa(env, &forced))
       fail("SLM_FORCE_ISA={}: unknown instruction set (use scalar, avx2, avx512, avx512vnni or amx)", env);
-    if (forced == Isa::Amx && !isa_supported(forced))
-      fail("SLM_FORCE_ISA=amx: AMX is {}", amx_status_text());
-    if (!isa_supported(forced))
-      fail("SLM_FORCE_ISA={}: this CPU (or this build) supports at most {}", env,
-           isa_name(detected_isa()));
+    if (!isa_supported(forced)) fail("SLM_FORCE_ISA={}: {}", env, why_unsupported(forced));
     isa = forced;
   }
   g_active.store(static_cast<int>(isa), std::memory_order_relaxed);
@@ -171,10 +176,7 @@ Isa active_isa() {
 }
 
 void set_active_isa(Isa isa) {
-  if (isa == Isa::Amx && !isa_supported(isa)) fail("instruction set amx is not available: AMX is {}", amx_status_text());
-  if (!isa_supported(isa))
-    fail("instruction set {} is not available: this CPU (or this build) supports at most {}",
-         isa_name(isa), isa_name(detected_isa()));
+  if (!isa_supported(isa)) fail("instruction set {} is not available: {}", isa_name(isa), why_unsupported(isa));
   g_active.store(static_cast<int>(isa), std::memory_order_relaxed);
 }
 
