@@ -36,17 +36,19 @@ constexpr int kAmxTok = 16;      // tokens per A tile (its rows)
 constexpr int kLongMin = 16;     // fewer tokens stay on the VNNI panel kernels
 constexpr size_t kABlock = static_cast<size_t>(kAmxTok) * 32;  // one block's A tile: 512 bytes
 
-// Activation tile of kAmxTok tokens for Q4_0 / Q8_0 weights: quants [block][token][32], then
-// float d[block][token]; padding tokens are all zero. (No offset corrections: the B tiles are
-// signed.)
+// Where an activation tile of kAmxTok tokens keeps its scales (d_off), corrections (c_off, if
+// any) and how long it is.
 struct LongLayout {
-  size_t d_off, bytes;
+  size_t d_off, c_off, bytes;
 };
+
+// For Q4_0 / Q8_0 weights: quants [block][token][32], then float d[block][token]; padding
+// tokens are all zero. (No offset corrections: the B tiles are signed.)
 LongLayout long_layout(int64_t n_in) {
   const size_t nb = static_cast<size_t>(n_in / 32);
   LongLayout l;
   l.d_off = nb * kABlock;
-  l.bytes = l.d_off + round_up(nb * kAmxTok * 4, 64);
+  l.bytes = l.c_off = l.d_off + round_up(nb * kAmxTok * 4, 64);
   return l;
 }
 
@@ -137,12 +139,9 @@ struct EmuTiles {
 // of 256 bytes; then float d[super-block][token]; then, for Q4_K's mins, the int16 pairs of
 // act.h's Corr::Q4_K, corr[(super-block * 4 + pair) * kAmxTok + token] (Q6_K needs none: its
 // B tiles are signed).
-struct LongLayoutK {
-  size_t d_off, c_off, bytes;
-};
-LongLayoutK long_layout_k(int64_t n_in) {
+LongLayout long_layout_k(int64_t n_in) {
   const size_t nsb = static_cast<size_t>(n_in / 256);
-  LongLayoutK l;
+  LongLayout l;
   l.d_off = nsb * kAmxTok * 256;
   l.c_off = l.d_off + round_up(nsb * kAmxTok * 4, 64);
   l.bytes = l.c_off + round_up(nsb * 4 * kAmxTok * 4, 64);
@@ -152,7 +151,7 @@ size_t long_tile_bytes_k(int64_t n_in) { return long_layout_k(n_in).bytes; }
 
 template <bool kMins>
 void long_prepare_k(const float* x, int n_tok, int64_t n_in, uint8_t* tile) {
-  const LongLayoutK l = long_layout_k(n_in);
+  const LongLayout l = long_layout_k(n_in);
   std::memset(tile, 0, l.bytes);
   for (int t = 0; t < n_tok; ++t) {
     const float* xt = x + static_cast<int64_t>(t) * n_in;
@@ -186,9 +185,11 @@ void long_prepare_k(const float* x, int n_tok, int64_t n_in, uint8_t* tile) {
 //
 // Each type provides kValues (values per unit), kTileK (bytes of K per tile product), kUnit
 // (panel bytes per unit), kBuf (B-tile buffer bytes per unit), kSlice (units per slice), and
+//   static size_t panel_bytes(int64_t n_in)                            as the VNNI panels'
+//   static LongLayout layout(int64_t n_in)                             its activation tiles'
 //   static const uint8_t* b_tiles(const uint8_t* o, uint8_t* buf)      unit o's B tiles
 //   template <class TT> static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act,
-//       int64_t u, int32_t* c, VF* acc, int64_t n_in)
+//       int64_t u, int32_t* c, VF* acc, const LongLayout& l)
 //                                 acc[t] += unit u of token t (t < 16); c: 16 KiB of scratch
 
 // Q8_0 and Q4_0 (the VNNI panels of panels_x86.cpp, kLanes = 16): per block the quant groups
@@ -200,10 +201,11 @@ template <size_t kUnitBytes, size_t kScalesAt>
 struct BlockLong {
   static constexpr int kTileK = 32, kSlice = 64, kValues = 32;
   static constexpr size_t kUnit = kUnitBytes, kBuf = 512;
+  static size_t panel_bytes(int64_t n_in) { return round_up(static_cast<size_t>(n_in / 32) * kUnit, 64); }
+  static LongLayout layout(int64_t n_in) { return long_layout(n_in); }
   template <class TT>
   static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t b, int32_t* c, VF* acc,
-                   int64_t n_in) {
-    const LongLayout l = long_layout(n_in);
+                   const LongLayout& l) {
     TT::template block<true>(act + static_cast<size_t>(b) * kABlock, 32, bt, c);
     const VF dw = load_h(o + kScalesAt);
     const uint8_t* da = act + l.d_off + static_cast<size_t>(b) * kAmxTok * 4;
@@ -241,6 +243,8 @@ struct Q4_0Long : BlockLong<18 * 16, 16 * 16> {
 struct Q4_KLong {
   static constexpr int kTileK = 32, kSlice = 8, kValues = 256;
   static constexpr size_t kSc = 128, kMn = 136, kD = 144, kUnit = (kD + 4) * 16, kBuf = 8 * 512;
+  static size_t panel_bytes(int64_t n_in) { return static_cast<size_t>(n_in / 256) * kUnit; }
+  static LongLayout layout(int64_t n_in) { return long_layout_k(n_in); }
   static const uint8_t* b_tiles(const uint8_t* o, uint8_t* buf) {
     const VI m4 = set8(0x0F);
     for (int cc = 0; cc < 4; ++cc) {
@@ -254,8 +258,7 @@ struct Q4_KLong {
   }
   template <class TT>
   static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t sb, int32_t* c, VF* acc,
-                   int64_t n_in) {
-    const LongLayoutK l = long_layout_k(n_in);
+                   const LongLayout& l) {
     const uint8_t* a = act + static_cast<size_t>(sb) * kAmxTok * 256;
     for (int s = 0; s < 8; ++s) TT::template block<false>(a + 32 * s, 256, bt + s * 512, c + s * 256);
     VI sc[8];
@@ -283,6 +286,8 @@ struct Q4_KLong {
 struct Q6_KLong {
   static constexpr int kTileK = 16, kSlice = 8, kValues = 256;
   static constexpr size_t kUnit = 212 * 16, kBuf = 16 * 256;
+  static size_t panel_bytes(int64_t n_in) { return static_cast<size_t>(n_in / 256) * kUnit; }
+  static LongLayout layout(int64_t n_in) { return long_layout_k(n_in); }
   static const uint8_t* b_tiles(const uint8_t* o, uint8_t* buf) {
     const VI m4 = set8(0x0F), m30 = set8(0x30), m32 = set8(32);
     for (int sub = 0; sub < 16; ++sub) {
@@ -299,8 +304,7 @@ struct Q6_KLong {
   }
   template <class TT>
   static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t sb, int32_t* c, VF* acc,
-                   int64_t n_in) {
-    const LongLayoutK l = long_layout_k(n_in);
+                   const LongLayout& l) {
     const uint8_t* a = act + static_cast<size_t>(sb) * kAmxTok * 256;
     for (int sub = 0; sub < 16; ++sub) TT::template block<true>(a + 16 * sub, 256, bt + sub * 256, c + sub * 256);
     const VF d = load_h(o + 208 * 16);
@@ -320,12 +324,11 @@ void long_gemm(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int
                const uint8_t* tiles, int64_t n_tok, float* y, int64_t ldy) {
   using TT = Tiles<K::kTileK>;
   const int64_t nu = n_in / K::kValues;
-  const size_t pb = K::kValues == 32 ? round_up(static_cast<size_t>(nu) * K::kUnit, 64)
-                                     : static_cast<size_t>(nu) * K::kUnit;
-  const size_t tile_bytes = K::kValues == 32 ? long_layout(n_in).bytes : long_layout_k(n_in).bytes;
+  const size_t pb = K::panel_bytes(n_in);
+  const LongLayout l = K::layout(n_in);
   const int64_t n_groups = (n_tok + kAmxTok - 1) / kAmxTok;
   alignas(64) int32_t c[16 * kAmxTok * 16];
-  alignas(64) uint8_t buf[K::kBuf > 0 ? K::kBuf * K::kSlice : 64];
+  alignas(64) uint8_t buf[K::kBuf * K::kSlice];
   const uint8_t* bts[K::kSlice];
   TT::begin();
   for (int64_t p = p0; p < p1; ++p) {
@@ -344,9 +347,9 @@ void long_gemm(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int
           acc[t] = u0 == 0 || t >= nt ? fzero()
                    : rows == 16      ? loadf(y + (t0 + t) * ldy + p * 16)
                                      : loadf_n(y + (t0 + t) * ldy + p * 16, rows);
-        const uint8_t* act = tiles + static_cast<size_t>(g) * tile_bytes;
+        const uint8_t* act = tiles + static_cast<size_t>(g) * l.bytes;
         for (int64_t u = u0; u < u1; ++u)
-          K::template unit<TT>(panel + static_cast<size_t>(u) * K::kUnit, bts[u - u0], act, u, c, acc, n_in);
+          K::template unit<TT>(panel + static_cast<size_t>(u) * K::kUnit, bts[u - u0], act, u, c, acc, l);
         for (int t = 0; t < nt; ++t) {
           if (rows == 16) storef(y + (t0 + t) * ldy + p * 16, acc[t]);
           else storef_n(y + (t0 + t) * ldy + p * 16, acc[t], rows);
