@@ -30,11 +30,17 @@ struct Matrix {
   Weight w;
 };
 
-Matrix make_matrix(DType type, int64_t n_out, int64_t n_in, uint32_t seed) {
+// n standard normal values from generator seed.
+std::vector<float> gaussian(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> g(0.0f, 1.0f);
-  std::vector<float> f(static_cast<size_t>(n_out * n_in));
-  for (auto& v : f) v = g(rng);
+  std::vector<float> v(n);
+  for (auto& e : v) e = g(rng);
+  return v;
+}
+
+Matrix make_matrix(DType type, int64_t n_out, int64_t n_in, uint32_t seed) {
+  const std::vector<float> f = gaussian(static_cast<size_t>(n_out * n_in), seed);
   Matrix m;
   const size_t row_bytes = row_size(type, n_in);
   m.bytes.resize(row_bytes * n_out);
@@ -72,10 +78,7 @@ TEST_P(MatmulVsScalar, EveryLevelAndTokenCount) {
   for (auto [n_out, n_in] : {std::pair<int64_t, int64_t>{80, 512}, {72, 512}, {40, 2304}}) {
     const Matrix m = make_matrix(type, n_out, n_in, 3);
     for (int64_t n_tok : {1, 3, 8, 17, 64}) {
-      std::mt19937 rng(static_cast<uint32_t>(n_tok));
-      std::normal_distribution<float> g(0.0f, 1.0f);
-      std::vector<float> x(static_cast<size_t>(n_tok * n_in));
-      for (auto& v : x) v = g(rng);
+      const std::vector<float> x = gaussian(static_cast<size_t>(n_tok * n_in), static_cast<uint32_t>(n_tok));
       const auto ref = run(Isa::Scalar, m.w, x, n_tok);
       for (auto [isa, rows] : {std::pair{Isa::Avx2, true}, {Isa::Avx512, true}, {Isa::Avx512Vnni, true},
                                {Isa::Avx512, false}, {Isa::Avx512Vnni, false}}) {
@@ -138,10 +141,7 @@ TEST(AmxTiles, ModelOfTheTileUnitGivesTheVnniResultsToTheBit) {
     for (auto [n_out, n_in] : {std::pair<int64_t, int64_t>{80, 512}, {72, 512}, {40, 2304}}) {
       const Matrix m = make_matrix(type, n_out, n_in, 5);
       for (int64_t n_tok : {16, 17, 40, 64, 100}) {
-        std::mt19937 rng(static_cast<uint32_t>(n_tok * 7));
-        std::normal_distribution<float> g(0.0f, 1.0f);
-        std::vector<float> x(static_cast<size_t>(n_tok * n_in));
-        for (auto& v : x) v = g(rng);
+        const std::vector<float> x = gaussian(static_cast<size_t>(n_tok * n_in), static_cast<uint32_t>(n_tok * 7));
         const auto got = run_long(*pk, m.w, x, n_tok);
         const auto vnni = run(Isa::Avx512Vnni, m.w, x, n_tok, false);
         const auto ref = run(Isa::Scalar, m.w, x, n_tok);
@@ -186,10 +186,7 @@ TEST(AmxTiles, ModelOfTheBf16TileProductAgreesWithTheVnniPath) {
   for (auto [n_out, n_in] : {std::pair<int64_t, int64_t>{80, 512}, {72, 512}, {40, 2304}}) {
     const Matrix m = make_matrix(DType::BF16, n_out, n_in, 11);
     for (int64_t n_tok : {16, 17, 40, 100}) {
-      std::mt19937 rng(static_cast<uint32_t>(n_tok * 3));
-      std::normal_distribution<float> g(0.0f, 1.0f);
-      std::vector<float> x(static_cast<size_t>(n_tok * n_in));
-      for (auto& v : x) v = g(rng);
+      const std::vector<float> x = gaussian(static_cast<size_t>(n_tok * n_in), static_cast<uint32_t>(n_tok * 3));
       const auto got = run_float(amx, true, m.w, x, n_tok);
       const auto want = run_float(vnni, false, m.w, x, n_tok);
       const auto ref = run(Isa::Scalar, m.w, x, n_tok);
@@ -217,10 +214,7 @@ TEST(AmxTiles, TheTileUnitGivesItsModelsResults) {
     for (auto [n_out, n_in] : {std::pair<int64_t, int64_t>{80, 512}, {72, 512}, {40, 2304}}) {
       const Matrix m = make_matrix(type, n_out, n_in, 9);
       for (int64_t n_tok : {16, 17, 64, 100}) {
-        std::mt19937 rng(static_cast<uint32_t>(n_tok));
-        std::normal_distribution<float> g(0.0f, 1.0f);
-        std::vector<float> x(static_cast<size_t>(n_tok * n_in));
-        for (auto& v : x) v = g(rng);
+        const std::vector<float> x = gaussian(static_cast<size_t>(n_tok * n_in), static_cast<uint32_t>(n_tok));
         EXPECT_EQ(run_long(*hw, m.w, x, n_tok), run_long(*emu, m.w, x, n_tok))
             << dtype_name(type) << " " << n_out << "x" << n_in << " tokens " << n_tok;
         const auto ref = run(Isa::Scalar, m.w, x, n_tok);
@@ -231,10 +225,7 @@ TEST(AmxTiles, TheTileUnitGivesItsModelsResults) {
   // BF16: the unit's sums may be ordered differently from the model's (pairs added first).
   const Matrix m = make_matrix(DType::BF16, 72, 2304, 13);
   for (int64_t n_tok : {16, 17, 100}) {
-    std::mt19937 rng(static_cast<uint32_t>(n_tok));
-    std::normal_distribution<float> g(0.0f, 1.0f);
-    std::vector<float> x(static_cast<size_t>(n_tok * m.w.n_in));
-    for (auto& v : x) v = g(rng);
+    const std::vector<float> x = gaussian(static_cast<size_t>(n_tok * m.w.n_in), static_cast<uint32_t>(n_tok));
     const int bf = static_cast<int>(DType::BF16);
     EXPECT_LE(rel_l2(run_float(kern::amx_kernels(true)->flt[bf], true, m.w, x, n_tok),
                      run_float(kern::amx_kernels(false)->flt[bf], true, m.w, x, n_tok)), 1e-6) << "bf16 tokens " << n_tok;
