@@ -70,8 +70,9 @@ void long_prepare(const float* x, int n_tok, int64_t n_in, uint8_t* tile) {
 
 size_t long_tile_bytes(int64_t n_in) { return long_layout(n_in).bytes; }
 
-// The tile registers: 0 = A (16 tokens x K bytes), 1 = B (K/4 x 64 bytes), 2 = C (16 x 16
-// int32). K is 32 (a Q4_0 / Q8_0 block, a Q4_K sub-block) or 16 (a Q6_K sub-block).
+// The tile registers: 0 and 1 = A (16 tokens x K bytes), 2 and 3 = B (K/4 x 64 bytes),
+// 4 to 7 = C (16 x 16 int32). K is 32 (a Q4_0 / Q8_0 block, a Q4_K sub-block) or 16 (a Q6_K
+// sub-block).
 struct alignas(64) TileConfig {
   uint8_t palette;
   uint8_t start_row;
@@ -80,33 +81,88 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
-// The tile unit.
+// The tile instructions, with the memory they read and write stated to the compiler. GCC 12's
+// _tile_loadd names no memory at all, so the stores that fill a B tile may legally be moved past
+// the load that reads them; and its _tile_stored clobbers all memory, which made the accumulators
+// of the epilogue below go through the stack at every store (they live in registers otherwise).
+// A load states a read of 4 KiB from its base (more than any tile here spans: 16 rows of at most
+// 256 bytes apart); a store writes one 16 x 64-byte C tile, densely.
+struct TileSpan {
+  char bytes[4096];
+};
+struct CTile {
+  char bytes[1024];
+};
+template <int T>
+inline void tile_load(const void* base, size_t stride) {
+  asm volatile("tileloadd (%0,%1,1), %%tmm%c3" ::"r"(base), "r"(stride), "m"(*static_cast<const TileSpan*>(base)),
+               "i"(T));
+}
+template <int T>
+inline void tile_store(void* c) {
+  asm volatile("tilestored %%tmm%c3, (%1,%2,1)" : "=m"(*static_cast<CTile*>(c)) : "r"(c), "r"(size_t{64}), "i"(T));
+}
+template <int T>
+inline void tile_zero() {
+  asm volatile("tilezero %%tmm%c0" ::"i"(T));
+}
+// C += A x B: int8 x int8 (kSignedB) or int8 x uint8 sums, or bf16 pairs to fp32 (tile_dp_bf16).
+template <int C, int A, int B, bool kSignedB>
+inline void tile_dp_i8() {
+  if constexpr (kSignedB) asm volatile("tdpbssd %%tmm%c2, %%tmm%c1, %%tmm%c0" ::"i"(C), "i"(A), "i"(B));
+  else asm volatile("tdpbsud %%tmm%c2, %%tmm%c1, %%tmm%c0" ::"i"(C), "i"(A), "i"(B));
+}
+template <int C, int A, int B>
+inline void tile_dp_bf16() {
+  asm volatile("tdpbf16ps %%tmm%c2, %%tmm%c1, %%tmm%c0" ::"i"(C), "i"(A), "i"(B));
+}
+
+// The tile unit: products into four C tiles in turn (see pipeline below), with two A and two B
+// tiles taking turns.
 template <int K>
 struct HwTiles {
   static void begin() {
     TileConfig cfg;
     std::memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    cfg.rows[0] = kAmxTok;
-    cfg.colsb[0] = K;
-    cfg.rows[1] = K / 4;
-    cfg.colsb[1] = 64;
-    cfg.rows[2] = kAmxTok;
-    cfg.colsb[2] = 64;
+    for (int i = 0; i < 2; ++i) {
+      cfg.rows[i] = kAmxTok;
+      cfg.colsb[i] = K;
+      cfg.rows[2 + i] = K / 4;
+      cfg.colsb[2 + i] = 64;
+    }
+    for (int i = 4; i < 8; ++i) {
+      cfg.rows[i] = kAmxTok;
+      cfg.colsb[i] = 64;
+    }
     _tile_loadconfig(&cfg);
   }
   static void end() { _tile_release(); }
-  // c[t * 16 + n] = the sum over K values of a (signed; token t's at a + t * a_stride) times
-  // b (row k holds values 4k..4k+3 of each of the 16 columns; signed bytes if kSignedB,
-  // otherwise unsigned).
+  template <int TA, int TB, int TC, bool kSignedB>
+  static void product(const uint8_t* a, size_t a_stride, const uint8_t* b) {
+    tile_zero<TC>();
+    tile_load<TA>(a, a_stride);
+    tile_load<TB>(b, 64);
+    tile_dp_i8<TC, TA, TB, kSignedB>();
+  }
+  // One product into C tile 4 + slot (slot < 4; A and B tiles by the slot's parity), and the
+  // store of C tile 4 + slot.
   template <bool kSignedB>
-  static void block(const uint8_t* a, size_t a_stride, const uint8_t* b, int32_t* c) {
-    _tile_zero(2);
-    _tile_loadd(0, a, a_stride);
-    _tile_loadd(1, b, 64);
-    if constexpr (kSignedB) _tile_dpbssd(2, 0, 1);
-    else _tile_dpbsud(2, 0, 1);
-    _tile_stored(2, c, 64);
+  static void issue(int slot, const uint8_t* a, size_t a_stride, const uint8_t* b) {
+    switch (slot) {
+      case 0: product<0, 2, 4, kSignedB>(a, a_stride, b); break;
+      case 1: product<1, 3, 5, kSignedB>(a, a_stride, b); break;
+      case 2: product<0, 2, 6, kSignedB>(a, a_stride, b); break;
+      default: product<1, 3, 7, kSignedB>(a, a_stride, b); break;
+    }
+  }
+  static void store(int slot, int32_t* c) {
+    switch (slot) {
+      case 0: tile_store<4>(c); break;
+      case 1: tile_store<5>(c); break;
+      case 2: tile_store<6>(c); break;
+      default: tile_store<7>(c); break;
+    }
   }
 };
 
@@ -117,21 +173,44 @@ template <int K>
 struct EmuTiles {
   static void begin() {}
   static void end() {}
+  // C tile 4 + slot: the product is made at issue, copied out at store.
+  static inline thread_local int32_t slots[4][256];
   template <bool kSignedB>
-  static void block(const uint8_t* a, size_t a_stride, const uint8_t* b, int32_t* c) {
+  static void issue(int slot, const uint8_t* a, size_t a_stride, const uint8_t* b) {
     for (int m = 0; m < kAmxTok; ++m) {
-      for (int n = 0; n < 16; ++n) {
+      for (int j = 0; j < 16; ++j) {
         int32_t s = 0;
         for (int k = 0; k < K / 4; ++k)
           for (int i = 0; i < 4; ++i)
             s += static_cast<int32_t>(static_cast<int8_t>(a[m * a_stride + 4 * k + i])) *
-                 (kSignedB ? static_cast<int32_t>(static_cast<int8_t>(b[k * 64 + 4 * n + i]))
-                           : static_cast<int32_t>(b[k * 64 + 4 * n + i]));
-        c[m * 16 + n] = s;
+                 (kSignedB ? static_cast<int32_t>(static_cast<int8_t>(b[k * 64 + 4 * j + i]))
+                           : static_cast<int32_t>(b[k * 64 + 4 * j + i]));
+        slots[slot][m * 16 + j] = s;
       }
     }
   }
+  static void store(int slot, int32_t* c) { std::memcpy(c, slots[slot], sizeof slots[slot]); }
 };
+
+// The tile products of n units of P products each, and each unit's sums handed on when stored:
+// epi(u, c) with c[s * 256 + t * 16 + j] the int32 sum of product s of unit u, token t, column
+// j. Product q goes out, then product q - 1 is stored, then a unit whose last product was
+// stored one step earlier is handed on. So the tile unit has a product in flight while a store
+// drains, and the epilogue does not read what the store just issued. Measured on a Xeon with
+// AMX (2048 x 2048, 512 tokens, one thread, Q4_0): products in one C tile, each stored and
+// read at once, 9.0 ms; four at a time, 8.8; this order, 7.9 (VNNI: 11.2). c holds the last
+// two units' sums, or 4 products for P = 1 (2 * 16 * 1024 bytes at most).
+template <class TT, bool kSignedB, int P, class AOf, class BOf, class Epi>
+inline void pipeline(int n, size_t a_stride, AOf a_of, BOf b_of, int32_t* c, Epi epi) {
+  constexpr int kSlots = P == 1 ? 4 : 2 * P;
+  const int nq = n * P;
+  for (int q = 0; q < nq + 2; ++q) {
+    if (q < nq) TT::template issue<kSignedB>(q & 3, a_of(q / P, q % P), a_stride, b_of(q / P, q % P));
+    if (q >= 1 && q <= nq) TT::store((q - 1) & 3, c + ((q - 1) % kSlots) * 256);
+    const int done = q - 2;
+    if (done >= 0 && done % P == P - 1) epi(done / P, c + ((done - (P - 1)) % kSlots) * 256);
+  }
+}
 
 // ---- K-quants: Q4_K and Q6_K --------------------------------------------------------------
 // Activations as Q8_K (256-value super-blocks, one scale each), tiles of kAmxTok tokens: quants
@@ -187,10 +266,12 @@ void long_prepare_k(const float* x, int n_tok, int64_t n_in, uint8_t* tile) {
 // (panel bytes per unit), kBuf (B-tile buffer bytes per unit), kSlice (units per slice), and
 //   static size_t panel_bytes(int64_t n_in)                            as the VNNI panels'
 //   static LongLayout layout(int64_t n_in)                             its activation tiles'
-//   static const uint8_t* b_tiles(const uint8_t* o, uint8_t* buf)      unit o's B tiles
-//   template <class TT> static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act,
-//       int64_t u, int32_t* c, VF* acc, const LongLayout& l)
-//                                 acc[t] += unit u of token t (t < 16); c: 16 KiB of scratch
+//   static void b_tiles(const uint8_t* o, uint8_t* buf)                unit o's B tiles to buf
+//   template <class TT> static void units(const uint8_t* o, const uint8_t* bt, const uint8_t* act,
+//       int64_t u0, int n, int32_t* c, VF* acc, const LongLayout& l)
+//       acc[t] += units u0..u0 + n - 1 of token t (t < 16), in that order; o and bt are unit
+//       u0's panel bytes and B tiles (the next units follow at kUnit and kBuf); c: 16 KiB of
+//       scratch
 
 // Q8_0 and Q4_0 (the VNNI panels of panels_x86.cpp, kLanes = 16): per block the quant groups
 // (Q8_0: 8 x 64 bytes, u = q + 128; Q4_0: 4 x 64 bytes of nibbles), then 16 fp16 row scales.
@@ -204,34 +285,37 @@ struct BlockLong {
   static size_t panel_bytes(int64_t n_in) { return round_up(static_cast<size_t>(n_in / 32) * kUnit, 64); }
   static LongLayout layout(int64_t n_in) { return long_layout(n_in); }
   template <class TT>
-  static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t b, int32_t* c, VF* acc,
-                   const LongLayout& l) {
-    TT::template block<true>(act + static_cast<size_t>(b) * kABlock, 32, bt, c);
-    const VF dw = load_h(o + kScalesAt);
-    const uint8_t* da = act + l.d_off + static_cast<size_t>(b) * kAmxTok * 4;
+  static void units(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t b0, int n, int32_t* c,
+                    VF* acc, const LongLayout& l) {
+    pipeline<TT, true, 1>(
+        n, 32, [&](int j, int) { return act + static_cast<size_t>(b0 + j) * kABlock; },
+        [&](int j, int) { return bt + j * kBuf; }, c,
+        [&](int j, const int32_t* cj) {
+          const VF dw = load_h(o + j * kUnit + kScalesAt);
+          const uint8_t* da = act + l.d_off + static_cast<size_t>(b0 + j) * kAmxTok * 4;
 #pragma GCC unroll 16
-    for (int t = 0; t < kAmxTok; ++t) acc[t] = fmadd(cvt(load(c + t * 16)), mul(dw, bcastf_at(da + t * 4)), acc[t]);
+          for (int t = 0; t < kAmxTok; ++t)
+            acc[t] = fmadd(cvt(load(cj + t * 16)), mul(dw, bcastf_at(da + t * 4)), acc[t]);
+        });
   }
 };
 
 struct Q8_0Long : BlockLong<34 * 16, 32 * 16> {
-  static const uint8_t* b_tiles(const uint8_t* o, uint8_t* buf) {
+  static void b_tiles(const uint8_t* o, uint8_t* buf) {
     const VI flip = set8(static_cast<int8_t>(0x80));
     for (int j = 0; j < 8; ++j) _mm512_store_si512(buf + j * 64, _mm512_xor_si512(load(o + j * 64), flip));
-    return buf;
   }
 };
 
 struct Q4_0Long : BlockLong<18 * 16, 16 * 16> {
   // Low nibbles are values 0..15 (B rows 0-3), high nibbles 16..31 (rows 4-7).
-  static const uint8_t* b_tiles(const uint8_t* o, uint8_t* buf) {
+  static void b_tiles(const uint8_t* o, uint8_t* buf) {
     const VI m4 = set8(0x0F), eight = set8(8);
     for (int j = 0; j < 4; ++j) {
       const VI v = load(o + j * 64);
       _mm512_store_si512(buf + j * 64, _mm512_sub_epi8(and_(v, m4), eight));
       _mm512_store_si512(buf + (4 + j) * 64, _mm512_sub_epi8(and_(srl16(v, 4), m4), eight));
     }
-    return buf;
   }
 };
 
@@ -245,7 +329,7 @@ struct Q4_KLong {
   static constexpr size_t kSc = 128, kMn = 136, kD = 144, kUnit = (kD + 4) * 16, kBuf = 8 * 512;
   static size_t panel_bytes(int64_t n_in) { return static_cast<size_t>(n_in / 256) * kUnit; }
   static LongLayout layout(int64_t n_in) { return long_layout_k(n_in); }
-  static const uint8_t* b_tiles(const uint8_t* o, uint8_t* buf) {
+  static void b_tiles(const uint8_t* o, uint8_t* buf) {
     const VI m4 = set8(0x0F);
     for (int cc = 0; cc < 4; ++cc) {
       for (int g = 0; g < 8; ++g) {
@@ -254,13 +338,17 @@ struct Q4_KLong {
         _mm512_store_si512(buf + (2 * cc + 1) * 512 + g * 64, and_(srl16(v, 4), m4));
       }
     }
-    return buf;
   }
   template <class TT>
-  static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t sb, int32_t* c, VF* acc,
-                   const LongLayout& l) {
-    const uint8_t* a = act + static_cast<size_t>(sb) * kAmxTok * 256;
-    for (int s = 0; s < 8; ++s) TT::template block<false>(a + 32 * s, 256, bt + s * 512, c + s * 256);
+  static void units(const uint8_t* o0, const uint8_t* bt, const uint8_t* act, int64_t u0, int n, int32_t* c0,
+                    VF* acc, const LongLayout& l) {
+    pipeline<TT, false, 8>(
+        n, 256, [&](int u, int s) { return act + static_cast<size_t>(u0 + u) * kAmxTok * 256 + 32 * s; },
+        [&](int u, int s) { return bt + u * kBuf + s * 512; }, c0,
+        [&](int u, const int32_t* c) { epilogue(o0 + u * kUnit, act, u0 + u, c, acc, l); });
+  }
+  static void epilogue(const uint8_t* o, const uint8_t* act, int64_t sb, const int32_t* c, VF* acc,
+                       const LongLayout& l) {
     VI sc[8];
     for (int s = 0; s < 8; ++s) sc[s] = load_u8x(o + kSc * 16 + s * 16);
     const VF d = load_h(o + kD * 16), dmin = load_h(o + (kD + 2) * 16);
@@ -288,7 +376,7 @@ struct Q6_KLong {
   static constexpr size_t kUnit = 212 * 16, kBuf = 16 * 256;
   static size_t panel_bytes(int64_t n_in) { return static_cast<size_t>(n_in / 256) * kUnit; }
   static LongLayout layout(int64_t n_in) { return long_layout_k(n_in); }
-  static const uint8_t* b_tiles(const uint8_t* o, uint8_t* buf) {
+  static void b_tiles(const uint8_t* o, uint8_t* buf) {
     const VI m4 = set8(0x0F), m30 = set8(0x30), m32 = set8(32);
     for (int sub = 0; sub < 16; ++sub) {
       const int n = sub / 8, q = (sub / 2) % 4, h = sub % 2;
@@ -300,13 +388,17 @@ struct Q6_KLong {
         _mm512_store_si512(buf + sub * 256 + (g - 4 * h) * 64, _mm512_sub_epi8(or_(lo, and_(up, m30)), m32));
       }
     }
-    return buf;
   }
   template <class TT>
-  static void unit(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t sb, int32_t* c, VF* acc,
-                   const LongLayout& l) {
-    const uint8_t* a = act + static_cast<size_t>(sb) * kAmxTok * 256;
-    for (int sub = 0; sub < 16; ++sub) TT::template block<true>(a + 16 * sub, 256, bt + sub * 256, c + sub * 256);
+  static void units(const uint8_t* o0, const uint8_t* bt, const uint8_t* act, int64_t u0, int n, int32_t* c0,
+                    VF* acc, const LongLayout& l) {
+    pipeline<TT, true, 16>(
+        n, 256, [&](int u, int s) { return act + static_cast<size_t>(u0 + u) * kAmxTok * 256 + 16 * s; },
+        [&](int u, int s) { return bt + u * kBuf + s * 256; }, c0,
+        [&](int u, const int32_t* c) { epilogue(o0 + u * kUnit, act, u0 + u, c, acc, l); });
+  }
+  static void epilogue(const uint8_t* o, const uint8_t* act, int64_t sb, const int32_t* c, VF* acc,
+                       const LongLayout& l) {
     const VF d = load_h(o + 208 * 16);
     for (int t = 0; t < kAmxTok; ++t) {
       VI si = vzero();
@@ -327,9 +419,8 @@ void long_gemm(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int
   const size_t pb = K::panel_bytes(n_in);
   const LongLayout l = K::layout(n_in);
   const int64_t n_groups = (n_tok + kAmxTok - 1) / kAmxTok;
-  alignas(64) int32_t c[16 * kAmxTok * 16];
+  alignas(64) int32_t c[32 * kAmxTok * 16];  // the sums of two units (pipeline)
   alignas(64) uint8_t buf[K::kBuf * K::kSlice];
-  const uint8_t* bts[K::kSlice];
   TT::begin();
   for (int64_t p = p0; p < p1; ++p) {
     const int64_t left = n_out - p * 16;
@@ -338,7 +429,7 @@ void long_gemm(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int
     for (int64_t u0 = 0; u0 < nu; u0 += K::kSlice) {
       const int64_t u1 = u0 + K::kSlice < nu ? u0 + K::kSlice : nu;
       for (int64_t u = u0; u < u1; ++u)
-        bts[u - u0] = K::b_tiles(panel + static_cast<size_t>(u) * K::kUnit, buf + (u - u0) * K::kBuf);
+        K::b_tiles(panel + static_cast<size_t>(u) * K::kUnit, buf + (u - u0) * K::kBuf);
       for (int64_t g = 0; g < n_groups; ++g) {
         const int64_t t0 = g * kAmxTok;
         const int nt = n_tok - t0 < kAmxTok ? static_cast<int>(n_tok - t0) : kAmxTok;
@@ -348,8 +439,8 @@ void long_gemm(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int
                    : rows == 16      ? loadf(y + (t0 + t) * ldy + p * 16)
                                      : loadf_n(y + (t0 + t) * ldy + p * 16, rows);
         const uint8_t* act = tiles + static_cast<size_t>(g) * l.bytes;
-        for (int64_t u = u0; u < u1; ++u)
-          K::template unit<TT>(panel + static_cast<size_t>(u) * K::kUnit, bts[u - u0], act, u, c, acc, l);
+        K::template units<TT>(panel + static_cast<size_t>(u0) * K::kUnit, buf, act, u0, static_cast<int>(u1 - u0), c,
+                              acc, l);
         for (int t = 0; t < nt; ++t) {
           if (rows == 16) storef(y + (t0 + t) * ldy + p * 16, acc[t]);
           else storef_n(y + (t0 + t) * ldy + p * 16, acc[t], rows);
@@ -391,13 +482,13 @@ struct HwBf16 {
     _tile_loadconfig(&cfg);
   }
   void end() { _tile_release(); }
-  void load_c(const float* c) { _tile_loadd(2, c, 64); }
+  void load_c(const float* c) { tile_load<2>(c, 64); }
   void dot(const uint8_t* a, size_t a_stride, const uint8_t* b) {
-    _tile_loadd(0, a, a_stride);
-    _tile_loadd(1, b, 64);
-    _tile_dpbf16ps(2, 0, 1);
+    tile_load<0>(a, a_stride);
+    tile_load<1>(b, 64);
+    tile_dp_bf16<2, 0, 1>();
   }
-  void store_c(float* c) { _tile_stored(2, c, 64); }
+  void store_c(float* c) { tile_store<2>(c); }
 };
 
 // TDPBF16PS as the Intel SDM defines it: C[m][n] += A[m][2k] * B[k][2n], then
