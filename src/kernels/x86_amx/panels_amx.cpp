@@ -164,6 +164,44 @@ struct HwTiles {
       default: tile_store<7>(c); break;
     }
   }
+  // Scales folded into the weights (K = 64; see folded_pipeline): C tiles 4 + 2 * pair
+  // (low bytes, unsigned) and 5 + 2 * pair (high bytes, signed if kSignedH) accumulate the
+  // chunks of one unit; A alternates between tiles 0 and 1, the two B tiles are 2 and 3.
+  template <int TA, int CL, int CH, bool kSignedH>
+  static void chunk_in(const uint8_t* a, size_t a_stride, const uint8_t* bl, const uint8_t* bh) {
+    tile_load<TA>(a, a_stride);
+    tile_load<2>(bl, 64);
+    tile_load<3>(bh, 64);
+    tile_dp_i8<CL, TA, 2, false>();
+    tile_dp_i8<CH, TA, 3, kSignedH>();
+  }
+  template <bool kSignedH>
+  static void chunk(int pair, int k, const uint8_t* a, size_t a_stride, const uint8_t* bl, const uint8_t* bh) {
+    if (pair == 0) {
+      if (k == 0) {
+        tile_zero<4>();
+        tile_zero<5>();
+      }
+      if (k & 1) chunk_in<1, 4, 5, kSignedH>(a, a_stride, bl, bh);
+      else chunk_in<0, 4, 5, kSignedH>(a, a_stride, bl, bh);
+    } else {
+      if (k == 0) {
+        tile_zero<6>();
+        tile_zero<7>();
+      }
+      if (k & 1) chunk_in<1, 6, 7, kSignedH>(a, a_stride, bl, bh);
+      else chunk_in<0, 6, 7, kSignedH>(a, a_stride, bl, bh);
+    }
+  }
+  static void store_pair(int pair, int32_t* cl, int32_t* ch) {
+    if (pair == 0) {
+      tile_store<4>(cl);
+      tile_store<5>(ch);
+    } else {
+      tile_store<6>(cl);
+      tile_store<7>(ch);
+    }
+  }
 };
 
 // The same instructions as the Intel SDM defines them (TILEZERO, TILELOADD, TDPBSSD / TDPBSUD,
@@ -190,6 +228,28 @@ struct EmuTiles {
     }
   }
   static void store(int slot, int32_t* c) { std::memcpy(c, slots[slot], sizeof slots[slot]); }
+  // The folded chunks (HwTiles::chunk): pairs of C tiles accumulated over a unit's chunks.
+  static inline thread_local int32_t pairs[2][2][256];
+  template <bool kSigned>
+  static void dp(const uint8_t* a, size_t a_stride, const uint8_t* b, int32_t* c) {
+    for (int m = 0; m < kAmxTok; ++m)
+      for (int j = 0; j < 16; ++j)
+        for (int k = 0; k < K / 4; ++k)
+          for (int i = 0; i < 4; ++i)
+            c[m * 16 + j] += static_cast<int32_t>(static_cast<int8_t>(a[m * a_stride + 4 * k + i])) *
+                             (kSigned ? static_cast<int32_t>(static_cast<int8_t>(b[k * 64 + 4 * j + i]))
+                                      : static_cast<int32_t>(b[k * 64 + 4 * j + i]));
+  }
+  template <bool kSignedH>
+  static void chunk(int pair, int k, const uint8_t* a, size_t a_stride, const uint8_t* bl, const uint8_t* bh) {
+    if (k == 0) std::memset(pairs[pair], 0, sizeof pairs[pair]);
+    dp<false>(a, a_stride, bl, pairs[pair][0]);
+    dp<kSignedH>(a, a_stride, bh, pairs[pair][1]);
+  }
+  static void store_pair(int pair, int32_t* cl, int32_t* ch) {
+    std::memcpy(cl, pairs[pair][0], sizeof pairs[pair][0]);
+    std::memcpy(ch, pairs[pair][1], sizeof pairs[pair][1]);
+  }
 };
 
 // The tile products of n units of P products each, and each unit's sums handed on when stored:
@@ -209,6 +269,41 @@ inline void pipeline(int n, size_t a_stride, AOf a_of, BOf b_of, int32_t* c, Epi
     if (q >= 1 && q <= nq) TT::store((q - 1) & 3, c + ((q - 1) % kSlots) * 256);
     const int done = q - 2;
     if (done >= 0 && done % P == P - 1) epi(done / P, c + ((done - (P - 1)) % kSlots) * 256);
+  }
+}
+
+// The K-quants with their sub-block scales folded into the weights: a super-block's B tiles hold
+// q * sc (the quant times its sub-block's integer scale: 0..945 for Q4_K, -4064..4064 for
+// Q6_K), split into low bytes (unsigned) and high bytes (q * sc = 256 * high + low). The whole
+// super-block then shares one scale per row and one per token, so its four chunks of 64 values
+// accumulate in the same pair of C tiles, and sum = low + 256 * high is exactly the integer the
+// VNNI kernels sum (scale times sub-block sum, added up). Per super-block that is 8 products and
+// 2 stores, where a product and a store per sub-block (8 or 16 of each, K = 32 or 16) took
+// about as long as the VNNI kernel. Unit u's chunks go out, then unit u - 1's pair is stored,
+// then unit u - 2's sums are handed on: epi(u, low, high).
+template <class TT, bool kSignedH, class AOf, class BOf, class Epi>
+inline void folded_pipeline(int n, AOf a_of, BOf b_of, int32_t* c, Epi epi) {
+  for (int u = 0; u < n + 2; ++u) {
+    if (u < n)
+      for (int k = 0; k < 4; ++k) TT::template chunk<kSignedH>(u & 1, k, a_of(u, k), 256, b_of(u, k), b_of(u, k) + 4096);
+    if (u >= 1 && u <= n) TT::store_pair((u - 1) & 1, c + ((u - 1) % 3) * 512, c + ((u - 1) % 3) * 512 + 256);
+    if (u >= 2) epi(u - 2, c + ((u - 2) % 3) * 512, c + ((u - 2) % 3) * 512 + 256);
+  }
+}
+
+// The 64 bytes of a panel group (dword j: four values of row j) times its rows' scales (sc[j]
+// at sc16; signed or not), split into low and high bytes.
+template <bool kSigned>
+inline void fold_group(VI v, const uint8_t* sc16, uint8_t* lo, uint8_t* hi) {
+  const VI s8 = _mm512_mullo_epi32(and_(kSigned ? load_i8x(sc16) : load_u8x(sc16), _mm512_set1_epi32(0xFF)), _mm512_set1_epi32(0x01010101));
+  for (int h = 0; h < 2; ++h) {
+    const __m256i vb = h ? _mm512_extracti64x4_epi64(v, 1) : _mm512_castsi512_si256(v);
+    const __m256i sb = h ? _mm512_extracti64x4_epi64(s8, 1) : _mm512_castsi512_si256(s8);
+    const VI p = kSigned ? _mm512_mullo_epi16(_mm512_cvtepi8_epi16(vb), _mm512_cvtepi8_epi16(sb))
+                         : _mm512_mullo_epi16(_mm512_cvtepu8_epi16(vb), _mm512_cvtepu8_epi16(sb));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lo + 32 * h), _mm512_cvtepi16_epi8(p));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(hi + 32 * h),
+                       _mm512_cvtepi16_epi8(kSigned ? _mm512_srai_epi16(p, 8) : _mm512_srli_epi16(p, 8)));
   }
 }
 
@@ -321,61 +416,58 @@ struct Q4_0Long : BlockLong<18 * 16, 16 * 16> {
 
 // Q4_K (panels_k_x86.cpp, QK45<false>; offsets in 16 bytes): 32 groups of nibbles (group
 // 8c + g: sub-block 2c in the low, 2c + 1 in the high nibbles), 8 x 16 six-bit scales at 128,
-// 4 x 16 pairs of mins at 136, d and dmin (16 fp16 each) at 144. The eight sub-block products
-// go to c (8 x 16 x 16 int32) and are then summed per token times their scales, in integers
-// as the VNNI kernel sums them.
+// 4 x 16 pairs of mins at 136, d and dmin (16 fp16 each) at 144. B tiles: nibble times its
+// sub-block's scale, split (folded_pipeline); the mins as the VNNI kernel takes them.
 struct Q4_KLong {
-  static constexpr int kTileK = 32, kSlice = 8, kValues = 256;
-  static constexpr size_t kSc = 128, kMn = 136, kD = 144, kUnit = (kD + 4) * 16, kBuf = 8 * 512;
+  static constexpr int kTileK = 64, kSlice = 4, kValues = 256;
+  static constexpr size_t kSc = 128, kMn = 136, kD = 144, kUnit = (kD + 4) * 16, kBuf = 2 * 4096;
   static size_t panel_bytes(int64_t n_in) { return static_cast<size_t>(n_in / 256) * kUnit; }
   static LongLayout layout(int64_t n_in) { return long_layout_k(n_in); }
+  // Sub-block s (32 values, 8 groups) at s * 512, the low bytes first, the high ones 4096 on.
   static void b_tiles(const uint8_t* o, uint8_t* buf) {
     const VI m4 = set8(0x0F);
-    for (int cc = 0; cc < 4; ++cc) {
+    for (int s = 0; s < 8; ++s)
       for (int g = 0; g < 8; ++g) {
-        const VI v = load(o + (8 * cc + g) * 64);
-        _mm512_store_si512(buf + (2 * cc) * 512 + g * 64, and_(v, m4));
-        _mm512_store_si512(buf + (2 * cc + 1) * 512 + g * 64, and_(srl16(v, 4), m4));
+        const VI v = load(o + (8 * (s / 2) + g) * 64);
+        fold_group<false>(s % 2 ? and_(srl16(v, 4), m4) : and_(v, m4), o + kSc * 16 + s * 16, buf + s * 512 + g * 64,
+                          buf + 4096 + s * 512 + g * 64);
       }
-    }
   }
   template <class TT>
-  static void units(const uint8_t* o0, const uint8_t* bt, const uint8_t* act, int64_t u0, int n, int32_t* c0,
+  static void units(const uint8_t* o0, const uint8_t* bt, const uint8_t* act, int64_t u0, int n, int32_t* c,
                     VF* acc, const LongLayout& l) {
-    pipeline<TT, false, 8>(
-        n, 256, [&](int u, int s) { return act + static_cast<size_t>(u0 + u) * kAmxTok * 256 + 32 * s; },
-        [&](int u, int s) { return bt + u * kBuf + s * 512; }, c0,
-        [&](int u, const int32_t* c) { epilogue(o0 + u * kUnit, act, u0 + u, c, acc, l); });
-  }
-  static void epilogue(const uint8_t* o, const uint8_t* act, int64_t sb, const int32_t* c, VF* acc,
-                       const LongLayout& l) {
-    VI sc[8];
-    for (int s = 0; s < 8; ++s) sc[s] = load_u8x(o + kSc * 16 + s * 16);
-    const VF d = load_h(o + kD * 16), dmin = load_h(o + (kD + 2) * 16);
-    for (int t = 0; t < kAmxTok; ++t) {
-      VI si = vzero();
-#pragma GCC unroll 8
-      for (int s = 0; s < 8; ++s) si = add32(si, mul32(load(c + s * 256 + t * 16), sc[s]));
-      VI macc = vzero();
+    folded_pipeline<TT, false>(
+        n, [&](int u, int k) { return act + static_cast<size_t>(u0 + u) * kAmxTok * 256 + 64 * k; },
+        [&](int u, int k) { return bt + u * kBuf + k * 1024; }, c,
+        [&](int u, const int32_t* lo, const int32_t* hi) {
+          const uint8_t* o = o0 + u * kUnit;
+          const int64_t sb = u0 + u;
+          const VF d = load_h(o + kD * 16), dmin = load_h(o + (kD + 2) * 16);
+          for (int t = 0; t < kAmxTok; ++t) {
+            const VI si = add32(load(lo + t * 16), _mm512_slli_epi32(load(hi + t * 16), 8));
+            VI macc = vzero();
 #pragma GCC unroll 4
-      for (int cc = 0; cc < 4; ++cc)
-        macc = dot2w16(macc, load_u8w(o + kMn * 16 + cc * 32), bcast32(act + l.c_off + ((sb * 4 + cc) * kAmxTok + t) * 4));
-      const VF da = bcastf_at(act + l.d_off + (sb * kAmxTok + t) * 4);
-      acc[t] = fmadd(cvt(si), mul(d, da), acc[t]);
-      acc[t] = fnmadd(cvt(macc), mul(dmin, da), acc[t]);
-    }
+            for (int cc = 0; cc < 4; ++cc)
+              macc = dot2w16(macc, load_u8w(o + kMn * 16 + cc * 32),
+                             bcast32(act + l.c_off + ((sb * 4 + cc) * kAmxTok + t) * 4));
+            const VF da = bcastf_at(act + l.d_off + (sb * kAmxTok + t) * 4);
+            acc[t] = fmadd(cvt(si), mul(d, da), acc[t]);
+            acc[t] = fnmadd(cvt(macc), mul(dmin, da), acc[t]);
+          }
+        });
   }
 };
 
 // Q6_K (panels_k_x86.cpp; offsets in 16 bytes): ql 32 groups, qh 16 groups at 128, 16 x 16
 // signed scales at 192, d at 208; 212 in all. Sub-block SUB (16 values, one scale) is
-// low nibble | two high bits << 4, minus 32 (made signed in the B tiles), a tile product
-// with K = 16.
+// low nibble | two high bits << 4, minus 32; in the B tiles times its scale, split
+// (folded_pipeline).
 struct Q6_KLong {
-  static constexpr int kTileK = 16, kSlice = 8, kValues = 256;
-  static constexpr size_t kUnit = 212 * 16, kBuf = 16 * 256;
+  static constexpr int kTileK = 64, kSlice = 4, kValues = 256;
+  static constexpr size_t kUnit = 212 * 16, kBuf = 2 * 4096;
   static size_t panel_bytes(int64_t n_in) { return static_cast<size_t>(n_in / 256) * kUnit; }
   static LongLayout layout(int64_t n_in) { return long_layout_k(n_in); }
+  // Sub-block SUB (16 values, 4 groups) at SUB * 256, the low bytes first, the high ones 4096 on.
   static void b_tiles(const uint8_t* o, uint8_t* buf) {
     const VI m4 = set8(0x0F), m30 = set8(0x30), m32 = set8(32);
     for (int sub = 0; sub < 16; ++sub) {
@@ -385,28 +477,27 @@ struct Q6_KLong {
         const VI hb = load(o + 128 * 16 + (8 * n + g) * 64);
         const VI lo = q < 2 ? and_(v, m4) : and_(srl16(v, 4), m4);
         const VI up = q == 0 ? sll16(hb, 4) : q == 1 ? sll16(hb, 2) : q == 2 ? hb : srl16(hb, 2);
-        _mm512_store_si512(buf + sub * 256 + (g - 4 * h) * 64, _mm512_sub_epi8(or_(lo, and_(up, m30)), m32));
+        const size_t at = sub * 256 + (g - 4 * h) * 64;
+        fold_group<true>(_mm512_sub_epi8(or_(lo, and_(up, m30)), m32), o + 192 * 16 + sub * 16, buf + at,
+                         buf + 4096 + at);
       }
     }
   }
   template <class TT>
-  static void units(const uint8_t* o0, const uint8_t* bt, const uint8_t* act, int64_t u0, int n, int32_t* c0,
+  static void units(const uint8_t* o0, const uint8_t* bt, const uint8_t* act, int64_t u0, int n, int32_t* c,
                     VF* acc, const LongLayout& l) {
-    pipeline<TT, true, 16>(
-        n, 256, [&](int u, int s) { return act + static_cast<size_t>(u0 + u) * kAmxTok * 256 + 16 * s; },
-        [&](int u, int s) { return bt + u * kBuf + s * 256; }, c0,
-        [&](int u, const int32_t* c) { epilogue(o0 + u * kUnit, act, u0 + u, c, acc, l); });
-  }
-  static void epilogue(const uint8_t* o, const uint8_t* act, int64_t sb, const int32_t* c, VF* acc,
-                       const LongLayout& l) {
-    const VF d = load_h(o + 208 * 16);
-    for (int t = 0; t < kAmxTok; ++t) {
-      VI si = vzero();
+    folded_pipeline<TT, true>(
+        n, [&](int u, int k) { return act + static_cast<size_t>(u0 + u) * kAmxTok * 256 + 64 * k; },
+        [&](int u, int k) { return bt + u * kBuf + k * 1024; }, c,
+        [&](int u, const int32_t* lo, const int32_t* hi) {
+          const VF d = load_h(o0 + u * kUnit + 208 * 16);
+          const uint8_t* da = act + l.d_off + (u0 + u) * kAmxTok * 4;
 #pragma GCC unroll 16
-      for (int sub = 0; sub < 16; ++sub)
-        si = add32(si, mul32(load(c + sub * 256 + t * 16), load_i8x(o + 192 * 16 + sub * 16)));
-      acc[t] = fmadd(cvt(si), mul(d, bcastf_at(act + l.d_off + (sb * kAmxTok + t) * 4)), acc[t]);
-    }
+          for (int t = 0; t < kAmxTok; ++t) {
+            const VI si = add32(load(lo + t * 16), _mm512_slli_epi32(load(hi + t * 16), 8));
+            acc[t] = fmadd(cvt(si), mul(d, bcastf_at(da + t * 4)), acc[t]);
+          }
+        });
   }
 };
 
