@@ -18,7 +18,7 @@ if ! "$slm" info -m "$shared/models/stories260K.gguf" | grep -q '^amx: *ready'; 
   exit 1
 fi
 echo "== the tile unit against its model and the scalar path"
-SLM_TEST_AMX=1 SLM_SHARED="$shared" ./build/release/test_ops_kernels --gtest_filter='AmxTiles.*'
+SLM_SHARED="$shared" ./build/release/test_ops_kernels --gtest_filter='AmxTiles.*'
 echo "== the golden tests at the amx level"
 SLM_FORCE_ISA=amx SLM_SHARED="$shared" ./build/release/test_engine_logits --gtest_brief=1
 mkdir -p "$work"

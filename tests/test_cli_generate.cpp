@@ -111,8 +111,8 @@ TEST(CliTokenize, ReadsTextFromAPipe) {
   EXPECT_EQ(r.out, "1 403 407 261 378\n");
 }
 
-// The amx level is opt-in; asking for it where the CPU or the kernel cannot give it is a clear
-// error, and `slm info` says which.
+// Asking for the amx level where the CPU or the kernel cannot give it is a clear error, and
+// `slm info` says which.
 TEST(CliRun, ForcedAmxWithoutAmxIsAClearError) {
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
   const auto info = run_cli({"info", "-m", model.string()});

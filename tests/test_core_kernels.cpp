@@ -26,7 +26,7 @@ using kern::Isa;
 
 std::vector<Isa> simd_levels() {
   std::vector<Isa> v;
-  for (Isa i : {Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni})
+  for (Isa i : {Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni, Isa::Amx})
     if (kern::isa_supported(i)) v.push_back(i);
   return v;
 }
@@ -86,8 +86,8 @@ TEST(KernelIsa, DetectedLevelIsSupportedAndHasATable) {
   }
   std::printf("  detected: %s (bf16: %s), active: %s; amx: %s\n", kern::isa_name(d),
               kern::cpu_has_bf16() ? "yes" : "no", kern::isa_name(kern::active_isa()), kern::amx_status_text());
-  // The amx level is opt-in (SLM_FORCE_ISA=amx) until its tile code has run on an AMX CPU.
-  EXPECT_NE(d, Isa::Amx);
+  // amx is the detected level exactly where the tile unit is usable.
+  EXPECT_EQ(d == Isa::Amx, kern::amx_status() == kern::AmxStatus::Ready);
   EXPECT_EQ(kern::isa_supported(Isa::Amx), kern::amx_status() == kern::AmxStatus::Ready);
 }
 

@@ -33,7 +33,7 @@ using test::rel_l2;
 
 std::vector<Isa> levels() {
   std::vector<Isa> v;
-  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni})
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni, Isa::Amx})
     if (kern::isa_supported(i)) v.push_back(i);
   return v;
 }
@@ -60,7 +60,7 @@ struct Table {
 };
 std::vector<Table> tables() {
   std::vector<Table> v{{Isa::Scalar, ref::sgemm_kernels()}};
-  for (Isa i : {Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni})
+  for (Isa i : {Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni, Isa::Amx})
     if (const kern::Kernels* k = kern::for_isa(i)) v.push_back({i, k->sgemm});
   return v;
 }

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -121,6 +122,15 @@ Isa detected_isa() {
   return Isa::Scalar;  // nothing to dispatch to in this build
 #else
   const Features& f = features();
+  if (f.vnni && f.amx_cpu) {
+    if (amx_status() == AmxStatus::Ready) return Isa::Amx;
+    // The CPU has tiles but this process may not use them: say so once, go on without.
+    static const bool said = [] {
+      std::fprintf(stderr, "slm: AMX is %s; using avx512vnni\n", amx_status_text());
+      return true;
+    }();
+    (void)said;
+  }
   if (f.vnni) return Isa::Avx512Vnni;
   if (f.avx512) return Isa::Avx512;
   if (f.avx2) return Isa::Avx2;
@@ -145,7 +155,7 @@ const char* amx_status_text() {
     case AmxStatus::NoCpu: return "not on this CPU (no amx_tile/amx_int8/amx_bf16)";
     case AmxStatus::NoOs: return "on this CPU, but the OS does not save the tile state (XCR0)";
     case AmxStatus::Refused: return "on this CPU, but the kernel refused the tile state (arch_prctl)";
-    case AmxStatus::Ready: return "ready; opt-in with SLM_FORCE_ISA=amx until verified on AMX hardware";
+    case AmxStatus::Ready: return "ready (long batches on the tile unit)";
   }
   return "?";
 }

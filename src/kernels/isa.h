@@ -10,9 +10,9 @@ enum class Isa : int {
   Avx512 = 2,      // AVX-512 F + BW + DQ + VL
   Avx512Vnni = 3,  // the above + AVX512_VNNI (+ AVX512_BF16 where present, see cpu_has_bf16)
   // avx512vnni + AMX tile products for long batches (AMX-TILE, -INT8 and -BF16, with the tile
-  // state granted by the kernel). Only through SLM_FORCE_ISA=amx / set_active_isa for now:
-  // detected_isa() does not pick it until the tile code has run on an AMX machine (see
-  // kernels/x86_amx/panels_amx.cpp).
+  // state granted by the kernel; kernels/x86_amx/panels_amx.cpp). detected_isa() picks it
+  // where amx_status() is Ready; where the CPU has tiles the process may not use, it says so
+  // on stderr once and picks avx512vnni.
   Amx = 4,
 };
 

@@ -20,12 +20,11 @@
 // in the same order (block after block, the same FMAs): the results are the VNNI kernels' to
 // the bit, which is what the tests check.
 //
-// Not yet run on AMX hardware: no session so far had an AMX CPU. The tile unit is therefore
-// reached only by SLM_FORCE_ISA=amx, and the tests run the same code on EmuTiles (a scalar
-// model of the tile instructions used) everywhere, and on the real unit with SLM_TEST_AMX=1
-// on an AMX machine. Left for that machine: verify, measure, make it the default
-// (kernels/isa.cpp detected_isa), then tune (2x2 C tiles to share A and B loads; the epilogue
-// reading C straight after TILESTORED).
+// The tests run the same code on EmuTiles (a scalar model of the tile instructions used) on
+// any avx512vnni CPU, and on the real unit where AMX is present (first run on a Xeon with AMX
+// on 2026-12-06: the unit gave its model's results). The K-quants fold their sub-block scales
+// into the B tiles (folded_pipeline below); Q4_0 and Q8_0, whose fp16 block scales cannot be
+// folded exactly, make a product and a store per block (pipeline).
 #include "kernels/x86/panel_driver.h"
 
 namespace slm::kern::SLM_ISA_NS {
@@ -85,18 +84,23 @@ struct alignas(64) TileConfig {
 // _tile_loadd names no memory at all, so the stores that fill a B tile may legally be moved past
 // the load that reads them; and its _tile_stored clobbers all memory, which made the accumulators
 // of the epilogue below go through the stack at every store (they live in registers otherwise).
-// A load states a read of 4 KiB from its base (more than any tile here spans: 16 rows of at most
-// 256 bytes apart); a store writes one 16 x 64-byte C tile, densely.
-struct TileSpan {
-  char bytes[4096];
+// A load states a read of kSpan bytes from its base (by default 4 KiB, more than any tile here
+// spans: 16 rows of at most 256 bytes apart); a store writes one 16 x 64-byte C tile, densely.
+template <size_t kBytes>
+struct Span {
+  char bytes[kBytes];
 };
-struct CTile {
-  char bytes[1024];
-};
-template <int T>
+using CTile = Span<1024>;
+template <int T, size_t kSpan = 4096>
 inline void tile_load(const void* base, size_t stride) {
-  asm volatile("tileloadd (%0,%1,1), %%tmm%c3" ::"r"(base), "r"(stride), "m"(*static_cast<const TileSpan*>(base)),
-               "i"(T));
+  asm volatile("tileloadd (%0,%1,1), %%tmm%c3" ::"r"(base), "r"(stride),
+               "m"(*static_cast<const Span<kSpan>*>(base)), "i"(T));
+}
+// A load whose rows lie further apart (the BF16 activations, a whole row of n_in values apart)
+// says it may read any memory.
+template <int T>
+inline void tile_load_far(const void* base, size_t stride) {
+  asm volatile("tileloadd (%0,%1,1), %%tmm%c2" ::"r"(base), "r"(stride), "i"(T) : "memory");
 }
 template <int T>
 inline void tile_store(void* c) {
@@ -573,10 +577,10 @@ struct HwBf16 {
     _tile_loadconfig(&cfg);
   }
   void end() { _tile_release(); }
-  void load_c(const float* c) { tile_load<2>(c, 64); }
+  void load_c(const float* c) { tile_load<2, 1024>(c, 64); }
   void dot(const uint8_t* a, size_t a_stride, const uint8_t* b) {
-    tile_load<0>(a, a_stride);
-    tile_load<1>(b, 64);
+    tile_load_far<0>(a, a_stride);
+    tile_load<1, 1024>(b, 64);
     tile_dp_bf16<2, 0, 1>();
   }
   void store_c(float* c) { tile_store<2>(c); }
