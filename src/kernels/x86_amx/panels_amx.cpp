@@ -13,12 +13,14 @@
 // once per slice of the panel (see the driver below): Q8_0's u = q + 128 back to q, Q4_0's and
 // the K-quants' nibbles widened to bytes (Q4_0 and Q6_K minus their offsets 8 and 32).
 //
+// (The K-quants' B tiles also carry their sub-block scales: see folded_pipeline.)
+//
 // The activations get their own tiles: 16 tokens x 32 bytes per block (Q8_0 quants), or
 // 16 x 256 per super-block (Q8_K), row t the int8 quants of token t (the A operand), quantized
 // exactly as for the VNNI kernels (q8_0_block, q8_K_block). C = A x B gives 16 tokens x 16 rows
-// of int32 sums equal to the VNNI kernels' (offset-corrected) integer sums, and they are scaled
-// in the same order (block after block, the same FMAs): the results are the VNNI kernels' to
-// the bit, which is what the tests check.
+// of int32 sums equal to the VNNI kernels' (offset-corrected, scale-weighted) integer sums, and
+// they are scaled in the same order (block after block, the same FMAs): the results are the
+// VNNI kernels' to the bit, which is what the tests check.
 //
 // The tests run the same code on EmuTiles (a scalar model of the tile instructions used) on
 // any avx512vnni CPU, and on the real unit where AMX is present (first run on a Xeon with AMX
@@ -256,23 +258,19 @@ struct EmuTiles {
   }
 };
 
-// The tile products of n units of P products each, and each unit's sums handed on when stored:
-// epi(u, c) with c[s * 256 + t * 16 + j] the int32 sum of product s of unit u, token t, column
-// j. Product q goes out, then product q - 1 is stored, then a unit whose last product was
-// stored one step earlier is handed on. So the tile unit has a product in flight while a store
-// drains, and the epilogue does not read what the store just issued. Measured on a Xeon with
-// AMX (2048 x 2048, 512 tokens, one thread, Q4_0): products in one C tile, each stored and
-// read at once, 9.0 ms; four at a time, 8.8; this order, 7.9 (VNNI: 11.2). c holds the last
-// two units' sums, or 4 products for P = 1 (2 * 16 * 1024 bytes at most).
-template <class TT, bool kSignedB, int P, class AOf, class BOf, class Epi>
+// The tile products of n blocks, each block's sums handed on when stored: epi(j, c) with
+// c[t * 16 + i] the int32 sum of block j, token t, column i. Product j goes out, then product
+// j - 1 is stored, then the sums of j - 2 (stored one step earlier) are handed on. So the tile
+// unit has a product in flight while a store drains, and the epilogue does not read what the
+// store just issued. Measured on a Xeon with AMX (2048 x 2048, 512 tokens, one thread, Q4_0):
+// products in one C tile, each stored and read at once, 9.0 ms; four at a time, 8.8; this
+// order, 7.5 (VNNI: 11.0). c: four blocks' sums (4 KiB).
+template <class TT, bool kSignedB, class AOf, class BOf, class Epi>
 inline void pipeline(int n, size_t a_stride, AOf a_of, BOf b_of, int32_t* c, Epi epi) {
-  constexpr int kSlots = P == 1 ? 4 : 2 * P;
-  const int nq = n * P;
-  for (int q = 0; q < nq + 2; ++q) {
-    if (q < nq) TT::template issue<kSignedB>(q & 3, a_of(q / P, q % P), a_stride, b_of(q / P, q % P));
-    if (q >= 1 && q <= nq) TT::store((q - 1) & 3, c + ((q - 1) % kSlots) * 256);
-    const int done = q - 2;
-    if (done >= 0 && done % P == P - 1) epi(done / P, c + ((done - (P - 1)) % kSlots) * 256);
+  for (int j = 0; j < n + 2; ++j) {
+    if (j < n) TT::template issue<kSignedB>(j & 3, a_of(j), a_stride, b_of(j));
+    if (j >= 1 && j <= n) TT::store((j - 1) & 3, c + ((j - 1) & 3) * 256);
+    if (j >= 2) epi(j - 2, c + ((j - 2) & 3) * 256);
   }
 }
 
@@ -359,7 +357,8 @@ void long_prepare_k(const float* x, int n_tok, int64_t n_in, uint8_t* tile) {
 // per block the remaining work took 55 ms against the VNNI kernels' whole 10 ms (Q4_0); with
 // the slices and signed B tiles (no offset corrections) it takes 3.8-4.6 ms against VNNI's
 // 9.3-12.5 (Q4_0, Q8_0), 3.4-3.7 against 13.6-15.3 (Q4_K), 5.8-6.8 against 18.4-21.4 (Q6_K).
-// What the tile instructions add to that is for an AMX machine to measure.
+// With the tile instructions, on a Xeon with AMX: see pipeline and folded_pipeline above, and
+// docs/performance.md.
 //
 // Each type provides kValues (values per unit), kTileK (bytes of K per tile product), kUnit
 // (panel bytes per unit), kBuf (B-tile buffer bytes per unit), kSlice (units per slice), and
@@ -369,7 +368,7 @@ void long_prepare_k(const float* x, int n_tok, int64_t n_in, uint8_t* tile) {
 //   template <class TT> static void units(const uint8_t* o, const uint8_t* bt, const uint8_t* act,
 //       int64_t u0, int n, int32_t* c, VF* acc, const LongLayout& l)
 //       acc[t] += units u0..u0 + n - 1 of token t (t < 16), in that order; o and bt are unit
-//       u0's panel bytes and B tiles (the next units follow at kUnit and kBuf); c: 16 KiB of
+//       u0's panel bytes and B tiles (the next units follow at kUnit and kBuf); c: 8 KiB of
 //       scratch
 
 // Q8_0 and Q4_0 (the VNNI panels of panels_x86.cpp, kLanes = 16): per block the quant groups
@@ -386,9 +385,9 @@ struct BlockLong {
   template <class TT>
   static void units(const uint8_t* o, const uint8_t* bt, const uint8_t* act, int64_t b0, int n, int32_t* c,
                     VF* acc, const LongLayout& l) {
-    pipeline<TT, true, 1>(
-        n, 32, [&](int j, int) { return act + static_cast<size_t>(b0 + j) * kABlock; },
-        [&](int j, int) { return bt + j * kBuf; }, c,
+    pipeline<TT, true>(
+        n, 32, [&](int j) { return act + static_cast<size_t>(b0 + j) * kABlock; }, [&](int j) { return bt + j * kBuf; },
+        c,
         [&](int j, const int32_t* cj) {
           const VF dw = load_h(o + j * kUnit + kScalesAt);
           const uint8_t* da = act + l.d_off + static_cast<size_t>(b0 + j) * kAmxTok * 4;
@@ -514,7 +513,7 @@ void long_gemm(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int
   const size_t pb = K::panel_bytes(n_in);
   const LongLayout l = K::layout(n_in);
   const int64_t n_groups = (n_tok + kAmxTok - 1) / kAmxTok;
-  alignas(64) int32_t c[32 * kAmxTok * 16];  // the sums of two units (pipeline)
+  alignas(64) int32_t c[8 * 256];  // C tiles as stored: 4 for pipeline, 3 pairs for folded_pipeline
   alignas(64) uint8_t buf[K::kBuf * K::kSlice];
   TT::begin();
   for (int64_t p = p0; p < p1; ++p) {
