@@ -293,20 +293,30 @@ inline void folded_pipeline(int n, AOf a_of, BOf b_of, int32_t* c, Epi epi) {
   }
 }
 
-// The 64 bytes of a panel group (dword j: four values of row j) times its rows' scales (sc[j]
-// at sc16; signed or not), split into low and high bytes.
+// The scales of a panel group's 16 rows (sc[j] at sc16, signed or not) as 32 int16 lanes:
+// lanes 2j and 2j + 1 hold sc[j], so that they line up with the values of row j (bytes 4j to
+// 4j + 3 of a group). Made once per sub-block, used by its groups.
 template <bool kSigned>
-inline void fold_group(VI v, const uint8_t* sc16, uint8_t* lo, uint8_t* hi) {
-  const VI s8 = _mm512_mullo_epi32(and_(kSigned ? load_i8x(sc16) : load_u8x(sc16), _mm512_set1_epi32(0xFF)), _mm512_set1_epi32(0x01010101));
-  for (int h = 0; h < 2; ++h) {
-    const __m256i vb = h ? _mm512_extracti64x4_epi64(v, 1) : _mm512_castsi512_si256(v);
-    const __m256i sb = h ? _mm512_extracti64x4_epi64(s8, 1) : _mm512_castsi512_si256(s8);
-    const VI p = kSigned ? _mm512_mullo_epi16(_mm512_cvtepi8_epi16(vb), _mm512_cvtepi8_epi16(sb))
-                         : _mm512_mullo_epi16(_mm512_cvtepu8_epi16(vb), _mm512_cvtepu8_epi16(sb));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lo + 32 * h), _mm512_cvtepi16_epi8(p));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(hi + 32 * h),
-                       _mm512_cvtepi16_epi8(kSigned ? _mm512_srai_epi16(p, 8) : _mm512_srli_epi16(p, 8)));
-  }
+inline VI row_scales16(const uint8_t* sc16) {
+  const VI x = kSigned ? load_i8x(sc16) : load_u8x(sc16);
+  return _mm512_or_si512(_mm512_and_si512(x, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(x, 16));
+}
+
+// The 64 bytes of a panel group (dword j: four values of row j) times their rows' scales (s16,
+// row_scales16), split into low and high bytes. Even and odd bytes are multiplied in their
+// 16-bit lanes (products fit: 15 x 63, 32 x 127) and the bytes go back in place, so nothing
+// crosses a lane.
+template <bool kSigned>
+inline void fold_group(VI v, VI s16, uint8_t* lo, uint8_t* hi) {
+  const VI lo8 = _mm512_set1_epi16(0x00FF), hi8 = _mm512_set1_epi16(static_cast<short>(0xFF00));
+  const VI ve = kSigned ? _mm512_srai_epi16(_mm512_slli_epi16(v, 8), 8) : _mm512_and_si512(v, lo8);
+  const VI vo = kSigned ? _mm512_srai_epi16(v, 8) : _mm512_srli_epi16(v, 8);
+  const VI pe = _mm512_mullo_epi16(ve, s16), po = _mm512_mullo_epi16(vo, s16);
+  const VI l = _mm512_or_si512(_mm512_and_si512(pe, lo8), _mm512_slli_epi16(po, 8));
+  const VI h = _mm512_or_si512(kSigned ? _mm512_and_si512(_mm512_srai_epi16(pe, 8), lo8) : _mm512_srli_epi16(pe, 8),
+                               _mm512_and_si512(po, hi8));
+  _mm512_store_si512(lo, l);
+  _mm512_store_si512(hi, h);
 }
 
 // ---- K-quants: Q4_K and Q6_K --------------------------------------------------------------
@@ -429,12 +439,14 @@ struct Q4_KLong {
   // Sub-block s (32 values, 8 groups) at s * 512, the low bytes first, the high ones 4096 on.
   static void b_tiles(const uint8_t* o, uint8_t* buf) {
     const VI m4 = set8(0x0F);
-    for (int s = 0; s < 8; ++s)
+    for (int s = 0; s < 8; ++s) {
+      const VI s16 = row_scales16<false>(o + kSc * 16 + s * 16);
       for (int g = 0; g < 8; ++g) {
         const VI v = load(o + (8 * (s / 2) + g) * 64);
-        fold_group<false>(s % 2 ? and_(srl16(v, 4), m4) : and_(v, m4), o + kSc * 16 + s * 16, buf + s * 512 + g * 64,
+        fold_group<false>(s % 2 ? and_(srl16(v, 4), m4) : and_(v, m4), s16, buf + s * 512 + g * 64,
                           buf + 4096 + s * 512 + g * 64);
       }
+    }
   }
   template <class TT>
   static void units(const uint8_t* o0, const uint8_t* bt, const uint8_t* act, int64_t u0, int n, int32_t* c,
@@ -475,14 +487,14 @@ struct Q6_KLong {
     const VI m4 = set8(0x0F), m30 = set8(0x30), m32 = set8(32);
     for (int sub = 0; sub < 16; ++sub) {
       const int n = sub / 8, q = (sub / 2) % 4, h = sub % 2;
+      const VI s16 = row_scales16<true>(o + 192 * 16 + sub * 16);
       for (int g = 4 * h; g < 4 * h + 4; ++g) {
         const VI v = load(o + (16 * n + 8 * (q & 1) + g) * 64);
         const VI hb = load(o + 128 * 16 + (8 * n + g) * 64);
         const VI lo = q < 2 ? and_(v, m4) : and_(srl16(v, 4), m4);
         const VI up = q == 0 ? sll16(hb, 4) : q == 1 ? sll16(hb, 2) : q == 2 ? hb : srl16(hb, 2);
         const size_t at = sub * 256 + (g - 4 * h) * 64;
-        fold_group<true>(_mm512_sub_epi8(or_(lo, and_(up, m30)), m32), o + 192 * 16 + sub * 16, buf + at,
-                         buf + 4096 + at);
+        fold_group<true>(_mm512_sub_epi8(or_(lo, and_(up, m30)), m32), s16, buf + at, buf + 4096 + at);
       }
     }
   }
