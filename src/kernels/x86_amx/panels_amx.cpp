@@ -283,11 +283,19 @@ inline void pipeline(int n, size_t a_stride, AOf a_of, BOf b_of, int32_t* c, Epi
 // 2 stores, where a product and a store per sub-block (8 or 16 of each, K = 32 or 16) took
 // about as long as the VNNI kernel. Unit u's chunks go out, then unit u - 1's pair is stored,
 // then unit u - 2's sums are handed on: epi(u, low, high).
-template <class TT, bool kSignedH, class AOf, class BOf, class Epi>
-inline void folded_pipeline(int n, AOf a_of, BOf b_of, int32_t* c, Epi epi) {
+// The units are super-blocks u0 .. u0 + n - 1 of the activation tile act (Q8_K, 256 bytes a
+// token row) and their B tiles at bt, kFoldedBuf bytes each: 4 chunks of 1024 low bytes, then
+// the high bytes 4096 on.
+constexpr size_t kFoldedBuf = 2 * 4096;
+template <class TT, bool kSignedH, class Epi>
+inline void folded_pipeline(int n, const uint8_t* act, int64_t u0, const uint8_t* bt, int32_t* c, Epi epi) {
   for (int u = 0; u < n + 2; ++u) {
-    if (u < n)
-      for (int k = 0; k < 4; ++k) TT::template chunk<kSignedH>(u & 1, k, a_of(u, k), 256, b_of(u, k), b_of(u, k) + 4096);
+    if (u < n) {
+      const uint8_t* a = act + static_cast<size_t>(u0 + u) * kAmxTok * 256;
+      const uint8_t* b = bt + u * kFoldedBuf;
+      for (int k = 0; k < 4; ++k)
+        TT::template chunk<kSignedH>(u & 1, k, a + 64 * k, 256, b + k * 1024, b + k * 1024 + 4096);
+    }
     if (u >= 1 && u <= n) TT::store_pair((u - 1) & 1, c + ((u - 1) % 3) * 512, c + ((u - 1) % 3) * 512 + 256);
     if (u >= 2) epi(u - 2, c + ((u - 2) % 3) * 512, c + ((u - 2) % 3) * 512 + 256);
   }
@@ -433,7 +441,7 @@ struct Q4_0Long : BlockLong<18 * 16, 16 * 16> {
 // sub-block's scale, split (folded_pipeline); the mins as the VNNI kernel takes them.
 struct Q4_KLong {
   static constexpr int kTileK = 64, kSlice = 4, kValues = 256;
-  static constexpr size_t kSc = 128, kMn = 136, kD = 144, kUnit = (kD + 4) * 16, kBuf = 2 * 4096;
+  static constexpr size_t kSc = 128, kMn = 136, kD = 144, kUnit = (kD + 4) * 16, kBuf = kFoldedBuf;
   static size_t panel_bytes(int64_t n_in) { return static_cast<size_t>(n_in / 256) * kUnit; }
   static LongLayout layout(int64_t n_in) { return long_layout_k(n_in); }
   // Sub-block s (32 values, 8 groups) at s * 512, the low bytes first, the high ones 4096 on.
@@ -451,25 +459,22 @@ struct Q4_KLong {
   template <class TT>
   static void units(const uint8_t* o0, const uint8_t* bt, const uint8_t* act, int64_t u0, int n, int32_t* c,
                     VF* acc, const LongLayout& l) {
-    folded_pipeline<TT, false>(
-        n, [&](int u, int k) { return act + static_cast<size_t>(u0 + u) * kAmxTok * 256 + 64 * k; },
-        [&](int u, int k) { return bt + u * kBuf + k * 1024; }, c,
-        [&](int u, const int32_t* lo, const int32_t* hi) {
-          const uint8_t* o = o0 + u * kUnit;
-          const int64_t sb = u0 + u;
-          const VF d = load_h(o + kD * 16), dmin = load_h(o + (kD + 2) * 16);
-          for (int t = 0; t < kAmxTok; ++t) {
-            const VI si = add32(load(lo + t * 16), _mm512_slli_epi32(load(hi + t * 16), 8));
-            VI macc = vzero();
+    folded_pipeline<TT, false>(n, act, u0, bt, c, [&](int u, const int32_t* lo, const int32_t* hi) {
+      const uint8_t* o = o0 + u * kUnit;
+      const int64_t sb = u0 + u;
+      const VF d = load_h(o + kD * 16), dmin = load_h(o + (kD + 2) * 16);
+      for (int t = 0; t < kAmxTok; ++t) {
+        const VI si = add32(load(lo + t * 16), _mm512_slli_epi32(load(hi + t * 16), 8));
+        VI macc = vzero();
 #pragma GCC unroll 4
-            for (int cc = 0; cc < 4; ++cc)
-              macc = dot2w16(macc, load_u8w(o + kMn * 16 + cc * 32),
-                             bcast32(act + l.c_off + ((sb * 4 + cc) * kAmxTok + t) * 4));
-            const VF da = bcastf_at(act + l.d_off + (sb * kAmxTok + t) * 4);
-            acc[t] = fmadd(cvt(si), mul(d, da), acc[t]);
-            acc[t] = fnmadd(cvt(macc), mul(dmin, da), acc[t]);
-          }
-        });
+        for (int cc = 0; cc < 4; ++cc)
+          macc = dot2w16(macc, load_u8w(o + kMn * 16 + cc * 32),
+                         bcast32(act + l.c_off + ((sb * 4 + cc) * kAmxTok + t) * 4));
+        const VF da = bcastf_at(act + l.d_off + (sb * kAmxTok + t) * 4);
+        acc[t] = fmadd(cvt(si), mul(d, da), acc[t]);
+        acc[t] = fnmadd(cvt(macc), mul(dmin, da), acc[t]);
+      }
+    });
   }
 };
 
@@ -479,7 +484,7 @@ struct Q4_KLong {
 // (folded_pipeline).
 struct Q6_KLong {
   static constexpr int kTileK = 64, kSlice = 4, kValues = 256;
-  static constexpr size_t kUnit = 212 * 16, kBuf = 2 * 4096;
+  static constexpr size_t kUnit = 212 * 16, kBuf = kFoldedBuf;
   static size_t panel_bytes(int64_t n_in) { return static_cast<size_t>(n_in / 256) * kUnit; }
   static LongLayout layout(int64_t n_in) { return long_layout_k(n_in); }
   // Sub-block SUB (16 values, 4 groups) at SUB * 256, the low bytes first, the high ones 4096 on.
@@ -501,18 +506,15 @@ struct Q6_KLong {
   template <class TT>
   static void units(const uint8_t* o0, const uint8_t* bt, const uint8_t* act, int64_t u0, int n, int32_t* c,
                     VF* acc, const LongLayout& l) {
-    folded_pipeline<TT, true>(
-        n, [&](int u, int k) { return act + static_cast<size_t>(u0 + u) * kAmxTok * 256 + 64 * k; },
-        [&](int u, int k) { return bt + u * kBuf + k * 1024; }, c,
-        [&](int u, const int32_t* lo, const int32_t* hi) {
-          const VF d = load_h(o0 + u * kUnit + 208 * 16);
-          const uint8_t* da = act + l.d_off + (u0 + u) * kAmxTok * 4;
+    folded_pipeline<TT, true>(n, act, u0, bt, c, [&](int u, const int32_t* lo, const int32_t* hi) {
+      const VF d = load_h(o0 + u * kUnit + 208 * 16);
+      const uint8_t* da = act + l.d_off + (u0 + u) * kAmxTok * 4;
 #pragma GCC unroll 16
-          for (int t = 0; t < kAmxTok; ++t) {
-            const VI si = add32(load(lo + t * 16), _mm512_slli_epi32(load(hi + t * 16), 8));
-            acc[t] = fmadd(cvt(si), mul(d, bcastf_at(da + t * 4)), acc[t]);
-          }
-        });
+      for (int t = 0; t < kAmxTok; ++t) {
+        const VI si = add32(load(lo + t * 16), _mm512_slli_epi32(load(hi + t * 16), 8));
+        acc[t] = fmadd(cvt(si), mul(d, bcastf_at(da + t * 4)), acc[t]);
+      }
+    });
   }
 };
 
