@@ -72,8 +72,8 @@ void long_prepare(const float* x, int n_tok, int64_t n_in, uint8_t* tile) {
 size_t long_tile_bytes(int64_t n_in) { return long_layout(n_in).bytes; }
 
 // The tile registers: 0 and 1 = A (16 tokens x K bytes), 2 and 3 = B (K/4 x 64 bytes),
-// 4 to 7 = C (16 x 16 int32). K is 32 (a Q4_0 / Q8_0 block, a Q4_K sub-block) or 16 (a Q6_K
-// sub-block).
+// 4 to 7 = C (16 x 16 int32). K is 32 (a Q4_0 / Q8_0 block) or 64 (a chunk of a K-quant
+// super-block, folded_pipeline).
 struct alignas(64) TileConfig {
   uint8_t palette;
   uint8_t start_row;
