@@ -264,14 +264,22 @@ struct EmuTiles {
 // unit has a product in flight while a store drains, and the epilogue does not read what the
 // store just issued. Measured on a Xeon with AMX (2048 x 2048, 512 tokens, one thread, Q4_0):
 // products in one C tile, each stored and read at once, 9.0 ms; four at a time, 8.8; this
-// order, 7.5 (VNNI: 11.0). c: four blocks' sums (4 KiB).
+// order, 7.5 (VNNI: 11.0); the accumulators in registers (below), 7.0. c: four blocks' sums
+// (4 KiB). The accumulators are copied into a local array that epi gets as an argument:
+// captured by reference in epi, they stayed on the stack, with a load and a store per row of
+// every epilogue.
 template <class TT, bool kSignedB, class AOf, class BOf, class Epi>
-inline void pipeline(int n, size_t a_stride, AOf a_of, BOf b_of, int32_t* c, Epi epi) {
+inline void pipeline(int n, size_t a_stride, AOf a_of, BOf b_of, int32_t* c, VF* acc, Epi epi) {
+  VF r[kAmxTok];
+#pragma GCC unroll 16
+  for (int t = 0; t < kAmxTok; ++t) r[t] = acc[t];
   for (int j = 0; j < n + 2; ++j) {
     if (j < n) TT::template issue<kSignedB>(j & 3, a_of(j), a_stride, b_of(j));
     if (j >= 1 && j <= n) TT::store((j - 1) & 3, c + ((j - 1) & 3) * 256);
-    if (j >= 2) epi(j - 2, c + ((j - 2) & 3) * 256);
+    if (j >= 2) epi(j - 2, c + ((j - 2) & 3) * 256, r);
   }
+#pragma GCC unroll 16
+  for (int t = 0; t < kAmxTok; ++t) acc[t] = r[t];
 }
 
 // The K-quants with their sub-block scales folded into the weights: a super-block's B tiles hold
@@ -287,8 +295,12 @@ inline void pipeline(int n, size_t a_stride, AOf a_of, BOf b_of, int32_t* c, Epi
 // token row) and their B tiles at bt, kFoldedBuf bytes each: 4 chunks of 1024 low bytes, then
 // the high bytes 4096 on.
 constexpr size_t kFoldedBuf = 2 * 4096;
+// The accumulators go to epi as in pipeline.
 template <class TT, bool kSignedH, class Epi>
-inline void folded_pipeline(int n, const uint8_t* act, int64_t u0, const uint8_t* bt, int32_t* c, Epi epi) {
+inline void folded_pipeline(int n, const uint8_t* act, int64_t u0, const uint8_t* bt, int32_t* c, VF* acc, Epi epi) {
+  VF r[kAmxTok];
+#pragma GCC unroll 16
+  for (int t = 0; t < kAmxTok; ++t) r[t] = acc[t];
   for (int u = 0; u < n + 2; ++u) {
     if (u < n) {
       const uint8_t* a = act + static_cast<size_t>(u0 + u) * kAmxTok * 256;
@@ -297,8 +309,10 @@ inline void folded_pipeline(int n, const uint8_t* act, int64_t u0, const uint8_t
         TT::template chunk<kSignedH>(u & 1, k, a + 64 * k, 256, b + k * 1024, b + k * 1024 + 4096);
     }
     if (u >= 1 && u <= n) TT::store_pair((u - 1) & 1, c + ((u - 1) % 3) * 512, c + ((u - 1) % 3) * 512 + 256);
-    if (u >= 2) epi(u - 2, c + ((u - 2) % 3) * 512, c + ((u - 2) % 3) * 512 + 256);
+    if (u >= 2) epi(u - 2, c + ((u - 2) % 3) * 512, c + ((u - 2) % 3) * 512 + 256, r);
   }
+#pragma GCC unroll 16
+  for (int t = 0; t < kAmxTok; ++t) acc[t] = r[t];
 }
 
 // The scales of a panel group's 16 rows (sc[j] at sc16, signed or not) as 32 int16 lanes:
@@ -405,13 +419,11 @@ struct BlockLong {
                     VF* acc, const LongLayout& l) {
     pipeline<TT, true>(
         n, 32, [&](int j) { return act + static_cast<size_t>(b0 + j) * kABlock; }, [&](int j) { return bt + j * kBuf; },
-        c,
-        [&](int j, const int32_t* cj) {
+        c, acc, [&](int j, const int32_t* cj, VF* r) {
           const VF dw = load_h(o + j * kUnit + kScalesAt);
           const uint8_t* da = act + l.d_off + static_cast<size_t>(b0 + j) * kAmxTok * 4;
 #pragma GCC unroll 16
-          for (int t = 0; t < kAmxTok; ++t)
-            acc[t] = fmadd(cvt(load(cj + t * 16)), mul(dw, bcastf_at(da + t * 4)), acc[t]);
+          for (int t = 0; t < kAmxTok; ++t) r[t] = fmadd(cvt(load(cj + t * 16)), mul(dw, bcastf_at(da + t * 4)), r[t]);
         });
   }
 };
@@ -459,20 +471,23 @@ struct Q4_KLong {
   template <class TT>
   static void units(const uint8_t* o0, const uint8_t* bt, const uint8_t* act, int64_t u0, int n, int32_t* c,
                     VF* acc, const LongLayout& l) {
-    folded_pipeline<TT, false>(n, act, u0, bt, c, [&](int u, const int32_t* lo, const int32_t* hi) {
+    folded_pipeline<TT, false>(n, act, u0, bt, c, acc, [&](int u, const int32_t* lo, const int32_t* hi, VF* r) {
       const uint8_t* o = o0 + u * kUnit;
       const int64_t sb = u0 + u;
       const VF d = load_h(o + kD * 16), dmin = load_h(o + (kD + 2) * 16);
+      VI mins[4];
+      for (int cc = 0; cc < 4; ++cc) mins[cc] = load_u8w(o + kMn * 16 + cc * 32);
+      // Unrolled, so that acc[t] stays in a register (an indexed acc goes through memory).
+#pragma GCC unroll 16
       for (int t = 0; t < kAmxTok; ++t) {
         const VI si = add32(load(lo + t * 16), _mm512_slli_epi32(load(hi + t * 16), 8));
         VI macc = vzero();
 #pragma GCC unroll 4
         for (int cc = 0; cc < 4; ++cc)
-          macc = dot2w16(macc, load_u8w(o + kMn * 16 + cc * 32),
-                         bcast32(act + l.c_off + ((sb * 4 + cc) * kAmxTok + t) * 4));
+          macc = dot2w16(macc, mins[cc], bcast32(act + l.c_off + ((sb * 4 + cc) * kAmxTok + t) * 4));
         const VF da = bcastf_at(act + l.d_off + (sb * kAmxTok + t) * 4);
-        acc[t] = fmadd(cvt(si), mul(d, da), acc[t]);
-        acc[t] = fnmadd(cvt(macc), mul(dmin, da), acc[t]);
+        r[t] = fmadd(cvt(si), mul(d, da), r[t]);
+        r[t] = fnmadd(cvt(macc), mul(dmin, da), r[t]);
       }
     });
   }
@@ -506,13 +521,13 @@ struct Q6_KLong {
   template <class TT>
   static void units(const uint8_t* o0, const uint8_t* bt, const uint8_t* act, int64_t u0, int n, int32_t* c,
                     VF* acc, const LongLayout& l) {
-    folded_pipeline<TT, true>(n, act, u0, bt, c, [&](int u, const int32_t* lo, const int32_t* hi) {
+    folded_pipeline<TT, true>(n, act, u0, bt, c, acc, [&](int u, const int32_t* lo, const int32_t* hi, VF* r) {
       const VF d = load_h(o0 + u * kUnit + 208 * 16);
       const uint8_t* da = act + l.d_off + (u0 + u) * kAmxTok * 4;
 #pragma GCC unroll 16
       for (int t = 0; t < kAmxTok; ++t) {
         const VI si = add32(load(lo + t * 16), _mm512_slli_epi32(load(hi + t * 16), 8));
-        acc[t] = fmadd(cvt(si), mul(d, bcastf_at(da + t * 4)), acc[t]);
+        r[t] = fmadd(cvt(si), mul(d, bcastf_at(da + t * 4)), r[t]);
       }
     });
   }
@@ -552,12 +567,18 @@ void long_gemm(const uint8_t* panels, int64_t p0, int64_t p1, int64_t n_out, int
           const int64_t left = n_out - p * 16;
           const int rows = left < 16 ? static_cast<int>(left) : 16;
           float* yp = y + t0 * ldy + p * 16;
+          // Every access to acc has a constant index (the loops over t unrolled), so that the
+          // compiler keeps it in registers through the products; one loop bounded by nt put it
+          // on the stack, with a load and a store per row of every block's epilogue.
           VF acc[kAmxTok];
+#pragma GCC unroll 16
           for (int t = 0; t < kAmxTok; ++t)
             acc[t] = u0 == 0 || t >= nt ? fzero() : rows == 16 ? loadf(yp + t * ldy) : loadf_n(yp + t * ldy, rows);
           K::template units<TT>(panels + static_cast<size_t>(p) * pb + static_cast<size_t>(u0) * K::kUnit, buf[i], act,
                                 u0, static_cast<int>(u1 - u0), c, acc, l);
-          for (int t = 0; t < nt; ++t) {
+#pragma GCC unroll 16
+          for (int t = 0; t < kAmxTok; ++t) {
+            if (t >= nt) break;
             if (rows == 16) storef(yp + t * ldy, acc[t]);
             else storef_n(yp + t * ldy, acc[t], rows);
           }
