@@ -17,6 +17,7 @@
 #include "kernels/kernels.h"
 #include "kernels/ref/attention.h"
 #include "kernels/ref/quants.h"
+#include "support/gaussian.h"
 #include "support/rel_l2.h"
 
 namespace slm {
@@ -31,13 +32,7 @@ std::vector<Isa> simd_levels() {
   return v;
 }
 
-std::vector<float> gaussian(int64_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> g(0.0f, scale);
-  std::vector<float> x(static_cast<size_t>(n));
-  for (auto& v : x) v = g(rng);
-  return x;
-}
+using test::gaussian;
 
 // Activation rows that exercise the quantizers' corners: gaussian, outliers, all-zero blocks,
 // exact .5 ties after scaling, a repeated maximum of both signs, tiny values.

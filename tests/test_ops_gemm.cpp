@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -23,6 +22,7 @@
 #include "kernels/ref/sgemm.h"
 #include "ops/gemm.h"
 #include "support/forced_isa.h"
+#include "support/gaussian.h"
 #include "support/rel_l2.h"
 
 namespace slm {
@@ -38,13 +38,7 @@ std::vector<Isa> levels() {
   return v;
 }
 
-std::vector<float> gaussian(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> g(0.0f, 1.0f);
-  std::vector<float> x(n);
-  for (auto& v : x) v = g(rng);
-  return x;
-}
+using test::gaussian;
 
 // Restores the active level when a test ends, however it ends.
 struct IsaGuard {

@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <random>
 #include <utility>
 #include <vector>
 
@@ -18,6 +17,7 @@
 #include "kernels/isa.h"
 #include "kernels/kernels.h"
 #include "ops/ops.h"
+#include "support/gaussian.h"
 #include "support/rel_l2.h"
 
 namespace slm {
@@ -30,14 +30,7 @@ struct Matrix {
   Weight w;
 };
 
-// n standard normal values from generator seed.
-std::vector<float> gaussian(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> g(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& e : v) e = g(rng);
-  return v;
-}
+using test::gaussian;
 
 Matrix make_matrix(DType type, int64_t n_out, int64_t n_in, uint32_t seed) {
   const std::vector<float> f = gaussian(static_cast<size_t>(n_out * n_in), seed);

@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "sampling/sampler.h"
+#include "support/gaussian.h"
 
 // Counting global operator new: lets NoAllocationPerCall see whether sample()/accept()
 // allocate. Only counts while g_count_allocs is set, so gtest's own allocations are ignored.
@@ -62,11 +63,7 @@ SamplerParams greedy_params() {
 }
 
 std::vector<float> random_logits(int n, uint32_t seed, float scale = 3.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = d(g);
-  return v;
+  return slm::test::gaussian(static_cast<size_t>(n), seed, scale);
 }
 
 int argmax(const std::vector<float>& v) {
