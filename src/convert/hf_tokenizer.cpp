@@ -443,11 +443,7 @@ void read_bpe_vocab(const json& tj, const std::string& path, int64_t& n_vocab, H
 HfVocab read_hf_vocab(const std::string& dir, int64_t n_vocab) {
   const fs::path d(dir);
   const fs::path tj_path = d / "tokenizer.json", spm_path = d / "tokenizer.model";
-  json tj;  // null when the folder has no tokenizer.json
-  if (fs::is_regular_file(tj_path)) {
-    tj = read_json_file(tj_path.string());
-    if (!tj.is_object()) fail("{}: not a JSON object", tj_path.string());
-  }
+  const json tj = read_json_if_present(tj_path).value_or(json());  // null when the folder has none
   const std::optional<json> tc = read_json_if_present(d / "tokenizer_config.json");
   HfVocab v;
   // As llama.cpp's converters for these architectures: SentencePiece's tokenizer.model when
