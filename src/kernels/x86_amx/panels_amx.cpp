@@ -265,21 +265,15 @@ struct EmuTiles {
 // store just issued. Measured on a Xeon with AMX (2048 x 2048, 512 tokens, one thread, Q4_0):
 // products in one C tile, each stored and read at once, 9.0 ms; four at a time, 8.8; this
 // order, 7.5 (VNNI: 11.0); the accumulators in registers (below), 7.0. c: four blocks' sums
-// (4 KiB). The accumulators are copied into a local array that epi gets as an argument:
-// captured by reference in epi, they stayed on the stack, with a load and a store per row of
-// every epilogue.
+// (4 KiB). The accumulators reach epi as an argument: captured by reference in epi, they
+// stayed on the stack, with a load and a store per row of every epilogue.
 template <class TT, bool kSignedB, class AOf, class BOf, class Epi>
 inline void pipeline(int n, size_t a_stride, AOf a_of, BOf b_of, int32_t* c, VF* acc, Epi epi) {
-  VF r[kAmxTok];
-#pragma GCC unroll 16
-  for (int t = 0; t < kAmxTok; ++t) r[t] = acc[t];
   for (int j = 0; j < n + 2; ++j) {
     if (j < n) TT::template issue<kSignedB>(j & 3, a_of(j), a_stride, b_of(j));
     if (j >= 1 && j <= n) TT::store((j - 1) & 3, c + ((j - 1) & 3) * 256);
-    if (j >= 2) epi(j - 2, c + ((j - 2) & 3) * 256, r);
+    if (j >= 2) epi(j - 2, c + ((j - 2) & 3) * 256, acc);
   }
-#pragma GCC unroll 16
-  for (int t = 0; t < kAmxTok; ++t) acc[t] = r[t];
 }
 
 // The K-quants with their sub-block scales folded into the weights: a super-block's B tiles hold
@@ -295,12 +289,9 @@ inline void pipeline(int n, size_t a_stride, AOf a_of, BOf b_of, int32_t* c, VF*
 // token row) and their B tiles at bt, kFoldedBuf bytes each: 4 chunks of 1024 low bytes, then
 // the high bytes 4096 on.
 constexpr size_t kFoldedBuf = 2 * 4096;
-// The accumulators go to epi as in pipeline.
+// The accumulators reach epi as an argument, as in pipeline.
 template <class TT, bool kSignedH, class Epi>
 inline void folded_pipeline(int n, const uint8_t* act, int64_t u0, const uint8_t* bt, int32_t* c, VF* acc, Epi epi) {
-  VF r[kAmxTok];
-#pragma GCC unroll 16
-  for (int t = 0; t < kAmxTok; ++t) r[t] = acc[t];
   for (int u = 0; u < n + 2; ++u) {
     if (u < n) {
       const uint8_t* a = act + static_cast<size_t>(u0 + u) * kAmxTok * 256;
@@ -309,10 +300,8 @@ inline void folded_pipeline(int n, const uint8_t* act, int64_t u0, const uint8_t
         TT::template chunk<kSignedH>(u & 1, k, a + 64 * k, 256, b + k * 1024, b + k * 1024 + 4096);
     }
     if (u >= 1 && u <= n) TT::store_pair((u - 1) & 1, c + ((u - 1) % 3) * 512, c + ((u - 1) % 3) * 512 + 256);
-    if (u >= 2) epi(u - 2, c + ((u - 2) % 3) * 512, c + ((u - 2) % 3) * 512 + 256, r);
+    if (u >= 2) epi(u - 2, c + ((u - 2) % 3) * 512, c + ((u - 2) % 3) * 512 + 256, acc);
   }
-#pragma GCC unroll 16
-  for (int t = 0; t < kAmxTok; ++t) acc[t] = r[t];
 }
 
 // The scales of a panel group's 16 rows (sc[j] at sc16, signed or not) as 32 int16 lanes:
