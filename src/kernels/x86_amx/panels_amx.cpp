@@ -258,13 +258,13 @@ struct EmuTiles {
   }
 };
 
-// The tile products of n blocks, each block's sums handed on when stored: epi(j, c) with
+// The tile products of n blocks, each block's sums handed on when stored: epi(j, c, acc) with
 // c[t * 16 + i] the int32 sum of block j, token t, column i. Product j goes out, then product
 // j - 1 is stored, then the sums of j - 2 (stored one step earlier) are handed on. So the tile
 // unit has a product in flight while a store drains, and the epilogue does not read what the
 // store just issued. Measured on a Xeon with AMX (2048 x 2048, 512 tokens, one thread, Q4_0):
 // products in one C tile, each stored and read at once, 9.0 ms; four at a time, 8.8; this
-// order, 7.5 (VNNI: 11.0); the accumulators in registers (below), 7.0. c: four blocks' sums
+// order, 7.5 (VNNI: 11.0); the accumulators in registers (next sentence), 7.0. c: four blocks' sums
 // (4 KiB). The accumulators reach epi as an argument: captured by reference in epi, they
 // stayed on the stack, with a load and a store per row of every epilogue.
 template <class TT, bool kSignedB, class AOf, class BOf, class Epi>
@@ -284,7 +284,7 @@ inline void pipeline(int n, size_t a_stride, AOf a_of, BOf b_of, int32_t* c, VF*
 // VNNI kernels sum (scale times sub-block sum, added up). Per super-block that is 8 products and
 // 2 stores, where a product and a store per sub-block (8 or 16 of each, K = 32 or 16) took
 // about as long as the VNNI kernel. Unit u's chunks go out, then unit u - 1's pair is stored,
-// then unit u - 2's sums are handed on: epi(u, low, high).
+// then unit u - 2's sums are handed on: epi(u, low, high, acc).
 // The units are super-blocks u0 .. u0 + n - 1 of the activation tile act (Q8_K, 256 bytes a
 // token row) and their B tiles at bt, kFoldedBuf bytes each: 4 chunks of 1024 low bytes, then
 // the high bytes 4096 on.
