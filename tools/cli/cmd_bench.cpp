@@ -1,6 +1,8 @@
 // slm bench: prompt processing (ppN) and token generation (tgN) speed, like llama-bench:
 // pp evaluates N prompt tokens in one batch from an empty cache; tg generates N tokens one
-// at a time from an empty cache. Each test runs once to warm up, then -r times.
+// at a time from an empty cache. Each test runs once to warm up, then -r times. With -d D
+// (llama-bench's --n-depth) the cache first holds D tokens, evaluated once and not timed, and
+// each run starts from them ("pp512 @ d2048"): what attention costs at a long context.
 #include <fmt/format.h>
 #include <sys/resource.h>
 
@@ -46,7 +48,7 @@ double peak_rss_mib() {
 Runner add_bench(CLI::App& app) {
   struct Opts {
     std::string model, kv_type = "f16";
-    int threads = 0, n_prompt = 512, n_gen = 128, reps = 3, n_batch = 0;
+    int threads = 0, n_prompt = 512, n_gen = 128, reps = 3, n_batch = 0, depth = 0;
     bool json = false;
     LoraOptions lora;
   };
@@ -55,6 +57,7 @@ Runner add_bench(CLI::App& app) {
   app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
   app.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for the pp test (0: skip)");
   app.add_option("-n,--n-gen", o->n_gen, "generated tokens for the tg test (0: skip)");
+  app.add_option("-d,--n-depth", o->depth, "tokens already in the cache when each test starts (default 0)");
   app.add_option("-b,--batch-size", o->n_batch, "prompt tokens per forward pass (default: the session's)");
   app.add_option("-r,--repetitions", o->reps, "repetitions of each test");
   app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
@@ -62,13 +65,13 @@ Runner add_bench(CLI::App& app) {
   app.add_flag("--json", o->json, "one JSON object per test on stdout");
   return [o]() {
     if (o->reps < 1) fail("--repetitions must be at least 1");
-    if (o->n_prompt < 0 || o->n_gen < 0) fail("-p and -n must not be negative");
+    if (o->n_prompt < 0 || o->n_gen < 0 || o->depth < 0) fail("-p, -n and -d must not be negative");
     auto model = Model::load(o->model);
     const HParams& hp = model->hparams();
     const int threads = o->threads > 0 ? o->threads : default_threads();
     SessionOptions so;
     so.n_threads = threads;
-    so.n_ctx = std::max(o->n_prompt, o->n_gen) + 1;
+    so.n_ctx = o->depth + std::max(o->n_prompt, o->n_gen) + 1;
     if (o->n_batch < 0) fail("--batch-size must not be negative");
     if (o->n_batch > 0) so.n_batch = o->n_batch;
     so.kv_type = static_cast<DType>(parse_kv_type(o->kv_type));
@@ -77,12 +80,17 @@ Runner add_bench(CLI::App& app) {
     std::mt19937 rng(42);
     std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(hp.n_vocab - 1));
     using clock = std::chrono::steady_clock;
+    // The depth's tokens go in once; each run truncates the cache back to them.
+    std::vector<int32_t> context(o->depth);
+    for (int32_t& t : context) t = pick(rng);
+    if (o->depth > 0) session.eval(context);
+    const std::string at_depth = o->depth > 0 ? fmt::format(" @ d{}", o->depth) : "";
 
     std::vector<TestResult> results;
     auto run_test = [&](const std::string& name, int n, auto&& body) {
       TestResult r{name, n, {}};
       for (int rep = 0; rep <= o->reps; ++rep) {  // rep 0 warms up
-        session.reset();
+        session.truncate(o->depth);
         const auto t0 = clock::now();
         body();
         const double s = std::chrono::duration<double>(clock::now() - t0).count();
@@ -93,10 +101,10 @@ Runner add_bench(CLI::App& app) {
     if (o->n_prompt > 0) {
       std::vector<int32_t> prompt(o->n_prompt);
       for (int32_t& t : prompt) t = pick(rng);
-      run_test(fmt::format("pp{}", o->n_prompt), o->n_prompt, [&] { session.eval(prompt); });
+      run_test(fmt::format("pp{}{}", o->n_prompt, at_depth), o->n_prompt, [&] { session.eval(prompt); });
     }
     if (o->n_gen > 0) {
-      run_test(fmt::format("tg{}", o->n_gen), o->n_gen, [&] {
+      run_test(fmt::format("tg{}{}", o->n_gen, at_depth), o->n_gen, [&] {
         int32_t tok = pick(rng);
         for (int i = 0; i < o->n_gen; ++i) {
           session.eval(std::span<const int32_t>(&tok, 1));
@@ -112,16 +120,16 @@ Runner add_bench(CLI::App& app) {
     if (o->json) {
       for (const TestResult& r : results)
         fmt::print("{{\"model\": \"{}\", \"size\": {}, \"n_params\": {}, \"n_threads\": {}, \"test\": \"{}\", "
-                   "\"n_prompt\": {}, \"n_gen\": {}, \"avg_ts\": {:.3f}, \"stddev_ts\": {:.3f}, "
+                   "\"n_prompt\": {}, \"n_gen\": {}, \"n_depth\": {}, \"avg_ts\": {:.3f}, \"stddev_ts\": {:.3f}, "
                    "\"samples_ts\": [{:.3f}], \"kv_type\": \"{}\", \"kv_bytes\": {}, \"peak_rss_mib\": {:.1f}}}\n",
                    o->model, f.file_size(), params, threads, r.name,
                    r.name.rfind("pp", 0) == 0 ? r.n_tokens : 0, r.name.rfind("tg", 0) == 0 ? r.n_tokens : 0,
-                   r.mean(), r.stddev(), fmt::join(r.samples_ts, ", "), o->kv_type, session.kv_bytes(), rss);
+                   o->depth, r.mean(), r.stddev(), fmt::join(r.samples_ts, ", "), o->kv_type, session.kv_bytes(), rss);
     } else {
-      fmt::print("| {:<30} | {:>10} | {:>8} | {:>7} | {:>8} | {:>20} |\n", "model", "size", "params", "threads", "test", "t/s");
-      fmt::print("| {:-<30} | {:->10} | {:->8} | {:->7} | {:->8} | {:->20} |\n", "", "", "", "", "", "");
+      fmt::print("| {:<30} | {:>10} | {:>8} | {:>7} | {:>14} | {:>20} |\n", "model", "size", "params", "threads", "test", "t/s");
+      fmt::print("| {:-<30} | {:->10} | {:->8} | {:->7} | {:->14} | {:->20} |\n", "", "", "", "", "", "");
       for (const TestResult& r : results)
-        fmt::print("| {:<30} | {:>6.2f} GiB | {:>6.2f} B | {:>7} | {:>8} | {:>11.2f} ± {:>6.2f} |\n",
+        fmt::print("| {:<30} | {:>6.2f} GiB | {:>6.2f} B | {:>7} | {:>14} | {:>11.2f} ± {:>6.2f} |\n",
                    hp.arch + " " + f.opt_string("general.name").value_or(""), f.file_size() / 1073741824.0,
                    params / 1e9, threads, r.name, r.mean(), r.stddev());
       fmt::print("\npeak RSS {:.1f} MiB (file {:.1f} MiB, KV cache {:.1f} MiB)\n", rss,
