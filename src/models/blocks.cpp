@@ -66,7 +66,11 @@ bool simd_head_dims(const AttentionSpec& spec) {
 // One job per (token of `seq`, KV head g) on the pool, the group's query heads sharing the
 // keys and values: job(g, first, n, q_g, out_g, scores) with the first visible position and
 // the count of visible keys, the group's queries and outputs, and the thread's scratch of
-// scratch_floats floats.
+// scratch_floats floats. Jobs go KV head by KV head: a thread's consecutive jobs read the same
+// keys and values (256 KiB each at 2048 positions and 64 dimensions), which then stay in L2,
+// and each thread gets whole heads, so the causal mask's uneven rows (late tokens see more
+// keys) are shared out evenly. Token-major order streamed every head's keys from L3 and gave
+// the late tokens of a prompt batch, three times the work of the early ones, to one thread.
 template <class Job>
 void for_each_kv_head_job(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
                           const AttentionSpec& spec, int32_t seq, const float* q, float* out,
@@ -77,7 +81,7 @@ void for_each_kv_head_job(ComputeContext& ctx, const Batch& b, const KVCache& ca
   ctx.pool().parallel_for(b.size() * spec.n_head_kv, [&](int64_t begin, int64_t end, int thread) {
     float* scores = ctx.thread_scratch(thread, scratch_floats);
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t t = i / spec.n_head_kv, g = i % spec.n_head_kv;
+      const int64_t g = i / b.size(), t = i % b.size();
       if (b.seq[t] != seq) continue;
       const int32_t first = cache.first_visible(layer, b.pos[t]);
       job(g, first, int64_t{b.pos[t] - first + 1}, q + t * q_dim + g * group * hdk,

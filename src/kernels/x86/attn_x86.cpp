@@ -161,7 +161,7 @@ constexpr int kMaxQ = 8;  // query heads per scores pass
 // Key vectors per scores step: two halve the broadcasts of the query per FMA. AVX2 has 16
 // registers: one key vector when eight heads' accumulators already take eight.
 template <int NQ>
-constexpr int kKeyVecs = kLanes == 16 || NQ <= 4 ? 2 : 1;
+constexpr int kKeyVecs = kLanes == 16 ? (NQ <= 4 ? 4 : 2) : NQ <= 4 ? 2 : 1;
 
 // s[i * lds + j] = scale * (q_i . k_j) for NQ heads and keys j < n (whole vectors written:
 // lds >= n + kLanes).
