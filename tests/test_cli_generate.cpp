@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "support/fixtures.h"
+#include "support/forced_isa.h"
 #include "support/logits_file.h"
 #include "support/run_cli.h"
 
@@ -18,6 +19,7 @@ namespace {
 using slm::test::run_cli;
 
 TEST(CliRun, Stories260KGreedyMatchesLlamaCpp) {
+  SLM_REQUIRE_FORCED_ISA();  // ctest runs it under each SLM_FORCE_ISA level
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
   SLM_REQUIRE_FIXTURE(ref_path, "models/stories260K.greedy.json");
   const auto ref = nlohmann::json::parse(slm::test::read_text_file(ref_path));
@@ -152,6 +154,7 @@ TEST(CliTokenize, WorksOnVocabularyOnlyFilesAndTakesTextVerbatim) {
 }
 
 TEST(CliLogits, WritesTheFixtureFormat) {
+  SLM_REQUIRE_FORCED_ISA();
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
   SLM_REQUIRE_FIXTURE(ref_path, "models/stories260K.batch.logits");
   const auto ref = slm::test::read_logits_file(ref_path);

@@ -149,6 +149,53 @@ TEST_P(FixtureLogits, F16CacheWithinBounds) {
               c.stem, ref.n_tokens, worst_ref, worst_cache, worst_seq);
 }
 
+// Gemma 2's sliding-window layers keep a ring; over an F16 cache the attention kernel reads it
+// as stored, the visible keys in two runs once it has wrapped (its end, then its start). 150
+// tokens through the fixture's window of 8, in batches of 5 (a ring of 16 slots, wrapped nine
+// times) and one at a time: within the F16 cache's bound (5e-3) of the F32 cache, whose rows go
+// through float copies and no blocks, and one at a time within 1e-4 of the batches. A key read
+// from the wrong run or slot moves the logits by O(1).
+TEST(SlidingWindowRing, F16BlocksAgreeWithF32RowsPastManyWraps) {
+  SLM_REQUIRE_FORCED_ISA();
+  SLM_REQUIRE_FIXTURE(model_path, "fixtures/logits/gemma2-L4-E64-F32.gguf");
+  auto model = slm::Model::load(model_path.string());
+  const int n_vocab = static_cast<int>(model->hparams().n_vocab), n = 150;
+  std::vector<int32_t> tokens(n);
+  for (int i = 0; i < n; ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 13) % n_vocab);
+  auto logits = [&](slm::DType kv_type, int n_batch) {
+    slm::SessionOptions so;
+    so.n_ctx = n;
+    so.n_threads = 2;
+    so.kv_type = kv_type;
+    so.n_batch = n_batch;
+    slm::Session session(*model, so);
+    std::vector<float> all;
+    if (n_batch == 1) {
+      for (int i = 0; i < n; ++i) {
+        const auto& l = session.eval(std::span<const int32_t>(&tokens[i], 1));
+        all.insert(all.end(), l.begin(), l.begin() + n_vocab);
+      }
+    } else {
+      const auto& l = session.eval(tokens, true);
+      all.assign(l.begin(), l.begin() + static_cast<size_t>(n) * n_vocab);
+    }
+    return all;
+  };
+  const std::vector<float> f32 = logits(slm::DType::F32, 5), f16 = logits(slm::DType::F16, 5),
+                           f16_seq = logits(slm::DType::F16, 1);
+  double worst_cache = 0, worst_seq = 0;
+  for (int i = 0; i < n; ++i) {
+    const size_t off = static_cast<size_t>(i) * n_vocab;
+    const double e = slm::test::relative_l2(f16.data() + off, f32.data() + off, n_vocab);
+    const double e_seq = slm::test::relative_l2(f16_seq.data() + off, f16.data() + off, n_vocab);
+    EXPECT_LE(e, 5e-3) << "position " << i;
+    EXPECT_LE(e_seq, 1e-4) << "position " << i << " (one at a time)";
+    worst_cache = std::max(worst_cache, e);
+    worst_seq = std::max(worst_seq, e_seq);
+  }
+  std::printf("  gemma2 ring, %d positions: F16 blocks against F32 rows %.3g, one at a time against "
+              "batches of 5 %.3g\n", n, worst_cache, worst_seq);
+}
 
 INSTANTIATE_TEST_SUITE_P(
     AllFixtures, FixtureLogits,

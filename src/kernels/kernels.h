@@ -111,19 +111,31 @@ using AttendFn = void (*)(const float* q, int n_q, int64_t ldq, const float* kt,
                           const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
                           float softcap, float* scratch, float* out, int64_t ldo);
 
-// The same over an F16 KV cache as stored (runtime/kv_cache.h), read without a float copy:
-// keys in blocks of kKeyBlock positions, each block dimension-major ([d][kKeyBlock] fp16), so
-// that key j (counted from the block start kb) of dimension d is
-// kb[(j / kKeyBlock) * kblock_stride + d * kKeyBlock + j % kKeyBlock]; the n visible keys are
-// j = lane0 .. lane0 + n - 1 (lane0 < kKeyBlock: the first visible position inside its block).
-// Value rows are fp16, v + j * ldv for visible key j (0-based). Whole key blocks are read, so
-// the block holding the last key must be allocated. scratch: at least n_q * (n + 32) floats.
-// ref::attend_group_f16 is the scalar twin.
+// The same over an F16 KV cache as stored (runtime/kv_cache.h), read without a float copy.
+// Keys are in blocks of kKeyBlock positions, each block dimension-major ([d][kKeyBlock] fp16),
+// so that one vector load holds a dimension of consecutive keys; value rows are fp16. The
+// visible keys, F16KeysValues below, start at lane lane0 of block kb (lane0 < kKeyBlock: the
+// first visible position inside its block), key j (counted from that block's start) of
+// dimension d at kb[(j / kKeyBlock) * kblock_stride + d * kKeyBlock + j % kKeyBlock], its
+// value row v + (j - lane0) * ldv. A sliding-window ring that has wrapped holds them in two
+// runs: the first n_first keys there, the rest from lane 0 of block kb_wrap and value row
+// v_wrap on (lane0 + n_first is then a multiple of kKeyBlock); n_first == n: one run. Whole
+// key blocks are read, so the block holding a run's last key must be allocated. scratch: at
+// least n_q * (n + 32) floats. ref::attend_group_f16 is the scalar twin.
 constexpr int kKeyBlock = 16;
-using AttendF16Fn = void (*)(const float* q, int n_q, int64_t ldq, const uint16_t* kb,
-                             int64_t kblock_stride, int lane0, const uint16_t* v, int64_t ldv,
-                             int64_t n, int d_k, int d_v, float scale, float softcap, float* scratch,
-                             float* out, int64_t ldo);
+struct F16KeysValues {
+  const uint16_t* kb = nullptr;
+  int64_t kblock_stride = 0;
+  int lane0 = 0;
+  const uint16_t* v = nullptr;
+  int64_t ldv = 0;
+  int64_t n = 0;        // visible keys
+  int64_t n_first = 0;  // of which in the first run
+  const uint16_t* kb_wrap = nullptr;
+  const uint16_t* v_wrap = nullptr;
+};
+using AttendF16Fn = void (*)(const float* q, int n_q, int64_t ldq, const F16KeysValues& kv, int d_k,
+                             int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo);
 
 // F32 matrix products on packed panels, driven by ops/gemm.cpp (which does the cache blocking,
 // the threads and the transposes). pack lays out an x-extent of nx (<= any) by k values of a

@@ -91,13 +91,16 @@ void for_each_kv_head_job(ComputeContext& ctx, const Batch& b, const KVCache& ca
 }
 
 // Attention over a cache that keeps F16 keys in blocks (KVCache::key_blocks): the kernel reads
-// the cache as stored.
+// the cache as stored, a wrapped ring's visible keys and values in two runs (its end, then its
+// start).
 void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
                        const AttentionSpec& spec, int32_t seq, const uint16_t* blocks,
                        const float* q, float* out) {
+  constexpr int B = kern::kKeyBlock;
   const int64_t hdk = spec.head_dim_k, hdv = spec.head_dim_v;
   const int64_t v_dim = spec.n_head_kv * hdv, group = spec.n_head / spec.n_head_kv;
   const int64_t stride = cache.key_block_stride();
+  const int32_t capacity = cache.ring_capacity(layer);
   const kern::AttendF16Fn kernel = kern::active().attend_f16 && simd_head_dims(spec)
                                        ? kern::active().attend_f16 : &ref::attend_group_f16;
   int64_t n_max = 0;
@@ -105,10 +108,21 @@ void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache
     if (b.seq[t] == seq) n_max = std::max<int64_t>(n_max, b.pos[t] - cache.first_visible(layer, b.pos[t]) + 1);
   for_each_kv_head_job(ctx, b, cache, layer, spec, seq, q, out, static_cast<size_t>(group * (n_max + 32)),
                        [&](int64_t g, int32_t first, int64_t n, const float* qg, float* og, float* scores) {
-    const uint16_t* kb = blocks + (first / kern::kKeyBlock) * stride + g * hdk * kern::kKeyBlock;
-    const auto* v = static_cast<const uint16_t*>(cache.v_row(layer, seq, first)) + g * hdv;
-    kernel(qg, static_cast<int>(group), hdk, kb, stride, first % kern::kKeyBlock, v, v_dim, n,
-           static_cast<int>(hdk), static_cast<int>(hdv), spec.scale, spec.softcap, scores, og, hdv);
+    const int32_t slot = first % capacity;
+    kern::F16KeysValues kv;
+    kv.kb = blocks + (slot / B) * stride + g * hdk * B;
+    kv.kblock_stride = stride;
+    kv.lane0 = slot % B;
+    kv.v = static_cast<const uint16_t*>(cache.v_row(layer, seq, first)) + g * hdv;
+    kv.ldv = v_dim;
+    kv.n = n;
+    kv.n_first = std::min<int64_t>(n, capacity - slot);
+    if (kv.n_first < n) {  // the rest from the ring's first slot on
+      kv.kb_wrap = blocks + g * hdk * B;
+      kv.v_wrap = static_cast<const uint16_t*>(cache.v_row(layer, seq, first + static_cast<int32_t>(kv.n_first))) + g * hdv;
+    }
+    kernel(qg, static_cast<int>(group), hdk, kv, static_cast<int>(hdk), static_cast<int>(hdv), spec.scale,
+           spec.softcap, scores, og, hdv);
   });
 }
 
@@ -128,7 +142,7 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
   const DType kv_type = cache.type();
 
   // Tokens of one sequence at a time (a batch usually holds one). A cache that stores keys as
-  // rows (F32, or the sliding-window ring) has the keys and values the batch can see decoded to
+  // rows (F32) has the keys and values the batch can see decoded to
   // floats once per layer, not once per query and head.
   std::vector<int32_t>& seqs = ctx.int_scratch(0);
   seqs.assign(b.seq.begin(), b.seq.end());

@@ -9,7 +9,7 @@
 
 namespace slm {
 
-static_assert(kern::kKeyBlock == 16, "FullKVCache::kBlock must match kern::kKeyBlock");
+static_assert(kern::kKeyBlock == 16, "FullKVCache::kBlock and SlidingWindowKVCache::kBlock must match kern::kKeyBlock");
 
 FullKVCache::FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type)
     : shape_(shape), n_ctx_(n_ctx), n_seq_(n_seq), type_(type) {
@@ -45,16 +45,23 @@ void encode_row(DType type, const float* src, uint8_t* dst, int64_t n) {
     }
   }
 }
+
+// Key row k into slot `slot` of the blocks from `blocks` on: lane slot % kKeyBlock of block
+// slot / kKeyBlock, one element per dimension, kKeyBlock apart. row: k_dim fp16 scratch.
+void store_key_in_block(const float* k, int64_t k_dim, uint16_t* blocks, int32_t slot, uint16_t* row) {
+  constexpr int B = kern::kKeyBlock;
+  encode_row(DType::F16, k, reinterpret_cast<uint8_t*>(row), k_dim);
+  uint16_t* lane = blocks + static_cast<size_t>(slot / B) * B * k_dim + slot % B;
+  for (int64_t c = 0; c < k_dim; ++c) lane[c * B] = row[c];
+}
 }  // namespace
 
 void FullKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
   check(layer, seq, pos);
   const size_t idx = index(layer, seq, pos);
   if (key_blocks_) {
-    encode_row(DType::F16, k, reinterpret_cast<uint8_t*>(key_fp16_.data()), shape_.k_dim);
-    auto* block = reinterpret_cast<uint16_t*>(k_.data()) + key_base(layer, seq) +
-                  static_cast<size_t>(pos / kBlock) * kBlock * shape_.k_dim + pos % kBlock;
-    for (int64_t c = 0; c < shape_.k_dim; ++c) block[c * kBlock] = key_fp16_[c];
+    store_key_in_block(k, shape_.k_dim, reinterpret_cast<uint16_t*>(k_.data()) + key_base(layer, seq), pos,
+                       key_fp16_.data());
   } else {
     encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
   }
@@ -120,17 +127,23 @@ SlidingWindowKVCache::SlidingWindowKVCache(const KVShape& shape, std::vector<int
   if (static_cast<int>(windows_.size()) != shape.n_layer)
     fail("sliding-window cache: {} windows for {} layers", windows_.size(), shape.n_layer);
   elem_ = type == DType::F32 ? 4 : 2;
+  key_blocks_ = type == DType::F16;
+  // Rows per (layer, seq): a ring that wraps holds whole key blocks, so that a run of visible
+  // keys ends at a block's end; the keys of one that never wraps are rounded up to whole
+  // blocks past its rows (the kernel reads the last block whole).
   size_t rows = 0;
   for (int32_t w : windows_) {
     if (w < 0) fail("sliding window {} must not be negative", w);
-    const int64_t cap = w == 0 ? n_ctx : std::min<int64_t>(n_ctx, int64_t{w} + n_batch - 1);
+    int64_t cap = w == 0 ? n_ctx : std::min<int64_t>(n_ctx, int64_t{w} + n_batch - 1);
+    cap = std::min<int64_t>(n_ctx, (cap + kBlock - 1) / kBlock * kBlock);
     capacity_.push_back(static_cast<int32_t>(cap));
     layer_base_.push_back(rows);
-    rows += static_cast<size_t>(cap) * n_seq;
+    rows += static_cast<size_t>(key_blocks_ ? (cap + kBlock - 1) / kBlock * kBlock : cap) * n_seq;
   }
   k_ = ZeroedBuffer(rows * shape.k_dim * elem_);
   v_ = ZeroedBuffer(rows * shape.v_dim * elem_);
   lengths_.assign(n_seq, 0);
+  if (key_blocks_) key_fp16_.resize(static_cast<size_t>(shape.k_dim));
 }
 
 size_t SlidingWindowKVCache::row_index(int layer, int seq, int32_t pos) const {
@@ -138,12 +151,22 @@ size_t SlidingWindowKVCache::row_index(int layer, int seq, int32_t pos) const {
     fail("KV cache access out of range: layer {} seq {} pos {} (layers {}, sequences {}, context {})",
          layer, seq, pos, shape_.n_layer, n_seq_, n_ctx_);
   const int32_t cap = capacity_[layer];
-  return layer_base_[layer] + static_cast<size_t>(seq) * cap + pos % cap;
+  const int64_t held = key_blocks_ ? (cap + kBlock - 1) / kBlock * kBlock : cap;
+  return layer_base_[layer] + static_cast<size_t>(seq) * held + pos % cap;
+}
+
+size_t SlidingWindowKVCache::key_base(int layer, int seq) const {
+  return (row_index(layer, seq, 0)) * shape_.k_dim;
 }
 
 void SlidingWindowKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
   const size_t idx = row_index(layer, seq, pos);
-  encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
+  if (key_blocks_) {
+    store_key_in_block(k, shape_.k_dim, reinterpret_cast<uint16_t*>(k_.data()) + key_base(layer, seq),
+                       pos % capacity_[layer], key_fp16_.data());
+  } else {
+    encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
+  }
   encode_row(type_, v, v_.data() + idx * shape_.v_dim * elem_, shape_.v_dim);
   if (layer == 0) lengths_[seq] = std::max(lengths_[seq], pos + 1);
 }
@@ -154,7 +177,19 @@ int32_t SlidingWindowKVCache::first_visible(int layer, int32_t pos) const {
 }
 
 const void* SlidingWindowKVCache::k_row(int layer, int seq, int32_t pos) const {
-  return k_.data() + row_index(layer, seq, pos) * shape_.k_dim * elem_;
+  const size_t idx = row_index(layer, seq, pos);
+  if (key_blocks_) fail("KV cache: F16 keys are stored in blocks, not rows (read them with key_blocks)");
+  return k_.data() + idx * shape_.k_dim * elem_;
+}
+
+const uint16_t* SlidingWindowKVCache::key_blocks(int layer, int seq) const {
+  if (!key_blocks_) return nullptr;
+  return reinterpret_cast<const uint16_t*>(k_.data()) + key_base(layer, seq);
+}
+
+int32_t SlidingWindowKVCache::ring_capacity(int layer) const {
+  if (layer < 0 || layer >= shape_.n_layer) fail("KV cache: no layer {} (layers {})", layer, shape_.n_layer);
+  return capacity_[layer];
 }
 
 const void* SlidingWindowKVCache::v_row(int layer, int seq, int32_t pos) const {

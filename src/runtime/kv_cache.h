@@ -37,6 +37,11 @@ class KVCache {
   // keys are rows.
   virtual const uint16_t* key_blocks(int /*layer*/, int /*seq*/) const { return nullptr; }
   virtual int64_t key_block_stride() const { return 0; }
+  // Positions of (layer, seq) the cache holds before a position takes the key slot and value
+  // row of the one `capacity` before it (a sliding window's ring): position pos sits in slot
+  // pos % capacity. n_ctx() where nothing wraps. With key blocks, a capacity below n_ctx() is a
+  // whole number of blocks.
+  virtual int32_t ring_capacity(int /*layer*/) const { return n_ctx(); }
   // Forget sequence `seq` from position `from` on (0 = the whole sequence). Returns the
   // length actually kept, which is less than `from` when a cache cannot keep that prefix
   // valid (a ring that has overwritten rows the next query would need).
@@ -96,8 +101,12 @@ void kv_row_to_floats(DType type, const void* row, float* out, int64_t n);
 namespace slm {
 
 // Sliding-window attention (Gemma 2, some Phi-3): layers with a window keep only a ring of
-// window + n_batch - 1 rows per sequence, enough for every query of a batch to see its last
-// `window` keys; layers without one (window 0) keep every position.
+// window + n_batch - 1 rows per sequence (rounded up to whole key blocks), enough for every
+// query of a batch to see its last `window` keys; layers without one (window 0) keep every
+// position. F16 keys are kept in blocks as in FullKVCache, so that the attention kernel reads
+// the ring as stored, in two runs once it has wrapped: a float copy of every visible key and
+// value, remade for every token in every layer, took most of Phi-3's decoding time at 2000
+// positions.
 class SlidingWindowKVCache : public KVCache {
  public:
   SlidingWindowKVCache(const KVShape& shape, std::vector<int32_t> layer_windows, int n_ctx,
@@ -109,18 +118,26 @@ class SlidingWindowKVCache : public KVCache {
   int32_t first_visible(int layer, int32_t pos) const override;
   const void* k_row(int layer, int seq, int32_t pos) const override;
   const void* v_row(int layer, int seq, int32_t pos) const override;
+  const uint16_t* key_blocks(int layer, int seq) const override;
+  int64_t key_block_stride() const override { return key_blocks_ ? shape_.k_dim * kBlock : 0; }
+  int32_t ring_capacity(int layer) const override;
   int32_t truncate(int seq, int32_t from) override;
   int32_t seq_length(int seq) const override { return lengths_[seq]; }
   size_t bytes() const override { return k_.size() + v_.size(); }
 
  private:
+  static constexpr int kBlock = 16;  // kern::kKeyBlock (checked in kv_cache.cpp)
   size_t row_index(int layer, int seq, int32_t pos) const;
+  // Key element offset of (layer, seq)'s first block (F16 blocks).
+  size_t key_base(int layer, int seq) const;
   KVShape shape_;
   std::vector<int32_t> windows_, capacity_;
   std::vector<size_t> layer_base_;  // first row of each layer
   int n_ctx_, n_seq_;
   DType type_;
   size_t elem_;
+  bool key_blocks_;  // F16: keys in blocks
+  std::vector<uint16_t> key_fp16_;  // one key row in fp16 before it is spread over its block
   ZeroedBuffer k_, v_;  // pages appear as rows are written
   std::vector<int32_t> lengths_;
 };

@@ -39,15 +39,19 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
   }
 }
 
-void attend_group_f16(const float* q, int n_q, int64_t ldq, const uint16_t* kb, int64_t kblock_stride,
-                      int lane0, const uint16_t* v, int64_t ldv, int64_t n, int d_k, int d_v,
-                      float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+void attend_group_f16(const float* q, int n_q, int64_t ldq, const kern::F16KeysValues& kv, int d_k,
+                      int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
   constexpr int B = kern::kKeyBlock;
+  const int64_t n = kv.n;
   std::vector<float> kt(static_cast<size_t>(d_k * n)), vf(static_cast<size_t>(n * d_v));
   for (int64_t j = 0; j < n; ++j) {
-    const int64_t jj = lane0 + j;  // counted from the first block's start
-    for (int d = 0; d < d_k; ++d) kt[d * n + j] = fp16_to_fp32(kb[(jj / B) * kblock_stride + d * B + jj % B]);
-    for (int d = 0; d < d_v; ++d) vf[j * d_v + d] = fp16_to_fp32(v[j * ldv + d]);
+    // Block and lane of key j, counted from its run's first block; its value row.
+    const bool first_run = j < kv.n_first;
+    const int64_t jj = first_run ? kv.lane0 + j : j - kv.n_first;
+    const uint16_t* kb = first_run ? kv.kb : kv.kb_wrap;
+    const uint16_t* v = first_run ? kv.v + j * kv.ldv : kv.v_wrap + (j - kv.n_first) * kv.ldv;
+    for (int d = 0; d < d_k; ++d) kt[d * n + j] = fp16_to_fp32(kb[(jj / B) * kv.kblock_stride + d * B + jj % B]);
+    for (int d = 0; d < d_v; ++d) vf[j * d_v + d] = fp16_to_fp32(v[d]);
   }
   attend_group(q, n_q, ldq, kt.data(), n, vf.data(), d_v, n, d_k, d_v, scale, softcap, scratch, out, ldo);
 }

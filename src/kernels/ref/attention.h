@@ -4,16 +4,18 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/kernels.h"
+
 namespace slm::ref {
 
 void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t ldk,
                   const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
                   float softcap, float* scratch, float* out, int64_t ldo);
 
-// kern::AttendF16Fn's twin: the F16 cache's keys and values decoded to floats, then
-// attend_group. Allocates its float copies (it is the oracle, not a decoding path).
-void attend_group_f16(const float* q, int n_q, int64_t ldq, const uint16_t* kb, int64_t kblock_stride,
-                      int lane0, const uint16_t* v, int64_t ldv, int64_t n, int d_k, int d_v,
-                      float scale, float softcap, float* scratch, float* out, int64_t ldo);
+// kern::AttendF16Fn's twin: the F16 cache's keys and values decoded to floats (both runs of
+// a wrapped ring, in order), then attend_group. Allocates its float copies (it is the oracle,
+// not a decoding path).
+void attend_group_f16(const float* q, int n_q, int64_t ldq, const kern::F16KeysValues& kv, int d_k,
+                      int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo);
 
 }  // namespace slm::ref

@@ -240,23 +240,38 @@ void softmax_row(float* s, int64_t n, float softcap) {
   for (int64_t j = 0; j < np; j += kLanes) storef(s + j, mul(loadf(s + j), inv));
 }
 
+// The visible keys and values as up to two runs (a wrapped ring's end, then its start): run r
+// holds n[r] keys, its scores following the previous run's in a row of scores.
+template <class Keys, class Rows>
+struct Runs {
+  Keys keys[2];
+  Rows rows[2];
+  int64_t n[2];
+  int count;
+};
+
 // out_i[c0 .. c0 + NC * kLanes) = sum_j p_i[j] v_j, for NQ heads at once: each value vector
 // loaded serves every head.
-template <int NQ, int NC, class Rows>
-void weighted_values(const float* p, int64_t lds, const Rows& rows, int64_t n, int c0, float* out,
+template <int NQ, int NC, class Keys, class Rows>
+void weighted_values(const float* p, int64_t lds, const Runs<Keys, Rows>& runs, int c0, float* out,
                      int64_t ldo) {
   VF acc[NQ][NC];
 #pragma GCC unroll 8
   for (int i = 0; i < NQ; ++i)
     for (int c = 0; c < NC; ++c) acc[i][c] = fzero();
-  for (int64_t j = 0; j < n; ++j) {
-    VF vv[NC];
-    for (int c = 0; c < NC; ++c) vv[c] = rows.load(j, c0 + c * kLanes);
+  const float* pr = p;  // the run's first probability
+  for (int r = 0; r < runs.count; ++r) {
+    const Rows& rows = runs.rows[r];
+    for (int64_t j = 0; j < runs.n[r]; ++j) {
+      VF vv[NC];
+      for (int c = 0; c < NC; ++c) vv[c] = rows.load(j, c0 + c * kLanes);
 #pragma GCC unroll 8
-    for (int i = 0; i < NQ; ++i) {
-      const VF pv = bcastf(p + i * lds + j);
-      for (int c = 0; c < NC; ++c) acc[i][c] = fmadd(pv, vv[c], acc[i][c]);
+      for (int i = 0; i < NQ; ++i) {
+        const VF pv = bcastf(pr + i * lds + j);
+        for (int c = 0; c < NC; ++c) acc[i][c] = fmadd(pv, vv[c], acc[i][c]);
+      }
     }
+    pr += runs.n[r];
   }
 #pragma GCC unroll 8
   for (int i = 0; i < NQ; ++i)
@@ -267,62 +282,73 @@ void weighted_values(const float* p, int64_t lds, const Rows& rows, int64_t n, i
 // fit the register file (32 vectors with AVX-512, 16 with AVX2).
 constexpr int kValueHeads = kLanes == 16 ? 4 : 2;
 
-template <int NQ, class Rows>
-void values_for_heads(const float* p, int64_t lds, const Rows& rows, int64_t n, int d_v, float* out,
+template <int NQ, class Keys, class Rows>
+void values_for_heads(const float* p, int64_t lds, const Runs<Keys, Rows>& runs, int d_v, float* out,
                       int64_t ldo) {
   int c0 = 0;
-  for (; c0 + 4 * kLanes <= d_v; c0 += 4 * kLanes) weighted_values<NQ, 4>(p, lds, rows, n, c0, out, ldo);
+  for (; c0 + 4 * kLanes <= d_v; c0 += 4 * kLanes) weighted_values<NQ, 4>(p, lds, runs, c0, out, ldo);
   switch ((d_v - c0) / kLanes) {
-    case 1: weighted_values<NQ, 1>(p, lds, rows, n, c0, out, ldo); break;
-    case 2: weighted_values<NQ, 2>(p, lds, rows, n, c0, out, ldo); break;
-    case 3: weighted_values<NQ, 3>(p, lds, rows, n, c0, out, ldo); break;
+    case 1: weighted_values<NQ, 1>(p, lds, runs, c0, out, ldo); break;
+    case 2: weighted_values<NQ, 2>(p, lds, runs, c0, out, ldo); break;
+    case 3: weighted_values<NQ, 3>(p, lds, runs, c0, out, ldo); break;
     default: break;
   }
 }
 
-template <class Rows>
-void values(const float* p, int n_q, int64_t lds, const Rows& rows, int64_t n, int d_v, float* out,
+template <class Keys, class Rows>
+void values(const float* p, int n_q, int64_t lds, const Runs<Keys, Rows>& runs, int d_v, float* out,
             int64_t ldo) {
   for (int i0 = 0; i0 < n_q; i0 += kValueHeads) {
     const float* pi = p + i0 * lds;
     float* oi = out + i0 * ldo;
     switch (n_q - i0 < kValueHeads ? n_q - i0 : kValueHeads) {
-      case 1: values_for_heads<1>(pi, lds, rows, n, d_v, oi, ldo); break;
-      case 2: values_for_heads<2>(pi, lds, rows, n, d_v, oi, ldo); break;
-      case 3: values_for_heads<3>(pi, lds, rows, n, d_v, oi, ldo); break;
-      default: values_for_heads<kValueHeads>(pi, lds, rows, n, d_v, oi, ldo); break;
+      case 1: values_for_heads<1>(pi, lds, runs, d_v, oi, ldo); break;
+      case 2: values_for_heads<2>(pi, lds, runs, d_v, oi, ldo); break;
+      case 3: values_for_heads<3>(pi, lds, runs, d_v, oi, ldo); break;
+      default: values_for_heads<kValueHeads>(pi, lds, runs, d_v, oi, ldo); break;
     }
   }
 }
 
-// Scores are computed for keys 0 .. lane0 + n - 1 of the view and the first lane0 dropped
-// (F16 blocks: the first visible position may sit inside its block; lane0 = 0 otherwise).
+// Scores are computed for keys 0 .. lane0 + n[0] - 1 of the first run's view and the first
+// lane0 dropped (F16 blocks: the first visible position may sit inside its block; lane0 = 0
+// otherwise); a second run starts at lane 0 of its view, its scores right after the first's
+// (lane0 + n[0] is then a whole number of vectors).
 template <class Keys, class Rows>
-void attend_t(const float* q, int n_q, int64_t ldq, const Keys& keys, int lane0, const Rows& rows,
-              int64_t n, int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
-              int64_t ldo) {
+void attend_t(const float* q, int n_q, int64_t ldq, const Runs<Keys, Rows>& runs, int lane0, int d_k,
+              int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+  int64_t n = 0;
+  for (int r = 0; r < runs.count; ++r) n += runs.n[r];
   const int64_t lds = n + 32;  // lane0 + n rounded up to whole vectors, plus the padding
   for (int i0 = 0; i0 < n_q; i0 += kMaxQ) {
     const int nq = n_q - i0 < kMaxQ ? n_q - i0 : kMaxQ;
-    scores(q + i0 * ldq, nq, ldq, keys, lane0 + n, d_k, scale, scratch, lds);
+    int64_t at = 0;
+    for (int r = 0; r < runs.count; ++r) {
+      const int64_t keys = (r == 0 ? lane0 : 0) + runs.n[r];
+      scores(q + i0 * ldq, nq, ldq, runs.keys[r], keys, d_k, scale, scratch + at, lds);
+      at += keys;
+    }
     float* p = scratch + lane0;
     for (int i = 0; i < nq; ++i) softmax_row(p + i * lds, n, softcap);
-    values(p, nq, lds, rows, n, d_v, out + i0 * ldo, ldo);
+    values(p, nq, lds, runs, d_v, out + i0 * ldo, ldo);
   }
 }
 
 void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t ldk,
                   const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
                   float softcap, float* scratch, float* out, int64_t ldo) {
-  attend_t(q, n_q, ldq, F32Keys{kt, ldk}, 0, F32Rows{v, ldv}, n, d_k, d_v, scale, softcap, scratch,
-           out, ldo);
+  const Runs<F32Keys, F32Rows> runs{{{kt, ldk}, {}}, {{v, ldv}, {}}, {n, 0}, 1};
+  attend_t(q, n_q, ldq, runs, 0, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
-void attend_group_f16(const float* q, int n_q, int64_t ldq, const uint16_t* kb, int64_t kblock_stride,
-                      int lane0, const uint16_t* v, int64_t ldv, int64_t n, int d_k, int d_v,
+void attend_group_f16(const float* q, int n_q, int64_t ldq, const F16KeysValues& kv, int d_k, int d_v,
                       float scale, float softcap, float* scratch, float* out, int64_t ldo) {
-  attend_t(q, n_q, ldq, F16Keys{kb, kblock_stride}, lane0, F16Rows{v, ldv}, n, d_k, d_v, scale,
-           softcap, scratch, out, ldo);
+  const bool wraps = kv.n_first < kv.n;
+  const Runs<F16Keys, F16Rows> runs{{{kv.kb, kv.kblock_stride}, {kv.kb_wrap, kv.kblock_stride}},
+                                    {{kv.v, kv.ldv}, {kv.v_wrap, kv.ldv}},
+                                    {wraps ? kv.n_first : kv.n, kv.n - kv.n_first},
+                                    wraps ? 2 : 1};
+  attend_t(q, n_q, ldq, runs, kv.lane0, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
 }  // namespace
