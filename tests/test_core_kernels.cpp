@@ -362,6 +362,33 @@ TEST(KernelAttentionF16, MatchesScalarTwin) {
   }
 }
 
+// Gemma 2's soft-capping, cap * tanh(x / cap), against std::tanh element by element: near 0
+// (the polynomial), around the switch at |x / cap| = 0.625, out to saturation, both signs, and
+// lengths with masked tails.
+TEST(KernelSoftcap, MatchesStdTanh) {
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    ASSERT_NE(k.softcap, nullptr) << kern::isa_name(isa);
+    for (const float cap : {50.0f, 30.0f, 1.0f}) {
+      for (int64_t n : {1, 15, 16, 17, 3001}) {
+        std::vector<float> x = gaussian(n, 9, 2.0f * cap);
+        for (int64_t i = 0; i < n; i += 7) x[i] *= 1e-3f;  // tiny: tanh(x) ~ x
+        if (n > 100) {
+          x[1] = 0.625f * cap, x[2] = -0.625f * cap, x[3] = std::nextafter(0.625f, 0.0f) * cap;
+          x[4] = 0.0f, x[5] = 1e6f, x[6] = -1e6f, x[8] = 9.5f * cap;
+        }
+        std::vector<float> got = x;
+        k.softcap(got.data(), n, cap);
+        for (int64_t i = 0; i < n; ++i) {
+          const double ref = cap * std::tanh(static_cast<double>(x[i] / cap));
+          EXPECT_LE(std::fabs(got[i] - ref), 4e-7 * std::fabs(ref) + 1e-30)
+              << kern::isa_name(isa) << " cap " << cap << " x " << x[i] << " got " << got[i] << " want " << ref;
+        }
+      }
+    }
+  }
+}
+
 TEST(KernelSwiGLU, MatchesScalarFormula) {
   for (Isa isa : simd_levels()) {
     const kern::Kernels& k = *kern::for_isa(isa);

@@ -164,6 +164,9 @@ struct Kernels {
   // out[i] = silu(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i] (SwiGLU), with a
   // vectorized exp; null: the scalar loop in models/blocks.cpp. out may equal gate.
   void (*swiglu)(const float* gate, const float* up, float* out, int64_t n);
+  // x[i] = cap * tanh(x[i] / cap) in place (Gemma 2's soft-capped scores and logits), with a
+  // vectorized tanh within ~2 ulp of tanhf; null: the scalar loop of models/blocks.cpp.
+  void (*softcap)(float* x, int64_t n, float cap);
   // out[i] = the fp16 value x[i] as f32 (F16C / AVX-512 conversion; exact, like the scalar
   // fp16_to_fp32 in core/fp16.h); null: that scalar loop. Decodes F16 KV cache rows.
   void (*fp16_to_f32)(const uint16_t* x, float* out, int64_t n);

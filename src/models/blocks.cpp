@@ -254,7 +254,8 @@ void output_head(ComputeContext& ctx, const Batch& b, const float* x, int64_t n_
   matmul(ctx, output, rows, n_out, logits);
   if (final_softcap > 0.0f) {
     const int64_t n = n_out * output.n_out;
-    for (int64_t i = 0; i < n; ++i) logits[i] = std::tanh(logits[i] / final_softcap) * final_softcap;
+    if (const auto cap = kern::active().softcap) cap(logits, n, final_softcap);
+    else for (int64_t i = 0; i < n; ++i) logits[i] = std::tanh(logits[i] / final_softcap) * final_softcap;
   }
 }
 

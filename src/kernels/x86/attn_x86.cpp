@@ -5,7 +5,7 @@
 // vectorized exp for the softmax; then the value rows weighted and summed kLanes dimensions at
 // a time.
 // Replaced a scalar loop (one dot product per key and head) that took a third of prompt time.
-#include <math.h>  // tanhf, INFINITY: C functions, no inline C++ wrappers (see kernels.h)
+#include <math.h>  // INFINITY: C header, no inline C++ wrappers (see kernels.h)
 
 #include "kernels/x86/simd.h"
 
@@ -71,9 +71,51 @@ inline VF vexp(VF x) {
 
 #if defined(__AVX512F__)
 inline VF vdiv(VF a, VF b) { return _mm512_div_ps(a, b); }
+inline VF vabs(VF a) { return _mm512_abs_ps(a); }
+inline VF vsign_of(VF mag, VF x) {  // |mag| with the sign of x
+  return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(mag), _mm512_castps_si512(x),
+                                                       _mm512_set1_epi32(0x7FFFFFFF), 0xE4));
+}
+inline VF vselect_below(VF x, VF lim, VF a, VF b) {  // a where x < lim, else b
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lim, _CMP_LT_OQ), b, a);
+}
 #else
 inline VF vdiv(VF a, VF b) { return _mm256_div_ps(a, b); }
+inline VF vabs(VF a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+inline VF vsign_of(VF mag, VF x) {
+  const VF sign = _mm256_set1_ps(-0.0f);
+  return _mm256_or_ps(_mm256_andnot_ps(sign, mag), _mm256_and_ps(sign, x));
+}
+inline VF vselect_below(VF x, VF lim, VF a, VF b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, lim, _CMP_LT_OQ)); }
 #endif
+
+// tanh(x) to within ~2 ulp of tanhf: below |x| = 0.625 an odd polynomial x + x^3 P(x^2) (the
+// Cephes coefficients), where 1 - 2 / (e^2|x| + 1) would lose the low bits to cancellation;
+// above it that formula, whose e^2|x| saturates (vexp clamps at 88) so that tanh goes to 1.
+inline VF vtanh(VF x) {
+  const VF a = vabs(x);
+  const VF z = mul(x, x);
+  VF p = vset(-5.70498872745e-3f);
+  p = fmadd(p, z, vset(2.06390887954e-2f));
+  p = fmadd(p, z, vset(-5.37397155531e-2f));
+  p = fmadd(p, z, vset(1.33314422036e-1f));
+  p = fmadd(p, z, vset(-3.33332819422e-1f));
+  const VF small = fmadd(mul(p, z), x, x);
+  const VF e = vexp(vadd(a, a));
+  const VF large = vsign_of(vsub(vset(1.0f), vdiv(vset(2.0f), vadd(e, vset(1.0f)))), x);
+  return vselect_below(a, vset(0.625f), small, large);
+}
+
+// x[i] = cap * tanh(x[i] / cap): Gemma 2's soft-capping of attention scores and logits.
+void softcap(float* x, int64_t n, float cap) {
+  const VF c = vset(cap), inv = vset(1.0f / cap);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) storef(x + i, mul(vtanh(mul(loadf(x + i), inv)), c));
+  if (i < n) {
+    const int m = static_cast<int>(n - i);
+    storef_n(x + i, mul(vtanh(mul(loadf_n(x + i, m), inv)), c), m);
+  }
+}
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   const VF one = vset(1.0f);
@@ -221,9 +263,8 @@ void scores(const float* q, int n_q, int64_t ldq, const Keys& keys, int64_t n, i
 
 // Row i of s (length n, padded to whole vectors) becomes softmax(row i), with Gemma's softcap
 // first when softcap > 0.
-void softmax_row(float* s, int64_t n, float softcap) {
-  if (softcap > 0.0f)
-    for (int64_t j = 0; j < n; ++j) s[j] = tanhf(s[j] / softcap) * softcap;
+void softmax_row(float* s, int64_t n, float cap) {
+  if (cap > 0.0f) softcap(s, n, cap);
   // Pad to whole vectors with -inf: their exp is 0.
   const int64_t np = (n + kLanes - 1) / kLanes * kLanes;
   for (int64_t j = n; j < np; ++j) s[j] = -INFINITY;
@@ -357,6 +398,7 @@ void register_attention(Kernels& k) {
   k.attend = &attend_group;
   k.attend_f16 = &attend_group_f16;
   k.swiglu = &swiglu;
+  k.softcap = &softcap;
   k.fp16_to_f32 = &fp16_to_f32;
   k.f32_to_fp16 = &f32_to_fp16;
 }
