@@ -1,7 +1,8 @@
 // Prompt attention (blocks::attend) on its own: a prompt of P tokens sent in batches of 512 to
 // one layer over the F16 cache, as `slm bench -p P` runs it in every layer: Llama 3.2 1B's
-// shape (32 query heads, 8 KV heads, 64 dimensions), and Gemma 2 2B's (8 query heads, 4 KV
-// heads, 256 dimensions, scores soft-capped at 50). Reported in GFLOP/s of the causal products (q.k and
+// shape (32 query heads, 8 KV heads, 64 dimensions), Gemma 2 2B's (8 query heads, 4 KV heads,
+// 256 dimensions, scores soft-capped at 50) and Phi-3 mini's (32 heads, each its own KV head,
+// 96 dimensions). Reported in GFLOP/s of the causal products (q.k and
 // p.v: 4 * n_head * head_dim flops per visible key and query). Run by hand:
 //   ./slm_benches --benchmark_filter=attention
 // and compare with the FMA peak: 16 lanes x 2 flops x 1 zmm FMA per cycle on Zen 4 (2 on an
@@ -25,7 +26,7 @@ struct Shape {
   int64_t heads, heads_kv, dim;
   float softcap;
 };
-constexpr Shape kLlama1B{32, 8, 64, 0.0f}, kGemma2B{8, 4, 256, 50.0f};
+constexpr Shape kLlama1B{32, 8, 64, 0.0f}, kGemma2B{8, 4, 256, 50.0f}, kPhi3Mini{32, 32, 96, 0.0f};
 
 void bm_attention(benchmark::State& st, Shape shape_of, int64_t prompt, int threads) {
   const int64_t kHeads = shape_of.heads, kHeadsKV = shape_of.heads_kv, kDim = shape_of.dim;
@@ -72,5 +73,6 @@ BENCHMARK_CAPTURE(bm_attention, llama1b_p512_t1, kLlama1B, 512, 1)->Unit(benchma
 BENCHMARK_CAPTURE(bm_attention, llama1b_p2048_t1, kLlama1B, 2048, 1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_attention, llama1b_p2048_t2, kLlama1B, 2048, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(bm_attention, gemma2b_p2048_t1, kGemma2B, 2048, 1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_attention, phi3mini_p2048_t1, kPhi3Mini, 2048, 1)->Unit(benchmark::kMillisecond);
 
 }  // namespace

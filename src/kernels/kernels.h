@@ -120,8 +120,11 @@ using AttendFn = void (*)(const float* q, int n_q, int64_t ldq, const float* kt,
 // value row v + (j - lane0) * ldv. A sliding-window ring that has wrapped holds them in two
 // runs: the first n_first keys there, the rest from lane 0 of block kb_wrap and value row
 // v_wrap on (lane0 + n_first is then a multiple of kKeyBlock); n_first == n: one run. Whole
-// key blocks are read, so the block holding a run's last key must be allocated. scratch: at
-// least n_q * (n + 32) floats. ref::attend_group_f16 is the scalar twin.
+// key blocks are read, so the block holding a run's last key must be allocated.
+// The n_q query rows may be n_tok consecutive tokens of a prompt, n_q / n_tok heads each
+// (token-major, ldq apart throughout): token r then sees only the first n - (n_tok - 1 - r)
+// keys (the causal mask), and the keys read once serve them all. scratch: at least
+// n_q * (n + 32) floats. ref::attend_group_f16 is the scalar twin.
 constexpr int kKeyBlock = 16;
 struct F16KeysValues {
   const uint16_t* kb = nullptr;
@@ -134,8 +137,9 @@ struct F16KeysValues {
   const uint16_t* kb_wrap = nullptr;
   const uint16_t* v_wrap = nullptr;
 };
-using AttendF16Fn = void (*)(const float* q, int n_q, int64_t ldq, const F16KeysValues& kv, int d_k,
-                             int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo);
+using AttendF16Fn = void (*)(const float* q, int n_q, int n_tok, int64_t ldq, const F16KeysValues& kv,
+                             int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
+                             int64_t ldo);
 
 // F32 matrix products on packed panels, driven by ops/gemm.cpp (which does the cache blocking,
 // the threads and the transposes). pack lays out an x-extent of nx (<= any) by k values of a

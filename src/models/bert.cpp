@@ -126,7 +126,7 @@ class BertModel : public EncoderModel {
   std::vector<Layer> layers_;
 };
 
-// int_scratch slots of this file (0 is blocks::attend's; an encoder never calls it). encode()
+// int_scratch slots of this file (0 and 1 are blocks::attend's; an encoder never calls it). encode()
 // asks for the last one first: asking may grow the list of slots, which would move the vectors
 // that references taken earlier point into.
 constexpr int kOrder = 1, kSegStart = 2, kSortedIds = 3, kSortedPos = 4, kTileRow = 5, kTileSeq = 6;

@@ -66,11 +66,7 @@ bool simd_head_dims(const AttentionSpec& spec) {
 // One job per (token of `seq`, KV head g) on the pool, the group's query heads sharing the
 // keys and values: job(g, first, n, q_g, out_g, scores) with the first visible position and
 // the count of visible keys, the group's queries and outputs, and the thread's scratch of
-// scratch_floats floats. Jobs go KV head by KV head: a thread's consecutive jobs read the same
-// keys and values (256 KiB each at 2048 positions and 64 dimensions), which then stay in L2,
-// and each thread gets whole heads, so the causal mask's uneven rows (late tokens see more
-// keys) are shared out evenly. Token-major order streamed every head's keys from L3 and gave
-// the late tokens of a prompt batch, three times the work of the early ones, to one thread.
+// scratch_floats floats. Jobs go KV head by KV head, as in attend_f16_blocks below.
 template <class Job>
 void for_each_kv_head_job(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
                           const AttentionSpec& spec, int32_t seq, const float* q, float* out,
@@ -90,39 +86,100 @@ void for_each_kv_head_job(ComputeContext& ctx, const Batch& b, const KVCache& ca
   });
 }
 
+// int_scratch slots of attend(): the batch's sequences, and the runs of tokens that attend
+// together. attend() asks for the last one first: asking may grow the list of slots, which
+// would move the vectors that references taken earlier point into.
+constexpr int kSeqs = 0, kTokenRuns = 1;
+
+// Query rows per F16 kernel call: a run of consecutive tokens, whole KV groups each, to about
+// eight rows, so that each key and value converted serves that many rows (a KV group of one
+// head, Phi-3's, otherwise paid a key load for every product).
+constexpr int64_t kRowsPerCall = 8;
+
 // Attention over a cache that keeps F16 keys in blocks (KVCache::key_blocks): the kernel reads
 // the cache as stored, a wrapped ring's visible keys and values in two runs (its end, then its
-// start).
+// start). Tokens of `seq` at consecutive positions that see keys from the same first one (a
+// prompt's, until a sliding window moves) go to the kernel together, up to kRowsPerCall query
+// rows, their queries gathered into one block of rows and their outputs scattered back. Jobs
+// go KV head by KV head: a thread's consecutive jobs read the same keys and values (256 KiB
+// each at 2048 positions and 64 dimensions), which then stay in L2, and each thread gets whole
+// heads, so the causal mask's uneven rows (late tokens see more keys) are shared out evenly.
+// Token-major order streamed every head's keys from L3 and gave the late tokens of a prompt
+// batch, three times the work of the early ones, to one thread.
 void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
                        const AttentionSpec& spec, int32_t seq, const uint16_t* blocks,
                        const float* q, float* out) {
   constexpr int B = kern::kKeyBlock;
   const int64_t hdk = spec.head_dim_k, hdv = spec.head_dim_v;
+  const int64_t q_dim = spec.n_head * hdk, o_dim = spec.n_head * hdv;
   const int64_t v_dim = spec.n_head_kv * hdv, group = spec.n_head / spec.n_head_kv;
   const int64_t stride = cache.key_block_stride();
   const int32_t capacity = cache.ring_capacity(layer);
   const kern::AttendF16Fn kernel = kern::active().attend_f16 && simd_head_dims(spec)
                                        ? kern::active().attend_f16 : &ref::attend_group_f16;
+  // Runs of tokens (first token, count), flattened.
+  const int64_t max_tok = std::max<int64_t>(1, kRowsPerCall / group);
+  std::vector<int32_t>& runs = ctx.int_scratch(kTokenRuns);
+  runs.clear();
   int64_t n_max = 0;
-  for (int64_t t = 0; t < b.size(); ++t)
-    if (b.seq[t] == seq) n_max = std::max<int64_t>(n_max, b.pos[t] - cache.first_visible(layer, b.pos[t]) + 1);
-  for_each_kv_head_job(ctx, b, cache, layer, spec, seq, q, out, static_cast<size_t>(group * (n_max + 32)),
-                       [&](int64_t g, int32_t first, int64_t n, const float* qg, float* og, float* scores) {
-    const int32_t slot = first % capacity;
-    kern::F16KeysValues kv;
-    kv.kb = blocks + (slot / B) * stride + g * hdk * B;
-    kv.kblock_stride = stride;
-    kv.lane0 = slot % B;
-    kv.v = static_cast<const uint16_t*>(cache.v_row(layer, seq, first)) + g * hdv;
-    kv.ldv = v_dim;
-    kv.n = n;
-    kv.n_first = std::min<int64_t>(n, capacity - slot);
-    if (kv.n_first < n) {  // the rest from the ring's first slot on
-      kv.kb_wrap = blocks + g * hdk * B;
-      kv.v_wrap = static_cast<const uint16_t*>(cache.v_row(layer, seq, first + static_cast<int32_t>(kv.n_first))) + g * hdv;
+  for (int64_t t = 0; t < b.size(); ++t) {
+    if (b.seq[t] != seq) continue;
+    const int32_t first = cache.first_visible(layer, b.pos[t]);
+    n_max = std::max<int64_t>(n_max, b.pos[t] - first + 1);
+    const size_t last = runs.size();
+    if (last > 0) {
+      const int32_t t0 = runs[last - 2], count = runs[last - 1], tl = t0 + count - 1;
+      if (count < max_tok && tl == t - 1 && b.seq[tl] == seq && b.pos[tl] + 1 == b.pos[t] &&
+          cache.first_visible(layer, b.pos[tl]) == first) {
+        ++runs[last - 1];
+        continue;
+      }
     }
-    kernel(qg, static_cast<int>(group), hdk, kv, static_cast<int>(hdk), static_cast<int>(hdv), spec.scale,
-           spec.softcap, scores, og, hdv);
+    runs.push_back(static_cast<int32_t>(t));
+    runs.push_back(1);
+  }
+  const int64_t n_runs = static_cast<int64_t>(runs.size() / 2);
+  const int64_t rows = max_tok * group;
+  const size_t score_floats = static_cast<size_t>(rows * (n_max + 32));
+  const size_t scratch_floats = score_floats + static_cast<size_t>(rows * (hdk + hdv));
+  ctx.reserve_thread_scratch(scratch_floats);
+  ctx.pool().parallel_for(n_runs * spec.n_head_kv, [&](int64_t begin, int64_t end, int thread) {
+    float* scores = ctx.thread_scratch(thread, scratch_floats);
+    float* q_rows = scores + score_floats;  // the run's queries, row after row
+    float* o_rows = q_rows + rows * hdk;
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t g = i / n_runs, run = i % n_runs;
+      const int64_t t0 = runs[2 * run], count = runs[2 * run + 1], tl = t0 + count - 1;
+      const int32_t first = cache.first_visible(layer, b.pos[tl]);
+      const int64_t n = b.pos[tl] - first + 1;  // keys the run's last token sees
+      const int32_t slot = first % capacity;
+      kern::F16KeysValues kv;
+      kv.kb = blocks + (slot / B) * stride + g * hdk * B;
+      kv.kblock_stride = stride;
+      kv.lane0 = slot % B;
+      kv.v = static_cast<const uint16_t*>(cache.v_row(layer, seq, first)) + g * hdv;
+      kv.ldv = v_dim;
+      kv.n = n;
+      kv.n_first = std::min<int64_t>(n, capacity - slot);
+      if (kv.n_first < n) {  // the rest from the ring's first slot on
+        kv.kb_wrap = blocks + g * hdk * B;
+        kv.v_wrap = static_cast<const uint16_t*>(cache.v_row(layer, seq, first + static_cast<int32_t>(kv.n_first))) + g * hdv;
+      }
+      const int n_q = static_cast<int>(count * group);
+      if (count == 1) {  // one token: its group's rows are already one block
+        kernel(q + t0 * q_dim + g * group * hdk, n_q, 1, hdk, kv, static_cast<int>(hdk), static_cast<int>(hdv),
+               spec.scale, spec.softcap, scores, out + t0 * o_dim + g * group * hdv, hdv);
+        continue;
+      }
+      for (int64_t r = 0; r < count; ++r)
+        std::memcpy(q_rows + r * group * hdk, q + (t0 + r) * q_dim + g * group * hdk,
+                    static_cast<size_t>(group * hdk) * sizeof(float));
+      kernel(q_rows, n_q, static_cast<int>(count), hdk, kv, static_cast<int>(hdk), static_cast<int>(hdv),
+             spec.scale, spec.softcap, scores, o_rows, hdv);
+      for (int64_t r = 0; r < count; ++r)
+        std::memcpy(out + (t0 + r) * o_dim + g * group * hdv, o_rows + r * group * hdv,
+                    static_cast<size_t>(group * hdv) * sizeof(float));
+    }
   });
 }
 
@@ -144,7 +201,8 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
   // Tokens of one sequence at a time (a batch usually holds one). A cache that stores keys as
   // rows (F32) has the keys and values the batch can see decoded to
   // floats once per layer, not once per query and head.
-  std::vector<int32_t>& seqs = ctx.int_scratch(0);
+  ctx.int_scratch(kTokenRuns);
+  std::vector<int32_t>& seqs = ctx.int_scratch(kSeqs);
   seqs.assign(b.seq.begin(), b.seq.end());
   std::sort(seqs.begin(), seqs.end());
   seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());

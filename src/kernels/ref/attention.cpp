@@ -39,8 +39,8 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
   }
 }
 
-void attend_group_f16(const float* q, int n_q, int64_t ldq, const kern::F16KeysValues& kv, int d_k,
-                      int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+void attend_group_f16(const float* q, int n_q, int n_tok, int64_t ldq, const kern::F16KeysValues& kv,
+                      int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
   constexpr int B = kern::kKeyBlock;
   const int64_t n = kv.n;
   std::vector<float> kt(static_cast<size_t>(d_k * n)), vf(static_cast<size_t>(n * d_v));
@@ -53,7 +53,10 @@ void attend_group_f16(const float* q, int n_q, int64_t ldq, const kern::F16KeysV
     for (int d = 0; d < d_k; ++d) kt[d * n + j] = fp16_to_fp32(kb[(jj / B) * kv.kblock_stride + d * B + jj % B]);
     for (int d = 0; d < d_v; ++d) vf[j * d_v + d] = fp16_to_fp32(v[d]);
   }
-  attend_group(q, n_q, ldq, kt.data(), n, vf.data(), d_v, n, d_k, d_v, scale, softcap, scratch, out, ldo);
+  const int heads = n_q / n_tok;
+  for (int r = 0; r < n_tok; ++r)  // token r sees the first n - (n_tok - 1 - r) keys
+    attend_group(q + r * heads * ldq, heads, ldq, kt.data(), n, vf.data(), d_v, n - (n_tok - 1 - r), d_k,
+                 d_v, scale, softcap, scratch, out + r * heads * ldo, ldo);
 }
 
 }  // namespace slm::ref
