@@ -290,12 +290,13 @@ TEST(KernelAttention, MatchesScalarTwin) {
 // position at several lanes of its block, value rows of both heads with padding; and rings of
 // `ring` slots (a sliding window's cache, position p in slot p % ring) whose visible keys wrap
 // past the ring's end into two runs; and rows of several consecutive tokens (n_tok), each
-// seeing one key more than the token before it, the first of them a single key. The kernel
+// seeing one key more than the token before it, the first of them a single key, or (slide 1)
+// each seeing as many keys as the one before, from one key further on. The kernel
 // and its scalar twin are each checked against attend_group, token by token over the keys it
 // sees, on keys and values gathered position by position from the layout, so that a
 // misreading both shared would show.
 TEST(KernelAttentionF16, MatchesScalarTwin) {
-  struct Shape { int n_q; int64_t first; int64_t n; int d; float softcap; int64_t ring; int n_tok = 1; };
+  struct Shape { int n_q; int64_t first; int64_t n; int d; float softcap; int64_t ring; int n_tok = 1; int slide = 0; };
   const Shape shapes[] = {{1, 0, 1, 64, 0, 0},      {4, 0, 7, 64, 0, 0},      {4, 5, 16, 64, 0, 0},
                           {4, 15, 17, 64, 0, 0},    {7, 33, 100, 64, 0, 0},   {9, 16, 33, 128, 0, 0},
                           {2, 7, 250, 256, 50.0f, 0}, {3, 1, 40, 96, 0, 0},   {8, 0, 513, 64, 0, 0},
@@ -308,7 +309,9 @@ TEST(KernelAttentionF16, MatchesScalarTwin) {
                           // four; the first token alone with the first key; across a ring's wrap
                           {8, 0, 8, 96, 0, 0, 8},   {8, 0, 300, 96, 0, 0, 8}, {8, 5, 77, 256, 50.0f, 0, 4},
                           {8, 0, 130, 64, 0, 0, 2}, {6, 3, 21, 64, 0, 0, 3},  {8, 37, 40, 64, 0, 48, 8},
-                          {8, 20, 40, 64, 0, 48, 4}};
+                          {8, 20, 40, 64, 0, 48, 4},
+                          // past a sliding window: each token's first key one later
+                          {8, 0, 8, 96, 0, 0, 8, 1}, {8, 3, 300, 96, 0, 0, 8, 1}, {8, 45, 40, 64, 20.0f, 48, 4, 1}};
   constexpr int B = kern::kKeyBlock;
   for (Isa isa : simd_levels()) {
     const kern::Kernels& k = *kern::for_isa(isa);
@@ -354,18 +357,20 @@ TEST(KernelAttentionF16, MatchesScalarTwin) {
       std::vector<float> gathered(static_cast<size_t>(sh.n_q) * sh.d), twin(gathered.size(), -5.0f),
           got(gathered.size(), -7.0f);
       const int heads = sh.n_q / sh.n_tok;
-      for (int r = 0; r < sh.n_tok; ++r)  // token r sees keys 0 .. n - n_tok + r
-        ref::attend_group(q.data() + r * heads * sh.d, heads, sh.d, kt.data(), sh.n, vf.data(), sh.d,
-                          sh.n - (sh.n_tok - 1 - r), sh.d, sh.d, scale, sh.softcap, scratch.data(),
+      for (int r = 0; r < sh.n_tok; ++r) {  // token r sees keys lo .. n - n_tok + r
+        const int64_t lo = int64_t{r} * sh.slide;
+        ref::attend_group(q.data() + r * heads * sh.d, heads, sh.d, kt.data() + lo, sh.n, vf.data() + lo * sh.d,
+                          sh.d, sh.n - (sh.n_tok - 1 - r) - lo, sh.d, sh.d, scale, sh.softcap, scratch.data(),
                           gathered.data() + r * heads * sh.d, sh.d);
-      ref::attend_group_f16(q.data(), sh.n_q, sh.n_tok, sh.d, kv, sh.d, sh.d, scale, sh.softcap, scratch.data(),
-                            twin.data(), sh.d);
-      k.attend_f16(q.data(), sh.n_q, sh.n_tok, sh.d, kv, sh.d, sh.d, scale, sh.softcap, scratch.data(),
+      }
+      ref::attend_group_f16(q.data(), sh.n_q, sh.n_tok, sh.slide, sh.d, kv, sh.d, sh.d, scale, sh.softcap,
+                            scratch.data(), twin.data(), sh.d);
+      k.attend_f16(q.data(), sh.n_q, sh.n_tok, sh.slide, sh.d, kv, sh.d, sh.d, scale, sh.softcap, scratch.data(),
                    got.data(), sh.d);
       const std::string what = std::string(kern::isa_name(isa)) + " n_q " + std::to_string(sh.n_q) + " first " +
                                std::to_string(sh.first) + " n " + std::to_string(sh.n) + " d " +
                                std::to_string(sh.d) + " ring " + std::to_string(sh.ring) + " tokens " +
-                               std::to_string(sh.n_tok);
+                               std::to_string(sh.n_tok) + " slide " + std::to_string(sh.slide);
       EXPECT_EQ(rel_l2(gathered, twin), 0.0) << "scalar twin, " << what;
       // Float sums in another order: up to 3.3e-6 on these shapes (n 120, d 96, with or without
       // a wrap); a key or value read from a wrong lane or block moves the output by 1e-2 or more.

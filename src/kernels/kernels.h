@@ -122,9 +122,10 @@ using AttendFn = void (*)(const float* q, int n_q, int64_t ldq, const float* kt,
 // v_wrap on (lane0 + n_first is then a multiple of kKeyBlock); n_first == n: one run. Whole
 // key blocks are read, so the block holding a run's last key must be allocated.
 // The n_q query rows may be n_tok consecutive tokens of a prompt, n_q / n_tok heads each
-// (token-major, ldq apart throughout): token r then sees only the first n - (n_tok - 1 - r)
-// keys (the causal mask), and the keys read once serve them all. scratch: at least
-// n_q * (n + 32) floats. ref::attend_group_f16 is the scalar twin.
+// (token-major, ldq apart throughout), and the keys read once serve them all: token r sees
+// keys r * slide .. n - n_tok + r (the causal mask; slide 1 where a sliding window moves its
+// first key along with it, 0 otherwise). scratch: at least n_q * (n + 32) floats.
+// ref::attend_group_f16 is the scalar twin.
 constexpr int kKeyBlock = 16;
 struct F16KeysValues {
   const uint16_t* kb = nullptr;
@@ -137,7 +138,7 @@ struct F16KeysValues {
   const uint16_t* kb_wrap = nullptr;
   const uint16_t* v_wrap = nullptr;
 };
-using AttendF16Fn = void (*)(const float* q, int n_q, int n_tok, int64_t ldq, const F16KeysValues& kv,
+using AttendF16Fn = void (*)(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const F16KeysValues& kv,
                              int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
                              int64_t ldo);
 

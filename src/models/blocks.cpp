@@ -98,9 +98,10 @@ constexpr int64_t kRowsPerCall = 8;
 
 // Attention over a cache that keeps F16 keys in blocks (KVCache::key_blocks): the kernel reads
 // the cache as stored, a wrapped ring's visible keys and values in two runs (its end, then its
-// start). Tokens of `seq` at consecutive positions that see keys from the same first one (a
-// prompt's, until a sliding window moves) go to the kernel together, up to kRowsPerCall query
-// rows, their queries gathered into one block of rows and their outputs scattered back. Jobs
+// start). Tokens of `seq` at consecutive positions whose first visible key is the same (a
+// prompt's) or moves on one position with each (past a sliding window) go to the kernel
+// together, up to kRowsPerCall query rows, their queries gathered into one block of rows and
+// their outputs scattered back. Jobs
 // go KV head by KV head: a thread's consecutive jobs read the same keys and values (256 KiB
 // each at 2048 positions and 64 dimensions), which then stay in L2, and each thread gets whole
 // heads, so the causal mask's uneven rows (late tokens see more keys) are shared out evenly.
@@ -117,7 +118,8 @@ void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache
   const int32_t capacity = cache.ring_capacity(layer);
   const kern::AttendF16Fn kernel = kern::active().attend_f16 && simd_head_dims(spec)
                                        ? kern::active().attend_f16 : &ref::attend_group_f16;
-  // Runs of tokens (first token, count), flattened.
+  // Runs of tokens (first token, count, slide: 1 where the first visible key moves on with
+  // each token), flattened.
   const int64_t max_tok = std::max<int64_t>(1, kRowsPerCall / group);
   std::vector<int32_t>& runs = ctx.int_scratch(kTokenRuns);
   runs.clear();
@@ -125,20 +127,22 @@ void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache
   for (int64_t t = 0; t < b.size(); ++t) {
     if (b.seq[t] != seq) continue;
     const int32_t first = cache.first_visible(layer, b.pos[t]);
-    n_max = std::max<int64_t>(n_max, b.pos[t] - first + 1);
     const size_t last = runs.size();
     if (last > 0) {
-      const int32_t t0 = runs[last - 2], count = runs[last - 1], tl = t0 + count - 1;
-      if (count < max_tok && tl == t - 1 && b.seq[tl] == seq && b.pos[tl] + 1 == b.pos[t] &&
-          cache.first_visible(layer, b.pos[tl]) == first) {
-        ++runs[last - 1];
+      const int32_t t0 = runs[last - 3], count = runs[last - 2], slide = runs[last - 1];
+      const int32_t tl = t0 + count - 1, moved = first - cache.first_visible(layer, b.pos[tl]);
+      if (count < max_tok && tl == t - 1 && b.pos[tl] + 1 == b.pos[t] &&
+          (moved == 0 || moved == 1) && (count == 1 || moved == slide)) {
+        runs[last - 2] = count + 1;
+        runs[last - 1] = moved;
+        n_max = std::max<int64_t>(n_max, b.pos[t] - cache.first_visible(layer, b.pos[t0]) + 1);
         continue;
       }
     }
-    runs.push_back(static_cast<int32_t>(t));
-    runs.push_back(1);
+    runs.insert(runs.end(), {static_cast<int32_t>(t), 1, 0});
+    n_max = std::max<int64_t>(n_max, b.pos[t] - first + 1);
   }
-  const int64_t n_runs = static_cast<int64_t>(runs.size() / 2);
+  const int64_t n_runs = static_cast<int64_t>(runs.size() / 3);
   const int64_t rows = max_tok * group;
   const size_t score_floats = static_cast<size_t>(rows * (n_max + 32));
   const size_t scratch_floats = score_floats + static_cast<size_t>(rows * (hdk + hdv));
@@ -149,9 +153,10 @@ void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache
     float* o_rows = q_rows + rows * hdk;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t g = i / n_runs, run = i % n_runs;
-      const int64_t t0 = runs[2 * run], count = runs[2 * run + 1], tl = t0 + count - 1;
-      const int32_t first = cache.first_visible(layer, b.pos[tl]);
-      const int64_t n = b.pos[tl] - first + 1;  // keys the run's last token sees
+      const int64_t t0 = runs[3 * run], count = runs[3 * run + 1], tl = t0 + count - 1;
+      const int slide = runs[3 * run + 2];
+      const int32_t first = cache.first_visible(layer, b.pos[t0]);
+      const int64_t n = b.pos[tl] - first + 1;  // from the run's first token's first key to its last token
       const int32_t slot = first % capacity;
       kern::F16KeysValues kv;
       kv.kb = blocks + (slot / B) * stride + g * hdk * B;
@@ -167,14 +172,14 @@ void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache
       }
       const int n_q = static_cast<int>(count * group);
       if (count == 1) {  // one token: its group's rows are already one block
-        kernel(q + t0 * q_dim + g * group * hdk, n_q, 1, hdk, kv, static_cast<int>(hdk), static_cast<int>(hdv),
+        kernel(q + t0 * q_dim + g * group * hdk, n_q, 1, 0, hdk, kv, static_cast<int>(hdk), static_cast<int>(hdv),
                spec.scale, spec.softcap, scores, out + t0 * o_dim + g * group * hdv, hdv);
         continue;
       }
       for (int64_t r = 0; r < count; ++r)
         std::memcpy(q_rows + r * group * hdk, q + (t0 + r) * q_dim + g * group * hdk,
                     static_cast<size_t>(group * hdk) * sizeof(float));
-      kernel(q_rows, n_q, static_cast<int>(count), hdk, kv, static_cast<int>(hdk), static_cast<int>(hdv),
+      kernel(q_rows, n_q, static_cast<int>(count), slide, hdk, kv, static_cast<int>(hdk), static_cast<int>(hdv),
              spec.scale, spec.softcap, scores, o_rows, hdv);
       for (int64_t r = 0; r < count; ++r)
         std::memcpy(out + (t0 + r) * o_dim + g * group * hdv, o_rows + r * group * hdv,

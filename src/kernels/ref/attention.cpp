@@ -39,7 +39,7 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
   }
 }
 
-void attend_group_f16(const float* q, int n_q, int n_tok, int64_t ldq, const kern::F16KeysValues& kv,
+void attend_group_f16(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const kern::F16KeysValues& kv,
                       int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
   constexpr int B = kern::kKeyBlock;
   const int64_t n = kv.n;
@@ -54,9 +54,11 @@ void attend_group_f16(const float* q, int n_q, int n_tok, int64_t ldq, const ker
     for (int d = 0; d < d_v; ++d) vf[j * d_v + d] = fp16_to_fp32(v[d]);
   }
   const int heads = n_q / n_tok;
-  for (int r = 0; r < n_tok; ++r)  // token r sees the first n - (n_tok - 1 - r) keys
-    attend_group(q + r * heads * ldq, heads, ldq, kt.data(), n, vf.data(), d_v, n - (n_tok - 1 - r), d_k,
-                 d_v, scale, softcap, scratch, out + r * heads * ldo, ldo);
+  for (int r = 0; r < n_tok; ++r) {  // token r sees keys lo .. n - n_tok + r
+    const int64_t lo = int64_t{r} * slide;
+    attend_group(q + r * heads * ldq, heads, ldq, kt.data() + lo, n, vf.data() + lo * d_v, d_v,
+                 n - (n_tok - 1 - r) - lo, d_k, d_v, scale, softcap, scratch, out + r * heads * ldo, ldo);
+  }
 }
 
 }  // namespace slm::ref

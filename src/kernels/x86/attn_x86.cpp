@@ -355,12 +355,13 @@ void values(const float* p, int n_q, int64_t lds, const Runs<Keys, Rows>& runs, 
 // lane0 dropped (F16 blocks: the first visible position may sit inside its block; lane0 = 0
 // otherwise); a second run starts at lane 0 of its view, its scores right after the first's
 // (lane0 + n[0] is then a whole number of vectors). Rows of n_tok tokens: every row's scores
-// are computed over all n keys, and a token's probabilities past the keys it sees are 0, so
-// that one pass over the keys and one over the values serve every token (the few extra
+// are computed over all n keys, and a token's probabilities outside the keys it sees are 0,
+// so that one pass over the keys and one over the values serve every token (the few extra
 // products cost less than reading the keys once per token).
 template <class Keys, class Rows>
-void attend_t(const float* q, int n_q, int n_tok, int64_t ldq, const Runs<Keys, Rows>& runs, int lane0,
-              int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+void attend_t(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const Runs<Keys, Rows>& runs,
+              int lane0, int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
+              int64_t ldo) {
   int64_t n = 0;
   for (int r = 0; r < runs.count; ++r) n += runs.n[r];
   const int heads = n_q / n_tok;
@@ -375,10 +376,12 @@ void attend_t(const float* q, int n_q, int n_tok, int64_t ldq, const Runs<Keys, 
     }
     float* p = scratch + lane0;
     for (int i = 0; i < nq; ++i) {
-      const int64_t seen = n - (n_tok - 1 - (i0 + i) / heads);
+      const int r = (i0 + i) / heads;  // token r sees keys lo .. hi - 1
+      const int64_t lo = int64_t{r} * slide, hi = n - (n_tok - 1 - r);
       float* pi = p + i * lds;
-      softmax_row(pi, seen, softcap);
-      for (int64_t j = seen; j < n; ++j) pi[j] = 0.0f;
+      softmax_row(pi + lo, hi - lo, softcap);  // pads past hi with zeros, at most to n + 15
+      for (int64_t j = 0; j < lo; ++j) pi[j] = 0.0f;
+      for (int64_t j = hi; j < n; ++j) pi[j] = 0.0f;
     }
     values(p, nq, lds, runs, d_v, out + i0 * ldo, ldo);
   }
@@ -388,17 +391,17 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
                   const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
                   float softcap, float* scratch, float* out, int64_t ldo) {
   const Runs<F32Keys, F32Rows> runs{{{kt, ldk}, {}}, {{v, ldv}, {}}, {n, 0}, 1};
-  attend_t(q, n_q, 1, ldq, runs, 0, d_k, d_v, scale, softcap, scratch, out, ldo);
+  attend_t(q, n_q, 1, 0, ldq, runs, 0, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
-void attend_group_f16(const float* q, int n_q, int n_tok, int64_t ldq, const F16KeysValues& kv, int d_k,
-                      int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+void attend_group_f16(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const F16KeysValues& kv,
+                      int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
   const bool wraps = kv.n_first < kv.n;
   const Runs<F16Keys, F16Rows> runs{{{kv.kb, kv.kblock_stride}, {kv.kb_wrap, kv.kblock_stride}},
                                     {{kv.v, kv.ldv}, {kv.v_wrap, kv.ldv}},
                                     {wraps ? kv.n_first : kv.n, kv.n - kv.n_first},
                                     wraps ? 2 : 1};
-  attend_t(q, n_q, n_tok, ldq, runs, kv.lane0, d_k, d_v, scale, softcap, scratch, out, ldo);
+  attend_t(q, n_q, n_tok, slide, ldq, runs, kv.lane0, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
 }  // namespace
