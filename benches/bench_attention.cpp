@@ -39,7 +39,7 @@ void bm_attention(benchmark::State& st, Shape shape_of, int64_t prompt, int thre
   spec.softcap = shape_of.softcap;
   spec.rope.n_rot = kDim;
   spec.rope.freq_base = 500000.0f;
-  const KVShape shape{1, kHeadsKV * kDim, kHeadsKV * kDim};
+  const KVShape shape{1, kHeadsKV * kDim, kHeadsKV * kDim, static_cast<int>(kHeadsKV)};
   auto cache = make_full_kv_cache(shape, static_cast<int>(prompt), 1, DType::F16);
   ComputeContext ctx(threads);
   std::mt19937 rng(7);

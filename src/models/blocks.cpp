@@ -108,12 +108,11 @@ constexpr int64_t kRowsPerCall = 8;
 // Token-major order streamed every head's keys from L3 and gave the late tokens of a prompt
 // batch, three times the work of the early ones, to one thread.
 void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
-                       const AttentionSpec& spec, int32_t seq, const uint16_t* blocks,
-                       const float* q, float* out) {
+                       const AttentionSpec& spec, int32_t seq, const float* q, float* out) {
   constexpr int B = kern::kKeyBlock;
   const int64_t hdk = spec.head_dim_k, hdv = spec.head_dim_v;
   const int64_t q_dim = spec.n_head * hdk, o_dim = spec.n_head * hdv;
-  const int64_t v_dim = spec.n_head_kv * hdv, group = spec.n_head / spec.n_head_kv;
+  const int64_t group = spec.n_head / spec.n_head_kv;
   const int64_t stride = cache.key_block_stride();
   const int32_t capacity = cache.ring_capacity(layer);
   const kern::AttendF16Fn kernel = kern::active().attend_f16 && simd_head_dims(spec)
@@ -159,16 +158,18 @@ void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache
       const int64_t n = b.pos[tl] - first + 1;  // from the run's first token's first key to its last token
       const int32_t slot = first % capacity;
       kern::F16KeysValues kv;
-      kv.kb = blocks + (slot / B) * stride + g * hdk * B;
+      const uint16_t* k_head = cache.key_blocks(layer, seq, static_cast<int>(g));
+      kv.kb = k_head + (slot / B) * stride;
       kv.kblock_stride = stride;
       kv.lane0 = slot % B;
-      kv.v = static_cast<const uint16_t*>(cache.v_row(layer, seq, first)) + g * hdv;
-      kv.ldv = v_dim;
+      const uint16_t* v_head = cache.value_head(layer, seq, static_cast<int>(g));
+      kv.v = v_head + slot * hdv;
+      kv.ldv = hdv;
       kv.n = n;
       kv.n_first = std::min<int64_t>(n, capacity - slot);
       if (kv.n_first < n) {  // the rest from the ring's first slot on
-        kv.kb_wrap = blocks + g * hdk * B;
-        kv.v_wrap = static_cast<const uint16_t*>(cache.v_row(layer, seq, first + static_cast<int32_t>(kv.n_first))) + g * hdv;
+        kv.kb_wrap = k_head;
+        kv.v_wrap = v_head;
       }
       const int n_q = static_cast<int>(count * group);
       if (count == 1) {  // one token: its group's rows are already one block
@@ -212,8 +213,8 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
   std::sort(seqs.begin(), seqs.end());
   seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
   for (const int32_t seq : seqs) {
-    if (const uint16_t* blocks = cache.key_blocks(layer, seq)) {
-      attend_f16_blocks(ctx, b, cache, layer, spec, seq, blocks, q, out);
+    if (cache.key_blocks(layer, seq, 0)) {
+      attend_f16_blocks(ctx, b, cache, layer, spec, seq, q, out);
       continue;
     }
     int32_t lo = INT32_MAX, hi = -1;

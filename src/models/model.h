@@ -50,7 +50,8 @@ class Model {
   const HParams& hparams() const { return hp_; }
   const GGUFFile& gguf() const { return *file_; }
   KVShape kv_shape() const {
-    return {static_cast<int>(hp_.n_layer), hp_.n_head_kv * hp_.head_dim_k, hp_.n_head_kv * hp_.head_dim_v};
+    return {static_cast<int>(hp_.n_layer), hp_.n_head_kv * hp_.head_dim_k, hp_.n_head_kv * hp_.head_dim_v,
+            static_cast<int>(hp_.n_head_kv)};
   }
   // The cache this architecture needs (sliding-window models override).
   virtual std::unique_ptr<KVCache> make_cache(int n_ctx, int n_seq, int n_batch, DType type) const;

@@ -11,6 +11,15 @@ namespace slm {
 
 static_assert(kern::kKeyBlock == 16, "FullKVCache::kBlock and SlidingWindowKVCache::kBlock must match kern::kKeyBlock");
 
+namespace {
+void check_value_heads(const KVShape& shape) {
+  if (shape.n_head_kv <= 0 || shape.v_dim % shape.n_head_kv != 0 || shape.k_dim % shape.n_head_kv != 0)
+    fail("KV cache: {} key and {} value dimensions do not split into {} heads", shape.k_dim, shape.v_dim,
+         shape.n_head_kv);
+}
+
+}  // namespace
+
 FullKVCache::FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type)
     : shape_(shape), n_ctx_(n_ctx), n_seq_(n_seq), type_(type) {
   if (type != DType::F32 && type != DType::F16)
@@ -24,6 +33,7 @@ FullKVCache::FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type)
   v_ = ZeroedBuffer(rows * shape.v_dim * elem_);
   lengths_.assign(n_seq, 0);
   if (key_blocks_) key_fp16_.resize(static_cast<size_t>(shape.k_dim));
+  if (key_blocks_) check_value_heads(shape);
 }
 
 void FullKVCache::check(int layer, int seq, int32_t pos) const {
@@ -46,13 +56,26 @@ void encode_row(DType type, const float* src, uint8_t* dst, int64_t n) {
   }
 }
 
-// Key row k into slot `slot` of the blocks from `blocks` on: lane slot % kKeyBlock of block
-// slot / kKeyBlock, one element per dimension, kKeyBlock apart. row: k_dim fp16 scratch.
-void store_key_in_block(const float* k, int64_t k_dim, uint16_t* blocks, int32_t slot, uint16_t* row) {
+// Value row v (v_dim floats, n_head heads) into slot `slot` of each head's run of `slots`
+// positions from `heads` on (the head-major layout of KVCache::value_head).
+void store_value_by_head(const float* v, int64_t v_dim, int n_head, uint16_t* heads, int64_t slots, int32_t slot) {
+  const int64_t hd = v_dim / n_head;
+  for (int h = 0; h < n_head; ++h)
+    encode_row(DType::F16, v + h * hd, reinterpret_cast<uint8_t*>(heads + (h * slots + slot) * hd), hd);
+}
+
+// Key row k (k_dim floats, n_head heads) into slot `slot` of each head's run of `slots`
+// positions (a whole number of blocks) from `blocks` on: lane slot % kKeyBlock of the head's
+// block slot / kKeyBlock, one element per dimension, kKeyBlock apart. row: k_dim fp16 scratch.
+void store_key_in_block(const float* k, int64_t k_dim, int n_head, uint16_t* blocks, int64_t slots,
+                        int32_t slot, uint16_t* row) {
   constexpr int B = kern::kKeyBlock;
+  const int64_t hd = k_dim / n_head;
   encode_row(DType::F16, k, reinterpret_cast<uint8_t*>(row), k_dim);
-  uint16_t* lane = blocks + static_cast<size_t>(slot / B) * B * k_dim + slot % B;
-  for (int64_t c = 0; c < k_dim; ++c) lane[c * B] = row[c];
+  for (int h = 0; h < n_head; ++h) {
+    uint16_t* lane = blocks + h * slots * hd + static_cast<size_t>(slot / B) * B * hd + slot % B;
+    for (int64_t c = 0; c < hd; ++c) lane[c * B] = row[h * hd + c];
+  }
 }
 }  // namespace
 
@@ -60,12 +83,14 @@ void FullKVCache::store(int layer, int seq, int32_t pos, const float* k, const f
   check(layer, seq, pos);
   const size_t idx = index(layer, seq, pos);
   if (key_blocks_) {
-    store_key_in_block(k, shape_.k_dim, reinterpret_cast<uint16_t*>(k_.data()) + key_base(layer, seq), pos,
-                       key_fp16_.data());
+    store_key_in_block(k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<uint16_t*>(k_.data()) + key_base(layer, seq),
+                       k_positions_, pos, key_fp16_.data());
+    store_value_by_head(v, shape_.v_dim, shape_.n_head_kv,
+                        reinterpret_cast<uint16_t*>(v_.data()) + index(layer, seq, 0) * shape_.v_dim, n_ctx_, pos);
   } else {
     encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
+    encode_row(type_, v, v_.data() + idx * shape_.v_dim * elem_, shape_.v_dim);
   }
-  encode_row(type_, v, v_.data() + idx * shape_.v_dim * elem_, shape_.v_dim);
   if (layer == 0) lengths_[seq] = std::max(lengths_[seq], pos + 1);
 }
 
@@ -75,15 +100,24 @@ const void* FullKVCache::k_row(int layer, int seq, int32_t pos) const {
   return k_.data() + index(layer, seq, pos) * shape_.k_dim * elem_;
 }
 
-const uint16_t* FullKVCache::key_blocks(int layer, int seq) const {
+const uint16_t* FullKVCache::key_blocks(int layer, int seq, int head) const {
   if (!key_blocks_) return nullptr;
   check(layer, seq, 0);
-  return reinterpret_cast<const uint16_t*>(k_.data()) + key_base(layer, seq);
+  return reinterpret_cast<const uint16_t*>(k_.data()) + key_base(layer, seq) +
+         static_cast<size_t>(head) * k_positions_ * (shape_.k_dim / shape_.n_head_kv);
 }
 
 const void* FullKVCache::v_row(int layer, int seq, int32_t pos) const {
   check(layer, seq, pos);
+  if (key_blocks_) fail("KV cache: F16 values are stored head by head, not rows (read them with value_head)");
   return v_.data() + index(layer, seq, pos) * shape_.v_dim * elem_;
+}
+
+const uint16_t* FullKVCache::value_head(int layer, int seq, int head) const {
+  if (!key_blocks_) return nullptr;
+  check(layer, seq, 0);
+  const int64_t hd = shape_.v_dim / shape_.n_head_kv;
+  return reinterpret_cast<const uint16_t*>(v_.data()) + index(layer, seq, 0) * shape_.v_dim + head * n_ctx_ * hd;
 }
 
 int32_t FullKVCache::truncate(int seq, int32_t from) {
@@ -144,6 +178,7 @@ SlidingWindowKVCache::SlidingWindowKVCache(const KVShape& shape, std::vector<int
   v_ = ZeroedBuffer(rows * shape.v_dim * elem_);
   lengths_.assign(n_seq, 0);
   if (key_blocks_) key_fp16_.resize(static_cast<size_t>(shape.k_dim));
+  if (key_blocks_) check_value_heads(shape);
 }
 
 size_t SlidingWindowKVCache::row_index(int layer, int seq, int32_t pos) const {
@@ -162,12 +197,16 @@ size_t SlidingWindowKVCache::key_base(int layer, int seq) const {
 void SlidingWindowKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
   const size_t idx = row_index(layer, seq, pos);
   if (key_blocks_) {
-    store_key_in_block(k, shape_.k_dim, reinterpret_cast<uint16_t*>(k_.data()) + key_base(layer, seq),
-                       pos % capacity_[layer], key_fp16_.data());
+    const int32_t cap = capacity_[layer];
+    store_key_in_block(k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<uint16_t*>(k_.data()) + key_base(layer, seq),
+                       (cap + kBlock - 1) / kBlock * kBlock, pos % cap, key_fp16_.data());
+    store_value_by_head(v, shape_.v_dim, shape_.n_head_kv,
+                        reinterpret_cast<uint16_t*>(v_.data()) + row_index(layer, seq, 0) * shape_.v_dim,
+                        (cap + kBlock - 1) / kBlock * kBlock, pos % cap);
   } else {
     encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
+    encode_row(type_, v, v_.data() + idx * shape_.v_dim * elem_, shape_.v_dim);
   }
-  encode_row(type_, v, v_.data() + idx * shape_.v_dim * elem_, shape_.v_dim);
   if (layer == 0) lengths_[seq] = std::max(lengths_[seq], pos + 1);
 }
 
@@ -182,9 +221,12 @@ const void* SlidingWindowKVCache::k_row(int layer, int seq, int32_t pos) const {
   return k_.data() + idx * shape_.k_dim * elem_;
 }
 
-const uint16_t* SlidingWindowKVCache::key_blocks(int layer, int seq) const {
+const uint16_t* SlidingWindowKVCache::key_blocks(int layer, int seq, int head) const {
   if (!key_blocks_) return nullptr;
-  return reinterpret_cast<const uint16_t*>(k_.data()) + key_base(layer, seq);
+  const int32_t cap = capacity_[layer];
+  const int64_t held = (cap + kBlock - 1) / kBlock * kBlock;
+  return reinterpret_cast<const uint16_t*>(k_.data()) + key_base(layer, seq) +
+         static_cast<size_t>(head) * held * (shape_.k_dim / shape_.n_head_kv);
 }
 
 int32_t SlidingWindowKVCache::ring_capacity(int layer) const {
@@ -193,7 +235,16 @@ int32_t SlidingWindowKVCache::ring_capacity(int layer) const {
 }
 
 const void* SlidingWindowKVCache::v_row(int layer, int seq, int32_t pos) const {
-  return v_.data() + row_index(layer, seq, pos) * shape_.v_dim * elem_;
+  const size_t idx = row_index(layer, seq, pos);
+  if (key_blocks_) fail("KV cache: F16 values are stored head by head, not rows (read them with value_head)");
+  return v_.data() + idx * shape_.v_dim * elem_;
+}
+
+const uint16_t* SlidingWindowKVCache::value_head(int layer, int seq, int head) const {
+  if (!key_blocks_) return nullptr;
+  const int32_t cap = capacity_[layer];
+  const int64_t held = (cap + kBlock - 1) / kBlock * kBlock, hd = shape_.v_dim / shape_.n_head_kv;
+  return reinterpret_cast<const uint16_t*>(v_.data()) + row_index(layer, seq, 0) * shape_.v_dim + head * held * hd;
 }
 
 int32_t SlidingWindowKVCache::truncate(int seq, int32_t from) {

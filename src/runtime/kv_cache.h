@@ -16,6 +16,7 @@ struct KVShape {
   int n_layer = 0;
   int64_t k_dim = 0;  // n_head_kv * head_dim_k
   int64_t v_dim = 0;  // n_head_kv * head_dim_v
+  int n_head_kv = 1;  // F16 caches keep values head by head (KVCache::value_head)
 };
 
 class KVCache {
@@ -32,16 +33,22 @@ class KVCache {
   virtual const void* k_row(int layer, int seq, int32_t pos) const = 0;
   virtual const void* v_row(int layer, int seq, int32_t pos) const = 0;
   // A cache that keeps F16 keys in blocks of kern::kKeyBlock positions, dimension-major within
-  // a block (the layout kern::AttendF16Fn reads, kernels/kernels.h), returns the first block of
-  // (layer, seq), blocks key_block_stride() elements apart; k_row is then unavailable. Null:
-  // keys are rows.
-  virtual const uint16_t* key_blocks(int /*layer*/, int /*seq*/) const { return nullptr; }
+  // a block (the layout kern::AttendF16Fn reads, kernels/kernels.h), one KV head at a time,
+  // returns the first block of KV head `head` of (layer, seq), that head's blocks
+  // key_block_stride() elements apart (its own positions one after the other, so that a
+  // decoding job reads one contiguous run); k_row is then unavailable. Null: keys are rows.
+  virtual const uint16_t* key_blocks(int /*layer*/, int /*seq*/, int /*head*/) const { return nullptr; }
   virtual int64_t key_block_stride() const { return 0; }
   // Positions of (layer, seq) the cache holds before a position takes the key slot and value
   // row of the one `capacity` before it (a sliding window's ring): position pos sits in slot
   // pos % capacity. n_ctx() where nothing wraps. With key blocks, a capacity below n_ctx() is a
   // whole number of blocks.
   virtual int32_t ring_capacity(int /*layer*/) const { return n_ctx(); }
+  // A cache with key blocks keeps values head by head, each head's positions one after the
+  // other (decoding then reads one contiguous run per KV head, not 128 bytes of every row):
+  // head h's value at position pos is value_head(layer, seq, h) + (pos % ring_capacity(layer))
+  // * (v_dim / n_head_kv) fp16, and v_row is unavailable. Null: values are rows.
+  virtual const uint16_t* value_head(int /*layer*/, int /*seq*/, int /*head*/) const { return nullptr; }
   // Forget sequence `seq` from position `from` on (0 = the whole sequence). Returns the
   // length actually kept, which is less than `from` when a cache cannot keep that prefix
   // valid (a ring that has overwritten rows the next query would need).
@@ -52,8 +59,11 @@ class KVCache {
 };
 
 // Every position of every sequence kept: n_seq * n_ctx rows per layer. F16 keys are kept in
-// blocks (key_blocks): decoding then reads the cache as it is, where a float copy of every
-// visible key and value, remade for every token, cost ~15% of decoding time at 1800 positions.
+// blocks (key_blocks) and values head by head (value_head): decoding then reads the cache as it
+// is, where a float copy of every visible key and value, remade for every token, cost ~15% of
+// decoding time at 1800 positions, and each KV head's keys and values are one contiguous run
+// (reading a head's slice of whole-row blocks and rows made decoding at 2048 positions ~9%
+// slower on Zen 4).
 class FullKVCache : public KVCache {
  public:
   FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type);
@@ -64,8 +74,9 @@ class FullKVCache : public KVCache {
   int32_t first_visible(int, int32_t) const override { return 0; }
   const void* k_row(int layer, int seq, int32_t pos) const override;
   const void* v_row(int layer, int seq, int32_t pos) const override;
-  const uint16_t* key_blocks(int layer, int seq) const override;
-  int64_t key_block_stride() const override { return key_blocks_ ? shape_.k_dim * kBlock : 0; }
+  const uint16_t* key_blocks(int layer, int seq, int head) const override;
+  int64_t key_block_stride() const override { return key_blocks_ ? shape_.k_dim / shape_.n_head_kv * kBlock : 0; }
+  const uint16_t* value_head(int layer, int seq, int head) const override;
   int32_t truncate(int seq, int32_t from) override;
   int32_t seq_length(int seq) const override { return lengths_[seq]; }
   size_t bytes() const override { return k_.size() + v_.size(); }
@@ -75,7 +86,8 @@ class FullKVCache : public KVCache {
   size_t index(int layer, int seq, int32_t pos) const {
     return (static_cast<size_t>(layer) * n_seq_ + seq) * n_ctx_ + pos;
   }
-  // Key element offset of (layer, seq)'s first block: n_ctx rounded up to whole blocks each.
+  // Key element offset of (layer, seq)'s first block: n_ctx rounded up to whole blocks for
+  // each KV head.
   size_t key_base(int layer, int seq) const {
     return (static_cast<size_t>(layer) * n_seq_ + seq) * static_cast<size_t>(k_positions_) * shape_.k_dim;
   }
@@ -118,9 +130,10 @@ class SlidingWindowKVCache : public KVCache {
   int32_t first_visible(int layer, int32_t pos) const override;
   const void* k_row(int layer, int seq, int32_t pos) const override;
   const void* v_row(int layer, int seq, int32_t pos) const override;
-  const uint16_t* key_blocks(int layer, int seq) const override;
-  int64_t key_block_stride() const override { return key_blocks_ ? shape_.k_dim * kBlock : 0; }
+  const uint16_t* key_blocks(int layer, int seq, int head) const override;
+  int64_t key_block_stride() const override { return key_blocks_ ? shape_.k_dim / shape_.n_head_kv * kBlock : 0; }
   int32_t ring_capacity(int layer) const override;
+  const uint16_t* value_head(int layer, int seq, int head) const override;
   int32_t truncate(int seq, int32_t from) override;
   int32_t seq_length(int seq) const override { return lengths_[seq]; }
   size_t bytes() const override { return k_.size() + v_.size(); }
