@@ -172,7 +172,7 @@ SlidingWindowKVCache::SlidingWindowKVCache(const KVShape& shape, std::vector<int
     cap = std::min<int64_t>(n_ctx, (cap + kBlock - 1) / kBlock * kBlock);
     capacity_.push_back(static_cast<int32_t>(cap));
     layer_base_.push_back(rows);
-    rows += static_cast<size_t>(key_blocks_ ? (cap + kBlock - 1) / kBlock * kBlock : cap) * n_seq;
+    rows += static_cast<size_t>(held(static_cast<int>(capacity_.size()) - 1)) * n_seq;
   }
   k_ = ZeroedBuffer(rows * shape.k_dim * elem_);
   v_ = ZeroedBuffer(rows * shape.v_dim * elem_);
@@ -185,24 +185,19 @@ size_t SlidingWindowKVCache::row_index(int layer, int seq, int32_t pos) const {
   if (layer < 0 || layer >= shape_.n_layer || seq < 0 || seq >= n_seq_ || pos < 0 || pos >= n_ctx_)
     fail("KV cache access out of range: layer {} seq {} pos {} (layers {}, sequences {}, context {})",
          layer, seq, pos, shape_.n_layer, n_seq_, n_ctx_);
-  const int32_t cap = capacity_[layer];
-  const int64_t held = key_blocks_ ? (cap + kBlock - 1) / kBlock * kBlock : cap;
-  return layer_base_[layer] + static_cast<size_t>(seq) * held + pos % cap;
-}
-
-size_t SlidingWindowKVCache::key_base(int layer, int seq) const {
-  return (row_index(layer, seq, 0)) * shape_.k_dim;
+  return layer_base_[layer] + static_cast<size_t>(seq) * held(layer) + pos % capacity_[layer];
 }
 
 void SlidingWindowKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
   const size_t idx = row_index(layer, seq, pos);
   if (key_blocks_) {
-    const int32_t cap = capacity_[layer];
-    store_key_in_block(k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<uint16_t*>(k_.data()) + key_base(layer, seq),
-                       (cap + kBlock - 1) / kBlock * kBlock, pos % cap, key_fp16_.data());
+    const int32_t slot = pos % capacity_[layer];
+    store_key_in_block(k, shape_.k_dim, shape_.n_head_kv,
+                       reinterpret_cast<uint16_t*>(k_.data()) + head_base(layer, seq, 0, shape_.k_dim), held(layer),
+                       slot, key_fp16_.data());
     store_value_by_head(v, shape_.v_dim, shape_.n_head_kv,
-                        reinterpret_cast<uint16_t*>(v_.data()) + row_index(layer, seq, 0) * shape_.v_dim,
-                        (cap + kBlock - 1) / kBlock * kBlock, pos % cap);
+                        reinterpret_cast<uint16_t*>(v_.data()) + head_base(layer, seq, 0, shape_.v_dim), held(layer),
+                        slot);
   } else {
     encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
     encode_row(type_, v, v_.data() + idx * shape_.v_dim * elem_, shape_.v_dim);
@@ -223,10 +218,7 @@ const void* SlidingWindowKVCache::k_row(int layer, int seq, int32_t pos) const {
 
 const uint16_t* SlidingWindowKVCache::key_blocks(int layer, int seq, int head) const {
   if (!key_blocks_) return nullptr;
-  const int32_t cap = capacity_[layer];
-  const int64_t held = (cap + kBlock - 1) / kBlock * kBlock;
-  return reinterpret_cast<const uint16_t*>(k_.data()) + key_base(layer, seq) +
-         static_cast<size_t>(head) * held * (shape_.k_dim / shape_.n_head_kv);
+  return reinterpret_cast<const uint16_t*>(k_.data()) + head_base(layer, seq, head, shape_.k_dim);
 }
 
 int32_t SlidingWindowKVCache::ring_capacity(int layer) const {
@@ -242,9 +234,7 @@ const void* SlidingWindowKVCache::v_row(int layer, int seq, int32_t pos) const {
 
 const uint16_t* SlidingWindowKVCache::value_head(int layer, int seq, int head) const {
   if (!key_blocks_) return nullptr;
-  const int32_t cap = capacity_[layer];
-  const int64_t held = (cap + kBlock - 1) / kBlock * kBlock, hd = shape_.v_dim / shape_.n_head_kv;
-  return reinterpret_cast<const uint16_t*>(v_.data()) + row_index(layer, seq, 0) * shape_.v_dim + head * held * hd;
+  return reinterpret_cast<const uint16_t*>(v_.data()) + head_base(layer, seq, head, shape_.v_dim);
 }
 
 int32_t SlidingWindowKVCache::truncate(int seq, int32_t from) {

@@ -141,8 +141,16 @@ class SlidingWindowKVCache : public KVCache {
  private:
   static constexpr int kBlock = 16;  // kern::kKeyBlock (checked in kv_cache.cpp)
   size_t row_index(int layer, int seq, int32_t pos) const;
-  // Key element offset of (layer, seq)'s first block (F16 blocks).
-  size_t key_base(int layer, int seq) const;
+  // Positions (layer, seq) has room for: its ring, rounded up to whole key blocks with F16.
+  int64_t held(int layer) const {
+    const int32_t cap = capacity_[layer];
+    return key_blocks_ ? (cap + kBlock - 1) / kBlock * kBlock : cap;
+  }
+  // fp16 element offset of (layer, seq)'s head `head` in k_ (dims: k_dim) or v_ (v_dim),
+  // where F16 keys and values are kept head by head.
+  size_t head_base(int layer, int seq, int head, int64_t dims) const {
+    return row_index(layer, seq, 0) * dims + static_cast<size_t>(head) * held(layer) * (dims / shape_.n_head_kv);
+  }
   KVShape shape_;
   std::vector<int32_t> windows_, capacity_;
   std::vector<size_t> layer_base_;  // first row of each layer
