@@ -101,12 +101,11 @@ constexpr int64_t kRowsPerCall = 8;
 // start). Tokens of `seq` at consecutive positions whose first visible key is the same (a
 // prompt's) or moves on one position with each (past a sliding window) go to the kernel
 // together, up to kRowsPerCall query rows, their queries gathered into one block of rows and
-// their outputs scattered back. Jobs
-// go KV head by KV head: a thread's consecutive jobs read the same keys and values (256 KiB
-// each at 2048 positions and 64 dimensions), which then stay in L2, and each thread gets whole
-// heads, so the causal mask's uneven rows (late tokens see more keys) are shared out evenly.
-// Token-major order streamed every head's keys from L3 and gave the late tokens of a prompt
-// batch, three times the work of the early ones, to one thread.
+// their outputs scattered back. Jobs go KV head by KV head: a thread's consecutive jobs read
+// the same keys and values (256 KiB each at 2048 positions and 64 dimensions), which then stay
+// in L2, and each thread gets whole heads, so the causal mask's uneven rows (late tokens see
+// more keys) are shared out evenly. Token-major order streamed every head's keys from L3 and
+// gave the late tokens of a prompt batch, three times the work of the early ones, to one thread.
 void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
                        const AttentionSpec& spec, int32_t seq, const float* q, float* out) {
   constexpr int B = kern::kKeyBlock;
