@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <slm/slm.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "support/fixtures.h"
@@ -41,6 +42,52 @@ TEST(PublicApi, GreedyGenerationMatchesReference) {
   const auto st = small.generate("Once upon a time there was", gp, [](std::string_view) { return true; });
   EXPECT_FALSE(st.ok);
   EXPECT_NE(st.message.find("context"), std::string::npos) << st.message;
+}
+
+TEST(PublicApi, ConstrainedOutputFollowsTheSchemaOrIsAStatus) {
+  SLM_REQUIRE_FIXTURE(model_path, "models/stories260K.gguf");
+  slm::api::Model m;
+  ASSERT_TRUE(slm::api::Model::load(model_path.string(), &m).ok);
+  slm::api::Session s(m, {.n_ctx = 1024, .n_threads = 2});
+  slm::api::GenerateParams gp;
+  gp.n_predict = 300;
+  gp.temperature = 0;
+  gp.json_schema = R"({"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]},
+                       "count": {"type": "integer"}}, "required": ["colour", "count"]})";
+  std::string text;
+  const auto st = s.generate("The ball was", gp, [&](std::string_view p) {
+    text += p;
+    return true;
+  });
+  ASSERT_TRUE(st.ok) << st.message;
+  const auto j = nlohmann::json::parse(text);
+  EXPECT_TRUE(j["colour"] == "red" || j["colour"] == "green" || j["colour"] == "blue") << text;
+  EXPECT_TRUE(j["count"].is_number_integer()) << text;
+  // A grammar instead.
+  slm::api::GenerateParams gg;
+  gg.temperature = 0;
+  gg.grammar = R"(root ::= [0-9]{3})";
+  text.clear();
+  ASSERT_TRUE(s.generate("The number is", gg, [&](std::string_view p) {
+    text += p;
+    return true;
+  }).ok);
+  EXPECT_EQ(text.size(), 3u) << text;
+  EXPECT_TRUE(std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) << text;
+  // Bad ones are a Status, and the session goes on working.
+  gg.grammar = "root ::= missing";
+  auto bad = s.generate("x", gg, [](std::string_view) { return true; });
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("never defined"), std::string::npos) << bad.message;
+  gg.grammar.clear();
+  gg.json_schema = "{not json";
+  bad = s.generate("x", gg, [](std::string_view) { return true; });
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("not valid JSON"), std::string::npos) << bad.message;
+  gg.json_schema = R"({"type": "number", "multipleOf": 3})";
+  bad = s.generate("x", gg, [](std::string_view) { return true; });
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("multipleOf"), std::string::npos) << bad.message;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 //   std::string text;
 //   session.generate("Once upon a time", {.n_predict = 64, .temperature = 0}, [&](std::string_view piece) {
 //     text += piece; return true; });
+//   // Structured output: {.json_schema = R"({"type":"object","properties":{...}})"}
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -65,6 +66,11 @@ struct GenerateParams {
   float min_p = 0.05f;
   float repeat_penalty = 1.0f;
   uint64_t seed = 0xFFFFFFFF;
+  // Constrained output (at most one): a GBNF grammar (llama.cpp's format) or a JSON schema
+  // (JSON text) the generated text must follow; both empty: free text. A grammar or schema
+  // slm cannot parse or enforce is an error Status naming the problem.
+  std::string grammar;
+  std::string json_schema;
 };
 
 // One conversation on a model (the model must outlive it).

@@ -2,12 +2,16 @@
 // turn them into a Status.
 #include <slm/slm.h>
 
+#include <mutex>
 #include <new>
 #include <thread>
 
 #include "core/error.h"
 #include "models/model.h"
 #include "runtime/generate.h"
+#include "runtime/grammar_vocab.h"
+#include "sampling/grammar.h"
+#include "sampling/json_schema.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 
@@ -32,6 +36,9 @@ Status guarded(F&& f) {
 struct Model::Impl {
   std::unique_ptr<slm::Model> model;
   std::unique_ptr<slm::Tokenizer> tokenizer;
+  // The vocabulary for constrained output, built by the first generate() that asks for it.
+  mutable std::once_flag grammar_vocab_once;
+  mutable std::shared_ptr<const GrammarVocab> grammar_vocab;
 };
 
 Model::Model() = default;
@@ -115,6 +122,24 @@ Status Session::generate(std::string_view prompt, const GenerateParams& p,
     sp.repeat_penalty = p.repeat_penalty;
     sp.seed = p.seed;
     Sampler sampler(sp, static_cast<int32_t>(impl_->model->model->hparams().n_vocab));
+    if (!p.grammar.empty() && !p.json_schema.empty())
+      fail("GenerateParams: give a grammar or a json_schema, not both");
+    std::shared_ptr<const Grammar> g;
+    if (!p.grammar.empty()) g = Grammar::parse(p.grammar);
+    if (!p.json_schema.empty()) {
+      nlohmann::ordered_json schema;
+      try {
+        schema = nlohmann::ordered_json::parse(p.json_schema);
+      } catch (const nlohmann::json::exception& e) {
+        fail("GenerateParams.json_schema is not valid JSON: {}", e.what());
+      }
+      g = Grammar::parse(json_schema_to_grammar(schema));
+    }
+    if (g) {
+      const Model::Impl& m = *impl_->model;
+      std::call_once(m.grammar_vocab_once, [&] { m.grammar_vocab = make_grammar_vocab(tok); });
+      sampler.set_grammar({g, m.grammar_vocab});
+    }
     const std::vector<int32_t> ids = tok.encode(prompt, true, parse_special);
     slm::generate(*impl_->session, tok, sampler, ids, p.n_predict,
                   [&](const std::string& s) { return on_text(s); });

@@ -32,7 +32,7 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
       r.stopped_at_eog = true;
       break;
     }
-    sampler.accept(next);
+    sampler.accept_sampled(next);
     r.tokens.push_back(next);
     const std::string piece = decoder.push(next);
     r.text += piece;

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "runtime/grammar_vocab.h"
 
 namespace slm {
 
@@ -260,6 +261,10 @@ void BatchScheduler::admit(std::deque<Pending>& incoming) {
     try {
       s.sampler.emplace(s.req.sampling, static_cast<int32_t>(model_.hparams().n_vocab));
       for (int32_t t : s.req.prompt) s.sampler->accept(t);
+      if (s.req.grammar) {
+        if (!grammar_vocab_) grammar_vocab_ = make_grammar_vocab(tok_);
+        s.sampler->set_grammar({s.req.grammar, grammar_vocab_});
+      }
     } catch (const Error& e) {
       s.handle->finish("error", e.what(), static_cast<int>(s.req.prompt.size()), 0, 0);
       s.handle.reset();
@@ -321,7 +326,12 @@ void BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
     for (size_t i = 0; i < k; ++i) t.top.emplace_back(tok_.token_to_piece(order[i]), logits[order[i]] - lse);
     lp.push_back(std::move(t));
   }
-  s.sampler->accept(token);
+  try {
+    s.sampler->accept_sampled(token);
+  } catch (const Error& e) {
+    finish(s, "error", e.what());
+    return;
+  }
   ++s.generated;
   n_generated_.fetch_add(1);
   const std::string text = s.stop->push(s.decoder->push(token));

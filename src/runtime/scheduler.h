@@ -40,6 +40,8 @@ struct GenerationRequest {
   // LoRA scales by adapter index (SchedulerOptions::lora) that this request sets; the others
   // keep the server's scale (--lora FILE:SCALE). Scale 0 turns an adapter off.
   std::vector<std::pair<int, float>> lora;
+  // Constrained output (response_format, grammar): the text must follow it; null: free text.
+  std::shared_ptr<const Grammar> grammar;
 };
 
 struct TokenLogprob {
@@ -146,6 +148,7 @@ class BatchScheduler : public Scheduler {
 
   const Model& model_;
   const Tokenizer& tok_;
+  std::shared_ptr<const GrammarVocab> grammar_vocab_;  // built by the scheduler thread at the first grammar
   SchedulerOptions opts_;
   SchedulerObserver* observer_;
   std::unique_ptr<KVCache> cache_;

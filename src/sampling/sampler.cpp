@@ -93,6 +93,27 @@ void Sampler::reset() {
   ring_head_ = 0;
   ring_size_ = 0;
   rng_ = seeded_;
+  if (grammar_.grammar) grammar_state_.emplace(grammar_.grammar);
+}
+
+void Sampler::set_grammar(GrammarConstraint c) {
+  if (!c.grammar) {
+    grammar_ = {};
+    grammar_state_.reset();
+    return;
+  }
+  if (!c.vocab || c.vocab->n_vocab() != n_vocab_)
+    fail("sampler: the grammar's vocabulary has {} tokens but the model has {}", c.vocab ? c.vocab->n_vocab() : 0,
+         n_vocab_);
+  grammar_ = std::move(c);
+  grammar_state_.emplace(grammar_.grammar);
+}
+
+void Sampler::accept_sampled(int32_t token) {
+  accept(token);
+  if (!grammar_state_ || grammar_.vocab->is_eog(token)) return;
+  if (!grammar_state_->advance(grammar_.vocab->piece(token)))
+    fail("sampler: token {} ({:?}) does not follow the grammar here", token, grammar_.vocab->piece(token));
 }
 
 void Sampler::accept(int32_t token) {
@@ -249,6 +270,24 @@ int32_t Sampler::draw(size_t n) {
 }
 
 int32_t Sampler::sample(const float* logits) {
+  if (!grammar_state_) return sample_unconstrained(logits);
+  const int32_t first = sample_unconstrained(logits);
+  if (grammar_.vocab->allows(*grammar_state_, first)) return first;
+  grammar_.vocab->allowed(*grammar_state_, allowed_);
+  masked_.resize(static_cast<size_t>(n_vocab_));
+  bool any = false;
+  for (int32_t i = 0; i < n_vocab_; ++i) {
+    const auto u = static_cast<size_t>(i);
+    masked_[u] = allowed_[u] ? logits[i] : kNegInf;
+    any = any || (allowed_[u] && logits[i] > kNegInf);
+  }
+  if (!any)
+    fail("sampler: the grammar allows no token of this vocabulary after the text so far (does the model have "
+         "an end-of-generation token, and can the grammar's characters be written with its tokens?)");
+  return sample_unconstrained(masked_.data());
+}
+
+int32_t Sampler::sample_unconstrained(const float* logits) {
   const size_t all = collect(logits);
   // Greedy is the argmax of the penalised logits; top-k/top-p/min-p always keep the argmax,
   // and llama.cpp's temperature <= 0 keeps only the max, so the result is the same.

@@ -13,8 +13,12 @@
 // same tokens with any standard library. Not thread-safe: one Sampler per sequence.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <random>
 #include <vector>
+
+#include "sampling/grammar.h"
 
 namespace slm {
 
@@ -44,8 +48,26 @@ class Sampler {
   // Records a token in the penalty window (prompt tokens too, as llama.cpp does). Throws
   // slm::Error when the id is outside [0, n_vocab).
   void accept(int32_t token);
+  // Records a token this sampler picked: the penalty window, and the grammar's progress when
+  // there is one (a generated end-of-generation token needs no call). Throws slm::Error when
+  // the grammar refuses it.
+  void accept_sampled(int32_t token);
 
-  // Forgets the history and reseeds the generator, as if freshly constructed.
+  // Constrains the output to a grammar (sampling/grammar.h): sample() then only returns tokens
+  // whose text the grammar allows after what was accepted so far, and an end-of-generation
+  // token only where the text may end. As llama.cpp's common sampler does, the unconstrained
+  // choice is tried first and kept when the grammar allows it (one token checked, not the
+  // vocabulary); only when it does not are all tokens checked and the choice made again among
+  // those allowed. Greedy output is the same either way. The vocabulary must have n_vocab
+  // tokens. Throws slm::Error otherwise.
+  void set_grammar(GrammarConstraint c);
+  bool has_grammar() const { return grammar_state_.has_value(); }
+  // Where the constrained text stands (null without a grammar): can_end() says whether it is
+  // complete.
+  const GrammarState* grammar_state() const { return grammar_state_ ? &*grammar_state_ : nullptr; }
+
+  // Forgets the history and reseeds the generator, as if freshly constructed (a grammar goes
+  // back to its start).
   void reset();
 
   const SamplerParams& params() const { return params_; }
@@ -59,6 +81,7 @@ class Sampler {
   struct Better;  // sort order: logit descending, then id ascending
   static void sort_prefix(Candidate* first, Candidate* mid, Candidate* last);
 
+  int32_t sample_unconstrained(const float* logits);
   double uniform();                       // [0, 1) with 53 random bits
   size_t collect(const float* logits);    // penalties + finite logits -> cand_, sets max/argmax
   size_t top_k(size_t n);                 // sorts the kept prefix
@@ -85,6 +108,13 @@ class Sampler {
   std::vector<int32_t> ring_;
   size_t ring_head_ = 0;  // next slot to write
   size_t ring_size_ = 0;  // tokens currently in the ring
+
+  // The grammar, if any: its vocabulary, the state after the accepted tokens, and buffers for
+  // the masked pass (sized on first use).
+  GrammarConstraint grammar_;
+  std::optional<GrammarState> grammar_state_;
+  std::vector<uint8_t> allowed_;
+  std::vector<float> masked_;
 };
 
 }  // namespace slm

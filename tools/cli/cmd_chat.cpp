@@ -14,6 +14,7 @@
 #include "generation_options.h"
 #include "runtime/chat_prompt.h"
 #include "runtime/generate.h"
+#include "runtime/grammar_vocab.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 
@@ -38,6 +39,7 @@ Runner add_chat(CLI::App& app) {
     const ChatPrompt chat = ChatPrompt::for_model(*tok, model->gguf(), o->template_file, o->model);
     Session session(*model, o->session_options(*model));
     Sampler sampler(o->sampling, static_cast<int32_t>(model->hparams().n_vocab));
+    if (auto g = o->load_grammar()) sampler.set_grammar({g, make_grammar_vocab(*tok)});
 
     nlohmann::ordered_json messages = nlohmann::ordered_json::array();
     if (!o->system.empty()) messages.push_back({{"role", "system"}, {"content", o->system}});

@@ -8,7 +8,10 @@
 #include "core/error.h"
 #include "generation_options.h"
 #include "models/model.h"
+#include "core/whole_file.h"
 #include "runtime/generate.h"
+#include "runtime/grammar_vocab.h"
+#include "sampling/json_schema.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 
@@ -31,6 +34,41 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
   app.add_option("-c,--ctx-size", n_ctx, "context size (0: the model's training context)");
   app.add_option("--kv-type", kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
   lora.add_to(app);
+  app.add_option("--grammar", grammar, "GBNF grammar the output must follow (llama.cpp's format)");
+  app.add_option("--grammar-file", grammar_file, "file holding a GBNF grammar");
+  app.add_option("-j,--json-schema", json_schema, "JSON schema the output must be an instance of");
+  app.add_option("--json-schema-file", json_schema_file, "file holding a JSON schema");
+  app.add_flag("--json", json, "output a JSON object (any)");
+}
+
+std::shared_ptr<const Grammar> GenerationOptions::load_grammar() const {
+  const int given = !grammar.empty() + !grammar_file.empty() + !json_schema.empty() + !json_schema_file.empty() + json;
+  if (given == 0) return nullptr;
+  if (given > 1) fail("--grammar, --grammar-file, --json-schema, --json-schema-file and --json exclude each other: give one");
+  auto schema_grammar = [](const std::string& text, const std::string& what) {
+    nlohmann::ordered_json schema;
+    try {
+      schema = nlohmann::ordered_json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not valid JSON: {}", what, e.what());
+    }
+    try {
+      return Grammar::parse(json_schema_to_grammar(schema));
+    } catch (const Error& e) {
+      fail("{}: {}", what, e.what());
+    }
+  };
+  if (json) return Grammar::parse(json_object_grammar());
+  if (!json_schema.empty()) return schema_grammar(json_schema, "--json-schema");
+  if (!json_schema_file.empty())
+    return schema_grammar(read_whole_file(json_schema_file, "JSON schema file"), "--json-schema-file " + json_schema_file);
+  if (!grammar.empty()) return Grammar::parse(grammar);
+  const std::string text = read_whole_file(grammar_file, "grammar file");
+  try {
+    return Grammar::parse(text);
+  } catch (const Error& e) {
+    fail("--grammar-file {}: {}", grammar_file, e.what());
+  }
 }
 
 SessionOptions GenerationOptions::session_options(const Model& m) const {
@@ -60,6 +98,7 @@ Runner add_run(CLI::App& app) {
     const auto t_tok = clock::now();
     Session session(*model, o->session_options(*model));
     Sampler sampler(o->sampling, static_cast<int32_t>(model->hparams().n_vocab));
+    if (auto g = o->load_grammar()) sampler.set_grammar({g, make_grammar_vocab(*tok)});
     const std::vector<int32_t> ids = tok->encode(*prompt, /*add_special=*/true, /*parse_special=*/false);
     clock::time_point t_first{};
     GenerateResult r = generate(session, *tok, sampler, ids, o->n_predict, [&](const std::string& s) {
@@ -70,6 +109,9 @@ Runner add_run(CLI::App& app) {
     });
     const auto t_end = clock::now();
     if (r.context_full) fmt::print(stderr, "\nslm: stopped: the context ({} tokens) is full\n", session.n_ctx());
+    if (sampler.has_grammar() && !r.stopped_at_eog && !sampler.grammar_state()->can_end())
+      fmt::print(stderr, "\nslm: warning: stopped after {} tokens, before the text the grammar asks for was complete "
+                 "(raise -n)\n", r.tokens.size());
     if (*timings) {
       const size_t n = r.tokens.size();
       // From the start of the command (a few ms after exec: benches/bench_startup.cpp measures

@@ -8,6 +8,9 @@
 #include <limits>
 #include <random>
 
+#include "core/error.h"
+#include "sampling/json_schema.h"
+
 namespace slm::server {
 
 namespace {
@@ -110,6 +113,55 @@ std::string message_content(const json& m, size_t i) {
   return out;
 }
 
+// Constrained output: OpenAI's response_format ({"type": "text" | "json_object" |
+// "json_schema", "json_schema": {"name", "schema", "strict"}}) and llama.cpp's server
+// extensions "json_schema" (a schema) and "grammar" (GBNF text). At most one of them.
+std::shared_ptr<const Grammar> requested_grammar(const json& body) {
+  const json* rf = field(body, "response_format");
+  const json* js = field(body, "json_schema");
+  const json* gr = field(body, "grammar");
+  if ((rf != nullptr) + (js != nullptr) + (gr != nullptr) > 1)
+    bad(rf ? "response_format" : "json_schema", "give at most one of 'response_format', 'json_schema' and 'grammar'");
+  auto from_schema = [](const json& schema, const std::string& param) {
+    if (!schema.is_object() && !schema.is_boolean()) bad(param, "'" + param + "' must be a JSON schema (an object)");
+    try {
+      return Grammar::parse(json_schema_to_grammar(schema));
+    } catch (const Error& e) {
+      bad(param, "'" + param + "': " + e.what(), "unsupported_schema");
+    }
+  };
+  if (gr) {
+    if (!gr->is_string() || gr->get<std::string>().empty()) bad("grammar", "'grammar' must be a non-empty GBNF string");
+    try {
+      return Grammar::parse(gr->get<std::string>());
+    } catch (const Error& e) {
+      bad("grammar", std::string("'grammar': ") + e.what(), "invalid_grammar");
+    }
+  }
+  if (js) return from_schema(*js, "json_schema");
+  if (!rf) return nullptr;
+  if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
+    bad("response_format", "'response_format' must be an object with a 'type': \"text\", \"json_object\" or \"json_schema\"");
+  const std::string type = (*rf)["type"].get<std::string>();
+  if (type == "text") return nullptr;
+  if (type == "json_object") {
+    // llama.cpp's server takes a schema here too ("schema"); without one, any object.
+    if (rf->contains("schema")) return from_schema((*rf)["schema"], "response_format.schema");
+    return Grammar::parse(json_object_grammar());
+  }
+  if (type == "json_schema") {
+    const json* spec = field(*rf, "json_schema");
+    if (!spec || !spec->is_object())
+      bad("response_format.json_schema", "'response_format.json_schema' is required with type \"json_schema\": "
+          "{\"name\": ..., \"schema\": {...}}", "missing_required_parameter");
+    const json* schema = field(*spec, "schema");
+    // OpenAI makes the schema optional (then any JSON object is fine).
+    if (!schema) return Grammar::parse(json_object_grammar());
+    return from_schema(*schema, "response_format.json_schema.schema");
+  }
+  bad("response_format.type", "unknown 'response_format.type' \"" + type + "\": use \"text\", \"json_object\" or \"json_schema\"");
+}
+
 }  // namespace
 
 ApiError::ApiError(int s, std::string message, std::string p, std::string c, std::string t)
@@ -138,10 +190,10 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
   }
   if (!body.is_object()) throw ApiError(400, "the body must be a JSON object", {}, "invalid_json");
 
-  for (const char* unsupported : {"response_format", "tools", "tool_choice", "functions", "function_call"})
+  for (const char* unsupported : {"tools", "tool_choice", "functions", "function_call"})
     if (field(body, unsupported))
       bad(unsupported, std::string("'") + unsupported +
-                           "' is not supported yet (constrained output and tool calls are planned); "
+                           "' is not supported yet (tool calls are planned); "
                            "remove it from the request",
           "unsupported_parameter");
   if (const json* m = field(body, "model"); m && !m->is_string()) bad("model", "'model' must be a string");
@@ -231,6 +283,7 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
       if (x.empty()) bad("stop", "'stop' strings must not be empty");
   }
 
+  r.gen.grammar = requested_grammar(body);
   r.gen.ignore_eos = boolean(body, "ignore_eos", false);
   r.stream = boolean(body, "stream", false);
   if (const json* so = field(body, "stream_options")) {
