@@ -18,7 +18,11 @@ std::string special_text(const Tokenizer& tok, int32_t id) { return id >= 0 ? to
 }  // namespace
 
 ChatPrompt::ChatPrompt(const Tokenizer& tok, const std::string& source)
-    : tok_(&tok), tmpl_(parse_template(source)), bos_(special_text(tok, tok.bos())), eos_(special_text(tok, tok.eos())) {}
+    : tok_(&tok),
+      tmpl_(parse_template(source)),
+      bos_(special_text(tok, tok.bos())),
+      eos_(special_text(tok, tok.eos())),
+      tool_format_(tool_format_for_template(source)) {}
 
 ChatPrompt ChatPrompt::for_model(const Tokenizer& tok, const GGUFFile& gguf, const std::string& template_file,
                                  const std::string& model_path) {
@@ -30,8 +34,18 @@ ChatPrompt ChatPrompt::for_model(const Tokenizer& tok, const GGUFFile& gguf, con
 }
 
 std::string ChatPrompt::render(const nlohmann::ordered_json& messages) const {
-  nlohmann::ordered_json context = {
-      {"messages", messages}, {"add_generation_prompt", true}, {"bos_token", bos_}, {"eos_token", eos_}};
+  return render_context({{"messages", messages}, {"add_generation_prompt", true}, {"bos_token", bos_}, {"eos_token", eos_}});
+}
+
+std::string ChatPrompt::render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const {
+  return render_context({{"messages", messages},
+                         {"tools", tools},
+                         {"add_generation_prompt", true},
+                         {"bos_token", bos_},
+                         {"eos_token", eos_}});
+}
+
+std::string ChatPrompt::render_context(nlohmann::ordered_json context) const {
   try {
     return tmpl_.render(context);
   } catch (const chat::RaiseException& e) {

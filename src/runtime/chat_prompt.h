@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "chat/jinja.h"
+#include "runtime/tool_calls.h"
 #include "tokenizer/tokenizer.h"
 
 namespace slm {
@@ -24,6 +25,10 @@ class ChatPrompt {
   // Renders `messages` (an array of {role, content}) with add_generation_prompt. Throws
   // slm::Error, with "chat template refused the conversation: ..." when the template raises.
   std::string render(const nlohmann::ordered_json& messages) const;
+  // The same with the template's `tools` variable set (tool calls, runtime/tool_calls.h).
+  std::string render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const;
+  // How this template shows tools to the model and how its replies are read back.
+  ToolFormat tool_format() const { return tool_format_; }
   // Prompt tokens: special-token text parsed, BOS added when the model wants one and the
   // template did not write it.
   std::vector<int32_t> tokenize(const std::string& rendered) const;
@@ -32,6 +37,8 @@ class ChatPrompt {
   const Tokenizer* tok_;
   chat::Template tmpl_;
   std::string bos_, eos_;
+  ToolFormat tool_format_;
+  std::string render_context(nlohmann::ordered_json context) const;
 };
 
 }  // namespace slm

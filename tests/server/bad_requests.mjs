@@ -154,7 +154,13 @@ export function badCases(promptTokens) {
     add(`${r}: response_format json_schema with pattern`, post(route, { ...base, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'string', pattern: 'a+' } } } }), 400,
         (res) => assert.match(res.json.error.message, /pattern/));
     add(`${r}: response_format of unknown type`, post(route, { ...base, response_format: { type: 'yaml' } }), 400);
-    add(`${r}: tools`, post(route, { ...base, tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: {} } } }] }), 400, unsupported);
+    // Tools: chat only, and well formed (tool_calls.test.mjs has the rest).
+    const weather = { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: {} } } };
+    if (route === COMP) add(`${r}: tools`, post(route, { ...base, tools: [weather] }), 400);
+    for (const tools of [5, 'x', {}, [5], [{ type: 'function' }], [{ type: 'retrieval' }], [{ type: 'function', function: { name: 'a b' } }],
+                         [weather, weather], [{ type: 'function', function: { name: 'f', parameters: 'x' } }]])
+      add(`${r}: tools ${JSON.stringify(tools)}`, post(route, { ...base, tools }), 400);
+    add(`${r}: functions (the old form)`, post(route, { ...base, functions: [weather.function] }), 400, unsupported);
 
     // Invalid UTF-8 inside strings.
     const badUtf8 = [[0xff], [0xc3, 0x28], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xe2, 0x82], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xf4, 0x90, 0x80, 0x80], [0x80], [0xfe, 0xfe], [0xe0, 0x80, 0xaf]];

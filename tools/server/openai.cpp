@@ -113,6 +113,65 @@ std::string message_content(const json& m, size_t i) {
   return out;
 }
 
+// An assistant message's tool_calls: [{"id", "type": "function", "function": {"name",
+// "arguments": JSON text}}], as the API's responses give them back.
+json checked_tool_calls(const json& calls, const std::string& p) {
+  if (!calls.is_array()) bad(p, "'" + p + "' must be an array");
+  json out = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const json& c = calls[i];
+    const std::string pi = p + "[" + std::to_string(i) + "]";
+    if (!c.is_object() || !c.contains("function") || !c["function"].is_object() || !c["function"].contains("name") ||
+        !c["function"]["name"].is_string())
+      bad(pi, "'" + pi + "' must be {\"id\": ..., \"type\": \"function\", \"function\": {\"name\": ..., \"arguments\": ...}}");
+    const json& fn = c["function"];
+    std::string args = "{}";
+    if (fn.contains("arguments")) {
+      if (fn["arguments"].is_string()) args = fn["arguments"].get<std::string>();
+      else if (fn["arguments"].is_object()) args = fn["arguments"].dump();
+      else bad(pi + ".function.arguments", "'" + pi + ".function.arguments' must be a JSON text (string)");
+    }
+    out.push_back({{"id", c.value("id", "")}, {"type", "function"}, {"function", {{"name", fn["name"]}, {"arguments", args}}}});
+  }
+  return out;
+}
+
+// The request's tools: [{"type": "function", "function": {"name", "description", "parameters"}}].
+std::vector<ToolSpec> parse_tools(const json& tools) {
+  if (!tools.is_array()) bad("tools", "'tools' must be an array of {\"type\": \"function\", \"function\": {...}}");
+  if (tools.size() > 128) bad("tools", "'tools' holds at most 128 functions");
+  std::vector<ToolSpec> out;
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const json& t = tools[i];
+    const std::string p = "tools[" + std::to_string(i) + "]";
+    if (!t.is_object() || t.value("type", "") != "function")
+      bad(p + ".type", "'" + p + "' must be {\"type\": \"function\", \"function\": {...}} (only functions are supported)");
+    const json* fn = field(t, "function");
+    if (!fn || !fn->is_object()) bad(p + ".function", "'" + p + ".function' is required and must be an object");
+    const json* name = field(*fn, "name");
+    if (!name || !name->is_string()) bad(p + ".function.name", "'" + p + ".function.name' is required and must be a string");
+    ToolSpec spec;
+    spec.name = name->get<std::string>();
+    const bool name_ok = !spec.name.empty() && spec.name.size() <= 64 &&
+                         std::all_of(spec.name.begin(), spec.name.end(), [](char c) {
+                           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+                         });
+    if (!name_ok) bad(p + ".function.name", "'" + p + ".function.name' must be 1-64 letters, digits, _ or -");
+    for (const ToolSpec& o : out)
+      if (o.name == spec.name) bad(p + ".function.name", "two tools are named '" + spec.name + "'");
+    if (const json* d = field(*fn, "description")) {
+      if (!d->is_string()) bad(p + ".function.description", "'" + p + ".function.description' must be a string");
+      spec.description = d->get<std::string>();
+    }
+    if (const json* params = field(*fn, "parameters")) {
+      if (!params->is_object()) bad(p + ".function.parameters", "'" + p + ".function.parameters' must be a JSON schema object");
+      spec.parameters = *params;
+    }
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
 // Constrained output: OpenAI's response_format ({"type": "text" | "json_object" |
 // "json_schema", "json_schema": {"name", "schema", "strict"}}) and llama.cpp's server
 // extensions "json_schema" (a schema) and "grammar" (GBNF text). At most one of them.
@@ -190,11 +249,9 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
   }
   if (!body.is_object()) throw ApiError(400, "the body must be a JSON object", {}, "invalid_json");
 
-  for (const char* unsupported : {"tools", "tool_choice", "functions", "function_call"})
-    if (field(body, unsupported))
-      bad(unsupported, std::string("'") + unsupported +
-                           "' is not supported yet (tool calls are planned); "
-                           "remove it from the request",
+  for (const char* legacy : {"functions", "function_call"})
+    if (field(body, legacy))
+      bad(legacy, std::string("'") + legacy + "' (the API's old form of tool calls) is not supported: send 'tools' and 'tool_choice'",
           "unsupported_parameter");
   if (const json* m = field(body, "model"); m && !m->is_string()) bad("model", "'model' must be a string");
 
@@ -214,12 +271,24 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
         bad(p + ".role", "'" + p + ".role' is required and must be a string", "missing_required_parameter");
       std::string rs = role->get<std::string>();
       if (rs == "developer") rs = "system";  // OpenAI's newer name for the system role
-      if (rs == "tool" || rs == "function")
-        bad(p + ".role", "role '" + rs + "' is not supported yet (tool calls are planned)", "unsupported_parameter");
-      if (rs != "system" && rs != "user" && rs != "assistant")
-        bad(p + ".role", "unknown role '" + rs + "' in " + p + ": use system, user or assistant");
-      if (m.contains("tool_calls")) bad(p + ".tool_calls", "tool calls are not supported yet", "unsupported_parameter");
-      r.messages.push_back({{"role", rs}, {"content", message_content(m, i)}});
+      if (rs == "function")
+        bad(p + ".role", "role 'function' is the API's old form of tool results: send role 'tool'", "unsupported_parameter");
+      if (rs != "system" && rs != "user" && rs != "assistant" && rs != "tool")
+        bad(p + ".role", "unknown role '" + rs + "' in " + p + ": use system, user, assistant or tool");
+      json msg = {{"role", rs}, {"content", message_content(m, i)}};
+      if (rs == "tool") {
+        auto id = m.find("tool_call_id");
+        if (id == m.end() || !id->is_string())
+          bad(p + ".tool_call_id", "'" + p + ".tool_call_id' is required for a tool message and must be a string",
+              "missing_required_parameter");
+        msg["tool_call_id"] = *id;
+        if (auto n = m.find("name"); n != m.end() && n->is_string()) msg["name"] = *n;
+      }
+      if (auto tc = m.find("tool_calls"); tc != m.end() && !tc->is_null()) {
+        if (rs != "assistant") bad(p + ".tool_calls", "only assistant messages carry 'tool_calls'");
+        msg["tool_calls"] = checked_tool_calls(*tc, p + ".tool_calls");
+      }
+      r.messages.push_back(std::move(msg));
     }
   } else {
     const json* p = field(body, "prompt");
@@ -284,6 +353,31 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
   }
 
   r.gen.grammar = requested_grammar(body);
+  if (const json* tools = field(body, "tools")) {
+    if (!chat) bad("tools", "'tools' is for /v1/chat/completions");
+    r.tools = parse_tools(*tools);
+  }
+  if (const json* tc = field(body, "tool_choice")) {
+    if (tc->is_string() && (*tc == "none" || *tc == "auto" || *tc == "required")) {
+      r.tool_choice = tc->get<std::string>();
+    } else if (tc->is_object() && tc->value("type", "") == "function" && tc->contains("function") &&
+               (*tc)["function"].is_object() && (*tc)["function"].contains("name") && (*tc)["function"]["name"].is_string()) {
+      r.tool_choice = "function";
+      r.tool_choice_name = (*tc)["function"]["name"].get<std::string>();
+      bool known = false;
+      for (const ToolSpec& t : r.tools) known = known || t.name == r.tool_choice_name;
+      if (!known) bad("tool_choice", "'tool_choice' names function '" + r.tool_choice_name + "', which is not in 'tools'");
+    } else {
+      bad("tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+          "\"function\": {\"name\": ...}}");
+    }
+    if (r.tools.empty() && r.tool_choice != "none" && r.tool_choice != "auto")
+      bad("tool_choice", "'tool_choice' \"" + r.tool_choice + "\" needs 'tools'");
+  }
+  r.parallel_tool_calls = boolean(body, "parallel_tool_calls", true);
+  if (r.tool_mode() && r.gen.grammar)
+    bad("response_format", "'response_format' (or 'grammar' / 'json_schema') and 'tools' cannot be used together: "
+        "describe the output as a tool's parameters, or drop the tools");
   r.gen.ignore_eos = boolean(body, "ignore_eos", false);
   r.stream = boolean(body, "stream", false);
   if (const json* so = field(body, "stream_options")) {
@@ -344,14 +438,37 @@ json logprobs_json(bool chat, const std::vector<TokenLogprob>& lp, size_t text_o
   return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs}, {"text_offset", offsets}};
 }
 
+json tool_calls_json(const std::vector<ToolCall>& calls, bool with_index) {
+  json out = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    json c;
+    if (with_index) c["index"] = i;
+    c["id"] = calls[i].id;
+    c["type"] = "function";
+    c["function"] = {{"name", calls[i].name}, {"arguments", calls[i].arguments}};
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 json full_response(const ResponseMeta& m, const std::string& text, const std::vector<TokenLogprob>& lp,
-                   bool want_logprobs, const RequestEvents& fin) {
+                   bool want_logprobs, const RequestEvents& fin, const ToolReply* tools) {
   json choice;
   choice["index"] = 0;
-  if (m.chat) choice["message"] = {{"role", "assistant"}, {"content", text}, {"refusal", nullptr}};
-  else choice["text"] = text;
+  std::string finish = api_finish_reason(fin.finish_reason);
+  if (m.chat && tools && !tools->calls.empty()) {
+    choice["message"] = {{"role", "assistant"},
+                         {"content", tools->content.empty() ? json(nullptr) : json(tools->content)},
+                         {"refusal", nullptr},
+                         {"tool_calls", tool_calls_json(tools->calls, false)}};
+    finish = "tool_calls";
+  } else if (m.chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", tools ? tools->content : text}, {"refusal", nullptr}};
+  } else {
+    choice["text"] = text;
+  }
   choice["logprobs"] = want_logprobs ? logprobs_json(m.chat, lp, 0) : json(nullptr);
-  choice["finish_reason"] = api_finish_reason(fin.finish_reason);
+  choice["finish_reason"] = finish;
   return {{"id", m.id},
           {"object", m.chat ? "chat.completion" : "text_completion"},
           {"created", m.created},
@@ -381,6 +498,20 @@ json stream_chunk(const ResponseMeta& m, const std::string& text, const std::vec
                 {"model", m.model},
                 {"system_fingerprint", "slm"},
                 {"choices", json::array({choice})}};
+  if (include_usage) chunk["usage"] = nullptr;
+  return chunk;
+}
+
+json tool_reply_chunk(const ResponseMeta& m, const ToolReply& reply, bool include_usage) {
+  json delta = json::object();
+  if (!reply.content.empty()) delta["content"] = reply.content;
+  if (!reply.calls.empty()) delta["tool_calls"] = tool_calls_json(reply.calls, true);
+  json chunk = {{"id", m.id},
+                {"object", "chat.completion.chunk"},
+                {"created", m.created},
+                {"model", m.model},
+                {"system_fingerprint", "slm"},
+                {"choices", json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}})}};
   if (include_usage) chunk["usage"] = nullptr;
   return chunk;
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "runtime/scheduler.h"
+#include "runtime/tool_calls.h"
 
 namespace slm::server {
 
@@ -31,11 +32,20 @@ std::string dump(const json& j);
 
 struct CompletionRequest {
   bool chat = false;
-  json messages;       // chat: normalized to [{role, content: string}]
+  // chat: normalized to [{role, content: string}], plus tool_calls on assistant messages and
+  // tool_call_id (and name) on "tool" messages
+  json messages;
   std::string prompt;  // completions
   GenerationRequest gen;  // everything but the prompt tokens
   bool stream = false, include_usage = false;
   bool logprobs = false;
+  // Tool calls (chat only): the tools offered, and tool_choice: "auto", "none", "required",
+  // or the name of the one function the model must call.
+  std::vector<ToolSpec> tools;
+  std::string tool_choice = "auto";
+  std::string tool_choice_name;
+  bool parallel_tool_calls = true;
+  bool tool_mode() const { return !tools.empty() && tool_choice != "none"; }
 };
 
 // Parses and checks a body. Throws ApiError (400) naming the offending field.
@@ -53,8 +63,14 @@ std::string api_finish_reason(const std::string& reason);
 json usage_json(const RequestEvents& fin);
 json logprobs_json(bool chat, const std::vector<TokenLogprob>& lp, size_t text_offset);
 // The non-streamed response.
+// With `tools` (a request in tool mode), the reply as read back: content and tool_calls, and
+// finish_reason "tool_calls" when there are calls.
 json full_response(const ResponseMeta& m, const std::string& text, const std::vector<TokenLogprob>& lp,
-                   bool want_logprobs, const RequestEvents& fin);
+                   bool want_logprobs, const RequestEvents& fin, const ToolReply* tools = nullptr);
+// The chunk of a streamed tool-mode reply that carries it whole (sent once generation ends).
+json tool_reply_chunk(const ResponseMeta& m, const ToolReply& reply, bool include_usage);
+// The API's tool_calls array.
+json tool_calls_json(const std::vector<ToolCall>& calls, bool with_index);
 // One streamed chunk: text (may be empty), the role on the first chat chunk, finish_reason on
 // the last; with include_usage every chunk carries "usage": null, as OpenAI's do.
 json stream_chunk(const ResponseMeta& m, const std::string& text, const std::vector<TokenLogprob>* lp,

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -29,6 +30,7 @@
 #include "runtime/chat_prompt.h"
 #include "runtime/scheduler.h"
 #include "runtime/session.h"
+#include "runtime/tool_calls.h"
 #include "tokenizer/tokenizer.h"
 
 namespace slm::server {
@@ -105,6 +107,32 @@ void send_error(httplib::Response& res, int status, const std::string& message, 
 
 void send_json(httplib::Response& res, const json& j) { res.set_content(dump(j), "application/json"); }
 
+// The chat prompt, with the tools shown the way the template expects (runtime/tool_calls.h),
+// and the grammar a tool-mode reply must follow set on the request. Throws ApiError.
+std::string render_chat(const ChatPrompt& chat, CompletionRequest& r) {
+  bool tool_history = false;
+  for (const auto& m : r.messages) tool_history = tool_history || m["role"] == "tool" || m.contains("tool_calls");
+  if (r.tools.empty() && !tool_history) return chat.render(r.messages);
+  const ToolFormat f = chat.tool_format();
+  const std::vector<ToolSpec> offered = r.tool_mode() ? r.tools : std::vector<ToolSpec>{};
+  if (r.tool_mode()) {
+    const bool required = r.tool_choice == "required" || r.tool_choice == "function";
+    std::vector<ToolSpec> callable;
+    for (const ToolSpec& t : r.tools)
+      if (r.tool_choice != "function" || t.name == r.tool_choice_name) callable.push_back(t);
+    if (required || f == ToolFormat::Generic) {
+      try {
+        r.gen.grammar = tool_reply_grammar(f, callable, required, r.parallel_tool_calls);
+      } catch (const Error& e) {
+        throw ApiError(400, std::string("'tools': ") + e.what(), "tools", "unsupported_schema");
+      }
+    }
+  }
+  const auto messages = messages_for_template(f, r.messages, offered);
+  if (f == ToolFormat::Generic || offered.empty()) return chat.render(messages);
+  return chat.render(messages, tools_for_template(offered));
+}
+
 // Builds the generation request (prompt tokens and their check against the context) and
 // submits it. Throws ApiError.
 std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
@@ -112,7 +140,7 @@ std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
   try {
     if (r.chat) {
       if (!st.chat) throw ApiError(400, st.chat_error, "messages", "no_chat_template");
-      prompt = st.chat->tokenize(st.chat->render(r.messages));
+      prompt = st.chat->tokenize(render_chat(*st.chat, r));
     } else {
       prompt = st.tok->encode(r.prompt, /*add_special=*/true, /*parse_special=*/false);
     }
@@ -162,6 +190,13 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   }
   ResponseMeta meta{random_id(chat ? "chatcmpl-" : "cmpl-"), st.model_id, static_cast<int64_t>(std::time(nullptr)), chat};
   const bool want_logprobs = r.logprobs;
+  // Tool mode: the reply is read back as calls once it is whole (and streamed in one piece).
+  const bool tool_mode = r.chat && r.tool_mode();
+  const ToolFormat tool_format = st.chat ? st.chat->tool_format() : ToolFormat::Generic;
+  auto read_reply = [tools = r.tools, tool_format](const std::string& text, const RequestEvents& fin) {
+    if (fin.finish_reason != "stop") return ToolReply{text, {}};  // cut short: whatever it is, it is not a call
+    return parse_tool_reply(tool_format, text, tools);
+  };
   std::shared_ptr<RequestHandle> handle = submit(st, r);
 
   if (!r.stream) {
@@ -177,7 +212,12 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
         send_error(res, 500, "generation failed: " + ev.error, {}, "generation_error");
         return;
       }
-      send_json(res, full_response(meta, text, lp, want_logprobs, ev));
+      if (tool_mode) {
+        const ToolReply reply = read_reply(text, ev);
+        send_json(res, full_response(meta, text, lp, want_logprobs, ev, &reply));
+      } else {
+        send_json(res, full_response(meta, text, lp, want_logprobs, ev));
+      }
       return;
     }
   }
@@ -187,6 +227,9 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
     ResponseMeta meta;
     bool include_usage = false, first = true;
     size_t offset = 0;
+    bool tool_mode = false;
+    std::string held;  // tool mode: the reply so far
+    std::function<ToolReply(const std::string&, const RequestEvents&)> read_reply;
     clock::time_point last_write = clock::now();
     std::shared_ptr<InFlight> in_flight;  // released with the stream
   };
@@ -195,6 +238,8 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   s->meta = meta;
   s->include_usage = r.include_usage;
   s->in_flight = in_flight;
+  s->tool_mode = tool_mode;
+  s->read_reply = read_reply;
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider(
@@ -216,7 +261,11 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
         RequestEvents ev = s->handle->wait(std::chrono::milliseconds(250));
         // Kept current so that the log line of a stream the client left still counts its tokens.
         t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
-        if (!ev.text.empty() || !ev.logprobs.empty()) {
+        if (s->tool_mode) {
+          s->held += ev.text;
+          if (!ev.finished && clock::now() - s->last_write > std::chrono::seconds(2) && !send(": generating\n\n"))
+            return false;
+        } else if (!ev.text.empty() || !ev.logprobs.empty()) {
           if (!write(dump(stream_chunk(s->meta, ev.text, &ev.logprobs, false, "", s->include_usage, s->offset))))
             return false;
           s->offset += ev.text.size();
@@ -230,8 +279,15 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
         if (ev.finish_reason == "error") {
           if (!write(dump(error_body(500, "generation failed: " + ev.error, {}, "generation_error")))) return false;
         } else {
-          if (!write(dump(stream_chunk(s->meta, "", nullptr, false, api_finish_reason(ev.finish_reason),
-                                       s->include_usage, s->offset))))
+          std::string finish = api_finish_reason(ev.finish_reason);
+          if (s->tool_mode) {
+            const ToolReply reply = s->read_reply(s->held, ev);
+            if (!reply.calls.empty()) finish = "tool_calls";
+            if ((!reply.content.empty() || !reply.calls.empty()) &&
+                !write(dump(tool_reply_chunk(s->meta, reply, s->include_usage))))
+              return false;
+          }
+          if (!write(dump(stream_chunk(s->meta, "", nullptr, false, finish, s->include_usage, s->offset))))
             return false;
           if (s->include_usage && !write(dump(usage_chunk(s->meta, ev)))) return false;
         }
