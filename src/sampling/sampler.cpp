@@ -273,6 +273,7 @@ int32_t Sampler::sample(const float* logits) {
   if (!grammar_state_) return sample_unconstrained(logits);
   const int32_t first = sample_unconstrained(logits);
   if (grammar_.vocab->allows(*grammar_state_, first)) return first;
+  ++grammar_redraws_;
   grammar_.vocab->allowed(*grammar_state_, allowed_);
   masked_.resize(static_cast<size_t>(n_vocab_));
   bool any = false;

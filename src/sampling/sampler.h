@@ -65,6 +65,9 @@ class Sampler {
   // Where the constrained text stands (null without a grammar): can_end() says whether it is
   // complete.
   const GrammarState* grammar_state() const { return grammar_state_ ? &*grammar_state_ : nullptr; }
+  // How many sample() calls the grammar refused the first choice of (each checked the whole
+  // vocabulary and drew again): what constrained output cost beyond one check per token.
+  int64_t grammar_redraws() const { return grammar_redraws_; }
 
   // Forgets the history and reseeds the generator, as if freshly constructed (a grammar goes
   // back to its start).
@@ -115,6 +118,7 @@ class Sampler {
   std::optional<GrammarState> grammar_state_;
   std::vector<uint8_t> allowed_;
   std::vector<float> masked_;
+  int64_t grammar_redraws_ = 0;
 };
 
 }  // namespace slm

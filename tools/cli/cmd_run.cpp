@@ -120,6 +120,9 @@ Runner add_run(CLI::App& app) {
                  "at {:.1f} ms; {} tokens at {:.2f} tok/s after it\n",
                  ms(t_model), ms(t_tok) - ms(t_model), ids.size(), ms(t_first), n,
                  n > 1 ? (n - 1) / std::chrono::duration<double>(t_end - t_first).count() : 0.0);
+      if (sampler.has_grammar())
+        fmt::print(stderr, "slm: timings: grammar: the model's first choice was refused at {} of {} tokens (each "
+                   "checked the whole vocabulary)\n", sampler.grammar_redraws(), n + r.stopped_at_eog);
     }
     return 0;
   };
