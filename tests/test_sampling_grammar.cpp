@@ -229,7 +229,9 @@ TEST(GrammarVocab, AllowedIsEveryTokenThatAdvances) {
       EXPECT_EQ(allowed[static_cast<size_t>(id)] != 0, expect) << "step " << step << " token " << id;
       EXPECT_EQ(v.allows(s, id), expect) << "step " << step << " token " << id;
     }
-    if (step < path.size()) ASSERT_TRUE(s.advance(v.piece(path[step]))) << "step " << step;
+    if (step < path.size()) {
+      ASSERT_TRUE(s.advance(v.piece(path[step]))) << "step " << step;
+    }
   }
   EXPECT_TRUE(s.must_end());
   v.allowed(s, allowed);

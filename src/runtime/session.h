@@ -44,6 +44,7 @@ class Session {
   int32_t n_past() const { return static_cast<int32_t>(tokens_.size()); }
   const std::vector<int32_t>& tokens() const { return tokens_; }
   size_t kv_bytes() const { return cache_->bytes(); }
+  const SessionOptions& options() const { return opts_; }
 
   // Appends tokens to the sequence and evaluates them in batches of n_batch. Returns the
   // logits of the last token (n_vocab floats), or, with all_logits, of every token

@@ -11,6 +11,7 @@
 #include "core/whole_file.h"
 #include "runtime/generate.h"
 #include "runtime/grammar_vocab.h"
+#include "runtime/speculative.h"
 #include "sampling/json_schema.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
@@ -88,7 +89,14 @@ Runner add_run(CLI::App& app) {
   app.add_option("-p,--prompt", *prompt, "prompt text")->required();
   auto timings = std::make_shared<bool>(false);
   app.add_flag("--timings", *timings, "print where the time went to stderr (load, tokenizer, first token)");
-  return [o, prompt, timings]() {
+  auto draft_model = std::make_shared<std::string>();
+  auto spec = std::make_shared<SpeculativeParams>();
+  app.add_option("--draft-model", *draft_model,
+                 "a small model with the same tokenizer that proposes tokens for this one to check (speculative decoding)");
+  app.add_option("--draft-max", spec->n_draft, "most tokens the draft proposes at a time")->check(CLI::Range(1, 256));
+  app.add_option("--draft-p-min", spec->p_min, "the draft stops proposing below this probability of its own pick")
+      ->check(CLI::Range(0.0, 1.0));
+  return [o, prompt, timings, draft_model, spec]() {
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
     auto ms = [&t0](clock::time_point t) { return std::chrono::duration<double, std::milli>(t - t0).count(); };
@@ -101,12 +109,25 @@ Runner add_run(CLI::App& app) {
     if (auto g = o->load_grammar()) sampler.set_grammar({g, make_grammar_vocab(*tok)});
     const std::vector<int32_t> ids = tok->encode(*prompt, /*add_special=*/true, /*parse_special=*/false);
     clock::time_point t_first{};
-    GenerateResult r = generate(session, *tok, sampler, ids, o->n_predict, [&](const std::string& s) {
+    auto print = [&](const std::string& s) {
       if (t_first == clock::time_point{}) t_first = clock::now();
       std::fwrite(s.data(), 1, s.size(), stdout);
       std::fflush(stdout);
       return true;
-    });
+    };
+    GenerateResult r;
+    SpeculativeStats spec_stats;
+    if (!draft_model->empty()) {
+      auto dmodel = Model::load(*draft_model);
+      auto dtok = Tokenizer::from_gguf(dmodel->gguf());
+      check_draft_vocab(*tok, *dtok);
+      SessionOptions dso = session.options();
+      dso.lora = nullptr;  // adapters belong to the target
+      Session draft(*dmodel, dso);
+      r = generate_speculative(session, draft, *tok, sampler, ids, o->n_predict, *spec, print, &spec_stats);
+    } else {
+      r = generate(session, *tok, sampler, ids, o->n_predict, print);
+    }
     const auto t_end = clock::now();
     if (r.context_full) fmt::print(stderr, "\nslm: stopped: the context ({} tokens) is full\n", session.n_ctx());
     if (sampler.has_grammar() && !r.stopped_at_eog && !sampler.grammar_state()->can_end())
@@ -120,6 +141,10 @@ Runner add_run(CLI::App& app) {
                  "at {:.1f} ms; {} tokens at {:.2f} tok/s after it\n",
                  ms(t_model), ms(t_tok) - ms(t_model), ids.size(), ms(t_first), n,
                  n > 1 ? (n - 1) / std::chrono::duration<double>(t_end - t_first).count() : 0.0);
+      if (!draft_model->empty())
+        fmt::print(stderr, "slm: timings: speculative: {} target passes, {} tokens drafted, {} accepted ({:.0f}%)\n",
+                   spec_stats.rounds, spec_stats.drafted, spec_stats.accepted,
+                   spec_stats.drafted ? 100.0 * spec_stats.accepted / spec_stats.drafted : 0.0);
       if (sampler.has_grammar())
         fmt::print(stderr, "slm: timings: grammar: the model's first choice was refused at {} of {} tokens (each "
                    "checked the whole vocabulary)\n", sampler.grammar_redraws(), n + r.stopped_at_eog);

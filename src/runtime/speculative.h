@@ -1,0 +1,49 @@
+// Speculative decoding: a small draft model (Llama 3.2 1B for a 3B or 8B, Qwen2.5 0.5B for a
+// 7B) proposes the next few tokens one at a time, cheaply; the target model then evaluates all
+// of them in one batched pass, which costs about as much as one token where decoding is
+// bound by reading the weights. The target's sampler picks each position's token from the
+// target's own logits, in order, and the proposal is kept up to the first position where the
+// pick differs from the draft; that pick replaces it. Every token is therefore drawn from the
+// target's distribution with the same sampler calls (and random draws) as plain decoding:
+// the text is the one `generate` gives, greedy or sampled, grammar included (up to the
+// rounding differences between a batched and a one-token pass).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+#include "runtime/generate.h"
+#include "runtime/session.h"
+#include "sampling/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace slm {
+
+struct SpeculativeParams {
+  // Most tokens proposed per round. 7: the target's pass of next + 7 proposals is 8 tokens, the
+  // most the row kernels take straight from the mapped weights (kernels.h, kRowMaxTokens),
+  // where an 8-token pass of the 1B F16 file costs 1.2x one token (docs/performance.md).
+  int n_draft = 7;
+  float p_min = 0.75f;  // the draft stops proposing when its own top probability falls below this
+};
+
+struct SpeculativeStats {
+  int64_t rounds = 0;    // target passes after the prompt
+  int64_t drafted = 0;   // tokens the draft proposed
+  int64_t accepted = 0;  // of which the target kept
+};
+
+// Checks that the draft's tokens mean what the target's do (same vocabulary size, same token
+// texts), so that draft token ids can be fed to the target. Throws slm::Error naming the first
+// difference.
+void check_draft_vocab(const Tokenizer& target, const Tokenizer& draft);
+
+// generate() with a draft model. Both sessions are used (and left holding the text); they must
+// have the same context size or larger for the draft.
+GenerateResult generate_speculative(Session& target, Session& draft, const Tokenizer& tok, Sampler& sampler,
+                                    std::span<const int32_t> prompt, int n_predict, const SpeculativeParams& params,
+                                    const std::function<bool(const std::string&)>& on_text,
+                                    SpeculativeStats* stats = nullptr);
+
+}  // namespace slm
