@@ -6,13 +6,25 @@
 
 namespace slm {
 
+void check_prompt(std::span<const int32_t> prompt, int64_t n_ctx) {
+  if (prompt.empty()) fail("the prompt is empty: nothing to continue from");
+  if (static_cast<int64_t>(prompt.size()) >= n_ctx)
+    fail("the prompt has {} tokens but the context holds {}: shorten the prompt or raise the "
+         "context size (-c)", prompt.size(), n_ctx);
+}
+
+void finish_text(StreamDecoder& decoder, GenerateResult& r, const std::function<bool(const std::string&)>& on_text) {
+  const std::string rest = decoder.flush();
+  if (!rest.empty()) {
+    r.text += rest;
+    on_text(rest);
+  }
+}
+
 GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler,
                         std::span<const int32_t> prompt, int n_predict,
                         const std::function<bool(const std::string&)>& on_text) {
-  if (prompt.empty()) fail("the prompt is empty: nothing to continue from");
-  if (static_cast<int64_t>(prompt.size()) >= session.n_ctx())
-    fail("the prompt has {} tokens but the context holds {}: shorten the prompt or raise the "
-         "context size (-c)", prompt.size(), session.n_ctx());
+  check_prompt(prompt, session.n_ctx());
   // Reuse the part of the prompt the cache already holds; always evaluate at least the last
   // prompt token so there are logits to sample from.
   const auto& have = session.tokens();
@@ -44,11 +56,7 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
     if (n_predict >= 0 && i + 1 == n_predict) break;  // the last token needs no evaluation
     logits = &session.eval(std::span<const int32_t>(&r.tokens.back(), 1));
   }
-  const std::string rest = decoder.flush();
-  if (!rest.empty()) {
-    r.text += rest;
-    on_text(rest);
-  }
+  finish_text(decoder, r, on_text);
   return r;
 }
 

@@ -20,6 +20,12 @@ struct GenerateResult {
   bool context_full = false;
 };
 
+// What every generation loop checks first: a prompt that is empty or does not leave room for
+// one token (slm::Error saying what to do).
+void check_prompt(std::span<const int32_t> prompt, int64_t n_ctx);
+// What every generation loop does last: the decoder's held-back bytes to r.text and on_text.
+void finish_text(StreamDecoder& decoder, GenerateResult& r, const std::function<bool(const std::string&)>& on_text);
+
 // on_text receives complete UTF-8 pieces as they are produced; returning false stops.
 GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler,
                         std::span<const int32_t> prompt, int n_predict,

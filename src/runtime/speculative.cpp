@@ -46,10 +46,7 @@ std::pair<int32_t, float> draft_pick(const float* logits, int64_t n_vocab) {
 GenerateResult generate_speculative(Session& target, Session& draft, const Tokenizer& tok, Sampler& sampler,
                                     std::span<const int32_t> prompt, int n_predict, const SpeculativeParams& params,
                                     const std::function<bool(const std::string&)>& on_text, SpeculativeStats* stats) {
-  if (prompt.empty()) fail("the prompt is empty: nothing to continue from");
-  if (static_cast<int64_t>(prompt.size()) >= target.n_ctx())
-    fail("the prompt has {} tokens but the context holds {}: shorten the prompt or raise the context size (-c)",
-         prompt.size(), target.n_ctx());
+  check_prompt(prompt, target.n_ctx());
   if (params.n_draft < 1) fail("--draft-max {} must be at least 1", params.n_draft);
   if (!(params.p_min >= 0.0f && params.p_min <= 1.0f)) fail("--draft-p-min {} must be in [0, 1]", params.p_min);
   const int64_t n_vocab = target.model().hparams().n_vocab;
@@ -131,11 +128,7 @@ GenerateResult generate_speculative(Session& target, Session& draft, const Token
   }
   // Leave the target holding what was generated (as generate() does), the draft likewise.
   sync_to(target, seq);
-  const std::string rest = decoder.flush();
-  if (!rest.empty()) {
-    r.text += rest;
-    on_text(rest);
-  }
+  finish_text(decoder, r, on_text);
   return r;
 }
 
