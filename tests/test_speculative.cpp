@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
 #include <regex>
 #include <string>
 #include <vector>
@@ -103,6 +104,22 @@ TEST(Speculative, SlidingWindowModelsAndTheContextEnd) {
     EXPECT_FALSE(a.out.empty());
     EXPECT_EQ(a.err.find("full") != std::string::npos, b.err.find("full") != std::string::npos) << a.err << b.err;
   }
+}
+
+// slm chat keeps the draft's session across turns (its cache catches up with each new prompt).
+TEST(Speculative, ChatTurnsEqualPlainChat) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const std::string tmpl = std::string(SLM_SOURCE_DIR) + "/tests/data/stories260K-chat.jinja";
+  const std::string draft = quantized(model, "Q8_0");
+  const std::string input = "Once upon a time\nLily had a dog\nThe end\n";
+  std::vector<std::string> args = {"chat", "-m", model.string(), "--chat-template", tmpl, "-n", "40", "--temp", "0"};
+  const auto a = run_cli(args, 120.0, &input);
+  args.insert(args.end(), {"--draft-model", draft, "--draft-p-min", "0"});
+  const auto b = run_cli(args, 120.0, &input);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_GE(std::count(a.out.begin(), a.out.end(), '\n'), 3) << a.out;  // a reply may hold newlines too
+  EXPECT_EQ(a.out, b.out);
 }
 
 TEST(Speculative, ADraftWithAnotherVocabularyIsAClearError) {

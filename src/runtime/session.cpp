@@ -35,6 +35,7 @@ Session::Session(const Model& model, const SessionOptions& opts)
       ctx_(opts.n_threads) {
   if (opts_.n_batch <= 0) fail("batch size {} must be positive", opts_.n_batch);
   ctx_.lora = opts_.lora.get();
+  ctx_.set_row_kernels(opts_.row_kernels);
 }
 
 const std::vector<float>& Session::eval(std::span<const int32_t> tokens, bool all_logits) {

@@ -21,9 +21,8 @@
 namespace slm {
 
 struct SpeculativeParams {
-  // Most tokens proposed per round. 7: the target's pass of next + 7 proposals is 8 tokens, the
-  // most the row kernels take straight from the mapped weights (kernels.h, kRowMaxTokens),
-  // where an 8-token pass of the 1B F16 file costs 1.2x one token (docs/performance.md).
+  // Most tokens proposed per round. 7: the target's pass of next + 7 proposals is 8 tokens,
+  // which costs 1.05-1.33x one token on the 1B file's panels (docs/performance.md).
   int n_draft = 7;
   float p_min = 0.75f;  // the draft stops proposing when its own top probability falls below this
 };

@@ -40,6 +40,7 @@ Runner add_chat(CLI::App& app) {
     Session session(*model, o->session_options(*model));
     Sampler sampler(o->sampling, static_cast<int32_t>(model->hparams().n_vocab));
     if (auto g = o->load_grammar()) sampler.set_grammar({g, make_grammar_vocab(*tok)});
+    Generator gen(*o, *tok, session);
 
     nlohmann::ordered_json messages = nlohmann::ordered_json::array();
     if (!o->system.empty()) messages.push_back({{"role", "system"}, {"content", o->system}});
@@ -56,7 +57,7 @@ Runner add_chat(CLI::App& app) {
       const std::string prompt = chat.render(messages);
       if (o->show_prompt) fmt::print(stderr, "<<<PROMPT\n{}\nPROMPT>>>\n", prompt);
       const std::vector<int32_t> ids = chat.tokenize(prompt);
-      GenerateResult r = generate(session, *tok, sampler, ids, o->n_predict, [](const std::string& s) {
+      GenerateResult r = gen(sampler, ids, [](const std::string& s) {
         std::fwrite(s.data(), 1, s.size(), stdout);
         std::fflush(stdout);
         return true;

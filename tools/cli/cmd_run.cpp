@@ -40,6 +40,32 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
   app.add_option("-j,--json-schema", json_schema, "JSON schema the output must be an instance of");
   app.add_option("--json-schema-file", json_schema_file, "file holding a JSON schema");
   app.add_flag("--json", json, "output a JSON object (any)");
+  app.add_option("--draft-model", draft_model,
+                 "a small model with the same tokenizer that proposes tokens for this one to check (speculative decoding)");
+  app.add_option("--draft-max", speculative.n_draft, "most tokens the draft proposes at a time")->check(CLI::Range(1, 256));
+  app.add_option("--draft-p-min", speculative.p_min, "the draft stops proposing below this probability of its own pick")
+      ->check(CLI::Range(0.0, 1.0));
+}
+
+Generator::Generator(const GenerationOptions& o, const Tokenizer& tok, Session& session)
+    : o_(o), tok_(tok), session_(session) {
+  if (o.draft_model.empty()) return;
+  draft_model_ = Model::load(o.draft_model);
+  draft_tok_ = Tokenizer::from_gguf(draft_model_->gguf());
+  check_draft_vocab(tok, *draft_tok_);
+  SessionOptions dso = session.options();
+  dso.lora = nullptr;      // adapters belong to the target
+  dso.row_kernels = true;  // the draft decodes one token at a time
+  draft_session_ = std::make_unique<Session>(*draft_model_, dso);
+}
+
+Generator::~Generator() = default;
+
+GenerateResult Generator::operator()(Sampler& sampler, std::span<const int32_t> prompt,
+                                     const std::function<bool(const std::string&)>& on_text) {
+  if (!draft_session_) return generate(session_, tok_, sampler, prompt, o_.n_predict, on_text);
+  return generate_speculative(session_, *draft_session_, tok_, sampler, prompt, o_.n_predict, o_.speculative, on_text,
+                              &stats_);
 }
 
 std::shared_ptr<const Grammar> GenerationOptions::load_grammar() const {
@@ -79,6 +105,7 @@ SessionOptions GenerationOptions::session_options(const Model& m) const {
   if (const std::string w = context_warning(m, so.n_ctx); !w.empty()) fmt::print(stderr, "slm: warning: {}\n", w);
   so.kv_type = static_cast<DType>(parse_kv_type(kv_type));
   so.lora = lora.load(m);
+  so.row_kernels = draft_model.empty();  // a speculative target's passes are all several tokens
   return so;
 }
 
@@ -89,14 +116,7 @@ Runner add_run(CLI::App& app) {
   app.add_option("-p,--prompt", *prompt, "prompt text")->required();
   auto timings = std::make_shared<bool>(false);
   app.add_flag("--timings", *timings, "print where the time went to stderr (load, tokenizer, first token)");
-  auto draft_model = std::make_shared<std::string>();
-  auto spec = std::make_shared<SpeculativeParams>();
-  app.add_option("--draft-model", *draft_model,
-                 "a small model with the same tokenizer that proposes tokens for this one to check (speculative decoding)");
-  app.add_option("--draft-max", spec->n_draft, "most tokens the draft proposes at a time")->check(CLI::Range(1, 256));
-  app.add_option("--draft-p-min", spec->p_min, "the draft stops proposing below this probability of its own pick")
-      ->check(CLI::Range(0.0, 1.0));
-  return [o, prompt, timings, draft_model, spec]() {
+  return [o, prompt, timings]() {
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
     auto ms = [&t0](clock::time_point t) { return std::chrono::duration<double, std::milli>(t - t0).count(); };
@@ -115,19 +135,8 @@ Runner add_run(CLI::App& app) {
       std::fflush(stdout);
       return true;
     };
-    GenerateResult r;
-    SpeculativeStats spec_stats;
-    if (!draft_model->empty()) {
-      auto dmodel = Model::load(*draft_model);
-      auto dtok = Tokenizer::from_gguf(dmodel->gguf());
-      check_draft_vocab(*tok, *dtok);
-      SessionOptions dso = session.options();
-      dso.lora = nullptr;  // adapters belong to the target
-      Session draft(*dmodel, dso);
-      r = generate_speculative(session, draft, *tok, sampler, ids, o->n_predict, *spec, print, &spec_stats);
-    } else {
-      r = generate(session, *tok, sampler, ids, o->n_predict, print);
-    }
+    Generator gen(*o, *tok, session);
+    GenerateResult r = gen(sampler, ids, print);
     const auto t_end = clock::now();
     if (r.context_full) fmt::print(stderr, "\nslm: stopped: the context ({} tokens) is full\n", session.n_ctx());
     if (sampler.has_grammar() && !r.stopped_at_eog && !sampler.grammar_state()->can_end())
@@ -141,10 +150,10 @@ Runner add_run(CLI::App& app) {
                  "at {:.1f} ms; {} tokens at {:.2f} tok/s after it\n",
                  ms(t_model), ms(t_tok) - ms(t_model), ids.size(), ms(t_first), n,
                  n > 1 ? (n - 1) / std::chrono::duration<double>(t_end - t_first).count() : 0.0);
-      if (!draft_model->empty())
+      if (gen.speculative())
         fmt::print(stderr, "slm: timings: speculative: {} target passes, {} tokens drafted, {} accepted ({:.0f}%)\n",
-                   spec_stats.rounds, spec_stats.drafted, spec_stats.accepted,
-                   spec_stats.drafted ? 100.0 * spec_stats.accepted / spec_stats.drafted : 0.0);
+                   gen.stats().rounds, gen.stats().drafted, gen.stats().accepted,
+                   gen.stats().drafted ? 100.0 * gen.stats().accepted / gen.stats().drafted : 0.0);
       if (sampler.has_grammar())
         fmt::print(stderr, "slm: timings: grammar: the model's first choice was refused at {} of {} tokens (each "
                    "checked the whole vocabulary)\n", sampler.grammar_redraws(), n + r.stopped_at_eog);

@@ -6,7 +6,10 @@
 
 #include "lora_options.h"
 #include "models/model.h"
+#include "runtime/generate.h"
 #include "runtime/session.h"
+#include "runtime/speculative.h"
+#include "tokenizer/tokenizer.h"
 #include "sampling/grammar.h"
 #include "sampling/sampler.h"
 
@@ -24,13 +27,39 @@ struct GenerationOptions {
   // --json for any JSON object.
   std::string grammar, grammar_file, json_schema, json_schema_file;
   bool json = false;
+  // Speculative decoding: a draft model with the same tokenizer (empty: none).
+  std::string draft_model;
+  SpeculativeParams speculative;
 
   void add_to(CLI::App& app, bool model_required = true);
-  // Loads the --lora adapters too (throws slm::Error for a bad one).
+  // Loads the --lora adapters too (throws slm::Error for a bad one). With a draft model the
+  // row kernels are off (every pass of the target is several tokens).
   SessionOptions session_options(const Model& m) const;
   // The grammar the options ask for, parsed (null: none). Throws slm::Error for an unreadable
   // file, bad JSON, an unsupported schema or a bad grammar, naming the option.
   std::shared_ptr<const Grammar> load_grammar() const;
+};
+
+// Plain or speculative generation, as the options say; the draft model (if any) is loaded
+// once and keeps its own session across calls (slm chat's turns).
+class Generator {
+ public:
+  // Throws slm::Error for a draft model that cannot be loaded or has another vocabulary.
+  Generator(const GenerationOptions& o, const Tokenizer& tok, Session& session);
+  ~Generator();
+  GenerateResult operator()(Sampler& sampler, std::span<const int32_t> prompt,
+                            const std::function<bool(const std::string&)>& on_text);
+  bool speculative() const { return draft_session_ != nullptr; }
+  const SpeculativeStats& stats() const { return stats_; }
+
+ private:
+  const GenerationOptions& o_;
+  const Tokenizer& tok_;
+  Session& session_;
+  std::unique_ptr<Model> draft_model_;
+  std::unique_ptr<Tokenizer> draft_tok_;
+  std::unique_ptr<Session> draft_session_;
+  SpeculativeStats stats_;
 };
 
 }  // namespace slm::cli
