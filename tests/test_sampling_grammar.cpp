@@ -188,6 +188,31 @@ TEST(Grammar, LongBoundedRepetitionsParseQuickly) {
   EXPECT_TRUE(s.can_end());
 }
 
+TEST(Grammar, HostileGrammarsAreErrorsNotCrashes) {
+  // A million nested groups, a 100k-rule chain, a 100k-rule left-recursive cycle, an ambiguous
+  // grammar whose ways through multiply: each a clear error (a server parses these from requests).
+  EXPECT_NE(parse_error("root ::= " + std::string(1000000, '(') + "\"a\"" + std::string(1000000, ')'))
+                .find("nested deeper than 256"), std::string::npos);
+  std::string chain = "root ::= r0\n";
+  for (int i = 0; i < 100000; ++i) chain += "r" + std::to_string(i) + " ::= r" + std::to_string(i + 1) + "\n";
+  std::string cycle = chain + "r100000 ::= root \"x\"\n";
+  chain += "r100000 ::= \"x\"\n";
+  EXPECT_NE(parse_error(chain).find("rules begin one inside another"), std::string::npos) << parse_error(chain).substr(0, 200);
+  EXPECT_NE(parse_error(cycle).find("left-recursive"), std::string::npos);
+  GrammarState s(Grammar::parse(R"(root ::= ("a" | "a" | [a-b] | "a"{1,3})*)"));
+  EXPECT_TRUE(s.advance(std::string(200, 'a')));  // merged duplicates keep this small
+  // Every "a" doubles the closers that may follow (b or c): thousands of ways after a dozen.
+  GrammarState t(Grammar::parse(R"(root ::= x
+x ::= "a" x "b" | "a" x "c" | "d")"));
+  EXPECT_TRUE(t.advance(std::string(8, 'a')));
+  try {
+    t.advance(std::string(8, 'a'));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("too ambiguous"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Grammar, OtherStartRule) {
   auto g = Grammar::parse("root ::= \"a\"\nnum ::= [0-9]+", "num");
   GrammarState s(g);

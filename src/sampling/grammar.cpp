@@ -25,7 +25,7 @@ class GrammarParser {
     while (pos_ < src_.size()) parse_rule();
     for (size_t id = 0; id < g_.rules_.size(); ++id)
       if (g_.rules_[id].empty())
-        fail("grammar: rule `{}` is used (line {}) but never defined", g_.names_[id], first_use_[id]);
+        fail("grammar: rule `{}` is used (line {}) but never defined", g_.names_[id], line_at(first_use_[id]));
     auto it = ids_.find(std::string(start_rule));
     if (it == ids_.end()) fail("grammar: no `{}` rule: the grammar starts there, so define it", start_rule);
     g_.start_ = it->second;
@@ -46,7 +46,9 @@ class GrammarParser {
     }
     fail("grammar: line {} column {}: {}", line, col, what);
   }
-  size_t line_here() const { return static_cast<size_t>(std::count(src_.begin(), src_.begin() + static_cast<std::ptrdiff_t>(pos_), '\n')) + 1; }
+  size_t line_at(size_t pos) const {
+    return static_cast<size_t>(std::count(src_.begin(), src_.begin() + static_cast<std::ptrdiff_t>(pos), '\n')) + 1;
+  }
 
   bool at_end() const { return pos_ >= src_.size(); }
   char peek(size_t ahead = 0) const { return pos_ + ahead < src_.size() ? src_[pos_ + ahead] : '\0'; }
@@ -85,7 +87,7 @@ class GrammarParser {
     if (added) {
       g_.rules_.emplace_back();
       g_.names_.emplace_back(name);
-      first_use_.push_back(line_here());
+      first_use_.push_back(pos_);  // the line is counted only for an error
     }
     return it->second;
   }
@@ -155,6 +157,9 @@ class GrammarParser {
         ++pos_;
         out.push_back({E::CharAny, 0});
       } else if (c == '(') {
+        // The parser recurses per group: bound it, so a body of a million "(" is an error, not a
+        // stack overflow.
+        if (++group_depth_ > kMaxGroupDepth) error_here(fmt::format("groups nested deeper than {}", kMaxGroupDepth));
         ++pos_;
         const uint32_t sub = new_rule(rule);
         std::vector<E> body;
@@ -163,6 +168,7 @@ class GrammarParser {
         skip_space();
         if (peek() != ')') error_here("expected `)` to close the group");
         ++pos_;
+        --group_depth_;
         out.push_back({E::RuleRef, sub});
       } else if (is_name_char(c)) {
         const std::string_view n = name_at(pos_);
@@ -368,39 +374,51 @@ class GrammarParser {
         }
       }
     }
+    // Depth-first with an explicit stack (a chain of 100k rules must not overflow ours).
     std::vector<int> color(n, 0);  // 0 new, 1 on the path, 2 done
-    std::vector<uint32_t> path;
-    std::function<void(uint32_t)> visit = [&](uint32_t r) {
-      color[r] = 1;
-      path.push_back(r);
-      for (uint32_t s : left[r]) {
+    std::vector<std::pair<uint32_t, size_t>> path;  // rule, next of its left[] to visit
+    for (uint32_t root = 0; root < n; ++root) {
+      if (color[root] != 0) continue;
+      color[root] = 1;
+      path.push_back({root, 0});
+      while (!path.empty()) {
+        auto& [r, i] = path.back();
+        if (i == left[r].size()) {
+          color[r] = 2;
+          path.pop_back();
+          continue;
+        }
+        const uint32_t s = left[r][i++];
         if (color[s] == 1) {
           std::string cycle;
-          auto from = std::find(path.begin(), path.end(), s);
-          for (auto it = from; it != path.end(); ++it) cycle += g_.names_[*it] + " -> ";
+          auto from = std::find_if(path.begin(), path.end(), [&](const auto& e) { return e.first == s; });
+          for (auto it = from; it != path.end(); ++it) cycle += g_.names_[it->first] + " -> ";
           cycle += g_.names_[s];
           fail("grammar: rule `{}` is left-recursive ({}): rewrite it to consume a character before "
                "recursing, e.g. `list ::= item (\",\" item)*`", g_.names_[s], cycle);
         }
-        if (color[s] == 0) visit(s);
+        if (color[s] == 0) {
+          color[s] = 1;
+          path.push_back({s, 0});
+        }
       }
-      path.pop_back();
-      color[r] = 2;
-    };
-    for (uint32_t r = 0; r < n; ++r)
-      if (color[r] == 0) visit(r);
+    }
   }
 
   std::string_view src_;
   size_t pos_ = 0;
   Grammar g_;
   std::map<std::string, uint32_t, std::less<>> ids_;
-  std::vector<size_t> first_use_;
+  std::vector<size_t> first_use_;  // text position of each rule's first mention
   std::map<std::string, int> generated_;
+  static constexpr int kMaxGroupDepth = 256;
+  int group_depth_ = 0;
 };
 
 std::shared_ptr<const Grammar> Grammar::parse(std::string_view text, std::string_view start_rule) {
-  return GrammarParser(text).run(start_rule);
+  auto g = GrammarParser(text).run(start_rule);
+  GrammarState probe(g);  // the start's expansion hits the limits below now, not mid-generation
+  return g;
 }
 
 // ---- matching ------------------------------------------------------------------------------
@@ -452,23 +470,35 @@ bool match_range(const E* p, uint32_t lo, uint32_t hi) {
 using Cursor = GrammarCursor;
 
 // Appends stack (bottom to top) to out unless out already holds it.
+// Bounds on what one step may build: an ambiguous grammar multiplies stacks, and a chain of
+// rules that each start with the next nests the expansion; both are errors rather than a
+// server thread lost to them (or its stack overflowed).
+constexpr size_t kMaxStacks = 4096;
+constexpr int kMaxExpandDepth = 2048;
+
 void add_stack(Cursor& out, const std::vector<const E*>& stack) {
   const size_t n = stack.size();
   for (size_t i = 0, begin = 0; i < out.ends.size(); begin = out.ends[i++]) {
     if (out.ends[i] - begin == n && std::equal(stack.begin(), stack.end(), out.elems.begin() + static_cast<std::ptrdiff_t>(begin)))
       return;
   }
+  if (out.ends.size() >= kMaxStacks)
+    fail("grammar: more than {} ways through the grammar at once: it is too ambiguous (alternatives that "
+         "match the same text, repeated); make the alternatives start differently", kMaxStacks);
   out.elems.insert(out.elems.end(), stack.begin(), stack.end());
   out.ends.push_back(static_cast<uint32_t>(out.elems.size()));
 }
 
 // Expands stack until its top is a character element (or it is empty: the text may end),
 // adding every resulting stack to out. stack is restored before returning.
-void expand(const Grammar& g, std::vector<const E*>& stack, Cursor& out) {
+void expand(const Grammar& g, std::vector<const E*>& stack, Cursor& out, int depth = 0) {
   if (stack.empty() || stack.back()->type != E::RuleRef) {
     add_stack(out, stack);
     return;
   }
+  if (depth > kMaxExpandDepth)
+    fail("grammar: more than {} rules begin one inside another before a character: flatten the rule chain",
+         kMaxExpandDepth);
   const E* top = stack.back();
   stack.pop_back();
   const bool has_next = !is_end(top + 1);
@@ -477,10 +507,10 @@ void expand(const Grammar& g, std::vector<const E*>& stack, Cursor& out) {
   for (;;) {
     if (!is_end(alt)) {
       stack.push_back(alt);
-      expand(g, stack, out);
+      expand(g, stack, out, depth + 1);
       stack.pop_back();
     } else {
-      expand(g, stack, out);  // an empty alternative: go on with what follows
+      expand(g, stack, out, depth + 1);  // an empty alternative: go on with what follows
     }
     while (!is_end(alt)) ++alt;
     if (alt->type == E::End) break;
