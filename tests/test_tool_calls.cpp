@@ -142,6 +142,58 @@ TEST(ToolMessages, GenericKeepsTurnsAlternating) {
   EXPECT_TRUE(kept[1]["tool_calls"][0]["function"]["arguments"].is_object());
 }
 
+// Fed a few bytes at a time (as tokens arrive): what streams, and what the end adds.
+struct Streamed {
+  std::string streamed;
+  ToolReply last;
+};
+Streamed stream_in_pieces(ToolFormat f, const std::string& text, size_t piece, bool finished = true) {
+  ToolReplyStream s(f, test_tools());
+  Streamed out;
+  for (size_t i = 0; i < text.size(); i += piece) out.streamed += s.push(text.substr(i, piece));
+  out.last = s.finish(finished);
+  return out;
+}
+
+TEST(ToolReplyStream, ContentStreamsAndCallsComeWhole) {
+  const std::string call = "<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>";
+  for (size_t piece : {1, 3, 7, 1000}) {
+    auto r = stream_in_pieces(ToolFormat::Hermes, "Hello there, a < b.", piece);
+    EXPECT_EQ(r.streamed + r.last.content, "Hello there, a < b.") << piece;
+    EXPECT_TRUE(r.last.calls.empty());
+
+    r = stream_in_pieces(ToolFormat::Hermes, call, piece);
+    EXPECT_EQ(r.streamed, "") << piece;
+    ASSERT_EQ(r.last.calls.size(), 1u);
+    EXPECT_EQ(r.last.content, "");
+
+    r = stream_in_pieces(ToolFormat::Hermes, "\n\n" + call, piece);
+    EXPECT_EQ(r.streamed, "") << piece;  // leading whitespace waits: a reply of only calls has no content
+    EXPECT_EQ(r.last.calls.size(), 1u);
+
+    r = stream_in_pieces(ToolFormat::Hermes, "Let me check.\n" + call, piece);
+    EXPECT_EQ(r.streamed, "Let me check.\n") << piece;
+    EXPECT_EQ(r.last.calls.size(), 1u);
+    EXPECT_EQ(r.last.content, "");
+
+    // Cut short inside a tag: what was held comes out as content.
+    r = stream_in_pieces(ToolFormat::Hermes, "x <tool", piece, /*finished=*/false);
+    EXPECT_EQ(r.streamed + r.last.content, "x <tool") << piece;
+    EXPECT_TRUE(r.last.calls.empty());
+
+    r = stream_in_pieces(ToolFormat::Llama3, "{\"name\": \"now\", \"parameters\": {}}", piece);
+    EXPECT_EQ(r.streamed, "");
+    EXPECT_EQ(r.last.calls.size(), 1u);
+    r = stream_in_pieces(ToolFormat::Llama3, "Sure, here it is.", piece);
+    EXPECT_EQ(r.streamed + r.last.content, "Sure, here it is.");
+    EXPECT_FALSE(r.streamed.empty());
+
+    r = stream_in_pieces(ToolFormat::Generic, "{\"response\": \"hi\"}", piece);
+    EXPECT_EQ(r.streamed, "");
+    EXPECT_EQ(r.last.content, "hi");
+  }
+}
+
 class ToolTemplates : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(ToolTemplates, RenderToolsAndACallsHistory) {

@@ -236,6 +236,69 @@ ojson messages_for_template(ToolFormat f, const ojson& messages, const std::vect
   return out;
 }
 
+std::string ToolReplyStream::push(const std::string& text) {
+  text_ += text;
+  if (holding_ || f_ == ToolFormat::Generic) return {};
+  const std::string lead = trim(text_);
+  if (f_ == ToolFormat::Llama3) {
+    // The whole reply is a call or not, decided by how it starts.
+    static constexpr std::string_view kTag = "<|python_tag|>";
+    if (sent_ == 0) {
+      if (lead.empty() || (lead.size() < kTag.size() && kTag.substr(0, lead.size()) == lead)) return {};  // undecided
+      if (lead[0] == '{' || lead.rfind(kTag, 0) == 0) {
+        holding_ = true;
+        return {};
+      }
+    }
+    std::string out = text_.substr(sent_);
+    sent_ = text_.size();
+    return out;
+  }
+  // Hermes: stream up to a "<tool_call>" (or a tail that may become one).
+  static constexpr std::string_view kOpen = "<tool_call>";
+  const size_t open = text_.find(kOpen, sent_);
+  size_t until = open == std::string::npos ? text_.size() : open;
+  if (open == std::string::npos) {
+    // Hold back a tail that is a prefix of the tag.
+    for (size_t k = std::min(kOpen.size() - 1, text_.size() - sent_); k > 0; --k) {
+      if (std::string_view(text_).substr(text_.size() - k) == kOpen.substr(0, k)) {
+        until = text_.size() - k;
+        break;
+      }
+    }
+  } else {
+    holding_ = true;
+  }
+  // Leading whitespace waits too: a reply that is only calls should carry no content.
+  if (sent_ == 0 && trim(std::string_view(text_).substr(0, until)).empty()) return {};
+  std::string out = text_.substr(sent_, until - sent_);
+  sent_ = until;
+  return out;
+}
+
+ToolReply ToolReplyStream::finish(bool finished) {
+  ToolReply r = finished ? parse_tool_reply(f_, text_, tools_) : ToolReply{text_, {}};
+  if (sent_ == 0) return r;
+  // What was streamed is the start of the content: send the rest of it.
+  if (r.calls.empty()) {
+    r.content = text_.substr(sent_);
+    return r;
+  }
+  // Hermes with calls after streamed text: the content outside the blocks, less what was sent.
+  std::string outside;
+  size_t pos = 0;
+  for (;;) {
+    const size_t open = text_.find("<tool_call>", pos);
+    outside += text_.substr(pos, open == std::string::npos ? std::string::npos : open - pos);
+    if (open == std::string::npos) break;
+    const size_t close = text_.find("</tool_call>", open);
+    if (close == std::string::npos) break;
+    pos = close + 12;
+  }
+  r.content = outside.size() > sent_ ? trim(outside.substr(sent_)) : std::string();
+  return r;
+}
+
 std::string new_tool_call_id() {
   static constexpr char kChars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   thread_local std::mt19937 rng{std::random_device{}()};

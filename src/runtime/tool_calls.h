@@ -65,6 +65,28 @@ nlohmann::ordered_json messages_for_template(ToolFormat f, const nlohmann::order
 // The `tools` value the template gets: [{"type": "function", "function": {...}}].
 nlohmann::ordered_json tools_for_template(const std::vector<ToolSpec>& tools);
 
+// Streams a tool-mode reply as it is generated: text that cannot be (part of) a call goes out
+// at once, the rest is held until the reply is whole. Hermes: text before a <tool_call> block
+// streams (a tail that could begin "<tool_call>" is held back); Llama3: a reply that does not
+// start like a call ({ or <|python_tag|>) streams whole; Generic: nothing streams (the reply is
+// JSON).
+class ToolReplyStream {
+ public:
+  ToolReplyStream(ToolFormat f, std::vector<ToolSpec> tools) : f_(f), tools_(std::move(tools)) {}
+  // Adds generated text; returns the content that may be sent now.
+  std::string push(const std::string& text);
+  // The reply read back once whole (finished: whether generation ended normally); its content
+  // less what push() already returned, for the last delta.
+  ToolReply finish(bool finished);
+
+ private:
+  ToolFormat f_;
+  std::vector<ToolSpec> tools_;
+  std::string text_;     // everything generated
+  size_t sent_ = 0;      // bytes of text_ already returned as content
+  bool holding_ = false; // a call has begun (or may have): nothing more streams
+};
+
 // "call_" + 24 random letters and digits.
 std::string new_tool_call_id();
 

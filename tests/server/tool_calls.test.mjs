@@ -145,6 +145,19 @@ for (const [family, template] of Object.entries(TEMPLATES)) {
       } else {
         assert.equal(typeof m.content, 'string');
       }
+      // Streamed: the same reply; words stream as they come (Qwen, Llama templates), a call whole.
+      const chunks = await drain(await client.chat.completions.create({
+        model: 'x', messages: ask('Tell me a story.'), tools, tool_choice: 'auto', max_tokens: 60, temperature: 0, stream: true,
+      }));
+      const text = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
+      const contentChunks = chunks.filter((c) => c.choices[0]?.delta?.content).length;
+      if (m.tool_calls) {
+        assert.deepEqual(chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? []).map((c) => c.function.name),
+                         m.tool_calls.map((c) => c.function.name));
+      } else {
+        assert.equal(text, m.content);
+        if (family !== 'gemma') assert.ok(contentChunks > 3, `streamed in pieces, got ${contentChunks} content chunks`);
+      }
       const none = await client.chat.completions.create({
         model: 'x', messages: ask('Tell me a story.'), tools, tool_choice: 'none', max_tokens: 16, temperature: 0,
       });

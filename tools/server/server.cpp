@@ -228,8 +228,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
     bool include_usage = false, first = true;
     size_t offset = 0;
     bool tool_mode = false;
-    std::string held;  // tool mode: the reply so far
-    std::function<ToolReply(const std::string&, const RequestEvents&)> read_reply;
+    std::optional<ToolReplyStream> tool_stream;  // tool mode: content streams, calls come whole
     clock::time_point last_write = clock::now();
     std::shared_ptr<InFlight> in_flight;  // released with the stream
   };
@@ -239,7 +238,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   s->include_usage = r.include_usage;
   s->in_flight = in_flight;
   s->tool_mode = tool_mode;
-  s->read_reply = read_reply;
+  if (tool_mode) s->tool_stream.emplace(tool_format, r.tools);
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider(
@@ -262,9 +261,13 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
         // Kept current so that the log line of a stream the client left still counts its tokens.
         t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
         if (s->tool_mode) {
-          s->held += ev.text;
-          if (!ev.finished && clock::now() - s->last_write > std::chrono::seconds(2) && !send(": generating\n\n"))
+          const std::string content = s->tool_stream->push(ev.text);
+          if (!content.empty()) {
+            if (!write(dump(stream_chunk(s->meta, content, nullptr, false, "", s->include_usage, s->offset)))) return false;
+            s->offset += content.size();
+          } else if (!ev.finished && clock::now() - s->last_write > std::chrono::seconds(2) && !send(": generating\n\n")) {
             return false;
+          }
         } else if (!ev.text.empty() || !ev.logprobs.empty()) {
           if (!write(dump(stream_chunk(s->meta, ev.text, &ev.logprobs, false, "", s->include_usage, s->offset))))
             return false;
@@ -281,7 +284,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
         } else {
           std::string finish = api_finish_reason(ev.finish_reason);
           if (s->tool_mode) {
-            const ToolReply reply = s->read_reply(s->held, ev);
+            const ToolReply reply = s->tool_stream->finish(ev.finish_reason == "stop");
             if (!reply.calls.empty()) finish = "tool_calls";
             if ((!reply.content.empty() || !reply.calls.empty()) &&
                 !write(dump(tool_reply_chunk(s->meta, reply, s->include_usage))))
