@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 #include <algorithm>
-#include <regex>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -34,12 +34,14 @@ std::string quantized(const std::filesystem::path& model, const std::string& typ
   return out;
 }
 
-// Accepted and drafted counts from --timings.
+// Accepted and drafted counts from --timings ("... N tokens drafted, M accepted ...").
 std::pair<int, int> acceptance(const std::string& err) {
-  std::smatch m;
-  const std::regex re("(\\d+) tokens drafted, (\\d+) accepted");
-  if (!std::regex_search(err, m, re)) return {-1, -1};
-  return {std::stoi(m[2]), std::stoi(m[1])};
+  const size_t at = err.find("target passes, ");
+  int drafted = -1, accepted = -1;
+  if (at == std::string::npos ||
+      std::sscanf(err.c_str() + at, "target passes, %d tokens drafted, %d accepted", &drafted, &accepted) != 2)
+    return {-1, -1};
+  return {accepted, drafted};
 }
 
 TEST(Speculative, GreedyTextEqualsLlamaCppReference) {

@@ -474,7 +474,7 @@ using Cursor = GrammarCursor;
 // rules that each start with the next nests the expansion; both are errors rather than a
 // server thread lost to them (or its stack overflowed).
 constexpr size_t kMaxStacks = 4096;
-constexpr int kMaxExpandDepth = 2048;
+constexpr int kMaxExpandDepth = 400;  // real grammars nest tens; ASan frames must fit 8 MiB too
 
 void add_stack(Cursor& out, const std::vector<const E*>& stack) {
   const size_t n = stack.size();
