@@ -469,13 +469,13 @@ bool match_range(const E* p, uint32_t lo, uint32_t hi) {
 
 using Cursor = GrammarCursor;
 
-// Appends stack (bottom to top) to out unless out already holds it.
 // Bounds on what one step may build: an ambiguous grammar multiplies stacks, and a chain of
 // rules that each start with the next nests the expansion; both are errors rather than a
 // server thread lost to them (or its stack overflowed).
 constexpr size_t kMaxStacks = 4096;
 constexpr int kMaxExpandDepth = 400;  // real grammars nest tens; ASan frames must fit 8 MiB too
 
+// Appends stack (bottom to top) to out unless out already holds it.
 void add_stack(Cursor& out, const std::vector<const E*>& stack) {
   const size_t n = stack.size();
   for (size_t i = 0, begin = 0; i < out.ends.size(); begin = out.ends[i++]) {
@@ -540,12 +540,13 @@ void step(const Grammar& g, const Cursor& c, uint32_t cp, Cursor& out) {
 // which no JSON parser accepts.
 constexpr uint32_t kMinOfLength[5] = {0, 0, 0x80, 0x800, 0x10000};
 
-// Whether some stack could accept a code point that starts with the pending partial bytes.
-bool partial_possible(const Cursor& c) {
-  const int shift = 6 * c.partial_left;
-  uint32_t lo = c.partial_value << shift;
+// Whether some stack of c could accept a code point that starts with the partial sequence
+// `value` (len bytes read, left still to come).
+bool partial_possible(const Cursor& c, uint32_t value, int left, int len) {
+  const int shift = 6 * left;
+  uint32_t lo = value << shift;
   const uint32_t hi = std::min<uint32_t>(lo | ((1u << shift) - 1), 0x10FFFF);
-  lo = std::max(lo, kMinOfLength[c.partial_len + c.partial_left]);
+  lo = std::max(lo, kMinOfLength[len + left]);
   if (lo > hi) return false;
   for (size_t i = 0; i < c.n_stacks(); ++i)
     if (!c.stack_empty(i) && match_range(c.top(i), lo, hi)) return true;
@@ -568,17 +569,11 @@ bool take_code_point(const Grammar& g, Cursor& c, uint32_t cp) {
 }  // namespace
 
 GrammarState::GrammarState(std::shared_ptr<const Grammar> g) : g_(std::move(g)) {
-  // Every alternative of the start rule, expanded down to its first character.
-  std::vector<const E*> stack;
-  const E* alt = g_->rules()[g_->start()].data();
-  for (;;) {
-    stack.clear();
-    if (!is_end(alt)) stack.push_back(alt);
-    expand(*g_, stack, c_);
-    while (!is_end(alt)) ++alt;
-    if (alt->type == E::End) break;
-    ++alt;
-  }
+  // The start rule as if referenced from a rule of its own: expand() then lays out every
+  // alternative down to its first character (the reference itself is not kept in a stack).
+  const E start_ref[2] = {{E::RuleRef, g_->start()}, {E::End, 0}};
+  std::vector<const E*> stack = {&start_ref[0]};
+  expand(*g_, stack, c_, /*depth=*/-1);  // the made-up reference is not a level of the grammar
 }
 
 bool GrammarState::push_byte(const Grammar& g, Cursor& c, uint8_t b) {
@@ -586,16 +581,11 @@ bool GrammarState::push_byte(const Grammar& g, Cursor& c, uint8_t b) {
     if (b < 0x80) return take_code_point(g, c, b);
     const int left = (b >> 5) == 0x6 ? 1 : (b >> 4) == 0xE ? 2 : (b >> 3) == 0x1E ? 3 : -1;
     if (left < 0) return false;  // a continuation byte with no lead, or not UTF-8 at all
-    const uint32_t saved_v = c.partial_value;
-    c.partial_value = b & (left == 1 ? 0x1Fu : left == 2 ? 0x0Fu : 0x07u);
+    const uint32_t v = b & (left == 1 ? 0x1Fu : left == 2 ? 0x0Fu : 0x07u);
+    if (!partial_possible(c, v, left, 1)) return false;
+    c.partial_value = v;
     c.partial_left = left;
     c.partial_len = 1;
-    if (!partial_possible(c)) {
-      c.partial_value = saved_v;
-      c.partial_left = 0;
-      c.partial_len = 0;
-      return false;
-    }
     return true;
   }
   if ((b & 0xC0) != 0x80) return false;
@@ -604,16 +594,10 @@ bool GrammarState::push_byte(const Grammar& g, Cursor& c, uint8_t b) {
     if (v < kMinOfLength[c.partial_len + 1] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return false;
     return take_code_point(g, c, v);
   }
-  const uint32_t saved_v = c.partial_value;
+  if (!partial_possible(c, v, c.partial_left - 1, c.partial_len + 1)) return false;
   c.partial_value = v;
   --c.partial_left;
   ++c.partial_len;
-  if (!partial_possible(c)) {
-    c.partial_value = saved_v;
-    ++c.partial_left;
-    --c.partial_len;
-    return false;
-  }
   return true;
 }
 
