@@ -54,7 +54,7 @@ TEST(ParseToolReply, Hermes) {
   ASSERT_EQ(r.calls.size(), 1u);
   EXPECT_EQ(r.calls[0].arguments, R"({"tz":1})");
   // Not calls: words, a block that is not JSON, an unknown function. All stay text.
-  for (const std::string text : {std::string("It is sunny."), std::string("<tool_call>\n{\"name\": \"get_weather\", \"argu"),
+  for (const std::string& text : {std::string("It is sunny."), std::string("<tool_call>\n{\"name\": \"get_weather\", \"argu"),
                                  std::string("<tool_call>\n{\"name\": \"launch\", \"arguments\": {}}\n</tool_call>")}) {
     r = parse_tool_reply(ToolFormat::Hermes, text, tools);
     EXPECT_TRUE(r.calls.empty()) << text;

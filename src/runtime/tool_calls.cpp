@@ -65,29 +65,44 @@ ojson parse_object(const std::string& text) {
   return j.is_discarded() ? ojson() : j;
 }
 
+constexpr std::string_view kHermesOpen = "<tool_call>", kHermesClose = "</tool_call>";
+
+// A Hermes reply cut into the text outside <tool_call> blocks (untrimmed, in order) and the
+// blocks' bodies (the last block may lack its closing tag).
+struct HermesSplit {
+  std::string outside;
+  std::vector<std::string_view> bodies;
+};
+HermesSplit split_hermes(std::string_view text) {
+  HermesSplit out;
+  size_t pos = 0;
+  for (;;) {
+    const size_t open = text.find(kHermesOpen, pos);
+    out.outside += text.substr(pos, open == std::string::npos ? std::string::npos : open - pos);
+    if (open == std::string::npos) break;
+    const size_t body = open + kHermesOpen.size();
+    const size_t close = text.find(kHermesClose, body);
+    out.bodies.push_back(text.substr(body, close == std::string::npos ? std::string::npos : close - body));
+    if (close == std::string::npos) break;
+    pos = close + kHermesClose.size();
+  }
+  return out;
+}
+
 }  // namespace
 
 ToolReply parse_tool_reply(ToolFormat f, const std::string& text, const std::vector<ToolSpec>& tools) {
   ToolReply plain{text, {}};
   if (f == ToolFormat::Hermes) {
-    static constexpr std::string_view kOpen = "<tool_call>", kClose = "</tool_call>";
-    ToolReply r;
-    size_t pos = 0;
-    for (;;) {
-      const size_t open = text.find(kOpen, pos);
-      r.content += text.substr(pos, open == std::string::npos ? std::string::npos : open - pos);
-      if (open == std::string::npos) break;
-      const size_t body = open + kOpen.size();
-      const size_t close = text.find(kClose, body);  // the last block may lack its closing tag
-      auto call = call_from_json(parse_object(trim(std::string_view(text).substr(body, close == std::string::npos ? std::string::npos : close - body))),
-                                 tools, "arguments");
+    const HermesSplit split = split_hermes(text);
+    if (split.bodies.empty()) return plain;
+    ToolReply r{trim(split.outside), {}};
+    for (std::string_view b : split.bodies) {
+      auto call = call_from_json(parse_object(trim(b)), tools, "arguments");
       if (!call) return plain;
       r.calls.push_back(std::move(*call));
-      if (close == std::string::npos) break;
-      pos = close + kClose.size();
     }
-    r.content = trim(r.content);
-    return r.calls.empty() ? plain : r;
+    return r;
   }
   std::string body = trim(text);
   if (f == ToolFormat::Llama3) {
@@ -105,6 +120,10 @@ ToolReply parse_tool_reply(ToolFormat f, const std::string& text, const std::vec
   if (j.is_object() && j.size() == 1 && j.contains("response") && j["response"].is_string())
     return ToolReply{j["response"].get<std::string>(), {}};
   return plain;
+}
+
+ToolReply read_tool_reply(ToolFormat f, const std::string& text, const std::vector<ToolSpec>& tools, bool finished) {
+  return finished ? parse_tool_reply(f, text, tools) : ToolReply{text, {}};
 }
 
 std::shared_ptr<const Grammar> tool_reply_grammar(ToolFormat f, const std::vector<ToolSpec>& tools, bool required,
@@ -255,7 +274,7 @@ std::string ToolReplyStream::push(const std::string& text) {
     return out;
   }
   // Hermes: stream up to a "<tool_call>" (or a tail that may become one).
-  static constexpr std::string_view kOpen = "<tool_call>";
+  constexpr std::string_view kOpen = kHermesOpen;
   const size_t open = text_.find(kOpen, sent_);
   size_t until = open == std::string::npos ? text_.size() : open;
   if (open == std::string::npos) {
@@ -277,7 +296,7 @@ std::string ToolReplyStream::push(const std::string& text) {
 }
 
 ToolReply ToolReplyStream::finish(bool finished) {
-  ToolReply r = finished ? parse_tool_reply(f_, text_, tools_) : ToolReply{text_, {}};
+  ToolReply r = read_tool_reply(f_, text_, tools_, finished);
   if (sent_ == 0) return r;
   // What was streamed is the start of the content: send the rest of it.
   if (r.calls.empty()) {
@@ -285,17 +304,8 @@ ToolReply ToolReplyStream::finish(bool finished) {
     return r;
   }
   // Hermes with calls after streamed text: the content outside the blocks, less what was sent.
-  std::string outside;
-  size_t pos = 0;
-  for (;;) {
-    const size_t open = text_.find("<tool_call>", pos);
-    outside += text_.substr(pos, open == std::string::npos ? std::string::npos : open - pos);
-    if (open == std::string::npos) break;
-    const size_t close = text_.find("</tool_call>", open);
-    if (close == std::string::npos) break;
-    pos = close + 12;
-  }
-  r.content = outside.size() > sent_ ? trim(outside.substr(sent_)) : std::string();
+  const std::string outside = split_hermes(text_).outside;
+  r.content = outside.size() > sent_ ? trim(std::string_view(outside).substr(sent_)) : std::string();
   return r;
 }
 

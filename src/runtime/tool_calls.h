@@ -48,6 +48,9 @@ struct ToolReply {
 // Reads a reply in format f. Text that is not a well-formed call for one of `tools` stays
 // content (a model that meant to answer in words is not turned into a broken call).
 ToolReply parse_tool_reply(ToolFormat f, const std::string& text, const std::vector<ToolSpec>& tools);
+// The same for a reply as generation left it: one cut short (finished false: the token limit,
+// a cancel) is never read as a call, whatever it holds.
+ToolReply read_tool_reply(ToolFormat f, const std::string& text, const std::vector<ToolSpec>& tools, bool finished);
 
 // The grammar a reply must follow: with `required`, a call to one of `tools` (several in a row
 // for Hermes with `parallel`); without it (Generic only: the other formats need none), a call

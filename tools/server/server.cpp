@@ -190,13 +190,9 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   }
   ResponseMeta meta{random_id(chat ? "chatcmpl-" : "cmpl-"), st.model_id, static_cast<int64_t>(std::time(nullptr)), chat};
   const bool want_logprobs = r.logprobs;
-  // Tool mode: the reply is read back as calls once it is whole (and streamed in one piece).
+  // Tool mode: the reply is read back as calls once it is whole (streamed: its words go first).
   const bool tool_mode = r.chat && r.tool_mode();
   const ToolFormat tool_format = st.chat ? st.chat->tool_format() : ToolFormat::Generic;
-  auto read_reply = [tools = r.tools, tool_format](const std::string& text, const RequestEvents& fin) {
-    if (fin.finish_reason != "stop") return ToolReply{text, {}};  // cut short: whatever it is, it is not a call
-    return parse_tool_reply(tool_format, text, tools);
-  };
   std::shared_ptr<RequestHandle> handle = submit(st, r);
 
   if (!r.stream) {
@@ -213,7 +209,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
         return;
       }
       if (tool_mode) {
-        const ToolReply reply = read_reply(text, ev);
+        const ToolReply reply = read_tool_reply(tool_format, text, r.tools, ev.finish_reason == "stop");
         send_json(res, full_response(meta, text, lp, want_logprobs, ev, &reply));
       } else {
         send_json(res, full_response(meta, text, lp, want_logprobs, ev));
