@@ -127,13 +127,11 @@ Status Session::generate(std::string_view prompt, const GenerateParams& p,
     std::shared_ptr<const Grammar> g;
     if (!p.grammar.empty()) g = Grammar::parse(p.grammar);
     if (!p.json_schema.empty()) {
-      nlohmann::ordered_json schema;
       try {
-        schema = nlohmann::ordered_json::parse(p.json_schema);
-      } catch (const nlohmann::json::exception& e) {
-        fail("GenerateParams.json_schema is not valid JSON: {}", e.what());
+        g = json_schema_grammar(std::string_view(p.json_schema));
+      } catch (const Error& e) {
+        fail("GenerateParams.json_schema: {}", e.what());
       }
-      g = Grammar::parse(json_schema_to_grammar(schema));
     }
     if (g) {
       const Model::Impl& m = *impl_->model;

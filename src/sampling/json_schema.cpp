@@ -859,4 +859,18 @@ std::string json_object_grammar() {
   return c.object_only();
 }
 
+std::shared_ptr<const Grammar> json_schema_grammar(const nlohmann::ordered_json& schema) {
+  return Grammar::parse(json_schema_to_grammar(schema));
+}
+
+std::shared_ptr<const Grammar> json_schema_grammar(std::string_view schema_text) {
+  nlohmann::ordered_json schema;
+  try {
+    schema = nlohmann::ordered_json::parse(schema_text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("not valid JSON: {}", e.what());
+  }
+  return json_schema_grammar(schema);
+}
+
 }  // namespace slm

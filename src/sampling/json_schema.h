@@ -10,7 +10,11 @@
 // value: no whitespace before or after it.
 #pragma once
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <string>
+#include <string_view>
+
+#include "sampling/grammar.h"
 
 namespace slm {
 
@@ -21,5 +25,11 @@ std::string json_schema_to_grammar(const nlohmann::ordered_json& schema);
 
 // GBNF for any JSON object (response_format {"type":"json_object"}): root is an object.
 std::string json_object_grammar();
+
+// The parsed grammar for a schema, and for a schema given as JSON text (slm::Error "not valid
+// JSON: ..." when it does not parse): what --json-schema, the API's response_format and
+// GenerateParams::json_schema constrain with.
+std::shared_ptr<const Grammar> json_schema_grammar(const nlohmann::ordered_json& schema);
+std::shared_ptr<const Grammar> json_schema_grammar(std::string_view schema_text);
 
 }  // namespace slm

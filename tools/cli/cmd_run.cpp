@@ -73,14 +73,8 @@ std::shared_ptr<const Grammar> GenerationOptions::load_grammar() const {
   if (given == 0) return nullptr;
   if (given > 1) fail("--grammar, --grammar-file, --json-schema, --json-schema-file and --json exclude each other: give one");
   auto schema_grammar = [](const std::string& text, const std::string& what) {
-    nlohmann::ordered_json schema;
     try {
-      schema = nlohmann::ordered_json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON: {}", what, e.what());
-    }
-    try {
-      return Grammar::parse(json_schema_to_grammar(schema));
+      return json_schema_grammar(std::string_view(text));
     } catch (const Error& e) {
       fail("{}: {}", what, e.what());
     }

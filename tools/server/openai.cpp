@@ -184,7 +184,7 @@ std::shared_ptr<const Grammar> requested_grammar(const json& body) {
   auto from_schema = [](const json& schema, const std::string& param) {
     if (!schema.is_object() && !schema.is_boolean()) bad(param, "'" + param + "' must be a JSON schema (an object)");
     try {
-      return Grammar::parse(json_schema_to_grammar(schema));
+      return json_schema_grammar(schema);
     } catch (const Error& e) {
       bad(param, "'" + param + "': " + e.what(), "unsupported_schema");
     }
