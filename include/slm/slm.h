@@ -44,6 +44,8 @@ class Model {
   std::string detokenize(const std::vector<int32_t>& ids) const;
   // The model's chat template (tokenizer.chat_template), empty when it has none.
   std::string chat_template() const;
+  // Whether the vocabulary has fill-in-the-middle tokens (code models), for Session::infill.
+  bool can_infill() const;
 
   struct Impl;
   const Impl& impl() const { return *impl_; }
@@ -84,6 +86,12 @@ class Session {
   // complete UTF-8 text go to on_text as they are generated; return false from it to stop.
   Status generate(std::string_view prompt, const GenerateParams& params,
                   const std::function<bool(std::string_view)>& on_text, bool parse_special = false);
+  // Fill-in-the-middle (code models: Qwen2.5-Coder, CodeGemma, ...): the text that belongs
+  // between `prefix` and `suffix`, prompted as llama.cpp's /infill does; what does not fit the
+  // context is cut from the prefix's start and the suffix's end. A model without FIM tokens
+  // gives an error Status saying so.
+  Status infill(std::string_view prefix, std::string_view suffix, const GenerateParams& params,
+                const std::function<bool(std::string_view)>& on_text);
   // Logits of every position of `tokens`, evaluated after what the session already holds.
   Status eval(const std::vector<int32_t>& tokens, std::vector<float>* logits_out);
   void reset();

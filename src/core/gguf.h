@@ -89,6 +89,10 @@ class GGUFFile {
  public:
   // Opens, maps and validates a file. Throws slm::Error.
   static std::unique_ptr<GGUFFile> open(const std::string& path);
+  // The same, then metadata values replaced or added as llama.cpp's --override-kv gives them:
+  // "KEY=TYPE:VALUE" with TYPE int, float, bool or str (e.g. a FIM token id a converter left
+  // out: tokenizer.ggml.fim_pre_token_id=int:151659). Throws slm::Error naming a malformed one.
+  static std::unique_ptr<GGUFFile> open(const std::string& path, const std::vector<std::string>& overrides);
 
   const std::string& path() const { return file_->path(); }
   uint32_t version() const { return version_; }

@@ -109,6 +109,49 @@ std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
   return f;
 }
 
+std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path, const std::vector<std::string>& overrides) {
+  std::unique_ptr<GGUFFile> f = open(path);
+  for (const std::string& o : overrides) {
+    const size_t eq = o.find('='), colon = o.find(':', eq == std::string::npos ? 0 : eq);
+    auto bad = [&o](const char* why) {
+      fail("--override-kv '{}': {}; write KEY=TYPE:VALUE with TYPE int, float, bool or str "
+           "(e.g. tokenizer.ggml.add_bos_token=bool:false)", o, why);
+    };
+    if (eq == std::string::npos || eq == 0 || colon == std::string::npos) bad("not of the form KEY=TYPE:VALUE");
+    const std::string key = o.substr(0, eq), type = o.substr(eq + 1, colon - eq - 1), value = o.substr(colon + 1);
+    GGUFValue v;
+    if (type == "str") {
+      v = GGUFValue::str(value);
+    } else if (type == "bool") {
+      if (value != "true" && value != "false") bad("a bool is true or false");
+      v = GGUFValue::boolean(value == "true");
+    } else if (type == "int" || type == "float") {
+      size_t used = 0;
+      try {
+        if (type == "int") {
+          v.type = GGUFType::INT64;
+          v.scalar = static_cast<int64_t>(std::stoll(value, &used));
+        } else {
+          v.type = GGUFType::FLOAT64;
+          v.scalar = std::stod(value, &used);
+        }
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != value.size()) bad(type == "int" ? "the value is not an integer" : "the value is not a number");
+    } else {
+      bad("unknown TYPE");
+    }
+    if (auto it = f->kv_index_.find(key); it != f->kv_index_.end()) {
+      f->kv_[it->second].second = std::move(v);
+    } else {
+      f->kv_index_[key] = f->kv_.size();
+      f->kv_.emplace_back(key, std::move(v));
+    }
+  }
+  return f;
+}
+
 void GGUFFile::parse() {
   const std::string& p = file_->path();
   Cursor c(p, file_->data(), file_->size());

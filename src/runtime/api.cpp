@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "models/model.h"
 #include "runtime/generate.h"
+#include "runtime/infill.h"
 #include "runtime/grammar_vocab.h"
 #include "sampling/grammar.h"
 #include "sampling/json_schema.h"
@@ -80,6 +81,8 @@ std::string Model::detokenize(const std::vector<int32_t>& ids) const {
   return impl_ ? impl_->tokenizer->decode(ids) : std::string();
 }
 
+bool Model::can_infill() const { return impl_ && infill_unsupported(*impl_->tokenizer).empty(); }
+
 std::string Model::chat_template() const {
   return impl_ ? impl_->model->gguf().opt_string("tokenizer.chat_template").value_or("") : "";
 }
@@ -109,37 +112,64 @@ Session::~Session() = default;
 Session::Session(Session&&) noexcept = default;
 Session& Session::operator=(Session&&) noexcept = default;
 
+namespace {
+
+// The sampler GenerateParams ask for, grammar included. Throws slm::Error.
+Sampler make_sampler(const Model::Impl& m, const GenerateParams& p) {
+  const slm::Tokenizer& tok = *m.tokenizer;
+  SamplerParams sp;
+  sp.temperature = p.temperature;
+  sp.top_k = p.top_k;
+  sp.top_p = p.top_p;
+  sp.min_p = p.min_p;
+  sp.repeat_penalty = p.repeat_penalty;
+  sp.seed = p.seed;
+  Sampler sampler(sp, static_cast<int32_t>(m.model->hparams().n_vocab));
+  if (!p.grammar.empty() && !p.json_schema.empty()) fail("GenerateParams: give a grammar or a json_schema, not both");
+  std::shared_ptr<const Grammar> g;
+  if (!p.grammar.empty()) g = Grammar::parse(p.grammar);
+  if (!p.json_schema.empty()) {
+    try {
+      g = json_schema_grammar(std::string_view(p.json_schema));
+    } catch (const Error& e) {
+      fail("GenerateParams.json_schema: {}", e.what());
+    }
+  }
+  if (g) {
+    std::call_once(m.grammar_vocab_once, [&] { m.grammar_vocab = make_grammar_vocab(tok); });
+    sampler.set_grammar({g, m.grammar_vocab});
+  }
+  return sampler;
+}
+
+}  // namespace
+
 Status Session::generate(std::string_view prompt, const GenerateParams& p,
                          const std::function<bool(std::string_view)>& on_text, bool parse_special) {
   if (!init_error_.ok) return init_error_;
   return guarded([&] {
     const slm::Tokenizer& tok = *impl_->model->tokenizer;
-    SamplerParams sp;
-    sp.temperature = p.temperature;
-    sp.top_k = p.top_k;
-    sp.top_p = p.top_p;
-    sp.min_p = p.min_p;
-    sp.repeat_penalty = p.repeat_penalty;
-    sp.seed = p.seed;
-    Sampler sampler(sp, static_cast<int32_t>(impl_->model->model->hparams().n_vocab));
-    if (!p.grammar.empty() && !p.json_schema.empty())
-      fail("GenerateParams: give a grammar or a json_schema, not both");
-    std::shared_ptr<const Grammar> g;
-    if (!p.grammar.empty()) g = Grammar::parse(p.grammar);
-    if (!p.json_schema.empty()) {
-      try {
-        g = json_schema_grammar(std::string_view(p.json_schema));
-      } catch (const Error& e) {
-        fail("GenerateParams.json_schema: {}", e.what());
-      }
-    }
-    if (g) {
-      const Model::Impl& m = *impl_->model;
-      std::call_once(m.grammar_vocab_once, [&] { m.grammar_vocab = make_grammar_vocab(tok); });
-      sampler.set_grammar({g, m.grammar_vocab});
-    }
+    Sampler sampler = make_sampler(*impl_->model, p);
     const std::vector<int32_t> ids = tok.encode(prompt, true, parse_special);
     slm::generate(*impl_->session, tok, sampler, ids, p.n_predict,
+                  [&](const std::string& s) { return on_text(s); });
+  });
+}
+
+Status Session::infill(std::string_view prefix, std::string_view suffix, const GenerateParams& p,
+                       const std::function<bool(std::string_view)>& on_text) {
+  if (!init_error_.ok) return init_error_;
+  return guarded([&] {
+    const slm::Tokenizer& tok = *impl_->model->tokenizer;
+    Sampler sampler = make_sampler(*impl_->model, p);
+    InfillInput in;
+    in.prefix = prefix;
+    in.suffix = suffix;
+    InfillBudget budget;
+    budget.n_ctx = impl_->session->n_ctx();
+    budget.n_generate = p.n_predict > 0 ? p.n_predict : std::min<int64_t>(256, budget.n_ctx / 4);
+    const InfillPrompt prompt = infill_prompt(tok, in, budget);
+    slm::generate(*impl_->session, tok, sampler, prompt.tokens, p.n_predict,
                   [&](const std::string& s) { return on_text(s); });
   });
 }

@@ -24,6 +24,7 @@ RequestEvents RequestHandle::wait(std::chrono::milliseconds timeout) {
     out.finished = true;
     out.finish_reason = final_.finish_reason;
     out.error = final_.error;
+    out.stop_word = final_.stop_word;
     out.prompt_tokens = final_.prompt_tokens;
     out.cached_tokens = final_.cached_tokens;
     out.completion_tokens = final_.completion_tokens;
@@ -42,12 +43,13 @@ void RequestHandle::push(const std::string& text, std::vector<TokenLogprob>&& lp
 }
 
 void RequestHandle::finish(const std::string& reason, const std::string& error, int prompt, int cached,
-                           int completion) {
+                           int completion, const std::string& stop_word) {
   {
     std::lock_guard lock(mu_);
     finished_ = true;
     final_.finish_reason = reason;
     final_.error = error;
+    final_.stop_word = stop_word;
     final_.prompt_tokens = prompt;
     final_.cached_tokens = cached;
     final_.completion_tokens = completion;
@@ -63,8 +65,13 @@ std::string StopMatcher::push(const std::string& text) {
   held_ += text;
   // The earliest complete match wins.
   size_t first = std::string::npos;
-  for (const auto& s : stops_)
-    if (!s.empty()) first = std::min(first, held_.find(s));
+  for (const auto& s : stops_) {
+    if (s.empty()) continue;
+    if (const size_t at = held_.find(s); at < first) {
+      first = at;
+      word_ = s;
+    }
+  }
   if (first != std::string::npos) {
     matched_ = true;
     std::string out = held_.substr(0, first);
@@ -285,7 +292,8 @@ void BatchScheduler::finish(Slot& s, const std::string& reason, const std::strin
     if (!s.stop->matched()) rest += s.stop->flush();
     if (!rest.empty()) s.handle->push(rest, {}, s.generated);
   }
-  s.handle->finish(reason, error, static_cast<int>(s.req.prompt.size()), s.cached, s.generated);
+  s.handle->finish(reason, error, static_cast<int>(s.req.prompt.size()), s.cached, s.generated,
+                   s.stop && s.stop->matched() ? s.stop->matched_word() : std::string());
   s.handle.reset();
   s.sampler.reset();
   s.state = Slot::State::Free;

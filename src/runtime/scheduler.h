@@ -58,6 +58,7 @@ struct RequestEvents {
   bool finished = false;
   std::string finish_reason;         // "stop", "length", "cancelled", "error" (when finished)
   std::string error;                 // with finish_reason "error"
+  std::string stop_word;             // with finish_reason "stop": the stop string that ended it ("" for end of generation)
   int prompt_tokens = 0, cached_tokens = 0;
   int completion_tokens = 0;         // generated so far (set on every read, final when finished)
 };
@@ -74,7 +75,8 @@ class RequestHandle {
  private:
   friend class BatchScheduler;
   void push(const std::string& text, std::vector<TokenLogprob>&& lp, int generated);
-  void finish(const std::string& reason, const std::string& error, int prompt, int cached, int completion);
+  void finish(const std::string& reason, const std::string& error, int prompt, int cached, int completion,
+              const std::string& stop_word = {});
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -183,11 +185,13 @@ class StopMatcher {
   // The text still held back (call at the end when no stop string matched).
   std::string flush() { return std::exchange(held_, {}); }
   bool matched() const { return matched_; }
+  const std::string& matched_word() const { return word_; }  // which stop string, once matched
 
  private:
   std::vector<std::string> stops_;
   std::string held_;
   bool matched_ = false;
+  std::string word_;
 };
 
 }  // namespace slm

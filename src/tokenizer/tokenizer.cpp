@@ -721,6 +721,12 @@ int32_t Tokenizer::sep() const { return impl_->sep; }
 int32_t Tokenizer::pad() const { return impl_->pad; }
 bool Tokenizer::add_bos() const { return impl_->add_bos; }
 bool Tokenizer::add_eos() const { return impl_->add_eos; }
+int32_t Tokenizer::fim_pre() const { return impl_->fim_pre; }
+int32_t Tokenizer::fim_suf() const { return impl_->fim_suf; }
+int32_t Tokenizer::fim_mid() const { return impl_->fim_mid; }
+int32_t Tokenizer::fim_pad() const { return impl_->fim_pad; }
+int32_t Tokenizer::fim_rep() const { return impl_->fim_rep; }
+int32_t Tokenizer::fim_sep() const { return impl_->fim_sep; }
 
 bool Tokenizer::is_eog(int32_t id) const {
   return std::binary_search(impl_->eog.begin(), impl_->eog.end(), id);

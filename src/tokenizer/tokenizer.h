@@ -55,6 +55,16 @@ class Tokenizer {
   int32_t pad() const;
   bool add_bos() const;
   bool add_eos() const;
+  // Fill-in-the-middle tokens (code models: Qwen2.5-Coder, CodeGemma, StarCoder, ...), from the
+  // tokenizer.ggml.fim_* keys or, like llama.cpp, found by their text; -1 when absent.
+  // pre/suf/mid frame the prefix, suffix and middle; rep and sep start the repository name and
+  // each file of the repo-level format (Qwen2.5-Coder); pad ends a fill.
+  int32_t fim_pre() const;
+  int32_t fim_suf() const;
+  int32_t fim_mid() const;
+  int32_t fim_pad() const;
+  int32_t fim_rep() const;
+  int32_t fim_sep() const;
 
   // End of generation: eos, eot, eom, and (like llama.cpp) tokens such as <|im_end|>,
   // <|eot_id|>, <|end|>, <end_of_turn>, <|endoftext|> when present.

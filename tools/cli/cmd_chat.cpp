@@ -34,7 +34,7 @@ Runner add_chat(CLI::App& app) {
                "print each rendered prompt to stderr between <<<PROMPT and PROMPT>>> lines, and "
                "each reply between <<<REPLY and REPLY>>> lines");
   return [o]() {
-    auto model = Model::load(o->model);
+    auto model = o->load_model();
     auto tok = Tokenizer::from_gguf(model->gguf());
     const ChatPrompt chat = ChatPrompt::for_model(*tok, model->gguf(), o->template_file, o->model);
     Session session(*model, o->session_options(*model));

@@ -45,6 +45,12 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
   app.add_option("--draft-max", speculative.n_draft, "most tokens the draft proposes at a time")->check(CLI::Range(1, 256));
   app.add_option("--draft-p-min", speculative.p_min, "the draft stops proposing below this probability of its own pick")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--override-kv", override_kv,
+                 "replace a metadata value the file gets wrong: KEY=TYPE:VALUE, TYPE int, float, bool or str (repeatable)");
+}
+
+std::unique_ptr<Model> GenerationOptions::load_model() const {
+  return Model::load(GGUFFile::open(model, override_kv));
 }
 
 Generator::Generator(const GenerationOptions& o, const Tokenizer& tok, Session& session)
@@ -114,7 +120,7 @@ Runner add_run(CLI::App& app) {
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
     auto ms = [&t0](clock::time_point t) { return std::chrono::duration<double, std::milli>(t - t0).count(); };
-    auto model = Model::load(o->model);
+    auto model = o->load_model();
     const auto t_model = clock::now();
     auto tok = Tokenizer::from_gguf(model->gguf());
     const auto t_tok = clock::now();

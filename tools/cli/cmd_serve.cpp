@@ -23,12 +23,14 @@ Runner add_serve(CLI::App& app) {
   app.add_option("-c,--ctx-size", o->s.n_ctx, "context per request (default min(training context, 4096); 0: training context)");
   app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
   app.add_option("--chat-template", o->s.chat_template_file, "Jinja chat template file (default: the model's own)");
-  auto* key = app.add_option("--api-key", o->s.api_key, "require 'Authorization: Bearer KEY' on /v1/*");
+  auto* key = app.add_option("--api-key", o->s.api_key, "require 'Authorization: Bearer KEY' on /v1/* and /infill");
   app.add_option("--api-key-file", o->api_key_file, "read the API key from a file (first line)")->excludes(key);
   app.add_option("--max-queue", o->s.max_queue, "requests that may wait for a slot before a 503 (default 64)");
   app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
   app.add_option("--embed-model", o->s.embed_model_path, "embedding model (bert) for POST /v1/embeddings and vector search");
   app.add_option("--db", o->s.db_path, "index (slm index add) for POST /v1/search");
+  app.add_option("--override-kv", o->s.override_kv,
+                 "replace a metadata value the file gets wrong: KEY=TYPE:VALUE, TYPE int, float, bool or str (repeatable)");
   app.add_option("--lora", o->s.lora,
                  "LoRA adapter FILE or FILE:SCALE (repeatable); a request may set {\"lora\": [{\"id\": 0, \"scale\": S}]}")
       ->take_all();

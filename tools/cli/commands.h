@@ -14,6 +14,7 @@ Runner add_tokenize(CLI::App& app);
 Runner add_logits(CLI::App& app);
 Runner add_run(CLI::App& app);
 Runner add_chat(CLI::App& app);
+Runner add_infill(CLI::App& app);
 Runner add_chat_template(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_quantize(CLI::App& app);

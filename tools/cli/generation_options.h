@@ -30,8 +30,12 @@ struct GenerationOptions {
   // Speculative decoding: a draft model with the same tokenizer (empty: none).
   std::string draft_model;
   SpeculativeParams speculative;
+  // Metadata the file gets wrong or lacks, as llama.cpp's --override-kv KEY=TYPE:VALUE.
+  std::vector<std::string> override_kv;
 
   void add_to(CLI::App& app, bool model_required = true);
+  // The model with the --override-kv values applied.
+  std::unique_ptr<Model> load_model() const;
   // Loads the --lora adapters too (throws slm::Error for a bad one). With a draft model the
   // row kernels are off (every pass of the target is several tokens).
   SessionOptions session_options(const Model& m) const;

@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   };
   add(&slm::cli::add_run, "run", "generate text from a prompt");
   add(&slm::cli::add_chat, "chat", "interactive chat using the model's chat template");
+  add(&slm::cli::add_infill, "infill", "fill in code between a prefix and a suffix (fill-in-the-middle, code models)");
   add(&slm::cli::add_tokenize, "tokenize", "print the token ids of a text");
   add(&slm::cli::add_logits, "logits", "write the logits of every prompt position to a file");
   add(&slm::cli::add_info, "info", "describe a GGUF model file");

@@ -221,6 +221,42 @@ std::shared_ptr<const Grammar> requested_grammar(const json& body) {
   bad("response_format.type", "unknown 'response_format.type' \"" + type + "\": use \"text\", \"json_object\" or \"json_schema\"");
 }
 
+// /infill's fields (llama.cpp's server): input_prefix and input_suffix (required strings),
+// input_extra ([{"filename", "text"}], other files for context) and prompt (text typed at the
+// cursor).
+InfillInput parse_infill_fields(const json& body) {
+  InfillInput in;
+  for (const char* name : {"input_prefix", "input_suffix"}) {
+    const json* v = field(body, name);
+    if (!v) bad(name, std::string("'") + name + "' is required", "missing_required_parameter");
+    if (!v->is_string()) bad(name, std::string("'") + name + "' must be a string");
+    (std::string(name) == "input_prefix" ? in.prefix : in.suffix) = v->get<std::string>();
+  }
+  if (const json* p = field(body, "prompt")) {
+    if (!p->is_string()) bad("prompt", "'prompt' (the text typed at the cursor) must be a string");
+    in.middle = p->get<std::string>();
+  }
+  if (const json* extra = field(body, "input_extra")) {
+    const char* shape = "'input_extra' must be an array of {\"filename\": string, \"text\": string}";
+    if (!extra->is_array()) bad("input_extra", shape);
+    for (size_t i = 0; i < extra->size(); ++i) {
+      const json& c = (*extra)[i];
+      const std::string p = "input_extra[" + std::to_string(i) + "]";
+      if (!c.is_object()) bad(p, shape);
+      const json* t = field(c, "text");
+      if (!t || !t->is_string()) bad(p + ".text", "'" + p + ".text' is required and must be a string");
+      InfillFile f;
+      f.text = t->get<std::string>();
+      if (const json* n = field(c, "filename")) {
+        if (!n->is_string()) bad(p + ".filename", "'" + p + ".filename' must be a string");
+        f.name = n->get<std::string>();
+      }
+      in.extra.push_back(std::move(f));
+    }
+  }
+  return in;
+}
+
 }  // namespace
 
 ApiError::ApiError(int s, std::string message, std::string p, std::string c, std::string t)
@@ -238,7 +274,8 @@ json error_body(int status, const std::string& message, const std::string& param
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-CompletionRequest parse_completion_request(const std::string& text, bool chat) {
+CompletionRequest parse_completion_request(const std::string& text, Endpoint endpoint) {
+  const bool chat = endpoint == Endpoint::Chat;
   check_depth(text);
   json body;
   try {
@@ -257,7 +294,10 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
 
   CompletionRequest r;
   r.chat = chat;
-  if (chat) {
+  r.infill = endpoint == Endpoint::Infill;
+  if (r.infill) {
+    r.fill = parse_infill_fields(body);
+  } else if (chat) {
     const json* msgs = field(body, "messages");
     if (!msgs) bad("messages", "'messages' is required", "missing_required_parameter");
     if (!msgs->is_array() || msgs->empty()) bad("messages", "'messages' must be a non-empty array");
@@ -296,13 +336,27 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
     if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) p = &(*p)[0];
     if (!p->is_string()) bad("prompt", "'prompt' must be a string");
     r.prompt = p->get<std::string>();
-    if (r.prompt.empty()) bad("prompt", "'prompt' is empty: there is nothing to continue");
+    // With a suffix the completion is inserted between the two (fill-in-the-middle), and an
+    // empty prompt is an insertion at the start.
+    if (const json* suffix = field(body, "suffix")) {
+      if (!suffix->is_string()) bad("suffix", "'suffix' must be a string");
+      r.fill.emplace();
+      r.fill->prefix = r.prompt;
+      r.fill->suffix = suffix->get<std::string>();
+    } else if (r.prompt.empty()) {
+      bad("prompt", "'prompt' is empty: there is nothing to continue");
+    }
   }
 
   if (integer(body, "n", 1, 1, std::numeric_limits<int32_t>::max()) != 1)
     bad("n", "'n' must be 1: this server returns one choice per request");
   int64_t max_tokens = integer(body, "max_tokens", -1, 1, std::numeric_limits<int32_t>::max());
   max_tokens = integer(body, "max_completion_tokens", max_tokens, 1, std::numeric_limits<int32_t>::max());
+  if (r.infill) {
+    // llama.cpp's name; -1 (its default): until end of generation or the context is full.
+    max_tokens = integer(body, "n_predict", max_tokens, -1, std::numeric_limits<int32_t>::max());
+    if (max_tokens == 0) bad("n_predict", "'n_predict' must be -1 (no limit) or at least 1");
+  }
   r.gen.max_tokens = static_cast<int>(max_tokens);
 
   SamplerParams& s = r.gen.sampling;
@@ -386,7 +440,12 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
     r.include_usage = boolean(*so, "include_usage", false);
   }
 
-  if (chat) {
+  if (r.infill) {
+    for (const char* name : {"n_probs", "logprobs"})
+      if (field(body, name))
+        bad(name, std::string("'") + name + "': /infill returns no token probabilities; send the same request to "
+            "/v1/completions as 'prompt' and 'suffix' with 'logprobs'", "unsupported_parameter");
+  } else if (chat) {
     r.logprobs = boolean(body, "logprobs", false);
     const int64_t top = integer(body, "top_logprobs", 0, 0, 20);
     if (field(body, "top_logprobs") && !r.logprobs)
@@ -524,6 +583,33 @@ json usage_chunk(const ResponseMeta& m, const RequestEvents& fin) {
           {"system_fingerprint", "slm"},
           {"choices", json::array()},
           {"usage", usage_json(fin)}};
+}
+
+json infill_response(const ResponseMeta& m, const std::string& text, const RequestEvents* fin, bool truncated,
+                     const InfillTimes& times) {
+  if (!fin) return {{"index", 0}, {"content", text}, {"stop", false}};
+  const bool word = !fin->stop_word.empty();
+  const int evaluated = fin->prompt_tokens - fin->cached_tokens;
+  auto per_second = [](int n, double ms) { return ms > 0 ? 1000.0 * n / ms : 0.0; };
+  return {{"index", 0},
+          {"content", text},
+          {"stop", true},
+          {"model", m.model},
+          {"tokens_predicted", fin->completion_tokens},
+          {"tokens_evaluated", fin->prompt_tokens},
+          {"tokens_cached", fin->prompt_tokens + fin->completion_tokens},
+          {"truncated", truncated},
+          {"has_new_line", text.find('\n') != std::string::npos},
+          {"stop_type", fin->finish_reason == "length" ? "limit" : word ? "word" : "eos"},
+          {"stopping_word", fin->stop_word},
+          {"timings",
+           {{"cache_n", fin->cached_tokens},
+            {"prompt_n", evaluated},
+            {"prompt_ms", times.prompt_ms},
+            {"prompt_per_second", per_second(evaluated, times.prompt_ms)},
+            {"predicted_n", fin->completion_tokens},
+            {"predicted_ms", times.predicted_ms},
+            {"predicted_per_second", per_second(fin->completion_tokens, times.predicted_ms)}}}};
 }
 
 }  // namespace slm::server

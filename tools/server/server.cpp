@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/gguf.h"
 #include "metrics.h"
 #include "models/lora.h"
 #include "models/model.h"
@@ -28,6 +29,7 @@
 #include "rag_api.h"
 #include "runtime/embedder.h"
 #include "runtime/chat_prompt.h"
+#include "runtime/infill.h"
 #include "runtime/scheduler.h"
 #include "runtime/session.h"
 #include "runtime/tool_calls.h"
@@ -137,8 +139,21 @@ std::string render_chat(const ChatPrompt& chat, CompletionRequest& r) {
 // submits it. Throws ApiError.
 std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
   std::vector<int32_t> prompt;
+  const int64_t n_ctx = st.scheduler->n_ctx();
   try {
-    if (r.chat) {
+    if (r.fill) {
+      if (const std::string why = infill_unsupported(*st.tok); !why.empty()) {
+        if (r.infill) throw ApiError(501, why, {}, "fim_not_supported", "not_supported_error");
+        throw ApiError(400, "'suffix': " + why, "suffix", "fim_not_supported");
+      }
+      InfillBudget budget;
+      budget.n_ctx = n_ctx;
+      // Room for the fill: what the request asks for, else a quarter of the context (at most 256).
+      budget.n_generate = r.gen.max_tokens > 0 ? r.gen.max_tokens : std::min<int64_t>(256, n_ctx / 4);
+      InfillPrompt p = infill_prompt(*st.tok, *r.fill, budget);
+      r.fill_truncated = p.truncated();
+      prompt = std::move(p.tokens);
+    } else if (r.chat) {
       if (!st.chat) throw ApiError(400, st.chat_error, "messages", "no_chat_template");
       prompt = st.chat->tokenize(render_chat(*st.chat, r));
     } else {
@@ -147,7 +162,6 @@ std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
   } catch (const Error& e) {
     throw ApiError(400, e.what(), r.chat ? "messages" : "prompt");
   }
-  const int64_t n_ctx = st.scheduler->n_ctx();
   const int64_t n_prompt = static_cast<int64_t>(prompt.size());
   if (r.gen.max_tokens > 0 && n_prompt + r.gen.max_tokens > n_ctx)
     throw ApiError(400,
@@ -176,11 +190,93 @@ std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
   throw ApiError(503, "the server is shutting down", {}, "shutting_down");
 }
 
-void handle_completion(State& st, const std::string& body, httplib::Response& res, bool chat) {
+// /infill's answer in llama.cpp's shape: one JSON object, or (stream) server-sent events
+// {"content": ..., "stop": false} and a last one with stop true and the counts (no [DONE]).
+void send_infill(const std::shared_ptr<RequestHandle>& handle, const ResponseMeta& meta, bool stream, bool truncated,
+                 const std::shared_ptr<InFlight>& in_flight, httplib::Response& res) {
+  struct Fill {
+    std::shared_ptr<RequestHandle> handle;
+    ResponseMeta meta;
+    bool truncated = false;
+    std::string text;
+    clock::time_point start = clock::now(), first_text{}, last_write = clock::now();
+    std::shared_ptr<InFlight> in_flight;
+    InfillTimes times() const {
+      const auto ms = [](clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+      const clock::time_point first = first_text == clock::time_point{} ? clock::now() : first_text;
+      return {ms(first - start), ms(clock::now() - first)};
+    }
+    RequestEvents next() {
+      RequestEvents ev = handle->wait(std::chrono::milliseconds(250));
+      if (!ev.text.empty() && first_text == clock::time_point{}) first_text = clock::now();
+      t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
+      return ev;
+    }
+  };
+  auto f = std::make_shared<Fill>();
+  f->handle = handle;
+  f->meta = meta;
+  f->truncated = truncated;
+  f->in_flight = in_flight;
+  if (!stream) {
+    for (;;) {
+      RequestEvents ev = f->next();
+      f->text += ev.text;
+      if (!ev.finished) continue;
+      if (ev.finish_reason == "error") {
+        send_error(res, 500, "generation failed: " + ev.error, {}, "generation_error");
+        return;
+      }
+      send_json(res, infill_response(meta, f->text, &ev, truncated, f->times()));
+      return;
+    }
+  }
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [f](size_t, httplib::DataSink& sink) {
+        auto write = [&](const json& j) {
+          const std::string bytes = "data: " + dump(j) + "\n\n";
+          if (!sink.write(bytes.data(), bytes.size())) {
+            f->handle->cancel();
+            return false;
+          }
+          f->last_write = clock::now();
+          return true;
+        };
+        RequestEvents ev = f->next();
+        if (!ev.text.empty() && !write(infill_response(f->meta, ev.text, nullptr, false, {}))) return false;
+        if (!ev.finished) {
+          if (ev.text.empty() && clock::now() - f->last_write > std::chrono::seconds(2)) {
+            if (!sink.write(": waiting\n\n", 12)) {
+              f->handle->cancel();
+              return false;
+            }
+            f->last_write = clock::now();
+          }
+          return true;
+        }
+        if (ev.finish_reason == "error") {
+          if (!write(error_body(500, "generation failed: " + ev.error, {}, "generation_error"))) return false;
+        } else if (!write(infill_response(f->meta, "", &ev, f->truncated, f->times()))) {
+          return false;
+        }
+        sink.done();
+        return true;
+      },
+      [f](bool success) {
+        if (!success) f->handle->cancel();
+        f->in_flight.reset();
+      });
+}
+
+void handle_completion(State& st, const std::string& body, httplib::Response& res, Endpoint endpoint) {
   if (st.stopping) throw ApiError(503, "the server is shutting down", {}, "shutting_down");
   if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
   auto in_flight = std::make_shared<InFlight>(st);
-  CompletionRequest r = parse_completion_request(body, chat);
+  const bool chat = endpoint == Endpoint::Chat;
+  CompletionRequest r = parse_completion_request(body, endpoint);
   for (const auto& [id, scale] : r.gen.lora) {
     const size_t n = st.lora ? st.lora->adapters.size() : 0;
     if (id < 0 || static_cast<size_t>(id) >= n)
@@ -194,6 +290,10 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   const bool tool_mode = r.chat && r.tool_mode();
   const ToolFormat tool_format = st.chat ? st.chat->tool_format() : ToolFormat::Generic;
   std::shared_ptr<RequestHandle> handle = submit(st, r);
+  if (r.infill) {
+    send_infill(handle, meta, r.stream, r.fill_truncated, in_flight, res);
+    return;
+  }
 
   if (!r.stream) {
     std::string text;
@@ -304,7 +404,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
 // random paths must not grow the metric set).
 std::string route_label(const std::string& path) {
   for (const char* r : {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
-                        "/v1/embeddings", "/v1/search"})
+                        "/infill", "/v1/embeddings", "/v1/search"})
     if (path == r) return path;
   return "other";
 }
@@ -373,7 +473,7 @@ httplib::Server::HandlerWithContentReader guarded(F&& f) {
 }
 
 void load_model(State& st) {
-  st.model = Model::load(st.opts.model_path);
+  st.model = Model::load(GGUFFile::open(st.opts.model_path, st.opts.override_kv));
   st.tok = Tokenizer::from_gguf(st.model->gguf());
   try {
     st.chat.emplace(ChatPrompt::for_model(*st.tok, st.model->gguf(), st.opts.chat_template_file, st.opts.model_path));
@@ -483,7 +583,7 @@ int run(const ServerOptions& opts) {
 
   svr.set_pre_routing_handler([&st](const httplib::Request& req, httplib::Response& res) {
     t_log = RequestLog{clock::now()};
-    if (req.path.rfind("/v1/", 0) == 0 && !api_key_ok(st, req)) {
+    if ((req.path.rfind("/v1/", 0) == 0 || req.path == "/infill") && !api_key_ok(st, req)) {
       send_error(res, 401, "missing or wrong API key: send it as 'Authorization: Bearer KEY'", {}, "invalid_api_key");
       return httplib::Server::HandlerResponse::Handled;
     }
@@ -494,7 +594,7 @@ int run(const ServerOptions& opts) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     std::string message;
     switch (res.status) {
-      case 404: message = "no route " + req.method + " " + req.path + " (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, POST /v1/search)"; break;
+      case 404: message = "no route " + req.method + " " + req.path + " (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /infill, POST /v1/embeddings, POST /v1/search)"; break;
       case 413: message = fmt::format("the request body is larger than {} MiB", kMaxBody >> 20); break;
       default: message = fmt::format("the request could not be read (HTTP {})", res.status); break;
     }
@@ -551,11 +651,16 @@ int run(const ServerOptions& opts) {
   });
   svr.Post("/v1/chat/completions",
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-             handle_completion(st, read_body(req, res, reader), res, true);
+             handle_completion(st, read_body(req, res, reader), res, Endpoint::Chat);
            }));
   svr.Post("/v1/completions",
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-             handle_completion(st, read_body(req, res, reader), res, false);
+             handle_completion(st, read_body(req, res, reader), res, Endpoint::Completions);
+           }));
+  // llama.cpp's fill-in-the-middle endpoint, as editor plugins (llama.vim, llama.vscode) call it.
+  svr.Post("/infill",
+           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+             handle_completion(st, read_body(req, res, reader), res, Endpoint::Infill);
            }));
   svr.Post("/v1/embeddings",
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
@@ -565,7 +670,7 @@ int run(const ServerOptions& opts) {
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
              handle_search(st, read_body(req, res, reader), res);
            }));
-  for (const char* post_only : {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/search"})
+  for (const char* post_only : {"/v1/chat/completions", "/v1/completions", "/infill", "/v1/embeddings", "/v1/search"})
     svr.Get(post_only, [](const httplib::Request& req, httplib::Response& res) {
       res.set_header("Allow", "POST");
       send_error(res, 405, req.path + " takes POST with a JSON body", {}, "method_not_allowed");

@@ -21,6 +21,7 @@ struct ServerOptions {
   DType kv_type = DType::F16;
   std::string embed_model_path;  // POST /v1/embeddings (and vector search) when set
   std::string db_path;           // POST /v1/search over this index when set
+  std::vector<std::string> override_kv;  // KEY=TYPE:VALUE metadata replacements (llama.cpp's --override-kv)
   std::vector<std::string> lora;  // LoRA adapters, FILE or FILE:SCALE (requests may rescale them)
 };
 
