@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/gguf.h"
 #include "runtime/infill.h"
+#include "runtime/scheduler.h"
 #include "support/fixtures.h"
 #include "support/run_cli.h"
 #include "support/temp_dir.h"
@@ -355,4 +356,31 @@ TEST(Infill, PublicApiMatchesTheCli) {
   const auto refused = ps.infill("a", "b", {}, [](std::string_view) { return true; });
   EXPECT_FALSE(refused.ok);
   EXPECT_NE(refused.message.find("cannot fill in the middle"), std::string::npos) << refused.message;
+}
+
+TEST(Infill, IndentLimitCutsTheFirstLineThatLeavesTheBlock) {
+  auto run = [](int min, const std::vector<std::string>& pieces) {
+    slm::IndentLimit g(min);
+    std::string out;
+    for (const auto& p : pieces) out += g.push(p);
+    return std::pair{out, g.reached()};
+  };
+  const std::string text = "x = 1\n    y = 2\n\tz\n  w = 3\n    v\n";
+  // Tabs count one each, as llama.cpp counts them.
+  const auto [whole, cut] = run(4, {text});
+  EXPECT_TRUE(cut);
+  EXPECT_EQ(whole, "x = 1\n    y = 2\n\t");  // "\tz" is indented 1 < 4: cut before the 'z', after the tab
+  EXPECT_EQ(run(1, {text}).first, "x = 1\n    y = 2\n\tz\n  w = 3\n    v\n");
+  EXPECT_FALSE(run(1, {text}).second);
+  // Piece by piece, the same.
+  std::vector<std::string> chars;
+  for (char c : text) chars.emplace_back(1, c);
+  EXPECT_EQ(run(4, chars).first, whole);
+  // The first line (the cursor's) is never checked; a blank line is indentation 0; 0 is off.
+  EXPECT_EQ(run(8, {"a\n        b"}).first, "a\n        b");
+  EXPECT_EQ(run(1, {"a\n\nb"}).first, "a\n");
+  EXPECT_EQ(run(0, {"a\nb\n"}).first, "a\nb\n");
+  slm::IndentLimit g(2);
+  EXPECT_EQ(g.push("a\nb"), "a\n");
+  EXPECT_EQ(g.push("  c"), "") << "nothing after the cut";
 }

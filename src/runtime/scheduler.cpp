@@ -94,6 +94,32 @@ std::string StopMatcher::push(const std::string& text) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// IndentLimit
+
+std::string IndentLimit::push(const std::string& text) {
+  if (reached_ || min_ <= 0) return reached_ ? std::string() : text;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (at_line_start_) {
+      if (c == ' ' || c == '\t') {
+        ++indent_;
+        continue;
+      }
+      if (indent_ < min_) {
+        reached_ = true;
+        return text.substr(0, i);
+      }
+      at_line_start_ = false;
+    }
+    if (c == '\n') {
+      at_line_start_ = true;
+      indent_ = 0;
+    }
+  }
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------
 // BatchScheduler
 
 struct BatchScheduler::Slot {
@@ -117,6 +143,8 @@ struct BatchScheduler::Slot {
   std::optional<Sampler> sampler;
   std::optional<StreamDecoder> decoder;
   std::optional<StopMatcher> stop;
+  std::optional<IndentLimit> indent;
+  std::chrono::steady_clock::time_point first_token_at;
 };
 
 BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, const SchedulerOptions& opts,
@@ -279,6 +307,7 @@ void BatchScheduler::admit(std::deque<Pending>& incoming) {
     }
     s.decoder.emplace(tok_);
     s.stop.emplace(s.req.stop);
+    s.indent.emplace(s.req.n_indent);
     s.state = Slot::State::Prefill;
     busy_.fetch_add(1);
     n_prompt_.fetch_add(s.req.prompt.size());
@@ -290,6 +319,7 @@ void BatchScheduler::finish(Slot& s, const std::string& reason, const std::strin
   if (reason != "cancelled" && reason != "error") {
     std::string rest = s.decoder ? s.stop->push(s.decoder->flush()) : std::string();
     if (!s.stop->matched()) rest += s.stop->flush();
+    if (s.indent) rest = s.indent->push(rest);
     if (!rest.empty()) s.handle->push(rest, {}, s.generated);
   }
   s.handle->finish(reason, error, static_cast<int>(s.req.prompt.size()), s.cached, s.generated,
@@ -307,6 +337,7 @@ void BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
     else observer_->on_inter_token(std::chrono::duration<double>(now - s.last_token_at).count());
   }
   s.last_token_at = now;
+  if (s.generated == 0) s.first_token_at = now;
   if (tok_.is_eog(token) && !s.req.ignore_eos) {
     finish(s, "stop");
     return;
@@ -342,10 +373,19 @@ void BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
   }
   ++s.generated;
   n_generated_.fetch_add(1);
-  const std::string text = s.stop->push(s.decoder->push(token));
+  const std::string text = s.indent->push(s.stop->push(s.decoder->push(token)));
   if (!text.empty() || !lp.empty()) s.handle->push(text, std::move(lp), s.generated);
   if (s.stop->matched()) {
     finish(s, "stop");
+    return;
+  }
+  if (s.indent->reached()) {
+    finish(s, "length");
+    return;
+  }
+  if (s.req.t_max_predict_ms > 0 && text.find('\n') != std::string::npos &&
+      std::chrono::duration<double, std::milli>(now - s.first_token_at).count() > s.req.t_max_predict_ms) {
+    finish(s, "length");
     return;
   }
   if (s.req.max_tokens >= 0 && s.generated >= s.req.max_tokens) {

@@ -42,6 +42,12 @@ struct GenerationRequest {
   std::vector<std::pair<int, float>> lora;
   // Constrained output (response_format, grammar): the text must follow it; null: free text.
   std::shared_ptr<const Grammar> grammar;
+  // Code completion limits (llama.cpp's /infill fields), 0: off. n_indent: after the first
+  // line, a line indented less than this ends the text before its first non-blank character
+  // (the completion has left the block). t_max_predict_ms: once a line is complete, stop when
+  // generating has taken longer than this. Both end with finish_reason "length".
+  int n_indent = 0;
+  double t_max_predict_ms = 0;
 };
 
 struct TokenLogprob {
@@ -177,6 +183,23 @@ class BatchScheduler : public Scheduler {
 
 // Stop strings over a stream of text: releases text as soon as it cannot be the start of a
 // stop string, and reports the first match (the text before it is released, the rest dropped).
+// llama.cpp's n_indent rule on generated text, character by character: after the first newline,
+// a line whose indentation (spaces and tabs) is below the minimum ends the text just before its
+// first other character (a blank line counts as indentation 0).
+class IndentLimit {
+ public:
+  explicit IndentLimit(int min_indent) : min_(min_indent) {}
+  // Returns the part of `text` that stays; reached() once the limit cut it.
+  std::string push(const std::string& text);
+  bool reached() const { return reached_; }
+
+ private:
+  int min_;
+  bool at_line_start_ = false;  // inside the indentation of a line after a newline
+  int indent_ = 0;
+  bool reached_ = false;
+};
+
 class StopMatcher {
  public:
   explicit StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {}

@@ -121,6 +121,25 @@ describe('POST /infill and completions with a suffix', { skip: missingShared(VOC
     assert.equal(cut.content, long.content.slice(0, long.content.indexOf(word)));
   });
 
+  test('n_indent and t_max_predict_ms end a fill as llama.cpp does (a grammar writes the lines)', T, async () => {
+    const grammar = 'root ::= "a = 1\\n    b = 2\\n  c = 3\\n    d = 4\\n"';
+    const free = (await postJson(srv, '/infill', { ...ask, grammar, n_predict: 64 }, { headers: auth })).json;
+    assertInfill(free);
+    assert.equal(free.content, 'a = 1\n    b = 2\n  c = 3\n    d = 4\n');
+    for (const stream of [false, true]) {
+      const body = { ...ask, grammar, n_predict: 64, n_indent: 4, stream };
+      const r = stream ? await postSse(srv, '/infill', body, { headers: auth }) : await postJson(srv, '/infill', body, { headers: auth });
+      const last = stream ? r.chunks.at(-1) : r.json;
+      const content = stream ? r.chunks.map((c) => c.content).join('') : r.json.content;
+      assertInfill(last);
+      assert.equal(content, 'a = 1\n    b = 2\n  ', `stream ${stream}`);
+      assert.equal(last.stop_type, 'limit');
+    }
+    const timed = (await postJson(srv, '/infill', { ...ask, grammar, n_predict: 64, t_max_predict_ms: 0.001 }, { headers: auth })).json;
+    assert.equal(timed.content, 'a = 1\n', 'stopped at the first line end after the time limit');
+    assert.equal(timed.stop_type, 'limit');
+  });
+
   test('a small context: the input is cut to fit, and the response says so', T, async () => {
     let longPrefix = '';
     for (let i = 0; i < 200; ++i) longPrefix += `x${i} = ${i}\n`;
@@ -143,6 +162,8 @@ describe('POST /infill and completions with a suffix', { skip: missingShared(VOC
       [{ ...ask, n_predict: 0 }, 'n_predict'],
       [{ ...ask, n_probs: 3 }, 'n_probs'],
       [{ ...ask, temperature: 'hot' }, 'temperature'],
+      [{ ...ask, n_indent: -1 }, 'n_indent'],
+      [{ ...ask, t_max_predict_ms: 'soon' }, 't_max_predict_ms'],
     ];
     for (const [body, param] of cases) {
       const r = await postJson(srv, '/infill', body, { headers: auth });

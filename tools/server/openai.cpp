@@ -356,6 +356,8 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
     // llama.cpp's name; -1 (its default): until end of generation or the context is full.
     max_tokens = integer(body, "n_predict", max_tokens, -1, std::numeric_limits<int32_t>::max());
     if (max_tokens == 0) bad("n_predict", "'n_predict' must be -1 (no limit) or at least 1");
+    r.gen.n_indent = static_cast<int>(integer(body, "n_indent", 0, 0, 1 << 16));
+    r.gen.t_max_predict_ms = number(body, "t_max_predict_ms", 0, 0, 1e9);
   }
   r.gen.max_tokens = static_cast<int>(max_tokens);
 
