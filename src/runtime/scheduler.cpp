@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "runtime/speculative.h"
 #include "runtime/grammar_vocab.h"
 
 namespace slm {
@@ -145,6 +146,13 @@ struct BatchScheduler::Slot {
   std::optional<StopMatcher> stop;
   std::optional<IndentLimit> indent;
   std::chrono::steady_clock::time_point first_token_at;
+  // Speculative decoding: what the draft's cache holds for `seq`, the tokens it proposes this
+  // step (evaluated after pending_token), and its progress through them.
+  std::vector<int32_t> draft_tokens, proposal, dtodo;
+  size_t dnext = 0;
+  int draft_room = 0;
+  bool proposing = false;
+  size_t step_base = 0;  // tokens.size() when this step's batch was built
 };
 
 BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, const SchedulerOptions& opts,
@@ -153,9 +161,24 @@ BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, const S
   if (opts_.n_parallel < 1) fail("--parallel {} must be at least 1", opts_.n_parallel);
   if (opts_.n_ctx < 2) fail("context size {} is too small", opts_.n_ctx);
   if (opts_.max_queue < 0) fail("--max-queue {} must not be negative", opts_.max_queue);
-  // Every generating sequence needs a place in each step, with room left for prompt chunks.
-  opts_.n_batch = std::max(opts_.n_batch, opts_.n_parallel + 16);
+  // Every generating sequence needs a place in each step (with a draft, for its proposals too),
+  // with room left for prompt chunks.
+  const int per_seq = opts_.draft ? 1 + std::max(opts_.n_draft, 0) : 1;
+  opts_.n_batch = std::max(opts_.n_batch, opts_.n_parallel * per_seq + 16);
   cache_ = model_.make_cache(opts_.n_ctx, opts_.n_parallel, opts_.n_batch, opts_.kv_type);
+  if (opts_.draft) {
+    if (opts_.n_draft < 1) fail("--draft-max {} must be at least 1", opts_.n_draft);
+    if (!(opts_.draft_p_min >= 0.0f && opts_.draft_p_min <= 1.0f)) fail("--draft-p-min {} must be in [0, 1]", opts_.draft_p_min);
+    if (opts_.draft->hparams().n_vocab != model_.hparams().n_vocab)
+      fail("the draft model has {} logits per token but the model {}: the draft must share the model's tokenizer",
+           opts_.draft->hparams().n_vocab, model_.hparams().n_vocab);
+    // Rejected proposals are taken back out of both caches: a sliding-window ring keeps
+    // n_batch - 1 rows beyond its window, more than a step's proposals, so it can.
+    dcache_ = opts_.draft->make_cache(opts_.n_ctx, opts_.n_parallel, opts_.n_batch, opts_.kv_type);
+    dctx_ = std::make_unique<ComputeContext>(std::max(opts_.n_threads, 1));
+    dctx_->set_row_kernels(false);
+    dlogits_.resize(static_cast<size_t>(opts_.n_parallel) * opts_.draft->hparams().n_vocab);
+  }
   ctx_ = std::make_unique<ComputeContext>(std::max(opts_.n_threads, 1));
   // A server's steps hold several sequences' tokens, and the output head sees one row per
   // generating sequence: the row kernels (made for a lone process's first few tokens, before
@@ -171,7 +194,7 @@ BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, const S
     slots_.push_back(std::make_unique<Slot>());
     slots_.back()->seq = i;
   }
-  logits_.resize(static_cast<size_t>(opts_.n_parallel) * model_.hparams().n_vocab);
+  logits_.resize(static_cast<size_t>(opts_.n_parallel) * (dcache_ ? per_seq : 1) * model_.hparams().n_vocab);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -201,6 +224,8 @@ SchedulerStats BatchScheduler::stats() const {
   s.cached_tokens = n_cached_.load();
   s.generated_tokens = n_generated_.load();
   s.steps = n_steps_.load();
+  s.drafted_tokens = n_drafted_.load();
+  s.accepted_tokens = n_accepted_.load();
   return s;
 }
 
@@ -330,7 +355,7 @@ void BatchScheduler::finish(Slot& s, const std::string& reason, const std::strin
   busy_.fetch_sub(1);
 }
 
-void BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
+bool BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
   const auto now = std::chrono::steady_clock::now();
   if (observer_) {
     if (s.generated == 0) observer_->on_first_token(std::chrono::duration<double>(now - s.submitted).count());
@@ -340,7 +365,7 @@ void BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
   if (s.generated == 0) s.first_token_at = now;
   if (tok_.is_eog(token) && !s.req.ignore_eos) {
     finish(s, "stop");
-    return;
+    return false;
   }
   std::vector<TokenLogprob> lp;
   if (s.req.top_logprobs >= 0) {
@@ -369,7 +394,7 @@ void BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
     s.sampler->accept_sampled(token);
   } catch (const Error& e) {
     finish(s, "error", e.what());
-    return;
+    return false;
   }
   ++s.generated;
   n_generated_.fetch_add(1);
@@ -377,41 +402,50 @@ void BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
   if (!text.empty() || !lp.empty()) s.handle->push(text, std::move(lp), s.generated);
   if (s.stop->matched()) {
     finish(s, "stop");
-    return;
+    return false;
   }
   if (s.indent->reached()) {
     finish(s, "length");
-    return;
+    return false;
   }
   if (s.req.t_max_predict_ms > 0 && text.find('\n') != std::string::npos &&
       std::chrono::duration<double, std::milli>(now - s.first_token_at).count() > s.req.t_max_predict_ms) {
     finish(s, "length");
-    return;
+    return false;
   }
   if (s.req.max_tokens >= 0 && s.generated >= s.req.max_tokens) {
     finish(s, "length");
-    return;
+    return false;
   }
   // The new token is evaluated at position tokens.size(); it must exist in the context.
   if (static_cast<int64_t>(s.tokens.size()) >= opts_.n_ctx) {
     finish(s, "length");
-    return;
+    return false;
   }
   s.pending_token = token;
   s.state = Slot::State::Generate;
+  return true;
 }
 
 bool BatchScheduler::step() {
   for (auto& s : slots_)
     if (s->state != Slot::State::Free && s->handle->cancelled()) finish(*s, "cancelled");
 
+  if (dcache_) propose();
   batch_.clear();
   std::vector<Slot*>& owners = owners_;
   owners.clear();
   for (auto& s : slots_) {
     if (s->state != Slot::State::Generate) continue;
+    // The sampled token, then the draft's proposals after it: logits at each, so that the
+    // sampler can check every proposal in order.
+    s->step_base = s->tokens.size();
     batch_.add(s->pending_token, static_cast<int32_t>(s->tokens.size()), s->seq, true);
     owners.push_back(s.get());
+    for (size_t j = 0; j < s->proposal.size(); ++j) {
+      batch_.add(s->proposal[j], static_cast<int32_t>(s->tokens.size() + 1 + j), s->seq, true);
+      owners.push_back(s.get());
+    }
   }
   // Prompt chunks fill the rest of the batch, oldest request first.
   std::vector<Slot*>& prefill = prefill_;
@@ -451,9 +485,11 @@ bool BatchScheduler::step() {
     return true;
   }
   n_steps_.fetch_add(1);
-  // Record what the cache now holds, then sample for every entry that asked for logits.
+  // Record what the cache now holds (of a generating slot, the sampled token: its proposals
+  // count once accepted), then sample for every entry that asked for logits.
   for (int64_t i = 0; i < batch_.size(); ++i) {
     Slot* s = owners[i];
+    if (s->state == Slot::State::Generate && static_cast<size_t>(batch_.pos[i]) != s->step_base) continue;
     s->tokens.push_back(batch_.tokens[i]);
     if (s->state == Slot::State::Prefill) ++s->next_prompt;
   }
@@ -463,6 +499,10 @@ bool BatchScheduler::step() {
     if (!batch_.logits[i]) continue;
     Slot* s = owners[i];
     const float* logits = logits_.data() + row++ * n_vocab;
+    if (s->state == Slot::State::Free) continue;  // finished at an earlier row of this step
+    // A proposal after one the sampler did not pick (or after the end) is not looked at.
+    const size_t j = s->state == Slot::State::Generate ? static_cast<size_t>(batch_.pos[i]) - s->step_base : 0;
+    if (s->state == Slot::State::Generate && s->tokens.size() != s->step_base + 1 + j) continue;
     if (s->handle->cancelled()) {
       finish(*s, "cancelled");
       continue;
@@ -474,9 +514,125 @@ bool BatchScheduler::step() {
       finish(*s, "error", e.what());
       continue;
     }
-    emit(*s, token, logits);
+    if (!emit(*s, token, logits)) continue;
+    // The model picked the draft's proposal: it is in the cache already, and the next row
+    // holds the logits after it.
+    if (j < s->proposal.size() && token == s->proposal[j]) {
+      s->tokens.push_back(token);
+      n_accepted_.fetch_add(1);
+    }
   }
+  // Proposals that were not accepted (and those after a request ended) leave the cache.
+  if (dcache_)
+    for (auto& s : slots_) {
+      if (s->proposal.empty()) continue;
+      s->proposal.clear();
+      const auto want = static_cast<int32_t>(s->tokens.size());
+      if (cache_->seq_length(s->seq) > want && cache_->truncate(s->seq, want) != want) {
+        // Not reached (see the constructor); if it were, the slot's tokens would not match
+        // its cache any more.
+        s->tokens.clear();
+        cache_->truncate(s->seq, 0);
+        if (s->state != Slot::State::Free) finish(*s, "error", "the KV cache could not take back rejected proposals");
+      }
+    }
   return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Speculative decoding: the draft's side
+
+bool BatchScheduler::draft_forward() {
+  try {
+    opts_.draft->forward(*dctx_, dbatch_, *dcache_, dlogits_.data());
+    return true;
+  } catch (const std::exception& e) {
+    // The draft's rows of this batch are undefined: forget what it held; the model goes on
+    // without proposals (they are only a guess).
+    fmt::print(stderr, "slm: warning: the draft model failed ({}); this step goes without proposals\n", e.what());
+    for (auto& s : slots_) {
+      s->draft_tokens.clear();
+      dcache_->truncate(s->seq, 0);
+      s->proposal.clear();
+      s->proposing = false;
+    }
+    return false;
+  }
+}
+
+void BatchScheduler::propose() {
+  const int64_t n_vocab = model_.hparams().n_vocab;
+  std::vector<Slot*> gen;
+  for (auto& sp : slots_) {
+    Slot& s = *sp;
+    s.proposal.clear();
+    s.proposing = false;
+    if (s.state != Slot::State::Generate) continue;
+    // The proposals sit at positions after the sampled token, inside the context, and at most
+    // max_tokens - 1 more tokens follow it (the step's own pick comes after the accepted ones).
+    int room = std::min<int>(opts_.n_draft, opts_.n_ctx - static_cast<int>(s.tokens.size()) - 1);
+    if (s.req.max_tokens >= 0) room = std::min(room, s.req.max_tokens - s.generated - 1);
+    if (room <= 0) continue;
+    s.draft_room = room;
+    // The draft catches up with what the model holds, plus the sampled token.
+    const size_t n = std::min(s.draft_tokens.size(), s.tokens.size());
+    const size_t common = static_cast<size_t>(
+        std::mismatch(s.draft_tokens.begin(), s.draft_tokens.begin() + n, s.tokens.begin()).first - s.draft_tokens.begin());
+    s.draft_tokens.resize(static_cast<size_t>(dcache_->truncate(s.seq, static_cast<int32_t>(common))));
+    s.dtodo.assign(s.tokens.begin() + static_cast<std::ptrdiff_t>(s.draft_tokens.size()), s.tokens.end());
+    s.dtodo.push_back(s.pending_token);
+    s.dnext = 0;
+    s.proposing = true;
+    gen.push_back(&s);
+  }
+  if (gen.empty()) return;
+  // The draft's greedy pick after each slot's last evaluated token, while it is sure enough.
+  auto pick_from_rows = [&] {
+    int64_t row = 0;
+    for (int64_t i = 0; i < dbatch_.size(); ++i) {
+      if (!dbatch_.logits[i]) continue;
+      Slot& s = *downers_[i];
+      const auto [t, p] = draft_pick(dlogits_.data() + row++ * n_vocab, n_vocab);
+      if (p < opts_.draft_p_min || tok_.is_eog(t)) {
+        s.proposing = false;
+        continue;
+      }
+      s.proposal.push_back(t);
+      if (static_cast<int>(s.proposal.size()) >= s.draft_room) s.proposing = false;
+    }
+  };
+  auto add = [&](Slot& s, int32_t t, bool logits) {
+    dbatch_.add(t, static_cast<int32_t>(s.draft_tokens.size()), s.seq, logits);
+    downers_.push_back(&s);
+    s.draft_tokens.push_back(t);
+  };
+  // Catching up (a new request's whole prompt, in chunks), logits at each slot's last token.
+  for (bool more = true; more;) {
+    dbatch_.clear();
+    downers_.clear();
+    more = false;
+    for (Slot* s : gen) {
+      while (s->dnext < s->dtodo.size() && dbatch_.size() < opts_.n_batch) {
+        add(*s, s->dtodo[s->dnext], s->dnext + 1 == s->dtodo.size());
+        ++s->dnext;
+      }
+      more = more || s->dnext < s->dtodo.size();
+    }
+    if (dbatch_.size() == 0) break;
+    if (!draft_forward()) return;
+    pick_from_rows();
+  }
+  // Then one token per proposing slot and pass, each pass proposing the next.
+  for (;;) {
+    dbatch_.clear();
+    downers_.clear();
+    for (Slot* s : gen)
+      if (s->proposing) add(*s, s->proposal.back(), true);
+    if (dbatch_.size() == 0) break;
+    if (!draft_forward()) return;
+    pick_from_rows();
+  }
+  for (Slot* s : gen) n_drafted_.fetch_add(s->proposal.size());
 }
 
 }  // namespace slm

@@ -101,12 +101,20 @@ struct SchedulerOptions {
   DType kv_type = DType::F16;
   // LoRA adapters every request may use, with their default scales (models/lora.h).
   std::shared_ptr<const LoraSet> lora;
+  // Speculative decoding (null: off): a small model with the same vocabulary proposes up to
+  // n_draft tokens per generating request and step, while it is at least draft_p_min sure of
+  // them; the model checks them in the step's pass and keeps them up to the first one its own
+  // sampler would not have picked (runtime/speculative.h). Must outlive the scheduler.
+  const Model* draft = nullptr;
+  int n_draft = 7;
+  float draft_p_min = 0.75f;
 };
 
 // Counts for /metrics, read with stats().
 struct SchedulerStats {
   int slots_total = 0, slots_busy = 0, queue_depth = 0;
   uint64_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0, steps = 0;
+  uint64_t drafted_tokens = 0, accepted_tokens = 0;  // speculative decoding: proposed, and kept
 };
 
 // Called on the scheduler thread: first token of a request (seconds after submit), and the gap
@@ -140,6 +148,8 @@ class BatchScheduler : public Scheduler {
   SchedulerStats stats() const override;
   int n_ctx() const override { return opts_.n_ctx; }
   void shutdown() override;
+  // Whether a draft model proposes tokens (SchedulerOptions::draft).
+  bool speculative() const { return dcache_ != nullptr; }
 
  private:
   struct Slot;
@@ -152,7 +162,12 @@ class BatchScheduler : public Scheduler {
   void admit(std::deque<Pending>& incoming);
   bool step();
   void finish(Slot& s, const std::string& reason, const std::string& error = {});
-  void emit(Slot& s, int32_t token, const float* logits);
+  // Returns false when the slot has finished.
+  bool emit(Slot& s, int32_t token, const float* logits);
+  // The draft's proposals for every generating slot (Slot::proposal), in batched draft passes.
+  void propose();
+  // Draft passes over dbatch_; false (and the proposals dropped) if the draft failed.
+  bool draft_forward();
 
   const Model& model_;
   const Tokenizer& tok_;
@@ -170,19 +185,23 @@ class BatchScheduler : public Scheduler {
   // (LoraSet::token_scales): requests with different adapters share one step.
   LoraSet lora_;
   std::vector<float> lora_token_scales_;
+  // Speculative decoding: the draft's cache (one sequence per slot, as the model's) and context.
+  std::unique_ptr<KVCache> dcache_;
+  std::unique_ptr<ComputeContext> dctx_;
+  Batch dbatch_;
+  std::vector<Slot*> downers_;
+  std::vector<float> dlogits_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Pending> queue_;
   bool stopping_ = false;
   std::atomic<int> busy_{0};
-  std::atomic<uint64_t> n_prompt_{0}, n_cached_{0}, n_generated_{0}, n_steps_{0};
+  std::atomic<uint64_t> n_prompt_{0}, n_cached_{0}, n_generated_{0}, n_steps_{0}, n_drafted_{0}, n_accepted_{0};
   uint64_t admissions_ = 0;  // scheduler thread only
   std::thread thread_;
 };
 
-// Stop strings over a stream of text: releases text as soon as it cannot be the start of a
-// stop string, and reports the first match (the text before it is released, the rest dropped).
 // llama.cpp's n_indent rule on generated text, character by character: after the first newline,
 // a line whose indentation (spaces and tabs) is below the minimum ends the text just before its
 // first other character (a blank line counts as indentation 0).
@@ -200,6 +219,8 @@ class IndentLimit {
   bool reached_ = false;
 };
 
+// Stop strings over a stream of text: releases text as soon as it cannot be the start of a
+// stop string, and reports the first match (the text before it is released, the rest dropped).
 class StopMatcher {
  public:
   explicit StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {}

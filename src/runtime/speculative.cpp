@@ -31,7 +31,8 @@ std::vector<int32_t> sync_to(Session& s, const std::vector<int32_t>& seq) {
   return std::vector<int32_t>(seq.begin() + s.n_past(), seq.end());
 }
 
-// The draft's greedy pick and its probability.
+}  // namespace
+
 std::pair<int32_t, float> draft_pick(const float* logits, int64_t n_vocab) {
   int32_t best = 0;
   for (int64_t i = 1; i < n_vocab; ++i)
@@ -40,8 +41,6 @@ std::pair<int32_t, float> draft_pick(const float* logits, int64_t n_vocab) {
   for (int64_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - logits[best]));
   return {best, static_cast<float>(1.0 / sum)};
 }
-
-}  // namespace
 
 GenerateResult generate_speculative(Session& target, Session& draft, const Tokenizer& tok, Sampler& sampler,
                                     std::span<const int32_t> prompt, int n_predict, const SpeculativeParams& params,

@@ -12,6 +12,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "runtime/generate.h"
 #include "runtime/session.h"
@@ -37,6 +38,9 @@ struct SpeculativeStats {
 // texts), so that draft token ids can be fed to the target. Throws slm::Error naming the first
 // difference.
 void check_draft_vocab(const Tokenizer& target, const Tokenizer& draft);
+
+// The draft's greedy pick from its logits, and the probability it gives it.
+std::pair<int32_t, float> draft_pick(const float* logits, int64_t n_vocab);
 
 // generate() with a draft model. Both sessions are used (and left holding the text); they must
 // have the same context size or larger for the draft.

@@ -31,6 +31,12 @@ Runner add_serve(CLI::App& app) {
   app.add_option("--db", o->s.db_path, "index (slm index add) for POST /v1/search");
   app.add_option("--override-kv", o->s.override_kv,
                  "replace a metadata value the file gets wrong: KEY=TYPE:VALUE, TYPE int, float, bool or str (repeatable)");
+  app.add_option("--draft-model", o->s.draft_model_path,
+                 "a small model with the same tokenizer that proposes tokens for this one to check (speculative decoding)");
+  app.add_option("--draft-max", o->s.n_draft, "most tokens the draft proposes per request and step (default 7)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--draft-p-min", o->s.draft_p_min, "the draft stops proposing below this probability of its own pick")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--lora", o->s.lora,
                  "LoRA adapter FILE or FILE:SCALE (repeatable); a request may set {\"lora\": [{\"id\": 0, \"scale\": S}]}")
       ->take_all();

@@ -32,6 +32,7 @@
 #include "runtime/infill.h"
 #include "runtime/scheduler.h"
 #include "runtime/session.h"
+#include "runtime/speculative.h"
 #include "runtime/tool_calls.h"
 #include "tokenizer/tokenizer.h"
 
@@ -71,6 +72,7 @@ struct State {
   std::atomic<bool> ready{false};
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tok;
+  std::unique_ptr<Model> draft;  // --draft-model
   std::optional<ChatPrompt> chat;
   std::string chat_error;  // why chat completions cannot be served, when they cannot
   std::unique_ptr<BatchScheduler> scheduler;
@@ -497,9 +499,19 @@ void load_model(State& st) {
     for (size_t i = 0; i < st.lora->adapters.size(); ++i)
       fmt::print(stderr, "slm: LoRA adapter {}: {} (scale {:g})\n", i, st.lora->adapters[i]->path, st.lora->scales[i]);
   so.lora = st.lora;
+  if (!st.opts.draft_model_path.empty()) {
+    st.draft = Model::load(st.opts.draft_model_path);
+    check_draft_vocab(*st.tok, *Tokenizer::from_gguf(st.draft->gguf()));
+    so.draft = st.draft.get();
+    so.n_draft = st.opts.n_draft;
+    so.draft_p_min = st.opts.draft_p_min;
+  }
   st.scheduler = std::make_unique<BatchScheduler>(*st.model, *st.tok, so, &st.metrics);
   fmt::print(stderr, "slm: model {} loaded: {} slots of {} tokens, {} threads\n", st.model_id, so.n_parallel, so.n_ctx,
              so.n_threads);
+  if (st.scheduler->speculative())
+    fmt::print(stderr, "slm: draft model {}: up to {} tokens proposed per request and step (p >= {:g})\n",
+               std::filesystem::path(st.opts.draft_model_path).filename().string(), so.n_draft, so.draft_p_min);
   if (!st.opts.embed_model_path.empty()) {
     st.embed_model = Model::load(st.opts.embed_model_path);
     EmbedderOptions eo;
@@ -565,6 +577,8 @@ int run(const ServerOptions& opts) {
   State st;
   st.opts = opts;
   st.model_id = std::filesystem::path(opts.model_path).filename().string();
+  if (!opts.draft_model_path.empty() && ::access(opts.draft_model_path.c_str(), R_OK) != 0)
+    fail("cannot read the draft model {}", opts.draft_model_path);
   if (!opts.embed_model_path.empty()) {
     if (::access(opts.embed_model_path.c_str(), R_OK) != 0) fail("cannot read the embedding model {}", opts.embed_model_path);
     st.embed_model_id = std::filesystem::path(opts.embed_model_path).filename().string();
@@ -623,7 +637,7 @@ int run(const ServerOptions& opts) {
     }
   });
   svr.Get("/metrics", [&st](const httplib::Request&, httplib::Response& res) {
-    const SchedulerStats s = st.ready ? st.scheduler->stats() : SchedulerStats{0, 0, 0, 0, 0, 0, 0};
+    const SchedulerStats s = st.ready ? st.scheduler->stats() : SchedulerStats{};
     res.set_content(st.metrics.render(s, st.ready), "text/plain; version=0.0.4; charset=utf-8");
   });
   // The adapters and their default scales, as llama.cpp's server lists them.

@@ -23,6 +23,9 @@ struct ServerOptions {
   std::string db_path;           // POST /v1/search over this index when set
   std::vector<std::string> override_kv;  // KEY=TYPE:VALUE metadata replacements (llama.cpp's --override-kv)
   std::vector<std::string> lora;  // LoRA adapters, FILE or FILE:SCALE (requests may rescale them)
+  std::string draft_model_path;   // speculative decoding when set
+  int n_draft = 7;
+  float draft_p_min = 0.75f;
 };
 
 // Binds, prints "slm: listening on http://HOST:PORT" to stderr, loads the model (GET /health
