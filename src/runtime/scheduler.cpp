@@ -26,6 +26,8 @@ RequestEvents RequestHandle::wait(std::chrono::milliseconds timeout) {
     out.finish_reason = final_.finish_reason;
     out.error = final_.error;
     out.stop_word = final_.stop_word;
+    out.prompt_ms = final_.prompt_ms;
+    out.generation_ms = final_.generation_ms;
     out.prompt_tokens = final_.prompt_tokens;
     out.cached_tokens = final_.cached_tokens;
     out.completion_tokens = final_.completion_tokens;
@@ -44,10 +46,12 @@ void RequestHandle::push(const std::string& text, std::vector<TokenLogprob>&& lp
 }
 
 void RequestHandle::finish(const std::string& reason, const std::string& error, int prompt, int cached,
-                           int completion, const std::string& stop_word) {
+                           int completion, const std::string& stop_word, double prompt_ms, double generation_ms) {
   {
     std::lock_guard lock(mu_);
     finished_ = true;
+    final_.prompt_ms = prompt_ms;
+    final_.generation_ms = generation_ms;
     final_.finish_reason = reason;
     final_.error = error;
     final_.stop_word = stop_word;
@@ -347,8 +351,12 @@ void BatchScheduler::finish(Slot& s, const std::string& reason, const std::strin
     if (s.indent) rest = s.indent->push(rest);
     if (!rest.empty()) s.handle->push(rest, {}, s.generated);
   }
+  using ms = std::chrono::duration<double, std::milli>;
+  const auto now = std::chrono::steady_clock::now();
+  const auto first = s.generated > 0 ? s.first_token_at : now;
   s.handle->finish(reason, error, static_cast<int>(s.req.prompt.size()), s.cached, s.generated,
-                   s.stop && s.stop->matched() ? s.stop->matched_word() : std::string());
+                   s.stop && s.stop->matched() ? s.stop->matched_word() : std::string(),
+                   ms(first - s.submitted).count(), ms(now - first).count());
   s.handle.reset();
   s.sampler.reset();
   s.state = Slot::State::Free;

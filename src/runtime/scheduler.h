@@ -67,6 +67,9 @@ struct RequestEvents {
   std::string stop_word;             // with finish_reason "stop": the stop string that ended it ("" for end of generation)
   int prompt_tokens = 0, cached_tokens = 0;
   int completion_tokens = 0;         // generated so far (set on every read, final when finished)
+  // When finished: milliseconds from submission to the first generated token (waiting for a
+  // slot and the prompt), and from there to the end.
+  double prompt_ms = 0, generation_ms = 0;
 };
 
 // Shared between the scheduler thread and the thread that serves the request.
@@ -82,7 +85,7 @@ class RequestHandle {
   friend class BatchScheduler;
   void push(const std::string& text, std::vector<TokenLogprob>&& lp, int generated);
   void finish(const std::string& reason, const std::string& error, int prompt, int cached, int completion,
-              const std::string& stop_word = {});
+              const std::string& stop_word = {}, double prompt_ms = 0, double generation_ms = 0);
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -23,7 +23,7 @@ Runner add_serve(CLI::App& app) {
   app.add_option("-c,--ctx-size", o->s.n_ctx, "context per request (default min(training context, 4096); 0: training context)");
   app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
   app.add_option("--chat-template", o->s.chat_template_file, "Jinja chat template file (default: the model's own)");
-  auto* key = app.add_option("--api-key", o->s.api_key, "require 'Authorization: Bearer KEY' on /v1/* and /infill");
+  auto* key = app.add_option("--api-key", o->s.api_key, "require 'Authorization: Bearer KEY' on /v1/*, /completion, /infill, /tokenize, /detokenize");
   app.add_option("--api-key-file", o->api_key_file, "read the API key from a file (first line)")->excludes(key);
   app.add_option("--max-queue", o->s.max_queue, "requests that may wait for a slot before a 503 (default 64)");
   app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));

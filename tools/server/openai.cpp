@@ -274,8 +274,7 @@ json error_body(int status, const std::string& message, const std::string& param
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-CompletionRequest parse_completion_request(const std::string& text, Endpoint endpoint) {
-  const bool chat = endpoint == Endpoint::Chat;
+json parse_json_body(const std::string& text) {
   check_depth(text);
   json body;
   try {
@@ -285,6 +284,12 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
     throw ApiError(400, std::string("the body is not valid JSON: ") + e.what(), {}, "invalid_json");
   }
   if (!body.is_object()) throw ApiError(400, "the body must be a JSON object", {}, "invalid_json");
+  return body;
+}
+
+CompletionRequest parse_completion_request(const std::string& text, Endpoint endpoint) {
+  const bool chat = endpoint == Endpoint::Chat;
+  const json body = parse_json_body(text);
 
   for (const char* legacy : {"functions", "function_call"})
     if (field(body, legacy))
@@ -295,8 +300,27 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
   CompletionRequest r;
   r.chat = chat;
   r.infill = endpoint == Endpoint::Infill;
+  r.native = r.infill || endpoint == Endpoint::Native;
   if (r.infill) {
     r.fill = parse_infill_fields(body);
+  } else if (endpoint == Endpoint::Native) {
+    // llama.cpp's /completion: a string (special-token text parsed) or token ids.
+    const json* p = field(body, "prompt");
+    if (!p) bad("prompt", "'prompt' is required", "missing_required_parameter");
+    if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) p = &(*p)[0];
+    if (p->is_string()) {
+      r.prompt = p->get<std::string>();
+      if (r.prompt.empty()) bad("prompt", "'prompt' is empty: there is nothing to continue");
+      r.parse_special = true;
+    } else if (p->is_array() && !p->empty()) {
+      for (const json& id : *p) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+          bad("prompt", "'prompt' must be a string or an array of token ids, got an element " + id.dump());
+        r.prompt_ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+      }
+    } else {
+      bad("prompt", "'prompt' must be a non-empty string or an array of token ids");
+    }
   } else if (chat) {
     const json* msgs = field(body, "messages");
     if (!msgs) bad("messages", "'messages' is required", "missing_required_parameter");
@@ -352,7 +376,7 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
     bad("n", "'n' must be 1: this server returns one choice per request");
   int64_t max_tokens = integer(body, "max_tokens", -1, 1, std::numeric_limits<int32_t>::max());
   max_tokens = integer(body, "max_completion_tokens", max_tokens, 1, std::numeric_limits<int32_t>::max());
-  if (r.infill) {
+  if (r.native) {
     // llama.cpp's name; -1 (its default): until end of generation or the context is full.
     max_tokens = integer(body, "n_predict", max_tokens, -1, std::numeric_limits<int32_t>::max());
     if (max_tokens == 0) bad("n_predict", "'n_predict' must be -1 (no limit) or at least 1");
@@ -442,11 +466,11 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
     r.include_usage = boolean(*so, "include_usage", false);
   }
 
-  if (r.infill) {
+  if (r.native) {
     for (const char* name : {"n_probs", "logprobs"})
       if (field(body, name))
-        bad(name, std::string("'") + name + "': /infill returns no token probabilities; send the same request to "
-            "/v1/completions as 'prompt' and 'suffix' with 'logprobs'", "unsupported_parameter");
+        bad(name, std::string("'") + name + "': this endpoint returns no token probabilities; send the request to "
+            "/v1/completions (for a fill: 'prompt' and 'suffix') with 'logprobs'", "unsupported_parameter");
   } else if (chat) {
     r.logprobs = boolean(body, "logprobs", false);
     const int64_t top = integer(body, "top_logprobs", 0, 0, 20);
@@ -585,33 +609,6 @@ json usage_chunk(const ResponseMeta& m, const RequestEvents& fin) {
           {"system_fingerprint", "slm"},
           {"choices", json::array()},
           {"usage", usage_json(fin)}};
-}
-
-json infill_response(const ResponseMeta& m, const std::string& text, const RequestEvents* fin, bool truncated,
-                     const InfillTimes& times) {
-  if (!fin) return {{"index", 0}, {"content", text}, {"stop", false}};
-  const bool word = !fin->stop_word.empty();
-  const int evaluated = fin->prompt_tokens - fin->cached_tokens;
-  auto per_second = [](int n, double ms) { return ms > 0 ? 1000.0 * n / ms : 0.0; };
-  return {{"index", 0},
-          {"content", text},
-          {"stop", true},
-          {"model", m.model},
-          {"tokens_predicted", fin->completion_tokens},
-          {"tokens_evaluated", fin->prompt_tokens},
-          {"tokens_cached", fin->prompt_tokens + fin->completion_tokens},
-          {"truncated", truncated},
-          {"has_new_line", text.find('\n') != std::string::npos},
-          {"stop_type", fin->finish_reason == "length" ? "limit" : word ? "word" : "eos"},
-          {"stopping_word", fin->stop_word},
-          {"timings",
-           {{"cache_n", fin->cached_tokens},
-            {"prompt_n", evaluated},
-            {"prompt_ms", times.prompt_ms},
-            {"prompt_per_second", per_second(evaluated, times.prompt_ms)},
-            {"predicted_n", fin->completion_tokens},
-            {"predicted_ms", times.predicted_ms},
-            {"predicted_per_second", per_second(fin->completion_tokens, times.predicted_ms)}}}};
 }
 
 }  // namespace slm::server

@@ -32,16 +32,21 @@ json error_body(int status, const std::string& message, const std::string& param
 // replaced rather than throwing.
 std::string dump(const json& j);
 
-// POST /v1/completions, /v1/chat/completions, or llama.cpp's /infill.
-enum class Endpoint { Completions, Chat, Infill };
+// POST /v1/completions, /v1/chat/completions, or llama.cpp's own /completion and /infill.
+enum class Endpoint { Completions, Chat, Native, Infill };
 
 struct CompletionRequest {
   bool chat = false;
-  bool infill = false;  // /infill: llama.cpp's request and response shapes
+  bool native = false;  // /completion or /infill: llama.cpp's field names and response shape
+  bool infill = false;  // /infill
   // chat: normalized to [{role, content: string}], plus tool_calls on assistant messages and
   // tool_call_id (and name) on "tool" messages
   json messages;
   std::string prompt;  // completions
+  // /completion: the prompt as token ids (llama.cpp takes them), and whether special-token
+  // text in a string prompt is parsed (as llama.cpp's /completion does; /v1/completions never).
+  std::vector<int32_t> prompt_ids;
+  bool parse_special = false;
   // Fill-in-the-middle: /infill (input_prefix, input_suffix, input_extra, prompt), or a
   // completion with a 'suffix' (the prompt is the prefix).
   std::optional<InfillInput> fill;
@@ -60,6 +65,8 @@ struct CompletionRequest {
 
 // Parses and checks a body. Throws ApiError (400) naming the offending field.
 CompletionRequest parse_completion_request(const std::string& body, Endpoint endpoint);
+// A request body as a JSON object (nesting bounded). Throws ApiError (400).
+json parse_json_body(const std::string& body);
 
 // What one response is made of, for both the whole and the streamed forms.
 struct ResponseMeta {
@@ -86,12 +93,5 @@ json tool_calls_json(const std::vector<ToolCall>& calls, bool with_index);
 json stream_chunk(const ResponseMeta& m, const std::string& text, const std::vector<TokenLogprob>* lp,
                   bool first, const std::string& finish_reason, bool include_usage, size_t text_offset);
 json usage_chunk(const ResponseMeta& m, const RequestEvents& fin);
-
-// /infill's response (llama.cpp's /completion shape): the whole one, or with `fin` null a
-// streamed piece {"content", "stop": false}. Milliseconds as the server saw them: from
-// submission to the first text, and from there to the end.
-struct InfillTimes { double prompt_ms = 0, predicted_ms = 0; };
-json infill_response(const ResponseMeta& m, const std::string& text, const RequestEvents* fin, bool truncated,
-                     const InfillTimes& times);
 
 }  // namespace slm::server

@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/gguf.h"
 #include "metrics.h"
+#include "native_api.h"
 #include "models/lora.h"
 #include "models/model.h"
 #include "openai.h"
@@ -158,8 +159,14 @@ std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
     } else if (r.chat) {
       if (!st.chat) throw ApiError(400, st.chat_error, "messages", "no_chat_template");
       prompt = st.chat->tokenize(render_chat(*st.chat, r));
+    } else if (!r.prompt_ids.empty()) {
+      for (const int32_t id : r.prompt_ids)
+        if (id >= st.tok->n_vocab())
+          throw ApiError(400, fmt::format("'prompt' holds token id {}, outside this model's vocabulary (0..{})", id,
+                                          st.tok->n_vocab() - 1), "prompt", "invalid_value");
+      prompt = r.prompt_ids;
     } else {
-      prompt = st.tok->encode(r.prompt, /*add_special=*/true, /*parse_special=*/false);
+      prompt = st.tok->encode(r.prompt, /*add_special=*/true, r.parse_special);
     }
   } catch (const Error& e) {
     throw ApiError(400, e.what(), r.chat ? "messages" : "prompt");
@@ -192,30 +199,25 @@ std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
   throw ApiError(503, "the server is shutting down", {}, "shutting_down");
 }
 
-// /infill's answer in llama.cpp's shape: one JSON object, or (stream) server-sent events
-// {"content": ..., "stop": false} and a last one with stop true and the counts (no [DONE]).
-void send_infill(const std::shared_ptr<RequestHandle>& handle, const ResponseMeta& meta, bool stream, bool truncated,
+// /completion's and /infill's answer in llama.cpp's shape: one JSON object, or (stream)
+// server-sent events {"content": ..., "stop": false} and a last one with stop true and the
+// counts (no [DONE]).
+void send_native(const std::shared_ptr<RequestHandle>& handle, const ResponseMeta& meta, bool stream, bool truncated,
                  const std::shared_ptr<InFlight>& in_flight, httplib::Response& res) {
-  struct Fill {
+  struct NativeStream {
     std::shared_ptr<RequestHandle> handle;
     ResponseMeta meta;
     bool truncated = false;
     std::string text;
-    clock::time_point start = clock::now(), first_text{}, last_write = clock::now();
+    clock::time_point last_write = clock::now();
     std::shared_ptr<InFlight> in_flight;
-    InfillTimes times() const {
-      const auto ms = [](clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
-      const clock::time_point first = first_text == clock::time_point{} ? clock::now() : first_text;
-      return {ms(first - start), ms(clock::now() - first)};
-    }
     RequestEvents next() {
       RequestEvents ev = handle->wait(std::chrono::milliseconds(250));
-      if (!ev.text.empty() && first_text == clock::time_point{}) first_text = clock::now();
       t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
       return ev;
     }
   };
-  auto f = std::make_shared<Fill>();
+  auto f = std::make_shared<NativeStream>();
   f->handle = handle;
   f->meta = meta;
   f->truncated = truncated;
@@ -229,7 +231,7 @@ void send_infill(const std::shared_ptr<RequestHandle>& handle, const ResponseMet
         send_error(res, 500, "generation failed: " + ev.error, {}, "generation_error");
         return;
       }
-      send_json(res, infill_response(meta, f->text, &ev, truncated, f->times()));
+      send_json(res, native_response(meta, f->text, &ev, truncated));
       return;
     }
   }
@@ -248,7 +250,7 @@ void send_infill(const std::shared_ptr<RequestHandle>& handle, const ResponseMet
           return true;
         };
         RequestEvents ev = f->next();
-        if (!ev.text.empty() && !write(infill_response(f->meta, ev.text, nullptr, false, {}))) return false;
+        if (!ev.text.empty() && !write(native_response(f->meta, ev.text, nullptr, false))) return false;
         if (!ev.finished) {
           if (ev.text.empty() && clock::now() - f->last_write > std::chrono::seconds(2)) {
             if (!sink.write(": waiting\n\n", 12)) {
@@ -261,7 +263,7 @@ void send_infill(const std::shared_ptr<RequestHandle>& handle, const ResponseMet
         }
         if (ev.finish_reason == "error") {
           if (!write(error_body(500, "generation failed: " + ev.error, {}, "generation_error"))) return false;
-        } else if (!write(infill_response(f->meta, "", &ev, f->truncated, f->times()))) {
+        } else if (!write(native_response(f->meta, "", &ev, f->truncated))) {
           return false;
         }
         sink.done();
@@ -292,8 +294,8 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   const bool tool_mode = r.chat && r.tool_mode();
   const ToolFormat tool_format = st.chat ? st.chat->tool_format() : ToolFormat::Generic;
   std::shared_ptr<RequestHandle> handle = submit(st, r);
-  if (r.infill) {
-    send_infill(handle, meta, r.stream, r.fill_truncated, in_flight, res);
+  if (r.native) {
+    send_native(handle, meta, r.stream, r.fill_truncated, in_flight, res);
     return;
   }
 
@@ -406,7 +408,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
 // random paths must not grow the metric set).
 std::string route_label(const std::string& path) {
   for (const char* r : {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
-                        "/infill", "/v1/embeddings", "/v1/search"})
+                        "/completion", "/infill", "/tokenize", "/detokenize", "/v1/embeddings", "/v1/search"})
     if (path == r) return path;
   return "other";
 }
@@ -597,7 +599,9 @@ int run(const ServerOptions& opts) {
 
   svr.set_pre_routing_handler([&st](const httplib::Request& req, httplib::Response& res) {
     t_log = RequestLog{clock::now()};
-    if ((req.path.rfind("/v1/", 0) == 0 || req.path == "/infill") && !api_key_ok(st, req)) {
+    const bool protected_route = req.path.rfind("/v1/", 0) == 0 || req.path == "/completion" || req.path == "/infill" ||
+                                 req.path == "/tokenize" || req.path == "/detokenize";
+    if (protected_route && !api_key_ok(st, req)) {
       send_error(res, 401, "missing or wrong API key: send it as 'Authorization: Bearer KEY'", {}, "invalid_api_key");
       return httplib::Server::HandlerResponse::Handled;
     }
@@ -608,7 +612,7 @@ int run(const ServerOptions& opts) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     std::string message;
     switch (res.status) {
-      case 404: message = "no route " + req.method + " " + req.path + " (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /infill, POST /v1/embeddings, POST /v1/search)"; break;
+      case 404: message = "no route " + req.method + " " + req.path + " (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /completion, POST /infill, POST /v1/embeddings, POST /v1/search)"; break;
       case 413: message = fmt::format("the request body is larger than {} MiB", kMaxBody >> 20); break;
       default: message = fmt::format("the request could not be read (HTTP {})", res.status); break;
     }
@@ -671,10 +675,27 @@ int run(const ServerOptions& opts) {
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
              handle_completion(st, read_body(req, res, reader), res, Endpoint::Completions);
            }));
-  // llama.cpp's fill-in-the-middle endpoint, as editor plugins (llama.vim, llama.vscode) call it.
+  // llama.cpp's own endpoints: completion, fill-in-the-middle (as editor plugins such as
+  // llama.vim and llama.vscode call it), tokenizer.
+  svr.Post("/completion",
+           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+             handle_completion(st, read_body(req, res, reader), res, Endpoint::Native);
+           }));
   svr.Post("/infill",
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
              handle_completion(st, read_body(req, res, reader), res, Endpoint::Infill);
+           }));
+  svr.Post("/tokenize",
+           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+             const std::string body = read_body(req, res, reader);
+             if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
+             send_json(res, tokenize_response(*st.tok, body));
+           }));
+  svr.Post("/detokenize",
+           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+             const std::string body = read_body(req, res, reader);
+             if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
+             send_json(res, detokenize_response(*st.tok, body));
            }));
   svr.Post("/v1/embeddings",
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
@@ -684,7 +705,8 @@ int run(const ServerOptions& opts) {
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
              handle_search(st, read_body(req, res, reader), res);
            }));
-  for (const char* post_only : {"/v1/chat/completions", "/v1/completions", "/infill", "/v1/embeddings", "/v1/search"})
+  for (const char* post_only : {"/v1/chat/completions", "/v1/completions", "/completion", "/infill", "/tokenize",
+                                "/detokenize", "/v1/embeddings", "/v1/search"})
     svr.Get(post_only, [](const httplib::Request& req, httplib::Response& res) {
       res.set_header("Allow", "POST");
       send_error(res, 405, req.path + " takes POST with a JSON body", {}, "method_not_allowed");
