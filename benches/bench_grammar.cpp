@@ -19,6 +19,7 @@
 #include "runtime/grammar_vocab.h"
 #include "sampling/grammar.h"
 #include "sampling/json_schema.h"
+#include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -96,5 +97,53 @@ void GrammarAllowsOneToken(benchmark::State& st) {
   }
 }
 BENCHMARK(GrammarAllowsOneToken)->Unit(benchmark::kMicrosecond);
+
+// A sample() whose first choice the grammar refuses, in a state the sampler has met before:
+// the kept mask (Sampler::grammar_mask) instead of the vocabulary walk of GrammarMask, then
+// the masked draw. Greedy on logits whose argmax is a newline, refused in both states.
+void GrammarSampleRefusedKeptMask(benchmark::State& st) {
+  const int vi = static_cast<int>(st.range(0)), si = static_cast<int>(st.range(1));
+  std::shared_ptr<const slm::GrammarVocab> v;
+  try {
+    v = vocab(vi);
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+    return;
+  }
+  slm::SamplerParams sp;
+  sp.temperature = 0;
+  slm::Sampler sampler(sp, v->n_vocab());
+  sampler.set_grammar({person_grammar(), v});
+  std::vector<float> logits(static_cast<size_t>(v->n_vocab()));
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>((i * 7919) % 1000) / 1000.0f;
+  int32_t newline = -1;
+  for (int32_t i = 0; i < v->n_vocab() && newline < 0; ++i)
+    if (v->piece(i) == "\n") newline = i;
+  if (newline < 0) {
+    st.SkipWithError("no newline token");
+    return;
+  }
+  logits[static_cast<size_t>(newline)] = 10.0f;
+  slm::GrammarState s(person_grammar());
+  if (!s.advance(kStates[si]) || v->allows(s, newline)) {
+    st.SkipWithError("state text refused, or a newline allowed there");
+    return;
+  }
+  // The sampler's state: the state text fed as one-byte tokens.
+  std::map<char, int32_t> byte_token;
+  for (int32_t i = 0; i < v->n_vocab(); ++i)
+    if (v->piece(i).size() == 1 && !byte_token.count(v->piece(i)[0])) byte_token[v->piece(i)[0]] = i;
+  for (const char c : std::string(kStates[si])) {
+    if (!byte_token.count(c)) {
+      st.SkipWithError("no one-byte token for a character of the state");
+      return;
+    }
+    sampler.accept_sampled(byte_token[c]);
+  }
+  for (auto _ : st) benchmark::DoNotOptimize(sampler.sample(logits.data()));
+  st.SetLabel(std::string(kVocabs[vi]) + " " + kStateNames[si] + ": " + std::to_string(sampler.grammar_mask_reuses()) +
+              " of " + std::to_string(sampler.grammar_redraws()) + " masks kept");
+}
+BENCHMARK(GrammarSampleRefusedKeptMask)->ArgsProduct({{0, 1, 2}, {0, 1}})->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "core/gguf.h"
 #include "runtime/grammar_vocab.h"
+#include "sampling/sampler.h"
 #include "sampling/grammar.h"
 #include "sampling/json_schema.h"
 #include "support/fixtures.h"
@@ -71,6 +73,57 @@ TEST_P(GrammarVocabOnTokenizer, MaskEqualsCheckingEveryToken) {
 INSTANTIATE_TEST_SUITE_P(Vocabs, GrammarVocabOnTokenizer,
                          ::testing::Values("ggml-vocab-llama-bpe.gguf", "ggml-vocab-llama-spm.gguf",
                                            "ggml-vocab-qwen2.gguf", "ggml-vocab-phi-3.gguf"));
+
+// The sampler keeps the masks of states it has seen (Sampler::grammar_mask): greedy picks over
+// random logits on the Llama 3 vocabulary, where most steps need the mask, are at every step
+// the argmax of the tokens a freshly computed mask allows, and states come back often enough
+// for the kept masks to be used.
+TEST(SamplerGrammar, KeptMasksAreTheMasksOfTheirStates) {
+  SLM_REQUIRE_FIXTURE(path, "fixtures/vocab/ggml-vocab-llama-bpe.gguf");
+  auto file = slm::GGUFFile::open(path.string());
+  auto tok = slm::Tokenizer::from_gguf(*file);
+  auto vocab = slm::make_grammar_vocab(*tok);
+  const int32_t n = vocab->n_vocab();
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<float> logits(static_cast<size_t>(n));
+  std::vector<uint8_t> allowed;
+  // The person schema, and a list of numbers whose states recur (after a digit, after a comma).
+  const std::string list = R"(root ::= "[" [0-9]+ ("," " "? [0-9]+)* "]")";
+  for (const std::string& gbnf :
+       {slm::json_schema_to_grammar(nlohmann::ordered_json::parse(kPersonSchema)), list}) {
+    auto g = slm::Grammar::parse(gbnf);
+    slm::SamplerParams sp;
+    sp.temperature = 0;
+    slm::Sampler sampler(sp, n);
+    sampler.set_grammar({g, vocab});
+    slm::GrammarState check(g);
+    std::string text;
+    int steps = 0;
+    for (; steps < 150; ++steps) {
+      for (float& l : logits) l = normal(rng);
+      // Keep the list going: its closing bracket and the end of generation less likely.
+      if (gbnf == list) logits[static_cast<size_t>(*tok->find_token("]"))] -= 4.0f;
+      const int32_t id = sampler.sample(logits.data());
+      vocab->allowed(check, allowed);
+      int32_t best = -1;
+      for (int32_t i = 0; i < n; ++i)
+        if (allowed[static_cast<size_t>(i)] && (best < 0 || logits[i] > logits[best])) best = i;
+      ASSERT_EQ(id, best) << "step " << steps << " after " << text;
+      if (vocab->is_eog(id)) break;
+      sampler.accept_sampled(id);
+      ASSERT_TRUE(check.advance(vocab->piece(id)));
+      text += vocab->piece(id);
+    }
+    EXPECT_GT(sampler.grammar_redraws(), steps / 2);
+    if (gbnf == list) {
+      EXPECT_GT(sampler.grammar_mask_reuses(), sampler.grammar_redraws() / 2) << text;
+    }
+    std::printf("  %d steps, %lld masks needed, %lld of them kept from before: %.60s...\n", steps,
+                static_cast<long long>(sampler.grammar_redraws()),
+                static_cast<long long>(sampler.grammar_mask_reuses()), text.c_str());
+  }
+}
 
 TEST(CliConstrained, JsonSchemaOutputParsesAndHasTheRequiredFields) {
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");

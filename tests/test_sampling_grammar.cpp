@@ -194,7 +194,7 @@ TEST(Grammar, HostileGrammarsAreErrorsNotCrashes) {
   EXPECT_NE(parse_error("root ::= " + std::string(1000000, '(') + "\"a\"" + std::string(1000000, ')'))
                 .find("nested deeper than 256"), std::string::npos);
   std::string chain = "root ::= r0\n";
-  for (int i = 0; i < 100000; ++i) chain += "r" + std::to_string(i) + " ::= r" + std::to_string(i + 1) + "\n";
+  for (int i = 0; i < 100000; ++i) chain.append("r").append(std::to_string(i)).append(" ::= r").append(std::to_string(i + 1)).append("\n");
   std::string cycle = chain + "r100000 ::= root \"x\"\n";
   chain += "r100000 ::= \"x\"\n";
   EXPECT_NE(parse_error(chain).find("rules begin one inside another"), std::string::npos) << parse_error(chain).substr(0, 200);

@@ -702,4 +702,13 @@ void GrammarVocab::allowed(const GrammarState& s, std::vector<uint8_t>& allowed)
       if (id >= 0 && id < n_vocab()) allowed[static_cast<size_t>(id)] = 1;
 }
 
+void GrammarCursor::key(std::string& out) const {
+  out.clear();
+  auto put = [&out](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
+  const int partial[3] = {static_cast<int>(partial_value), partial_left, partial_len};
+  put(partial, sizeof(partial));
+  put(ends.data(), ends.size() * sizeof(uint32_t));
+  put(elems.data(), elems.size() * sizeof(const GrammarElement*));
+}
+
 }  // namespace slm

@@ -71,6 +71,9 @@ struct GrammarCursor {
   size_t n_stacks() const { return ends.size(); }
   bool stack_empty(size_t i) const { return ends[i] == (i ? ends[i - 1] : 0); }
   const GrammarElement* top(size_t i) const { return elems[ends[i] - 1]; }
+  // The whole state as bytes (out is replaced): two cursors of one grammar with the same key
+  // accept the same continuations.
+  void key(std::string& out) const;
 };
 
 class GrammarState {

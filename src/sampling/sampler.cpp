@@ -100,6 +100,7 @@ void Sampler::set_grammar(GrammarConstraint c) {
   if (!c.grammar) {
     grammar_ = {};
     grammar_state_.reset();
+    mask_cache_.clear();
     return;
   }
   if (!c.vocab || c.vocab->n_vocab() != n_vocab_)
@@ -107,6 +108,7 @@ void Sampler::set_grammar(GrammarConstraint c) {
          n_vocab_);
   grammar_ = std::move(c);
   grammar_state_.emplace(grammar_.grammar);
+  mask_cache_.clear();  // keys hold the old grammar's element addresses
 }
 
 void Sampler::accept_sampled(int32_t token) {
@@ -274,18 +276,32 @@ int32_t Sampler::sample(const float* logits) {
   const int32_t first = sample_unconstrained(logits);
   if (grammar_.vocab->allows(*grammar_state_, first)) return first;
   ++grammar_redraws_;
-  grammar_.vocab->allowed(*grammar_state_, allowed_);
+  const std::vector<uint64_t>& bits = grammar_mask();
   masked_.resize(static_cast<size_t>(n_vocab_));
   bool any = false;
   for (int32_t i = 0; i < n_vocab_; ++i) {
-    const auto u = static_cast<size_t>(i);
-    masked_[u] = allowed_[u] ? logits[i] : kNegInf;
-    any = any || (allowed_[u] && logits[i] > kNegInf);
+    const bool ok = (bits[static_cast<size_t>(i) >> 6] >> (i & 63)) & 1u;
+    masked_[static_cast<size_t>(i)] = ok ? logits[i] : kNegInf;
+    any = any || (ok && logits[i] > kNegInf);
   }
   if (!any)
     fail("sampler: the grammar allows no token of this vocabulary after the text so far (does the model have "
          "an end-of-generation token, and can the grammar's characters be written with its tokens?)");
   return sample_unconstrained(masked_.data());
+}
+
+const std::vector<uint64_t>& Sampler::grammar_mask() {
+  grammar_state_->cursor().key(mask_key_);
+  if (auto it = mask_cache_.find(mask_key_); it != mask_cache_.end()) {
+    ++mask_cache_hits_;
+    return it->second;
+  }
+  grammar_.vocab->allowed(*grammar_state_, allowed_);
+  std::vector<uint64_t> bits((static_cast<size_t>(n_vocab_) + 63) / 64, 0);
+  for (size_t i = 0; i < allowed_.size(); ++i)
+    if (allowed_[i]) bits[i >> 6] |= uint64_t{1} << (i & 63);
+  if (mask_cache_.size() >= kMaskCacheEntries) mask_cache_.clear();
+  return mask_cache_.emplace(mask_key_, std::move(bits)).first->second;
 }
 
 int32_t Sampler::sample_unconstrained(const float* logits) {

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <unordered_map>
 #include <vector>
 
 #include "sampling/grammar.h"
@@ -68,6 +69,8 @@ class Sampler {
   // How many sample() calls the grammar refused the first choice of (each checked the whole
   // vocabulary and drew again): what constrained output cost beyond one check per token.
   int64_t grammar_redraws() const { return grammar_redraws_; }
+  // Of those, how many found the state's mask computed before (no vocabulary walk).
+  int64_t grammar_mask_reuses() const { return mask_cache_hits_; }
 
   // Forgets the history and reseeds the generator, as if freshly constructed (a grammar goes
   // back to its start).
@@ -119,6 +122,14 @@ class Sampler {
   std::vector<uint8_t> allowed_;
   std::vector<float> masked_;
   int64_t grammar_redraws_ = 0;
+  // Masks already computed, by the state's key (GrammarCursor::key), as bitsets: states come
+  // back again and again (inside a JSON string, after a comma), and walking a 128k vocabulary
+  // costs tens of milliseconds. At most kMaskCacheEntries, dropped when the grammar changes.
+  static constexpr size_t kMaskCacheEntries = 64;
+  std::unordered_map<std::string, std::vector<uint64_t>> mask_cache_;
+  std::string mask_key_;
+  int64_t mask_cache_hits_ = 0;
+  const std::vector<uint64_t>& grammar_mask();
 };
 
 }  // namespace slm

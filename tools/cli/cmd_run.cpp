@@ -155,8 +155,10 @@ Runner add_run(CLI::App& app) {
                    gen.stats().rounds, gen.stats().drafted, gen.stats().accepted,
                    gen.stats().drafted ? 100.0 * gen.stats().accepted / gen.stats().drafted : 0.0);
       if (sampler.has_grammar())
-        fmt::print(stderr, "slm: timings: grammar: the model's first choice was refused at {} of {} tokens (each "
-                   "checked the whole vocabulary)\n", sampler.grammar_redraws(), n + r.stopped_at_eog);
+        fmt::print(stderr, "slm: timings: grammar: the model's first choice was refused at {} of {} tokens (the "
+                   "whole vocabulary checked at {} of them, a state's earlier mask reused at the rest)\n",
+                   sampler.grammar_redraws(), n + r.stopped_at_eog,
+                   sampler.grammar_redraws() - sampler.grammar_mask_reuses());
     }
     return 0;
   };
