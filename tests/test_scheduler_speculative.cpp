@@ -156,6 +156,28 @@ TEST(SchedulerSpeculative, SameTextAsWithoutADraft) {
   }
 }
 
+// A prompt longer than a batch: the draft catches up one pass per step while the model
+// decodes it without proposals, then proposes; the text is unchanged.
+TEST(SchedulerSpeculative, ALongPromptCatchesUpOverSeveralSteps) {
+  SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
+  auto model = slm::Model::load(path.string());
+  auto tok = slm::Tokenizer::from_gguf(model->gguf());
+  std::string story;
+  for (int i = 0; i < 40; ++i) story += "Lily went to the park and saw a big red ball. ";
+  auto reqs = [&] {
+    std::vector<slm::GenerationRequest> r;
+    r.push_back(request(*tok, story, 150));
+    r.push_back(request(*tok, "Once upon a time", 150));
+    return r;
+  };
+  ASSERT_GT(reqs()[0].prompt.size(), 2u * 256u) << "more than two batches of prompt";
+  const auto plain = serve(*model, *tok, nullptr, 0, 0, 1024, reqs());
+  slm::SchedulerStats st;
+  const auto spec = serve(*model, *tok, model.get(), 5, 0.0f, 1024, reqs(), &st);
+  EXPECT_EQ(spec, plain);
+  EXPECT_GT(st.accepted_tokens, 100u);
+}
+
 TEST(SchedulerSpeculative, GreedyTextEqualsLlamaCppReference) {
   SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
   SLM_REQUIRE_FIXTURE(ref_path, "models/stories260K.greedy.json");

@@ -614,19 +614,19 @@ void BatchScheduler::propose() {
     downers_.push_back(&s);
     s.draft_tokens.push_back(t);
   };
-  // Catching up (a new request's whole prompt, in chunks), logits at each slot's last token.
-  for (bool more = true; more;) {
-    dbatch_.clear();
-    downers_.clear();
-    more = false;
-    for (Slot* s : gen) {
-      while (s->dnext < s->dtodo.size() && dbatch_.size() < opts_.n_batch) {
-        add(*s, s->dtodo[s->dnext], s->dnext + 1 == s->dtodo.size());
-        ++s->dnext;
-      }
-      more = more || s->dnext < s->dtodo.size();
+  // Catching up: one pass of at most n_batch tokens per step, logits at each slot's last
+  // token. A new request's long prompt takes several steps (its slot decodes without proposals
+  // meanwhile), so that the draft never holds up the other streams for more than one pass.
+  dbatch_.clear();
+  downers_.clear();
+  for (Slot* s : gen) {
+    while (s->dnext < s->dtodo.size() && dbatch_.size() < opts_.n_batch) {
+      add(*s, s->dtodo[s->dnext], s->dnext + 1 == s->dtodo.size());
+      ++s->dnext;
     }
-    if (dbatch_.size() == 0) break;
+    if (s->dnext < s->dtodo.size()) s->proposing = false;  // the rest next step
+  }
+  if (dbatch_.size() > 0) {
     if (!draft_forward()) return;
     pick_from_rows();
   }
