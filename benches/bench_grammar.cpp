@@ -44,6 +44,16 @@ std::shared_ptr<const slm::GrammarVocab> vocab(int i) {
   return v;
 }
 
+// The vocabulary, or null with the benchmark marked skipped (no shared fixtures).
+std::shared_ptr<const slm::GrammarVocab> vocab_or_skip(benchmark::State& st, int i) {
+  try {
+    return vocab(i);
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+    return nullptr;
+  }
+}
+
 std::shared_ptr<const slm::Grammar> person_grammar() {
   static auto g = slm::Grammar::parse(slm::json_schema_to_grammar(nlohmann::ordered_json::parse(R"({
     "type": "object",
@@ -55,13 +65,8 @@ std::shared_ptr<const slm::Grammar> person_grammar() {
 
 void GrammarMask(benchmark::State& st) {
   const int vi = static_cast<int>(st.range(0)), si = static_cast<int>(st.range(1));
-  std::shared_ptr<const slm::GrammarVocab> v;
-  try {
-    v = vocab(vi);
-  } catch (const std::exception& e) {
-    st.SkipWithError(e.what());
-    return;
-  }
+  const auto v = vocab_or_skip(st, vi);
+  if (!v) return;
   slm::GrammarState s(person_grammar());
   if (!s.advance(kStates[si])) {
     st.SkipWithError("state text refused");
@@ -81,13 +86,8 @@ BENCHMARK(GrammarMask)->ArgsProduct({{0, 1, 2}, {0, 1, 2}})->Unit(benchmark::kMi
 
 // The check sample() makes first: does the grammar take the model's own choice?
 void GrammarAllowsOneToken(benchmark::State& st) {
-  std::shared_ptr<const slm::GrammarVocab> v;
-  try {
-    v = vocab(0);
-  } catch (const std::exception& e) {
-    st.SkipWithError(e.what());
-    return;
-  }
+  const auto v = vocab_or_skip(st, 0);
+  if (!v) return;
   slm::GrammarState s(person_grammar());
   s.advance(kStates[1]);
   int32_t id = 0;
@@ -103,13 +103,8 @@ BENCHMARK(GrammarAllowsOneToken)->Unit(benchmark::kMicrosecond);
 // the masked draw. Greedy on logits whose argmax is a newline, refused in both states.
 void GrammarSampleRefusedKeptMask(benchmark::State& st) {
   const int vi = static_cast<int>(st.range(0)), si = static_cast<int>(st.range(1));
-  std::shared_ptr<const slm::GrammarVocab> v;
-  try {
-    v = vocab(vi);
-  } catch (const std::exception& e) {
-    st.SkipWithError(e.what());
-    return;
-  }
+  const auto v = vocab_or_skip(st, vi);
+  if (!v) return;
   slm::SamplerParams sp;
   sp.temperature = 0;
   slm::Sampler sampler(sp, v->n_vocab());

@@ -21,16 +21,13 @@ RequestEvents RequestHandle::wait(std::chrono::milliseconds timeout) {
   RequestEvents out = std::exchange(pending_, RequestEvents{});
   pending_.completion_tokens = out.completion_tokens;
   if (finished_ && !finish_read_) {
+    // The finish's fields, with the text and log-probabilities that came before it.
     finish_read_ = true;
-    out.finished = true;
-    out.finish_reason = final_.finish_reason;
-    out.error = final_.error;
-    out.stop_word = final_.stop_word;
-    out.prompt_ms = final_.prompt_ms;
-    out.generation_ms = final_.generation_ms;
-    out.prompt_tokens = final_.prompt_tokens;
-    out.cached_tokens = final_.cached_tokens;
-    out.completion_tokens = final_.completion_tokens;
+    RequestEvents last = final_;
+    last.text = std::move(out.text);
+    last.logprobs = std::move(out.logprobs);
+    last.finished = true;
+    out = std::move(last);
   }
   return out;
 }
