@@ -5,7 +5,7 @@
 // enforced.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, sharedPath, dataPath, missingShared, openaiClient, postJson } from './harness.mjs';
+import { startServer, sharedPath, dataPath, missingShared, openaiClient, postJson, postSse } from './harness.mjs';
 import { assertChatCompletion, assertErrorBody, drain } from './shapes.mjs';
 
 const STORIES = 'models/stories260K.gguf';
@@ -151,5 +151,23 @@ describe('structured output on stories260K', { skip: missingShared(STORIES) }, (
     }
     // The server is still fine.
     assertChatCompletion(await client.chat.completions.create({ ...ask, max_tokens: 4 }));
+  });
+
+  test('a grammar found too ambiguous only while generating: 400 invalid_grammar (streamed: the error event)', T, async () => {
+    // Every character doubles the closers that may follow: past 4,096 ways after a dozen.
+    const grammar = 'root ::= x\nx ::= [^\\x00] x "1" | [^\\x00] x "2" | "."';
+    const body = { model: 'x', prompt: 'Once upon a time', max_tokens: 60, grammar };
+    const r = await postJson(srv, '/v1/completions', body);
+    assert.equal(r.status, 400, r.text);
+    assertErrorBody(r.json);
+    assert.equal(r.json.error.code, 'invalid_grammar');
+    assert.equal(r.json.error.param, 'grammar');
+    assert.match(r.json.error.message, /too ambiguous/);
+    const s = await postSse(srv, '/v1/completions', { ...body, stream: true });
+    assert.equal(s.status, 200);
+    const err = s.chunks.find((c) => c.error);
+    assert.ok(err, JSON.stringify(s.chunks.slice(-2)));
+    assert.equal(err.error.code, 'invalid_grammar');
+    assert.ok(s.done);
   });
 });

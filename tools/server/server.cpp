@@ -112,6 +112,23 @@ void send_error(httplib::Response& res, int status, const std::string& message, 
 
 void send_json(httplib::Response& res, const json& j) { res.set_content(dump(j), "application/json"); }
 
+// A request that failed while generating: status and error body. A grammar found too
+// ambiguous only once matching reaches it (more ways through it at once than the matcher
+// keeps) is the request's fault: 400, as a grammar refused at parse time is; anything else is
+// the server's: 500.
+std::pair<int, json> generation_error(const std::string& error) {
+  if (error.rfind("grammar: ", 0) == 0)
+    return {400, error_body(400, "the request's grammar (or schema) failed while generating: " + error, "grammar",
+                            "invalid_grammar")};
+  return {500, error_body(500, "generation failed: " + error, {}, "generation_error")};
+}
+
+void send_generation_error(httplib::Response& res, const std::string& error) {
+  const auto [status, body] = generation_error(error);
+  res.status = status;
+  res.set_content(dump(body), "application/json");
+}
+
 // The chat prompt, with the tools shown the way the template expects (runtime/tool_calls.h),
 // and the grammar a tool-mode reply must follow set on the request. Throws ApiError.
 std::string render_chat(const ChatPrompt& chat, CompletionRequest& r) {
@@ -228,7 +245,7 @@ void send_native(const std::shared_ptr<RequestHandle>& handle, const ResponseMet
       f->text += ev.text;
       if (!ev.finished) continue;
       if (ev.finish_reason == "error") {
-        send_error(res, 500, "generation failed: " + ev.error, {}, "generation_error");
+        send_generation_error(res, ev.error);
         return;
       }
       send_json(res, native_response(meta, f->text, &ev, truncated));
@@ -262,7 +279,7 @@ void send_native(const std::shared_ptr<RequestHandle>& handle, const ResponseMet
           return true;
         }
         if (ev.finish_reason == "error") {
-          if (!write(error_body(500, "generation failed: " + ev.error, {}, "generation_error"))) return false;
+          if (!write(generation_error(ev.error).second)) return false;
         } else if (!write(native_response(f->meta, "", &ev, f->truncated))) {
           return false;
         }
@@ -309,7 +326,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
       if (!ev.finished) continue;
       t_log.generated_tokens = ev.completion_tokens;
       if (ev.finish_reason == "error") {
-        send_error(res, 500, "generation failed: " + ev.error, {}, "generation_error");
+        send_generation_error(res, ev.error);
         return;
       }
       if (tool_mode) {
@@ -380,7 +397,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
         if (!ev.finished) return true;
         t_log.generated_tokens = ev.completion_tokens;
         if (ev.finish_reason == "error") {
-          if (!write(dump(error_body(500, "generation failed: " + ev.error, {}, "generation_error")))) return false;
+          if (!write(dump(generation_error(ev.error).second))) return false;
         } else {
           std::string finish = api_finish_reason(ev.finish_reason);
           if (s->tool_mode) {
