@@ -109,4 +109,35 @@ TEST(CliChat, TemplateRaiseIsReported) {
   EXPECT_NE(r.err.find("System role not supported"), std::string::npos) << r.err;
 }
 
+// A conversation longer than the context goes on, as in ollama: the oldest turns are left out
+// (the system message and the newest message stay, user and assistant still alternate, as
+// Gemma's template insists), and a message too long on its own is refused for that turn only.
+TEST(CliChat, ALongConversationLeavesOutItsOldestTurns) {
+  SLM_REQUIRE_FIXTURE(model, "fixtures/logits/llama-L2-E64-Q8_0.gguf");
+  SLM_REQUIRE_FIXTURE(tmpl, "fixtures/templates/meta-llama-Llama-3.2-3B-Instruct.jinja");
+  std::string input;
+  for (int i = 1; i <= 8; ++i) input += "question number " + std::to_string(i) + " about the weather today\n";
+  std::string huge;
+  for (int i = 0; i < 300; ++i) huge += "word ";
+  input += huge + "\nthe last question\n";
+  const auto r = run_cli({"chat", "-m", model.string(), "--chat-template", tmpl.string(), "--system", "You are terse.",
+                          "-c", "256", "-n", "24", "--temp", "0", "--show-prompt"},
+                         120.0, &input);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto prompts = blocks(r.err, "<<<PROMPT", "PROMPT>>>");
+  const auto replies = blocks(r.err, "<<<REPLY", "REPLY>>>");
+  ASSERT_EQ(prompts.size(), 9u) << r.err;  // every message but the one too long
+  EXPECT_EQ(replies.size(), 9u);
+  EXPECT_NE(r.err.find("oldest messages are left out"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("write a shorter message"), std::string::npos) << r.err;
+  const std::string& last = prompts.back();
+  EXPECT_NE(last.find("You are terse."), std::string::npos) << last;
+  EXPECT_NE(last.find("the last question"), std::string::npos) << last;
+  EXPECT_EQ(last.find("question number 1 "), std::string::npos) << "the first turn was left out: " << last;
+  EXPECT_EQ(last.find("word word"), std::string::npos) << "the refused message is not in the conversation";
+  // Each prompt fits with room for the reply (24 tokens) in the context of 256.
+  auto tok = slm::Tokenizer::from_gguf(*slm::GGUFFile::open(model.string()));
+  for (const auto& p : prompts) EXPECT_LE(tok->encode(p, false, true).size() + 24, 256u) << p;
+}
+
 }  // namespace

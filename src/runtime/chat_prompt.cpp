@@ -65,4 +65,31 @@ std::vector<int32_t> ChatPrompt::tokenize(const std::string& rendered) const {
   return ids;
 }
 
+ChatPrompt::Fitted ChatPrompt::fit(nlohmann::ordered_json& messages, int64_t n_ctx, int64_t room) const {
+  Fitted out;
+  for (;;) {
+    out.tokens = tokenize(render(messages));
+    if (static_cast<int64_t>(out.tokens.size()) + room <= n_ctx) return out;
+    // The oldest turn after the system messages: its user message and what follows up to the
+    // next user message; never the last user message.
+    size_t first = 0;
+    while (first < messages.size() && messages[first].value("role", "") == "system") ++first;
+    size_t last_user = messages.size();
+    for (size_t i = messages.size(); i-- > first;)
+      if (messages[i].value("role", "") == "user") {
+        last_user = i;
+        break;
+      }
+    if (first >= last_user) {
+      out.fits = false;
+      return out;
+    }
+    size_t end = first + 1;
+    while (end < last_user && messages[end].value("role", "") != "user") ++end;
+    messages.erase(messages.begin() + static_cast<std::ptrdiff_t>(first),
+                   messages.begin() + static_cast<std::ptrdiff_t>(end));
+    out.dropped += end - first;
+  }
+}
+
 }  // namespace slm

@@ -33,6 +33,18 @@ class ChatPrompt {
   // template did not write it.
   std::vector<int32_t> tokenize(const std::string& rendered) const;
 
+  // A conversation that has outgrown the context, made to fit as ollama does: the oldest
+  // turns (a user message and the replies after it) leave `messages` until the rendered prompt
+  // leaves `room` tokens of n_ctx free for the reply. System messages and the last user
+  // message always stay; when they alone do not fit, `fits` is false (and `tokens` theirs).
+  // Throws slm::Error as render() does.
+  struct Fitted {
+    std::vector<int32_t> tokens;
+    size_t dropped = 0;  // messages left out
+    bool fits = true;
+  };
+  Fitted fit(nlohmann::ordered_json& messages, int64_t n_ctx, int64_t room) const;
+
  private:
   const Tokenizer* tok_;
   chat::Template tmpl_;

@@ -54,9 +54,22 @@ Runner add_chat(CLI::App& app) {
       if (!std::getline(std::cin, line)) break;
       if (line.empty()) continue;
       messages.push_back({{"role", "user"}, {"content", line}});
-      const std::string prompt = chat.render(messages);
-      if (o->show_prompt) fmt::print(stderr, "<<<PROMPT\n{}\nPROMPT>>>\n", prompt);
-      const std::vector<int32_t> ids = chat.tokenize(prompt);
+      // Room for the reply: -n, else a quarter of the context.
+      const int64_t n_ctx = session.n_ctx();
+      const int64_t room = o->n_predict > 0 ? std::min<int64_t>(o->n_predict, n_ctx / 2) : n_ctx / 4;
+      const ChatPrompt::Fitted fitted = chat.fit(messages, n_ctx, room);
+      if (fitted.dropped > 0)
+        fmt::print(stderr, "slm: the conversation outgrew the context ({} tokens): its {} oldest messages are left "
+                   "out from now on\n", n_ctx, fitted.dropped);
+      if (!fitted.fits) {
+        fmt::print(stderr, "slm: that message (with the system prompt: {} tokens) and {} tokens for the reply do not "
+                   "fit in the context of {} tokens; write a shorter message, or start with a larger -c\n",
+                   fitted.tokens.size(), room, n_ctx);
+        messages.erase(messages.end() - 1);  // it is not part of the conversation
+        continue;
+      }
+      const std::vector<int32_t>& ids = fitted.tokens;
+      if (o->show_prompt) fmt::print(stderr, "<<<PROMPT\n{}\nPROMPT>>>\n", chat.render(messages));
       GenerateResult r = gen(sampler, ids, [](const std::string& s) {
         std::fwrite(s.data(), 1, s.size(), stdout);
         std::fflush(stdout);
@@ -66,10 +79,9 @@ Runner add_chat(CLI::App& app) {
       std::fflush(stdout);
       if (o->show_prompt) fmt::print(stderr, "<<<REPLY\n{}\nREPLY>>>\n", r.text);
       messages.push_back({{"role", "assistant"}, {"content", r.text}});
-      if (r.context_full) {
-        fmt::print(stderr, "slm: the context ({} tokens) is full; ending the chat\n", session.n_ctx());
-        break;
-      }
+      if (r.context_full)
+        fmt::print(stderr, "slm: the reply filled the context ({} tokens) and was cut; older messages will be left "
+                   "out to make room\n", session.n_ctx());
     }
     return 0;
   };
