@@ -52,6 +52,33 @@ TEST(CliRun, SamplingIsReproducibleWithASeed) {
   EXPECT_NE(a.out, c.out);
 }
 
+// --logit-bias TOKEN_ID(+/-)BIAS, llama.cpp's syntax: banning the greedy first token (432,
+// ",") changes the text; a large bias makes a token the pick; a bad form or id is an error.
+TEST(CliRun, LogitBiasBansAndFavoursTokens) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const std::vector<std::string> base = {"run", "-m", model.string(), "-p", "Once upon a time", "-n", "6", "--temp", "0"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run_cli(a);
+  };
+  const auto plain = with({});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  ASSERT_EQ(plain.out.rfind(",", 0), 0u) << plain.out;
+  const auto banned = with({"--logit-bias", "432-inf"});
+  ASSERT_EQ(banned.exit_code, 0) << banned.err;
+  EXPECT_NE(banned.out.rfind(",", 0), 0u) << banned.out;
+  EXPECT_EQ(with({"-l", "261+100"}).out, " a a a a a a");
+  for (const char* bad : {"432", "x+1", "432+y", "-3+1"}) {
+    const auto r = with({"-l", bad});
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_NE(r.err.find("TOKEN_ID+BIAS"), std::string::npos) << r.err;
+  }
+  const auto outside = with({"-l", "99999+1"});
+  EXPECT_EQ(outside.exit_code, 1);
+  EXPECT_NE(outside.err.find("outside the vocabulary"), std::string::npos) << outside.err;
+}
+
 TEST(CliRun, PromptLongerThanContextIsAClearError) {
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
   const auto r = run_cli({"run", "-m", model.string(), "-p", "Once upon a time there was a dog", "-c", "4"});

@@ -354,6 +354,45 @@ TEST(SamplingChain, RepeatPenaltyDividesPositiveLogits) {
   EXPECT_EQ(s.sample(l.data()), 1);  // one ulp above the penalised value
 }
 
+SamplerParams penalty_params();
+
+// Logit bias: added first (before the penalties, as llama.cpp's chain has it), -inf bans, a
+// repeated id adds up, and ids outside the vocabulary or NaN biases are errors.
+TEST(SamplingChain, LogitBiasShiftsBansAndComesBeforePenalties) {
+  std::vector<float> l = {1.0f, 3.0f, 2.0f, 0.5f};
+  SamplerParams p = greedy_params();
+  p.logit_bias = {{1, -kInf}};
+  EXPECT_EQ(Sampler(p, 4).sample(l.data()), 2);
+  p.logit_bias = {{3, 1.5f}, {3, 1.0f}};  // 0.5 + 2.5 = 3.0: ties token 1, the lower id wins
+  EXPECT_EQ(Sampler(p, 4).sample(l.data()), 1);
+  p.logit_bias = {{3, 1.5f}, {3, 1.01f}};
+  EXPECT_EQ(Sampler(p, 4).sample(l.data()), 3);
+  // Bias, then the repeat penalty: (2 + 2) / 2 = 2 < 3 for token 2, which was seen.
+  SamplerParams q = penalty_params();
+  q.repeat_penalty = 2.0f;
+  q.logit_bias = {{2, 2.0f}};
+  Sampler s(q, 4);
+  EXPECT_EQ(s.sample(l.data()), 2);  // 4 > 3 before it is seen
+  s.accept(2);
+  EXPECT_EQ(s.sample(l.data()), 1);
+  // Sampled draws never pick a banned token.
+  SamplerParams r;
+  r.temperature = 1.5f;
+  r.top_k = 0;
+  r.min_p = 0;
+  r.logit_bias = {{1, -kInf}, {2, -kInf}};
+  Sampler d(r, 4);
+  for (int i = 0; i < 200; ++i) {
+    const int32_t t = d.sample(l.data());
+    EXPECT_TRUE(t == 0 || t == 3) << t;
+  }
+  for (auto bad : {std::pair<int32_t, float>{4, 1.0f}, {-1, 1.0f}, {0, std::nanf("")}, {0, kInf}}) {
+    SamplerParams b = greedy_params();
+    b.logit_bias = {bad};
+    EXPECT_NE(error_of(b, 4).find("logit bias"), std::string::npos) << bad.first << " " << bad.second;
+  }
+}
+
 TEST(SamplingChain, RepeatPenaltyMultipliesNegativeLogits) {
   SamplerParams p = penalty_params();
   p.repeat_penalty = 1.25f;

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace slm::api {
@@ -73,6 +74,9 @@ struct GenerateParams {
   // slm cannot parse or enforce is an error Status naming the problem.
   std::string grammar;
   std::string json_schema;
+  // Added to those tokens' logits before sampling (-INFINITY bans one), as llama.cpp's
+  // --logit-bias and the OpenAI API's logit_bias.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 // One conversation on a model (the model must outlive it).

@@ -124,6 +124,7 @@ Sampler make_sampler(const Model::Impl& m, const GenerateParams& p) {
   sp.min_p = p.min_p;
   sp.repeat_penalty = p.repeat_penalty;
   sp.seed = p.seed;
+  sp.logit_bias = p.logit_bias;
   Sampler sampler(sp, static_cast<int32_t>(m.model->hparams().n_vocab));
   if (!p.grammar.empty() && !p.json_schema.empty()) fail("GenerateParams: give a grammar or a json_schema, not both");
   std::shared_ptr<const Grammar> g;

@@ -63,6 +63,15 @@ Sampler::Sampler(const SamplerParams& p, int32_t n_vocab) : params_(p), n_vocab_
     fail("sampler: presence penalty {} must be finite", p.presence_penalty);
   if (!std::isfinite(p.frequency_penalty))
     fail("sampler: frequency penalty {} must be finite", p.frequency_penalty);
+  if (!p.logit_bias.empty()) {
+    bias_.assign(static_cast<size_t>(n_vocab), 0.0f);
+    for (const auto& [id, b] : p.logit_bias) {
+      if (id < 0 || id >= n_vocab) fail("sampler: logit bias for token {}, outside the vocabulary (0..{})", id, n_vocab - 1);
+      if (std::isnan(b) || b == std::numeric_limits<float>::infinity())
+        fail("sampler: logit bias {} for token {} must be a number or -inf", b, id);
+      bias_[static_cast<size_t>(id)] += b;
+    }
+  }
 
   // Same condition as llama.cpp's penalties sampler for being a no-op; then no history is kept.
   penalties_on_ = p.repeat_last_n != 0 &&
@@ -162,6 +171,10 @@ size_t Sampler::collect(const float* logits) {
     // poison the softmax, so say so instead of returning an arbitrary token.
     if (std::isnan(l) || l == std::numeric_limits<float>::infinity())
       fail("sampler: logit of token {} is {}", i, l);
+    if (!bias_.empty()) {
+      l += bias_[static_cast<size_t>(i)];  // a -inf bias masks the token
+      if (l == std::numeric_limits<float>::infinity()) l = std::numeric_limits<float>::max();
+    }
     if (penalties_on_) {
       const int32_t c = count_[static_cast<size_t>(i)];
       // A masked (-inf) token stays masked; skipping it also avoids -inf - -inf = NaN.

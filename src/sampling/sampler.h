@@ -17,6 +17,7 @@
 #include <optional>
 #include <random>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "sampling/grammar.h"
@@ -34,6 +35,9 @@ struct SamplerParams {
   float frequency_penalty = 0.0f; // subtracted count times from every token in the window
   uint64_t seed = 0xFFFFFFFF;     // always used as the seed (unlike llama.cpp, where this value
                                   // means "random"): the same seed gives the same tokens
+  // Added to a token's logit before anything else (llama.cpp's logit-bias stage, the OpenAI
+  // API's logit_bias); -inf bans the token. Ids must be in the vocabulary; a repeated id adds.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 class Sampler {
@@ -98,6 +102,7 @@ class Sampler {
   SamplerParams params_;
   int32_t n_vocab_;
   bool penalties_on_;  // some penalty is not neutral and the window is not empty
+  std::vector<float> bias_;  // per token, when logit_bias is not empty (else empty)
   std::mt19937 seeded_;  // the generator right after seeding, for reset()
   std::mt19937 rng_;
 

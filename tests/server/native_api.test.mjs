@@ -5,7 +5,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { startServer, sharedPath, missingShared, postJson, postSse, httpGet } from './harness.mjs';
+import { startServer, sharedPath, missingShared, postJson, postSse, httpGet, slmRun } from './harness.mjs';
 import { assertErrorBody } from './shapes.mjs';
 
 const STORIES = 'models/stories260K.gguf';
@@ -71,6 +71,37 @@ describe('/completion, /tokenize, /detokenize', { skip: missingShared(STORIES, G
     const r = await postJson(srv, '/detokenize', { tokens: ref.cases[0].prompt_tokens }, { headers: auth });
     assert.equal(r.status, 200);
     assert.equal(r.json.content, `<s> ${ref.cases[0].prompt}`);
+  });
+
+  test('logit_bias (OpenAI\'s object, llama.cpp\'s pairs, text) equals slm run --logit-bias', T, async () => {
+    const base = { model: 'x', prompt: 'Once upon a time', max_tokens: 24, temperature: 0 };
+    const plain = (await postJson(srv, '/v1/completions', base, { headers: auth })).json.choices[0].text;
+    // 432 is the greedy first token (","): banned three ways, the same text as the CLI's.
+    const cli = await slmRun(['-m', sharedPath(STORIES), '-p', 'Once upon a time', '-n', '24', '--temp', '0',
+                              '--kv-type', 'f32', '--logit-bias', '432-inf']);
+    assert.notEqual(cli, plain);
+    for (const logit_bias of [{ 432: -100 }, [[432, false]]]) {
+      const r = await postJson(srv, '/v1/completions', { ...base, logit_bias }, { headers: auth });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json.choices[0].text, cli, JSON.stringify(logit_bias));
+    }
+    // A text biases each of its tokens (as /tokenize splits it, without BOS).
+    const ids = (await postJson(srv, '/tokenize', { content: ' there was', parse_special: false }, { headers: auth })).json.tokens;
+    assert.ok(ids.length >= 1);
+    const byText = await postJson(srv, '/v1/completions', { ...base, logit_bias: [[' there was', -100]] }, { headers: auth });
+    const byIds = await postJson(srv, '/v1/completions', { ...base, logit_bias: Object.fromEntries(ids.map((i) => [i, -100])) }, { headers: auth });
+    assert.equal(byText.json.choices[0].text, byIds.json.choices[0].text);
+    assert.notEqual(byText.json.choices[0].text, plain);
+    // A strong positive bias makes a token the pick (and /completion takes it too).
+    const a = await postJson(srv, '/completion', { prompt: 'Once upon a time', n_predict: 4, temperature: 0, logit_bias: [[261, 100]] }, { headers: auth });
+    assert.equal(a.json.content, ' a a a a');
+    for (const [logit_bias, re] of [[{ x: 1 }, /keys must be token ids/], [{ 432: 101 }, /-100 to 100/],
+                                   [[[432]], /entries must be/], [{ 9999: 1 }, /outside this model's vocabulary/], ['no', /must be an object/]]) {
+      const r = await postJson(srv, '/v1/completions', { ...base, logit_bias }, { headers: auth });
+      assert.equal(r.status, 400, `${JSON.stringify(logit_bias)}: ${r.text}`);
+      assert.equal(r.json.error.param, 'logit_bias');
+      assert.match(r.json.error.message, re);
+    }
   });
 
   test('bad requests: 400s naming the field; GET is 405; no key is 401', T, async () => {

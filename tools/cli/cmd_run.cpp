@@ -31,6 +31,16 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
   app.add_option("--presence-penalty", sampling.presence_penalty, "presence penalty (0: off)");
   app.add_option("--frequency-penalty", sampling.frequency_penalty, "frequency penalty (0: off)");
   app.add_option("--seed", sampling.seed, "random seed (same seed, same text)");
+  app.add_option("-l,--logit-bias", logit_bias,
+                 "TOKEN_ID(+/-)BIAS added to that token's logit, as llama.cpp's: 15043+1, 15043-0.5, 15043-inf bans it "
+                 "(repeatable)")
+      ->each([this](const std::string& v) {
+        try {
+          sampling.logit_bias.push_back(parse_logit_bias(v));
+        } catch (const Error& e) {
+          throw CLI::ValidationError(e.what());  // reported as a usage error, like CLI11's own
+        }
+      });
   app.add_option("-t,--threads", threads, "threads (default: all cores)");
   app.add_option("-c,--ctx-size", n_ctx, "context size (0: the model's training context)");
   app.add_option("--kv-type", kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
@@ -47,6 +57,25 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--override-kv", override_kv,
                  "replace a metadata value the file gets wrong: KEY=TYPE:VALUE, TYPE int, float, bool or str (repeatable)");
+}
+
+std::pair<int32_t, float> parse_logit_bias(const std::string& v) {
+  const size_t sign = v.find_first_of("+-");
+  if (sign == 0 || sign == std::string::npos) fail("--logit-bias '{}': write TOKEN_ID+BIAS or TOKEN_ID-BIAS (e.g. 15043-inf)", v);
+  size_t used = 0;
+  int64_t id = -1;
+  float bias = 0;
+  try {
+    id = std::stoll(v.substr(0, sign), &used);
+    if (used != sign) throw std::invalid_argument("id");
+    const std::string b = v.substr(sign);
+    bias = b == "-inf" ? -std::numeric_limits<float>::infinity() : std::stof(b, &used);
+    if (b != "-inf" && used != b.size()) throw std::invalid_argument("bias");
+  } catch (const std::exception&) {
+    fail("--logit-bias '{}': write TOKEN_ID+BIAS or TOKEN_ID-BIAS (e.g. 15043-inf)", v);
+  }
+  if (id < 0 || id > INT32_MAX) fail("--logit-bias '{}': {} is not a token id", v, id);
+  return {static_cast<int32_t>(id), bias};
 }
 
 std::unique_ptr<Model> GenerationOptions::load_model() const {

@@ -32,6 +32,7 @@ struct GenerationOptions {
   SpeculativeParams speculative;
   // Metadata the file gets wrong or lacks, as llama.cpp's --override-kv KEY=TYPE:VALUE.
   std::vector<std::string> override_kv;
+  std::vector<std::string> logit_bias;  // as given; parsed into sampling.logit_bias
 
   void add_to(CLI::App& app, bool model_required = true);
   // The model with the --override-kv values applied.
@@ -43,6 +44,9 @@ struct GenerationOptions {
   // file, bad JSON, an unsupported schema or a bad grammar, naming the option.
   std::shared_ptr<const Grammar> load_grammar() const;
 };
+
+// "15043+1.5" / "15043-inf" -> (15043, 1.5) / (15043, -inf). Throws slm::Error.
+std::pair<int32_t, float> parse_logit_bias(const std::string& v);
 
 // Plain or speculative generation, as the options say; the draft model (if any) is loaded
 // once and keeps its own session across calls (slm chat's turns).

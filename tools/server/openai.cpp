@@ -458,6 +458,11 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
   if (r.tool_mode() && r.gen.grammar)
     bad("response_format", "'response_format' (or 'grammar' / 'json_schema') and 'tools' cannot be used together: "
         "describe the output as a tool's parameters, or drop the tools");
+  if (const json* lb = field(body, "logit_bias")) {
+    if (!lb->is_object() && !lb->is_array())
+      bad("logit_bias", "'logit_bias' must be an object {\"token id\": bias} or an array [[token, bias], ...]");
+    r.logit_bias = *lb;
+  }
   r.gen.ignore_eos = boolean(body, "ignore_eos", false);
   r.stream = boolean(body, "stream", false);
   if (const json* so = field(body, "stream_options")) {
@@ -484,6 +489,49 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
     r.gen.top_logprobs = static_cast<int>(n);
   }
   return r;
+}
+
+std::vector<std::pair<int32_t, float>> resolve_logit_bias(const json& v, const Tokenizer& tok) {
+  std::vector<std::pair<int32_t, float>> out;
+  auto id_of = [&](int64_t id) {
+    if (id < 0 || id >= tok.n_vocab())
+      bad("logit_bias", "'logit_bias' names token " + std::to_string(id) + ", outside this model's vocabulary (0.." +
+                            std::to_string(tok.n_vocab() - 1) + ")");
+    return static_cast<int32_t>(id);
+  };
+  auto bias_of = [&](const json& b) -> float {
+    if (b.is_boolean() && !b.get<bool>()) return -std::numeric_limits<float>::infinity();
+    if (!b.is_number() || !std::isfinite(b.get<double>()) || std::abs(b.get<double>()) > 100.0)
+      bad("logit_bias", "'logit_bias' values must be numbers from -100 to 100 (or false to ban), got " + b.dump());
+    return b.get<float>();
+  };
+  if (v.is_object()) {
+    for (const auto& [key, b] : v.items()) {
+      size_t used = 0;
+      int64_t id = -1;
+      try {
+        id = std::stoll(key, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != key.size()) bad("logit_bias", "'logit_bias' keys must be token ids, got \"" + key + "\"");
+      out.emplace_back(id_of(id), bias_of(b));
+    }
+    return out;
+  }
+  for (const json& e : v) {
+    if (!e.is_array() || e.size() != 2)
+      bad("logit_bias", "'logit_bias' entries must be [token id or text, bias], got " + e.dump());
+    const float b = bias_of(e[1]);
+    if (e[0].is_number_integer()) {
+      out.emplace_back(id_of(e[0].get<int64_t>()), b);
+    } else if (e[0].is_string()) {
+      for (const int32_t id : tok.encode(e[0].get<std::string>(), false, false)) out.emplace_back(id, b);
+    } else {
+      bad("logit_bias", "'logit_bias' entries must be [token id or text, bias], got " + e.dump());
+    }
+  }
+  return out;
 }
 
 std::string api_finish_reason(const std::string& reason) { return reason == "cancelled" ? "stop" : reason; }

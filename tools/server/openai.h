@@ -11,6 +11,7 @@
 #include "runtime/infill.h"
 #include "runtime/scheduler.h"
 #include "runtime/tool_calls.h"
+#include "tokenizer/tokenizer.h"
 
 namespace slm::server {
 
@@ -61,12 +62,17 @@ struct CompletionRequest {
   std::string tool_choice_name;
   bool parallel_tool_calls = true;
   bool tool_mode() const { return !tools.empty() && tool_choice != "none"; }
+  json logit_bias;  // as sent (null: none); resolve_logit_bias() turns it into token ids
 };
 
 // Parses and checks a body. Throws ApiError (400) naming the offending field.
 CompletionRequest parse_completion_request(const std::string& body, Endpoint endpoint);
 // A request body as a JSON object (nesting bounded). Throws ApiError (400).
 json parse_json_body(const std::string& body);
+// 'logit_bias' as the OpenAI API sends it ({"token id": bias}, bias in -100..100) or as
+// llama.cpp's server takes it too ([[token id or text, bias or false], ...]; a text biases
+// each of its tokens, false bans). Throws ApiError (400) naming what is wrong.
+std::vector<std::pair<int32_t, float>> resolve_logit_bias(const json& v, const Tokenizer& tok);
 
 // What one response is made of, for both the whole and the streamed forms.
 struct ResponseMeta {

@@ -188,6 +188,7 @@ std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
   } catch (const Error& e) {
     throw ApiError(400, e.what(), r.chat ? "messages" : "prompt");
   }
+  if (!r.logit_bias.is_null()) r.gen.sampling.logit_bias = resolve_logit_bias(r.logit_bias, *st.tok);
   const int64_t n_prompt = static_cast<int64_t>(prompt.size());
   if (r.gen.max_tokens > 0 && n_prompt + r.gen.max_tokens > n_ctx)
     throw ApiError(400,
