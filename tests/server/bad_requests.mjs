@@ -161,6 +161,11 @@ export function badCases(promptTokens) {
                          [weather, weather], [{ type: 'function', function: { name: 'f', parameters: 'x' } }]])
       add(`${r}: tools ${JSON.stringify(tools)}`, post(route, { ...base, tools }), 400);
     add(`${r}: functions (the old form)`, post(route, { ...base, functions: [weather.function] }), 400, unsupported);
+    add(`${r}: best_of 2`, post(route, { ...base, best_of: 2 }), 400);
+    add(`${r}: audio modalities`, post(route, { ...base, modalities: ['text', 'audio'] }), 400, unsupported);
+    if (route === CHAT) add(`${r}: echo`, post(route, { ...base, echo: true }), 400);
+    if (route === COMP) add(`${r}: echo with logprobs`, post(route, { ...base, echo: true, logprobs: 1 }), 400, unsupported);
+    if (route === COMP) add(`${r}: echo with a suffix`, post(route, { ...base, echo: true, suffix: 'x' }), 400);
 
     // Invalid UTF-8 inside strings.
     const badUtf8 = [[0xff], [0xc3, 0x28], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xe2, 0x82], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xf4, 0x90, 0x80, 0x80], [0x80], [0xfe, 0xfe], [0xe0, 0x80, 0xaf]];

@@ -241,6 +241,17 @@ describe('stories260K with --chat-template, --kv-type f32', { skip: missingShare
     }
   });
 
+  test('completions with echo: the text starts with the prompt, whole and streamed', T, async () => {
+    const prompt = 'Lily and Ben';
+    const plain = await client.completions.create({ model: 'x', prompt, max_tokens: 12, temperature: 0 });
+    const echoed = await client.completions.create({ model: 'x', prompt, max_tokens: 12, temperature: 0, echo: true });
+    assert.equal(echoed.choices[0].text, prompt + plain.choices[0].text);
+    assert.equal(echoed.usage.completion_tokens, plain.usage.completion_tokens);
+    const chunks = await drain(await client.completions.create({ model: 'x', prompt, max_tokens: 12, temperature: 0, echo: true, stream: true }));
+    assert.equal(chunks[0].choices[0].text, prompt);
+    assert.equal(chunks.map((c) => c.choices[0]?.text ?? '').join(''), echoed.choices[0].text);
+  });
+
   test('prompt cache: the second chat turn reuses the first (usage and /metrics)', T, async () => {
     const first = [{ role: 'system', content: 'Tim and Sue were friends.' },
                    { role: 'user', content: 'Once upon a time, there was a little girl named Lily. She loved to play outside.' }];

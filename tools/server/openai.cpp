@@ -374,6 +374,11 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
 
   if (integer(body, "n", 1, 1, std::numeric_limits<int32_t>::max()) != 1)
     bad("n", "'n' must be 1: this server returns one choice per request");
+  if (integer(body, "best_of", 1, 1, std::numeric_limits<int32_t>::max()) != 1)
+    bad("best_of", "'best_of' must be 1: this server generates one completion per request");
+  for (const char* media : {"audio", "modalities"})
+    if (const json* m = field(body, media); m && !(m->is_array() && m->size() == 1 && (*m)[0] == "text"))
+      bad(media, std::string("'") + media + "': audio is not supported: this server writes text only", "unsupported_parameter");
   int64_t max_tokens = integer(body, "max_tokens", -1, 1, std::numeric_limits<int32_t>::max());
   max_tokens = integer(body, "max_completion_tokens", max_tokens, 1, std::numeric_limits<int32_t>::max());
   if (r.native) {
@@ -471,6 +476,12 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
     r.include_usage = boolean(*so, "include_usage", false);
   }
 
+  r.echo = boolean(body, "echo", false);
+  if (r.echo && (chat || r.native)) bad("echo", "'echo' is for /v1/completions");
+  if (r.echo && r.fill) bad("echo", "'echo' and 'suffix' cannot be used together");
+  if (r.echo && field(body, "logprobs"))
+    bad("echo", "'echo' with 'logprobs' is not supported (the prompt's tokens would need their log-probabilities too)",
+        "unsupported_parameter");
   if (r.native) {
     for (const char* name : {"n_probs", "logprobs"})
       if (field(body, name))

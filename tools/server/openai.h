@@ -55,6 +55,7 @@ struct CompletionRequest {
   GenerationRequest gen;  // everything but the prompt tokens
   bool stream = false, include_usage = false;
   bool logprobs = false;
+  bool echo = false;  // completions: the answer's text starts with the prompt
   // Tool calls (chat only): the tools offered, and tool_choice: "auto", "none", "required",
   // or the name of the one function the model must call.
   std::vector<ToolSpec> tools;

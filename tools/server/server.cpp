@@ -334,7 +334,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
         const ToolReply reply = read_tool_reply(tool_format, text, r.tools, ev.finish_reason == "stop");
         send_json(res, full_response(meta, text, lp, want_logprobs, ev, &reply));
       } else {
-        send_json(res, full_response(meta, text, lp, want_logprobs, ev));
+        send_json(res, full_response(meta, r.echo ? r.prompt + text : text, lp, want_logprobs, ev));
       }
       return;
     }
@@ -346,6 +346,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
     bool include_usage = false, first = true;
     size_t offset = 0;
     bool tool_mode = false;
+    std::string echo;  // completions with echo: the prompt, sent first
     std::optional<ToolReplyStream> tool_stream;  // tool mode: content streams, calls come whole
     clock::time_point last_write = clock::now();
     std::shared_ptr<InFlight> in_flight;  // released with the stream
@@ -354,6 +355,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   s->handle = handle;
   s->meta = meta;
   s->include_usage = r.include_usage;
+  if (r.echo) s->echo = r.prompt;
   s->in_flight = in_flight;
   s->tool_mode = tool_mode;
   if (tool_mode) s->tool_stream.emplace(tool_format, r.tools);
@@ -372,9 +374,14 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
           return true;
         };
         auto write = [&](const std::string& payload) { return send("data: " + payload + "\n\n"); };
-        if (std::exchange(s->first, false) && s->meta.chat &&
-            !write(dump(stream_chunk(s->meta, "", nullptr, true, "", s->include_usage, 0))))
-          return false;
+        if (std::exchange(s->first, false)) {
+          if (s->meta.chat && !write(dump(stream_chunk(s->meta, "", nullptr, true, "", s->include_usage, 0))))
+            return false;
+          if (!s->echo.empty()) {  // completions with echo: the prompt first
+            if (!write(dump(stream_chunk(s->meta, s->echo, nullptr, false, "", s->include_usage, 0)))) return false;
+            s->offset = s->echo.size();
+          }
+        }
         RequestEvents ev = s->handle->wait(std::chrono::milliseconds(250));
         // Kept current so that the log line of a stream the client left still counts its tokens.
         t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
