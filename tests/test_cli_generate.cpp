@@ -2,6 +2,7 @@
 // (shared/models/stories260K.greedy.json), tokenize/logits/info behave, and bad requests fail
 // with a one-line error.
 #include <gtest/gtest.h>
+#include <fstream>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -77,6 +78,35 @@ TEST(CliRun, LogitBiasBansAndFavoursTokens) {
   const auto outside = with({"-l", "99999+1"});
   EXPECT_EQ(outside.exit_code, 1);
   EXPECT_NE(outside.err.find("outside the vocabulary"), std::string::npos) << outside.err;
+}
+
+// -f FILE / -f - (standard input): the same text as -p; neither, both, or an empty file are
+// clear errors.
+TEST(CliRun, PromptFromAFileOrStandardInput) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const std::vector<std::string> gen = {"-n", "12", "--temp", "0"};
+  auto args = [&](std::vector<std::string> a) {
+    a.insert(a.begin(), {"run", "-m", model.string()});
+    a.insert(a.end(), gen.begin(), gen.end());
+    return a;
+  };
+  const auto p = run_cli(args({"-p", "Once upon a time"}));
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const std::string text = "Once upon a time";
+  const auto piped = run_cli(args({"-f", "-"}), 60.0, &text);
+  EXPECT_EQ(piped.exit_code, 0) << piped.err;
+  EXPECT_EQ(piped.out, p.out);
+  const auto tmp = std::filesystem::temp_directory_path() / ("slm-prompt-" + std::to_string(::getpid()) + ".txt");
+  std::ofstream(tmp) << text;
+  const auto file = run_cli(args({"-f", tmp.string()}));
+  EXPECT_EQ(file.out, p.out);
+  std::ofstream(tmp, std::ios::trunc).close();
+  const auto empty = run_cli(args({"-f", tmp.string()}));
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_NE(empty.err.find("is empty"), std::string::npos) << empty.err;
+  std::filesystem::remove(tmp);
+  EXPECT_NE(run_cli(args({})).exit_code, 0);
+  EXPECT_NE(run_cli(args({"-p", "x", "-f", "-"})).exit_code, 0);
 }
 
 TEST(CliRun, PromptLongerThanContextIsAClearError) {

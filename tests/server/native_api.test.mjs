@@ -104,6 +104,20 @@ describe('/completion, /tokenize, /detokenize', { skip: missingShared(STORIES, G
     }
   });
 
+  test('GET /props: context, slots, chat template, what the model can do', T, async () => {
+    const r = await httpGet(srv, '/props');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.default_generation_settings.n_ctx, 2048);  // stories260K's training context
+    assert.equal(r.json.default_generation_settings.params.temperature, 0.8);
+    assert.equal(r.json.total_slots, 4);
+    assert.equal(r.json.model_path, sharedPath(STORIES));
+    assert.equal(r.json.chat_template, '');  // stories260K has none
+    assert.equal(r.json.bos_token, '<s>');
+    assert.equal(r.json.eos_token, '</s>');
+    assert.equal(r.json.infill, false);
+    assert.equal(r.json.speculative, false);
+  });
+
   test('bad requests: 400s naming the field; GET is 405; no key is 401', T, async () => {
     const cases = [
       ['/completion', {}, 'prompt'],

@@ -141,11 +141,22 @@ SessionOptions GenerationOptions::session_options(const Model& m) const {
 Runner add_run(CLI::App& app) {
   auto o = std::make_shared<GenerationOptions>();
   auto prompt = std::make_shared<std::string>();
+  auto prompt_file = std::make_shared<std::string>();
   o->add_to(app);
-  app.add_option("-p,--prompt", *prompt, "prompt text")->required();
+  auto* p_opt = app.add_option("-p,--prompt", *prompt, "prompt text");
+  auto* f_opt = app.add_option("-f,--file", *prompt_file, "read the prompt from this file (- : standard input)");
+  p_opt->excludes(f_opt);
+  f_opt->excludes(p_opt);
+  app.callback([p_opt, f_opt] {
+    if (p_opt->count() == 0 && f_opt->count() == 0) throw CLI::RequiredError("--prompt or --file");
+  });
   auto timings = std::make_shared<bool>(false);
   app.add_flag("--timings", *timings, "print where the time went to stderr (load, tokenizer, first token)");
-  return [o, prompt, timings]() {
+  return [o, prompt, prompt_file, timings]() {
+    if (!prompt_file->empty()) {
+      *prompt = read_whole_file(*prompt_file == "-" ? "/dev/stdin" : *prompt_file, "prompt file");
+      if (prompt->empty()) fail("the prompt file {} is empty", *prompt_file);
+    }
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
     auto ms = [&t0](clock::time_point t) { return std::chrono::duration<double, std::milli>(t - t0).count(); };

@@ -391,11 +391,11 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
   r.gen.max_tokens = static_cast<int>(max_tokens);
 
   SamplerParams& s = r.gen.sampling;
-  s.temperature = static_cast<float>(number(body, "temperature", 0.8, 0.0, 2.0));
-  s.top_p = static_cast<float>(number(body, "top_p", 0.95, 0.0, 1.0));
+  s.temperature = static_cast<float>(number(body, "temperature", kDefaultTemperature, 0.0, 2.0));
+  s.top_p = static_cast<float>(number(body, "top_p", kDefaultTopP, 0.0, 1.0));
   if (s.top_p <= 0.0f) bad("top_p", "'top_p' must be greater than 0");
-  s.top_k = static_cast<int32_t>(integer(body, "top_k", 40, 0, std::numeric_limits<int32_t>::max()));
-  s.min_p = static_cast<float>(number(body, "min_p", 0.05, 0.0, 1.0));
+  s.top_k = static_cast<int32_t>(integer(body, "top_k", kDefaultTopK, 0, std::numeric_limits<int32_t>::max()));
+  s.min_p = static_cast<float>(number(body, "min_p", kDefaultMinP, 0.0, 1.0));
   s.presence_penalty = static_cast<float>(number(body, "presence_penalty", 0.0, -2.0, 2.0));
   s.frequency_penalty = static_cast<float>(number(body, "frequency_penalty", 0.0, -2.0, 2.0));
   s.repeat_penalty = static_cast<float>(number(body, "repeat_penalty", 1.0, 0.0, 10.0));

@@ -33,6 +33,10 @@ json error_body(int status, const std::string& message, const std::string& param
 // replaced rather than throwing.
 std::string dump(const json& j);
 
+// Sampling a request gets for the fields it leaves out (also what GET /props reports).
+inline constexpr double kDefaultTemperature = 0.8, kDefaultTopP = 0.95, kDefaultMinP = 0.05;
+inline constexpr int kDefaultTopK = 40;
+
 // POST /v1/completions, /v1/chat/completions, or llama.cpp's own /completion and /infill.
 enum class Endpoint { Completions, Chat, Native, Infill };
 

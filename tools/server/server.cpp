@@ -20,6 +20,7 @@
 
 #include "core/error.h"
 #include "core/gguf.h"
+#include "core/whole_file.h"
 #include "metrics.h"
 #include "native_api.h"
 #include "models/lora.h"
@@ -75,6 +76,7 @@ struct State {
   std::unique_ptr<Tokenizer> tok;
   std::unique_ptr<Model> draft;  // --draft-model
   std::optional<ChatPrompt> chat;
+  std::string chat_template;  // its text, for GET /props
   std::string chat_error;  // why chat completions cannot be served, when they cannot
   std::unique_ptr<BatchScheduler> scheduler;
   std::shared_ptr<LoraSet> lora;  // the --lora adapters (null: none)
@@ -432,7 +434,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
 // Route label for /metrics: the known routes, everything else as one label (a scanner's
 // random paths must not grow the metric set).
 std::string route_label(const std::string& path) {
-  for (const char* r : {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
+  for (const char* r : {"/", "/health", "/metrics", "/props", "/v1/models", "/v1/chat/completions", "/v1/completions",
                         "/completion", "/infill", "/tokenize", "/detokenize", "/v1/embeddings", "/v1/search"})
     if (path == r) return path;
   return "other";
@@ -506,6 +508,9 @@ void load_model(State& st) {
   st.tok = Tokenizer::from_gguf(st.model->gguf());
   try {
     st.chat.emplace(ChatPrompt::for_model(*st.tok, st.model->gguf(), st.opts.chat_template_file, st.opts.model_path));
+    st.chat_template = st.opts.chat_template_file.empty()
+                           ? st.model->gguf().opt_string("tokenizer.chat_template").value_or("")
+                           : read_whole_file(st.opts.chat_template_file, "chat template file");
   } catch (const Error& e) {
     // A named template that fails is the user's mistake: say so now. A model without one can
     // still serve /v1/completions.
@@ -668,6 +673,31 @@ int run(const ServerOptions& opts) {
   svr.Get("/metrics", [&st](const httplib::Request&, httplib::Response& res) {
     const SchedulerStats s = st.ready ? st.scheduler->stats() : SchedulerStats{};
     res.set_content(st.metrics.render(s, st.ready), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  // What the server runs, as llama.cpp's server answers it (its web UI and clients read n_ctx,
+  // the slots and the chat template here).
+  svr.Get("/props", [&st](const httplib::Request&, httplib::Response& res) {
+    if (!st.ready) {
+      send_error(res, 503, "the model is still loading; retry shortly", {}, "loading");
+      res.set_header("Retry-After", "1");
+      return;
+    }
+    auto special = [&st](int32_t id) { return id >= 0 ? st.tok->token_text(id) : std::string(); };
+    send_json(res, {{"default_generation_settings",
+                     {{"n_ctx", st.scheduler->n_ctx()},
+                      {"model", st.model_id},
+                      {"params", {{"n_predict", -1}, {"temperature", kDefaultTemperature}, {"top_k", kDefaultTopK},
+                                  {"top_p", kDefaultTopP}, {"min_p", kDefaultMinP}, {"repeat_penalty", 1.0},
+                                  {"presence_penalty", 0.0}, {"frequency_penalty", 0.0}}}}},
+                    {"total_slots", st.opts.n_parallel},
+                    {"model_path", st.opts.model_path},
+                    {"chat_template", st.chat_template},
+                    {"bos_token", special(st.tok->bos())},
+                    {"eos_token", special(st.tok->eos())},
+                    {"modalities", {{"vision", false}, {"audio", false}}},
+                    {"speculative", st.scheduler->speculative()},
+                    {"infill", infill_unsupported(*st.tok).empty()},
+                    {"build_info", "slm"}});
   });
   // The adapters and their default scales, as llama.cpp's server lists them.
   svr.Get("/lora-adapters", [&st](const httplib::Request&, httplib::Response& res) {
