@@ -265,9 +265,13 @@ test('web chat page', { timeout: 180000 }, async (t) => {
     const resp = await refused;
     assert.equal(resp.status(), 400);
     const { error } = await resp.json();
+    assert.equal(error.code, 'context_length_exceeded');
     await page.waitForSelector('#error', { state: 'visible' });
+    // The page left older turns out and tried again (see below), so what it shows is the last
+    // refusal: the newest message alone with max_tokens 100000 does not fit either.
     const shown = await page.textContent('#error-text');
-    assert.ok(shown.includes('400') && shown.includes(error.message), `shown: ${shown}; server said: ${error.message}`);
+    assert.ok(shown.includes('400') && shown.includes('max_tokens is 100000') && shown.includes('more than the context'),
+              `shown: ${shown}`);
     assert.equal((await bubbles()).length, before, 'a refused turn stays in the conversation');
     assert.equal(await page.inputValue('#prompt'), 'This one fails', 'the refused text is not given back to edit');
     assert.equal(await page.isHidden('#stop'), true);
@@ -289,6 +293,39 @@ test('web chat page', { timeout: 180000 }, async (t) => {
     ]);
     assert.equal((await bubbles()).length, 2);
     assert.ok((await last(page, '#messages .msg.assistant').textContent()).length > 0);
+  });
+
+  await t.test('a conversation longer than the context goes on: its oldest turns are left out and greyed', async () => {
+    const small = await startServer({ model: sharedPath(MODEL),
+      args: ['--chat-template', dataPath('stories260K-chat.jinja'), '-c', '128'] });
+    const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
+    try {
+      const p = await context.newPage();
+      const sent = [];
+      p.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/v1/chat/completions')) sent.push(JSON.parse(r.postData())); });
+      await p.goto(`${small.url}/`);
+      await p.click('#settings-toggle');
+      await p.fill('#max-tokens', '30');
+      const turns = ['Once upon a time there was a girl', 'She had a red ball', 'The dog ran to the park', 'Then they went home'];
+      for (const text of turns) {
+        await p.fill('#prompt', text);
+        await p.click('#send');
+        await assistantDone(p);
+      }
+      assert.equal(await p.isHidden('#error'), true, await p.textContent('#error-text'));
+      const rows = await p.$$eval('#messages .row', (rs) => rs.map((r) => r.classList.contains('forgotten')));
+      assert.equal(rows.length, 8, 'every turn is on the page');
+      assert.ok(rows[0] && rows[1], 'the first turn is greyed');
+      assert.equal(rows[6], false, 'the newest turn is not');
+      const lastSent = sent.at(-1).messages;
+      assert.equal(lastSent.at(-1).content, turns.at(-1));
+      assert.ok(!lastSent.some((m) => m.content === turns[0]), 'the first message was left out of the last request');
+      // A refused attempt came before: the page retried with fewer messages.
+      assert.ok(sent.length > turns.length, `${sent.length} requests for ${turns.length} turns`);
+    } finally {
+      await context.close();
+      assert.deepEqual(await small.stop(), { code: 0, signal: null });
+    }
   });
 
   await t.test('an API key is asked for, kept, and sent as a Bearer token', async () => {
