@@ -158,6 +158,35 @@ TEST(SchedulerSpeculative, SameTextAsWithoutADraft) {
 
 // A prompt longer than a batch: the draft catches up one pass per step while the model
 // decodes it without proposals, then proposes; the text is unchanged.
+// Prompt lookup in the scheduler (no draft model): proposals from each request's own text,
+// the same outcomes as without.
+TEST(SchedulerSpeculative, PromptLookupGivesTheSameText) {
+  SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
+  auto model = slm::Model::load(path.string());
+  auto tok = slm::Tokenizer::from_gguf(model->gguf());
+  const int n_ctx = 256;
+  const auto plain = serve(*model, *tok, nullptr, 0, 0, n_ctx, mixed_requests(*tok, n_ctx));
+  slm::SchedulerOptions so;
+  so.n_parallel = 4;
+  so.n_ctx = n_ctx;
+  so.lookup = true;
+  so.n_draft = 5;
+  slm::BatchScheduler sched(*model, *tok, so);
+  EXPECT_TRUE(sched.speculative());
+  const auto spec = run_all(sched, mixed_requests(*tok, n_ctx));
+  ASSERT_EQ(spec.size(), plain.size());
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_EQ(spec[i], plain[i]) << "request " << i;
+  const auto st = sched.stats();
+  EXPECT_GT(st.drafted_tokens, 50u);
+  EXPECT_GT(st.accepted_tokens, 10u);
+  EXPECT_LT(st.accepted_tokens, st.drafted_tokens);
+  std::printf("  lookup: %llu of %llu proposals kept, %llu steps for %llu tokens\n",
+              static_cast<unsigned long long>(st.accepted_tokens), static_cast<unsigned long long>(st.drafted_tokens),
+              static_cast<unsigned long long>(st.steps), static_cast<unsigned long long>(st.generated_tokens));
+  so.draft = model.get();
+  EXPECT_THROW(slm::BatchScheduler(*model, *tok, so), slm::Error) << "a draft and lookup at once";
+}
+
 TEST(SchedulerSpeculative, ALongPromptCatchesUpOverSeveralSteps) {
   SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
   auto model = slm::Model::load(path.string());

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/speculative.h"
 #include "support/fixtures.h"
 #include "support/run_cli.h"
 #include "support/temp_dir.h"
@@ -134,6 +135,61 @@ TEST(Speculative, ADraftWithAnotherVocabularyIsAClearError) {
   const auto bad = run_cli({"run", "-m", model.string(), "--draft-model", model.string(), "--draft-max", "0", "-p", "Hi"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("draft-max"), std::string::npos) << bad.err;
+}
+
+// Prompt lookup decoding: proposals from the text's own earlier n-grams.
+TEST(Speculative, LookupProposalTakesWhatFollowedTheLatestEarlierNgram) {
+  using slm::lookup_proposal;
+  using V = std::vector<int32_t>;
+  // "... 5 6 7 8 ... 5 6 7 9 ... 5 6 7": the latest 3-gram "5 6 7" was followed by 9.
+  const V t = {1, 5, 6, 7, 8, 2, 5, 6, 7, 9, 3, 4, 5, 6, 7};
+  EXPECT_EQ(lookup_proposal(t, 2, 3, 4), (V{9, 3, 4, 5}));
+  EXPECT_EQ(lookup_proposal(t, 2, 3, 2), (V{9, 3}));
+  // The longest n-gram first: "2 5 6 7" only occurs... no 4-gram repeats, so the 3-gram decides.
+  EXPECT_EQ(lookup_proposal(t, 2, 4, 1), (V{9}));
+  // No earlier occurrence of the last 2 or 3 tokens: nothing; with 1-grams, the last "7".
+  const V u = {1, 2, 3, 4, 7, 8, 9, 7};
+  EXPECT_EQ(lookup_proposal(u, 2, 3, 4), V{});
+  EXPECT_EQ(lookup_proposal(u, 1, 3, 4), (V{8, 9, 7}));
+  // A repeating pattern proposes into its own end (what follows is still known).
+  const V r = {4, 4, 4, 4};
+  EXPECT_EQ(lookup_proposal(r, 2, 2, 8), (V{4}));
+  EXPECT_EQ(lookup_proposal(V{}, 1, 3, 4), V{});
+  EXPECT_EQ(lookup_proposal(V{1}, 1, 3, 4), V{});
+}
+
+TEST(Speculative, LookupTextEqualsPlainDecoding) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  SLM_REQUIRE_FIXTURE(ref_path, "models/stories260K.greedy.json");
+  const auto ref = nlohmann::json::parse(slm::test::read_text_file(ref_path));
+  int drafted = 0, accepted = 0;
+  for (const auto& c : ref["cases"]) {
+    const auto r = run_cli({"run", "-m", model.string(), "--lookup", "-p", c["prompt"].get<std::string>(), "-n",
+                            std::to_string(c["n_predict"].get<int>()), "--temp", "0", "--kv-type", "f32", "--timings"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, c["text"].get<std::string>()) << c["prompt"];
+    const auto [a, d] = acceptance(r.err);
+    accepted += a;
+    drafted += d;
+  }
+  EXPECT_GT(accepted, 0);
+  EXPECT_LT(accepted, drafted);
+  std::printf("  lookup proposals kept: %d of %d\n", accepted, drafted);
+  // Sampled and constrained too.
+  const std::vector<std::vector<std::string>> variants = {{"--temp", "0.9", "--seed", "3"},
+                                                          {"--temp", "0", "--grammar", R"(root ::= ([a-z]+ " ")+ "end.")"}};
+  for (const auto& v : variants) {
+    std::vector<std::string> plain = {"run", "-m", model.string(), "-p", "Lily and Ben", "-n", "100"};
+    plain.insert(plain.end(), v.begin(), v.end());
+    std::vector<std::string> look = plain;
+    look.push_back("--lookup");
+    const auto a = run_cli(plain), b = run_cli(look);
+    ASSERT_EQ(a.exit_code, 0) << a.err;
+    EXPECT_EQ(a.out, b.out) << v[1];
+  }
+  const auto both = run_cli({"run", "-m", model.string(), "--lookup", "--draft-model", model.string(), "-p", "x"});
+  EXPECT_NE(both.exit_code, 0);
+  EXPECT_NE(both.err.find("excludes"), std::string::npos) << both.err;
 }
 
 }  // namespace

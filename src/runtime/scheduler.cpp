@@ -164,7 +164,10 @@ BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, const S
   if (opts_.max_queue < 0) fail("--max-queue {} must not be negative", opts_.max_queue);
   // Every generating sequence needs a place in each step (with a draft, for its proposals too),
   // with room left for prompt chunks.
-  const int per_seq = opts_.draft ? 1 + std::max(opts_.n_draft, 0) : 1;
+  if (opts_.draft && opts_.lookup) fail("a draft model and prompt lookup exclude each other: give one");
+  if (opts_.lookup && (opts_.n_draft < 1 || opts_.lookup_ngram_min < 1 || opts_.lookup_ngram_max < opts_.lookup_ngram_min))
+    fail("prompt lookup needs --draft-max >= 1 and n-grams of at least 1 token");
+  const int per_seq = opts_.draft || opts_.lookup ? 1 + std::max(opts_.n_draft, 0) : 1;
   opts_.n_batch = std::max(opts_.n_batch, opts_.n_parallel * per_seq + 16);
   cache_ = model_.make_cache(opts_.n_ctx, opts_.n_parallel, opts_.n_batch, opts_.kv_type);
   if (opts_.draft) {
@@ -195,7 +198,7 @@ BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, const S
     slots_.push_back(std::make_unique<Slot>());
     slots_.back()->seq = i;
   }
-  logits_.resize(static_cast<size_t>(opts_.n_parallel) * (dcache_ ? per_seq : 1) * model_.hparams().n_vocab);
+  logits_.resize(static_cast<size_t>(opts_.n_parallel) * per_seq * model_.hparams().n_vocab);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -437,6 +440,7 @@ bool BatchScheduler::step() {
     if (s->state != Slot::State::Free && s->handle->cancelled()) finish(*s, "cancelled");
 
   if (dcache_) propose();
+  else if (opts_.lookup) propose_lookup();
   batch_.clear();
   std::vector<Slot*>& owners = owners_;
   owners.clear();
@@ -528,7 +532,7 @@ bool BatchScheduler::step() {
     }
   }
   // Proposals that were not accepted (and those after a request ended) leave the cache.
-  if (dcache_)
+  if (speculative())
     for (auto& s : slots_) {
       if (s->proposal.empty()) continue;
       s->proposal.clear();
@@ -562,6 +566,21 @@ bool BatchScheduler::draft_forward() {
       s->proposing = false;
     }
     return false;
+  }
+}
+
+void BatchScheduler::propose_lookup() {
+  for (auto& sp : slots_) {
+    Slot& s = *sp;
+    s.proposal.clear();
+    if (s.state != Slot::State::Generate) continue;
+    int room = std::min<int>(opts_.n_draft, opts_.n_ctx - static_cast<int>(s.tokens.size()) - 1);
+    if (s.req.max_tokens >= 0) room = std::min(room, s.req.max_tokens - s.generated - 1);
+    if (room <= 0) continue;
+    s.dtodo.assign(s.tokens.begin(), s.tokens.end());  // the text so far, the sampled token last
+    s.dtodo.push_back(s.pending_token);
+    s.proposal = lookup_proposal(s.dtodo, opts_.lookup_ngram_min, opts_.lookup_ngram_max, room);
+    n_drafted_.fetch_add(s.proposal.size());
   }
 }
 

@@ -111,6 +111,10 @@ struct SchedulerOptions {
   const Model* draft = nullptr;
   int n_draft = 7;
   float draft_p_min = 0.75f;
+  // Prompt lookup decoding instead of a draft (runtime/speculative.h, LookupParams): proposals
+  // from the request's own prompt and text, no forward pass.
+  bool lookup = false;
+  int lookup_ngram_min = 2, lookup_ngram_max = 3;
 };
 
 // Counts for /metrics, read with stats().
@@ -151,8 +155,8 @@ class BatchScheduler : public Scheduler {
   SchedulerStats stats() const override;
   int n_ctx() const override { return opts_.n_ctx; }
   void shutdown() override;
-  // Whether a draft model proposes tokens (SchedulerOptions::draft).
-  bool speculative() const { return dcache_ != nullptr; }
+  // Whether a draft model or prompt lookup proposes tokens.
+  bool speculative() const { return dcache_ != nullptr || opts_.lookup; }
 
  private:
   struct Slot;
@@ -169,6 +173,8 @@ class BatchScheduler : public Scheduler {
   bool emit(Slot& s, int32_t token, const float* logits);
   // The draft's proposals for every generating slot (Slot::proposal), in batched draft passes.
   void propose();
+  // The same from each slot's own text (prompt lookup).
+  void propose_lookup();
   // Draft passes over dbatch_; false (and the proposals dropped) if the draft failed.
   bool draft_forward();
 

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "runtime/generate.h"
 #include "runtime/session.h"
@@ -42,11 +43,30 @@ void check_draft_vocab(const Tokenizer& target, const Tokenizer& draft);
 // The draft's greedy pick from its logits, and the probability it gives it.
 std::pair<int32_t, float> draft_pick(const float* logits, int64_t n_vocab);
 
+// Prompt lookup decoding (no draft model): the proposal is what followed the latest earlier
+// occurrence of the text's last n tokens in the prompt and the text generated so far, n from
+// ngram_max down to ngram_min. It pays where the output repeats its input: answers quoting a
+// document (RAG), code edits, summaries, extraction.
+struct LookupParams {
+  int n_draft = 7;    // most tokens proposed per round
+  int ngram_min = 2;  // a single repeated token proposes too often for its hit rate
+  int ngram_max = 3;
+};
+
+// The lookup's proposal for `text` (everything so far, its newest token last): at most n_max
+// tokens, empty when no n-gram of its end occurred before.
+std::vector<int32_t> lookup_proposal(std::span<const int32_t> text, int ngram_min, int ngram_max, int n_max);
+
 // generate() with a draft model. Both sessions are used (and left holding the text); they must
 // have the same context size or larger for the draft.
 GenerateResult generate_speculative(Session& target, Session& draft, const Tokenizer& tok, Sampler& sampler,
                                     std::span<const int32_t> prompt, int n_predict, const SpeculativeParams& params,
                                     const std::function<bool(const std::string&)>& on_text,
                                     SpeculativeStats* stats = nullptr);
+// generate() with prompt lookup decoding.
+GenerateResult generate_lookup(Session& target, const Tokenizer& tok, Sampler& sampler, std::span<const int32_t> prompt,
+                               int n_predict, const LookupParams& params,
+                               const std::function<bool(const std::string&)>& on_text,
+                               SpeculativeStats* stats = nullptr);
 
 }  // namespace slm

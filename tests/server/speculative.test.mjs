@@ -66,6 +66,27 @@ describe('slm serve --draft-model', { skip: missingShared(STORIES, GREEDY) }, ()
   });
 });
 
+describe('slm serve --lookup (prompt lookup decoding)', { skip: missingShared(STORIES, GREEDY) }, () => {
+  let srv;
+  before(async () => {
+    srv = await startServer({ model: sharedPath(STORIES), args: ['--kv-type', 'f32', '--parallel', '3', '--lookup'] });
+  });
+  after(async () => { if (srv) assert.deepEqual(await srv.stop(), { code: 0, signal: null }); });
+
+  test('greedy completions equal llama.cpp\'s text; proposals come from the requests\' own text', T, async () => {
+    assert.match(srv.stderr, /prompt lookup: up to 7 tokens/);
+    const ref = JSON.parse(fs.readFileSync(sharedPath(GREEDY), 'utf8'));
+    const client = await openaiClient(srv);
+    const results = await Promise.all(ref.cases.map((c) => client.completions.create({
+      model: 'x', prompt: c.prompt, max_tokens: c.n_predict, temperature: 0,
+    })));
+    results.forEach((r, i) => assert.equal(assertCompletion(r).text, ref.cases[i].text, ref.cases[i].prompt));
+    const m = await metrics(srv);
+    assert.ok(m.get('slm_draft_tokens_accepted_total') > 0, m.text);
+    assert.ok(m.get('slm_draft_tokens_accepted_total') < m.get('slm_draft_tokens_total'));
+  });
+});
+
 describe('a draft with another vocabulary', { skip: missingShared(STORIES, OTHER) }, () => {
   test('the server stops at start and says why', T, async () => {
     const r = spawnSync(cliPath, ['serve', '-m', sharedPath(STORIES), '--port', '0', '--draft-model', sharedPath(OTHER)],

@@ -52,7 +52,14 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
   app.add_flag("--json", json, "output a JSON object (any)");
   app.add_option("--draft-model", draft_model,
                  "a small model with the same tokenizer that proposes tokens for this one to check (speculative decoding)");
-  app.add_option("--draft-max", speculative.n_draft, "most tokens the draft proposes at a time")->check(CLI::Range(1, 256));
+  app.add_option("--draft-max", speculative.n_draft, "most tokens the draft (or --lookup) proposes at a time")
+      ->check(CLI::Range(1, 256));
+  auto* lk = app.add_flag("--lookup", lookup,
+                          "prompt lookup decoding: propose what followed the last words' earlier occurrence in the "
+                          "prompt or the text (pays where the output repeats its input: quotes, code edits)");
+  app.add_option("--lookup-ngram", lookup_params.ngram_max, "longest n-gram --lookup matches (default 3)")
+      ->check(CLI::Range(2, 16));
+  lk->excludes("--draft-model");
   app.add_option("--draft-p-min", speculative.p_min, "the draft stops proposing below this probability of its own pick")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--override-kv", override_kv,
@@ -98,6 +105,11 @@ Generator::~Generator() = default;
 
 GenerateResult Generator::operator()(Sampler& sampler, std::span<const int32_t> prompt,
                                      const std::function<bool(const std::string&)>& on_text) {
+  if (o_.lookup) {
+    LookupParams lp = o_.lookup_params;
+    lp.n_draft = o_.speculative.n_draft;
+    return generate_lookup(session_, tok_, sampler, prompt, o_.n_predict, lp, on_text, &stats_);
+  }
   if (!draft_session_) return generate(session_, tok_, sampler, prompt, o_.n_predict, on_text);
   return generate_speculative(session_, *draft_session_, tok_, sampler, prompt, o_.n_predict, o_.speculative, on_text,
                               &stats_);
@@ -134,7 +146,7 @@ SessionOptions GenerationOptions::session_options(const Model& m) const {
   if (const std::string w = context_warning(m, so.n_ctx); !w.empty()) fmt::print(stderr, "slm: warning: {}\n", w);
   so.kv_type = static_cast<DType>(parse_kv_type(kv_type));
   so.lora = lora.load(m);
-  so.row_kernels = draft_model.empty();  // a speculative target's passes are all several tokens
+  so.row_kernels = draft_model.empty() && !lookup;  // a speculative target's passes are all several tokens
   return so;
 }
 

@@ -37,6 +37,11 @@ Runner add_serve(CLI::App& app) {
       ->check(CLI::Range(1, 64));
   app.add_option("--draft-p-min", o->s.draft_p_min, "the draft stops proposing below this probability of its own pick")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_flag("--lookup", o->s.lookup,
+               "prompt lookup decoding: propose what followed the last words' earlier occurrence in the request's "
+               "prompt or text (pays where replies repeat their input: quotes, code edits)")
+      ->excludes("--draft-model");
+  app.add_option("--lookup-ngram", o->s.lookup_ngram, "longest n-gram --lookup matches (default 3)")->check(CLI::Range(2, 16));
   app.add_option("--lora", o->s.lora,
                  "LoRA adapter FILE or FILE:SCALE (repeatable); a request may set {\"lora\": [{\"id\": 0, \"scale\": S}]}")
       ->take_all();

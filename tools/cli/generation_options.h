@@ -30,6 +30,9 @@ struct GenerationOptions {
   // Speculative decoding: a draft model with the same tokenizer (empty: none).
   std::string draft_model;
   SpeculativeParams speculative;
+  // Prompt lookup decoding (speculation without a draft model): --lookup.
+  bool lookup = false;
+  LookupParams lookup_params;
   // Metadata the file gets wrong or lacks, as llama.cpp's --override-kv KEY=TYPE:VALUE.
   std::vector<std::string> override_kv;
   std::vector<std::string> logit_bias;  // as given; parsed into sampling.logit_bias
@@ -57,7 +60,7 @@ class Generator {
   ~Generator();
   GenerateResult operator()(Sampler& sampler, std::span<const int32_t> prompt,
                             const std::function<bool(const std::string&)>& on_text);
-  bool speculative() const { return draft_session_ != nullptr; }
+  bool speculative() const { return draft_session_ != nullptr || o_.lookup; }
   const SpeculativeStats& stats() const { return stats_; }
 
  private:

@@ -538,12 +538,20 @@ void load_model(State& st) {
     so.n_draft = st.opts.n_draft;
     so.draft_p_min = st.opts.draft_p_min;
   }
+  if (st.opts.lookup) {
+    so.lookup = true;
+    so.n_draft = st.opts.n_draft;
+    so.lookup_ngram_max = st.opts.lookup_ngram;
+  }
   st.scheduler = std::make_unique<BatchScheduler>(*st.model, *st.tok, so, &st.metrics);
   fmt::print(stderr, "slm: model {} loaded: {} slots of {} tokens, {} threads\n", st.model_id, so.n_parallel, so.n_ctx,
              so.n_threads);
-  if (st.scheduler->speculative())
+  if (st.draft)
     fmt::print(stderr, "slm: draft model {}: up to {} tokens proposed per request and step (p >= {:g})\n",
                std::filesystem::path(st.opts.draft_model_path).filename().string(), so.n_draft, so.draft_p_min);
+  if (so.lookup)
+    fmt::print(stderr, "slm: prompt lookup: up to {} tokens proposed per request and step ({}- to {}-grams)\n",
+               so.n_draft, so.lookup_ngram_min, so.lookup_ngram_max);
   if (!st.opts.embed_model_path.empty()) {
     st.embed_model = Model::load(st.opts.embed_model_path);
     EmbedderOptions eo;

@@ -26,6 +26,8 @@ struct ServerOptions {
   std::string draft_model_path;   // speculative decoding when set
   int n_draft = 7;
   float draft_p_min = 0.75f;
+  bool lookup = false;            // prompt lookup decoding (speculation without a draft model)
+  int lookup_ngram = 3;
 };
 
 // Binds, prints "slm: listening on http://HOST:PORT" to stderr, loads the model (GET /health
