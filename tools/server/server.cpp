@@ -730,36 +730,26 @@ int run(const ServerOptions& opts) {
     }
     send_json(res, {{"object", "list"}, {"data", std::move(list)}});
   });
-  svr.Post("/v1/chat/completions",
-           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-             handle_completion(st, read_body(req, res, reader), res, Endpoint::Chat);
-           }));
-  svr.Post("/v1/completions",
-           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-             handle_completion(st, read_body(req, res, reader), res, Endpoint::Completions);
-           }));
-  // llama.cpp's own endpoints: completion, fill-in-the-middle (as editor plugins such as
-  // llama.vim and llama.vscode call it), tokenizer.
-  svr.Post("/completion",
-           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-             handle_completion(st, read_body(req, res, reader), res, Endpoint::Native);
-           }));
-  svr.Post("/infill",
-           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-             handle_completion(st, read_body(req, res, reader), res, Endpoint::Infill);
-           }));
-  svr.Post("/tokenize",
-           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-             const std::string body = read_body(req, res, reader);
-             if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
-             send_json(res, tokenize_response(*st.tok, body));
-           }));
-  svr.Post("/detokenize",
-           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-             const std::string body = read_body(req, res, reader);
-             if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
-             send_json(res, detokenize_response(*st.tok, body));
-           }));
+  // The completion endpoints: OpenAI's, and llama.cpp's own completion and fill-in-the-middle
+  // (as editor plugins such as llama.vim and llama.vscode call it).
+  for (const auto& [route, endpoint] : {std::pair{"/v1/chat/completions", Endpoint::Chat},
+                                        {"/v1/completions", Endpoint::Completions},
+                                        {"/completion", Endpoint::Native},
+                                        {"/infill", Endpoint::Infill}}) {
+    svr.Post(route, guarded([&st, endpoint = endpoint](const httplib::Request& req, httplib::Response& res,
+                                                       const httplib::ContentReader& reader) {
+      handle_completion(st, read_body(req, res, reader), res, endpoint);
+    }));
+  }
+  // llama.cpp's tokenizer endpoints.
+  for (const auto& [route, answer] : {std::pair{"/tokenize", &tokenize_response}, {"/detokenize", &detokenize_response}}) {
+    svr.Post(route, guarded([&st, answer = answer](const httplib::Request& req, httplib::Response& res,
+                                                   const httplib::ContentReader& reader) {
+      const std::string body = read_body(req, res, reader);
+      if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
+      send_json(res, answer(*st.tok, body));
+    }));
+  }
   svr.Post("/v1/embeddings",
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
              handle_embeddings(st, read_body(req, res, reader), res);
