@@ -140,4 +140,24 @@ TEST(CliChat, ALongConversationLeavesOutItsOldestTurns) {
   for (const auto& p : prompts) EXPECT_LE(tok->encode(p, false, true).size() + 24, 256u) << p;
 }
 
+// Commands, as in `ollama run`: /system sets the system message, /clear forgets the turns (not
+// the system message), "//" sends a line starting with "/", /bye ends; none reaches the model.
+TEST(CliChat, SlashCommands) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const std::string tmpl = std::string(SLM_SOURCE_DIR) + "/tests/data/stories260K-chat.jinja";
+  const std::string input = "Once upon a time\n/help\n/system Lily and the dog.\nThe end\n/clear\n//slash\n/oops\n/bye\nnot sent\n";
+  const auto r = run_cli({"chat", "-m", model.string(), "--chat-template", tmpl, "-n", "8", "--temp", "0", "--show-prompt"},
+                         60.0, &input);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto prompts = blocks(r.err, "<<<PROMPT", "PROMPT>>>");
+  ASSERT_EQ(prompts.size(), 3u) << r.err;
+  EXPECT_EQ(prompts[0].find("Lily and the dog."), std::string::npos);
+  EXPECT_EQ(prompts[1].rfind("<s>Lily and the dog.\nOnce upon a time", 0), 0u) << prompts[1];  // system first, turns kept
+  EXPECT_NE(prompts[1].find("The end"), std::string::npos);
+  EXPECT_EQ(prompts[2], "<s>Lily and the dog.\n/slash") << "cleared, system kept, // sent as /";
+  EXPECT_NE(r.err.find("unknown command /oops"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("commands: /clear"), std::string::npos);
+  for (const auto& p : prompts) EXPECT_EQ(p.find("not sent"), std::string::npos);
+}
+
 }  // namespace

@@ -53,6 +53,32 @@ Runner add_chat(CLI::App& app) {
       }
       if (!std::getline(std::cin, line)) break;
       if (line.empty()) continue;
+      // Commands, as in `ollama run`: /clear, /system TEXT, /bye, /help. "//..." sends "/...".
+      if (line[0] == '/' && line.rfind("//", 0) != 0) {
+        const std::string cmd = line.substr(0, line.find(' '));
+        const std::string arg = line.size() > cmd.size() ? line.substr(cmd.size() + 1) : std::string();
+        if (cmd == "/bye" || cmd == "/exit") break;
+        if (cmd == "/clear") {
+          nlohmann::ordered_json kept = nlohmann::ordered_json::array();
+          for (const auto& m : messages)
+            if (m.value("role", "") == "system") kept.push_back(m);
+          messages = std::move(kept);
+          fmt::print(stderr, "slm: the conversation is cleared\n");
+        } else if (cmd == "/system") {
+          nlohmann::ordered_json rest = nlohmann::ordered_json::array();
+          if (!arg.empty()) rest.push_back({{"role", "system"}, {"content", arg}});
+          for (const auto& m : messages)
+            if (m.value("role", "") != "system") rest.push_back(m);
+          messages = std::move(rest);
+          fmt::print(stderr, "slm: {}\n", arg.empty() ? "no system message now" : "system message set");
+        } else {
+          if (cmd != "/help") fmt::print(stderr, "slm: unknown command {}\n", cmd);
+          fmt::print(stderr, "slm: commands: /clear (forget the conversation), /system TEXT (set the system message; "
+                             "none without TEXT), /bye (end); a line starting with // sends it with one / less\n");
+        }
+        continue;
+      }
+      if (line.rfind("//", 0) == 0) line.erase(0, 1);
       messages.push_back({{"role", "user"}, {"content", line}});
       // Room for the reply: -n, else a quarter of the context.
       const int64_t n_ctx = session.n_ctx();
