@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <fcntl.h>
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <httplib.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -23,6 +25,7 @@
 #include "core/whole_file.h"
 #include "metrics.h"
 #include "native_api.h"
+#include "ollama_api.h"
 #include "models/lora.h"
 #include "models/model.h"
 #include "openai.h"
@@ -431,11 +434,99 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
       });
 }
 
+// ollama's /api/chat and /api/generate (tools/server/ollama_api.h): the request checked as the
+// OpenAI one it translates to, the answer as ollama writes it (newline-delimited JSON).
+void handle_ollama(State& st, const std::string& body, httplib::Response& res, bool chat) {
+  if (st.stopping) throw ApiError(503, "the server is shutting down", {}, "shutting_down");
+  if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
+  auto in_flight = std::make_shared<InFlight>(st);
+  const OllamaRequest o = ollama_request(body, chat, st.chat.has_value());
+  CompletionRequest r = parse_completion_request(o.openai_body, o.endpoint);
+  std::shared_ptr<RequestHandle> handle = submit(st, r);
+  if (!o.stream) {
+    std::string text;
+    for (;;) {
+      RequestEvents ev = handle->wait(std::chrono::milliseconds(250));
+      text += ev.text;
+      if (!ev.finished) continue;
+      t_log.generated_tokens = ev.completion_tokens;
+      if (ev.finish_reason == "error") {
+        const auto [status, err] = generation_error(ev.error);
+        res.status = status;
+        send_json(res, ollama_error(err["error"]["message"].get<std::string>()));
+      } else {
+        send_json(res, ollama_chunk(chat, st.model_id, text, &ev));
+      }
+      return;
+    }
+  }
+  struct Lines {
+    std::shared_ptr<RequestHandle> handle;
+    std::string model;
+    bool chat = false;
+    clock::time_point last_write = clock::now();
+    std::shared_ptr<InFlight> in_flight;
+  };
+  auto l = std::make_shared<Lines>(Lines{handle, st.model_id, chat, clock::now(), in_flight});
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "application/x-ndjson",
+      [l](size_t, httplib::DataSink& sink) {
+        auto write = [&](const json& j) {
+          const std::string line = dump(j) + "\n";
+          if (!sink.write(line.data(), line.size())) {
+            l->handle->cancel();
+            return false;
+          }
+          l->last_write = clock::now();
+          return true;
+        };
+        RequestEvents ev = l->handle->wait(std::chrono::milliseconds(250));
+        t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
+        if (!ev.text.empty() && !write(ollama_chunk(l->chat, l->model, ev.text, nullptr))) return false;
+        if (!ev.finished) return true;
+        if (ev.finish_reason == "error") {
+          if (!write(ollama_error(generation_error(ev.error).second["error"]["message"].get<std::string>()))) return false;
+        } else if (!write(ollama_chunk(l->chat, l->model, "", &ev))) {
+          return false;
+        }
+        sink.done();
+        return true;
+      },
+      [l](bool success) {
+        if (!success) l->handle->cancel();
+        l->in_flight.reset();
+      });
+}
+
+// GET /api/tags and POST /api/show: the one model this server runs, as ollama describes one.
+json ollama_details(const State& st) {
+  int64_t params = 0;
+  std::map<DType, uint64_t> bytes;
+  for (const TensorInfo& t : st.model->gguf().tensors()) {
+    params += t.nelements;
+    bytes[t.type] += t.nbytes;
+  }
+  DType main = DType::F32;  // the type holding most bytes: the file's quantization
+  for (const auto& [t, b] : bytes)
+    if (b > bytes[main]) main = t;
+  const std::string arch = st.model->hparams().arch;
+  return {{"parent_model", ""},
+          {"format", "gguf"},
+          {"family", arch},
+          {"families", json::array({arch})},
+          {"parameter_size", params >= 1000000000 ? fmt::format("{:.1f}B", params / 1e9)
+                             : params >= 1000000  ? fmt::format("{:.0f}M", params / 1e6)
+                                                  : fmt::format("{:.0f}K", params / 1e3)},
+          {"quantization_level", dtype_name(main)}};
+}
+
 // Route label for /metrics: the known routes, everything else as one label (a scanner's
 // random paths must not grow the metric set).
 std::string route_label(const std::string& path) {
   for (const char* r : {"/", "/health", "/metrics", "/props", "/v1/models", "/v1/chat/completions", "/v1/completions",
-                        "/completion", "/infill", "/tokenize", "/detokenize", "/v1/embeddings", "/v1/search"})
+                        "/completion", "/infill", "/tokenize", "/detokenize", "/api/chat", "/api/generate",
+                        "/api/tags", "/api/show", "/v1/embeddings", "/v1/search"})
     if (path == r) return path;
   return "other";
 }
@@ -637,8 +728,9 @@ int run(const ServerOptions& opts) {
 
   svr.set_pre_routing_handler([&st](const httplib::Request& req, httplib::Response& res) {
     t_log = RequestLog{clock::now()};
-    const bool protected_route = req.path.rfind("/v1/", 0) == 0 || req.path == "/completion" || req.path == "/infill" ||
-                                 req.path == "/tokenize" || req.path == "/detokenize";
+    const bool protected_route = req.path.rfind("/v1/", 0) == 0 || req.path.rfind("/api/", 0) == 0 ||
+                                 req.path == "/completion" || req.path == "/infill" || req.path == "/tokenize" ||
+                                 req.path == "/detokenize";
     if (protected_route && !api_key_ok(st, req)) {
       send_error(res, 401, "missing or wrong API key: send it as 'Authorization: Bearer KEY'", {}, "invalid_api_key");
       return httplib::Server::HandlerResponse::Handled;
@@ -741,6 +833,62 @@ int run(const ServerOptions& opts) {
       handle_completion(st, read_body(req, res, reader), res, endpoint);
     }));
   }
+  // ollama's API.
+  for (const auto& [route, chat] : {std::pair{"/api/chat", true}, {"/api/generate", false}}) {
+    svr.Post(route, [&st, chat = chat](const httplib::Request& req, httplib::Response& res,
+                                       const httplib::ContentReader& reader) {
+      try {
+        handle_ollama(st, read_body(req, res, reader), res, chat);
+      } catch (const ApiError& e) {
+        res.status = e.status;
+        send_json(res, ollama_error(e.what()));
+      } catch (const std::exception& e) {
+        res.status = 500;
+        send_json(res, ollama_error(std::string("internal error: ") + e.what()));
+      }
+    });
+  }
+  svr.Get("/api/tags", [&st](const httplib::Request&, httplib::Response& res) {
+    json models = json::array();
+    if (st.ready) {
+      std::error_code ec;
+      const auto mtime = std::filesystem::last_write_time(st.opts.model_path, ec);
+      const auto sys = std::chrono::file_clock::to_sys(mtime);
+      models.push_back({{"name", st.model_id},
+                        {"model", st.model_id},
+                        {"modified_at", ec ? std::string() : fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", fmt::gmtime(std::chrono::system_clock::to_time_t(sys)))},
+                        {"size", st.model->gguf().file_size()},
+                        {"digest", ""},
+                        {"details", ollama_details(st)}});
+    }
+    send_json(res, {{"models", std::move(models)}});
+  });
+  svr.Post("/api/show", [&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    try {
+      const json body = parse_json_body(read_body(req, res, reader));
+      if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly");
+      const std::string name = body.value("model", body.value("name", std::string()));
+      if (!name.empty() && name != st.model_id)
+        throw ApiError(404, "model '" + name + "' not found: this server runs " + st.model_id);
+      const HParams& hp = st.model->hparams();
+      json capabilities = json::array({"completion"});
+      if (infill_unsupported(*st.tok).empty()) capabilities.push_back("insert");
+      send_json(res, {{"modelfile", ""},
+                      {"parameters", ""},
+                      {"template", st.chat_template},
+                      {"details", ollama_details(st)},
+                      {"model_info", {{"general.architecture", hp.arch},
+                                      {hp.arch + ".context_length", hp.n_ctx_train},
+                                      {hp.arch + ".embedding_length", hp.n_embd},
+                                      {hp.arch + ".block_count", hp.n_layer},
+                                      {hp.arch + ".attention.head_count", hp.n_head},
+                                      {hp.arch + ".attention.head_count_kv", hp.n_head_kv}}},
+                      {"capabilities", capabilities}});
+    } catch (const ApiError& e) {
+      res.status = e.status;
+      send_json(res, ollama_error(e.what()));
+    }
+  });
   // llama.cpp's tokenizer endpoints.
   for (const auto& [route, answer] : {std::pair{"/tokenize", &tokenize_response}, {"/detokenize", &detokenize_response}}) {
     svr.Post(route, guarded([&st, answer = answer](const httplib::Request& req, httplib::Response& res,
