@@ -907,7 +907,7 @@ int run(const ServerOptions& opts) {
              handle_search(st, read_body(req, res, reader), res);
            }));
   for (const char* post_only : {"/v1/chat/completions", "/v1/completions", "/completion", "/infill", "/tokenize",
-                                "/detokenize", "/v1/embeddings", "/v1/search"})
+                                "/detokenize", "/api/chat", "/api/generate", "/api/show", "/v1/embeddings", "/v1/search"})
     svr.Get(post_only, [](const httplib::Request& req, httplib::Response& res) {
       res.set_header("Allow", "POST");
       send_error(res, 405, req.path + " takes POST with a JSON body", {}, "method_not_allowed");
