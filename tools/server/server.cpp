@@ -222,6 +222,14 @@ std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
   throw ApiError(503, "the server is shutting down", {}, "shutting_down");
 }
 
+// A completion may start: the server is not shutting down and the model is loaded. Counts it in
+// flight until the returned token is released (its response written or abandoned).
+std::shared_ptr<InFlight> start_request(State& st) {
+  if (st.stopping) throw ApiError(503, "the server is shutting down", {}, "shutting_down");
+  if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
+  return std::make_shared<InFlight>(st);
+}
+
 // /completion's and /infill's answer in llama.cpp's shape: one JSON object, or (stream)
 // server-sent events {"content": ..., "stop": false} and a last one with stop true and the
 // counts (no [DONE]).
@@ -299,9 +307,7 @@ void send_native(const std::shared_ptr<RequestHandle>& handle, const ResponseMet
 }
 
 void handle_completion(State& st, const std::string& body, httplib::Response& res, Endpoint endpoint) {
-  if (st.stopping) throw ApiError(503, "the server is shutting down", {}, "shutting_down");
-  if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
-  auto in_flight = std::make_shared<InFlight>(st);
+  auto in_flight = start_request(st);
   const bool chat = endpoint == Endpoint::Chat;
   CompletionRequest r = parse_completion_request(body, endpoint);
   for (const auto& [id, scale] : r.gen.lora) {
@@ -437,9 +443,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
 // ollama's /api/chat and /api/generate (tools/server/ollama_api.h): the request checked as the
 // OpenAI one it translates to, the answer as ollama writes it (newline-delimited JSON).
 void handle_ollama(State& st, const std::string& body, httplib::Response& res, bool chat) {
-  if (st.stopping) throw ApiError(503, "the server is shutting down", {}, "shutting_down");
-  if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
-  auto in_flight = std::make_shared<InFlight>(st);
+  auto in_flight = start_request(st);
   const OllamaRequest o = ollama_request(body, chat, st.chat.has_value());
   CompletionRequest r = parse_completion_request(o.openai_body, o.endpoint);
   std::shared_ptr<RequestHandle> handle = submit(st, r);
