@@ -75,6 +75,20 @@ describe('serve --embed-model --db', { skip: missingShared(CHAT, EMBED) }, () =>
     assert.ok(maxAbsDiff(ids.data[0].embedding, ref[0].embedding) < 1e-6);
   });
 
+  test('ollama\'s /api/embed gives the same vectors', T, async () => {
+    const ref = JSON.parse(slm(['embed', '-m', embedPath, '--json', ...texts.flatMap((t) => ['-p', t])]));
+    const r = await postJson(srv, '/api/embed', { model: 'x', input: texts });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.embeddings.length, texts.length);
+    r.json.embeddings.forEach((v, i) => assert.ok(maxAbsDiff(v, ref[i].embedding) < 1e-6, `input ${i}`));
+    assert.equal(r.json.prompt_eval_count, ref.reduce((n, e) => n + e.tokens.length, 0));
+    const one = await postJson(srv, '/api/embed', { input: texts[0] });
+    assert.ok(maxAbsDiff(one.json.embeddings[0], ref[0].embedding) < 1e-6);
+    const bad = await postJson(srv, '/api/embed', { input: 5 });
+    assert.equal(bad.status, 400);
+    assert.equal(typeof bad.json.error, 'string');
+  });
+
   test('embeddings refuse what they cannot do, and the server keeps serving', T, async () => {
     for (const [body, param] of [[{ input: 'x', dimensions: 32 }, 'dimensions'], [{ input: '' }, 'input'], [{ input: [] }, 'input'],
                                  [{}, 'input'], [{ input: [1, 'a'] }, 'input'], [{ input: 'x', encoding_format: 'hex' }, 'encoding_format']]) {
@@ -130,5 +144,8 @@ describe('serve without --embed-model or --db', { skip: missingShared(CHAT) }, (
     const s = await postJson(srv, '/v1/search', { query: 'x' });
     assert.equal(s.status, 404);
     assert.match(s.json.error.message, /--db/);
+    const o = await postJson(srv, '/api/embed', { input: 'x' });
+    assert.equal(o.status, 404);
+    assert.match(o.json.error, /--embed-model/);
   });
 });

@@ -530,7 +530,7 @@ json ollama_details(const State& st) {
 std::string route_label(const std::string& path) {
   for (const char* r : {"/", "/health", "/metrics", "/props", "/v1/models", "/v1/chat/completions", "/v1/completions",
                         "/completion", "/infill", "/tokenize", "/detokenize", "/api/chat", "/api/generate",
-                        "/api/tags", "/api/show", "/v1/embeddings", "/v1/search"})
+                        "/api/tags", "/api/show", "/api/embed", "/v1/embeddings", "/v1/search"})
     if (path == r) return path;
   return "other";
 }
@@ -661,7 +661,13 @@ void load_model(State& st) {
   }
 }
 
-void handle_embeddings(State& st, const std::string& body, httplib::Response& res) {
+// The (normalized) embeddings of an /v1/embeddings body's inputs, and their token count.
+struct Embedded {
+  std::vector<std::vector<float>> vectors;
+  int64_t tokens = 0;
+  bool base64 = false;
+};
+Embedded embed_inputs(State& st, const std::string& body) {
   if (!st.ready) throw ApiError(503, "the models are still loading");
   if (!st.embedder)
     throw ApiError(404, "this server has no embedding model: start it with --embed-model MODEL", {}, "no_embedding_model",
@@ -670,16 +676,21 @@ void handle_embeddings(State& st, const std::string& body, httplib::Response& re
   std::lock_guard<std::mutex> lock(st.rag_mu);
   std::vector<std::vector<int32_t>> seqs = std::move(r.token_ids);
   for (const std::string& t : r.texts) seqs.push_back(st.embedder->tokenize(t));
-  int64_t tokens = 0;
-  for (const auto& s : seqs) tokens += static_cast<int64_t>(s.size());
-  std::vector<std::vector<float>> vecs;
+  Embedded out;
+  out.base64 = r.base64;
+  for (const auto& s : seqs) out.tokens += static_cast<int64_t>(s.size());
   try {
-    vecs = st.embedder->embed(seqs, true);
+    out.vectors = st.embedder->embed(seqs, true);
   } catch (const Error& e) {
     throw ApiError(400, e.what(), "input");  // too long for the model, or an id outside its vocabulary
   }
-  t_log.prompt_tokens = static_cast<int>(tokens);
-  send_json(res, embeddings_response(vecs, r.base64, st.embed_model_id, tokens));
+  t_log.prompt_tokens = static_cast<int>(out.tokens);
+  return out;
+}
+
+void handle_embeddings(State& st, const std::string& body, httplib::Response& res) {
+  const Embedded e = embed_inputs(st, body);
+  send_json(res, embeddings_response(e.vectors, e.base64, st.embed_model_id, e.tokens));
 }
 
 void handle_search(State& st, const std::string& body, httplib::Response& res) {
@@ -852,6 +863,25 @@ int run(const ServerOptions& opts) {
       }
     });
   }
+  // ollama's /api/embed: {"input": text or texts} -> {"embeddings": [[...]]}, normalized as
+  // ollama's are, from the --embed-model.
+  svr.Post("/api/embed", [&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    try {
+      const json body = parse_json_body(read_body(req, res, reader));
+      auto input = body.find("input");
+      if (input == body.end() || input->is_null())
+        throw ApiError(400, "'input' is required", "input", "missing_required_parameter");
+      if (!input->is_string() && !input->is_array()) throw ApiError(400, "'input' must be a string or an array of strings", "input");
+      const auto t0 = clock::now();
+      const Embedded e = embed_inputs(st, dump(json{{"input", *input}}));
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count();
+      send_json(res, {{"model", st.embed_model_id}, {"embeddings", e.vectors}, {"total_duration", ns},
+                      {"load_duration", 0}, {"prompt_eval_count", e.tokens}});
+    } catch (const ApiError& e) {
+      res.status = e.status;
+      send_json(res, ollama_error(e.what()));
+    }
+  });
   svr.Get("/api/tags", [&st](const httplib::Request&, httplib::Response& res) {
     json models = json::array();
     if (st.ready) {
@@ -911,7 +941,8 @@ int run(const ServerOptions& opts) {
              handle_search(st, read_body(req, res, reader), res);
            }));
   for (const char* post_only : {"/v1/chat/completions", "/v1/completions", "/completion", "/infill", "/tokenize",
-                                "/detokenize", "/api/chat", "/api/generate", "/api/show", "/v1/embeddings", "/v1/search"})
+                                "/detokenize", "/api/chat", "/api/generate", "/api/show", "/api/embed", "/v1/embeddings",
+                                "/v1/search"})
     svr.Get(post_only, [](const httplib::Request& req, httplib::Response& res) {
       res.set_header("Allow", "POST");
       send_error(res, 405, req.path + " takes POST with a JSON body", {}, "method_not_allowed");
