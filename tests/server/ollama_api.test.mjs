@@ -97,7 +97,7 @@ describe('ollama API', { skip: missingShared(STORIES) }, () => {
     const cases = [
       ['/api/chat', { messages, images: ['aGVsbG8='] }, /images/],
       ['/api/chat', { messages: [{ role: 'user', content: 'x', images: ['aGVsbG8='] }] }, /text only/],
-      ['/api/chat', { messages, tools: [{ type: 'function', function: { name: 'f' } }] }, /\/v1\/chat\/completions/],
+      ['/api/chat', { messages, tools: [{ type: 'function', function: { name: 'a b' } }] }, /tools\[0\]/],
       ['/api/chat', { messages, options: { mirostat: 2 } }, /options.mirostat/],
       ['/api/chat', { messages, options: { num_predict: 0 } }, /num_predict/],
       ['/api/chat', {}, /messages/],
@@ -112,5 +112,38 @@ describe('ollama API', { skip: missingShared(STORIES) }, () => {
       assert.equal(typeof r.json.error, 'string', r.text);
       assert.match(r.json.error, re);
     }
+  });
+});
+
+describe('ollama API: tool calls under the Qwen2.5 template', { skip: missingShared(STORIES, 'fixtures/templates/Qwen-Qwen2.5-7B-Instruct.jinja') }, () => {
+  let srv;
+  before(async () => {
+    srv = await startServer({ model: sharedPath(STORIES), args: ['--chat-template', sharedPath('fixtures/templates/Qwen-Qwen2.5-7B-Instruct.jinja')] });
+  });
+  after(async () => { if (srv) assert.deepEqual(await srv.stop(), { code: 0, signal: null }); });
+
+  const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 20 } }, required: ['city'], additionalProperties: false } } }];
+  const ask = { messages: [{ role: 'user', content: 'Weather in Paris?' }], tools, tool_choice: 'required',
+                parallel_tool_calls: false, options: { num_predict: 120, temperature: 0 } };
+
+  test('calls come back as ollama writes them (arguments an object), whole and streamed', T, async () => {
+    const whole = await postJson(srv, '/api/chat', { ...ask, stream: false });
+    assert.equal(whole.status, 200, whole.text);
+    const calls = whole.json.message.tool_calls;
+    assert.ok(Array.isArray(calls) && calls.length >= 1, whole.text);
+    assert.equal(calls[0].function.name, 'get_weather');
+    assert.equal(typeof calls[0].function.arguments, 'object');
+    assert.equal(typeof calls[0].function.arguments.city, 'string');
+    const streamed = await postNdjson(srv, '/api/chat', ask);
+    assert.equal(streamed.lines.length, 2);
+    assert.deepEqual(streamed.lines[0].message.tool_calls, calls);
+    assert.equal(streamed.lines[1].done, true);
+    // The call and its result sent back (ollama's tool message has no call id): a reply.
+    const next = await postJson(srv, '/api/chat', {
+      messages: [...ask.messages, { role: 'assistant', content: '', tool_calls: calls }, { role: 'tool', content: '18 C, sunny' }],
+      tools, stream: false, options: { num_predict: 8, temperature: 0 } });
+    assert.equal(next.status, 200, next.text);
+    assert.equal(next.json.done, true);
   });
 });

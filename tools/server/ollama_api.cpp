@@ -65,11 +65,10 @@ OllamaRequest ollama_request(const std::string& text, bool chat, bool has_templa
     if (!s->is_boolean()) refuse("stream", "'stream' must be true or false");
     r.stream = s->get<bool>();
   }
-  for (const char* unsupported : {"images", "tools", "context", "template"})
+  for (const char* unsupported : {"images", "context", "template"})
     if (auto it = body.find(unsupported); it != body.end() && !it->is_null() && !(it->is_array() && it->empty()))
       throw ApiError(400,
-                     std::string("'") + unsupported + "' is not supported on the ollama routes of this server" +
-                         (std::string(unsupported) == "tools" ? ": send tools to /v1/chat/completions" : ""),
+                     std::string("'") + unsupported + "' is not supported on the ollama routes of this server",
                      unsupported, "unsupported_parameter");
   json out = json::object();
   if (auto m = body.find("model"); m != body.end() && m->is_string()) out["model"] = *m;
@@ -83,7 +82,18 @@ OllamaRequest ollama_request(const std::string& text, bool chat, bool has_templa
       for (const json& m : *msgs)
         if (auto im = m.find("images"); m.is_object() && im != m.end() && !im->is_null() && !(im->is_array() && im->empty()))
           throw ApiError(400, "'messages[].images': this server reads text only", "messages", "unsupported_parameter");
-    out["messages"] = *msgs;  // same shape: [{"role", "content"}]; checked by the OpenAI parser
+    // The same shape as the OpenAI API's, checked by its parser; but ollama's tool results carry
+    // no call id (they answer the calls in order), and its calls' arguments are objects.
+    json messages = *msgs;
+    if (messages.is_array())
+      for (size_t i = 0; i < messages.size(); ++i)
+        if (json& m = messages[i]; m.is_object() && m.value("role", "") == "tool" && !m.contains("tool_call_id"))
+          m["tool_call_id"] = "call_" + std::to_string(i);
+    out["messages"] = std::move(messages);
+    if (auto t = body.find("tools"); t != body.end() && !t->is_null()) out["tools"] = *t;
+    // Not ollama's, but the OpenAI API's (slm extensions): require a call, or just one.
+    for (const char* key : {"tool_choice", "parallel_tool_calls"})
+      if (auto t = body.find(key); t != body.end() && !t->is_null()) out[key] = *t;
     r.endpoint = Endpoint::Chat;
   } else {
     const std::string prompt = text_field(body, "prompt", true), system = text_field(body, "system", false),
@@ -132,5 +142,19 @@ json ollama_chunk(bool chat, const std::string& model, const std::string& text, 
 }
 
 json ollama_error(const std::string& message) { return {{"error", message}}; }
+
+json ollama_tool_calls(const std::vector<ToolCall>& calls) {
+  json out = json::array();
+  for (const ToolCall& c : calls) {
+    json args;
+    try {
+      args = json::parse(c.arguments);
+    } catch (const json::exception&) {
+      args = json::object();  // not reached: read_tool_reply keeps only calls whose arguments parse
+    }
+    out.push_back({{"function", {{"name", c.name}, {"arguments", std::move(args)}}}});
+  }
+  return out;
+}
 
 }  // namespace slm::server

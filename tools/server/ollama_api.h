@@ -1,9 +1,9 @@
 // ollama's API beside the OpenAI one, for the tools written against it (Open WebUI in ollama
 // mode, Continue, LangChain's and LlamaIndex's Ollama classes): POST /api/chat and
 // /api/generate (newline-delimited JSON, streamed unless "stream": false), GET /api/tags,
-// POST /api/show. A request is translated into the OpenAI form that parse_completion_request
-// checks, so both APIs share every limit and error; what ollama has and slm has not (images,
-// tools on these routes, "context" arrays) is refused with a message saying so.
+// POST /api/show, POST /api/embed. A request is translated into the OpenAI form that
+// parse_completion_request checks, so both APIs share every limit and error; what ollama has
+// and slm has not (images, "context" arrays) is refused with a message saying so.
 #pragma once
 #include <string>
 
@@ -29,5 +29,8 @@ json ollama_chunk(bool chat, const std::string& model, const std::string& text, 
 
 // {"error": message}: ollama's error body.
 json ollama_error(const std::string& message);
+
+// A reply's tool calls as ollama writes them: [{"function": {"name", "arguments": {object}}}].
+json ollama_tool_calls(const std::vector<ToolCall>& calls);
 
 }  // namespace slm::server

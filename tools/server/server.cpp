@@ -447,6 +447,36 @@ void handle_ollama(State& st, const std::string& body, httplib::Response& res, b
   const OllamaRequest o = ollama_request(body, chat, st.chat.has_value());
   CompletionRequest r = parse_completion_request(o.openai_body, o.endpoint);
   std::shared_ptr<RequestHandle> handle = submit(st, r);
+  // With tools the reply is read back once it is whole (calls or words), and sent in one message.
+  if (r.chat && r.tool_mode()) {
+    const ToolFormat format = st.chat ? st.chat->tool_format() : ToolFormat::Generic;
+    std::string text;
+    for (;;) {
+      RequestEvents ev = handle->wait(std::chrono::milliseconds(250));
+      text += ev.text;
+      if (!ev.finished) continue;
+      t_log.generated_tokens = ev.completion_tokens;
+      if (ev.finish_reason == "error") {
+        const auto [status, err] = generation_error(ev.error);
+        res.status = status;
+        send_json(res, ollama_error(err["error"]["message"].get<std::string>()));
+        return;
+      }
+      const ToolReply reply = read_tool_reply(format, text, r.tools, ev.finish_reason == "stop");
+      json last = ollama_chunk(true, st.model_id, reply.content, &ev);
+      if (!reply.calls.empty()) last["message"]["tool_calls"] = ollama_tool_calls(reply.calls);
+      if (!o.stream) {
+        send_json(res, last);
+      } else {
+        // As ollama streams it: the message, then the counts.
+        json msg = ollama_chunk(true, st.model_id, reply.content, nullptr);
+        if (!reply.calls.empty()) msg["message"]["tool_calls"] = last["message"]["tool_calls"];
+        last["message"] = {{"role", "assistant"}, {"content", ""}};
+        res.set_content(dump(msg) + "\n" + dump(last) + "\n", "application/x-ndjson");
+      }
+      return;
+    }
+  }
   if (!o.stream) {
     std::string text;
     for (;;) {
