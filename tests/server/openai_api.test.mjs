@@ -57,6 +57,13 @@ describe('stories260K with --chat-template, --kv-type f32', { skip: missingShare
     model = list[0].id;
     const raw = (await httpGet(srv, '/v1/models')).json;
     assert.equal(raw.object, 'list');
+    // client.models.retrieve: one model by id; an unknown id is a 404.
+    const one = await client.models.retrieve(model);
+    assert.equal(one.id, model);
+    assert.equal(one.object, 'model');
+    const missing = await httpGet(srv, '/v1/models/gpt-4o');
+    assert.equal(missing.status, 404);
+    assertErrorBody(missing.json);
   });
 
   test('chat completion: shape, usage, finish_reason length at max_tokens', T, async () => {

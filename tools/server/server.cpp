@@ -852,7 +852,8 @@ int run(const ServerOptions& opts) {
         list.push_back({{"id", i}, {"path", st.lora->adapters[i]->path}, {"scale", st.lora->scales[i]}});
     send_json(res, list);
   });
-  svr.Get("/v1/models", [&st](const httplib::Request&, httplib::Response& res) {
+  // The models this server runs: the chat model and, with --embed-model, the embedding one.
+  auto model_list = [&st] {
     json model = {{"id", st.model_id}, {"object", "model"}, {"created", st.created}, {"owned_by", "slm"}};
     if (st.ready) {
       const auto& hp = st.model->hparams();
@@ -865,7 +866,17 @@ int run(const ServerOptions& opts) {
       if (st.ready && st.embedder) em["meta"] = {{"architecture", st.embed_model->hparams().arch}, {"n_embd", st.embedder->dim()}};
       list.push_back(std::move(em));
     }
-    send_json(res, {{"object", "list"}, {"data", std::move(list)}});
+    return list;
+  };
+  svr.Get("/v1/models", [model_list](const httplib::Request&, httplib::Response& res) {
+    send_json(res, {{"object", "list"}, {"data", model_list()}});
+  });
+  // One model by id (the openai clients' models.retrieve).
+  svr.Get(R"(/v1/models/(.+))", [model_list](const httplib::Request& req, httplib::Response& res) {
+    const std::string id = req.matches[1];
+    for (const json& m : model_list())
+      if (m["id"] == id) return send_json(res, m);
+    send_error(res, 404, "no model '" + id + "' here (see GET /v1/models)", "model", "model_not_found");
   });
   // The completion endpoints: OpenAI's, and llama.cpp's own completion and fill-in-the-middle
   // (as editor plugins such as llama.vim and llama.vscode call it).
