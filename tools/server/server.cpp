@@ -171,11 +171,7 @@ std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
         if (r.infill) throw ApiError(501, why, {}, "fim_not_supported", "not_supported_error");
         throw ApiError(400, "'suffix': " + why, "suffix", "fim_not_supported");
       }
-      InfillBudget budget;
-      budget.n_ctx = n_ctx;
-      // Room for the fill: what the request asks for, else a quarter of the context (at most 256).
-      budget.n_generate = r.gen.max_tokens > 0 ? r.gen.max_tokens : std::min<int64_t>(256, n_ctx / 4);
-      InfillPrompt p = infill_prompt(*st.tok, *r.fill, budget);
+      InfillPrompt p = infill_prompt(*st.tok, *r.fill, InfillBudget::for_reply(n_ctx, r.gen.max_tokens));
       r.fill_truncated = p.truncated();
       prompt = std::move(p.tokens);
     } else if (r.chat) {
@@ -222,6 +218,26 @@ std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
   throw ApiError(503, "the server is shutting down", {}, "shutting_down");
 }
 
+// A request's whole answer, for the responses that are not streamed: its text, log-probabilities
+// and the finish (error, counts, timings).
+struct WholeAnswer {
+  std::string text;
+  std::vector<TokenLogprob> logprobs;
+  RequestEvents fin;
+};
+WholeAnswer wait_whole(RequestHandle& handle) {
+  WholeAnswer w;
+  for (;;) {
+    RequestEvents ev = handle.wait(std::chrono::milliseconds(250));
+    w.text += ev.text;
+    for (auto& l : ev.logprobs) w.logprobs.push_back(std::move(l));
+    if (!ev.finished) continue;
+    t_log.generated_tokens = ev.completion_tokens;
+    w.fin = std::move(ev);
+    return w;
+  }
+}
+
 // A completion may start: the server is not shutting down and the model is loaded. Counts it in
 // flight until the returned token is released (its response written or abandoned).
 std::shared_ptr<InFlight> start_request(State& st) {
@@ -239,7 +255,6 @@ void send_native(const std::shared_ptr<RequestHandle>& handle, const ResponseMet
     std::shared_ptr<RequestHandle> handle;
     ResponseMeta meta;
     bool truncated = false;
-    std::string text;
     clock::time_point last_write = clock::now();
     std::shared_ptr<InFlight> in_flight;
     RequestEvents next() {
@@ -248,24 +263,17 @@ void send_native(const std::shared_ptr<RequestHandle>& handle, const ResponseMet
       return ev;
     }
   };
+  if (!stream) {
+    const WholeAnswer w = wait_whole(*handle);
+    if (w.fin.finish_reason == "error") send_generation_error(res, w.fin.error);
+    else send_json(res, native_response(meta, w.text, &w.fin, truncated));
+    return;
+  }
   auto f = std::make_shared<NativeStream>();
   f->handle = handle;
   f->meta = meta;
   f->truncated = truncated;
   f->in_flight = in_flight;
-  if (!stream) {
-    for (;;) {
-      RequestEvents ev = f->next();
-      f->text += ev.text;
-      if (!ev.finished) continue;
-      if (ev.finish_reason == "error") {
-        send_generation_error(res, ev.error);
-        return;
-      }
-      send_json(res, native_response(meta, f->text, &ev, truncated));
-      return;
-    }
-  }
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider(
@@ -329,26 +337,16 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   }
 
   if (!r.stream) {
-    std::string text;
-    std::vector<TokenLogprob> lp;
-    for (;;) {
-      RequestEvents ev = handle->wait(std::chrono::milliseconds(250));
-      text += ev.text;
-      for (auto& l : ev.logprobs) lp.push_back(std::move(l));
-      if (!ev.finished) continue;
-      t_log.generated_tokens = ev.completion_tokens;
-      if (ev.finish_reason == "error") {
-        send_generation_error(res, ev.error);
-        return;
-      }
-      if (tool_mode) {
-        const ToolReply reply = read_tool_reply(tool_format, text, r.tools, ev.finish_reason == "stop");
-        send_json(res, full_response(meta, text, lp, want_logprobs, ev, &reply));
-      } else {
-        send_json(res, full_response(meta, r.echo ? r.prompt + text : text, lp, want_logprobs, ev));
-      }
-      return;
+    const WholeAnswer w = wait_whole(*handle);
+    if (w.fin.finish_reason == "error") {
+      send_generation_error(res, w.fin.error);
+    } else if (tool_mode) {
+      const ToolReply reply = read_tool_reply(tool_format, w.text, r.tools, w.fin.finish_reason == "stop");
+      send_json(res, full_response(meta, w.text, w.logprobs, want_logprobs, w.fin, &reply));
+    } else {
+      send_json(res, full_response(meta, r.echo ? r.prompt + w.text : w.text, w.logprobs, want_logprobs, w.fin));
     }
+    return;
   }
 
   struct Stream {
@@ -448,51 +446,34 @@ void handle_ollama(State& st, const std::string& body, httplib::Response& res, b
   CompletionRequest r = parse_completion_request(o.openai_body, o.endpoint);
   std::shared_ptr<RequestHandle> handle = submit(st, r);
   // With tools the reply is read back once it is whole (calls or words), and sent in one message.
-  if (r.chat && r.tool_mode()) {
+  const bool tools = r.chat && r.tool_mode();
+  if (tools || !o.stream) {
+    const WholeAnswer w = wait_whole(*handle);
+    if (w.fin.finish_reason == "error") {
+      const auto [status, err] = generation_error(w.fin.error);
+      res.status = status;
+      send_json(res, ollama_error(err["error"]["message"].get<std::string>()));
+      return;
+    }
+    if (!tools) {
+      send_json(res, ollama_chunk(chat, st.model_id, w.text, &w.fin));
+      return;
+    }
+    // With tools the reply is read back once it is whole (calls or words), and sent in one message.
     const ToolFormat format = st.chat ? st.chat->tool_format() : ToolFormat::Generic;
-    std::string text;
-    for (;;) {
-      RequestEvents ev = handle->wait(std::chrono::milliseconds(250));
-      text += ev.text;
-      if (!ev.finished) continue;
-      t_log.generated_tokens = ev.completion_tokens;
-      if (ev.finish_reason == "error") {
-        const auto [status, err] = generation_error(ev.error);
-        res.status = status;
-        send_json(res, ollama_error(err["error"]["message"].get<std::string>()));
-        return;
-      }
-      const ToolReply reply = read_tool_reply(format, text, r.tools, ev.finish_reason == "stop");
-      json last = ollama_chunk(true, st.model_id, reply.content, &ev);
-      if (!reply.calls.empty()) last["message"]["tool_calls"] = ollama_tool_calls(reply.calls);
-      if (!o.stream) {
-        send_json(res, last);
-      } else {
-        // As ollama streams it: the message, then the counts.
-        json msg = ollama_chunk(true, st.model_id, reply.content, nullptr);
-        if (!reply.calls.empty()) msg["message"]["tool_calls"] = last["message"]["tool_calls"];
-        last["message"] = {{"role", "assistant"}, {"content", ""}};
-        res.set_content(dump(msg) + "\n" + dump(last) + "\n", "application/x-ndjson");
-      }
-      return;
+    const ToolReply reply = read_tool_reply(format, w.text, r.tools, w.fin.finish_reason == "stop");
+    json last = ollama_chunk(true, st.model_id, reply.content, &w.fin);
+    if (!reply.calls.empty()) last["message"]["tool_calls"] = ollama_tool_calls(reply.calls);
+    if (!o.stream) {
+      send_json(res, last);
+    } else {
+      // As ollama streams it: the message, then the counts.
+      json msg = ollama_chunk(true, st.model_id, reply.content, nullptr);
+      if (!reply.calls.empty()) msg["message"]["tool_calls"] = last["message"]["tool_calls"];
+      last["message"] = {{"role", "assistant"}, {"content", ""}};
+      res.set_content(dump(msg) + "\n" + dump(last) + "\n", "application/x-ndjson");
     }
-  }
-  if (!o.stream) {
-    std::string text;
-    for (;;) {
-      RequestEvents ev = handle->wait(std::chrono::milliseconds(250));
-      text += ev.text;
-      if (!ev.finished) continue;
-      t_log.generated_tokens = ev.completion_tokens;
-      if (ev.finish_reason == "error") {
-        const auto [status, err] = generation_error(ev.error);
-        res.status = status;
-        send_json(res, ollama_error(err["error"]["message"].get<std::string>()));
-      } else {
-        send_json(res, ollama_chunk(chat, st.model_id, text, &ev));
-      }
-      return;
-    }
+    return;
   }
   struct Lines {
     std::shared_ptr<RequestHandle> handle;
