@@ -166,10 +166,7 @@ Status Session::infill(std::string_view prefix, std::string_view suffix, const G
     InfillInput in;
     in.prefix = prefix;
     in.suffix = suffix;
-    InfillBudget budget;
-    budget.n_ctx = impl_->session->n_ctx();
-    budget.n_generate = p.n_predict > 0 ? p.n_predict : std::min<int64_t>(256, budget.n_ctx / 4);
-    const InfillPrompt prompt = infill_prompt(tok, in, budget);
+    const InfillPrompt prompt = infill_prompt(tok, in, InfillBudget::for_reply(impl_->session->n_ctx(), p.n_predict));
     slm::generate(*impl_->session, tok, sampler, prompt.tokens, p.n_predict,
                   [&](const std::string& s) { return on_text(s); });
   });

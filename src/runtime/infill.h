@@ -42,6 +42,15 @@ struct InfillBudget {
   // Most prefix + suffix tokens, shared 3:1 as llama.cpp does with its batch size (2048); a
   // side that needs less leaves the rest to the other, then to the extra files.
   int64_t window = 2048;
+
+  // The budget for a fill of n_predict tokens (<= 0: unbounded, so a quarter of the context, at
+  // most 256, is kept free) in a context of n_ctx.
+  static InfillBudget for_reply(int64_t n_ctx, int64_t n_predict) {
+    InfillBudget b;
+    b.n_ctx = n_ctx;
+    b.n_generate = n_predict > 0 ? n_predict : (n_ctx / 4 < 256 ? n_ctx / 4 : 256);
+    return b;
+  }
 };
 
 struct InfillPrompt {

@@ -569,13 +569,20 @@ bool BatchScheduler::draft_forward() {
   }
 }
 
+int BatchScheduler::proposal_room(const Slot& s) const {
+  // The proposals sit at positions after the sampled token, inside the context, and at most
+  // max_tokens - 1 more tokens follow it (the step's own pick comes after the accepted ones).
+  int room = std::min<int>(opts_.n_draft, opts_.n_ctx - static_cast<int>(s.tokens.size()) - 1);
+  if (s.req.max_tokens >= 0) room = std::min(room, s.req.max_tokens - s.generated - 1);
+  return room;
+}
+
 void BatchScheduler::propose_lookup() {
   for (auto& sp : slots_) {
     Slot& s = *sp;
     s.proposal.clear();
     if (s.state != Slot::State::Generate) continue;
-    int room = std::min<int>(opts_.n_draft, opts_.n_ctx - static_cast<int>(s.tokens.size()) - 1);
-    if (s.req.max_tokens >= 0) room = std::min(room, s.req.max_tokens - s.generated - 1);
+    const int room = proposal_room(s);
     if (room <= 0) continue;
     s.dtodo.assign(s.tokens.begin(), s.tokens.end());  // the text so far, the sampled token last
     s.dtodo.push_back(s.pending_token);
@@ -592,12 +599,8 @@ void BatchScheduler::propose() {
     s.proposal.clear();
     s.proposing = false;
     if (s.state != Slot::State::Generate) continue;
-    // The proposals sit at positions after the sampled token, inside the context, and at most
-    // max_tokens - 1 more tokens follow it (the step's own pick comes after the accepted ones).
-    int room = std::min<int>(opts_.n_draft, opts_.n_ctx - static_cast<int>(s.tokens.size()) - 1);
-    if (s.req.max_tokens >= 0) room = std::min(room, s.req.max_tokens - s.generated - 1);
-    if (room <= 0) continue;
-    s.draft_room = room;
+    s.draft_room = proposal_room(s);
+    if (s.draft_room <= 0) continue;
     // The draft catches up with what the model holds, plus the sampled token.
     const size_t n = std::min(s.draft_tokens.size(), s.tokens.size());
     const size_t common = static_cast<size_t>(

@@ -175,6 +175,8 @@ class BatchScheduler : public Scheduler {
   void propose();
   // The same from each slot's own text (prompt lookup).
   void propose_lookup();
+  // How many tokens a generating slot may have proposed this step (<= 0: none).
+  int proposal_room(const Slot& s) const;
   // Draft passes over dbatch_; false (and the proposals dropped) if the draft failed.
   bool draft_forward();
 

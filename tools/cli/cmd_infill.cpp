@@ -107,10 +107,7 @@ Runner add_infill(CLI::App& app) {
     if (const std::string why = infill_unsupported(*tok); !why.empty()) fail("{}", why);
     const InfillInput in = read_input(*o);
     Session session(*model, g->session_options(*model));
-    InfillBudget budget;
-    budget.n_ctx = session.n_ctx();
-    budget.n_generate = g->n_predict > 0 ? g->n_predict : std::min<int64_t>(256, session.n_ctx() / 4);
-    const InfillPrompt p = infill_prompt(*tok, in, budget);
+    const InfillPrompt p = infill_prompt(*tok, in, InfillBudget::for_reply(session.n_ctx(), g->n_predict));
     if (p.truncated())
       fmt::print(stderr, "slm: warning: the context ({} tokens) holds only part of the input: {} prefix, {} suffix, {} "
                  "extra tokens left out (raise -c)\n", session.n_ctx(), p.prefix_cut, p.suffix_cut, p.extra_cut);
