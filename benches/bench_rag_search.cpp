@@ -121,7 +121,7 @@ Fixture& fixture() {
     const std::string db = dbp ? dbp : "/tmp/slm-bench-rag-" + std::to_string(kChunks) + "-d" +
                                            std::to_string(f.embedder->dim()) + ".db";
     const bool fresh = !std::filesystem::exists(db);
-    f.store = std::make_unique<slm::rag::Store>(db, true);
+    f.store = slm::rag::open_store(db, true);
     if (fresh) {
       const auto m = f.store->register_model(slm::rag::model_display_name(*f.model), slm::rag::model_fingerprint(*f.model),
                                              f.embedder->dim());

@@ -14,7 +14,7 @@
 #include <regex>
 #include <string>
 
-#include "rag/store.h"
+#include "rag/store_sqlite.h"
 #include "support/fixtures.h"
 #include "support/run_cli.h"
 
@@ -162,7 +162,7 @@ TEST(RagHybrid, VectorsPerChunkDimensionCheckAndRrfOrder) {
 
   // One vector per chunk, with the model's dimension recorded.
   {
-    slm::rag::Store store(db, false);
+    slm::rag::SqliteStore store(db, false);
     const auto st = store.stats();
     ASSERT_EQ(st.models.size(), 1u);
     EXPECT_EQ(st.models[0].dim, 64);

@@ -13,7 +13,7 @@
 #include "rag/chunker.h"
 #include "rag/document.h"
 #include "rag/search.h"
-#include "rag/store.h"
+#include "rag/store_sqlite.h"
 
 using namespace slm::rag;
 
@@ -187,10 +187,13 @@ TEST(RagFusion, PageEvidenceAndLeadBoostReorderLexicalHits) {
 
 TEST(RagQuery, CommonWordsOnlyScoreRowsOfRareOnes) {
   const auto q = lexical_query({"file", "csv", "read"}, {9000, 40, 6000}, 5000);
-  EXPECT_EQ(q.match, "(\"csv\") AND (\"file\" OR \"csv\" OR \"read\")");
-  EXPECT_EQ(q.skip_phrases, 1);
-  EXPECT_EQ(lexical_query({"file", "read"}, {9000, 6000}, 5000).match, "\"file\" OR \"read\"");
-  EXPECT_EQ(lexical_query({"csv", "tsv"}, {40, 3}, 5000).skip_phrases, 0);
+  EXPECT_EQ(q.select, std::vector<std::string>{"csv"});
+  EXPECT_EQ(q.words, (std::vector<std::string>{"file", "csv", "read"}));
+  EXPECT_EQ(fts_match(q).first, "(\"csv\") AND (\"file\" OR \"csv\" OR \"read\")");
+  EXPECT_EQ(fts_match(q).second, 1);
+  EXPECT_EQ(fts_match(lexical_query({"file", "read"}, {9000, 6000}, 5000)).first, "\"file\" OR \"read\"");
+  EXPECT_TRUE(lexical_query({"csv", "tsv"}, {40, 3}, 5000).select.empty());
+  EXPECT_EQ(fts_match(lexical_query({"csv", "tsv"}, {40, 3}, 5000)).second, 0);
 }
 
 // Scores through the common-terms form equal the plain OR query's for the rows both return: the
@@ -199,7 +202,7 @@ TEST(RagStore, SkippedPhrasesSelectRowsWithoutScoring) {
   const std::filesystem::path db =
       std::filesystem::temp_directory_path() / ("slm-units-" + std::to_string(std::random_device{}()) + ".db");
   {
-    Store store(db.string(), true);
+    SqliteStore store(db.string(), true);
     std::mt19937 rng(3);
     for (int d = 0; d < 20; ++d) {
       DocumentInfo doc;
@@ -220,8 +223,9 @@ TEST(RagStore, SkippedPhrasesSelectRowsWithoutScoring) {
       }
       store.put_document(doc, chunks);
     }
-    const auto plain = store.bm25("\"rare\" OR \"common\"", 1000);
-    const auto split = store.bm25("(\"rare\") AND (\"rare\" OR \"common\")", 1000, {}, 1);
+    const auto plain = store.bm25({{}, {"rare", "common"}}, 1000);
+    const auto split = store.bm25({{"rare"}, {"rare", "common"}}, 1000);
+    EXPECT_EQ(store.bm25_match("(\"rare\") AND (\"rare\" OR \"common\")", 1000, {}, 1).size(), split.size());
     std::map<int64_t, double> want;
     for (const auto& h : plain) want[h.chunk_id] = h.score;
     ASSERT_FALSE(split.empty());

@@ -18,7 +18,7 @@ QueryTerms query_terms(const Store& store, const std::string& query) {
   const double n = static_cast<double>(std::max<int64_t>(1, store.chunk_count()));
   std::set<std::string> seen;
   for (const std::string& w : query_words(query, {})) {
-    for (const std::string& t : index_terms(store.handle(), w)) {
+    for (const std::string& t : index_terms(w)) {
       if (!seen.insert(t).second) continue;
       const double df = static_cast<double>(store.document_frequency(t));
       q.terms.push_back(t);
@@ -32,7 +32,7 @@ QueryTerms query_terms(const Store& store, const std::string& query) {
 namespace {
 
 std::set<std::string> terms_of(const Store& store, std::string_view text) {
-  std::vector<std::string> t = index_terms(store.handle(), std::string(text));
+  std::vector<std::string> t = index_terms(std::string(text));
   return {t.begin(), t.end()};
 }
 

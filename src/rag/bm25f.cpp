@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "rag/store.h"
 
 namespace slm::rag {
 namespace {
@@ -132,6 +133,22 @@ std::vector<std::string> index_terms(sqlite3* db, const std::string& text) {
   tok.xDelete(t);
   if (rc != SQLITE_OK) fail("FTS5's porter tokenizer failed on \"{}\"", text);
   return out;
+}
+
+std::vector<std::string> index_terms(const std::string& text) {
+  // The tokenizer needs a connection only to be found: a private in-memory one per thread
+  // (connections are not shared between threads here), so that a PostgreSQL store, which has
+  // no SQLite file, tokenizes exactly as the SQLite one.
+  struct Memory {
+    sqlite3* db = nullptr;
+    Memory() {
+      if (sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK)
+        fail("opening an in-memory SQLite database for the index's tokenizer failed");
+    }
+    ~Memory() { sqlite3_close(db); }
+  };
+  thread_local Memory mem;
+  return index_terms(mem.db, text);
 }
 
 void register_bm25f(sqlite3* db) {

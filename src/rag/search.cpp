@@ -10,7 +10,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
-#include "rag/bm25f.h"
+#include "rag/store_sqlite.h"
 #include "rag/ingest.h"
 #include "rag/text_util.h"
 #include "runtime/embedder.h"
@@ -64,38 +64,17 @@ std::vector<std::string> query_words(const std::string& query, const std::functi
   return kept;
 }
 
-namespace {
-
-std::string or_of(const std::vector<std::string>& words) {
-  std::string out;
-  for (const std::string& w : words) {
-    if (!out.empty()) out += " OR ";
-    out += '"';
-    out += w;  // words_of() keeps letters, digits and marks only: never a quote
-    out += '"';
-  }
-  return out;
-}
-
-}  // namespace
-
 std::string fts_query(const std::string& query, const std::function<std::string(const std::string&)>& stem) {
-  return or_of(query_words(query, stem));
+  return fts_match(LexicalQuery{{}, query_words(query, stem)}).first;
 }
 
 LexicalQuery lexical_query(const std::vector<std::string>& words, const std::vector<int64_t>& doc_freq, int64_t common_rows) {
-  std::vector<std::string> rare;
-  for (size_t i = 0; i < words.size(); ++i)
-    if (doc_freq[i] <= common_rows) rare.push_back(words[i]);
   LexicalQuery q;
-  if (rare.empty() || rare.size() == words.size()) {
-    q.match = or_of(words);
-    return q;
-  }
-  // "(rare) AND (all)" selects the rows of the rare words, and lists every word as a phrase to
-  // score; the first group's phrases are skipped in scoring (they come again in the second).
-  q.match = fmt::format("({}) AND ({})", or_of(rare), or_of(words));
-  q.skip_phrases = static_cast<int>(rare.size());
+  q.words = words;
+  for (size_t i = 0; i < words.size(); ++i)
+    if (doc_freq[i] <= common_rows) q.select.push_back(words[i]);
+  // All rare or all common: every word selects.
+  if (q.select.size() == words.size()) q.select.clear();
   return q;
 }
 
@@ -263,7 +242,7 @@ std::vector<SearchHit> Searcher::search(const std::string& query, const SearchOp
     auto stem = [&](const std::string& w) {
       auto it = stems.find(w);
       if (it == stems.end()) {
-        std::vector<std::string> t = index_terms(store_.handle(), w);
+        std::vector<std::string> t = index_terms(w);
         it = stems.emplace(w, t.empty() ? w : t.front()).first;
       }
       return it->second;
@@ -273,7 +252,7 @@ std::vector<SearchHit> Searcher::search(const std::string& query, const SearchOp
     std::vector<int64_t> df;
     for (const std::string& w : words) df.push_back(store_.document_frequency(stem(w)));
     const LexicalQuery lq = lexical_query(words, df, opts.common_rows);
-    lexical = rank_lexical(store_.bm25(lq.match, std::max(opts.lexical_pool, candidates), opts.bm25, lq.skip_phrases),
+    lexical = rank_lexical(store_.bm25(lq, std::max(opts.lexical_pool, candidates), opts.bm25),
                            opts.bm25.lead_boost, opts.page_weight);
     if (lexical.size() > static_cast<size_t>(opts.mode == SearchMode::Bm25 ? opts.k : candidates))
       lexical.resize(static_cast<size_t>(opts.mode == SearchMode::Bm25 ? opts.k : candidates));

@@ -28,15 +28,10 @@ const char* search_mode_name(SearchMode m);
 // syntax. Words that `stem` (when given) maps to one term are kept once. Empty when the query
 // has no words at all.
 std::string fts_query(const std::string& query, const std::function<std::string(const std::string&)>& stem = {});
-// The FTS5 expression a search runs: a word in more than `common_rows` chunks only scores rows
+// The lexical query a search runs: a word in more than `common_rows` chunks only scores rows
 // that hold one of the rarer words (Lucene's common-terms query), so that one common word does
-// not make tens of thousands of chunks candidates to score (FTS5 scores every matching row, at
-// ~1 us each); all OR-ed when every word is rare or every word is common. `skip_phrases` for
-// Store::bm25.
-struct LexicalQuery {
-  std::string match;
-  int skip_phrases = 0;
-};
+// not make tens of thousands of chunks candidates to score (the store scores every selected row,
+// at ~1 us each in FTS5); every word selects when all are rare or all are common.
 LexicalQuery lexical_query(const std::vector<std::string>& words, const std::vector<int64_t>& doc_freq, int64_t common_rows);
 
 // The words fts_query searches for, in query order.

@@ -1,24 +1,24 @@
-// The document index: one SQLite file (WAL mode) holding documents, their chunks, an FTS5 index
-// over the chunks (text, heading path, document title) and embeddings per chunk and model. No
-// server, no other process: the file is the index, and every change to one document is one
-// transaction, so a process killed at any moment leaves a consistent file.
-//
-// Schema version 1 (PRAGMA user_version). A file from a newer slm, or one that is not an slm
-// index, is refused with a message that says so; older versions are migrated on open.
+// The document index behind `slm index/search/ask` and the server's /v1/search: documents, their
+// chunks, a BM25F-ranked lexical index over the chunks (text, heading path, document title) and
+// embeddings per chunk and model. Two kinds, one interface:
+//  - an SQLite file (store_sqlite.h): no server, no other process, the file is the index;
+//  - a PostgreSQL database (store_pg.h), named by a postgresql:// URL: one index that several
+//    machines' servers and indexers share.
+// Both rank alike: the same terms (FTS5's porter tokenizer), the same BM25F with the same
+// statistics, so a query scores the same chunks the same way in either (tests/test_rag_store_pg).
+// Every change to one document is one transaction in both.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "rag/chunker.h"
 
-struct sqlite3;
-struct sqlite3_stmt;
-
 namespace slm::rag {
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 1;  // of either kind (the schemas differ, their versions go together)
 
 struct DocumentInfo {
   int64_t id = 0;
@@ -49,7 +49,8 @@ struct ChunkInfo {
 };
 
 struct StoreStats {
-  int64_t documents = 0, chunks = 0, bytes = 0, file_bytes = 0;
+  int64_t documents = 0, chunks = 0, bytes = 0;
+  int64_t file_bytes = 0;  // on disk: the file, or the index's tables and indexes in PostgreSQL
   std::vector<EmbedModelInfo> models;
   std::vector<std::string> roots;
 };
@@ -70,93 +71,74 @@ struct Bm25Params {
   double lead_boost = 0.5;
 };
 
+// What a lexical search looks for: rows holding at least one `select` word (none: any of `words`),
+// scored by BM25F over `words`. Words as the user wrote them (lower-cased); the store maps them to
+// its terms. See lexical_query in search.h for why the two lists differ.
+struct LexicalQuery {
+  std::vector<std::string> select;
+  std::vector<std::string> words;
+};
+
 class Store {
  public:
-  // Opens (create: or creates) the index at `path`. Throws slm::Error when the file is not an
-  // slm index, is from a newer schema, or cannot be opened.
-  Store(const std::string& path, bool create);
-  ~Store();
-  Store(const Store&) = delete;
-  Store& operator=(const Store&) = delete;
+  virtual ~Store() = default;
 
-  const std::string& path() const { return path_; }
+  // Where the index is: a file path, or the URL of a PostgreSQL index without its password.
+  virtual const std::string& path() const = 0;
+  // "sqlite" or "postgresql".
+  virtual const char* kind() const = 0;
 
   // ---- documents
-  std::optional<DocumentInfo> find_document(const std::string& path) const;
-  std::vector<DocumentInfo> documents() const;
+  virtual std::optional<DocumentInfo> find_document(const std::string& path) const = 0;
+  virtual std::vector<DocumentInfo> documents() const = 0;
   // Replaces (or adds) a document and its chunks in one transaction, with their vectors when
   // `model` is given (vectors[i] for chunks[i]). Returns the document's id.
-  int64_t put_document(const DocumentInfo& doc, const std::vector<Chunk>& chunks,
-                       const EmbedModelInfo* model = nullptr,
-                       const std::vector<std::vector<float>>* vectors = nullptr);
-  void set_mtime(int64_t doc_id, int64_t mtime);
-  void remove_document(int64_t doc_id);
+  virtual int64_t put_document(const DocumentInfo& doc, const std::vector<Chunk>& chunks,
+                               const EmbedModelInfo* model = nullptr,
+                               const std::vector<std::vector<float>>* vectors = nullptr) = 0;
+  virtual void set_mtime(int64_t doc_id, int64_t mtime) = 0;
+  virtual void remove_document(int64_t doc_id) = 0;
 
   // ---- folders given to `index add` (what `index sync` walks again)
-  void add_root(const std::string& path);
-  std::vector<std::string> roots() const;
+  virtual void add_root(const std::string& path) = 0;
+  virtual std::vector<std::string> roots() const = 0;
 
   // ---- embedding models and vectors
-  // The model with this fingerprint, registered now when `create` (and absent).
-  std::optional<EmbedModelInfo> find_model(const std::string& fingerprint) const;
-  EmbedModelInfo register_model(const std::string& name, const std::string& fingerprint, int64_t dim);
-  std::vector<EmbedModelInfo> models() const;
+  virtual std::optional<EmbedModelInfo> find_model(const std::string& fingerprint) const = 0;
+  // The model with this fingerprint, registered now when absent.
+  virtual EmbedModelInfo register_model(const std::string& name, const std::string& fingerprint, int64_t dim) = 0;
+  virtual std::vector<EmbedModelInfo> models() const = 0;
   // Chunks of a document that have no vector from the model yet (a run killed before its
   // embeddings were written, or a model added later).
-  std::vector<ChunkInfo> chunks_without_vectors(int64_t doc_id, int64_t model_id) const;
-  void put_vectors(int64_t model_id, const std::vector<int64_t>& chunk_ids, const std::vector<std::vector<float>>& vectors);
-  // Every vector of a model, row-major in `matrix`, chunk ids in `ids`.
-  void load_vectors(int64_t model_id, std::vector<int64_t>& ids, std::vector<float>& matrix) const;
+  virtual std::vector<ChunkInfo> chunks_without_vectors(int64_t doc_id, int64_t model_id) const = 0;
+  virtual void put_vectors(int64_t model_id, const std::vector<int64_t>& chunk_ids,
+                           const std::vector<std::vector<float>>& vectors) = 0;
+  // Every vector of a model, row-major in `matrix`, chunk ids in `ids` (ascending).
+  virtual void load_vectors(int64_t model_id, std::vector<int64_t>& ids, std::vector<float>& matrix) const = 0;
 
   // ---- search
-  // FTS5 MATCH ranked by BM25F with the lead boost; best first, at most `limit`. The first
-  // `skip_phrases` phrases of `match` select rows without counting in the score.
-  std::vector<Bm25Hit> bm25(const std::string& match, int limit, const Bm25Params& params = {},
-                            int skip_phrases = 0) const;
-  std::optional<ChunkInfo> chunk(int64_t id) const;
-  int64_t chunk_count() const;
-  // Documents containing each word (FTS5 vocabulary; words stemmed as the index stems them).
-  int64_t document_frequency(const std::string& word) const;
+  // The rows `q` selects ranked by BM25F with the lead boost; best first, at most `limit`.
+  virtual std::vector<Bm25Hit> bm25(const LexicalQuery& q, int limit, const Bm25Params& params = {}) const = 0;
+  virtual std::optional<ChunkInfo> chunk(int64_t id) const = 0;
+  virtual int64_t chunk_count() const = 0;
+  // Chunks holding the term (a stem, as index_terms gives it).
+  virtual int64_t document_frequency(const std::string& term) const = 0;
 
-  StoreStats stats() const;
-  // PRAGMA integrity_check, plus chunks without a document and FTS rows without a chunk: "ok"
-  // or what is wrong.
-  std::string check() const;
-
-  sqlite3* handle() const { return db_; }
-
- private:
-  void exec(const char* sql) const;
-  void create_schema();
-  void migrate(int from);
-
-  std::string path_;
-  sqlite3* db_ = nullptr;
+  virtual StoreStats stats() const = 0;
+  // The database's own check plus the index's invariants (every chunk has its document and its
+  // search rows, and the other way round): "ok" or what is wrong.
+  virtual std::string check() const = 0;
 };
 
-// One prepared statement, finalized on scope exit; bind by 1-based index.
-class Statement {
- public:
-  Statement(sqlite3* db, const char* sql);
-  ~Statement();
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-  Statement& bind(int i, int64_t v);
-  Statement& bind(int i, double v);
-  Statement& bind(int i, const std::string& v);
-  Statement& bind_blob(int i, const void* data, size_t n);
-  Statement& bind_null(int i);
-  bool step();  // true while a row is there; throws on error
-  void run() { while (step()) {} }
-  void reset();
-  int64_t int64(int col) const;
-  double real(int col) const;
-  std::string text(int col) const;
-  const void* blob(int col, size_t& n) const;
+// A postgresql:// or postgres:// URL (libpq's connection URI), as opposed to a file path.
+bool is_postgres_url(const std::string& where);
 
- private:
-  sqlite3* db_;
-  sqlite3_stmt* st_ = nullptr;
-};
+// Opens (create: or creates) the index at `where`: a PostgreSQL URL or an SQLite file path.
+// Throws slm::Error when it is not an slm index, is from a newer schema, or cannot be reached.
+std::unique_ptr<Store> open_store(const std::string& where, bool create);
+
+// The terms the index holds for `text`: FTS5's porter tokenizer over unicode61 ("Copying files"
+// -> "copi", "file"), the same for both kinds of store.
+std::vector<std::string> index_terms(const std::string& text);
 
 }  // namespace slm::rag

@@ -44,7 +44,7 @@ Runner add_ask(CLI::App& app) {
   o->n_predict = 512;
   o->add_to(app, /*model_required=*/false);
   app.add_option("question", o->question, "the question")->required();
-  app.add_option("--db", o->db, "the index file")->required();
+  app.add_option("--db", o->db, "the index: an SQLite file, or a postgresql:// URL")->required();
   app.add_option("--embed-model", o->embed_model, "the embedding model of the index's vectors (hybrid retrieval)");
   app.add_option("-k", o->k, "passages to retrieve (default 5)")->check(CLI::PositiveNumber);
   add_mode_option(app, o->mode);
@@ -60,7 +60,8 @@ Runner add_ask(CLI::App& app) {
     if (!o->extractive && o->model.empty())
       fail("slm ask needs a chat model (-m MODEL) to write the answer, or --extractive to quote the sources without one");
     const rag::SearchMode mode = search_mode(o->mode, o->embed_model);
-    rag::Store store(o->db, false);
+    const std::unique_ptr<rag::Store> opened = rag::open_store(o->db, false);
+    rag::Store& store = *opened;
     LoadedEmbedder emb = load_embedder(o->embed_model, o->embed_threads > 0 ? o->embed_threads : o->threads);
     rag::Searcher searcher(store, emb.embedder.get());
     rag::SearchOptions so;

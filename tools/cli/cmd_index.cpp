@@ -125,7 +125,7 @@ rag::IngestOptions ingest_options(const IndexOpts& o, LoadedEmbedder& emb, Progr
 }
 
 void add_common(CLI::App* sub, IndexOpts& o) {
-  sub->add_option("--db", o.db, "the index file (SQLite)")->required();
+  sub->add_option("--db", o.db, "the index: an SQLite file (made when absent), or a postgresql:// URL")->required();
 }
 
 // What `add` and `sync` both take: how to chunk and embed what they read.
@@ -162,7 +162,8 @@ Runner add_index(CLI::App& app) {
 
   return [o, add, sync, list, stats, remove]() -> int {
     if (add->parsed() || sync->parsed()) {
-      rag::Store store(o->db, add->parsed());
+      const std::unique_ptr<rag::Store> opened = rag::open_store(o->db, add->parsed());
+      rag::Store& store = *opened;
       LoadedEmbedder emb = load_embedder(o->embed_model, o->threads);
       ProgressLine progress(!o->quiet);
       const rag::IngestOptions io = ingest_options(*o, emb, progress);
@@ -170,7 +171,8 @@ Runner add_index(CLI::App& app) {
       progress.finish();
       return report_run(r, store, o->quiet);
     }
-    rag::Store store(o->db, false);
+    const std::unique_ptr<rag::Store> opened = rag::open_store(o->db, false);
+    rag::Store& store = *opened;
     if (list->parsed()) {
       const auto docs = store.documents();
       if (o->json) {
@@ -189,13 +191,13 @@ Runner add_index(CLI::App& app) {
       const std::string check = o->check ? store.check() : "";
       if (o->json) {
         nlohmann::ordered_json j{{"documents", st.documents}, {"chunks", st.chunks}, {"bytes", st.bytes},
-                                 {"file_bytes", st.file_bytes}, {"schema_version", rag::kSchemaVersion},
+                                 {"file_bytes", st.file_bytes}, {"kind", store.kind()}, {"schema_version", rag::kSchemaVersion},
                                  {"roots", st.roots}, {"models", nlohmann::ordered_json::array()}};
         for (const auto& m : st.models) j["models"].push_back({{"name", m.name}, {"dim", m.dim}, {"vectors", m.n_vectors}});
         if (!check.empty()) j["integrity"] = check;
         fmt::print("{}\n", j.dump(2));
       } else {
-        fmt::print("index:      {} ({:.1f} MB, schema {})\n", store.path(), st.file_bytes / 1e6, rag::kSchemaVersion);
+        fmt::print("index:      {} ({}, {:.1f} MB, schema {})\n", store.path(), store.kind(), st.file_bytes / 1e6, rag::kSchemaVersion);
         fmt::print("documents:  {} ({:.1f} MB of text)\n", st.documents, st.bytes / 1e6);
         fmt::print("chunks:     {}\n", st.chunks);
         for (const auto& m : st.models) fmt::print("embeddings: {} (dimension {}): {} vectors\n", m.name, m.dim, m.n_vectors);

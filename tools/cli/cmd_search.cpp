@@ -29,7 +29,7 @@ struct SearchOpts {
 Runner add_search(CLI::App& app) {
   auto o = std::make_shared<SearchOpts>();
   app.add_option("query", o->query, "what to look for")->required();
-  app.add_option("--db", o->db, "the index file")->required();
+  app.add_option("--db", o->db, "the index: an SQLite file, or a postgresql:// URL")->required();
   app.add_option("--embed-model", o->embed_model, "the embedding model the index's vectors come from (vector, hybrid)");
   app.add_option("-k", o->k, "how many chunks (default 10)")->check(CLI::PositiveNumber);
   add_mode_option(app, o->mode);
@@ -37,7 +37,8 @@ Runner add_search(CLI::App& app) {
   app.add_option("-t,--threads", o->threads, "threads for embedding the query");
   return [o]() {
     const rag::SearchMode mode = search_mode(o->mode, o->embed_model);
-    rag::Store store(o->db, false);
+    const std::unique_ptr<rag::Store> opened = rag::open_store(o->db, false);
+    rag::Store& store = *opened;
     LoadedEmbedder emb = load_embedder(o->embed_model, o->threads);
     rag::Searcher searcher(store, emb.embedder.get());
     rag::SearchOptions so;
@@ -65,7 +66,7 @@ Runner add_search(CLI::App& app) {
 
 Runner add_eval_retrieval(CLI::App& app) {
   auto o = std::make_shared<SearchOpts>();
-  app.add_option("--db", o->db, "the index file")->required();
+  app.add_option("--db", o->db, "the index: an SQLite file, or a postgresql:// URL")->required();
   app.add_option("--queries", o->queries, "JSON Lines: {\"id\", \"query\", \"relevant\": [relative paths]}")->required();
   app.add_option("--embed-model", o->embed_model, "the embedding model of the index's vectors (vector, hybrid)");
   app.add_option("-k", o->k, "pages ranked per query (default 10)")->check(CLI::PositiveNumber);
@@ -103,7 +104,8 @@ Runner add_eval_retrieval(CLI::App& app) {
     }
     if (queries.empty()) fail("{} has no queries", o->queries);
 
-    rag::Store store(o->db, false);
+    const std::unique_ptr<rag::Store> opened = rag::open_store(o->db, false);
+    rag::Store& store = *opened;
     LoadedEmbedder emb = load_embedder(o->embed_model, o->threads);
     rag::Searcher searcher(store, emb.embedder.get());
     rag::SearchOptions so;

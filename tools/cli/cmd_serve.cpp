@@ -28,7 +28,7 @@ Runner add_serve(CLI::App& app) {
   app.add_option("--max-queue", o->s.max_queue, "requests that may wait for a slot before a 503 (default 64)");
   app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
   app.add_option("--embed-model", o->s.embed_model_path, "embedding model (bert) for POST /v1/embeddings and vector search");
-  app.add_option("--db", o->s.db_path, "index (slm index add) for POST /v1/search");
+  app.add_option("--db", o->s.db_path, "index (slm index add) for POST /v1/search: an SQLite file or a postgresql:// URL");
   app.add_option("--override-kv", o->s.override_kv,
                  "replace a metadata value the file gets wrong: KEY=TYPE:VALUE, TYPE int, float, bool or str (repeatable)");
   app.add_option("--draft-model", o->s.draft_model_path,

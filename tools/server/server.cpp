@@ -666,7 +666,7 @@ void load_model(State& st) {
     fmt::print(stderr, "slm: embedding model {} loaded: {} dimensions\n", st.embed_model_id, st.embedder->dim());
   }
   if (!st.opts.db_path.empty()) {
-    st.store = std::make_unique<rag::Store>(st.opts.db_path, false);
+    st.store = rag::open_store(st.opts.db_path, false);
     st.searcher = std::make_unique<rag::Searcher>(*st.store, st.embedder.get());
     fmt::print(stderr, "slm: index {} opened: {} chunks\n", st.opts.db_path, st.store->chunk_count());
   }
