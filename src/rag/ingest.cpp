@@ -152,6 +152,7 @@ class Indexer {
       progress.current = f.rel_path;
       if (opts_.on_progress) opts_.on_progress(progress);
     }
+    if (report.added + report.updated + report.removed > 0) store_.refresh_statistics();
     report.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 

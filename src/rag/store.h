@@ -124,6 +124,10 @@ class Store {
   // Chunks holding the term (a stem, as index_terms gives it).
   virtual int64_t document_frequency(const std::string& term) const = 0;
 
+  // After a run that changed documents: what the database plans its searches by, brought up to
+  // date (PostgreSQL plans a search over never-analysed postings ~15x slower).
+  virtual void refresh_statistics() = 0;
+
   virtual StoreStats stats() const = 0;
   // The database's own check plus the index's invariants (every chunk has its document and its
   // search rows, and the other way round): "ok" or what is wrong.

@@ -58,10 +58,13 @@ CREATE TABLE slm_chunks(
   UNIQUE(doc_id, ord)
 );
 -- One row per term and chunk: the term's frequency in each column. The primary key serves
--- lookups by term (search, document frequency), the second index the cascade from a chunk.
+-- lookups by term (search, document frequency), the second index deletion with the chunk. No
+-- foreign key: checking one per posting (60 a chunk) made indexing a third slower, so the store
+-- deletes a document's postings itself, in the transaction that deletes the document, and
+-- `slm index stats --check` looks for postings without a chunk.
 CREATE TABLE slm_postings(
   term text NOT NULL,
-  chunk_id bigint NOT NULL REFERENCES slm_chunks(id) ON DELETE CASCADE,
+  chunk_id bigint NOT NULL,
   tf_text integer NOT NULL,
   tf_headings integer NOT NULL,
   tf_title integer NOT NULL,
@@ -273,6 +276,9 @@ PgStore::PgStore(const std::string& url, bool create) : path_(redact_postgres_ur
   PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
   try {
     if (PQsetClientEncoding(conn_, "UTF8") != 0) fail("index {}: the server cannot talk UTF-8", path_);
+    // JIT compiling a search costs ~0.5 s where the search itself takes ~20 ms (a fresh index,
+    // not yet analysed, looks expensive enough to the planner to compile).
+    run(conn_, path_, "SET jit = off");
     open_schema(create);
   } catch (...) {
     PQfinish(conn_);
@@ -319,6 +325,12 @@ void PgStore::open_schema(bool create) {
          path_, version, kSchemaVersion);
   // Version 1 is the first schema: nothing older to migrate from yet.
   tx.commit();
+  // Postings never analysed (an indexing run killed before its end, autovacuum not there yet):
+  // analysed now, once, rather than every search planned blind.
+  const Result seen = run(conn_, path_,
+                          "SELECT n_live_tup > 0 AND last_analyze IS NULL AND last_autoanalyze IS NULL "
+                          "FROM pg_stat_user_tables WHERE relid = to_regclass('slm_postings')");
+  if (seen.rows() > 0 && seen.boolean(0, 0)) refresh_statistics();
 }
 
 std::optional<DocumentInfo> PgStore::find_document(const std::string& path) const {
@@ -342,6 +354,10 @@ int64_t PgStore::put_document(const DocumentInfo& doc, const std::vector<Chunk>&
   // Two indexers putting the same file at once take turns (else the second's insert would meet
   // the first's row under the unique path and fail).
   run(conn_, path_, "SELECT pg_advisory_xact_lock(hashtext($1))", {doc.path});
+  run(conn_, path_,
+      "DELETE FROM slm_postings WHERE chunk_id IN "
+      "(SELECT c.id FROM slm_chunks c JOIN slm_documents d ON d.id = c.doc_id WHERE d.path = $1)",
+      {doc.path});
   run(conn_, path_, "DELETE FROM slm_documents WHERE path = $1", {doc.path});
   const Result ins = run(conn_, path_,
                          "INSERT INTO slm_documents(path, rel_path, root, hash, size, mtime, title, format, indexed_at) "
@@ -352,41 +368,65 @@ int64_t PgStore::put_document(const DocumentInfo& doc, const std::vector<Chunk>&
   const std::string title_words = doc.title + " " + doc.rel_path;
   int len_title = 0;
   const std::map<std::string, int> title_tf = term_counts(title_words, len_title);
+  // All chunks in one statement and all their postings in another (arrays unnested on the
+  // server): a document costs a handful of round trips, not a few per chunk.
+  std::vector<int> ords, line_start, line_end, page_start, page_end, n_tokens, len_text, len_head;
+  std::vector<std::string> texts, headings;
+  std::vector<int> p_ord, p_text, p_head, p_title;
+  std::vector<std::string> p_term;
   for (size_t i = 0; i < chunks.size(); ++i) {
     const Chunk& c = chunks[i];
-    int len_text = 0, len_head = 0;
-    const std::map<std::string, int> text_tf = term_counts(c.text, len_text), head_tf = term_counts(c.heading_path, len_head);
-    const Result row = run(conn_, path_,
-                           "INSERT INTO slm_chunks(doc_id, ord, text, heading_path, line_start, line_end, page_start, page_end, "
-                           "n_tokens, len_text, len_headings, len_title) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) RETURNING id",
-                           {doc_id, static_cast<int64_t>(i), c.text, c.heading_path, c.line_start, c.line_end, c.page_start,
-                            c.page_end, c.n_tokens, len_text, len_head, len_title});
-    const int64_t chunk_id = row.int64(0, 0);
+    int lt = 0, lh = 0;
+    const std::map<std::string, int> text_tf = term_counts(c.text, lt), head_tf = term_counts(c.heading_path, lh);
+    ords.push_back(static_cast<int>(i));
+    texts.push_back(c.text);
+    headings.push_back(c.heading_path);
+    line_start.push_back(c.line_start);
+    line_end.push_back(c.line_end);
+    page_start.push_back(c.page_start);
+    page_end.push_back(c.page_end);
+    n_tokens.push_back(c.n_tokens);
+    len_text.push_back(lt);
+    len_head.push_back(lh);
     std::map<std::string, std::array<int, 3>> tf;
     for (const auto& [t, n] : text_tf) tf[t][0] = n;
     for (const auto& [t, n] : head_tf) tf[t][1] = n;
     for (const auto& [t, n] : title_tf) tf[t][2] = n;
-    std::vector<std::string> terms;
-    std::vector<int> a, b, d;
     for (const auto& [t, n] : tf) {
-      terms.push_back(t);
-      a.push_back(n[0]);
-      b.push_back(n[1]);
-      d.push_back(n[2]);
+      p_ord.push_back(static_cast<int>(i));
+      p_term.push_back(t);
+      p_text.push_back(n[0]);
+      p_head.push_back(n[1]);
+      p_title.push_back(n[2]);
     }
-    if (!terms.empty())
-      run(conn_, path_,
-          "INSERT INTO slm_postings(term, chunk_id, tf_text, tf_headings, tf_title) "
-          "SELECT t, $1, x, y, z FROM unnest($2::text[], $3::int[], $4::int[], $5::int[]) AS u(t, x, y, z)",
-          {chunk_id, text_array(terms), int_array(a), int_array(b), int_array(d)});
-    if (model) {
+  }
+  std::vector<int64_t> chunk_ids(chunks.size(), 0);
+  if (!chunks.empty()) {
+    const Result made = run(conn_, path_,
+                            "INSERT INTO slm_chunks(doc_id, ord, text, heading_path, line_start, line_end, page_start, page_end, "
+                            "n_tokens, len_text, len_headings, len_title) "
+                            "SELECT $1, u.o, u.t, u.h, u.ls, u.le, u.ps, u.pe, u.n, u.lt, u.lh, $2 FROM unnest($3::int[], $4::text[], "
+                            "$5::text[], $6::int[], $7::int[], $8::int[], $9::int[], $10::int[], $11::int[], $12::int[]) "
+                            "AS u(o, t, h, ls, le, ps, pe, n, lt, lh) RETURNING id, ord",
+                            {doc_id, len_title, int_array(ords), text_array(texts), text_array(headings), int_array(line_start),
+                             int_array(line_end), int_array(page_start), int_array(page_end), int_array(n_tokens),
+                             int_array(len_text), int_array(len_head)});
+    for (int r = 0; r < made.rows(); ++r) chunk_ids.at(static_cast<size_t>(made.int64(r, 1))) = made.int64(r, 0);
+  }
+  if (!p_term.empty())
+    run(conn_, path_,
+        "INSERT INTO slm_postings(term, chunk_id, tf_text, tf_headings, tf_title) "
+        "SELECT u.t, c.id, u.x, u.y, u.z FROM unnest($2::int[], $3::text[], $4::int[], $5::int[], $6::int[]) AS u(o, t, x, y, z) "
+        "JOIN slm_chunks c ON c.doc_id = $1 AND c.ord = u.o",
+        {doc_id, int_array(p_ord), text_array(p_term), int_array(p_text), int_array(p_head), int_array(p_title)});
+  if (model)
+    for (size_t i = 0; i < chunks.size(); ++i) {
       const auto& v = (*vectors)[i];
       if (static_cast<int64_t>(v.size()) != model->dim)
         fail("index: a vector of {} numbers for model {} of dimension {}", v.size(), model->name, model->dim);
       run(conn_, path_, "INSERT INTO slm_embeddings(chunk_id, model_id, vec) VALUES ($1, $2, $3)",
-          {chunk_id, model->id, Param::bytes(v.data(), v.size() * sizeof(float))});
+          {chunk_ids[i], model->id, Param::bytes(v.data(), v.size() * sizeof(float))});
     }
-  }
   tx.commit();
   return doc_id;
 }
@@ -395,7 +435,12 @@ void PgStore::set_mtime(int64_t doc_id, int64_t mtime) {
   run(conn_, path_, "UPDATE slm_documents SET mtime = $1 WHERE id = $2", {mtime, doc_id});
 }
 
-void PgStore::remove_document(int64_t doc_id) { run(conn_, path_, "DELETE FROM slm_documents WHERE id = $1", {doc_id}); }
+void PgStore::remove_document(int64_t doc_id) {
+  Transaction tx(conn_, path_);
+  run(conn_, path_, "DELETE FROM slm_postings WHERE chunk_id IN (SELECT id FROM slm_chunks WHERE doc_id = $1)", {doc_id});
+  run(conn_, path_, "DELETE FROM slm_documents WHERE id = $1", {doc_id});
+  tx.commit();
+}
 
 void PgStore::add_root(const std::string& path) {
   run(conn_, path_, "INSERT INTO slm_roots(path) VALUES ($1) ON CONFLICT DO NOTHING", {path});
@@ -491,32 +536,34 @@ std::vector<Bm25Hit> PgStore::bm25(const LexicalQuery& q, int limit, const Bm25P
     return out;
   };
   const std::vector<std::string> scored = terms_of(q.words);
-  const std::vector<std::string> select = q.select.empty() ? scored : terms_of(q.select);
-  if (scored.empty() || select.empty()) return {};
+  const std::vector<std::string> select = terms_of(q.select);
+  if (scored.empty() || (!q.select.empty() && select.empty())) return {};
   // The arithmetic is bm25f.cpp's, term by term and in the same order, so that both stores give
-  // the same score to the last bits but the order of the final sum over terms.
+  // the same score to the last bits but the order of the final sum over terms. MATERIALIZED: the
+  // planner would otherwise inline the IDF's count into every posting row it scores.
+  // An unnamed statement is planned with its parameters' values: no select words fold the
+  // selecting condition away.
   const std::string sql = R"sql(
-WITH st AS (
+WITH st AS MATERIALIZED (
   SELECT n_rows::float8 AS n,
     CASE WHEN n_rows > 0 AND len_text > 0 THEN len_text::float8 / n_rows ELSE 1 END AS avg_text,
     CASE WHEN n_rows > 0 AND len_headings > 0 THEN len_headings::float8 / n_rows ELSE 1 END AS avg_headings,
     CASE WHEN n_rows > 0 AND len_title > 0 THEN len_title::float8 / n_rows ELSE 1 END AS avg_title
-  FROM slm_totals),
-idf AS (
+  FROM slm_totals WHERE one),  -- by its key: the planner knows it is one row, analysed or not
+idf AS MATERIALIZED (
   SELECT w.term, ln(1.0 + (st.n - df.h + 0.5) / (df.h + 0.5)) AS idf
   FROM unnest($1::text[]) AS w(term) CROSS JOIN st
   CROSS JOIN LATERAL (SELECT count(*)::float8 AS h FROM slm_postings p WHERE p.term = w.term) df),
-cand AS (SELECT DISTINCT chunk_id FROM slm_postings WHERE term = ANY($2::text[])),
 scored AS (
   SELECT p.chunk_id, sum(i.idf * f.f * ($5::float8 + 1.0) / (f.f + $5::float8)) AS s
-  FROM cand JOIN slm_postings p ON p.chunk_id = cand.chunk_id AND p.term = ANY($1::text[])
-  JOIN idf i ON i.term = p.term
+  FROM idf i JOIN slm_postings p ON p.term = i.term
   JOIN slm_chunks c ON c.id = p.chunk_id CROSS JOIN st
   CROSS JOIN LATERAL (SELECT
       p.tf_text * ($6::float8 / (1.0 - $7::float8 + $7::float8 * c.len_text / st.avg_text))
     + p.tf_headings * ($8::float8 / (1.0 - $9::float8 + $9::float8 * c.len_headings / st.avg_headings))
     + p.tf_title * ($10::float8 / (1.0 - $11::float8 + $11::float8 * c.len_title / st.avg_title)) AS f) f
   WHERE f.f > 0
+    AND (cardinality($2::text[]) = 0 OR p.chunk_id IN (SELECT chunk_id FROM slm_postings WHERE term = ANY($2::text[])))
   GROUP BY p.chunk_id
   ORDER BY s DESC, p.chunk_id
   LIMIT $3)
@@ -559,6 +606,10 @@ int64_t PgStore::chunk_count() const { return run(conn_, path_, "SELECT n_rows F
 
 int64_t PgStore::document_frequency(const std::string& term) const {
   return run(conn_, path_, "SELECT count(*) FROM slm_postings WHERE term = $1", {term}).int64(0, 0);
+}
+
+void PgStore::refresh_statistics() {
+  run(conn_, path_, "ANALYZE slm_documents, slm_chunks, slm_postings, slm_embeddings, slm_totals");
 }
 
 StoreStats PgStore::stats() const {

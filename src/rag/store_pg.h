@@ -50,6 +50,7 @@ class PgStore final : public Store {
   std::optional<ChunkInfo> chunk(int64_t id) const override;
   int64_t chunk_count() const override;
   int64_t document_frequency(const std::string& term) const override;
+  void refresh_statistics() override;
   StoreStats stats() const override;
   std::string check() const override;
 

@@ -493,6 +493,8 @@ int64_t SqliteStore::document_frequency(const std::string& word) const {
   return q.step() ? q.int64(0) : 0;
 }
 
+void SqliteStore::refresh_statistics() { exec("PRAGMA optimize"); }
+
 StoreStats SqliteStore::stats() const {
   StoreStats s;
   {

@@ -48,6 +48,7 @@ class SqliteStore final : public Store {
   std::optional<ChunkInfo> chunk(int64_t id) const override;
   int64_t chunk_count() const override;
   int64_t document_frequency(const std::string& term) const override;
+  void refresh_statistics() override;
   StoreStats stats() const override;
   std::string check() const override;
 
