@@ -10,6 +10,9 @@ apt-get install -y --no-install-recommends \
   libcpp-httplib-dev \
   libsqlite3-dev libgumbo-dev libpoppler-cpp-dev \
   chromium
+# libpq: the index in a PostgreSQL database (--db postgresql://...). The server itself only for
+# the tests, which start a private one of their own (tests/support/postgres.h).
+apt-get install -y --no-install-recommends libpq-dev postgresql
 # spm_train / spm_encode: the SentencePiece conversion test trains models and checks slm's ids
 # against SentencePiece's own (tests/test_convert_hf_vocab.cpp).
 apt-get install -y --no-install-recommends sentencepiece

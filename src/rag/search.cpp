@@ -283,13 +283,15 @@ std::vector<SearchHit> Searcher::search(const std::string& query, const SearchOp
   }
   if (ranked.size() > static_cast<size_t>(opts.k)) ranked.resize(static_cast<size_t>(opts.k));
   const std::vector<std::string> qwords = query_words(query, {});
+  std::vector<int64_t> ids;
+  for (const auto& [id, score] : ranked) ids.push_back(id);
+  std::unordered_map<int64_t, double> score_of(ranked.begin(), ranked.end());
   std::vector<SearchHit> out;
-  for (const auto& [id, score] : ranked) {
-    auto c = store_.chunk(id);
-    if (!c) continue;  // removed by another process since the search
-    SearchHit h = by_id[id];
-    h.chunk = std::move(*c);
-    h.score = score;
+  // Chunks removed by another process since the search are not among them.
+  for (ChunkInfo& c : store_.chunks(ids)) {
+    SearchHit h = by_id[c.id];
+    h.score = score_of[c.id];
+    h.chunk = std::move(c);
     h.snippet = make_snippet(h.chunk.text, qwords);
     out.push_back(std::move(h));
   }

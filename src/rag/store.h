@@ -120,6 +120,14 @@ class Store {
   // The rows `q` selects ranked by BM25F with the lead boost; best first, at most `limit`.
   virtual std::vector<Bm25Hit> bm25(const LexicalQuery& q, int limit, const Bm25Params& params = {}) const = 0;
   virtual std::optional<ChunkInfo> chunk(int64_t id) const = 0;
+  // Several chunks at once, in the order of `ids`; ids no longer there are left out. (A search
+  // reads its hits' chunks: one round trip, not one each, where the store is a server.)
+  virtual std::vector<ChunkInfo> chunks(const std::vector<int64_t>& ids) const {
+    std::vector<ChunkInfo> out;
+    for (int64_t id : ids)
+      if (auto c = chunk(id)) out.push_back(std::move(*c));
+    return out;
+  }
   virtual int64_t chunk_count() const = 0;
   // Chunks holding the term (a stem, as index_terms gives it).
   virtual int64_t document_frequency(const std::string& term) const = 0;
