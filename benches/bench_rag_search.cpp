@@ -4,8 +4,8 @@
 // set of queries. Needs an embedding model for vector and hybrid (its dimension sets the
 // vectors'; bge-small-en-v1.5's shape is 384):
 //   SLM_BENCH_EMBED_MODEL=bge-small-q8_0.gguf ./slm_benches --benchmark_filter=RagSearch
-// The store (SLM_BENCH_RAG_DB, default /tmp/slm-bench-rag-<chunks>.db) is built on the first
-// run and reused: 100,000 chunks of ~120 Zipf-distributed pseudo-words in 2,000 documents, each
+// The store (SLM_BENCH_RAG_DB, default /tmp/slm-bench-rag-<chunks>.db, or a postgresql:// URL)
+// is built on the first run and reused: 100,000 chunks of ~120 Zipf-distributed pseudo-words in 2,000 documents, each
 // chunk with a random unit vector registered to the model.
 #include <benchmark/benchmark.h>
 
@@ -105,6 +105,7 @@ void build_store(slm::rag::Store& store, const slm::rag::EmbedModelInfo* model) 
     doc.size = static_cast<int64_t>(chunks.size()) * kWordsPerChunk * 6;
     store.put_document(doc, chunks, model, model ? &vecs : nullptr);
   }
+  store.refresh_statistics();  // as `slm index add` ends
 }
 
 Fixture& fixture() {
@@ -120,9 +121,9 @@ Fixture& fixture() {
     const char* dbp = std::getenv("SLM_BENCH_RAG_DB");
     const std::string db = dbp ? dbp : "/tmp/slm-bench-rag-" + std::to_string(kChunks) + "-d" +
                                            std::to_string(f.embedder->dim()) + ".db";
-    const bool fresh = !std::filesystem::exists(db);
+    const bool fresh = slm::rag::is_postgres_url(db) || !std::filesystem::exists(db);
     f.store = slm::rag::open_store(db, true);
-    if (fresh) {
+    if (fresh && f.store->chunk_count() == 0) {
       const auto m = f.store->register_model(slm::rag::model_display_name(*f.model), slm::rag::model_fingerprint(*f.model),
                                              f.embedder->dim());
       build_store(*f.store, &m);

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "rag/chunker.h"
 
 namespace slm::rag {
@@ -140,6 +141,13 @@ class Store {
   // The database's own check plus the index's invariants (every chunk has its document and its
   // search rows, and the other way round): "ok" or what is wrong.
   virtual std::string check() const = 0;
+};
+
+// The store's database cannot be reached now (a PostgreSQL server down or restarting): not the
+// request's fault, and the next request may succeed (the connection is opened again).
+class StoreUnavailable : public Error {
+ public:
+  using Error::Error;
 };
 
 // A postgresql:// or postgres:// URL (libpq's connection URI), as opposed to a file path.

@@ -193,13 +193,19 @@ std::string pg_message(const char* raw) {
 // Runs `sql` with `params` ($1, $2, ...); rows in binary when `binary_rows`. Throws slm::Error
 // naming the index and PostgreSQL's message. A connection lost since the last query (the server
 // restarted) is opened again once.
+// Opens the connection again (same URL), with what the constructor set on the first session.
+bool reconnect(pg_conn* conn) {
+  PQreset(conn);
+  if (PQstatus(conn) != CONNECTION_OK) return false;
+  PQsetClientEncoding(conn, "UTF8");
+  PQclear(PQexec(conn, "SET jit = off"));
+  return true;
+}
+
 Result run(pg_conn* conn, const std::string& where, const std::string& sql, const std::vector<Param>& params = {},
            bool binary_rows = false) {
-  if (PQstatus(conn) != CONNECTION_OK) {
-    PQreset(conn);
-    if (PQstatus(conn) != CONNECTION_OK)
-      fail("index {}: the connection to PostgreSQL is lost: {}", where, pg_message(PQerrorMessage(conn)));
-  }
+  if (PQstatus(conn) != CONNECTION_OK && !reconnect(conn))
+    throw StoreUnavailable(fmt::format("index {}: PostgreSQL cannot be reached: {}", where, pg_message(PQerrorMessage(conn))));
   std::vector<const char*> values;
   std::vector<int> lengths, formats;
   for (const Param& p : params) {
@@ -213,6 +219,16 @@ Result run(pg_conn* conn, const std::string& where, const std::string& sql, cons
   const ExecStatusType st = raw ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
     const std::string msg = pg_message(raw ? PQresultErrorMessage(raw) : PQerrorMessage(conn));
+    // The server went away during the statement (restarted, shut down): the next one reconnects.
+    // libpq's own errors carry no SQLSTATE; the server's for this are classes 08 and 57P.
+    const char* state = raw ? PQresultErrorField(raw, PG_DIAG_SQLSTATE) : nullptr;
+    const std::string code = state ? state : "";
+    if (PQstatus(conn) != CONNECTION_OK || code.empty() || code.rfind("08", 0) == 0 || code.rfind("57P", 0) == 0) {
+      // libpq may still call the dead connection good: start again now (or at the next call,
+      // if the server is not back yet), so that this is the only statement lost.
+      reconnect(conn);
+      throw StoreUnavailable(fmt::format("index {}: the connection to PostgreSQL was lost: {}", where, msg));
+    }
     std::string what = sql.substr(0, sql.find_first_of("\n("));
     fail("index {}: {} (PostgreSQL, in: {} ...)", where, msg, what);
   }
@@ -312,7 +328,6 @@ void PgStore::open_schema(bool create) {
          path_);
   if (!schema.boolean(0, 1)) {
     if (!create) fail("no slm index at {} (make one with: slm index add --db {} FOLDER)", path_, path_);
-    // The whole schema at once: one string of statements is one implicit block on the server.
     // Many statements in one string: the simple protocol (PQexec), inside this transaction.
     const Result made(PQexec(conn_, kSchemaV1));
     if (PQresultStatus(made.get()) != PGRES_COMMAND_OK)

@@ -38,13 +38,18 @@ export function startPostgres() {
   };
   asServer([path.join(bin, 'initdb'), '-D', path.join(dir, 'data'), '-A', 'trust', '-U', 'slm', '-E', 'UTF8',
             '--locale=C.UTF-8', '--no-sync']);
-  asServer([path.join(bin, 'pg_ctl'), '-D', path.join(dir, 'data'), '-w', '-t', '60', '-l', path.join(dir, 'server.log'),
-            '-o', `-k ${dir} -c listen_addresses= -p 5432 -c fsync=off`, 'start']);
-  return wrap(`postgresql:///postgres?host=${dir}&port=5432&user=slm`, () => {
-    spawnSync(root ? 'runuser' : path.join(bin, 'pg_ctl'),
-              [...(root ? ['-u', 'postgres', '--', path.join(bin, 'pg_ctl')] : []), '-D', path.join(dir, 'data'), '-m', 'immediate', 'stop']);
+  const start = () => asServer([path.join(bin, 'pg_ctl'), '-D', path.join(dir, 'data'), '-w', '-t', '60', '-l',
+                                 path.join(dir, 'server.log'), '-o', `-k ${dir} -c listen_addresses= -p 5432 -c fsync=off`, 'start']);
+  const halt = () => asServer([path.join(bin, 'pg_ctl'), '-D', path.join(dir, 'data'), '-m', 'immediate', 'stop']);
+  start();
+  const pg = wrap(`postgresql:///postgres?host=${dir}&port=5432&user=slm`, () => {
+    try { halt(); } catch { /* already stopped */ }
     fs.rmSync(dir, { recursive: true, force: true });
   });
+  // The server down and up again, its data kept (what a restart of the database looks like).
+  pg.pause = halt;
+  pg.resume = start;
+  return pg;
 }
 
 function wrap(base, stop) {

@@ -1,6 +1,7 @@
 // What the PostgreSQL index is for: two `slm serve` processes (two machines' worth) answering
 // POST /v1/search from one index, each the same as `slm search --json` on an SQLite file of the
-// same documents, and both finding a document that `slm index add` put in while they ran.
+// same documents, both finding a document that `slm index sync` put in while they ran, and both
+// saying 503 while the database is down, then answering again once it is back.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -67,6 +68,25 @@ describe('two servers, one PostgreSQL index', { skip: missingShared(CHAT) || mis
       const r = await postJson(srv, '/v1/search', { query: 'sourdough', k: 3, mode: 'bm25' });
       assert.equal(r.status, 200, r.text);
       assert.equal(r.json.data[0]?.path, 'n9.md', r.text);
+    }
+  });
+
+  test('the database down: 503 index_unavailable; back up: answers again', { ...T, skip: process.env.SLM_TEST_POSTGRES_URL ? 'a server the test does not own' : false }, async () => {
+    pg.pause();
+    try {
+      for (const srv of [a, b]) {
+        const r = await postJson(srv, '/v1/search', { query: 'coffee', k: 1, mode: 'bm25' });
+        assert.equal(r.status, 503, r.text);
+        assert.equal(r.json.error.code, 'index_unavailable', r.text);
+        assert.match(r.json.error.message, /PostgreSQL/);
+      }
+    } finally {
+      pg.resume();
+    }
+    for (const srv of [a, b]) {
+      const r = await postJson(srv, '/v1/search', { query: 'coffee', k: 1, mode: 'bm25' });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json.data[0].path, 'n1.md');
     }
   });
 });

@@ -717,6 +717,8 @@ void handle_search(State& st, const std::string& body, httplib::Response& res) {
   std::vector<rag::SearchHit> hits;
   try {
     hits = st.searcher->search(r.query, so);
+  } catch (const rag::StoreUnavailable& e) {
+    throw ApiError(503, e.what(), {}, "index_unavailable", "server_error");
   } catch (const Error& e) {
     throw ApiError(400, e.what(), "query");  // no words to search for, no vectors from this model
   }
