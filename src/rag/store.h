@@ -9,6 +9,7 @@
 // Every change to one document is one transaction in both.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -121,6 +122,8 @@ class Store {
   // The rows `q` selects ranked by BM25F with the lead boost; best first, at most `limit`.
   virtual std::vector<Bm25Hit> bm25(const LexicalQuery& q, int limit, const Bm25Params& params = {}) const = 0;
   virtual std::optional<ChunkInfo> chunk(int64_t id) const = 0;
+  // A document's chunks as they were put, in order, with their ids.
+  virtual std::vector<std::pair<int64_t, Chunk>> document_chunks(int64_t doc_id) const = 0;
   // Several chunks at once, in the order of `ids`; ids no longer there are left out. (A search
   // reads its hits' chunks: one round trip, not one each, where the store is a server.)
   virtual std::vector<ChunkInfo> chunks(const std::vector<int64_t>& ids) const {
@@ -156,6 +159,19 @@ bool is_postgres_url(const std::string& where);
 // Opens (create: or creates) the index at `where`: a PostgreSQL URL or an SQLite file path.
 // Throws slm::Error when it is not an slm index, is from a newer schema, or cannot be reached.
 std::unique_ptr<Store> open_store(const std::string& where, bool create);
+
+// What copy_index did.
+struct CopyReport {
+  int64_t documents = 0, unchanged = 0, chunks = 0, vectors = 0;
+  double seconds = 0;
+};
+
+// Copies every document of `from` (chunks, vectors of every model, folders) into `to`, one
+// transaction per document: an SQLite file into PostgreSQL when one machine is outgrown, or
+// back. Documents `to` already holds with the same content hash and chunk count are left as
+// they are, so a copy that was stopped can be run again. No file is read and nothing is
+// embedded again. `on_document` (may be empty) is called after each document.
+CopyReport copy_index(const Store& from, Store& to, const std::function<void(const DocumentInfo&)>& on_document = {});
 
 // The terms the index holds for `text`: FTS5's porter tokenizer over unicode61 ("Copying files"
 // -> "copi", "file"), the same for both kinds of store.

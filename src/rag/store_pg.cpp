@@ -649,6 +649,26 @@ std::vector<ChunkInfo> PgStore::chunks(const std::vector<int64_t>& ids) const {
   return out;
 }
 
+std::vector<std::pair<int64_t, Chunk>> PgStore::document_chunks(int64_t doc_id) const {
+  const Result r = run(conn_, path_,
+                       "SELECT id, text, heading_path, line_start, line_end, page_start, page_end, n_tokens FROM slm_chunks "
+                       "WHERE doc_id = $1 ORDER BY ord",
+                       {doc_id});
+  std::vector<std::pair<int64_t, Chunk>> out;
+  for (int i = 0; i < r.rows(); ++i) {
+    Chunk c;
+    c.text = r.text(i, 1);
+    c.heading_path = r.text(i, 2);
+    c.line_start = static_cast<int>(r.int64(i, 3));
+    c.line_end = static_cast<int>(r.int64(i, 4));
+    c.page_start = static_cast<int>(r.int64(i, 5));
+    c.page_end = static_cast<int>(r.int64(i, 6));
+    c.n_tokens = static_cast<int>(r.int64(i, 7));
+    out.emplace_back(r.int64(i, 0), std::move(c));
+  }
+  return out;
+}
+
 int64_t PgStore::chunk_count() const { return run(conn_, path_, "SELECT n_rows FROM slm_totals").int64(0, 0); }
 
 int64_t PgStore::document_frequency(const std::string& term) const {

@@ -48,6 +48,7 @@ class PgStore final : public Store {
   void load_vectors(int64_t model_id, std::vector<int64_t>& ids, std::vector<float>& matrix) const override;
   std::vector<Bm25Hit> bm25(const LexicalQuery& q, int limit, const Bm25Params& params = {}) const override;
   std::optional<ChunkInfo> chunk(int64_t id) const override;
+  std::vector<std::pair<int64_t, Chunk>> document_chunks(int64_t doc_id) const override;
   std::vector<ChunkInfo> chunks(const std::vector<int64_t>& ids) const override;
   int64_t chunk_count() const override;
   int64_t document_frequency(const std::string& term) const override;

@@ -481,6 +481,26 @@ std::optional<ChunkInfo> SqliteStore::chunk(int64_t id) const {
   return c;
 }
 
+std::vector<std::pair<int64_t, Chunk>> SqliteStore::document_chunks(int64_t doc_id) const {
+  Statement q(db_,
+              "SELECT id, text, heading_path, line_start, line_end, page_start, page_end, n_tokens FROM chunks "
+              "WHERE doc_id = ? ORDER BY ord");
+  q.bind(1, doc_id);
+  std::vector<std::pair<int64_t, Chunk>> out;
+  while (q.step()) {
+    Chunk c;
+    c.text = q.text(1);
+    c.heading_path = q.text(2);
+    c.line_start = static_cast<int>(q.int64(3));
+    c.line_end = static_cast<int>(q.int64(4));
+    c.page_start = static_cast<int>(q.int64(5));
+    c.page_end = static_cast<int>(q.int64(6));
+    c.n_tokens = static_cast<int>(q.int64(7));
+    out.emplace_back(q.int64(0), std::move(c));
+  }
+  return out;
+}
+
 int64_t SqliteStore::chunk_count() const {
   Statement q(db_, "SELECT count(*) FROM chunks");
   q.step();

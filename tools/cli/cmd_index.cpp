@@ -50,7 +50,7 @@ std::string chunk_location(const rag::ChunkInfo& c) {
 namespace {
 
 struct IndexOpts {
-  std::string db, embed_model;
+  std::string db, embed_model, to;
   std::vector<std::string> paths;
   int threads = 0, chunk_tokens = 256, overlap = 32;
   bool quiet = false, json = false, check = false;
@@ -156,11 +156,31 @@ Runner add_index(CLI::App& app) {
   add_common(stats, *o);
   stats->add_flag("--json", o->json, "JSON output");
   stats->add_flag("--check", o->check, "also check the file's integrity (exit 1 when damaged)");
+  auto* copy = app.add_subcommand("copy", "copy an index into another (an SQLite file into PostgreSQL, or back) without reading or embedding again");
+  add_common(copy, *o);
+  copy->add_option("--to", o->to, "the index to copy into: an SQLite file (made when absent) or a postgresql:// URL")->required();
+  copy->add_flag("-q,--quiet", o->quiet, "no progress or summary");
   auto* remove = app.add_subcommand("remove", "remove documents: a path as indexed, or every document under a folder");
   add_common(remove, *o);
   remove->add_option("paths", o->paths, "files or folders (absolute, or relative to the current folder)")->required();
 
-  return [o, add, sync, list, stats, remove]() -> int {
+  return [o, add, sync, list, stats, copy, remove]() -> int {
+    if (copy->parsed()) {
+      const std::unique_ptr<rag::Store> from = rag::open_store(o->db, false);
+      const std::unique_ptr<rag::Store> to = rag::open_store(o->to, true);
+      const size_t total = from->documents().size();
+      size_t done = 0;
+      const bool tty = !o->quiet && ::isatty(2);
+      const rag::CopyReport r = rag::copy_index(*from, *to, [&](const rag::DocumentInfo& d) {
+        ++done;
+        if (tty) fmt::print(stderr, "\r{}/{} {:<60.60}", done, total, d.rel_path);
+      });
+      if (tty) fmt::print(stderr, "\r{:<80}\r", "");
+      if (!o->quiet)
+        fmt::print("copied {} documents ({} chunks, {} vectors) from {} to {} in {:.1f} s; {} unchanged\n", r.documents,
+                   r.chunks, r.vectors, from->path(), to->path(), r.seconds, r.unchanged);
+      return 0;
+    }
     if (add->parsed() || sync->parsed()) {
       const std::unique_ptr<rag::Store> opened = rag::open_store(o->db, add->parsed());
       rag::Store& store = *opened;
