@@ -204,7 +204,7 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
   const DType kv_type = cache.type();
 
   // Tokens of one sequence at a time (a batch usually holds one). A cache that stores keys as
-  // rows (F32) has the keys and values the batch can see decoded to
+  // rows (F32, Q8_0) has the keys and values the batch can see decoded to
   // floats once per layer, not once per query and head.
   ctx.int_scratch(kTokenRuns);
   std::vector<int32_t>& seqs = ctx.int_scratch(kSeqs);

@@ -12,6 +12,16 @@ namespace slm {
 static_assert(kern::kKeyBlock == 16, "FullKVCache::kBlock and SlidingWindowKVCache::kBlock must match kern::kKeyBlock");
 
 namespace {
+// Types a cache can store, and the row widths Q8_0 needs (whole 32-value blocks per row).
+void check_type(DType type, const KVShape& shape) {
+  if (type != DType::F32 && type != DType::F16 && type != DType::Q8_0)
+    fail("KV cache type {} is not supported (use f16, f32 or q8_0)", dtype_name(type));
+  if (type == DType::Q8_0 && (shape.k_dim % 32 != 0 || shape.v_dim % 32 != 0))
+    fail("a q8_0 KV cache needs key and value rows in whole blocks of 32; this model's are {} and {} wide "
+         "(use --kv-type f16)",
+         shape.k_dim, shape.v_dim);
+}
+
 void check_value_heads(const KVShape& shape) {
   if (shape.n_head_kv <= 0 || shape.v_dim % shape.n_head_kv != 0 || shape.k_dim % shape.n_head_kv != 0)
     fail("KV cache: {} key and {} value dimensions do not split into {} heads", shape.k_dim, shape.v_dim,
@@ -22,15 +32,15 @@ void check_value_heads(const KVShape& shape) {
 
 FullKVCache::FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type)
     : shape_(shape), n_ctx_(n_ctx), n_seq_(n_seq), type_(type) {
-  if (type != DType::F32 && type != DType::F16)
-    fail("KV cache type {} is not supported (use f16 or f32)", dtype_name(type));
+  check_type(type, shape);
   if (n_ctx <= 0 || n_seq <= 0) fail("KV cache needs n_ctx > 0 and n_seq > 0 (got {}, {})", n_ctx, n_seq);
-  elem_ = type == DType::F32 ? 4 : 2;
+  k_row_bytes_ = row_size(type, shape.k_dim);
+  v_row_bytes_ = row_size(type, shape.v_dim);
   key_blocks_ = type == DType::F16;
   k_positions_ = key_blocks_ ? (n_ctx + kBlock - 1) / kBlock * kBlock : n_ctx;
   const size_t rows = static_cast<size_t>(shape.n_layer) * n_seq * n_ctx;
-  k_ = ZeroedBuffer(static_cast<size_t>(shape.n_layer) * n_seq * k_positions_ * shape.k_dim * elem_);
-  v_ = ZeroedBuffer(rows * shape.v_dim * elem_);
+  k_ = ZeroedBuffer(static_cast<size_t>(shape.n_layer) * n_seq * k_positions_ * k_row_bytes_);
+  v_ = ZeroedBuffer(rows * v_row_bytes_);
   lengths_.assign(n_seq, 0);
   if (key_blocks_) key_fp16_.resize(static_cast<size_t>(shape.k_dim));
   if (key_blocks_) check_value_heads(shape);
@@ -46,6 +56,10 @@ namespace {
 void encode_row(DType type, const float* src, uint8_t* dst, int64_t n) {
   if (type == DType::F32) {
     std::memcpy(dst, src, n * sizeof(float));
+  } else if (type == DType::Q8_0) {
+    // Blocks of 32 with one fp16 scale, as llama.cpp's q8_0 cache: half the bytes of F16.
+    if (const auto quantize = kern::active().quantize_q8_0) quantize(src, dst, n);
+    else type_traits(DType::Q8_0).from_float(src, dst, n);
   } else if (const auto convert = kern::active().f32_to_fp16) {
     convert(src, reinterpret_cast<uint16_t*>(dst), n);
   } else {
@@ -88,8 +102,8 @@ void FullKVCache::store(int layer, int seq, int32_t pos, const float* k, const f
     store_value_by_head(v, shape_.v_dim, shape_.n_head_kv,
                         reinterpret_cast<uint16_t*>(v_.data()) + index(layer, seq, 0) * shape_.v_dim, n_ctx_, pos);
   } else {
-    encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
-    encode_row(type_, v, v_.data() + idx * shape_.v_dim * elem_, shape_.v_dim);
+    encode_row(type_, k, k_.data() + idx * k_row_bytes_, shape_.k_dim);
+    encode_row(type_, v, v_.data() + idx * v_row_bytes_, shape_.v_dim);
   }
   if (layer == 0) lengths_[seq] = std::max(lengths_[seq], pos + 1);
 }
@@ -97,7 +111,7 @@ void FullKVCache::store(int layer, int seq, int32_t pos, const float* k, const f
 const void* FullKVCache::k_row(int layer, int seq, int32_t pos) const {
   check(layer, seq, pos);
   if (key_blocks_) fail("KV cache: F16 keys are stored in blocks, not rows (read them with key_blocks)");
-  return k_.data() + index(layer, seq, pos) * shape_.k_dim * elem_;
+  return k_.data() + index(layer, seq, pos) * k_row_bytes_;
 }
 
 const uint16_t* FullKVCache::key_blocks(int layer, int seq, int head) const {
@@ -110,7 +124,7 @@ const uint16_t* FullKVCache::key_blocks(int layer, int seq, int head) const {
 const void* FullKVCache::v_row(int layer, int seq, int32_t pos) const {
   check(layer, seq, pos);
   if (key_blocks_) fail("KV cache: F16 values are stored head by head, not rows (read them with value_head)");
-  return v_.data() + index(layer, seq, pos) * shape_.v_dim * elem_;
+  return v_.data() + index(layer, seq, pos) * v_row_bytes_;
 }
 
 const uint16_t* FullKVCache::value_head(int layer, int seq, int head) const {
@@ -135,6 +149,10 @@ void kv_row_to_floats(DType type, const void* row, float* out, int64_t n) {
     std::memcpy(out, row, n * sizeof(float));
     return;
   }
+  if (type == DType::Q8_0) {
+    type_traits(DType::Q8_0).to_float(row, out, n);
+    return;
+  }
   if (const auto convert = kern::active().fp16_to_f32) {
     convert(static_cast<const uint16_t*>(row), out, n);
     return;
@@ -154,13 +172,13 @@ namespace slm {
 SlidingWindowKVCache::SlidingWindowKVCache(const KVShape& shape, std::vector<int32_t> layer_windows,
                                            int n_ctx, int n_seq, int n_batch, DType type)
     : shape_(shape), windows_(std::move(layer_windows)), n_ctx_(n_ctx), n_seq_(n_seq), type_(type) {
-  if (type != DType::F32 && type != DType::F16)
-    fail("KV cache type {} is not supported (use f16 or f32)", dtype_name(type));
+  check_type(type, shape);
   if (n_ctx <= 0 || n_seq <= 0 || n_batch <= 0)
     fail("KV cache needs positive context, sequences and batch (got {}, {}, {})", n_ctx, n_seq, n_batch);
   if (static_cast<int>(windows_.size()) != shape.n_layer)
     fail("sliding-window cache: {} windows for {} layers", windows_.size(), shape.n_layer);
-  elem_ = type == DType::F32 ? 4 : 2;
+  k_row_bytes_ = row_size(type, shape.k_dim);
+  v_row_bytes_ = row_size(type, shape.v_dim);
   key_blocks_ = type == DType::F16;
   // Rows per (layer, seq): a ring that wraps holds whole key blocks, so that a run of visible
   // keys ends at a block's end; the keys of one that never wraps are rounded up to whole
@@ -174,8 +192,8 @@ SlidingWindowKVCache::SlidingWindowKVCache(const KVShape& shape, std::vector<int
     layer_base_.push_back(rows);
     rows += static_cast<size_t>(held(static_cast<int>(capacity_.size()) - 1)) * n_seq;
   }
-  k_ = ZeroedBuffer(rows * shape.k_dim * elem_);
-  v_ = ZeroedBuffer(rows * shape.v_dim * elem_);
+  k_ = ZeroedBuffer(rows * k_row_bytes_);
+  v_ = ZeroedBuffer(rows * v_row_bytes_);
   lengths_.assign(n_seq, 0);
   if (key_blocks_) key_fp16_.resize(static_cast<size_t>(shape.k_dim));
   if (key_blocks_) check_value_heads(shape);
@@ -199,8 +217,8 @@ void SlidingWindowKVCache::store(int layer, int seq, int32_t pos, const float* k
                         reinterpret_cast<uint16_t*>(v_.data()) + head_base(layer, seq, 0, shape_.v_dim), held(layer),
                         slot);
   } else {
-    encode_row(type_, k, k_.data() + idx * shape_.k_dim * elem_, shape_.k_dim);
-    encode_row(type_, v, v_.data() + idx * shape_.v_dim * elem_, shape_.v_dim);
+    encode_row(type_, k, k_.data() + idx * k_row_bytes_, shape_.k_dim);
+    encode_row(type_, v, v_.data() + idx * v_row_bytes_, shape_.v_dim);
   }
   if (layer == 0) lengths_[seq] = std::max(lengths_[seq], pos + 1);
 }
@@ -213,7 +231,7 @@ int32_t SlidingWindowKVCache::first_visible(int layer, int32_t pos) const {
 const void* SlidingWindowKVCache::k_row(int layer, int seq, int32_t pos) const {
   const size_t idx = row_index(layer, seq, pos);
   if (key_blocks_) fail("KV cache: F16 keys are stored in blocks, not rows (read them with key_blocks)");
-  return k_.data() + idx * shape_.k_dim * elem_;
+  return k_.data() + idx * k_row_bytes_;
 }
 
 const uint16_t* SlidingWindowKVCache::key_blocks(int layer, int seq, int head) const {
@@ -229,7 +247,7 @@ int32_t SlidingWindowKVCache::ring_capacity(int layer) const {
 const void* SlidingWindowKVCache::v_row(int layer, int seq, int32_t pos) const {
   const size_t idx = row_index(layer, seq, pos);
   if (key_blocks_) fail("KV cache: F16 values are stored head by head, not rows (read them with value_head)");
-  return v_.data() + idx * shape_.v_dim * elem_;
+  return v_.data() + idx * v_row_bytes_;
 }
 
 const uint16_t* SlidingWindowKVCache::value_head(int layer, int seq, int head) const {

@@ -24,7 +24,7 @@ class KVCache {
   virtual ~KVCache() = default;
   virtual int n_ctx() const = 0;
   virtual int n_seq() const = 0;
-  virtual DType type() const = 0;  // F32 or F16 storage
+  virtual DType type() const = 0;  // F32, F16 or Q8_0 storage (Q8_0 and F32: rows)
   // Store token `pos` of sequence `seq` for `layer`, k of k_dim and v of v_dim floats.
   virtual void store(int layer, int seq, int32_t pos, const float* k, const float* v) = 0;
   // First position a query at `pos` may attend to in `layer` (sliding windows move it).
@@ -95,7 +95,7 @@ class FullKVCache : public KVCache {
   KVShape shape_;
   int n_ctx_, n_seq_;
   DType type_;
-  size_t elem_;
+  size_t k_row_bytes_, v_row_bytes_;  // a key / value row in type_ (Q8_0: 34 bytes per 32 values)
   bool key_blocks_;        // F16: keys in blocks
   int32_t k_positions_;    // positions allocated per (layer, seq) for keys
   std::vector<uint16_t> key_fp16_;  // one key row in fp16 before it is spread over its block
@@ -156,7 +156,7 @@ class SlidingWindowKVCache : public KVCache {
   std::vector<size_t> layer_base_;  // first row of each layer
   int n_ctx_, n_seq_;
   DType type_;
-  size_t elem_;
+  size_t k_row_bytes_, v_row_bytes_;  // a key / value row in type_
   bool key_blocks_;  // F16: keys in blocks
   std::vector<uint16_t> key_fp16_;  // one key row in fp16 before it is spread over its block
   ZeroedBuffer k_, v_;  // pages appear as rows are written

@@ -60,7 +60,7 @@ Runner add_bench(CLI::App& app) {
   app.add_option("-d,--n-depth", o->depth, "tokens already in the cache when each test starts (default 0)");
   app.add_option("-b,--batch-size", o->n_batch, "prompt tokens per forward pass (default: the session's)");
   app.add_option("-r,--repetitions", o->reps, "repetitions of each test");
-  app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+  app.add_option("--kv-type", o->kv_type, "KV cache type: f16, f32 or q8_0 (half f16's memory)")->check(CLI::IsMember({"f16", "f32", "q8_0"}));
   o->lora.add_to(app);
   app.add_flag("--json", o->json, "one JSON object per test on stdout");
   return [o]() {

@@ -27,7 +27,7 @@ Runner add_perplexity(CLI::App& app) {
   app.add_option("-c,--ctx-size", o->ctx, "tokens per chunk (default 512, as llama-perplexity)");
   app.add_option("-b,--batch-size", o->batch, "tokens per forward pass (default 512, at most the chunk)");
   app.add_option("--chunks", o->chunks, "score at most this many chunks (default: all)");
-  app.add_option("--kv-type", o->kv_type, "KV cache type: f16 (default, as llama.cpp) or f32");
+  app.add_option("--kv-type", o->kv_type, "KV cache type: f16 (default, as llama.cpp), f32 or q8_0")->check(CLI::IsMember({"f16", "f32", "q8_0"}));
   app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
   o->lora.add_to(app);
   app.add_option("--kl-divergence-base", o->kl_base,

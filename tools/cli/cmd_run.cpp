@@ -43,7 +43,7 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
       });
   app.add_option("-t,--threads", threads, "threads (default: all cores)");
   app.add_option("-c,--ctx-size", n_ctx, "context size (0: the model's training context)");
-  app.add_option("--kv-type", kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+  app.add_option("--kv-type", kv_type, "KV cache type: f16, f32 or q8_0 (half f16's memory)")->check(CLI::IsMember({"f16", "f32", "q8_0"}));
   lora.add_to(app);
   app.add_option("--grammar", grammar, "GBNF grammar the output must follow (llama.cpp's format)");
   app.add_option("--grammar-file", grammar_file, "file holding a GBNF grammar");

@@ -26,7 +26,7 @@ Runner add_serve(CLI::App& app) {
   auto* key = app.add_option("--api-key", o->s.api_key, "require 'Authorization: Bearer KEY' on /v1/*, /completion, /infill, /tokenize, /detokenize");
   app.add_option("--api-key-file", o->api_key_file, "read the API key from a file (first line)")->excludes(key);
   app.add_option("--max-queue", o->s.max_queue, "requests that may wait for a slot before a 503 (default 64)");
-  app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+  app.add_option("--kv-type", o->kv_type, "KV cache type: f16, f32 or q8_0 (half f16's memory)")->check(CLI::IsMember({"f16", "f32", "q8_0"}));
   app.add_option("--embed-model", o->s.embed_model_path, "embedding model (bert) for POST /v1/embeddings and vector search");
   app.add_option("--db", o->s.db_path, "index (slm index add) for POST /v1/search: an SQLite file or a postgresql:// URL");
   app.add_option("--override-kv", o->s.override_kv,

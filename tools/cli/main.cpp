@@ -21,7 +21,8 @@ int default_threads() {
 uint32_t parse_kv_type(const std::string& s) {
   if (s == "f16") return static_cast<uint32_t>(DType::F16);
   if (s == "f32") return static_cast<uint32_t>(DType::F32);
-  fail("--kv-type '{}' is not supported (use f16 or f32)", s);
+  if (s == "q8_0") return static_cast<uint32_t>(DType::Q8_0);
+  fail("--kv-type '{}' is not supported (use f16, f32 or q8_0)", s);
 }
 
 }  // namespace slm::cli
