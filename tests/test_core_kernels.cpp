@@ -379,6 +379,103 @@ TEST(KernelAttentionF16, MatchesScalarTwin) {
   }
 }
 
+// The same over a q8_0 cache as stored (kern::AttendQ8Fn): the F16 test's shapes (all head
+// dimensions whole q8_0 blocks), keys in 16-position blocks of two KV heads, each head's
+// 32-dimension groups holding 16 fp16 scales and then 16 int8 values per dimension, value rows
+// of q8_0 blocks with padding; random int8 values and scales. Checked as the F16 kernel is:
+// against attend_group on keys and values gathered and decoded position by position.
+TEST(KernelAttentionQ8, MatchesScalarTwin) {
+  struct Shape { int n_q; int64_t first; int64_t n; int d; float softcap; int64_t ring; int n_tok = 1; int slide = 0; };
+  const Shape shapes[] = {{1, 0, 1, 64, 0, 0},      {4, 0, 7, 64, 0, 0},      {4, 5, 16, 64, 0, 0},
+                          {4, 15, 17, 64, 0, 0},    {7, 33, 100, 64, 0, 0},   {9, 16, 33, 128, 0, 0},
+                          {2, 7, 250, 256, 50.0f, 0}, {3, 1, 40, 96, 0, 0},   {8, 0, 513, 64, 0, 0},
+                          {4, 37, 40, 64, 0, 48},   {4, 32, 48, 64, 0, 48},   {2, 47, 2, 64, 0, 48},
+                          {3, 90, 120, 96, 0, 128}, {4, 400, 160, 64, 30.0f, 176},
+                          {8, 0, 300, 96, 0, 0, 8}, {8, 5, 77, 256, 50.0f, 0, 4}, {8, 37, 40, 64, 0, 48, 8},
+                          {8, 3, 300, 96, 0, 0, 8, 1}, {8, 45, 40, 64, 20.0f, 48, 4, 1}};
+  constexpr int B = kern::kKeyBlock;
+  std::mt19937 rng(17);
+  std::uniform_int_distribution<int> i8(-127, 127);
+  std::uniform_real_distribution<float> sc(0.001f, 0.05f);
+  for (Isa isa : simd_levels()) {
+    const kern::Kernels& k = *kern::for_isa(isa);
+    ASSERT_NE(k.attend_q8, nullptr) << kern::isa_name(isa);
+    for (const Shape& sh : shapes) {
+      const int64_t groups = sh.d / 32;
+      const int64_t slots = sh.ring > 0 ? sh.ring : (sh.first + sh.n + B - 1) / B * B;
+      const int64_t stride = 2 * groups * kern::kQ8KeyGroupBytes;  // a block of both heads
+      const int64_t row = groups * 34, ldv = 2 * row + 34;         // value rows of both heads, padded
+      std::vector<uint8_t> blocks(static_cast<size_t>(slots / B * stride + stride)), vrows(static_cast<size_t>(slots * ldv));
+      auto put_half = [](uint8_t* p, float f) {
+        const uint16_t h = fp32_to_fp16(f);
+        std::memcpy(p, &h, 2);
+      };
+      auto half = [](const uint8_t* p) {
+        uint16_t h;
+        std::memcpy(&h, p, 2);
+        return fp16_to_fp32(h);
+      };
+      for (size_t b = 0; b < blocks.size(); b += kern::kQ8KeyGroupBytes) {
+        for (int l = 0; l < B && b + 2 * l + 1 < blocks.size(); ++l) put_half(&blocks[b + 2 * l], sc(rng));
+        for (size_t i = b + 2 * B; i < std::min(blocks.size(), b + kern::kQ8KeyGroupBytes); ++i)
+          blocks[i] = static_cast<uint8_t>(static_cast<int8_t>(i8(rng)));
+      }
+      for (size_t b = 0; b + 34 <= vrows.size(); b += 34) {
+        put_half(&vrows[b], sc(rng));
+        for (int i = 0; i < 32; ++i) vrows[b + 2 + i] = static_cast<uint8_t>(static_cast<int8_t>(i8(rng)));
+      }
+      auto slot_of = [&](int64_t pos) { return sh.ring > 0 ? pos % sh.ring : pos; };
+      // Head 1's keys (transposed) and values, position by position, decoded.
+      std::vector<float> kt(static_cast<size_t>(sh.d * sh.n)), vf(static_cast<size_t>(sh.n * sh.d));
+      for (int64_t j = 0; j < sh.n; ++j) {
+        const int64_t s = slot_of(sh.first + j);
+        for (int d = 0; d < sh.d; ++d) {
+          const uint8_t* g = blocks.data() + (s / B) * stride + (groups + d / 32) * kern::kQ8KeyGroupBytes;
+          kt[d * sh.n + j] = half(g + 2 * (s % B)) * static_cast<int8_t>(g[2 * B + (d % 32) * B + s % B]);
+          const uint8_t* vb = vrows.data() + s * ldv + row + (d / 32) * 34;
+          vf[j * sh.d + d] = half(vb) * static_cast<int8_t>(vb[2 + d % 32]);
+        }
+      }
+      std::vector<float> q = gaussian(sh.n_q * sh.d, 1, 2.0f);
+      if (sh.n > 50) q[0] = 400.0f;
+      const float scale = 1.0f / std::sqrt(static_cast<float>(sh.d));
+      const int64_t slot0 = slot_of(sh.first);
+      kern::Q8KeysValues kv;
+      kv.kb = blocks.data() + (slot0 / B) * stride + groups * kern::kQ8KeyGroupBytes;  // head 1
+      kv.kblock_stride = stride;
+      kv.lane0 = static_cast<int>(slot0 % B);
+      kv.v = vrows.data() + slot0 * ldv + row;
+      kv.ldv = ldv;
+      kv.n = sh.n;
+      kv.n_first = std::min(sh.n, slots - slot0);
+      if (kv.n_first < sh.n) {
+        kv.kb_wrap = blocks.data() + groups * kern::kQ8KeyGroupBytes;
+        kv.v_wrap = vrows.data() + row;
+      }
+      std::vector<float> scratch(static_cast<size_t>(sh.n_q) * (sh.n + 32));
+      std::vector<float> gathered(static_cast<size_t>(sh.n_q) * sh.d), twin(gathered.size(), -5.0f),
+          got(gathered.size(), -7.0f);
+      const int heads = sh.n_q / sh.n_tok;
+      for (int r = 0; r < sh.n_tok; ++r) {
+        const int64_t lo = int64_t{r} * sh.slide;
+        ref::attend_group(q.data() + r * heads * sh.d, heads, sh.d, kt.data() + lo, sh.n, vf.data() + lo * sh.d,
+                          sh.d, sh.n - (sh.n_tok - 1 - r) - lo, sh.d, sh.d, scale, sh.softcap, scratch.data(),
+                          gathered.data() + r * heads * sh.d, sh.d);
+      }
+      ref::attend_group_q8(q.data(), sh.n_q, sh.n_tok, sh.slide, sh.d, kv, sh.d, sh.d, scale, sh.softcap,
+                           scratch.data(), twin.data(), sh.d);
+      k.attend_q8(q.data(), sh.n_q, sh.n_tok, sh.slide, sh.d, kv, sh.d, sh.d, scale, sh.softcap, scratch.data(),
+                  got.data(), sh.d);
+      const std::string what = std::string(kern::isa_name(isa)) + " n_q " + std::to_string(sh.n_q) + " first " +
+                               std::to_string(sh.first) + " n " + std::to_string(sh.n) + " d " +
+                               std::to_string(sh.d) + " ring " + std::to_string(sh.ring) + " tokens " +
+                               std::to_string(sh.n_tok) + " slide " + std::to_string(sh.slide);
+      EXPECT_EQ(rel_l2(gathered, twin), 0.0) << "scalar twin, " << what;
+      EXPECT_LE(rel_l2(gathered, got), 1e-5) << what;
+    }
+  }
+}
+
 // Gemma 2's soft-capping, cap * tanh(x / cap), against std::tanh element by element: near 0
 // (the polynomial), around the switch at |x / cap| = 0.625, out to saturation, both signs, and
 // lengths with masked tails.

@@ -142,6 +142,29 @@ using AttendF16Fn = void (*)(const float* q, int n_q, int n_tok, int slide, int6
                              int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
                              int64_t ldo);
 
+// The same over a q8_0 KV cache as stored (--kv-type q8_0 where head dimensions are whole
+// blocks of 32). Keys in blocks of kKeyBlock positions as above, each block holding, for every
+// 32 dimensions of the head, a group of kQ8KeyGroupBytes: the kKeyBlock positions' fp16 scales,
+// then dimension by dimension their kKeyBlock int8 values (key j's dimension d is its group's
+// scale times its int8: a q8_0 block of the key's 32 dimensions, transposed so that one vector
+// load holds a dimension of consecutive keys). Value rows are q8_0 blocks (34 bytes per 32
+// values). Pointers and strides in bytes; otherwise as F16KeysValues and AttendF16Fn.
+// ref::attend_group_q8 is the scalar twin.
+constexpr int kQ8KeyGroupBytes = 2 * kKeyBlock + 32 * kKeyBlock;
+struct Q8KeysValues {
+  const uint8_t* kb = nullptr;
+  int64_t kblock_stride = 0;
+  int lane0 = 0;
+  const uint8_t* v = nullptr;
+  int64_t ldv = 0;
+  int64_t n = 0;
+  int64_t n_first = 0;
+  const uint8_t* kb_wrap = nullptr;
+  const uint8_t* v_wrap = nullptr;
+};
+using AttendQ8Fn = void (*)(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const Q8KeysValues& kv,
+                            int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo);
+
 // F32 matrix products on packed panels, driven by ops/gemm.cpp (which does the cache blocking,
 // the threads and the transposes). pack lays out an x-extent of nx (<= any) by k values of a
 // matrix, element (x, p) at src[x * sx + p * sk], as ceil(nx / width) panels of k * width
@@ -166,6 +189,7 @@ struct Kernels {
   Isa isa;
   AttendFn attend;           // null: the scalar twin
   AttendF16Fn attend_f16;    // null: the scalar twin
+  AttendQ8Fn attend_q8;      // null: the scalar twin
   // out[i] = silu(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i] (SwiGLU), with a
   // vectorized exp; null: the scalar loop in models/blocks.cpp. out may equal gate.
   void (*swiglu)(const float* gate, const float* up, float* out, int64_t n);

@@ -4,6 +4,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "core/error.h"
 #include "kernels/kernels.h"
@@ -66,7 +67,7 @@ bool simd_head_dims(const AttentionSpec& spec) {
 // One job per (token of `seq`, KV head g) on the pool, the group's query heads sharing the
 // keys and values: job(g, first, n, q_g, out_g, scores) with the first visible position and
 // the count of visible keys, the group's queries and outputs, and the thread's scratch of
-// scratch_floats floats. Jobs go KV head by KV head, as in attend_f16_blocks below.
+// scratch_floats floats. Jobs go KV head by KV head, as in attend_blocks below.
 template <class Job>
 void for_each_kv_head_job(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
                           const AttentionSpec& spec, int32_t seq, const float* q, float* out,
@@ -106,16 +107,24 @@ constexpr int64_t kRowsPerCall = 8;
 // in L2, and each thread gets whole heads, so the causal mask's uneven rows (late tokens see
 // more keys) are shared out evenly. Token-major order streamed every head's keys from L3 and
 // gave the late tokens of a prompt batch, three times the work of the early ones, to one thread.
-void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
-                       const AttentionSpec& spec, int32_t seq, const float* q, float* out) {
+//
+// kQ8: the same over a q8_0 cache's blocks (KVCache::q8_key_blocks; kern::AttendQ8Fn).
+template <bool kQ8>
+void attend_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
+                   const AttentionSpec& spec, int32_t seq, const float* q, float* out) {
   constexpr int B = kern::kKeyBlock;
   const int64_t hdk = spec.head_dim_k, hdv = spec.head_dim_v;
   const int64_t q_dim = spec.n_head * hdk, o_dim = spec.n_head * hdv;
   const int64_t group = spec.n_head / spec.n_head_kv;
   const int64_t stride = cache.key_block_stride();
   const int32_t capacity = cache.ring_capacity(layer);
-  const kern::AttendF16Fn kernel = kern::active().attend_f16 && simd_head_dims(spec)
-                                       ? kern::active().attend_f16 : &ref::attend_group_f16;
+  using KV = std::conditional_t<kQ8, kern::Q8KeysValues, kern::F16KeysValues>;
+  using Kernel = void (*)(const float*, int, int, int, int64_t, const KV&, int, int, float, float, float*, float*, int64_t);
+  Kernel kernel = nullptr;
+  if constexpr (kQ8) kernel = kern::active().attend_q8 ? kern::active().attend_q8 : &ref::attend_group_q8;
+  else kernel = kern::active().attend_f16 && simd_head_dims(spec) ? kern::active().attend_f16 : &ref::attend_group_f16;
+  // A value row: hdv fp16 values, or hdv / 32 q8_0 blocks of 34 bytes.
+  const int64_t ldv = kQ8 ? hdv / 32 * 34 : hdv;
   // Runs of tokens (first token, count, slide: 1 where the first visible key moves on with
   // each token), flattened.
   const int64_t max_tok = std::max<int64_t>(1, kRowsPerCall / group);
@@ -156,14 +165,20 @@ void attend_f16_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache
       const int32_t first = cache.first_visible(layer, b.pos[t0]);
       const int64_t n = b.pos[tl] - first + 1;  // from the run's first token's first key to its last token
       const int32_t slot = first % capacity;
-      kern::F16KeysValues kv;
-      const uint16_t* k_head = cache.key_blocks(layer, seq, static_cast<int>(g));
+      KV kv;
+      const auto* k_head = [&] {
+        if constexpr (kQ8) return cache.q8_key_blocks(layer, seq, static_cast<int>(g));
+        else return cache.key_blocks(layer, seq, static_cast<int>(g));
+      }();
       kv.kb = k_head + (slot / B) * stride;
       kv.kblock_stride = stride;
       kv.lane0 = slot % B;
-      const uint16_t* v_head = cache.value_head(layer, seq, static_cast<int>(g));
-      kv.v = v_head + slot * hdv;
-      kv.ldv = hdv;
+      const auto* v_head = [&] {
+        if constexpr (kQ8) return cache.q8_value_head(layer, seq, static_cast<int>(g));
+        else return cache.value_head(layer, seq, static_cast<int>(g));
+      }();
+      kv.v = v_head + slot * ldv;
+      kv.ldv = ldv;
       kv.n = n;
       kv.n_first = std::min<int64_t>(n, capacity - slot);
       if (kv.n_first < n) {  // the rest from the ring's first slot on
@@ -213,7 +228,11 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
   seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
   for (const int32_t seq : seqs) {
     if (cache.key_blocks(layer, seq, 0)) {
-      attend_f16_blocks(ctx, b, cache, layer, spec, seq, q, out);
+      attend_blocks<false>(ctx, b, cache, layer, spec, seq, q, out);
+      continue;
+    }
+    if (cache.q8_key_blocks(layer, seq, 0)) {
+      attend_blocks<true>(ctx, b, cache, layer, spec, seq, q, out);
       continue;
     }
     int32_t lo = INT32_MAX, hi = -1;

@@ -22,6 +22,14 @@ void check_type(DType type, const KVShape& shape) {
          shape.k_dim, shape.v_dim);
 }
 
+// A q8_0 cache keeps keys in blocks (and values head by head) where every head's dimensions
+// are whole q8_0 blocks; else rows across all heads.
+bool q8_head_blocks(DType type, const KVShape& shape) {
+  return type == DType::Q8_0 && shape.n_head_kv > 0 && shape.k_dim % shape.n_head_kv == 0 &&
+         shape.v_dim % shape.n_head_kv == 0 && (shape.k_dim / shape.n_head_kv) % 32 == 0 &&
+         (shape.v_dim / shape.n_head_kv) % 32 == 0;
+}
+
 void check_value_heads(const KVShape& shape) {
   if (shape.n_head_kv <= 0 || shape.v_dim % shape.n_head_kv != 0 || shape.k_dim % shape.n_head_kv != 0)
     fail("KV cache: {} key and {} value dimensions do not split into {} heads", shape.k_dim, shape.v_dim,
@@ -37,12 +45,14 @@ FullKVCache::FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type)
   k_row_bytes_ = row_size(type, shape.k_dim);
   v_row_bytes_ = row_size(type, shape.v_dim);
   key_blocks_ = type == DType::F16;
-  k_positions_ = key_blocks_ ? (n_ctx + kBlock - 1) / kBlock * kBlock : n_ctx;
+  q8_blocks_ = q8_head_blocks(type, shape);
+  k_positions_ = key_blocks_ || q8_blocks_ ? (n_ctx + kBlock - 1) / kBlock * kBlock : n_ctx;
   const size_t rows = static_cast<size_t>(shape.n_layer) * n_seq * n_ctx;
   k_ = ZeroedBuffer(static_cast<size_t>(shape.n_layer) * n_seq * k_positions_ * k_row_bytes_);
   v_ = ZeroedBuffer(rows * v_row_bytes_);
   lengths_.assign(n_seq, 0);
   if (key_blocks_) key_fp16_.resize(static_cast<size_t>(shape.k_dim));
+  if (q8_blocks_) key_q8_.resize(k_row_bytes_);
   if (key_blocks_) check_value_heads(shape);
 }
 
@@ -91,6 +101,33 @@ void store_key_in_block(const float* k, int64_t k_dim, int n_head, uint16_t* blo
     for (int64_t c = 0; c < hd; ++c) lane[c * B] = row[h * hd + c];
   }
 }
+// The q8_0 twins of the two above: each head's 32-dimension groups of key row k quantized as
+// q8_0 blocks (as a row would be), then the block's scale and 32 int8 values spread over lane
+// slot % kKeyBlock of the head's key block slot / kKeyBlock (kern::AttendQ8Fn's layout); and
+// value row v's heads as q8_0 rows in slot `slot` of each head's run. row: k_dim q8_0 scratch.
+void store_key_q8_in_block(const float* k, int64_t k_dim, int n_head, uint8_t* blocks, int64_t slots, int32_t slot,
+                           uint8_t* row) {
+  constexpr int B = kern::kKeyBlock;
+  const int64_t groups = k_dim / n_head / 32;  // q8_0 blocks per head
+  const size_t block_bytes = static_cast<size_t>(groups) * kern::kQ8KeyGroupBytes;
+  encode_row(DType::Q8_0, k, row, k_dim);
+  for (int h = 0; h < n_head; ++h)
+    for (int64_t g = 0; g < groups; ++g) {
+      const uint8_t* src = row + (h * groups + g) * 34;
+      uint8_t* dst = blocks + static_cast<size_t>(h) * (slots / B) * block_bytes + static_cast<size_t>(slot / B) * block_bytes +
+                     g * kern::kQ8KeyGroupBytes;
+      const int lane = slot % B;
+      dst[2 * lane] = src[0];
+      dst[2 * lane + 1] = src[1];
+      for (int d = 0; d < 32; ++d) dst[2 * B + d * B + lane] = src[2 + d];
+    }
+}
+
+void store_value_q8_by_head(const float* v, int64_t v_dim, int n_head, uint8_t* heads, int64_t slots, int32_t slot) {
+  const int64_t hd = v_dim / n_head;
+  const size_t row = row_size(DType::Q8_0, hd);
+  for (int h = 0; h < n_head; ++h) encode_row(DType::Q8_0, v + h * hd, heads + (h * slots + slot) * row, hd);
+}
 }  // namespace
 
 void FullKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
@@ -101,6 +138,11 @@ void FullKVCache::store(int layer, int seq, int32_t pos, const float* k, const f
                        k_positions_, pos, key_fp16_.data());
     store_value_by_head(v, shape_.v_dim, shape_.n_head_kv,
                         reinterpret_cast<uint16_t*>(v_.data()) + index(layer, seq, 0) * shape_.v_dim, n_ctx_, pos);
+  } else if (q8_blocks_) {
+    store_key_q8_in_block(k, shape_.k_dim, shape_.n_head_kv,
+                          k_.data() + (static_cast<size_t>(layer) * n_seq_ + seq) * k_positions_ * k_row_bytes_,
+                          k_positions_, pos, key_q8_.data());
+    store_value_q8_by_head(v, shape_.v_dim, shape_.n_head_kv, v_.data() + index(layer, seq, 0) * v_row_bytes_, n_ctx_, pos);
   } else {
     encode_row(type_, k, k_.data() + idx * k_row_bytes_, shape_.k_dim);
     encode_row(type_, v, v_.data() + idx * v_row_bytes_, shape_.v_dim);
@@ -110,7 +152,7 @@ void FullKVCache::store(int layer, int seq, int32_t pos, const float* k, const f
 
 const void* FullKVCache::k_row(int layer, int seq, int32_t pos) const {
   check(layer, seq, pos);
-  if (key_blocks_) fail("KV cache: F16 keys are stored in blocks, not rows (read them with key_blocks)");
+  if (key_blocks_ || q8_blocks_) fail("KV cache: keys are stored in blocks, not rows (read them with key_blocks)");
   return k_.data() + index(layer, seq, pos) * k_row_bytes_;
 }
 
@@ -123,7 +165,7 @@ const uint16_t* FullKVCache::key_blocks(int layer, int seq, int head) const {
 
 const void* FullKVCache::v_row(int layer, int seq, int32_t pos) const {
   check(layer, seq, pos);
-  if (key_blocks_) fail("KV cache: F16 values are stored head by head, not rows (read them with value_head)");
+  if (key_blocks_ || q8_blocks_) fail("KV cache: values are stored head by head, not rows (read them with value_head)");
   return v_.data() + index(layer, seq, pos) * v_row_bytes_;
 }
 
@@ -132,6 +174,19 @@ const uint16_t* FullKVCache::value_head(int layer, int seq, int head) const {
   check(layer, seq, 0);
   const int64_t hd = shape_.v_dim / shape_.n_head_kv;
   return reinterpret_cast<const uint16_t*>(v_.data()) + index(layer, seq, 0) * shape_.v_dim + head * n_ctx_ * hd;
+}
+
+const uint8_t* FullKVCache::q8_key_blocks(int layer, int seq, int head) const {
+  if (!q8_blocks_) return nullptr;
+  check(layer, seq, 0);
+  return k_.data() + (static_cast<size_t>(layer) * n_seq_ + seq) * k_positions_ * k_row_bytes_ +
+         static_cast<size_t>(head) * k_positions_ * (k_row_bytes_ / shape_.n_head_kv);
+}
+
+const uint8_t* FullKVCache::q8_value_head(int layer, int seq, int head) const {
+  if (!q8_blocks_) return nullptr;
+  check(layer, seq, 0);
+  return v_.data() + index(layer, seq, 0) * v_row_bytes_ + static_cast<size_t>(head) * n_ctx_ * (v_row_bytes_ / shape_.n_head_kv);
 }
 
 int32_t FullKVCache::truncate(int seq, int32_t from) {
@@ -180,6 +235,7 @@ SlidingWindowKVCache::SlidingWindowKVCache(const KVShape& shape, std::vector<int
   k_row_bytes_ = row_size(type, shape.k_dim);
   v_row_bytes_ = row_size(type, shape.v_dim);
   key_blocks_ = type == DType::F16;
+  q8_blocks_ = q8_head_blocks(type, shape);
   // Rows per (layer, seq): a ring that wraps holds whole key blocks, so that a run of visible
   // keys ends at a block's end; the keys of one that never wraps are rounded up to whole
   // blocks past its rows (the kernel reads the last block whole).
@@ -196,6 +252,7 @@ SlidingWindowKVCache::SlidingWindowKVCache(const KVShape& shape, std::vector<int
   v_ = ZeroedBuffer(rows * v_row_bytes_);
   lengths_.assign(n_seq, 0);
   if (key_blocks_) key_fp16_.resize(static_cast<size_t>(shape.k_dim));
+  if (q8_blocks_) key_q8_.resize(k_row_bytes_);
   if (key_blocks_) check_value_heads(shape);
 }
 
@@ -211,11 +268,17 @@ void SlidingWindowKVCache::store(int layer, int seq, int32_t pos, const float* k
   if (key_blocks_) {
     const int32_t slot = pos % capacity_[layer];
     store_key_in_block(k, shape_.k_dim, shape_.n_head_kv,
-                       reinterpret_cast<uint16_t*>(k_.data()) + head_base(layer, seq, 0, shape_.k_dim), held(layer),
+                       reinterpret_cast<uint16_t*>(k_.data() + head_base(layer, seq, 0, k_row_bytes_)), held(layer),
                        slot, key_fp16_.data());
     store_value_by_head(v, shape_.v_dim, shape_.n_head_kv,
-                        reinterpret_cast<uint16_t*>(v_.data()) + head_base(layer, seq, 0, shape_.v_dim), held(layer),
+                        reinterpret_cast<uint16_t*>(v_.data() + head_base(layer, seq, 0, v_row_bytes_)), held(layer),
                         slot);
+  } else if (q8_blocks_) {
+    const int32_t slot = pos % capacity_[layer];
+    store_key_q8_in_block(k, shape_.k_dim, shape_.n_head_kv, k_.data() + head_base(layer, seq, 0, k_row_bytes_), held(layer),
+                          slot, key_q8_.data());
+    store_value_q8_by_head(v, shape_.v_dim, shape_.n_head_kv, v_.data() + head_base(layer, seq, 0, v_row_bytes_), held(layer),
+                           slot);
   } else {
     encode_row(type_, k, k_.data() + idx * k_row_bytes_, shape_.k_dim);
     encode_row(type_, v, v_.data() + idx * v_row_bytes_, shape_.v_dim);
@@ -230,13 +293,13 @@ int32_t SlidingWindowKVCache::first_visible(int layer, int32_t pos) const {
 
 const void* SlidingWindowKVCache::k_row(int layer, int seq, int32_t pos) const {
   const size_t idx = row_index(layer, seq, pos);
-  if (key_blocks_) fail("KV cache: F16 keys are stored in blocks, not rows (read them with key_blocks)");
+  if (key_blocks_ || q8_blocks_) fail("KV cache: keys are stored in blocks, not rows (read them with key_blocks)");
   return k_.data() + idx * k_row_bytes_;
 }
 
 const uint16_t* SlidingWindowKVCache::key_blocks(int layer, int seq, int head) const {
   if (!key_blocks_) return nullptr;
-  return reinterpret_cast<const uint16_t*>(k_.data()) + head_base(layer, seq, head, shape_.k_dim);
+  return reinterpret_cast<const uint16_t*>(k_.data() + head_base(layer, seq, head, k_row_bytes_));
 }
 
 int32_t SlidingWindowKVCache::ring_capacity(int layer) const {
@@ -246,13 +309,23 @@ int32_t SlidingWindowKVCache::ring_capacity(int layer) const {
 
 const void* SlidingWindowKVCache::v_row(int layer, int seq, int32_t pos) const {
   const size_t idx = row_index(layer, seq, pos);
-  if (key_blocks_) fail("KV cache: F16 values are stored head by head, not rows (read them with value_head)");
+  if (key_blocks_ || q8_blocks_) fail("KV cache: values are stored head by head, not rows (read them with value_head)");
   return v_.data() + idx * v_row_bytes_;
 }
 
 const uint16_t* SlidingWindowKVCache::value_head(int layer, int seq, int head) const {
   if (!key_blocks_) return nullptr;
-  return reinterpret_cast<const uint16_t*>(v_.data()) + head_base(layer, seq, head, shape_.v_dim);
+  return reinterpret_cast<const uint16_t*>(v_.data() + head_base(layer, seq, head, v_row_bytes_));
+}
+
+const uint8_t* SlidingWindowKVCache::q8_key_blocks(int layer, int seq, int head) const {
+  if (!q8_blocks_) return nullptr;
+  return k_.data() + head_base(layer, seq, head, k_row_bytes_);
+}
+
+const uint8_t* SlidingWindowKVCache::q8_value_head(int layer, int seq, int head) const {
+  if (!q8_blocks_) return nullptr;
+  return v_.data() + head_base(layer, seq, head, v_row_bytes_);
 }
 
 int32_t SlidingWindowKVCache::truncate(int seq, int32_t from) {

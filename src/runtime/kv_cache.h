@@ -38,6 +38,7 @@ class KVCache {
   // key_block_stride() elements apart (its own positions one after the other, so that a
   // decoding job reads one contiguous run); k_row is then unavailable. Null: keys are rows.
   virtual const uint16_t* key_blocks(int /*layer*/, int /*seq*/, int /*head*/) const { return nullptr; }
+  // In the blocks' elements: fp16 values for key_blocks, bytes for q8_key_blocks.
   virtual int64_t key_block_stride() const { return 0; }
   // Positions of (layer, seq) the cache holds before a position takes the key slot and value
   // row of the one `capacity` before it (a sliding window's ring): position pos sits in slot
@@ -49,6 +50,14 @@ class KVCache {
   // head h's value at position pos is value_head(layer, seq, h) + (pos % ring_capacity(layer))
   // * (v_dim / n_head_kv) fp16, and v_row is unavailable. Null: values are rows.
   virtual const uint16_t* value_head(int /*layer*/, int /*seq*/, int /*head*/) const { return nullptr; }
+  // A q8_0 cache whose head dimensions are whole blocks of 32 keeps keys in blocks of
+  // kern::kKeyBlock positions as F16 does, in the layout kern::AttendQ8Fn reads (int8 values
+  // and each position's block scales, kernels/kernels.h), key_block_stride() bytes apart, and
+  // values head by head as q8_0 rows (hd_v / 32 * 34 bytes each); k_row and v_row are then
+  // unavailable. Null: rows (q8_0 rows across all heads where head dimensions are not whole
+  // blocks).
+  virtual const uint8_t* q8_key_blocks(int /*layer*/, int /*seq*/, int /*head*/) const { return nullptr; }
+  virtual const uint8_t* q8_value_head(int /*layer*/, int /*seq*/, int /*head*/) const { return nullptr; }
   // Forget sequence `seq` from position `from` on (0 = the whole sequence). Returns the
   // length actually kept, which is less than `from` when a cache cannot keep that prefix
   // valid (a ring that has overwritten rows the next query would need).
@@ -75,8 +84,13 @@ class FullKVCache : public KVCache {
   const void* k_row(int layer, int seq, int32_t pos) const override;
   const void* v_row(int layer, int seq, int32_t pos) const override;
   const uint16_t* key_blocks(int layer, int seq, int head) const override;
-  int64_t key_block_stride() const override { return key_blocks_ ? shape_.k_dim / shape_.n_head_kv * kBlock : 0; }
+  int64_t key_block_stride() const override {
+    return key_blocks_ ? shape_.k_dim / shape_.n_head_kv * kBlock
+                       : q8_blocks_ ? static_cast<int64_t>(k_row_bytes_ / shape_.n_head_kv) * kBlock : 0;
+  }
   const uint16_t* value_head(int layer, int seq, int head) const override;
+  const uint8_t* q8_key_blocks(int layer, int seq, int head) const override;
+  const uint8_t* q8_value_head(int layer, int seq, int head) const override;
   int32_t truncate(int seq, int32_t from) override;
   int32_t seq_length(int seq) const override { return lengths_[seq]; }
   size_t bytes() const override { return k_.size() + v_.size(); }
@@ -97,8 +111,10 @@ class FullKVCache : public KVCache {
   DType type_;
   size_t k_row_bytes_, v_row_bytes_;  // a key / value row in type_ (Q8_0: 34 bytes per 32 values)
   bool key_blocks_;        // F16: keys in blocks
+  bool q8_blocks_;         // Q8_0 with whole-block head dimensions: keys in blocks
   int32_t k_positions_;    // positions allocated per (layer, seq) for keys
   std::vector<uint16_t> key_fp16_;  // one key row in fp16 before it is spread over its block
+  std::vector<uint8_t> key_q8_;     // one key row in q8_0 before it is spread over its block
   ZeroedBuffer k_, v_;  // pages appear as rows are written
   std::vector<int32_t> lengths_;
 };
@@ -131,9 +147,14 @@ class SlidingWindowKVCache : public KVCache {
   const void* k_row(int layer, int seq, int32_t pos) const override;
   const void* v_row(int layer, int seq, int32_t pos) const override;
   const uint16_t* key_blocks(int layer, int seq, int head) const override;
-  int64_t key_block_stride() const override { return key_blocks_ ? shape_.k_dim / shape_.n_head_kv * kBlock : 0; }
+  int64_t key_block_stride() const override {
+    return key_blocks_ ? shape_.k_dim / shape_.n_head_kv * kBlock
+                       : q8_blocks_ ? static_cast<int64_t>(k_row_bytes_ / shape_.n_head_kv) * kBlock : 0;
+  }
   int32_t ring_capacity(int layer) const override;
   const uint16_t* value_head(int layer, int seq, int head) const override;
+  const uint8_t* q8_key_blocks(int layer, int seq, int head) const override;
+  const uint8_t* q8_value_head(int layer, int seq, int head) const override;
   int32_t truncate(int seq, int32_t from) override;
   int32_t seq_length(int seq) const override { return lengths_[seq]; }
   size_t bytes() const override { return k_.size() + v_.size(); }
@@ -141,15 +162,16 @@ class SlidingWindowKVCache : public KVCache {
  private:
   static constexpr int kBlock = 16;  // kern::kKeyBlock (checked in kv_cache.cpp)
   size_t row_index(int layer, int seq, int32_t pos) const;
-  // Positions (layer, seq) has room for: its ring, rounded up to whole key blocks with F16.
+  // Positions (layer, seq) has room for: its ring, rounded up to whole key blocks with F16
+  // and q8_0 blocks.
   int64_t held(int layer) const {
     const int32_t cap = capacity_[layer];
-    return key_blocks_ ? (cap + kBlock - 1) / kBlock * kBlock : cap;
+    return key_blocks_ || q8_blocks_ ? (cap + kBlock - 1) / kBlock * kBlock : cap;
   }
-  // fp16 element offset of (layer, seq)'s head `head` in k_ (dims: k_dim) or v_ (v_dim),
-  // where F16 keys and values are kept head by head.
-  size_t head_base(int layer, int seq, int head, int64_t dims) const {
-    return row_index(layer, seq, 0) * dims + static_cast<size_t>(head) * held(layer) * (dims / shape_.n_head_kv);
+  // Byte offset of (layer, seq)'s head `head` in k_ (row_bytes: k_row_bytes_) or v_
+  // (v_row_bytes_), where keys and values are kept head by head.
+  size_t head_base(int layer, int seq, int head, size_t row_bytes) const {
+    return row_index(layer, seq, 0) * row_bytes + static_cast<size_t>(head) * held(layer) * (row_bytes / shape_.n_head_kv);
   }
   KVShape shape_;
   std::vector<int32_t> windows_, capacity_;
@@ -158,7 +180,9 @@ class SlidingWindowKVCache : public KVCache {
   DType type_;
   size_t k_row_bytes_, v_row_bytes_;  // a key / value row in type_
   bool key_blocks_;  // F16: keys in blocks
+  bool q8_blocks_;   // Q8_0 with whole-block head dimensions: keys in blocks
   std::vector<uint16_t> key_fp16_;  // one key row in fp16 before it is spread over its block
+  std::vector<uint8_t> key_q8_;     // one key row in q8_0 before it is spread over its block
   ZeroedBuffer k_, v_;  // pages appear as rows are written
   std::vector<int32_t> lengths_;
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "core/fp16.h"
@@ -55,6 +56,39 @@ void attend_group_f16(const float* q, int n_q, int n_tok, int slide, int64_t ldq
   }
   const int heads = n_q / n_tok;
   for (int r = 0; r < n_tok; ++r) {  // token r sees keys lo .. n - n_tok + r
+    const int64_t lo = int64_t{r} * slide;
+    attend_group(q + r * heads * ldq, heads, ldq, kt.data() + lo, n, vf.data() + lo * d_v, d_v,
+                 n - (n_tok - 1 - r) - lo, d_k, d_v, scale, softcap, scratch, out + r * heads * ldo, ldo);
+  }
+}
+
+void attend_group_q8(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const kern::Q8KeysValues& kv,
+                     int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+  constexpr int B = kern::kKeyBlock;
+  const int64_t n = kv.n;
+  auto half = [](const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return fp16_to_fp32(h);
+  };
+  std::vector<float> kt(static_cast<size_t>(d_k * n)), vf(static_cast<size_t>(n * d_v));
+  for (int64_t j = 0; j < n; ++j) {
+    const bool first_run = j < kv.n_first;
+    const int64_t jj = first_run ? kv.lane0 + j : j - kv.n_first;
+    const uint8_t* kb = (first_run ? kv.kb : kv.kb_wrap) + (jj / B) * kv.kblock_stride;
+    const uint8_t* v = first_run ? kv.v + j * kv.ldv : kv.v_wrap + (j - kv.n_first) * kv.ldv;
+    for (int d = 0; d < d_k; ++d) {
+      const uint8_t* g = kb + (d / 32) * kern::kQ8KeyGroupBytes;
+      const auto q8 = static_cast<int8_t>(g[2 * B + (d % 32) * B + jj % B]);
+      kt[d * n + j] = half(g + 2 * (jj % B)) * q8;
+    }
+    for (int d = 0; d < d_v; ++d) {
+      const uint8_t* blk = v + (d / 32) * 34;
+      vf[j * d_v + d] = half(blk) * static_cast<int8_t>(blk[2 + d % 32]);
+    }
+  }
+  const int heads = n_q / n_tok;
+  for (int r = 0; r < n_tok; ++r) {
     const int64_t lo = int64_t{r} * slide;
     attend_group(q + r * heads * ldq, heads, ldq, kt.data() + lo, n, vf.data() + lo * d_v, d_v,
                  n - (n_tok - 1 - r) - lo, d_k, d_v, scale, softcap, scratch, out + r * heads * ldo, ldo);

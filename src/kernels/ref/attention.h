@@ -15,6 +15,8 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
 // kern::AttendF16Fn's twin: the F16 cache's keys and values decoded to floats (both runs of
 // a wrapped ring, in order), then attend_group once per token over the keys it sees.
 // Allocates its float copies (it is the oracle, not a decoding path).
+void attend_group_q8(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const kern::Q8KeysValues& kv,
+                     int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo);
 void attend_group_f16(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const kern::F16KeysValues& kv,
                       int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo);
 

@@ -188,6 +188,17 @@ struct F16Keys {
   }
   VF load_n(int64_t j, int d, int) const { return load(j, d); }
 };
+// The q8_0 cache's key blocks (kern::AttendQ8Fn): int8 values times their position's scale.
+struct Q8Keys {
+  const uint8_t* kb;
+  int64_t stride;
+  VF load(int64_t j, int d) const {
+    const uint8_t* g = kb + (j / kKeyBlock) * stride + (d / 32) * kQ8KeyGroupBytes;
+    const int lane = static_cast<int>(j % kKeyBlock);
+    return mul(cvt(load_i8x(g + 2 * kKeyBlock + (d % 32) * kKeyBlock + lane)), load_h(g + 2 * lane));
+  }
+  VF load_n(int64_t j, int d, int) const { return load(j, d); }
+};
 struct F32Rows {
   const float* v;
   int64_t ldv;
@@ -197,6 +208,18 @@ struct F16Rows {
   const uint16_t* v;
   int64_t ldv;
   VF load(int64_t j, int c) const { return load_h(v + j * ldv + c); }
+};
+
+// q8_0 value rows: c is a multiple of kLanes, so a vector stays inside one 32-value block.
+struct Q8Rows {
+  const uint8_t* v;
+  int64_t ldv;
+  VF load(int64_t j, int c) const {
+    const uint8_t* blk = v + j * ldv + (c / 32) * 34;
+    uint16_t h;
+    std::memcpy(&h, blk, 2);
+    return mul(cvt(load_i8x(blk + 2 + c % 32)), vset(_cvtsh_ss(h)));
+  }
 };
 
 constexpr int kMaxQ = 8;  // query heads per scores pass
@@ -404,11 +427,22 @@ void attend_group_f16(const float* q, int n_q, int n_tok, int slide, int64_t ldq
   attend_t(q, n_q, n_tok, slide, ldq, runs, kv.lane0, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
+void attend_group_q8(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const Q8KeysValues& kv,
+                     int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+  const bool wraps = kv.n_first < kv.n;
+  const Runs<Q8Keys, Q8Rows> runs{{{kv.kb, kv.kblock_stride}, {kv.kb_wrap, kv.kblock_stride}},
+                                  {{kv.v, kv.ldv}, {kv.v_wrap, kv.ldv}},
+                                  {wraps ? kv.n_first : kv.n, kv.n - kv.n_first},
+                                  wraps ? 2 : 1};
+  attend_t(q, n_q, n_tok, slide, ldq, runs, kv.lane0, d_k, d_v, scale, softcap, scratch, out, ldo);
+}
+
 }  // namespace
 
 void register_attention(Kernels& k) {
   k.attend = &attend_group;
   k.attend_f16 = &attend_group_f16;
+  k.attend_q8 = &attend_group_q8;
   k.swiglu = &swiglu;
   k.softcap = &softcap;
   k.fp16_to_f32 = &fp16_to_f32;
