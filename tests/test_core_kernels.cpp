@@ -285,6 +285,38 @@ TEST(KernelAttention, MatchesScalarTwin) {
   }
 }
 
+// A cache attention test's case: n_q query rows (n_tok tokens), n keys visible from position
+// `first`, head dimension d, a ring of `ring` slots (0: none), the first key moving on by
+// `slide` per token.
+struct AttnShape { int n_q; int64_t first; int64_t n; int d; float softcap; int64_t ring; int n_tok = 1; int slide = 0; };
+
+// The cache kernel `simd` and its scalar twin against ref::attend_group over the keys (kt,
+// transposed) and values (vf) gathered from the cache layout position by position: the twin
+// exactly, the kernel within 1e-5 (float sums in another order: up to 3.3e-6 on these shapes; a
+// key or value read from a wrong lane or block moves the output by 1e-2 or more).
+template <class KV, class Fn>
+void expect_cache_kernel_matches(Isa isa, const AttnShape& sh, const std::vector<float>& q, const std::vector<float>& kt,
+                                 const std::vector<float>& vf, const KV& kv, Fn twin_fn, Fn simd_fn) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(sh.d));
+  std::vector<float> scratch(static_cast<size_t>(sh.n_q) * (sh.n + 32));
+  std::vector<float> gathered(static_cast<size_t>(sh.n_q) * sh.d), twin(gathered.size(), -5.0f), got(gathered.size(), -7.0f);
+  const int heads = sh.n_q / sh.n_tok;
+  for (int r = 0; r < sh.n_tok; ++r) {  // token r sees keys lo .. n - n_tok + r
+    const int64_t lo = int64_t{r} * sh.slide;
+    ref::attend_group(q.data() + r * heads * sh.d, heads, sh.d, kt.data() + lo, sh.n, vf.data() + lo * sh.d, sh.d,
+                      sh.n - (sh.n_tok - 1 - r) - lo, sh.d, sh.d, scale, sh.softcap, scratch.data(),
+                      gathered.data() + r * heads * sh.d, sh.d);
+  }
+  twin_fn(q.data(), sh.n_q, sh.n_tok, sh.slide, sh.d, kv, sh.d, sh.d, scale, sh.softcap, scratch.data(), twin.data(), sh.d);
+  simd_fn(q.data(), sh.n_q, sh.n_tok, sh.slide, sh.d, kv, sh.d, sh.d, scale, sh.softcap, scratch.data(), got.data(), sh.d);
+  const std::string what = std::string(kern::isa_name(isa)) + " n_q " + std::to_string(sh.n_q) + " first " +
+                           std::to_string(sh.first) + " n " + std::to_string(sh.n) + " d " + std::to_string(sh.d) +
+                           " ring " + std::to_string(sh.ring) + " tokens " + std::to_string(sh.n_tok) + " slide " +
+                           std::to_string(sh.slide);
+  EXPECT_EQ(rel_l2(gathered, twin), 0.0) << "scalar twin, " << what;
+  EXPECT_LE(rel_l2(gathered, got), 1e-5) << what;
+}
+
 // The same over an F16 cache as stored (kern::AttendF16Fn): keys in 16-position blocks of two
 // KV heads (the second one read, so the head offset inside a block counts), the first visible
 // position at several lanes of its block, value rows of both heads with padding; and rings of
@@ -296,7 +328,7 @@ TEST(KernelAttention, MatchesScalarTwin) {
 // sees, on keys and values gathered position by position from the layout, so that a
 // misreading both shared would show.
 TEST(KernelAttentionF16, MatchesScalarTwin) {
-  struct Shape { int n_q; int64_t first; int64_t n; int d; float softcap; int64_t ring; int n_tok = 1; int slide = 0; };
+  using Shape = AttnShape;
   const Shape shapes[] = {{1, 0, 1, 64, 0, 0},      {4, 0, 7, 64, 0, 0},      {4, 5, 16, 64, 0, 0},
                           {4, 15, 17, 64, 0, 0},    {7, 33, 100, 64, 0, 0},   {9, 16, 33, 128, 0, 0},
                           {2, 7, 250, 256, 50.0f, 0}, {3, 1, 40, 96, 0, 0},   {8, 0, 513, 64, 0, 0},
@@ -339,7 +371,6 @@ TEST(KernelAttentionF16, MatchesScalarTwin) {
       }
       std::vector<float> q = gaussian(sh.n_q * sh.d, 1, 2.0f);
       if (sh.n > 50) q[0] = 400.0f;
-      const float scale = 1.0f / std::sqrt(static_cast<float>(sh.d));
       const int64_t slot0 = slot_of(sh.first);
       kern::F16KeysValues kv;
       kv.kb = blocks.data() + (slot0 / B) * stride + sh.d * B;  // head 1
@@ -353,28 +384,7 @@ TEST(KernelAttentionF16, MatchesScalarTwin) {
         kv.kb_wrap = blocks.data() + sh.d * B;
         kv.v_wrap = vrows.data() + sh.d;
       }
-      std::vector<float> scratch(static_cast<size_t>(sh.n_q) * (sh.n + 32));
-      std::vector<float> gathered(static_cast<size_t>(sh.n_q) * sh.d), twin(gathered.size(), -5.0f),
-          got(gathered.size(), -7.0f);
-      const int heads = sh.n_q / sh.n_tok;
-      for (int r = 0; r < sh.n_tok; ++r) {  // token r sees keys lo .. n - n_tok + r
-        const int64_t lo = int64_t{r} * sh.slide;
-        ref::attend_group(q.data() + r * heads * sh.d, heads, sh.d, kt.data() + lo, sh.n, vf.data() + lo * sh.d,
-                          sh.d, sh.n - (sh.n_tok - 1 - r) - lo, sh.d, sh.d, scale, sh.softcap, scratch.data(),
-                          gathered.data() + r * heads * sh.d, sh.d);
-      }
-      ref::attend_group_f16(q.data(), sh.n_q, sh.n_tok, sh.slide, sh.d, kv, sh.d, sh.d, scale, sh.softcap,
-                            scratch.data(), twin.data(), sh.d);
-      k.attend_f16(q.data(), sh.n_q, sh.n_tok, sh.slide, sh.d, kv, sh.d, sh.d, scale, sh.softcap, scratch.data(),
-                   got.data(), sh.d);
-      const std::string what = std::string(kern::isa_name(isa)) + " n_q " + std::to_string(sh.n_q) + " first " +
-                               std::to_string(sh.first) + " n " + std::to_string(sh.n) + " d " +
-                               std::to_string(sh.d) + " ring " + std::to_string(sh.ring) + " tokens " +
-                               std::to_string(sh.n_tok) + " slide " + std::to_string(sh.slide);
-      EXPECT_EQ(rel_l2(gathered, twin), 0.0) << "scalar twin, " << what;
-      // Float sums in another order: up to 3.3e-6 on these shapes (n 120, d 96, with or without
-      // a wrap); a key or value read from a wrong lane or block moves the output by 1e-2 or more.
-      EXPECT_LE(rel_l2(gathered, got), 1e-5) << what;
+      expect_cache_kernel_matches(isa, sh, q, kt, vf, kv, kern::AttendF16Fn{&ref::attend_group_f16}, k.attend_f16);
     }
   }
 }
@@ -385,7 +395,7 @@ TEST(KernelAttentionF16, MatchesScalarTwin) {
 // of q8_0 blocks with padding; random int8 values and scales. Checked as the F16 kernel is:
 // against attend_group on keys and values gathered and decoded position by position.
 TEST(KernelAttentionQ8, MatchesScalarTwin) {
-  struct Shape { int n_q; int64_t first; int64_t n; int d; float softcap; int64_t ring; int n_tok = 1; int slide = 0; };
+  using Shape = AttnShape;
   const Shape shapes[] = {{1, 0, 1, 64, 0, 0},      {4, 0, 7, 64, 0, 0},      {4, 5, 16, 64, 0, 0},
                           {4, 15, 17, 64, 0, 0},    {7, 33, 100, 64, 0, 0},   {9, 16, 33, 128, 0, 0},
                           {2, 7, 250, 256, 50.0f, 0}, {3, 1, 40, 96, 0, 0},   {8, 0, 513, 64, 0, 0},
@@ -438,7 +448,6 @@ TEST(KernelAttentionQ8, MatchesScalarTwin) {
       }
       std::vector<float> q = gaussian(sh.n_q * sh.d, 1, 2.0f);
       if (sh.n > 50) q[0] = 400.0f;
-      const float scale = 1.0f / std::sqrt(static_cast<float>(sh.d));
       const int64_t slot0 = slot_of(sh.first);
       kern::Q8KeysValues kv;
       kv.kb = blocks.data() + (slot0 / B) * stride + groups * kern::kQ8KeyGroupBytes;  // head 1
@@ -452,26 +461,7 @@ TEST(KernelAttentionQ8, MatchesScalarTwin) {
         kv.kb_wrap = blocks.data() + groups * kern::kQ8KeyGroupBytes;
         kv.v_wrap = vrows.data() + row;
       }
-      std::vector<float> scratch(static_cast<size_t>(sh.n_q) * (sh.n + 32));
-      std::vector<float> gathered(static_cast<size_t>(sh.n_q) * sh.d), twin(gathered.size(), -5.0f),
-          got(gathered.size(), -7.0f);
-      const int heads = sh.n_q / sh.n_tok;
-      for (int r = 0; r < sh.n_tok; ++r) {
-        const int64_t lo = int64_t{r} * sh.slide;
-        ref::attend_group(q.data() + r * heads * sh.d, heads, sh.d, kt.data() + lo, sh.n, vf.data() + lo * sh.d,
-                          sh.d, sh.n - (sh.n_tok - 1 - r) - lo, sh.d, sh.d, scale, sh.softcap, scratch.data(),
-                          gathered.data() + r * heads * sh.d, sh.d);
-      }
-      ref::attend_group_q8(q.data(), sh.n_q, sh.n_tok, sh.slide, sh.d, kv, sh.d, sh.d, scale, sh.softcap,
-                           scratch.data(), twin.data(), sh.d);
-      k.attend_q8(q.data(), sh.n_q, sh.n_tok, sh.slide, sh.d, kv, sh.d, sh.d, scale, sh.softcap, scratch.data(),
-                  got.data(), sh.d);
-      const std::string what = std::string(kern::isa_name(isa)) + " n_q " + std::to_string(sh.n_q) + " first " +
-                               std::to_string(sh.first) + " n " + std::to_string(sh.n) + " d " +
-                               std::to_string(sh.d) + " ring " + std::to_string(sh.ring) + " tokens " +
-                               std::to_string(sh.n_tok) + " slide " + std::to_string(sh.slide);
-      EXPECT_EQ(rel_l2(gathered, twin), 0.0) << "scalar twin, " << what;
-      EXPECT_LE(rel_l2(gathered, got), 1e-5) << what;
+      expect_cache_kernel_matches(isa, sh, q, kt, vf, kv, kern::AttendQ8Fn{&ref::attend_group_q8}, k.attend_q8);
     }
   }
 }

@@ -127,17 +127,20 @@ using AttendFn = void (*)(const float* q, int n_q, int64_t ldq, const float* kt,
 // first key along with it, 0 otherwise). scratch: at least n_q * (n + 32) floats.
 // ref::attend_group_f16 is the scalar twin.
 constexpr int kKeyBlock = 16;
-struct F16KeysValues {
-  const uint16_t* kb = nullptr;
+// Elem: uint16_t (fp16) here, uint8_t (bytes) for the q8_0 cache below.
+template <class Elem>
+struct KeysValues {
+  const Elem* kb = nullptr;
   int64_t kblock_stride = 0;
   int lane0 = 0;
-  const uint16_t* v = nullptr;
+  const Elem* v = nullptr;
   int64_t ldv = 0;
   int64_t n = 0;        // visible keys
   int64_t n_first = 0;  // of which in the first run
-  const uint16_t* kb_wrap = nullptr;
-  const uint16_t* v_wrap = nullptr;
+  const Elem* kb_wrap = nullptr;
+  const Elem* v_wrap = nullptr;
 };
+using F16KeysValues = KeysValues<uint16_t>;
 using AttendF16Fn = void (*)(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const F16KeysValues& kv,
                              int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
                              int64_t ldo);
@@ -151,17 +154,7 @@ using AttendF16Fn = void (*)(const float* q, int n_q, int n_tok, int slide, int6
 // values). Pointers and strides in bytes; otherwise as F16KeysValues and AttendF16Fn.
 // ref::attend_group_q8 is the scalar twin.
 constexpr int kQ8KeyGroupBytes = 2 * kKeyBlock + 32 * kKeyBlock;
-struct Q8KeysValues {
-  const uint8_t* kb = nullptr;
-  int64_t kblock_stride = 0;
-  int lane0 = 0;
-  const uint8_t* v = nullptr;
-  int64_t ldv = 0;
-  int64_t n = 0;
-  int64_t n_first = 0;
-  const uint8_t* kb_wrap = nullptr;
-  const uint8_t* v_wrap = nullptr;
-};
+using Q8KeysValues = KeysValues<uint8_t>;
 using AttendQ8Fn = void (*)(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const Q8KeysValues& kv,
                             int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo);
 

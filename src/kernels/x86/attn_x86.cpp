@@ -417,24 +417,26 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
   attend_t(q, n_q, 1, 0, ldq, runs, 0, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
+// A cache's keys and values as stored (kv: F16KeysValues or Q8KeysValues) in one or two runs.
+template <class Keys, class Rows, class KV>
+void attend_cache(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const KV& kv, int d_k, int d_v,
+                  float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+  const bool wraps = kv.n_first < kv.n;
+  const Runs<Keys, Rows> runs{{{kv.kb, kv.kblock_stride}, {kv.kb_wrap, kv.kblock_stride}},
+                              {{kv.v, kv.ldv}, {kv.v_wrap, kv.ldv}},
+                              {wraps ? kv.n_first : kv.n, kv.n - kv.n_first},
+                              wraps ? 2 : 1};
+  attend_t(q, n_q, n_tok, slide, ldq, runs, kv.lane0, d_k, d_v, scale, softcap, scratch, out, ldo);
+}
+
 void attend_group_f16(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const F16KeysValues& kv,
                       int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
-  const bool wraps = kv.n_first < kv.n;
-  const Runs<F16Keys, F16Rows> runs{{{kv.kb, kv.kblock_stride}, {kv.kb_wrap, kv.kblock_stride}},
-                                    {{kv.v, kv.ldv}, {kv.v_wrap, kv.ldv}},
-                                    {wraps ? kv.n_first : kv.n, kv.n - kv.n_first},
-                                    wraps ? 2 : 1};
-  attend_t(q, n_q, n_tok, slide, ldq, runs, kv.lane0, d_k, d_v, scale, softcap, scratch, out, ldo);
+  attend_cache<F16Keys, F16Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
 void attend_group_q8(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const Q8KeysValues& kv,
                      int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
-  const bool wraps = kv.n_first < kv.n;
-  const Runs<Q8Keys, Q8Rows> runs{{{kv.kb, kv.kblock_stride}, {kv.kb_wrap, kv.kblock_stride}},
-                                  {{kv.v, kv.ldv}, {kv.v_wrap, kv.ldv}},
-                                  {wraps ? kv.n_first : kv.n, kv.n - kv.n_first},
-                                  wraps ? 2 : 1};
-  attend_t(q, n_q, n_tok, slide, ldq, runs, kv.lane0, d_k, d_v, scale, softcap, scratch, out, ldo);
+  attend_cache<Q8Keys, Q8Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
 }  // namespace
