@@ -68,8 +68,9 @@ void encode_row(DType type, const float* src, uint8_t* dst, int64_t n) {
     std::memcpy(dst, src, n * sizeof(float));
   } else if (type == DType::Q8_0) {
     // Blocks of 32 with one fp16 scale, as llama.cpp's q8_0 cache: half the bytes of F16.
+    // Rounded as llama.cpp's x86 quantize_row_q8_0 rounds (from_float_act), on every level.
     if (const auto quantize = kern::active().quantize_q8_0) quantize(src, dst, n);
-    else type_traits(DType::Q8_0).from_float(src, dst, n);
+    else type_traits(DType::Q8_0).from_float_act(src, dst, n);
   } else if (const auto convert = kern::active().f32_to_fp16) {
     convert(src, reinterpret_cast<uint16_t*>(dst), n);
   } else {
