@@ -37,6 +37,17 @@ TEST(PublicApi, GreedyGenerationMatchesReference) {
     return true;
   }).ok);
   EXPECT_EQ(text, c["text"].get<std::string>());
+  // A q8_0 cache.
+  slm::api::Session q8(m, {.n_ctx = 512, .n_threads = 2, .kv_type = slm::api::KvType::Q8_0});
+  std::string text_q8;
+  ASSERT_TRUE(q8.generate(c["prompt"].get<std::string>(), gp, [&](std::string_view p) {
+    text_q8 += p;
+    return true;
+  }).ok);
+  // The same story for its first sentences; the 8-bit cache flips a near tie later on (at
+  // "with my ball" / "with your ball"), which also shows that the q8_0 cache was the one used.
+  EXPECT_EQ(text_q8.substr(0, 200), text.substr(0, 200));
+  EXPECT_NE(text_q8, text);
   // A prompt that does not fit is a status, and the session stays usable.
   slm::api::Session small(m, {.n_ctx = 4, .n_threads = 1});
   const auto st = small.generate("Once upon a time there was", gp, [](std::string_view) { return true; });

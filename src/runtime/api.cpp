@@ -103,7 +103,9 @@ Session::Session(const Model& model, const SessionParams& params) : impl_(std::m
     so.n_ctx = params.n_ctx;
     const unsigned hw = std::thread::hardware_concurrency();
     so.n_threads = params.n_threads > 0 ? params.n_threads : static_cast<int>(hw ? hw : 1);
-    so.kv_type = params.kv_f32 ? DType::F32 : DType::F16;
+    so.kv_type = params.kv_f32 || params.kv_type == KvType::F32 ? DType::F32
+                 : params.kv_type == KvType::Q8_0         ? DType::Q8_0
+                                                          : DType::F16;
     impl_->session = std::make_unique<slm::Session>(*impl_->model->model, so);
   });
 }
