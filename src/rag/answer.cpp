@@ -31,7 +31,7 @@ QueryTerms query_terms(const Store& store, const std::string& query) {
 
 namespace {
 
-std::set<std::string> terms_of(const Store& store, std::string_view text) {
+std::set<std::string> terms_of(std::string_view text) {
   std::vector<std::string> t = index_terms(std::string(text));
   return {t.begin(), t.end()};
 }
@@ -47,7 +47,7 @@ double covered(const QueryTerms& q, const std::set<std::string>& have) {
 }  // namespace
 
 double coverage(const Store& store, const QueryTerms& q, const std::string& text) {
-  return covered(q, terms_of(store, text));
+  return covered(q, terms_of(text));
 }
 
 std::vector<Source> relevant_sources(const Store& store, const QueryTerms& q, const std::vector<SearchHit>& hits,
@@ -118,13 +118,13 @@ std::vector<QuotedSentence> extract_sentences(const Store& store, const QueryTer
   std::vector<Scored> all;
   std::set<std::string> seen;
   for (const Source& src : sources) {
-    const std::set<std::string> head = terms_of(store, src.hit.chunk.heading_path);
+    const std::set<std::string> head = terms_of(src.hit.chunk.heading_path);
     for (std::string_view sv : sentences_of(src.hit.chunk.text)) {
       std::string text = collapse_whitespace(sv);
       const size_t words = words_of(text).size();
       // Fragments ("3.3", "Added in version 3.8.") and whole code listings answer nothing.
       if (words < 5 || words > 80 || !seen.insert(text).second) continue;
-      const std::set<std::string> terms = terms_of(store, text);
+      const std::set<std::string> terms = terms_of(text);
       // A sentence's own words count fully, its section heading's words for a quarter: the
       // heading says what the sentence is about, the sentence must still say something.
       std::set<std::string> with_head = terms;

@@ -18,7 +18,7 @@ std::unique_ptr<Store> open_store(const std::string& where, bool create) {
   return std::make_unique<SqliteStore>(where, create);
 }
 
-CopyReport copy_index(const Store& from, Store& to, const std::function<void(const DocumentInfo&)>& on_document) {
+CopyReport copy_index(const Store& from, Store& to, const CopyProgress& on_document) {
   if (from.path() == to.path()) fail("copying index {} onto itself", from.path());
   const auto t0 = std::chrono::steady_clock::now();
   CopyReport rep;
@@ -42,7 +42,10 @@ CopyReport copy_index(const Store& from, Store& to, const std::function<void(con
     for (size_t i = 0; i < ids.size(); ++i) mv.row[ids[i]] = i;
     models.push_back(std::move(mv));
   }
-  for (const DocumentInfo& doc : from.documents()) {
+  const std::vector<DocumentInfo> docs = from.documents();
+  size_t done = 0;
+  for (const DocumentInfo& doc : docs) {
+    ++done;
     const std::optional<DocumentInfo> there = to.find_document(doc.path);
     const bool same = there && there->hash == doc.hash && there->n_chunks == doc.n_chunks;
     if (same) {
@@ -51,7 +54,7 @@ CopyReport copy_index(const Store& from, Store& to, const std::function<void(con
       for (const ModelVectors& mv : models) complete = complete && to.chunks_without_vectors(there->id, mv.dest.id).empty();
       if (complete) {
         rep.unchanged++;
-        if (on_document) on_document(doc);
+        if (on_document) on_document(doc, done, docs.size());
         continue;
       }
     }
@@ -82,7 +85,7 @@ CopyReport copy_index(const Store& from, Store& to, const std::function<void(con
       if (!ids.empty()) to.put_vectors(mv.dest.id, ids, vecs);
       rep.vectors += static_cast<int64_t>(ids.size());
     }
-    if (on_document) on_document(doc);
+    if (on_document) on_document(doc, done, docs.size());
   }
   if (rep.documents > 0) to.refresh_statistics();
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -170,8 +170,10 @@ struct CopyReport {
 // transaction per document: an SQLite file into PostgreSQL when one machine is outgrown, or
 // back. Documents `to` already holds with the same content hash and chunk count are left as
 // they are, so a copy that was stopped can be run again. No file is read and nothing is
-// embedded again. `on_document` (may be empty) is called after each document.
-CopyReport copy_index(const Store& from, Store& to, const std::function<void(const DocumentInfo&)>& on_document = {});
+// embedded again. `on_document` (may be empty) is called after each document with how many of
+// how many are done.
+using CopyProgress = std::function<void(const DocumentInfo&, size_t done, size_t total)>;
+CopyReport copy_index(const Store& from, Store& to, const CopyProgress& on_document = {});
 
 // The terms the index holds for `text`: FTS5's porter tokenizer over unicode61 ("Copying files"
 // -> "copi", "file"), the same for both kinds of store.

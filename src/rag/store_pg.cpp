@@ -193,13 +193,20 @@ std::string pg_message(const char* raw) {
 // Runs `sql` with `params` ($1, $2, ...); rows in binary when `binary_rows`. Throws slm::Error
 // naming the index and PostgreSQL's message. A connection lost since the last query (the server
 // restarted) is opened again once.
-// Opens the connection again (same URL), with what the constructor set on the first session.
+// What every session of ours is set to: UTF-8, and no JIT (compiling a search costs ~0.5 s
+// where the search itself takes ~20 ms: a fresh index, not yet analysed, looks expensive enough
+// to the planner to compile). Empty, or what failed.
+std::string prepare_session(pg_conn* conn) {
+  if (PQsetClientEncoding(conn, "UTF8") != 0) return "the server cannot talk UTF-8";
+  const Result r(PQexec(conn, "SET jit = off"));
+  if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return pg_message(PQresultErrorMessage(r.get()));
+  return {};
+}
+
+// Opens the connection again (same URL), set up as the constructor set up the first session.
 bool reconnect(pg_conn* conn) {
   PQreset(conn);
-  if (PQstatus(conn) != CONNECTION_OK) return false;
-  PQsetClientEncoding(conn, "UTF8");
-  PQclear(PQexec(conn, "SET jit = off"));
-  return true;
+  return PQstatus(conn) == CONNECTION_OK && prepare_session(conn).empty();
 }
 
 Result run(pg_conn* conn, const std::string& where, const std::string& sql, const std::vector<Param>& params = {},
@@ -299,10 +306,7 @@ PgStore::PgStore(const std::string& url, bool create) : path_(redact_postgres_ur
   // CREATE ... IF NOT EXISTS and the like print notices; they are not the user's business.
   PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
   try {
-    if (PQsetClientEncoding(conn_, "UTF8") != 0) fail("index {}: the server cannot talk UTF-8", path_);
-    // JIT compiling a search costs ~0.5 s where the search itself takes ~20 ms (a fresh index,
-    // not yet analysed, looks expensive enough to the planner to compile).
-    run(conn_, path_, "SET jit = off");
+    if (const std::string why = prepare_session(conn_); !why.empty()) fail("index {}: {}", path_, why);
     open_schema(create);
   } catch (...) {
     PQfinish(conn_);
@@ -314,8 +318,6 @@ PgStore::PgStore(const std::string& url, bool create) : path_(redact_postgres_ur
 PgStore::~PgStore() {
   if (conn_) PQfinish(conn_);
 }
-
-void PgStore::exec(const std::string& sql) const { run(conn_, path_, sql); }
 
 void PgStore::open_schema(bool create) {
   Transaction tx(conn_, path_);

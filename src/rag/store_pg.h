@@ -56,9 +56,6 @@ class PgStore final : public Store {
   StoreStats stats() const override;
   std::string check() const override;
 
-  // Runs SQL with no parameters and no rows wanted (tests: setting up a foreign schema).
-  void exec(const std::string& sql) const;
-
  private:
   void open_schema(bool create);
 

@@ -135,15 +135,14 @@ void FullKVCache::store(int layer, int seq, int32_t pos, const float* k, const f
   check(layer, seq, pos);
   const size_t idx = index(layer, seq, pos);
   if (key_blocks_) {
-    store_key_in_block(k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<uint16_t*>(k_.data()) + key_base(layer, seq),
+    store_key_in_block(k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<uint16_t*>(k_.data() + key_base(layer, seq)),
                        k_positions_, pos, key_fp16_.data());
     store_value_by_head(v, shape_.v_dim, shape_.n_head_kv,
-                        reinterpret_cast<uint16_t*>(v_.data()) + index(layer, seq, 0) * shape_.v_dim, n_ctx_, pos);
+                        reinterpret_cast<uint16_t*>(v_.data() + value_head_base(layer, seq, 0)), n_ctx_, pos);
   } else if (q8_blocks_) {
-    store_key_q8_in_block(k, shape_.k_dim, shape_.n_head_kv,
-                          k_.data() + (static_cast<size_t>(layer) * n_seq_ + seq) * k_positions_ * k_row_bytes_,
-                          k_positions_, pos, key_q8_.data());
-    store_value_q8_by_head(v, shape_.v_dim, shape_.n_head_kv, v_.data() + index(layer, seq, 0) * v_row_bytes_, n_ctx_, pos);
+    store_key_q8_in_block(k, shape_.k_dim, shape_.n_head_kv, k_.data() + key_base(layer, seq), k_positions_, pos,
+                          key_q8_.data());
+    store_value_q8_by_head(v, shape_.v_dim, shape_.n_head_kv, v_.data() + value_head_base(layer, seq, 0), n_ctx_, pos);
   } else {
     encode_row(type_, k, k_.data() + idx * k_row_bytes_, shape_.k_dim);
     encode_row(type_, v, v_.data() + idx * v_row_bytes_, shape_.v_dim);
@@ -160,8 +159,7 @@ const void* FullKVCache::k_row(int layer, int seq, int32_t pos) const {
 const uint16_t* FullKVCache::key_blocks(int layer, int seq, int head) const {
   if (!key_blocks_) return nullptr;
   check(layer, seq, 0);
-  return reinterpret_cast<const uint16_t*>(k_.data()) + key_base(layer, seq) +
-         static_cast<size_t>(head) * k_positions_ * (shape_.k_dim / shape_.n_head_kv);
+  return reinterpret_cast<const uint16_t*>(k_.data() + key_head_base(layer, seq, head));
 }
 
 const void* FullKVCache::v_row(int layer, int seq, int32_t pos) const {
@@ -173,21 +171,19 @@ const void* FullKVCache::v_row(int layer, int seq, int32_t pos) const {
 const uint16_t* FullKVCache::value_head(int layer, int seq, int head) const {
   if (!key_blocks_) return nullptr;
   check(layer, seq, 0);
-  const int64_t hd = shape_.v_dim / shape_.n_head_kv;
-  return reinterpret_cast<const uint16_t*>(v_.data()) + index(layer, seq, 0) * shape_.v_dim + head * n_ctx_ * hd;
+  return reinterpret_cast<const uint16_t*>(v_.data() + value_head_base(layer, seq, head));
 }
 
 const uint8_t* FullKVCache::q8_key_blocks(int layer, int seq, int head) const {
   if (!q8_blocks_) return nullptr;
   check(layer, seq, 0);
-  return k_.data() + (static_cast<size_t>(layer) * n_seq_ + seq) * k_positions_ * k_row_bytes_ +
-         static_cast<size_t>(head) * k_positions_ * (k_row_bytes_ / shape_.n_head_kv);
+  return k_.data() + key_head_base(layer, seq, head);
 }
 
 const uint8_t* FullKVCache::q8_value_head(int layer, int seq, int head) const {
   if (!q8_blocks_) return nullptr;
   check(layer, seq, 0);
-  return v_.data() + index(layer, seq, 0) * v_row_bytes_ + static_cast<size_t>(head) * n_ctx_ * (v_row_bytes_ / shape_.n_head_kv);
+  return v_.data() + value_head_base(layer, seq, head);
 }
 
 int32_t FullKVCache::truncate(int seq, int32_t from) {

@@ -100,10 +100,18 @@ class FullKVCache : public KVCache {
   size_t index(int layer, int seq, int32_t pos) const {
     return (static_cast<size_t>(layer) * n_seq_ + seq) * n_ctx_ + pos;
   }
-  // Key element offset of (layer, seq)'s first block: n_ctx rounded up to whole blocks for
-  // each KV head.
+  // Byte offset of (layer, seq)'s first key block: n_ctx rounded up to whole blocks for each
+  // KV head (F16 and q8_0 blocks alike).
   size_t key_base(int layer, int seq) const {
-    return (static_cast<size_t>(layer) * n_seq_ + seq) * static_cast<size_t>(k_positions_) * shape_.k_dim;
+    return (static_cast<size_t>(layer) * n_seq_ + seq) * static_cast<size_t>(k_positions_) * k_row_bytes_;
+  }
+  // Byte offsets of KV head `head`'s key blocks and value rows of (layer, seq), where keys and
+  // values are kept head by head (F16 and q8_0 alike).
+  size_t key_head_base(int layer, int seq, int head) const {
+    return key_base(layer, seq) + static_cast<size_t>(head) * k_positions_ * (k_row_bytes_ / shape_.n_head_kv);
+  }
+  size_t value_head_base(int layer, int seq, int head) const {
+    return index(layer, seq, 0) * v_row_bytes_ + static_cast<size_t>(head) * n_ctx_ * (v_row_bytes_ / shape_.n_head_kv);
   }
   void check(int layer, int seq, int32_t pos) const;
   KVShape shape_;

@@ -168,11 +168,8 @@ Runner add_index(CLI::App& app) {
     if (copy->parsed()) {
       const std::unique_ptr<rag::Store> from = rag::open_store(o->db, false);
       const std::unique_ptr<rag::Store> to = rag::open_store(o->to, true);
-      const size_t total = from->documents().size();
-      size_t done = 0;
       const bool tty = !o->quiet && ::isatty(2);
-      const rag::CopyReport r = rag::copy_index(*from, *to, [&](const rag::DocumentInfo& d) {
-        ++done;
+      const rag::CopyReport r = rag::copy_index(*from, *to, [&](const rag::DocumentInfo& d, size_t done, size_t total) {
         if (tty) fmt::print(stderr, "\r{}/{} {:<60.60}", done, total, d.rel_path);
       });
       if (tty) fmt::print(stderr, "\r{:<80}\r", "");
