@@ -246,22 +246,51 @@ std::shared_ptr<InFlight> start_request(State& st) {
   return std::make_shared<InFlight>(st);
 }
 
+// What each streamed answer (OpenAI's, llama.cpp's, ollama's) keeps between calls of its content
+// provider: the request, when the stream last wrote (for the keep-alive comments), and its place
+// among the requests in flight, released with the stream.
+struct StreamState {
+  std::shared_ptr<RequestHandle> handle;
+  clock::time_point last_write = clock::now();
+  std::shared_ptr<InFlight> in_flight;
+  // The next events, waiting up to 250 ms; the log line of a stream the client left still counts
+  // its tokens.
+  RequestEvents next() {
+    RequestEvents ev = handle->wait(std::chrono::milliseconds(250));
+    t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
+    return ev;
+  }
+  // Writes bytes; false, with the generation stopped and its slot freed, when the client left.
+  bool send(httplib::DataSink& sink, const std::string& bytes) {
+    if (!sink.write(bytes.data(), bytes.size())) {
+      handle->cancel();
+      return false;
+    }
+    last_write = clock::now();
+    return true;
+  }
+};
+
+// Streams `state`'s answer as `type`: provide(state, sink) writes what is there on each call
+// (false: stop); a stream closed early stops its generation.
+template <class State, class Provide>
+void stream_response(httplib::Response& res, const char* type, std::shared_ptr<State> state, Provide provide) {
+  res.set_chunked_content_provider(
+      type, [state, provide](size_t, httplib::DataSink& sink) { return provide(*state, sink); },
+      [state](bool success) {
+        if (!success) state->handle->cancel();
+        state->in_flight.reset();
+      });
+}
+
 // /completion's and /infill's answer in llama.cpp's shape: one JSON object, or (stream)
 // server-sent events {"content": ..., "stop": false} and a last one with stop true and the
 // counts (no [DONE]).
 void send_native(const std::shared_ptr<RequestHandle>& handle, const ResponseMeta& meta, bool stream, bool truncated,
                  const std::shared_ptr<InFlight>& in_flight, httplib::Response& res) {
-  struct NativeStream {
-    std::shared_ptr<RequestHandle> handle;
+  struct NativeStream : StreamState {
     ResponseMeta meta;
     bool truncated = false;
-    clock::time_point last_write = clock::now();
-    std::shared_ptr<InFlight> in_flight;
-    RequestEvents next() {
-      RequestEvents ev = handle->wait(std::chrono::milliseconds(250));
-      t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
-      return ev;
-    }
   };
   if (!stream) {
     const WholeAnswer w = wait_whole(*handle);
@@ -276,42 +305,23 @@ void send_native(const std::shared_ptr<RequestHandle>& handle, const ResponseMet
   f->in_flight = in_flight;
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [f](size_t, httplib::DataSink& sink) {
-        auto write = [&](const json& j) {
-          const std::string bytes = "data: " + dump(j) + "\n\n";
-          if (!sink.write(bytes.data(), bytes.size())) {
-            f->handle->cancel();
-            return false;
-          }
-          f->last_write = clock::now();
-          return true;
-        };
-        RequestEvents ev = f->next();
-        if (!ev.text.empty() && !write(native_response(f->meta, ev.text, nullptr, false))) return false;
-        if (!ev.finished) {
-          if (ev.text.empty() && clock::now() - f->last_write > std::chrono::seconds(2)) {
-            if (!sink.write(": waiting\n\n", 12)) {
-              f->handle->cancel();
-              return false;
-            }
-            f->last_write = clock::now();
-          }
-          return true;
-        }
-        if (ev.finish_reason == "error") {
-          if (!write(generation_error(ev.error).second)) return false;
-        } else if (!write(native_response(f->meta, "", &ev, f->truncated))) {
-          return false;
-        }
-        sink.done();
-        return true;
-      },
-      [f](bool success) {
-        if (!success) f->handle->cancel();
-        f->in_flight.reset();
-      });
+  stream_response(res, "text/event-stream", f, [](NativeStream& f, httplib::DataSink& sink) {
+    auto write = [&](const json& j) { return f.send(sink, "data: " + dump(j) + "\n\n"); };
+    RequestEvents ev = f.next();
+    if (!ev.text.empty() && !write(native_response(f.meta, ev.text, nullptr, false))) return false;
+    if (!ev.finished) {
+      if (ev.text.empty() && clock::now() - f.last_write > std::chrono::seconds(2) && !f.send(sink, ": waiting\n\n"))
+        return false;
+      return true;
+    }
+    if (ev.finish_reason == "error") {
+      if (!write(generation_error(ev.error).second)) return false;
+    } else if (!write(native_response(f.meta, "", &ev, f.truncated))) {
+      return false;
+    }
+    sink.done();
+    return true;
+  });
 }
 
 void handle_completion(State& st, const std::string& body, httplib::Response& res, Endpoint endpoint) {
@@ -349,16 +359,13 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
     return;
   }
 
-  struct Stream {
-    std::shared_ptr<RequestHandle> handle;
+  struct Stream : StreamState {
     ResponseMeta meta;
     bool include_usage = false, first = true;
     size_t offset = 0;
     bool tool_mode = false;
     std::string echo;  // completions with echo: the prompt, sent first
     std::optional<ToolReplyStream> tool_stream;  // tool mode: content streams, calls come whole
-    clock::time_point last_write = clock::now();
-    std::shared_ptr<InFlight> in_flight;  // released with the stream
   };
   auto s = std::make_shared<Stream>();
   s->handle = handle;
@@ -370,72 +377,55 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   if (tool_mode) s->tool_stream.emplace(tool_format, r.tools);
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [s](size_t, httplib::DataSink& sink) {
-        auto send = [&](const std::string& bytes) {
-          if (!sink.write(bytes.data(), bytes.size())) {
-            // The client went away: stop its generation and free the slot.
-            s->handle->cancel();
-            return false;
-          }
-          s->last_write = clock::now();
-          return true;
-        };
-        auto write = [&](const std::string& payload) { return send("data: " + payload + "\n\n"); };
-        if (std::exchange(s->first, false)) {
-          if (s->meta.chat && !write(dump(stream_chunk(s->meta, "", nullptr, true, "", s->include_usage, 0))))
-            return false;
-          if (!s->echo.empty()) {  // completions with echo: the prompt first
-            if (!write(dump(stream_chunk(s->meta, s->echo, nullptr, false, "", s->include_usage, 0)))) return false;
-            s->offset = s->echo.size();
-          }
-        }
-        RequestEvents ev = s->handle->wait(std::chrono::milliseconds(250));
-        // Kept current so that the log line of a stream the client left still counts its tokens.
-        t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
-        if (s->tool_mode) {
-          const std::string content = s->tool_stream->push(ev.text);
-          if (!content.empty()) {
-            if (!write(dump(stream_chunk(s->meta, content, nullptr, false, "", s->include_usage, s->offset)))) return false;
-            s->offset += content.size();
-          } else if (!ev.finished && clock::now() - s->last_write > std::chrono::seconds(2) && !send(": generating\n\n")) {
-            return false;
-          }
-        } else if (!ev.text.empty() || !ev.logprobs.empty()) {
-          if (!write(dump(stream_chunk(s->meta, ev.text, &ev.logprobs, false, "", s->include_usage, s->offset))))
-            return false;
-          s->offset += ev.text.size();
-        } else if (!ev.finished && clock::now() - s->last_write > std::chrono::seconds(2)) {
-          // A comment line keeps proxies from timing out and tells us early if the client left
-          // while the request waits for a slot.
-          if (!send(": waiting\n\n")) return false;
-        }
-        if (!ev.finished) return true;
-        t_log.generated_tokens = ev.completion_tokens;
-        if (ev.finish_reason == "error") {
-          if (!write(dump(generation_error(ev.error).second))) return false;
-        } else {
-          std::string finish = api_finish_reason(ev.finish_reason);
-          if (s->tool_mode) {
-            const ToolReply reply = s->tool_stream->finish(ev.finish_reason == "stop");
-            if (!reply.calls.empty()) finish = "tool_calls";
-            if ((!reply.content.empty() || !reply.calls.empty()) &&
-                !write(dump(tool_reply_chunk(s->meta, reply, s->include_usage))))
-              return false;
-          }
-          if (!write(dump(stream_chunk(s->meta, "", nullptr, false, finish, s->include_usage, s->offset))))
-            return false;
-          if (s->include_usage && !write(dump(usage_chunk(s->meta, ev)))) return false;
-        }
-        if (!write("[DONE]")) return false;
-        sink.done();
-        return true;
-      },
-      [s](bool success) {
-        if (!success) s->handle->cancel();
-        s->in_flight.reset();
-      });
+  stream_response(res, "text/event-stream", s, [](Stream& s, httplib::DataSink& sink) {
+    auto write = [&](const std::string& payload) { return s.send(sink, "data: " + payload + "\n\n"); };
+    if (std::exchange(s.first, false)) {
+      if (s.meta.chat && !write(dump(stream_chunk(s.meta, "", nullptr, true, "", s.include_usage, 0))))
+        return false;
+      if (!s.echo.empty()) {  // completions with echo: the prompt first
+        if (!write(dump(stream_chunk(s.meta, s.echo, nullptr, false, "", s.include_usage, 0)))) return false;
+        s.offset = s.echo.size();
+      }
+    }
+    RequestEvents ev = s.next();
+    if (s.tool_mode) {
+      const std::string content = s.tool_stream->push(ev.text);
+      if (!content.empty()) {
+        if (!write(dump(stream_chunk(s.meta, content, nullptr, false, "", s.include_usage, s.offset)))) return false;
+        s.offset += content.size();
+      } else if (!ev.finished && clock::now() - s.last_write > std::chrono::seconds(2) && !s.send(sink, ": generating\n\n")) {
+        return false;
+      }
+    } else if (!ev.text.empty() || !ev.logprobs.empty()) {
+      if (!write(dump(stream_chunk(s.meta, ev.text, &ev.logprobs, false, "", s.include_usage, s.offset))))
+        return false;
+      s.offset += ev.text.size();
+    } else if (!ev.finished && clock::now() - s.last_write > std::chrono::seconds(2)) {
+      // A comment line keeps proxies from timing out and tells us early if the client left
+      // while the request waits for a slot.
+      if (!s.send(sink, ": waiting\n\n")) return false;
+    }
+    if (!ev.finished) return true;
+    t_log.generated_tokens = ev.completion_tokens;
+    if (ev.finish_reason == "error") {
+      if (!write(dump(generation_error(ev.error).second))) return false;
+    } else {
+      std::string finish = api_finish_reason(ev.finish_reason);
+      if (s.tool_mode) {
+        const ToolReply reply = s.tool_stream->finish(ev.finish_reason == "stop");
+        if (!reply.calls.empty()) finish = "tool_calls";
+        if ((!reply.content.empty() || !reply.calls.empty()) &&
+            !write(dump(tool_reply_chunk(s.meta, reply, s.include_usage))))
+          return false;
+      }
+      if (!write(dump(stream_chunk(s.meta, "", nullptr, false, finish, s.include_usage, s.offset))))
+        return false;
+      if (s.include_usage && !write(dump(usage_chunk(s.meta, ev)))) return false;
+    }
+    if (!write("[DONE]")) return false;
+    sink.done();
+    return true;
+  });
 }
 
 // ollama's /api/chat and /api/generate (tools/server/ollama_api.h): the request checked as the
@@ -475,43 +465,29 @@ void handle_ollama(State& st, const std::string& body, httplib::Response& res, b
     }
     return;
   }
-  struct Lines {
-    std::shared_ptr<RequestHandle> handle;
+  struct Lines : StreamState {
     std::string model;
     bool chat = false;
-    clock::time_point last_write = clock::now();
-    std::shared_ptr<InFlight> in_flight;
   };
-  auto l = std::make_shared<Lines>(Lines{handle, st.model_id, chat, clock::now(), in_flight});
+  auto l = std::make_shared<Lines>();
+  l->handle = handle;
+  l->in_flight = in_flight;
+  l->model = st.model_id;
+  l->chat = chat;
   res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "application/x-ndjson",
-      [l](size_t, httplib::DataSink& sink) {
-        auto write = [&](const json& j) {
-          const std::string line = dump(j) + "\n";
-          if (!sink.write(line.data(), line.size())) {
-            l->handle->cancel();
-            return false;
-          }
-          l->last_write = clock::now();
-          return true;
-        };
-        RequestEvents ev = l->handle->wait(std::chrono::milliseconds(250));
-        t_log.generated_tokens = std::max(t_log.generated_tokens, ev.completion_tokens);
-        if (!ev.text.empty() && !write(ollama_chunk(l->chat, l->model, ev.text, nullptr))) return false;
-        if (!ev.finished) return true;
-        if (ev.finish_reason == "error") {
-          if (!write(ollama_error(generation_error(ev.error).second["error"]["message"].get<std::string>()))) return false;
-        } else if (!write(ollama_chunk(l->chat, l->model, "", &ev))) {
-          return false;
-        }
-        sink.done();
-        return true;
-      },
-      [l](bool success) {
-        if (!success) l->handle->cancel();
-        l->in_flight.reset();
-      });
+  stream_response(res, "application/x-ndjson", l, [](Lines& l, httplib::DataSink& sink) {
+    auto write = [&](const json& j) { return l.send(sink, dump(j) + "\n"); };
+    RequestEvents ev = l.next();
+    if (!ev.text.empty() && !write(ollama_chunk(l.chat, l.model, ev.text, nullptr))) return false;
+    if (!ev.finished) return true;
+    if (ev.finish_reason == "error") {
+      if (!write(ollama_error(generation_error(ev.error).second["error"]["message"].get<std::string>()))) return false;
+    } else if (!write(ollama_chunk(l.chat, l.model, "", &ev))) {
+      return false;
+    }
+    sink.done();
+    return true;
+  });
 }
 
 // GET /api/tags and POST /api/show: the one model this server runs, as ollama describes one.
