@@ -153,6 +153,8 @@ struct Case {
 // F16 (avx512vnni only) quantizes both sides to int16 per 32 values: ~1e-4.
 constexpr Case kPanelCases[] = {{DType::Q4_0, 2e-6}, {DType::Q8_0, 2e-6}, {DType::Q4_K, 2e-6},
                                 {DType::Q5_K, 2e-6}, {DType::Q6_K, 2e-6}, {DType::IQ4_XS, 2e-6},
+                                {DType::Q4_1, 2e-6}, {DType::Q5_0, 2e-6}, {DType::Q5_1, 2e-6},
+                                {DType::IQ4_NL, 2e-6}, {DType::Q2_K, 2e-6}, {DType::Q3_K, 2e-6},
                                 {DType::F16, 5e-4}};
 
 using test::rel_l2;
@@ -228,7 +230,8 @@ TEST(KernelPanels, ExtremeQuantsStayExact) {
   const int64_t n_out = 16, n_in = 256;
   for (Isa isa : simd_levels()) {
     const kern::Kernels& k = *kern::for_isa(isa);
-    for (DType type : {DType::Q8_0, DType::Q6_K, DType::IQ4_XS, DType::Q4_0}) {
+    for (DType type : {DType::Q8_0, DType::Q6_K, DType::IQ4_XS, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                       DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K}) {
       const TypeTraits& tt = type_traits(type);
       const size_t row_bytes = row_size(type, n_in);
       std::vector<uint8_t> w(row_bytes * n_out);
@@ -241,8 +244,14 @@ TEST(KernelPanels, ExtremeQuantsStayExact) {
         for (int64_t b = 0; b < nb; ++b) {
           uint8_t* blk = row + b * tt.type_size;
           const uint16_t h = fp32_to_fp16(0.01f * (1 + b % 3));
-          if (type == DType::Q6_K) std::memcpy(blk + 208, &h, 2);
-          else std::memcpy(blk, &h, 2);
+          const uint16_t m = fp32_to_fp16(-0.02f * (1 + b % 2));
+          switch (type) {
+            case DType::Q6_K: std::memcpy(blk + 208, &h, 2); break;
+            case DType::Q3_K: std::memcpy(blk + 108, &h, 2); break;
+            case DType::Q2_K: std::memcpy(blk + 80, &h, 2), std::memcpy(blk + 82, &m, 2); break;
+            case DType::Q4_1: case DType::Q5_1: std::memcpy(blk, &h, 2), std::memcpy(blk + 2, &m, 2); break;
+            default: std::memcpy(blk, &h, 2);
+          }
         }
       }
       const std::vector<float> x = tricky(5 * n_in, 77);

@@ -227,7 +227,8 @@ TEST(AmxTiles, TheTileUnitGivesItsModelsResults) {
 INSTANTIATE_TEST_SUITE_P(Types, MatmulVsScalar,
                          testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q4_0,
                                          DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K,
-                                         DType::IQ4_XS, DType::Q4_1, DType::Q3_K),
+                                         DType::IQ4_XS, DType::Q4_1, DType::Q3_K, DType::Q2_K,
+                                         DType::Q5_0, DType::Q5_1, DType::IQ4_NL),
                          [](const testing::TestParamInfo<DType>& info) {
                            return dtype_name(info.param);
                          });

@@ -20,7 +20,8 @@ struct TileLayout {
   bool stream = false;
 };
 
-// Q8_0 activations (Q4_0, Q8_0 weights): one scale and one correction per 32 values.
+// Q8_0 activations (the 32-value block types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): one scale
+// and one correction per 32 values.
 inline TileLayout tile_q8_0(int64_t n_in) {
   TileLayout l;
   const size_t nb = static_cast<size_t>(n_in / 32);
@@ -30,6 +31,7 @@ inline TileLayout tile_q8_0(int64_t n_in) {
   return l;
 }
 // Q8_K activations (K-quant and IQ4_XS weights): one scale and 16 corrections per 256 values.
+// (Q2_K's eight pairs sit in the first 8.)
 inline TileLayout tile_q8_K(int64_t n_in) {
   TileLayout l;
   const size_t nb = static_cast<size_t>(n_in / 256);
@@ -56,17 +58,26 @@ constexpr int kI16Max = 8191;
 // type stored with an offset (value = u - k) needs k * sum(activation quants) subtracted.
 enum class Corr {
   Q4_0,   // per 32: -8 * sum
-  Q8_0,   // per 32: -128 * sum (Q8_0 weights are fed as u = q + 128)
+  Q8_0,   // per 32: -128 * sum (Q8_0 weights are fed as u = q + 128; IQ4_NL's levels too)
+  Q5_0,   // per 32: -16 * sum
+  Q8_1,   // per 32: not an integer but the float s = fp16(d * sum) of a Q8_1 block (its bits),
+          // which the weight's offset m multiplies (Q4_1, Q5_1: value = q * d + m)
   Q4_K,   // per 256, c = 0..3: the int16 pair (sum of values 64c..64c+31, of 64c+32..64c+63),
           // for VPMADDWD against the pairs of six-bit mins (Q4_K, Q5_K)
   Q6_K,   // per 256, c = 0..15: -32 * sum of values 16c..16c+15
+  Q3_K,   // per 256, c = 0..15: -4 * sum of values 16c..16c+15
+  Q2_K,   // per 256, c = 0..7: the int16 pair (sum of values 32c..32c+15, of 32c+16..32c+31),
+          // for VPMADDWD against the pairs of four-bit mins
   IQ4_XS, // per 256, c = 0..7: -128 * sum of values 32c..32c+31 (levels fed as u = v + 128)
   I16     // int16 activations (tile_i16), no corrections
 };
 
 // Quantize one block; the quants, the scale as the dot product sees it, and per-16 sums.
-// q8_0_block: 32 values, llama.cpp's x86 rounding; returns d rounded through fp16 (stored).
-float q8_0_block(const float* x, int8_t* qs, uint16_t* d_half, int32_t* sum);
+// q8_0_block: 32 values, llama.cpp's x86 rounding; returns d rounded through fp16 (stored);
+// d_raw, if given, receives d before that rounding (what a Q8_1 block's s is computed from).
+float q8_0_block(const float* x, int8_t* qs, uint16_t* d_half, int32_t* sum, float* d_raw = nullptr);
+// Whether a Corr kind's tiles are Q8_0-shaped (32-value blocks) rather than Q8_K-shaped.
+inline bool corr_b32(Corr c) { return c == Corr::Q4_0 || c == Corr::Q8_0 || c == Corr::Q5_0 || c == Corr::Q8_1; }
 // q8_K_block: 256 values, returns d; bsums[16] are the per-16 sums.
 float q8_K_block(const float* x, int8_t* qs, int16_t* bsums);
 

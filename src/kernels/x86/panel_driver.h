@@ -20,7 +20,7 @@ namespace slm::kern::SLM_ISA_NS {
 
 inline TileLayout layout_for(Corr c, int64_t n_in) {
   if (c == Corr::I16) return tile_i16(n_in);
-  return c == Corr::Q4_0 || c == Corr::Q8_0 ? tile_q8_0(n_in) : tile_q8_K(n_in);
+  return corr_b32(c) ? tile_q8_0(n_in) : tile_q8_K(n_in);
 }
 
 // Streaming weights from memory does so little work per byte (decoding: one token; a server's

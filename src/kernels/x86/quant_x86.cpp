@@ -14,12 +14,13 @@ constexpr size_t kQ8_KBytes = 292;  // f32 d, int8 qs[256], int16 bsums[16]
 
 #if defined(__AVX512F__)
 
-float q8_0_block(const float* x, int8_t* qs, uint16_t* d_half, int32_t* sum) {
+float q8_0_block(const float* x, int8_t* qs, uint16_t* d_half, int32_t* sum, float* d_raw) {
   const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
   const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
   const float d = amax / 127.f;
   const float id = amax != 0.0f ? 127.f / amax : 0.0f;
   *d_half = f2h(d);
+  if (d_raw) *d_raw = d;
   // VCVTPS2DQ rounds to nearest even (the default MXCSR mode, as llama.cpp's
   // _mm256_round_ps(_MM_ROUND_NEAREST)); out-of-range values become INT32_MIN and then -128
   // through the saturating narrowing, as there.
@@ -91,7 +92,7 @@ inline __m256i clamp8(__m256i v) {
 }
 }  // namespace
 
-float q8_0_block(const float* x, int8_t* qs, uint16_t* d_half, int32_t* sum) {
+float q8_0_block(const float* x, int8_t* qs, uint16_t* d_half, int32_t* sum, float* d_raw) {
   __m256 v[4], m = _mm256_setzero_ps();
   for (int i = 0; i < 4; ++i) {
     v[i] = _mm256_loadu_ps(x + 8 * i);
@@ -101,6 +102,7 @@ float q8_0_block(const float* x, int8_t* qs, uint16_t* d_half, int32_t* sum) {
   const float d = amax / 127.f;
   const float id = amax != 0.0f ? 127.f / amax : 0.0f;
   *d_half = f2h(d);
+  if (d_raw) *d_raw = d;
   __m256i q[4];
   for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], _mm256_set1_ps(id)));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), pack32(q[0], q[1], q[2], q[3]));
@@ -165,7 +167,7 @@ void quantize_q8_K(const float* x, void* dst, int64_t n) {
 }
 
 void prepare_tile(Corr kind, const float* x, int n_tok, int64_t n_in, uint8_t* tile) {
-  const bool k_type = kind != Corr::Q4_0 && kind != Corr::Q8_0;
+  const bool k_type = !corr_b32(kind);
   const TileLayout l = k_type ? tile_q8_K(n_in) : tile_q8_0(n_in);
   std::memset(tile, 0, l.bytes);
   uint8_t* d = tile + l.d_off;
@@ -179,8 +181,12 @@ void prepare_tile(Corr kind, const float* x, int n_tok, int64_t n_in, uint8_t* t
       if (!k_type) {
         uint16_t dh;
         int32_t sum;
-        df = q8_0_block(xt + 32 * b, qs, &dh, &sum);
-        wr_i32(c + (b * kTile + t) * 4, (kind == Corr::Q4_0 ? -8 : -128) * sum);
+        float d_raw;
+        df = q8_0_block(xt + 32 * b, qs, &dh, &sum, &d_raw);
+        if (kind == Corr::Q8_1)  // as ref::from_float_q8_1_x86: the unrounded d times the sum
+          wr_f32(c + (b * kTile + t) * 4, h2f(f2h(d_raw * static_cast<float>(sum))));
+        else
+          wr_i32(c + (b * kTile + t) * 4, (kind == Corr::Q4_0 ? -8 : kind == Corr::Q5_0 ? -16 : -128) * sum);
       } else {
         int16_t bsums[16];
         df = q8_K_block(xt + 256 * b, qs, bsums);
@@ -192,6 +198,11 @@ void prepare_tile(Corr kind, const float* x, int n_tok, int64_t n_in, uint8_t* t
             v = static_cast<int32_t>((static_cast<uint32_t>(hi) << 16) | (static_cast<uint32_t>(lo) & 0xFFFF));
           } else if (kind == Corr::Q6_K) {
             v = -32 * bsums[j];
+          } else if (kind == Corr::Q3_K) {
+            v = -4 * bsums[j];
+          } else if (kind == Corr::Q2_K && j < 8) {
+            v = static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint16_t>(bsums[2 * j + 1])) << 16) |
+                                     static_cast<uint16_t>(bsums[2 * j]));
           } else if (kind == Corr::IQ4_XS && j < 8) {
             v = -128 * (bsums[2 * j] + bsums[2 * j + 1]);
           }

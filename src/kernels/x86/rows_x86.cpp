@@ -5,7 +5,7 @@
 //
 // AVX-512 only (the avx512 and avx512vnni tables); on AVX2 matrices are repacked at first use.
 //
-// 32-value blocks (Q4_0, Q8_0): two blocks per 512-bit vector. The weights go in as unsigned
+// 32-value blocks (Q4_0, Q8_0, Q5_0, IQ4_NL): two blocks per 512-bit vector. The weights go in as unsigned
 // bytes u (Q4_0: the nibble; Q8_0: q + 128), so that VPDPBUSD multiplies them with the signed
 // activation bytes; lanes 0-7 of the integer sums belong to the first block, 8-15 to the second.
 // Each lane's sum of four products is made exact by subtracting offset * (its four activation
@@ -78,6 +78,31 @@ struct Q8_0Rows {
     const __m256i q0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2));
     const __m256i q1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1 + 2));
     return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1), _mm512_set1_epi8(-128));
+  }
+};
+
+// Q5_0: value = (nibble | fifth bit << 4) - 16, the fifth bits of a block's 32 values in qh
+// (bit v for value v); fed as the unsigned five bits.
+struct Q5_0Rows {
+  static constexpr int kOffset = 16;
+  static constexpr size_t kBlock = 22;  // d, qh[4], qs[16]
+  static VI weights(const uint8_t* b0, const uint8_t* b1) {
+    const VI lo = Q4_0Rows::weights(b0 + 4, b1 + 4);  // Q4_0's nibble order, its qs 4 bytes on
+    uint32_t h0, h1;
+    std::memcpy(&h0, b0 + 2, 4);
+    std::memcpy(&h1, b1 + 2, 4);
+    const __mmask64 fifth = static_cast<__mmask64>(h0) | (static_cast<__mmask64>(h1) << 32);
+    return _mm512_or_si512(lo, _mm512_maskz_mov_epi8(fifth, _mm512_set1_epi8(0x10)));
+  }
+};
+
+// IQ4_NL: Q4_0's nibbles as indices into the 16 levels, fed as level + 128.
+struct IQ4_NLRows {
+  static constexpr int kOffset = 128;
+  static constexpr size_t kBlock = 18;
+  static VI weights(const uint8_t* b0, const uint8_t* b1) {
+    static constexpr int8_t kLevelsU[16] = {1, 24, 45, 63, 79, 93, 106, 118, -127, -115, -103, -90, -75, -59, -39, -15};
+    return lut16(table16(kLevelsU), Q4_0Rows::weights(b0, b1));
   }
 };
 
@@ -200,6 +225,8 @@ RowKernels b32_rows() {
 void register_rows(Kernels& k) {
   k.row[2] = b32_rows<Q4_0Rows>();  // Q4_0
   k.row[8] = b32_rows<Q8_0Rows>();  // Q8_0
+  k.row[6] = b32_rows<Q5_0Rows>();  // Q5_0
+  k.row[20] = b32_rows<IQ4_NLRows>();  // IQ4_NL
   RowKernels q6{};
   q6.block_vals = 256;
   q6.act_bytes = &act_bytes_q8_K;

@@ -63,6 +63,8 @@ inline VI and_(VI a, VI b) { return _mm512_and_si512(a, b); }
 inline VI or_(VI a, VI b) { return _mm512_or_si512(a, b); }
 inline VI srl16(VI a, int n) { return _mm512_srli_epi16(a, n); }
 inline VI sll16(VI a, int n) { return _mm512_slli_epi16(a, n); }
+inline VI srl32(VI a, int n) { return _mm512_srli_epi32(a, n); }
+inline VI set32(int32_t v) { return _mm512_set1_epi32(v); }
 inline VI add32(VI a, VI b) { return _mm512_add_epi32(a, b); }
 inline VI mul32(VI a, VI b) { return _mm512_mullo_epi32(a, b); }
 inline VF cvt(VI a) { return _mm512_cvtepi32_ps(a); }
@@ -135,6 +137,8 @@ inline VI and_(VI a, VI b) { return _mm256_and_si256(a, b); }
 inline VI or_(VI a, VI b) { return _mm256_or_si256(a, b); }
 inline VI srl16(VI a, int n) { return _mm256_srli_epi16(a, n); }
 inline VI sll16(VI a, int n) { return _mm256_slli_epi16(a, n); }
+inline VI srl32(VI a, int n) { return _mm256_srli_epi32(a, n); }
+inline VI set32(int32_t v) { return _mm256_set1_epi32(v); }
 inline VI add32(VI a, VI b) { return _mm256_add_epi32(a, b); }
 inline VI mul32(VI a, VI b) { return _mm256_mullo_epi32(a, b); }
 inline VF cvt(VI a) { return _mm256_cvtepi32_ps(a); }
@@ -166,6 +170,17 @@ inline VI dot4w(VI acc, VI u, VI s) {
 inline VI dot2w16(VI acc, VI a, VI b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
 
 #endif
+
+// Bit kFrom of every byte of h moved to bit kTo of the same byte (the other bits are whatever
+// the 16-bit shift brings: callers mask them away). Exact for any positions 0..7: a 16-bit
+// shift moves a byte's own bit kFrom to kTo, and the bits it carries across the byte boundary
+// land elsewhere.
+template <int kFrom, int kTo>
+inline VI move_bit(VI h) {
+  if constexpr (kFrom > kTo) return srl16(h, kFrom - kTo);
+  else if constexpr (kFrom < kTo) return sll16(h, kTo - kFrom);
+  else return h;
+}
 
 // Tokens per activation tile: enough accumulators to reuse each unpacked weight vector many
 // times, few enough to keep them all in registers (32 zmm / 16 ymm).

@@ -5,6 +5,8 @@ namespace slm::kern::SLM_ISA_NS {
 
 void register_panels_basic(Kernels& k);
 void register_panels_k(Kernels& k);
+void register_panels_b32(Kernels& k);
+void register_panels_k23(Kernels& k);
 void register_panels_f16(Kernels& k);
 void register_attention(Kernels& k);
 void register_rows(Kernels& k);
@@ -25,6 +27,8 @@ Kernels build(bool bf16) {
   k.quantize_q8_K = &quantize_q8_K;
   register_panels_basic(k);
   register_panels_k(k);
+  register_panels_b32(k);
+  register_panels_k23(k);
   register_panels_f16(k);
   register_float(k, bf16);
   register_attention(k);
