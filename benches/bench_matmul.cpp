@@ -138,7 +138,8 @@ void bm_quantize(benchmark::State& st, DType act_type, Isa isa) {
 
 void register_all() {
   const DType types[] = {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K,
-                         DType::IQ4_XS, DType::F16, DType::BF16, DType::F32};
+                         DType::IQ4_XS, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL,
+                         DType::Q2_K, DType::Q3_K, DType::F16, DType::BF16, DType::F32};
   struct Shape { int64_t n_out, n_in; };
   const Shape shapes[] = {{2048, 2048}, {8192, 2048}, {2048, 8192}};
   // amx: skipped where the CPU has none (its tile products serve 16 tokens or more).

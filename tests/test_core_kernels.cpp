@@ -202,7 +202,7 @@ TEST(KernelPanels, MatchReferenceDotProducts) {
   // 37 rows: a partial last panel at either width. 512 inputs: two K super-blocks, 16 blocks;
   // 2304: long enough for the kernels to cut every panel into k-slices (panel_driver.h).
   const int64_t n_out = 37;
-  for (int64_t n_in : {512, 2304})
+  for (int64_t n_in : {256, 512, 768, 2304})
   for (Isa isa : simd_levels()) {
     const kern::Kernels& k = *kern::for_isa(isa);
     for (const Case& c : kPanelCases) {
