@@ -151,8 +151,13 @@ constexpr int8_t kIQ4LevelsU[16] = {  // kvalues_iq4nl + 128, as the bytes VPSHU
     static_cast<int8_t>(181), static_cast<int8_t>(197), static_cast<int8_t>(217),
     static_cast<int8_t>(241)};
 
+constexpr int8_t kIQ4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
 struct IQ4_XS {
   static constexpr Corr kCorr = Corr::IQ4_XS;
+  // Without VNNI the levels go in signed (dot4s, no correction), as IQ4_NL's
+  // (panels_b32_x86.cpp): dot4w on the unsigned bytes costs twice the instructions.
+  static constexpr bool kSigned = !kVnni;
   static constexpr int kMaxT = kTile;
   static constexpr size_t kSb = 140 * kLanes;  // 128 + 8 + 2, rounded to whole vectors
   static constexpr int kBlockVals = 256, kCorrPerBlock = 16, kActBytes = 1;
@@ -180,7 +185,7 @@ struct IQ4_XS {
   static void tile(const uint8_t* p, int64_t n_in, const uint8_t* act, const TileLayout& l, VF* acc) {
     const int64_t nsb = n_in / 256;
     const VI m4 = set8(0x0F);
-    const VI lut = table16(kIQ4LevelsU);
+    const VI lut = kSigned ? table16(kIQ4Levels) : table16(kIQ4LevelsU);
     for (int64_t sb = 0; sb < nsb; ++sb) {
       const uint8_t* o = p + sb * kSb;
       const uint8_t* a = act + sb * 64 * kTile * 4;
@@ -193,13 +198,24 @@ struct IQ4_XS {
         VI s[T], s2[T];
 #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
-          s[t] = bcast32(act + l.c_off + ((sb * 16 + ib) * kTile + t) * 4);
+          s[t] = kSigned ? vzero() : bcast32(act + l.c_off + ((sb * 16 + ib) * kTile + t) * 4);
           s2[t] = vzero();
         }
 #pragma GCC unroll 4
         for (int j = 0; j < 4; ++j) {
           const VI v = load(o + (ib * 4 + j) * 4 * kLanes);
           const VI lo = lut16(lut, and_(v, m4)), hi = lut16(lut, and_(srl16(v, 4), m4));
+          if constexpr (kSigned) {
+            const VI lo_abs = abs8(lo), hi_abs = abs8(hi);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; ++t) s[t] = dot4s(s[t], lo_abs, lo, bcast32(grp(a, ib * 8 + j, t)));
+#pragma GCC unroll 8
+            for (int t = 0; t < T; ++t) {
+              if constexpr (kSplit) s2[t] = dot4s(s2[t], hi_abs, hi, bcast32(grp(a, ib * 8 + 4 + j, t)));
+              else s[t] = dot4s(s[t], hi_abs, hi, bcast32(grp(a, ib * 8 + 4 + j, t)));
+            }
+            continue;
+          }
 #pragma GCC unroll 8
           for (int t = 0; t < T; ++t) s[t] = dot4w(s[t], lo, bcast32(grp(a, ib * 8 + j, t)));
 #pragma GCC unroll 8

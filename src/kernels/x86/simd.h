@@ -107,6 +107,14 @@ inline VI dot4w(VI acc, VI u, VI s) {
 }
 inline VI dot2w16(VI acc, VI a, VI b) { return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b)); }
 #endif
+// Signed weight bytes w (|w| <= 127) against activation bytes a (never -128): VPMADDUBSW on |w|
+// and a with w's sign, whose pairs cannot saturate (127 * 127 * 2 < 32768). Without VNNI this
+// is cheaper than dot4w on weights offset to unsigned bytes.
+inline VI abs8(VI w) { return _mm512_abs_epi8(w); }
+inline VI dot4s(VI acc, VI w_abs, VI w, VI a) {
+  const VI a_signed = _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(w), _mm512_setzero_si512(), a);
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w_abs, a_signed), _mm512_set1_epi16(1)));
+}
 
 #else  // AVX2
 
@@ -168,6 +176,10 @@ inline VI dot4w(VI acc, VI u, VI s) {
   return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(ue, se), _mm256_madd_epi16(uo, so)));
 }
 inline VI dot2w16(VI acc, VI a, VI b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+inline VI abs8(VI w) { return _mm256_abs_epi8(w); }
+inline VI dot4s(VI acc, VI w_abs, VI w, VI a) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1)));
+}
 
 #endif
 
