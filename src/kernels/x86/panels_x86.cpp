@@ -85,10 +85,13 @@ struct Q4_0 {
   }
 };
 
-// ---- Q8_0: fed as u = q + 128 (q ^ 0x80), -128 * sum(a) in corr ---------------------------
+// ---- Q8_0: fed as u = q + 128 (q ^ 0x80), -128 * sum(a) in corr (VNNI) ----------------------
 // Panel: per block, 8 groups of kLanes dwords, then the block's kLanes fp16 scales.
 struct Q8_0 {
   static constexpr Corr kCorr = Corr::Q8_0;
+  // Without VNNI the quants go in signed instead (dot4s: |q| against a with q's sign, exact
+  // even for q = -128), with no correction: dot4w on q + 128 costs twice the instructions.
+  static constexpr bool kSigned = !kVnni;
   static constexpr int kMaxT = kTile;
   static constexpr size_t kBlk = 34 * kLanes;
   static constexpr int kBlockVals = 32, kCorrPerBlock = 1, kActBytes = 1;
@@ -102,7 +105,7 @@ struct Q8_0 {
         const uint8_t* blk = w + r * row_bytes + b * kQ8_0Bytes;
         uint8_t* o = p + b * kBlk;
         std::memcpy(o + 32 * kLanes + r * 2, blk, 2);
-        for (int j = 0; j < 32; ++j) o[(j / 4 * kLanes + r) * 4 + j % 4] = blk[2 + j] ^ 0x80;
+        for (int j = 0; j < 32; ++j) o[(j / 4 * kLanes + r) * 4 + j % 4] = kSigned ? blk[2 + j] : blk[2 + j] ^ 0x80;
       }
     }
   }
@@ -114,7 +117,7 @@ struct Q8_0 {
       VI s[T], s2[T];
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
-        s[t] = bcast32(act + l.c_off + (b * kTile + t) * 4);
+        s[t] = kSigned ? vzero() : bcast32(act + l.c_off + (b * kTile + t) * 4);
         s2[t] = vzero();
       }
       const uint8_t* q = p + b * kBlk;
@@ -123,6 +126,15 @@ struct Q8_0 {
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
         const VI w = load(q + j * 4 * kLanes);
+        if constexpr (kSigned) {
+          const VI w_abs = abs8(w);
+#pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) {
+            if (C == 2 && j % 2) s2[t] = dot4s(s2[t], w_abs, w, bcast32(grp(a, j, t)));
+            else s[t] = dot4s(s[t], w_abs, w, bcast32(grp(a, j, t)));
+          }
+          continue;
+        }
 #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
           if (C == 2 && j % 2) s2[t] = dot4w(s2[t], w, bcast32(grp(a, j, t)));
