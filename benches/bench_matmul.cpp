@@ -168,7 +168,8 @@ void register_all() {
           ->UseRealTime()->Unit(benchmark::kMillisecond);
   // A server's decoding step through Llama 3.2 1B's output head (128256 x 2048; 215 MB as
   // Q6_K, far past the caches), one row per generating sequence, through the panel kernels.
-  for (DType t : {DType::Q6_K, DType::Q4_0, DType::Q8_0})
+  for (DType t : {DType::Q6_K, DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q3_K, DType::Q2_K,
+                  DType::Q5_0})
     for (int64_t n_tok : {1, 4, 8})
       benchmark::RegisterBenchmark(("head/" + dtype_name(t) + "/128256x2048/t" + std::to_string(n_tok)).c_str(),
                                    bm_matmul, t, 128256, 2048, n_tok, Isa::Avx512Vnni, true)

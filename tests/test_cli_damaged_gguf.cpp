@@ -640,6 +640,30 @@ TEST(CliDamagedGguf, EveryDamagedFileFailsCleanly) {
   check_corpus("damaged GGUF corpus", base, corpus, /*info_may_succeed=*/false);
 }
 
+// A well-formed file whose weights are in a type slm has no kernels for (IQ2_XXS: its grids are
+// not implemented): `slm info` and `slm run` fail saying which tensor, what slm runs, and what
+// to do instead.
+TEST(CliDamagedGguf, UnsupportedWeightTypeSaysWhatToDo) {
+  slm::test::TinyModelOptions o;
+  o.n_embd = 256;  // whole 256-value super-blocks
+  TinyModel m = slm::test::make_tiny_llama(o);
+  slm::test::TinyTensor* t = m.tensor("blk.0.attn_q.weight");
+  ASSERT_NE(t, nullptr);
+  t->type = DType::IQ2_XXS;
+  t->data.assign(slm::row_size(DType::IQ2_XXS, t->ne[0]) * static_cast<size_t>(t->ne[1]), 0);
+  TempDir dir;
+  const fs::path p = dir.path / "iq2.gguf";
+  write_file(p, m.to_bytes());
+  for (const auto& args : {info_args(p.string()), run_args(p.string())}) {
+    const RunResult r = run_cli(args);
+    EXPECT_EQ(r.signal, 0) << args[0];
+    EXPECT_EQ(r.exit_code, 1) << args[0];
+    for (const char* want : {"blk.0.attn_q.weight", "iq2_xxs", "cannot compute with yet", "q4_K", "iq4_nl",
+                             "slm quantize"})
+      EXPECT_NE(r.err.find(want), std::string::npos) << args[0] << ": " << want << " not in: " << r.err;
+  }
+}
+
 TEST(CliDamagedGguf, DamagedTokenizerFailsRunCleanly) {
   const TinyModel base = base_model();
   check_corpus("damaged tokenizer corpus", base, make_tokenizer_corpus(base),

@@ -112,8 +112,14 @@ Weight Model::bind(const std::string& name, int64_t n_in, int64_t n_out, bool re
   const int64_t got_out = t->ne.size() > 1 ? t->ne[1] : 1;
   if (t->ne.size() > 2 || t->ne[0] != n_in || got_out != n_out)
     fail("{}: tensor {} has shape {}, expected {} x {}", file_->path(), name, fmt::join(t->ne, " x "), n_in, n_out);
-  if (!type_traits(t->type).to_float || !type_traits(t->type).vec_dot)
-    fail("{}: tensor {} has type {}, which slm cannot compute with yet", file_->path(), name, dtype_name(t->type));
+  if (!type_traits(t->type).to_float || !type_traits(t->type).vec_dot) {
+    std::vector<std::string> runnable;
+    for (uint32_t id = 0; id < kDTypeIdLimit; ++id)
+      if (type_traits(id).to_float && type_traits(id).vec_dot) runnable.push_back(type_traits(id).name);
+    fail("{}: tensor {} has type {}, which slm cannot compute with yet (it runs {}); quantize the "
+         "F16/BF16 model again to one of those, e.g. `slm quantize model-f16.gguf out.gguf Q4_K_M`",
+         file_->path(), name, dtype_name(t->type), fmt::join(runnable, ", "));
+  }
   return Weight::from(*t);
 }
 
