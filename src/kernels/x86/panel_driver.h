@@ -41,6 +41,32 @@ inline void prefetch_ahead(const uint8_t* p, size_t bytes, const TileLayout& l) 
 // assumptions; the compiler folds these into broadcast loads).
 inline VF bcastf_at(const uint8_t* p) { float v; std::memcpy(&v, p, 4); return VF(bcastf(&v)); }
 
+template <int...>
+struct Seq {};
+
+// The super-block loop of the K-quants whose sub-blocks have integer scales and no mins (Q3_K,
+// Q6_K): K::sub_blocks<T>(o, a, corr, sacc, Seq<0..15>) adds one super-block's scaled integer
+// sums to sacc (corr: the tile's 16 corrections for it), and the fp16 d at K::kD (in units of
+// kLanes bytes) turns them into floats once per super-block.
+template <class K, int T>
+inline void scaled_super_blocks(const uint8_t* p, int64_t n_in, const uint8_t* act, const TileLayout& l, VF* acc) {
+  const int64_t nsb = n_in / 256;
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* o = p + sb * K::kSb;
+    const uint8_t* a = act + sb * 64 * kTile * 4;
+    prefetch_ahead<T>(o, K::kSb, l);
+    VI sacc[T];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) sacc[t] = vzero();
+    K::template sub_blocks<T>(o, a, act + l.c_off + sb * 16 * kTile * 4, sacc,
+                              Seq<0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15>{});
+    const VF d = load_h(o + K::kD * kLanes);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t)
+      acc[t] = fmadd(cvt(sacc[t]), mul(d, bcastf_at(act + l.d_off + (sb * kTile + t) * 4)), acc[t]);
+  }
+}
+
 // acc = the partial sums so far (accumulate) or zero, plus this k-range's, stored to y.
 template <class K, int T>
 inline void run_tile_store(const uint8_t* panel, int64_t n_in, const uint8_t* act,

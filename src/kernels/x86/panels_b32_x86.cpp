@@ -17,16 +17,6 @@ inline const uint8_t* grp(const uint8_t* act, int64_t g, int t) { return act + (
 
 enum class B32Fmt { Q4_1, Q5_0, Q5_1, IQ4_NL };
 
-constexpr int8_t kIQ4NLLevelsU[16] = {  // kvalues_iq4nl + 128, as the bytes VPSHUFB returns
-    static_cast<int8_t>(1),   static_cast<int8_t>(24),  static_cast<int8_t>(45),
-    static_cast<int8_t>(63),  static_cast<int8_t>(79),  static_cast<int8_t>(93),
-    static_cast<int8_t>(106), static_cast<int8_t>(118), static_cast<int8_t>(129),
-    static_cast<int8_t>(141), static_cast<int8_t>(153), static_cast<int8_t>(166),
-    static_cast<int8_t>(181), static_cast<int8_t>(197), static_cast<int8_t>(217),
-    static_cast<int8_t>(241)};
-
-constexpr int8_t kIQ4NLLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-
 // The five-bit types' high bits are repacked so that each group's are one shift away: byte k
 // of the high-bit dword holds, at bit 2j + h, the fifth bit of value 16h + 4j + k (the value
 // that nibble k of group j's low (h = 0) or high (h = 1) half stands for).
@@ -87,8 +77,8 @@ struct B32 {
   static inline VI weights(VI v, VI hbits) {
     const VI m4 = set8(0x0F);
     const VI nib = H ? and_(srl16(v, 4), m4) : and_(v, m4);
-    if constexpr (kSigned) return lut16(table16(kIQ4NLLevels), nib);
-    else if constexpr (kLut) return lut16(table16(kIQ4NLLevelsU), nib);
+    if constexpr (kSigned) return lut16(table16(kIQ4Levels), nib);
+    else if constexpr (kLut) return lut16(table16(kIQ4LevelsU), nib);
     else if constexpr (kFive) return or_(nib, and_(move_bit<2 * J + H, 4>(hbits), set8(0x10)));
     else return nib;
   }

@@ -15,9 +15,6 @@ constexpr size_t kQ2_KBytes = 84, kQ3_KBytes = 110;
 
 inline const uint8_t* grp(const uint8_t* act, int64_t g, int t) { return act + (g * kTile + t) * 4; }
 
-template <int...>
-struct Seq {};
-
 // Q3_K super-block in a panel (offsets in units of kLanes bytes):
 //   0     qs: 16 groups, group g holds qs bytes 4g.. (half g / 8)
 //   64    hmask: 8 groups, group g holds hmask bytes 4g..; bit 4n + j of byte l is the high
@@ -82,21 +79,7 @@ struct Q3_K {
   }
   template <int T>
   static void tile(const uint8_t* p, int64_t n_in, const uint8_t* act, const TileLayout& l, VF* acc) {
-    const int64_t nsb = n_in / 256;
-    for (int64_t sb = 0; sb < nsb; ++sb) {
-      const uint8_t* o = p + sb * kSb;
-      const uint8_t* a = act + sb * 64 * kTile * 4;
-      prefetch_ahead<T>(o, kSb, l);
-      VI sacc[T];
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) sacc[t] = vzero();
-      sub_blocks<T>(o, a, act + l.c_off + sb * 16 * kTile * 4, sacc,
-                    Seq<0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15>{});
-      const VF d = load_h(o + kD * kLanes);
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t)
-        acc[t] = fmadd(cvt(sacc[t]), mul(d, bcastf_at(act + l.d_off + (sb * kTile + t) * 4)), acc[t]);
-    }
+    scaled_super_blocks<Q3_K, T>(p, n_in, act, l, acc);
   }
 };
 

@@ -12,9 +12,6 @@ constexpr size_t kQ4_KBytes = 144, kQ5_KBytes = 176, kQ6_KBytes = 210;
 
 inline const uint8_t* grp(const uint8_t* act, int64_t g, int t) { return act + (g * kTile + t) * 4; }
 
-template <int...>
-struct Seq {};
-
 // Six-bit scale and min j of the 12 packed bytes (ggml's get_scale_min_k4).
 inline void scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
   if (j < 4) {
@@ -147,7 +144,7 @@ struct QK45 {
 struct Q6_K {
   static constexpr Corr kCorr = Corr::Q6_K;
   static constexpr int kMaxT = kTile;
-  static constexpr size_t kSb = 212 * kLanes;
+  static constexpr size_t kD = 208, kSb = 212 * kLanes;
   static constexpr int kBlockVals = 256, kCorrPerBlock = 16, kActBytes = 1;
   static constexpr size_t kBlockBytes = kSb;
   static size_t panel_bytes(int64_t n_in) { return static_cast<size_t>(n_in / 256) * kSb; }
@@ -162,7 +159,7 @@ struct Q6_K {
         for (int g = 0; g < 32; ++g) std::memcpy(o + (g * kLanes + r) * 4, x + 4 * g, 4);
         for (int g = 0; g < 16; ++g) std::memcpy(o + 128 * kLanes + (g * kLanes + r) * 4, x + 128 + 4 * g, 4);
         for (int j = 0; j < 16; ++j) o[192 * kLanes + j * kLanes + r] = x[192 + j];
-        std::memcpy(o + 208 * kLanes + 2 * r, x + 208, 2);
+        std::memcpy(o + kD * kLanes + 2 * r, x + 208, 2);
       }
     }
   }
@@ -195,21 +192,7 @@ struct Q6_K {
   }
   template <int T>
   static void tile(const uint8_t* p, int64_t n_in, const uint8_t* act, const TileLayout& l, VF* acc) {
-    const int64_t nsb = n_in / 256;
-    for (int64_t sb = 0; sb < nsb; ++sb) {
-      const uint8_t* o = p + sb * kSb;
-      const uint8_t* a = act + sb * 64 * kTile * 4;
-      prefetch_ahead<T>(o, kSb, l);
-      VI sacc[T];
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) sacc[t] = vzero();
-      sub_blocks<T>(o, a, act + l.c_off + sb * 16 * kTile * 4, sacc,
-                    Seq<0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15>{});
-      const VF d = load_h(o + 208 * kLanes);
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t)
-        acc[t] = fmadd(cvt(sacc[t]), mul(d, bcastf_at(act + l.d_off + (sb * kTile + t) * 4)), acc[t]);
-    }
+    scaled_super_blocks<Q6_K, T>(p, n_in, act, l, acc);
   }
 };
 

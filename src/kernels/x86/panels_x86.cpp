@@ -155,16 +155,6 @@ struct Q8_0 {
 // 16 levels with six-bit block scales. The levels are fed as u = level + 128 through a byte
 // shuffle; -128 * sum(a) per block in corr. Per super-block: 32 groups (like Q4_0's, 4 per
 // block), 8 x kLanes signed scales (ls - 32), kLanes fp16 d.
-constexpr int8_t kIQ4LevelsU[16] = {  // kvalues_iq4nl + 128, as the bytes VPSHUFB returns
-    static_cast<int8_t>(1),   static_cast<int8_t>(24),  static_cast<int8_t>(45),
-    static_cast<int8_t>(63),  static_cast<int8_t>(79),  static_cast<int8_t>(93),
-    static_cast<int8_t>(106), static_cast<int8_t>(118), static_cast<int8_t>(129),
-    static_cast<int8_t>(141), static_cast<int8_t>(153), static_cast<int8_t>(166),
-    static_cast<int8_t>(181), static_cast<int8_t>(197), static_cast<int8_t>(217),
-    static_cast<int8_t>(241)};
-
-constexpr int8_t kIQ4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-
 struct IQ4_XS {
   static constexpr Corr kCorr = Corr::IQ4_XS;
   // Without VNNI the levels go in signed (dot4s, no correction), as IQ4_NL's

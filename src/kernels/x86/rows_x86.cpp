@@ -101,8 +101,7 @@ struct IQ4_NLRows {
   static constexpr int kOffset = 128;
   static constexpr size_t kBlock = 18;
   static VI weights(const uint8_t* b0, const uint8_t* b1) {
-    static constexpr int8_t kLevelsU[16] = {1, 24, 45, 63, 79, 93, 106, 118, -127, -115, -103, -90, -75, -59, -39, -15};
-    return lut16(table16(kLevelsU), Q4_0Rows::weights(b0, b1));
+    return lut16(table16(kIQ4LevelsU), Q4_0Rows::weights(b0, b1));
   }
 };
 

@@ -183,6 +183,11 @@ inline VI dot4s(VI acc, VI w_abs, VI w, VI a) {
 
 #endif
 
+// IQ4_NL / IQ4_XS's 16 levels (ggml's kvalues_iq4nl), as signed bytes and offset by 128 to
+// unsigned ones (bytes as VPSHUFB returns them), for the byte-shuffle tables of the kernels.
+inline constexpr int8_t kIQ4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+inline constexpr int8_t kIQ4LevelsU[16] = {1, 24, 45, 63, 79, 93, 106, 118, -127, -115, -103, -90, -75, -59, -39, -15};
+
 // Bit kFrom of every byte of h moved to bit kTo of the same byte (the other bits are whatever
 // the 16-bit shift brings: callers mask them away). Exact for any positions 0..7: a 16-bit
 // shift moves a byte's own bit kFrom to kTo, and the bits it carries across the byte boundary
