@@ -174,6 +174,12 @@ void register_all() {
       benchmark::RegisterBenchmark(("head/" + dtype_name(t) + "/128256x2048/t" + std::to_string(n_tok)).c_str(),
                                    bm_matmul, t, 128256, 2048, n_tok, Isa::Avx512Vnni, true)
           ->UseRealTime()->Unit(benchmark::kMillisecond);
+  // The same head, one token, through the row kernels (the types that have them): what decoding
+  // reads before a prompt has made the matrix repacked.
+  for (DType t : {DType::Q6_K, DType::Q4_0, DType::Q8_0, DType::Q5_0})
+    benchmark::RegisterBenchmark(("head-rows/" + dtype_name(t) + "/128256x2048/t1").c_str(), bm_matmul, t,
+                                 128256, 2048, 1, Isa::Avx512Vnni, false)
+        ->UseRealTime()->Unit(benchmark::kMillisecond);
   for (DType a : {DType::Q8_0, DType::Q8_K})
     for (Isa isa : {Isa::Avx512Vnni, Isa::Avx512, Isa::Avx2, Isa::Scalar})
       benchmark::RegisterBenchmark(("quantize/" + dtype_name(a) + "/" + kern::isa_name(isa)).c_str(),
