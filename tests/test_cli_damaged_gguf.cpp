@@ -662,6 +662,12 @@ TEST(CliDamagedGguf, UnsupportedWeightTypeSaysWhatToDo) {
                              "slm quantize"})
       EXPECT_NE(r.err.find(want), std::string::npos) << args[0] << ": " << want << " not in: " << r.err;
   }
+  // `slm info` still describes the file as far as its header goes (as gguf-dump would) before
+  // it says it cannot run it.
+  const RunResult info = run_cli(info_args(p.string()));
+  for (const char* want : {"architecture:  llama", "n_embd:        256", "iq2_xxs      1 tensors", "f32 ",
+                           "runs in slm:   no"})
+    EXPECT_NE(info.out.find(want), std::string::npos) << want << " not in: " << info.out;
 }
 
 TEST(CliDamagedGguf, DamagedTokenizerFailsRunCleanly) {

@@ -1,14 +1,47 @@
 // slm info: what a GGUF file holds.
 #include <fmt/format.h>
 
+#include <cstdio>
+#include <exception>
 #include <map>
+#include <utility>
 
 #include "commands.h"
+#include "core/error.h"
 #include "core/gguf.h"
 #include "kernels/isa.h"
 #include "models/model.h"
 
 namespace slm::cli {
+
+namespace {
+
+// The shape of a model slm could not load, as its metadata states it (nothing checked): what a
+// user needs to see which model this is. A value of an unexpected type shows as "?".
+void print_metadata_hparams(const GGUFFile& f) {
+  const std::string arch = [&]() -> std::string {
+    const GGUFValue* v = f.find("general.architecture");
+    return !v ? "(none)" : v->type == GGUFType::STRING ? v->as_string() : "?";
+  }();
+  fmt::print("architecture:  {}\n", arch);
+  const GGUFValue* toks = f.find("tokenizer.ggml.tokens");
+  fmt::print("n_vocab:       {}\n", toks && toks->is_array() ? std::to_string(toks->array_size()) : "(no tokens)");
+  auto number = [&](const std::string& key) -> std::string {
+    const GGUFValue* v = f.find(arch + "." + key);
+    if (!v) return "";
+    try {
+      return std::to_string(v->as_int());
+    } catch (const Error&) {
+      return "?";
+    }
+  };
+  for (const auto& [label, key] : {std::pair{"n_ctx_train:", "context_length"}, {"n_embd:", "embedding_length"},
+                                   {"n_layer:", "block_count"}, {"n_head:", "attention.head_count"},
+                                   {"n_head_kv:", "attention.head_count_kv"}, {"n_ff:", "feed_forward_length"}})
+    if (const std::string n = number(key); !n.empty()) fmt::print("{:<15}{}\n", label, n);
+}
+
+}  // namespace
 
 Runner add_info(CLI::App& app) {
   auto model_path = std::make_shared<std::string>();
@@ -41,34 +74,47 @@ Runner add_info(CLI::App& app) {
     };
     if (vocab_only) {
       print_header(*file);
-      fmt::print("architecture:  {}\n", file->opt_string("general.architecture").value_or("(none)"));
-      const GGUFValue* toks = file->find("tokenizer.ggml.tokens");
-      fmt::print("n_vocab:       {}\n", toks && toks->is_array() ? std::to_string(toks->array_size()) : "(no tokens)");
+      print_metadata_hparams(*file);
       print_tokenizer(*file);
       fmt::print("tensors:       0 (vocabulary only)\n");
       return 0;
     }
-    auto model = Model::load(std::move(file));
-    const GGUFFile& f = model->gguf();
-    const HParams& hp = model->hparams();
+    // A file slm cannot run (an unknown architecture, a weight type without kernels, a missing
+    // tensor, data cut short) is still described as far as its header goes, as llama.cpp's
+    // gguf-dump would, and then refused with the loader's message and exit status 1.
+    std::unique_ptr<Model> model;
+    std::exception_ptr load_error;
+    try {
+      model = Model::load(std::move(file));
+    } catch (const Error&) {
+      load_error = std::current_exception();
+      file = GGUFFile::open(*model_path);
+    }
+    const GGUFFile& f = model ? model->gguf() : *file;
     print_header(f);
-    fmt::print("architecture:  {}\n", hp.arch);
-    fmt::print("n_vocab:       {}\n", hp.n_vocab);
-    print_tokenizer(f);
-    fmt::print("n_ctx_train:   {}\n", hp.n_ctx_train);
-    fmt::print("n_embd:        {}\n", hp.n_embd);
-    fmt::print("n_layer:       {}\n", hp.n_layer);
-    fmt::print("n_head:        {}\n", hp.n_head);
-    fmt::print("n_head_kv:     {}\n", hp.n_head_kv);
-    fmt::print("head_dim:      {} (k) {} (v)\n", hp.head_dim_k, hp.head_dim_v);
-    fmt::print("n_ff:          {}\n", hp.n_ff);
-    fmt::print("norm_eps:      {:g}\n", hp.norm_eps);
-    fmt::print("rope:          {} n_rot {} base {:g} scale {:g}\n",
-               hp.rope.mode == RopeMode::Neox ? "neox" : "normal", hp.rope.n_rot,
-               hp.rope.freq_base, hp.rope.freq_scale);
-    if (hp.sliding_window) fmt::print("sliding_window: {}\n", hp.sliding_window);
-    if (hp.attn_softcap > 0) fmt::print("attn_softcap:  {:g}\n", hp.attn_softcap);
-    if (hp.final_softcap > 0) fmt::print("final_softcap: {:g}\n", hp.final_softcap);
+    if (model) {
+      const HParams& hp = model->hparams();
+      fmt::print("architecture:  {}\n", hp.arch);
+      fmt::print("n_vocab:       {}\n", hp.n_vocab);
+      print_tokenizer(f);
+      fmt::print("n_ctx_train:   {}\n", hp.n_ctx_train);
+      fmt::print("n_embd:        {}\n", hp.n_embd);
+      fmt::print("n_layer:       {}\n", hp.n_layer);
+      fmt::print("n_head:        {}\n", hp.n_head);
+      fmt::print("n_head_kv:     {}\n", hp.n_head_kv);
+      fmt::print("head_dim:      {} (k) {} (v)\n", hp.head_dim_k, hp.head_dim_v);
+      fmt::print("n_ff:          {}\n", hp.n_ff);
+      fmt::print("norm_eps:      {:g}\n", hp.norm_eps);
+      fmt::print("rope:          {} n_rot {} base {:g} scale {:g}\n",
+                 hp.rope.mode == RopeMode::Neox ? "neox" : "normal", hp.rope.n_rot,
+                 hp.rope.freq_base, hp.rope.freq_scale);
+      if (hp.sliding_window) fmt::print("sliding_window: {}\n", hp.sliding_window);
+      if (hp.attn_softcap > 0) fmt::print("attn_softcap:  {:g}\n", hp.attn_softcap);
+      if (hp.final_softcap > 0) fmt::print("final_softcap: {:g}\n", hp.final_softcap);
+    } else {
+      print_metadata_hparams(f);
+      print_tokenizer(f);
+    }
     std::map<std::string, std::pair<int, uint64_t>> types;
     int64_t params = 0;
     for (const TensorInfo& t : f.tensors()) {
@@ -81,6 +127,11 @@ Runner add_info(CLI::App& app) {
     fmt::print("tensors:       {}\n", f.tensors().size());
     for (const auto& [name, e] : types)
       fmt::print("  {:8} {:5} tensors {:12} bytes\n", name, e.first, e.second);
+    if (load_error) {
+      fmt::print("runs in slm:   no (the reason follows on stderr)\n");
+      std::fflush(stdout);
+      std::rethrow_exception(load_error);
+    }
     return 0;
   };
 }
