@@ -7,6 +7,9 @@
 //   ./slm_benches --benchmark_filter=attention
 // and compare with the FMA peak: 16 lanes x 2 flops x 1 zmm FMA per cycle on Zen 4 (2 on an
 // Intel core with two FMA units).
+// attention-decode/: one token over a cache of P positions (what decoding does in every layer
+// at depth P), for each pair of key and value types the cache takes (-ctk, -ctv), in GB/s of
+// cache read.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -68,6 +71,54 @@ void bm_attention(benchmark::State& st, Shape shape_of, int64_t prompt, int thre
   st.counters["GFLOP/s"] = benchmark::Counter(4.0 * kHeads * kDim * keys / 1e9,
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
+
+// One decoding step's attention in one layer: the token at position P - 1 over the P cached
+// positions, stored before the timing (random keys and values, each stored once).
+void bm_attention_decode(benchmark::State& st, Shape shape_of, int64_t positions, KVTypes types) {
+  const int64_t kHeads = shape_of.heads, kHeadsKV = shape_of.heads_kv, kDim = shape_of.dim;
+  blocks::AttentionSpec spec;
+  spec.n_head = kHeads;
+  spec.n_head_kv = kHeadsKV;
+  spec.head_dim_k = spec.head_dim_v = kDim;
+  spec.scale = 1.0f / std::sqrt(static_cast<float>(kDim));
+  spec.softcap = shape_of.softcap;
+  spec.rope.n_rot = kDim;
+  spec.rope.freq_base = 500000.0f;
+  const KVShape shape{1, kHeadsKV * kDim, kHeadsKV * kDim, static_cast<int>(kHeadsKV)};
+  auto cache = make_full_kv_cache(shape, static_cast<int>(positions), 1, types);
+  ComputeContext ctx(1);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> k(static_cast<size_t>(kHeadsKV * kDim)), v(k.size());
+  for (int32_t p = 0; p < positions; ++p) {
+    for (auto& e : k) e = g(rng);
+    for (auto& e : v) e = g(rng);
+    cache->store(0, 0, p, k.data(), v.data());
+  }
+  std::vector<float> q0(static_cast<size_t>(kHeads * kDim)), q, kk, out(q0.size());
+  for (auto& e : q0) e = g(rng);
+  Batch b;
+  b.add(0, static_cast<int32_t>(positions - 1), 0, false);
+  for (auto _ : st) {
+    q = q0;
+    kk = k;  // the last position again (attend stores the batch's keys and values)
+    blocks::attend(ctx, b, *cache, 0, spec, q.data(), kk.data(), v.data(), out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.counters["GB/s"] = benchmark::Counter(static_cast<double>(cache->bytes()) / 1e9,
+                                          benchmark::Counter::kIsIterationInvariantRate);
+}
+
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_f16, kLlama1B, 2048, KVTypes(DType::F16))
+    ->Name("attention-decode/llama1b/p2048/f16");
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_q8_0, kLlama1B, 2048, KVTypes(DType::Q8_0))
+    ->Name("attention-decode/llama1b/p2048/q8_0");
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_q8_0_f16, kLlama1B, 2048, KVTypes(DType::Q8_0, DType::F16))
+    ->Name("attention-decode/llama1b/p2048/q8_0-keys-f16-values");
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_f16_q8_0, kLlama1B, 2048, KVTypes(DType::F16, DType::Q8_0))
+    ->Name("attention-decode/llama1b/p2048/f16-keys-q8_0-values");
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_f32, kLlama1B, 2048, KVTypes(DType::F32))
+    ->Name("attention-decode/llama1b/p2048/f32");
 
 BENCHMARK_CAPTURE(bm_attention, llama1b_p512_t1, kLlama1B, 512, 1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_attention, llama1b_p2048_t1, kLlama1B, 2048, 1)->Unit(benchmark::kMillisecond);

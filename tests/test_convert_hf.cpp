@@ -63,7 +63,7 @@ std::vector<float> engine_logits(const fs::path& model_path, const LogitsFile& r
   // long ones beyond it (long100), as llama.cpp does and as the references were made.
   so.n_ctx = ref.n_tokens;
   so.n_threads = 2;
-  so.kv_type = slm::DType::F32;
+  so.kv_types = slm::DType::F32;
   so.n_batch = ref.n_tokens;
   slm::Session session(*model, so);
   const auto& l = session.eval(ref.tokens, true);

@@ -51,7 +51,7 @@ std::vector<float> logits_of(const std::string& model_path, const slm::test::Log
   slm::SessionOptions so;
   so.n_ctx = ref.n_tokens;
   so.n_threads = 2;
-  so.kv_type = DType::F32;
+  so.kv_types = DType::F32;
   so.n_batch = ref.n_tokens;
   slm::Session session(*model, so);
   const auto& l = session.eval(ref.tokens, true);
@@ -156,7 +156,7 @@ TEST_P(EveryLevelOnTheFile, GivesTheScalarPathsLogits) {
     slm::SessionOptions so;
     so.n_ctx = f16_ref.n_tokens;
     so.n_threads = 2;
-    so.kv_type = DType::F32;
+    so.kv_types = DType::F32;
     slm::Session session(*model, so);
     std::vector<float> out;
     for (int i = 0; i < n_seq; ++i) {

@@ -326,17 +326,19 @@ void expect_cache_kernel_matches(Isa isa, const AttnShape& sh, const std::vector
   EXPECT_LE(rel_l2(gathered, got), 1e-5) << what;
 }
 
-// The same over an F16 cache as stored (kern::AttendF16Fn): keys in 16-position blocks of two
-// KV heads (the second one read, so the head offset inside a block counts), the first visible
-// position at several lanes of its block, value rows of both heads with padding; and rings of
-// `ring` slots (a sliding window's cache, position p in slot p % ring) whose visible keys wrap
-// past the ring's end into two runs; and rows of several consecutive tokens (n_tok), each
-// seeing one key more than the token before it, the first of them a single key, or (slide 1)
-// each seeing as many keys as the one before, from one key further on. The kernel
-// and its scalar twin are each checked against attend_group, token by token over the keys it
-// sees, on keys and values gathered position by position from the layout, so that a
-// misreading both shared would show.
-TEST(KernelAttentionF16, MatchesScalarTwin) {
+// The same over a cache as stored (kern::AttendCacheFn), for each pair of key and value
+// formats (F16, Q8_0 and F32 each, as --cache-type-k / --cache-type-v may mix them): keys in
+// 16-position blocks of two KV heads (the second one read, so the head offset inside a block
+// counts), F16 or F32 dimension-major, or Q8_0 groups of 16 fp16 scales then 16 int8 values per
+// dimension; value rows of both heads with padding, fp16, floats or q8_0 blocks; random values
+// and scales. The first visible position sits at several lanes of its block; rings of `ring` slots
+// (a sliding window's cache, position p in slot p % ring) have visible keys that wrap past the
+// ring's end into two runs; rows of several consecutive tokens (n_tok) each see one key more
+// than the token before, the first of them a single key, or (slide 1) as many keys as the one
+// before, from one key further on. The kernel and its scalar twin are each checked against
+// attend_group, token by token over the keys it sees, on keys and values gathered and decoded
+// position by position from the layout, so that a misreading both shared would show.
+TEST(KernelAttentionCache, MatchesScalarTwinForEachFormatPair) {
   using Shape = AttnShape;
   const Shape shapes[] = {{1, 0, 1, 64, 0, 0},      {4, 0, 7, 64, 0, 0},      {4, 5, 16, 64, 0, 0},
                           {4, 15, 17, 64, 0, 0},    {7, 33, 100, 64, 0, 0},   {9, 16, 33, 128, 0, 0},
@@ -354,124 +356,112 @@ TEST(KernelAttentionF16, MatchesScalarTwin) {
                           // past a sliding window: each token's first key one later
                           {8, 0, 8, 96, 0, 0, 8, 1}, {8, 3, 300, 96, 0, 0, 8, 1}, {8, 45, 40, 64, 20.0f, 48, 4, 1}};
   constexpr int B = kern::kKeyBlock;
-  for (Isa isa : simd_levels()) {
-    const kern::Kernels& k = *kern::for_isa(isa);
-    ASSERT_NE(k.attend_f16, nullptr) << kern::isa_name(isa);
-    for (const Shape& sh : shapes) {
-      const int64_t k_dim = 2 * sh.d;
-      const int64_t slots = sh.ring > 0 ? sh.ring : (sh.first + sh.n + B - 1) / B * B;
-      const int64_t stride = k_dim * B, ldv = 2 * sh.d + 16;
-      auto to_half = [](const std::vector<float>& f) {
-        std::vector<uint16_t> h(f.size());
-        for (size_t i = 0; i < f.size(); ++i) h[i] = fp32_to_fp16(f[i]);
-        return h;
-      };
-      const std::vector<uint16_t> blocks = to_half(gaussian(slots * k_dim, 2));
-      const std::vector<uint16_t> vrows = to_half(gaussian(slots * ldv, 3));
-      auto slot_of = [&](int64_t pos) { return sh.ring > 0 ? pos % sh.ring : pos; };
-      // Head 1's keys (transposed) and values, position by position.
-      std::vector<float> kt(static_cast<size_t>(sh.d * sh.n)), vf(static_cast<size_t>(sh.n * sh.d));
-      for (int64_t j = 0; j < sh.n; ++j) {
-        const int64_t s = slot_of(sh.first + j);
-        for (int d = 0; d < sh.d; ++d) {
-          kt[d * sh.n + j] = fp16_to_fp32(blocks[(s / B) * stride + (sh.d + d) * B + s % B]);
-          vf[j * sh.d + d] = fp16_to_fp32(vrows[s * ldv + sh.d + d]);
-        }
-      }
-      std::vector<float> q = gaussian(sh.n_q * sh.d, 1, 2.0f);
-      if (sh.n > 50) q[0] = 400.0f;
-      const int64_t slot0 = slot_of(sh.first);
-      kern::F16KeysValues kv;
-      kv.kb = blocks.data() + (slot0 / B) * stride + sh.d * B;  // head 1
-      kv.kblock_stride = stride;
-      kv.lane0 = static_cast<int>(slot0 % B);
-      kv.v = vrows.data() + slot0 * ldv + sh.d;
-      kv.ldv = ldv;
-      kv.n = sh.n;
-      kv.n_first = std::min(sh.n, slots - slot0);
-      if (kv.n_first < sh.n) {
-        kv.kb_wrap = blocks.data() + sh.d * B;
-        kv.v_wrap = vrows.data() + sh.d;
-      }
-      expect_cache_kernel_matches(isa, sh, q, kt, vf, kv, kern::AttendF16Fn{&ref::attend_group_f16}, k.attend_f16);
-    }
-  }
-}
-
-// The same over a q8_0 cache as stored (kern::AttendQ8Fn): the F16 test's shapes (all head
-// dimensions whole q8_0 blocks), keys in 16-position blocks of two KV heads, each head's
-// 32-dimension groups holding 16 fp16 scales and then 16 int8 values per dimension, value rows
-// of q8_0 blocks with padding; random int8 values and scales. Checked as the F16 kernel is:
-// against attend_group on keys and values gathered and decoded position by position.
-TEST(KernelAttentionQ8, MatchesScalarTwin) {
-  using Shape = AttnShape;
-  const Shape shapes[] = {{1, 0, 1, 64, 0, 0},      {4, 0, 7, 64, 0, 0},      {4, 5, 16, 64, 0, 0},
-                          {4, 15, 17, 64, 0, 0},    {7, 33, 100, 64, 0, 0},   {9, 16, 33, 128, 0, 0},
-                          {2, 7, 250, 256, 50.0f, 0}, {3, 1, 40, 96, 0, 0},   {8, 0, 513, 64, 0, 0},
-                          {4, 37, 40, 64, 0, 48},   {4, 32, 48, 64, 0, 48},   {2, 47, 2, 64, 0, 48},
-                          {3, 90, 120, 96, 0, 128}, {4, 400, 160, 64, 30.0f, 176},
-                          {8, 0, 300, 96, 0, 0, 8}, {8, 5, 77, 256, 50.0f, 0, 4}, {8, 37, 40, 64, 0, 48, 8},
-                          {8, 3, 300, 96, 0, 0, 8, 1}, {8, 45, 40, 64, 20.0f, 48, 4, 1}};
-  constexpr int B = kern::kKeyBlock;
+  using kern::CacheFormat;
   std::mt19937 rng(17);
   std::uniform_int_distribution<int> i8(-127, 127);
   std::uniform_real_distribution<float> sc(0.001f, 0.05f);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  auto put_half = [](uint8_t* p, float f) {
+    const uint16_t h = fp32_to_fp16(f);
+    std::memcpy(p, &h, 2);
+  };
+  auto half = [](const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return fp16_to_fp32(h);
+  };
   for (Isa isa : simd_levels()) {
     const kern::Kernels& k = *kern::for_isa(isa);
-    ASSERT_NE(k.attend_q8, nullptr) << kern::isa_name(isa);
-    for (const Shape& sh : shapes) {
-      const int64_t groups = sh.d / 32;
-      const int64_t slots = sh.ring > 0 ? sh.ring : (sh.first + sh.n + B - 1) / B * B;
-      const int64_t stride = 2 * groups * kern::kQ8KeyGroupBytes;  // a block of both heads
-      const int64_t row = groups * 34, ldv = 2 * row + 34;         // value rows of both heads, padded
-      std::vector<uint8_t> blocks(static_cast<size_t>(slots / B * stride + stride)), vrows(static_cast<size_t>(slots * ldv));
-      auto put_half = [](uint8_t* p, float f) {
-        const uint16_t h = fp32_to_fp16(f);
-        std::memcpy(p, &h, 2);
-      };
-      auto half = [](const uint8_t* p) {
-        uint16_t h;
-        std::memcpy(&h, p, 2);
-        return fp16_to_fp32(h);
-      };
-      for (size_t b = 0; b < blocks.size(); b += kern::kQ8KeyGroupBytes) {
-        for (int l = 0; l < B && b + 2 * l + 1 < blocks.size(); ++l) put_half(&blocks[b + 2 * l], sc(rng));
-        for (size_t i = b + 2 * B; i < std::min(blocks.size(), b + kern::kQ8KeyGroupBytes); ++i)
-          blocks[i] = static_cast<uint8_t>(static_cast<int8_t>(i8(rng)));
-      }
-      for (size_t b = 0; b + 34 <= vrows.size(); b += 34) {
-        put_half(&vrows[b], sc(rng));
-        for (int i = 0; i < 32; ++i) vrows[b + 2 + i] = static_cast<uint8_t>(static_cast<int8_t>(i8(rng)));
-      }
-      auto slot_of = [&](int64_t pos) { return sh.ring > 0 ? pos % sh.ring : pos; };
-      // Head 1's keys (transposed) and values, position by position, decoded.
-      std::vector<float> kt(static_cast<size_t>(sh.d * sh.n)), vf(static_cast<size_t>(sh.n * sh.d));
-      for (int64_t j = 0; j < sh.n; ++j) {
-        const int64_t s = slot_of(sh.first + j);
-        for (int d = 0; d < sh.d; ++d) {
-          const uint8_t* g = blocks.data() + (s / B) * stride + (groups + d / 32) * kern::kQ8KeyGroupBytes;
-          kt[d * sh.n + j] = half(g + 2 * (s % B)) * static_cast<int8_t>(g[2 * B + (d % 32) * B + s % B]);
-          const uint8_t* vb = vrows.data() + s * ldv + row + (d / 32) * 34;
-          vf[j * sh.d + d] = half(vb) * static_cast<int8_t>(vb[2 + d % 32]);
+    ASSERT_NE(k.attend_cache, nullptr) << kern::isa_name(isa);
+    for (const CacheFormat kf : {CacheFormat::F16, CacheFormat::Q8_0, CacheFormat::F32})
+      for (const CacheFormat vf_format : {CacheFormat::F16, CacheFormat::Q8_0, CacheFormat::F32})
+        for (const Shape& sh : shapes) {
+          const bool k8 = kf == CacheFormat::Q8_0, v8 = vf_format == CacheFormat::Q8_0;
+          const bool k32 = kf == CacheFormat::F32, v32 = vf_format == CacheFormat::F32;
+          auto put = [&](std::vector<uint8_t>& buf, bool f32) {  // gaussian fp16 or float elements
+            const size_t w = f32 ? 4 : 2;
+            for (size_t i = 0; i + w <= buf.size(); i += w) {
+              const float x = g(rng);
+              if (f32) std::memcpy(&buf[i], &x, 4);
+              else put_half(&buf[i], x);
+            }
+          };
+          auto get = [&](const uint8_t* p, bool f32) {
+            float x;
+            if (!f32) return half(p);
+            std::memcpy(&x, p, 4);
+            return x;
+          };
+          const int64_t groups = sh.d / 32;
+          const int64_t slots = sh.ring > 0 ? sh.ring : (sh.first + sh.n + B - 1) / B * B;
+          // A block of both heads' keys, and head 1's offset in it; value rows of both heads.
+          const int64_t head_key_bytes = k8 ? groups * kern::kQ8KeyGroupBytes : int64_t{k32 ? 4 : 2} * sh.d * B;
+          const int64_t stride = 2 * head_key_bytes;
+          const int64_t row = v8 ? groups * 34 : int64_t{v32 ? 4 : 2} * sh.d;
+          const int64_t ldv = 2 * row + (v32 ? 36 : 34);  // padded, whole elements (the fill's grid)
+          std::vector<uint8_t> blocks(static_cast<size_t>(slots / B * stride + stride));
+          std::vector<uint8_t> vrows(static_cast<size_t>(slots * ldv));
+          if (k8) {
+            for (size_t b = 0; b < blocks.size(); b += kern::kQ8KeyGroupBytes) {
+              for (int l = 0; l < B && b + 2 * l + 1 < blocks.size(); ++l) put_half(&blocks[b + 2 * l], sc(rng));
+              for (size_t i = b + 2 * B; i < std::min(blocks.size(), b + kern::kQ8KeyGroupBytes); ++i)
+                blocks[i] = static_cast<uint8_t>(static_cast<int8_t>(i8(rng)));
+            }
+          } else {
+            put(blocks, k32);
+          }
+          if (v8) {
+            for (size_t b = 0; b + 34 <= vrows.size(); b += 34) {
+              put_half(&vrows[b], sc(rng));
+              for (int i = 0; i < 32; ++i) vrows[b + 2 + i] = static_cast<uint8_t>(static_cast<int8_t>(i8(rng)));
+            }
+          } else {
+            put(vrows, v32);
+          }
+          auto slot_of = [&](int64_t pos) { return sh.ring > 0 ? pos % sh.ring : pos; };
+          // Head 1's keys (transposed) and values, position by position, decoded.
+          std::vector<float> kt(static_cast<size_t>(sh.d * sh.n)), vf(static_cast<size_t>(sh.n * sh.d));
+          for (int64_t j = 0; j < sh.n; ++j) {
+            const int64_t s = slot_of(sh.first + j);
+            const uint8_t* kb = blocks.data() + (s / B) * stride + head_key_bytes;
+            const uint8_t* vr = vrows.data() + s * ldv + row;
+            for (int d = 0; d < sh.d; ++d) {
+              if (k8) {
+                const uint8_t* kg = kb + (d / 32) * kern::kQ8KeyGroupBytes;
+                kt[d * sh.n + j] = half(kg + 2 * (s % B)) * static_cast<int8_t>(kg[2 * B + (d % 32) * B + s % B]);
+              } else {
+                kt[d * sh.n + j] = get(kb + (k32 ? 4 : 2) * (d * B + s % B), k32);
+              }
+              if (v8) {
+                const uint8_t* vb = vr + (d / 32) * 34;
+                vf[j * sh.d + d] = half(vb) * static_cast<int8_t>(vb[2 + d % 32]);
+              } else {
+                vf[j * sh.d + d] = get(vr + (v32 ? 4 : 2) * d, v32);
+              }
+            }
+          }
+          std::vector<float> q = gaussian(sh.n_q * sh.d, 1, 2.0f);
+          if (sh.n > 50) q[0] = 400.0f;
+          const int64_t slot0 = slot_of(sh.first);
+          kern::CacheKeysValues kv;
+          kv.keys = kf;
+          kv.values = vf_format;
+          kv.kb = blocks.data() + (slot0 / B) * stride + head_key_bytes;  // head 1
+          kv.kblock_stride = stride;
+          kv.lane0 = static_cast<int>(slot0 % B);
+          kv.v = vrows.data() + slot0 * ldv + row;
+          kv.ldv = ldv;
+          kv.n = sh.n;
+          kv.n_first = std::min(sh.n, slots - slot0);
+          if (kv.n_first < sh.n) {
+            kv.kb_wrap = blocks.data() + head_key_bytes;
+            kv.v_wrap = vrows.data() + row;
+          }
+          SCOPED_TRACE(std::string("keys ") + (k8 ? "q8_0" : k32 ? "f32" : "f16") + ", values " +
+                       (v8 ? "q8_0" : v32 ? "f32" : "f16"));
+          expect_cache_kernel_matches(isa, sh, q, kt, vf, kv, kern::AttendCacheFn{&ref::attend_group_cache},
+                                      k.attend_cache);
         }
-      }
-      std::vector<float> q = gaussian(sh.n_q * sh.d, 1, 2.0f);
-      if (sh.n > 50) q[0] = 400.0f;
-      const int64_t slot0 = slot_of(sh.first);
-      kern::Q8KeysValues kv;
-      kv.kb = blocks.data() + (slot0 / B) * stride + groups * kern::kQ8KeyGroupBytes;  // head 1
-      kv.kblock_stride = stride;
-      kv.lane0 = static_cast<int>(slot0 % B);
-      kv.v = vrows.data() + slot0 * ldv + row;
-      kv.ldv = ldv;
-      kv.n = sh.n;
-      kv.n_first = std::min(sh.n, slots - slot0);
-      if (kv.n_first < sh.n) {
-        kv.kb_wrap = blocks.data() + groups * kern::kQ8KeyGroupBytes;
-        kv.v_wrap = vrows.data() + row;
-      }
-      expect_cache_kernel_matches(isa, sh, q, kt, vf, kv, kern::AttendQ8Fn{&ref::attend_group_q8}, k.attend_q8);
-    }
   }
 }
 

@@ -28,13 +28,13 @@ namespace {
 namespace fs = std::filesystem;
 
 // Logits for every position of `tokens`, decoded in batches of n_batch.
-std::vector<float> logits_with(const slm::Model& model, const std::vector<int32_t>& tokens, slm::DType kv_type,
+std::vector<float> logits_with(const slm::Model& model, const std::vector<int32_t>& tokens, slm::KVTypes kv_type,
                                int n_batch, size_t* kv_bytes = nullptr) {
   const int n_vocab = static_cast<int>(model.hparams().n_vocab);
   slm::SessionOptions so;
   so.n_ctx = static_cast<int>(tokens.size());
   so.n_threads = 2;
-  so.kv_type = kv_type;
+  so.kv_types = kv_type;
   so.n_batch = n_batch;
   slm::Session session(model, so);
   if (kv_bytes) *kv_bytes = session.kv_bytes();
@@ -60,25 +60,33 @@ TEST_P(KvQ8, AgreesWithTheF32Cache) {
   const int n_vocab = static_cast<int>(model->hparams().n_vocab), n = 160;  // whole F16 key blocks
   std::vector<int32_t> tokens(n);
   for (int i = 0; i < n; ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 13) % n_vocab);
-  size_t f16_bytes = 0, q8_bytes = 0;
+  size_t f16_bytes = 0;
   logits_with(*model, tokens, slm::DType::F16, 40, &f16_bytes);
   const std::vector<float> ref = logits_with(*model, tokens, slm::DType::F32, 40);
-  for (int n_batch : {40, 1}) {
-    const std::vector<float> q8 = logits_with(*model, tokens, slm::DType::Q8_0, n_batch, n_batch == 40 ? &q8_bytes : nullptr);
-    double worst = 0;
-    int agree = 0;
-    for (int i = 0; i < n; ++i) {
-      const size_t off = static_cast<size_t>(i) * n_vocab;
-      const double e = slm::test::relative_l2(q8.data() + off, ref.data() + off, n_vocab);
-      EXPECT_LE(e, 4e-2) << GetParam() << " position " << i << " batch " << n_batch;
-      worst = std::max(worst, e);
-      agree += slm::test::argmax(q8.data() + off, n_vocab) == slm::test::argmax(ref.data() + off, n_vocab);
+  // Both q8_0, and each mixed with f16 (-ctk / -ctv): their bytes against the F16 cache's.
+  const std::pair<slm::KVTypes, double> pairs[] = {{slm::DType::Q8_0, 34.0 / 64.0},
+                                                   {{slm::DType::Q8_0, slm::DType::F16}, 98.0 / 128.0},
+                                                   {{slm::DType::F16, slm::DType::Q8_0}, 98.0 / 128.0}};
+  for (const auto& [types, ratio] : pairs) {
+    size_t q8_bytes = 0;
+    for (int n_batch : {40, 1}) {
+      const std::vector<float> q8 = logits_with(*model, tokens, types, n_batch, n_batch == 40 ? &q8_bytes : nullptr);
+      double worst = 0;
+      int agree = 0;
+      for (int i = 0; i < n; ++i) {
+        const size_t off = static_cast<size_t>(i) * n_vocab;
+        const double e = slm::test::relative_l2(q8.data() + off, ref.data() + off, n_vocab);
+        EXPECT_LE(e, 4e-2) << GetParam() << " " << slm::kv_types_name(types) << " position " << i << " batch " << n_batch;
+        worst = std::max(worst, e);
+        agree += slm::test::argmax(q8.data() + off, n_vocab) == slm::test::argmax(ref.data() + off, n_vocab);
+      }
+      EXPECT_GE(agree, n * 95 / 100) << GetParam() << " " << slm::kv_types_name(types) << " batch " << n_batch;
+      std::printf("  %s, %s cache, batches of %d: worst relative L2 %.3g against F32, argmax %d/%d\n", GetParam(),
+                  slm::kv_types_name(types).c_str(), n_batch, worst, agree, n);
     }
-    EXPECT_GE(agree, n * 95 / 100) << GetParam() << " batch " << n_batch;
-    std::printf("  %s, q8_0 cache, batches of %d: worst relative L2 %.3g against F32, argmax %d/%d\n", GetParam(),
-                n_batch, worst, agree, n);
+    EXPECT_NEAR(static_cast<double>(q8_bytes) / static_cast<double>(f16_bytes), ratio, 1e-9)
+        << GetParam() << " " << slm::kv_types_name(types);
   }
-  EXPECT_NEAR(static_cast<double>(q8_bytes) / static_cast<double>(f16_bytes), 34.0 / 64.0, 1e-9) << GetParam();
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, KvQ8,
@@ -89,8 +97,8 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, KvQ8,
                            return s;
                          });
 
-// Models whose head dimensions are whole q8_0 blocks keep keys in blocks (KVCache::
-// q8_key_blocks, read by kern::AttendQ8Fn as stored): a synthetic tiny Gemma 2 with 32-wide
+// Models whose head dimensions are whole q8_0 blocks keep keys in blocks (KVCache::key_blocks,
+// read by kern::AttendCacheFn as stored), q8_0 for both or mixed with f16 (-ctk / -ctv): a synthetic tiny Gemma 2 with 32-wide
 // heads and an 8-position sliding window (its rings wrap ~20 times in 160 tokens) and
 // slm-docs-19m (64-wide heads, the full cache), prompt batches and one token at a time, against
 // the F32 cache: a mean relative L2 under 2e-2 and none over 6e-2 (the trained model's sharper
@@ -112,23 +120,27 @@ TEST(KvQ8, BlockLayoutAgreesWithTheF32Cache) {
     std::vector<int32_t> tokens(n);
     for (int i = 0; i < n; ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 13) % n_vocab);
     const std::vector<float> ref = logits_with(*model, tokens, slm::DType::F32, 5);
-    for (int n_batch : {5, 1}) {
-      const std::vector<float> q8 = logits_with(*model, tokens, slm::DType::Q8_0, n_batch);
-      double worst = 0, sum = 0;
-      int agree = 0;
-      for (int i = 0; i < n; ++i) {
-        const size_t off = static_cast<size_t>(i) * n_vocab;
-        const double e = slm::test::relative_l2(q8.data() + off, ref.data() + off, n_vocab);
-        EXPECT_LE(e, 6e-2) << path << " position " << i << " batch " << n_batch;
-        worst = std::max(worst, e);
-        sum += e;
-        agree += slm::test::argmax(q8.data() + off, n_vocab) == slm::test::argmax(ref.data() + off, n_vocab);
+    for (const slm::KVTypes types : {slm::KVTypes(slm::DType::Q8_0), slm::KVTypes(slm::DType::Q8_0, slm::DType::F16),
+                                     slm::KVTypes(slm::DType::F16, slm::DType::Q8_0)})
+      for (int n_batch : {5, 1}) {
+        const std::vector<float> q8 = logits_with(*model, tokens, types, n_batch);
+        const std::string what = path + " " + slm::kv_types_name(types) + " batch " + std::to_string(n_batch);
+        double worst = 0, sum = 0;
+        int agree = 0;
+        for (int i = 0; i < n; ++i) {
+          const size_t off = static_cast<size_t>(i) * n_vocab;
+          const double e = slm::test::relative_l2(q8.data() + off, ref.data() + off, n_vocab);
+          EXPECT_LE(e, 6e-2) << what << " position " << i;
+          worst = std::max(worst, e);
+          sum += e;
+          agree += slm::test::argmax(q8.data() + off, n_vocab) == slm::test::argmax(ref.data() + off, n_vocab);
+        }
+        EXPECT_LE(sum / n, 2e-2) << what;
+        EXPECT_GE(agree, n * 95 / 100) << what;
+        std::printf("  %s, %s cache in blocks, batches of %d: relative L2 against F32 mean %.3g worst %.3g, argmax %d/%d\n",
+                    fs::path(path).filename().c_str(), slm::kv_types_name(types).c_str(), n_batch, sum / n, worst, agree,
+                    n);
       }
-      EXPECT_LE(sum / n, 2e-2) << path << " batch " << n_batch;
-      EXPECT_GE(agree, n * 95 / 100) << path << " batch " << n_batch;
-      std::printf("  %s, q8_0 key blocks, batches of %d: relative L2 against F32 mean %.3g worst %.3g, argmax %d/%d\n",
-                  fs::path(path).filename().c_str(), n_batch, sum / n, worst, agree, n);
-    }
   }
   fs::remove_all(dir);
 }
@@ -137,22 +149,37 @@ TEST(KvQ8, BlockLayoutAgreesWithTheF32Cache) {
 // with f16 (a longer one flips a near tie further on: tests/test_api_public.cpp).
 TEST(KvQ8, CliGreedyStoryIsUnchanged) {
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
-  std::string out[2];
-  for (int i = 0; i < 2; ++i) {
-    const auto r = slm::test::run_cli({"run", "-m", model.string(), "-p", "Once upon a time", "-n", "80", "--temp", "0",
-                                       "--kv-type", i ? "q8_0" : "f16"}, 120);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    out[i] = r.out;
+  // f16; q8_0 for both; llama.cpp's -ctk / -ctv spellings, each type alone and both.
+  const std::vector<std::vector<std::string>> caches = {{"--kv-type", "f16"},
+                                                        {"--kv-type", "q8_0"},
+                                                        {"-ctk", "q8_0"},
+                                                        {"--cache-type-v", "q8_0"},
+                                                        {"-ctk", "q8_0", "-ctv", "q8_0"},
+                                                        {"--kv-type", "q8_0", "-ctv", "f16"}};
+  std::vector<std::string> out;
+  for (const auto& cache : caches) {
+    std::vector<std::string> args = {"run", "-m", model.string(), "-p", "Once upon a time", "-n", "80", "--temp", "0"};
+    args.insert(args.end(), cache.begin(), cache.end());
+    const auto r = slm::test::run_cli(args, 120);
+    ASSERT_EQ(r.exit_code, 0) << cache[0] << " " << cache[1] << ": " << r.err;
+    out.push_back(r.out);
+    EXPECT_EQ(out.front(), out.back()) << cache[0] << " " << cache[1];
   }
-  EXPECT_EQ(out[0], out[1]);
   EXPECT_GT(out[1].size(), 200u);
-  const auto bad = slm::test::run_cli({"run", "-m", model.string(), "-p", "x", "--kv-type", "q4_0"}, 60);
-  EXPECT_NE(bad.exit_code, 0);
-  EXPECT_NE(bad.err.find("q8_0"), std::string::npos) << bad.err;
+  for (const char* option : {"--kv-type", "-ctk", "-ctv"}) {
+    const auto bad = slm::test::run_cli({"run", "-m", model.string(), "-p", "x", option, "q4_0"}, 60);
+    EXPECT_NE(bad.exit_code, 0) << option;
+    EXPECT_NE(bad.err.find("q8_0"), std::string::npos) << option << ": " << bad.err;
+  }
+  // The benchmark says which types it measured.
+  const auto bench = slm::test::run_cli({"bench", "-m", model.string(), "-p", "16", "-n", "4", "-r", "1", "-ctk", "q8_0",
+                                         "--json"}, 120);
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  EXPECT_NE(bench.out.find("\"type_k\": \"q8_0\", \"type_v\": \"f16\""), std::string::npos) << bench.out;
 }
 
 // The block layout read back: rows stored for two sequences in three layers (one of them with a
-// sliding window whose ring wraps), through q8_key_blocks / q8_value_head as the attention
+// sliding window whose ring wraps), through key_blocks / value_head as the attention
 // kernel reads them, decode to exactly what q8_0 rows of the same keys and values decode to
 // (rounded as llama.cpp's x86 q8_0 rows are, TypeTraits::from_float_act).
 TEST(KvQ8, BlocksHoldEachSequencesRowsWhereTheKernelReadsThem) {
@@ -165,7 +192,7 @@ TEST(KvQ8, BlocksHoldEachSequencesRowsWhereTheKernelReadsThem) {
   const int n_ctx = 70, n_seq = 2;
   std::vector<std::unique_ptr<slm::KVCache>> caches;
   caches.push_back(slm::make_full_kv_cache(shape, n_ctx, n_seq, slm::DType::Q8_0));
-  caches.push_back(std::make_unique<slm::SlidingWindowKVCache>(shape, std::vector<int32_t>{0, 20, 0}, n_ctx, n_seq, 4,
+  caches.push_back(std::make_unique<slm::RingKVCache>(shape, std::vector<int32_t>{0, 20, 0}, n_ctx, n_seq, 4,
                                                                slm::DType::Q8_0));
   auto value_of = [](int layer, int seq, int pos, int i) {  // a different float for every element
     return std::sin(0.37f * i + 1.3f * pos + 2.1f * seq + 0.7f * layer) * (1.0f + 0.1f * (i % 7));
@@ -195,8 +222,8 @@ TEST(KvQ8, BlocksHoldEachSequencesRowsWhereTheKernelReadsThem) {
           q8.to_float(vq.data(), vd.data(), shape.v_dim);
           const int slot = pos % cache->ring_capacity(layer);
           for (int h = 0; h < shape.n_head_kv; ++h) {
-            const uint8_t* kb = cache->q8_key_blocks(layer, seq, h);
-            const uint8_t* vh = cache->q8_value_head(layer, seq, h);
+            const uint8_t* kb = cache->key_blocks(layer, seq, h);
+            const uint8_t* vh = cache->value_head(layer, seq, h);
             ASSERT_NE(kb, nullptr);
             ASSERT_NE(vh, nullptr);
             for (int d = 0; d < 64; ++d) {
@@ -207,7 +234,7 @@ TEST(KvQ8, BlocksHoldEachSequencesRowsWhereTheKernelReadsThem) {
               ASSERT_EQ(got, kd[h * 64 + d]) << "key layer " << layer << " seq " << seq << " pos " << pos << " head " << h;
             }
             for (int d = 0; d < 32; ++d) {
-              const uint8_t* blk = vh + slot * 34;
+              const uint8_t* blk = vh + slot * cache->value_row_bytes();
               uint16_t hs;
               std::memcpy(&hs, blk, 2);
               ASSERT_EQ(slm::fp16_to_fp32(hs) * static_cast<int8_t>(blk[2 + d]), vd[h * 32 + d])
@@ -257,7 +284,7 @@ TEST(KvQ8, PerplexityOfARealModelBarelyMoves) {
     slm::PerplexityOptions po;
     po.n_threads = 2;
     po.n_chunks = 40;
-    po.kv_type = i ? slm::DType::Q8_0 : slm::DType::F16;
+    po.kv_types = i ? slm::DType::Q8_0 : slm::DType::F16;
     ppl[i] = slm::perplexity(*model, *tok, text, po).ppl;
   }
   std::printf("  slm-docs-19m, eval-docs.txt, 40 chunks: PPL %.4f (f16 cache), %.4f (q8_0 cache), %+.3f%%\n", ppl[0], ppl[1],

@@ -39,7 +39,7 @@ std::vector<float> our_logits(const std::filesystem::path& model_path, const Log
   slm::SessionOptions so;
   so.n_ctx = ref.n_tokens;
   so.n_threads = 2;
-  so.kv_type = kv_type;
+  so.kv_types = kv_type;
   so.n_batch = one_at_a_time ? 1 : ref.n_tokens;
   slm::Session session(*model, so);
   std::vector<float> ours(static_cast<size_t>(ref.n_tokens) * ref.n_vocab);
@@ -166,7 +166,7 @@ TEST(SlidingWindowRing, F16BlocksAgreeWithF32RowsPastManyWraps) {
     slm::SessionOptions so;
     so.n_ctx = n;
     so.n_threads = 2;
-    so.kv_type = kv_type;
+    so.kv_types = kv_type;
     so.n_batch = n_batch;
     slm::Session session(*model, so);
     std::vector<float> all;

@@ -219,7 +219,7 @@ TEST(SchedulerSpeculative, GreedyTextEqualsLlamaCppReference) {
   slm::SchedulerOptions so;
   so.n_parallel = 2;
   so.n_ctx = 512;
-  so.kv_type = slm::DType::F32;  // as the reference
+  so.kv_types = slm::DType::F32;  // as the reference
   so.draft = q8.get();
   so.draft_p_min = 0;
   slm::BatchScheduler sched(*model, *tok, so);

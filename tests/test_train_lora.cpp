@@ -91,7 +91,7 @@ TEST_P(TrainFamilies, ForwardLossEqualsInferenceWithTheAdapterAtRunTime) {
   set->adapters.push_back(ad);
   set->scales.push_back(1.0f);
   slm::SessionOptions so;
-  so.n_ctx = T, so.n_batch = T, so.kv_type = slm::DType::F32, so.n_threads = 2, so.lora = set;
+  so.n_ctx = T, so.n_batch = T, so.kv_types = slm::DType::F32, so.n_threads = 2, so.lora = set;
   const int64_t V = model->hparams().n_vocab;
   double total = 0;
   for (int b = 0; b < B; ++b) {

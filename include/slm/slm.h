@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -64,6 +65,8 @@ struct SessionParams {
   int n_threads = 0;  // 0: all cores
   bool kv_f32 = false;  // kept for older callers: true means kv_type F32
   KvType kv_type = KvType::F16;
+  // The keys' and the values' types where they differ from kv_type (llama.cpp's -ctk, -ctv).
+  std::optional<KvType> kv_type_k, kv_type_v;
 };
 
 struct GenerateParams {

@@ -111,52 +111,48 @@ using AttendFn = void (*)(const float* q, int n_q, int64_t ldq, const float* kt,
                           const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
                           float softcap, float* scratch, float* out, int64_t ldo);
 
-// The same over an F16 KV cache as stored (runtime/kv_cache.h), read without a float copy.
-// Keys are in blocks of kKeyBlock positions, each block dimension-major ([d][kKeyBlock] fp16),
-// so that one vector load holds a dimension of consecutive keys; value rows are fp16. The
-// visible keys, F16KeysValues below, start at lane lane0 of block kb (lane0 < kKeyBlock: the
-// first visible position inside its block), key j (counted from that block's start) of
-// dimension d at kb[(j / kKeyBlock) * kblock_stride + d * kKeyBlock + j % kKeyBlock], its
-// value row v + (j - lane0) * ldv. A sliding-window ring that has wrapped holds them in two
-// runs: the first n_first keys there, the rest from lane 0 of block kb_wrap and value row
-// v_wrap on (lane0 + n_first is then a multiple of kKeyBlock); n_first == n: one run. Whole
-// key blocks are read, so the block holding a run's last key must be allocated.
+// The same over a KV cache as stored (runtime/kv_cache.h), read without a float copy. Keys
+// are in blocks of kKeyBlock positions so that one vector load holds a dimension of
+// consecutive keys; values are kept head by head, one row per position. Each has a format:
+//  - F16 keys: each block dimension-major, [d][kKeyBlock] fp16.
+//  - Q8_0 keys (head dimensions whole blocks of 32): for every 32 dimensions of the head, a
+//    group of kQ8KeyGroupBytes: the kKeyBlock positions' fp16 scales, then dimension by
+//    dimension their kKeyBlock int8 values (key j's dimension d is its group's scale times its
+//    int8: a q8_0 block of the key's 32 dimensions, transposed).
+//  - F32 keys: as F16, in floats.
+//  - F16 value rows: d_v fp16. Q8_0 value rows: d_v / 32 q8_0 blocks (34 bytes each). F32
+//    value rows: d_v floats.
+// The visible keys start at lane lane0 of block kb (lane0 < kKeyBlock: the first visible
+// position inside its block): key j (counted from that block's start) lies in block
+// j / kKeyBlock, kblock_stride bytes after kb per block, lane j % kKeyBlock; its value row is
+// v + (j - lane0) * ldv bytes. A sliding-window ring that has wrapped holds them in two runs:
+// the first n_first keys there, the rest from lane 0 of block kb_wrap and value row v_wrap on
+// (lane0 + n_first is then a multiple of kKeyBlock); n_first == n: one run. Whole key blocks
+// are read, so the block holding a run's last key must be allocated.
 // The n_q query rows may be n_tok consecutive tokens of a prompt, n_q / n_tok heads each
 // (token-major, ldq apart throughout), and the keys read once serve them all: token r sees
 // keys r * slide .. n - n_tok + r (the causal mask; slide 1 where a sliding window moves its
-// first key along with it, 0 otherwise). scratch: at least n_q * (n + 32) floats.
-// ref::attend_group_f16 is the scalar twin.
+// first key along with it, 0 otherwise). scratch: at least n_q * (n + 32) floats. The SIMD
+// versions need head dimensions that are whole vectors (multiples of 16).
+// ref::attend_group_cache is the scalar twin.
 constexpr int kKeyBlock = 16;
-// Elem: uint16_t (fp16) here, uint8_t (bytes) for the q8_0 cache below.
-template <class Elem>
-struct KeysValues {
-  const Elem* kb = nullptr;
-  int64_t kblock_stride = 0;
+constexpr int kQ8KeyGroupBytes = 2 * kKeyBlock + 32 * kKeyBlock;
+enum class CacheFormat : uint8_t { F16, Q8_0, F32 };
+struct CacheKeysValues {
+  CacheFormat keys = CacheFormat::F16, values = CacheFormat::F16;
+  const uint8_t* kb = nullptr;
+  int64_t kblock_stride = 0;  // bytes
   int lane0 = 0;
-  const Elem* v = nullptr;
-  int64_t ldv = 0;
+  const uint8_t* v = nullptr;
+  int64_t ldv = 0;      // bytes
   int64_t n = 0;        // visible keys
   int64_t n_first = 0;  // of which in the first run
-  const Elem* kb_wrap = nullptr;
-  const Elem* v_wrap = nullptr;
+  const uint8_t* kb_wrap = nullptr;
+  const uint8_t* v_wrap = nullptr;
 };
-using F16KeysValues = KeysValues<uint16_t>;
-using AttendF16Fn = void (*)(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const F16KeysValues& kv,
-                             int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
-                             int64_t ldo);
-
-// The same over a q8_0 KV cache as stored (--kv-type q8_0 where head dimensions are whole
-// blocks of 32). Keys in blocks of kKeyBlock positions as above, each block holding, for every
-// 32 dimensions of the head, a group of kQ8KeyGroupBytes: the kKeyBlock positions' fp16 scales,
-// then dimension by dimension their kKeyBlock int8 values (key j's dimension d is its group's
-// scale times its int8: a q8_0 block of the key's 32 dimensions, transposed so that one vector
-// load holds a dimension of consecutive keys). Value rows are q8_0 blocks (34 bytes per 32
-// values). Pointers and strides in bytes; otherwise as F16KeysValues and AttendF16Fn.
-// ref::attend_group_q8 is the scalar twin.
-constexpr int kQ8KeyGroupBytes = 2 * kKeyBlock + 32 * kKeyBlock;
-using Q8KeysValues = KeysValues<uint8_t>;
-using AttendQ8Fn = void (*)(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const Q8KeysValues& kv,
-                            int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo);
+using AttendCacheFn = void (*)(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const CacheKeysValues& kv,
+                               int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
+                               int64_t ldo);
 
 // F32 matrix products on packed panels, driven by ops/gemm.cpp (which does the cache blocking,
 // the threads and the transposes). pack lays out an x-extent of nx (<= any) by k values of a
@@ -181,8 +177,7 @@ struct SgemmKernels {
 struct Kernels {
   Isa isa;
   AttendFn attend;           // null: the scalar twin
-  AttendF16Fn attend_f16;    // null: the scalar twin
-  AttendQ8Fn attend_q8;      // null: the scalar twin
+  AttendCacheFn attend_cache;  // null: the scalar twin
   // out[i] = silu(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i] (SwiGLU), with a
   // vectorized exp; null: the scalar loop in models/blocks.cpp. out may equal gate.
   void (*swiglu)(const float* gate, const float* up, float* out, int64_t n);

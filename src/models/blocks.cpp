@@ -97,7 +97,7 @@ constexpr int kSeqs = 0, kTokenRuns = 1;
 // head, Phi-3's, otherwise paid a key load for every product).
 constexpr int64_t kRowsPerCall = 8;
 
-// Attention over a cache that keeps F16 keys in blocks (KVCache::key_blocks): the kernel reads
+// Attention over a cache that keeps keys in blocks (KVCache::key_blocks): the kernel reads
 // the cache as stored, a wrapped ring's visible keys and values in two runs (its end, then its
 // start). Tokens of `seq` at consecutive positions whose first visible key is the same (a
 // prompt's) or moves on one position with each (past a sliding window) go to the kernel
@@ -107,9 +107,7 @@ constexpr int64_t kRowsPerCall = 8;
 // in L2, and each thread gets whole heads, so the causal mask's uneven rows (late tokens see
 // more keys) are shared out evenly. Token-major order streamed every head's keys from L3 and
 // gave the late tokens of a prompt batch, three times the work of the early ones, to one thread.
-//
-// kQ8: the same over a q8_0 cache's blocks (KVCache::q8_key_blocks; kern::AttendQ8Fn).
-template <bool kQ8>
+// Keys and values each F16, Q8_0 or F32 (kern::AttendCacheFn has one body per pair).
 void attend_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
                    const AttentionSpec& spec, int32_t seq, const float* q, float* out) {
   constexpr int B = kern::kKeyBlock;
@@ -118,13 +116,13 @@ void attend_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, in
   const int64_t group = spec.n_head / spec.n_head_kv;
   const int64_t stride = cache.key_block_stride();
   const int32_t capacity = cache.ring_capacity(layer);
-  using KV = std::conditional_t<kQ8, kern::Q8KeysValues, kern::F16KeysValues>;
-  using Kernel = void (*)(const float*, int, int, int, int64_t, const KV&, int, int, float, float, float*, float*, int64_t);
-  Kernel kernel = nullptr;
-  if constexpr (kQ8) kernel = kern::active().attend_q8 ? kern::active().attend_q8 : &ref::attend_group_q8;
-  else kernel = kern::active().attend_f16 && simd_head_dims(spec) ? kern::active().attend_f16 : &ref::attend_group_f16;
-  // A value row: hdv fp16 values, or hdv / 32 q8_0 blocks of 34 bytes.
-  const int64_t ldv = kQ8 ? hdv / 32 * 34 : hdv;
+  const kern::AttendCacheFn kernel =
+      kern::active().attend_cache && simd_head_dims(spec) ? kern::active().attend_cache : &ref::attend_group_cache;
+  const auto format = [](DType t) {
+    return t == DType::Q8_0 ? kern::CacheFormat::Q8_0 : t == DType::F32 ? kern::CacheFormat::F32 : kern::CacheFormat::F16;
+  };
+  const kern::CacheFormat key_format = format(cache.types().k), value_format = format(cache.types().v);
+  const int64_t ldv = cache.value_row_bytes();
   // Runs of tokens (first token, count, slide: 1 where the first visible key moves on with
   // each token), flattened.
   const int64_t max_tok = std::max<int64_t>(1, kRowsPerCall / group);
@@ -165,18 +163,14 @@ void attend_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, in
       const int32_t first = cache.first_visible(layer, b.pos[t0]);
       const int64_t n = b.pos[tl] - first + 1;  // from the run's first token's first key to its last token
       const int32_t slot = first % capacity;
-      KV kv;
-      const auto* k_head = [&] {
-        if constexpr (kQ8) return cache.q8_key_blocks(layer, seq, static_cast<int>(g));
-        else return cache.key_blocks(layer, seq, static_cast<int>(g));
-      }();
+      kern::CacheKeysValues kv;
+      kv.keys = key_format;
+      kv.values = value_format;
+      const uint8_t* k_head = cache.key_blocks(layer, seq, static_cast<int>(g));
       kv.kb = k_head + (slot / B) * stride;
       kv.kblock_stride = stride;
       kv.lane0 = slot % B;
-      const auto* v_head = [&] {
-        if constexpr (kQ8) return cache.q8_value_head(layer, seq, static_cast<int>(g));
-        else return cache.value_head(layer, seq, static_cast<int>(g));
-      }();
+      const uint8_t* v_head = cache.value_head(layer, seq, static_cast<int>(g));
       kv.v = v_head + slot * ldv;
       kv.ldv = ldv;
       kv.n = n;
@@ -216,11 +210,11 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
     cache.store(layer, b.seq[t], b.pos[t], k + t * k_dim, v + t * v_dim);
   }
   const int64_t group = spec.n_head / spec.n_head_kv;
-  const DType kv_type = cache.type();
+  const KVTypes kv_types = cache.types();
 
   // Tokens of one sequence at a time (a batch usually holds one). A cache that stores keys as
-  // rows (F32, Q8_0) has the keys and values the batch can see decoded to
-  // floats once per layer, not once per query and head.
+  // rows (Q8_0 heads narrower than a block) has the keys and values the batch can see decoded
+  // to floats once per layer, not once per query and head.
   ctx.int_scratch(kTokenRuns);
   std::vector<int32_t>& seqs = ctx.int_scratch(kSeqs);
   seqs.assign(b.seq.begin(), b.seq.end());
@@ -228,11 +222,7 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
   seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
   for (const int32_t seq : seqs) {
     if (cache.key_blocks(layer, seq, 0)) {
-      attend_blocks<false>(ctx, b, cache, layer, spec, seq, q, out);
-      continue;
-    }
-    if (cache.q8_key_blocks(layer, seq, 0)) {
-      attend_blocks<true>(ctx, b, cache, layer, spec, seq, q, out);
+      attend_blocks(ctx, b, cache, layer, spec, seq, q, out);
       continue;
     }
     int32_t lo = INT32_MAX, hi = -1;
@@ -250,9 +240,9 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
     ctx.pool().parallel_for(n_rows, [&](int64_t r0, int64_t r1, int thread) {
       float* row = ctx.thread_scratch(thread, static_cast<size_t>(k_dim));
       for (int64_t r = r0; r < r1; ++r) {
-        kv_row_to_floats(kv_type, cache.k_row(layer, seq, lo + static_cast<int32_t>(r)), row, k_dim);
+        kv_row_to_floats(kv_types.k, cache.k_row(layer, seq, lo + static_cast<int32_t>(r)), row, k_dim);
         for (int64_t c = 0; c < k_dim; ++c) kt[c * n_rows + r] = row[c];
-        kv_row_to_floats(kv_type, cache.v_row(layer, seq, lo + static_cast<int32_t>(r)), vf + r * v_dim, v_dim);
+        kv_row_to_floats(kv_types.v, cache.v_row(layer, seq, lo + static_cast<int32_t>(r)), vf + r * v_dim, v_dim);
       }
     }, 16);
 

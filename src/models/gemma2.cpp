@@ -19,8 +19,8 @@ class Gemma2Model : public Model {
     bind_tensors();
   }
 
-  std::unique_ptr<KVCache> make_cache(int n_ctx, int n_seq, int n_batch, DType type) const override {
-    return std::make_unique<SlidingWindowKVCache>(kv_shape(), layer_windows(), n_ctx, n_seq, n_batch, type);
+  std::unique_ptr<KVCache> make_cache(int n_ctx, int n_seq, int n_batch, KVTypes types) const override {
+    return std::make_unique<RingKVCache>(kv_shape(), layer_windows(), n_ctx, n_seq, n_batch, types);
   }
 
   void forward(ComputeContext& ctx, const Batch& b, KVCache& cache, float* logits) const override;

@@ -34,8 +34,8 @@ std::unique_ptr<Model> Model::load(std::unique_ptr<GGUFFile> file) {
   }
 }
 
-std::unique_ptr<KVCache> Model::make_cache(int n_ctx, int n_seq, int, DType type) const {
-  return make_full_kv_cache(kv_shape(), n_ctx, n_seq, type);
+std::unique_ptr<KVCache> Model::make_cache(int n_ctx, int n_seq, int, KVTypes types) const {
+  return make_full_kv_cache(kv_shape(), n_ctx, n_seq, types);
 }
 
 DecoderView Model::decoder_view(int) const {

@@ -54,7 +54,7 @@ class Model {
             static_cast<int>(hp_.n_head_kv)};
   }
   // The cache this architecture needs (sliding-window models override).
-  virtual std::unique_ptr<KVCache> make_cache(int n_ctx, int n_seq, int n_batch, DType type) const;
+  virtual std::unique_ptr<KVCache> make_cache(int n_ctx, int n_seq, int n_batch, KVTypes types) const;
   // Runs the batch: stores its K/V in the cache and writes n_vocab logits for every token
   // whose logits flag is set, in batch order.
   virtual void forward(ComputeContext& ctx, const Batch& batch, KVCache& cache,

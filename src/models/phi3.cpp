@@ -19,10 +19,10 @@ class Phi3Model : public Model {
     bind_tensors();
   }
 
-  std::unique_ptr<KVCache> make_cache(int n_ctx, int n_seq, int n_batch, DType type) const override {
-    if (hp_.sliding_window <= 0) return Model::make_cache(n_ctx, n_seq, n_batch, type);
+  std::unique_ptr<KVCache> make_cache(int n_ctx, int n_seq, int n_batch, KVTypes types) const override {
+    if (hp_.sliding_window <= 0) return Model::make_cache(n_ctx, n_seq, n_batch, types);
     std::vector<int32_t> windows(hp_.n_layer, hp_.sliding_window);
-    return std::make_unique<SlidingWindowKVCache>(kv_shape(), windows, n_ctx, n_seq, n_batch, type);
+    return std::make_unique<RingKVCache>(kv_shape(), windows, n_ctx, n_seq, n_batch, types);
   }
 
   void forward(ComputeContext& ctx, const Batch& b, KVCache& cache, float* logits) const override;

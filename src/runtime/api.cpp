@@ -103,9 +103,12 @@ Session::Session(const Model& model, const SessionParams& params) : impl_(std::m
     so.n_ctx = params.n_ctx;
     const unsigned hw = std::thread::hardware_concurrency();
     so.n_threads = params.n_threads > 0 ? params.n_threads : static_cast<int>(hw ? hw : 1);
-    so.kv_type = params.kv_f32 || params.kv_type == KvType::F32 ? DType::F32
-                 : params.kv_type == KvType::Q8_0         ? DType::Q8_0
-                                                          : DType::F16;
+    const auto dtype = [](KvType t) {
+      return t == KvType::F32 ? DType::F32 : t == KvType::Q8_0 ? DType::Q8_0 : DType::F16;
+    };
+    const DType both = params.kv_f32 ? DType::F32 : dtype(params.kv_type);
+    so.kv_types = KVTypes(params.kv_type_k ? dtype(*params.kv_type_k) : both,
+                          params.kv_type_v ? dtype(*params.kv_type_v) : both);
     impl_->session = std::make_unique<slm::Session>(*impl_->model->model, so);
   });
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string_view>
 
 #include "core/error.h"
 #include "core/fp16.h"
@@ -9,57 +10,31 @@
 
 namespace slm {
 
-static_assert(kern::kKeyBlock == 16, "FullKVCache::kBlock and SlidingWindowKVCache::kBlock must match kern::kKeyBlock");
+static_assert(kern::kKeyBlock == 16, "RingKVCache::kBlock must match kern::kKeyBlock");
 
 namespace {
 // Types a cache can store, and the row widths Q8_0 needs (whole 32-value blocks per row).
-void check_type(DType type, const KVShape& shape) {
+void check_type(DType type, int64_t dim, const char* what) {
   if (type != DType::F32 && type != DType::F16 && type != DType::Q8_0)
-    fail("KV cache type {} is not supported (use f16, f32 or q8_0)", dtype_name(type));
-  if (type == DType::Q8_0 && (shape.k_dim % 32 != 0 || shape.v_dim % 32 != 0))
-    fail("a q8_0 KV cache needs key and value rows in whole blocks of 32; this model's are {} and {} wide "
-         "(use --kv-type f16)",
-         shape.k_dim, shape.v_dim);
+    fail("KV cache type {} for the {} is not supported (use f16, f32 or q8_0)", dtype_name(type), what);
+  if (type == DType::Q8_0 && dim % 32 != 0)
+    fail("a q8_0 KV cache needs {} rows in whole blocks of 32; this model's are {} wide (use f16 for the {}: "
+         "--kv-type f16, or {} f16)",
+         what, dim, what, std::string_view(what) == "keys" ? "--cache-type-k" : "--cache-type-v");
 }
 
-// A q8_0 cache keeps keys in blocks (and values head by head) where every head's dimensions
-// are whole q8_0 blocks; else rows across all heads.
-bool q8_head_blocks(DType type, const KVShape& shape) {
-  return type == DType::Q8_0 && shape.n_head_kv > 0 && shape.k_dim % shape.n_head_kv == 0 &&
-         shape.v_dim % shape.n_head_kv == 0 && (shape.k_dim / shape.n_head_kv) % 32 == 0 &&
-         (shape.v_dim / shape.n_head_kv) % 32 == 0;
-}
-
-void check_value_heads(const KVShape& shape) {
-  if (shape.n_head_kv <= 0 || shape.v_dim % shape.n_head_kv != 0 || shape.k_dim % shape.n_head_kv != 0)
-    fail("KV cache: {} key and {} value dimensions do not split into {} heads", shape.k_dim, shape.v_dim,
-         shape.n_head_kv);
+// Whether rows of `dim` values in `type` can be kept head by head in the layouts the attention
+// kernel reads as stored: F16, F32, or Q8_0 whose heads are whole q8_0 blocks.
+bool by_head(DType type, int64_t dim, int n_head) {
+  if (n_head <= 0 || dim % n_head != 0) return false;
+  return type != DType::Q8_0 || (dim / n_head) % 32 == 0;
 }
 
 }  // namespace
 
-FullKVCache::FullKVCache(const KVShape& shape, int n_ctx, int n_seq, DType type)
-    : shape_(shape), n_ctx_(n_ctx), n_seq_(n_seq), type_(type) {
-  check_type(type, shape);
-  if (n_ctx <= 0 || n_seq <= 0) fail("KV cache needs n_ctx > 0 and n_seq > 0 (got {}, {})", n_ctx, n_seq);
-  k_row_bytes_ = row_size(type, shape.k_dim);
-  v_row_bytes_ = row_size(type, shape.v_dim);
-  key_blocks_ = type == DType::F16;
-  q8_blocks_ = q8_head_blocks(type, shape);
-  k_positions_ = key_blocks_ || q8_blocks_ ? (n_ctx + kBlock - 1) / kBlock * kBlock : n_ctx;
-  const size_t rows = static_cast<size_t>(shape.n_layer) * n_seq * n_ctx;
-  k_ = ZeroedBuffer(static_cast<size_t>(shape.n_layer) * n_seq * k_positions_ * k_row_bytes_);
-  v_ = ZeroedBuffer(rows * v_row_bytes_);
-  lengths_.assign(n_seq, 0);
-  if (key_blocks_) key_fp16_.resize(static_cast<size_t>(shape.k_dim));
-  if (q8_blocks_) key_q8_.resize(k_row_bytes_);
-  if (key_blocks_) check_value_heads(shape);
-}
-
-void FullKVCache::check(int layer, int seq, int32_t pos) const {
-  if (layer < 0 || layer >= shape_.n_layer || seq < 0 || seq >= n_seq_ || pos < 0 || pos >= n_ctx_)
-    fail("KV cache access out of range: layer {} seq {} pos {} (layers {}, sequences {}, context {})",
-         layer, seq, pos, shape_.n_layer, n_seq_, n_ctx_);
+std::string kv_types_name(KVTypes t) {
+  if (t.k == t.v) return dtype_name(t.k);
+  return dtype_name(t.k) + " (keys) " + dtype_name(t.v) + " (values)";
 }
 
 namespace {
@@ -81,31 +56,33 @@ void encode_row(DType type, const float* src, uint8_t* dst, int64_t n) {
   }
 }
 
-// Value row v (v_dim floats, n_head heads) into slot `slot` of each head's run of `slots`
-// positions from `heads` on (the head-major layout of KVCache::value_head).
-void store_value_by_head(const float* v, int64_t v_dim, int n_head, uint16_t* heads, int64_t slots, int32_t slot) {
+// Value row v (v_dim floats, n_head heads) in `type` into slot `slot` of each head's run of
+// `slots` positions from `heads` on (the head-major layout of KVCache::value_head).
+void store_value_by_head(DType type, const float* v, int64_t v_dim, int n_head, uint8_t* heads, int64_t slots,
+                         int32_t slot) {
   const int64_t hd = v_dim / n_head;
-  for (int h = 0; h < n_head; ++h)
-    encode_row(DType::F16, v + h * hd, reinterpret_cast<uint8_t*>(heads + (h * slots + slot) * hd), hd);
+  const size_t row = row_size(type, hd);
+  for (int h = 0; h < n_head; ++h) encode_row(type, v + h * hd, heads + (h * slots + slot) * row, hd);
 }
 
 // Key row k (k_dim floats, n_head heads) into slot `slot` of each head's run of `slots`
 // positions (a whole number of blocks) from `blocks` on: lane slot % kKeyBlock of the head's
-// block slot / kKeyBlock, one element per dimension, kKeyBlock apart. row: k_dim fp16 scratch.
-void store_key_in_block(const float* k, int64_t k_dim, int n_head, uint16_t* blocks, int64_t slots,
-                        int32_t slot, uint16_t* row) {
+// block slot / kKeyBlock, one element per dimension, kKeyBlock apart. T: uint16_t for F16
+// keys, float for F32. row: k_dim elements of scratch.
+template <class T>
+void store_key_in_block(const float* k, int64_t k_dim, int n_head, T* blocks, int64_t slots, int32_t slot, T* row) {
   constexpr int B = kern::kKeyBlock;
   const int64_t hd = k_dim / n_head;
-  encode_row(DType::F16, k, reinterpret_cast<uint8_t*>(row), k_dim);
+  encode_row(sizeof(T) == 4 ? DType::F32 : DType::F16, k, reinterpret_cast<uint8_t*>(row), k_dim);
   for (int h = 0; h < n_head; ++h) {
-    uint16_t* lane = blocks + h * slots * hd + static_cast<size_t>(slot / B) * B * hd + slot % B;
+    T* lane = blocks + h * slots * hd + static_cast<size_t>(slot / B) * B * hd + slot % B;
     for (int64_t c = 0; c < hd; ++c) lane[c * B] = row[h * hd + c];
   }
 }
-// The q8_0 twins of the two above: each head's 32-dimension groups of key row k quantized as
-// q8_0 blocks (as a row would be), then the block's scale and 32 int8 values spread over lane
-// slot % kKeyBlock of the head's key block slot / kKeyBlock (kern::AttendQ8Fn's layout); and
-// value row v's heads as q8_0 rows in slot `slot` of each head's run. row: k_dim q8_0 scratch.
+// The q8_0 twin of the above: each head's 32-dimension groups of key row k quantized as q8_0
+// blocks (as a row would be), then the block's scale and 32 int8 values spread over lane
+// slot % kKeyBlock of the head's key block slot / kKeyBlock (kern::AttendCacheFn's Q8_0 keys).
+// row: k_dim q8_0 scratch.
 void store_key_q8_in_block(const float* k, int64_t k_dim, int n_head, uint8_t* blocks, int64_t slots, int32_t slot,
                            uint8_t* row) {
   constexpr int B = kern::kKeyBlock;
@@ -124,77 +101,7 @@ void store_key_q8_in_block(const float* k, int64_t k_dim, int n_head, uint8_t* b
     }
 }
 
-void store_value_q8_by_head(const float* v, int64_t v_dim, int n_head, uint8_t* heads, int64_t slots, int32_t slot) {
-  const int64_t hd = v_dim / n_head;
-  const size_t row = row_size(DType::Q8_0, hd);
-  for (int h = 0; h < n_head; ++h) encode_row(DType::Q8_0, v + h * hd, heads + (h * slots + slot) * row, hd);
-}
 }  // namespace
-
-void FullKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
-  check(layer, seq, pos);
-  const size_t idx = index(layer, seq, pos);
-  if (key_blocks_) {
-    store_key_in_block(k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<uint16_t*>(k_.data() + key_base(layer, seq)),
-                       k_positions_, pos, key_fp16_.data());
-    store_value_by_head(v, shape_.v_dim, shape_.n_head_kv,
-                        reinterpret_cast<uint16_t*>(v_.data() + value_head_base(layer, seq, 0)), n_ctx_, pos);
-  } else if (q8_blocks_) {
-    store_key_q8_in_block(k, shape_.k_dim, shape_.n_head_kv, k_.data() + key_base(layer, seq), k_positions_, pos,
-                          key_q8_.data());
-    store_value_q8_by_head(v, shape_.v_dim, shape_.n_head_kv, v_.data() + value_head_base(layer, seq, 0), n_ctx_, pos);
-  } else {
-    encode_row(type_, k, k_.data() + idx * k_row_bytes_, shape_.k_dim);
-    encode_row(type_, v, v_.data() + idx * v_row_bytes_, shape_.v_dim);
-  }
-  if (layer == 0) lengths_[seq] = std::max(lengths_[seq], pos + 1);
-}
-
-const void* FullKVCache::k_row(int layer, int seq, int32_t pos) const {
-  check(layer, seq, pos);
-  if (key_blocks_ || q8_blocks_) fail("KV cache: keys are stored in blocks, not rows (read them with key_blocks)");
-  return k_.data() + index(layer, seq, pos) * k_row_bytes_;
-}
-
-const uint16_t* FullKVCache::key_blocks(int layer, int seq, int head) const {
-  if (!key_blocks_) return nullptr;
-  check(layer, seq, 0);
-  return reinterpret_cast<const uint16_t*>(k_.data() + key_head_base(layer, seq, head));
-}
-
-const void* FullKVCache::v_row(int layer, int seq, int32_t pos) const {
-  check(layer, seq, pos);
-  if (key_blocks_ || q8_blocks_) fail("KV cache: values are stored head by head, not rows (read them with value_head)");
-  return v_.data() + index(layer, seq, pos) * v_row_bytes_;
-}
-
-const uint16_t* FullKVCache::value_head(int layer, int seq, int head) const {
-  if (!key_blocks_) return nullptr;
-  check(layer, seq, 0);
-  return reinterpret_cast<const uint16_t*>(v_.data() + value_head_base(layer, seq, head));
-}
-
-const uint8_t* FullKVCache::q8_key_blocks(int layer, int seq, int head) const {
-  if (!q8_blocks_) return nullptr;
-  check(layer, seq, 0);
-  return k_.data() + key_head_base(layer, seq, head);
-}
-
-const uint8_t* FullKVCache::q8_value_head(int layer, int seq, int head) const {
-  if (!q8_blocks_) return nullptr;
-  check(layer, seq, 0);
-  return v_.data() + value_head_base(layer, seq, head);
-}
-
-int32_t FullKVCache::truncate(int seq, int32_t from) {
-  if (seq < 0 || seq >= n_seq_) fail("KV cache: no sequence {}", seq);
-  lengths_[seq] = std::min(lengths_[seq], std::max(from, 0));
-  return lengths_[seq];
-}
-
-std::unique_ptr<KVCache> make_full_kv_cache(const KVShape& shape, int n_ctx, int n_seq, DType type) {
-  return std::make_unique<FullKVCache>(shape, n_ctx, n_seq, type);
-}
 
 void kv_row_to_floats(DType type, const void* row, float* out, int64_t n) {
   if (type == DType::F32) {
@@ -217,22 +124,18 @@ void kv_row_to_floats(DType type, const void* row, float* out, int64_t n) {
   }
 }
 
-}  // namespace slm
-
-namespace slm {
-
-SlidingWindowKVCache::SlidingWindowKVCache(const KVShape& shape, std::vector<int32_t> layer_windows,
-                                           int n_ctx, int n_seq, int n_batch, DType type)
-    : shape_(shape), windows_(std::move(layer_windows)), n_ctx_(n_ctx), n_seq_(n_seq), type_(type) {
-  check_type(type, shape);
+RingKVCache::RingKVCache(const KVShape& shape, std::vector<int32_t> layer_windows, int n_ctx, int n_seq,
+                         int n_batch, KVTypes types)
+    : shape_(shape), windows_(std::move(layer_windows)), n_ctx_(n_ctx), n_seq_(n_seq), types_(types) {
+  check_type(types.k, shape.k_dim, "keys");
+  check_type(types.v, shape.v_dim, "values");
   if (n_ctx <= 0 || n_seq <= 0 || n_batch <= 0)
     fail("KV cache needs positive context, sequences and batch (got {}, {}, {})", n_ctx, n_seq, n_batch);
   if (static_cast<int>(windows_.size()) != shape.n_layer)
-    fail("sliding-window cache: {} windows for {} layers", windows_.size(), shape.n_layer);
-  k_row_bytes_ = row_size(type, shape.k_dim);
-  v_row_bytes_ = row_size(type, shape.v_dim);
-  key_blocks_ = type == DType::F16;
-  q8_blocks_ = q8_head_blocks(type, shape);
+    fail("KV cache: {} sliding windows for {} layers", windows_.size(), shape.n_layer);
+  k_row_bytes_ = row_size(types.k, shape.k_dim);
+  v_row_bytes_ = row_size(types.v, shape.v_dim);
+  blocks_ = by_head(types.k, shape.k_dim, shape.n_head_kv) && by_head(types.v, shape.v_dim, shape.n_head_kv);
   // Rows per (layer, seq): a ring that wraps holds whole key blocks, so that a run of visible
   // keys ends at a block's end; the keys of one that never wraps are rounded up to whole
   // blocks past its rows (the kernel reads the last block whole).
@@ -248,84 +151,79 @@ SlidingWindowKVCache::SlidingWindowKVCache(const KVShape& shape, std::vector<int
   k_ = ZeroedBuffer(rows * k_row_bytes_);
   v_ = ZeroedBuffer(rows * v_row_bytes_);
   lengths_.assign(n_seq, 0);
-  if (key_blocks_) key_fp16_.resize(static_cast<size_t>(shape.k_dim));
-  if (q8_blocks_) key_q8_.resize(k_row_bytes_);
-  if (key_blocks_) check_value_heads(shape);
+  if (blocks_) key_row_.resize(k_row_bytes_);
 }
 
-size_t SlidingWindowKVCache::row_index(int layer, int seq, int32_t pos) const {
+size_t RingKVCache::row_index(int layer, int seq, int32_t pos) const {
   if (layer < 0 || layer >= shape_.n_layer || seq < 0 || seq >= n_seq_ || pos < 0 || pos >= n_ctx_)
     fail("KV cache access out of range: layer {} seq {} pos {} (layers {}, sequences {}, context {})",
          layer, seq, pos, shape_.n_layer, n_seq_, n_ctx_);
   return layer_base_[layer] + static_cast<size_t>(seq) * held(layer) + pos % capacity_[layer];
 }
 
-void SlidingWindowKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
+void RingKVCache::check_head(int layer, int seq, int head) const {
+  if (head < 0 || head >= shape_.n_head_kv)
+    fail("KV cache access out of range: head {} (KV heads {})", head, shape_.n_head_kv);
+  row_index(layer, seq, 0);
+}
+
+void RingKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
   const size_t idx = row_index(layer, seq, pos);
-  if (key_blocks_) {
+  if (blocks_) {
     const int32_t slot = pos % capacity_[layer];
-    store_key_in_block(k, shape_.k_dim, shape_.n_head_kv,
-                       reinterpret_cast<uint16_t*>(k_.data() + head_base(layer, seq, 0, k_row_bytes_)), held(layer),
-                       slot, key_fp16_.data());
-    store_value_by_head(v, shape_.v_dim, shape_.n_head_kv,
-                        reinterpret_cast<uint16_t*>(v_.data() + head_base(layer, seq, 0, v_row_bytes_)), held(layer),
-                        slot);
-  } else if (q8_blocks_) {
-    const int32_t slot = pos % capacity_[layer];
-    store_key_q8_in_block(k, shape_.k_dim, shape_.n_head_kv, k_.data() + head_base(layer, seq, 0, k_row_bytes_), held(layer),
-                          slot, key_q8_.data());
-    store_value_q8_by_head(v, shape_.v_dim, shape_.n_head_kv, v_.data() + head_base(layer, seq, 0, v_row_bytes_), held(layer),
-                           slot);
+    uint8_t* kh = k_.data() + head_base(layer, seq, 0, k_row_bytes_);
+    if (types_.k == DType::F16)
+      store_key_in_block(k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<uint16_t*>(kh), held(layer), slot,
+                         reinterpret_cast<uint16_t*>(key_row_.data()));
+    else if (types_.k == DType::F32)
+      store_key_in_block(k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<float*>(kh), held(layer), slot,
+                         reinterpret_cast<float*>(key_row_.data()));
+    else
+      store_key_q8_in_block(k, shape_.k_dim, shape_.n_head_kv, kh, held(layer), slot, key_row_.data());
+    store_value_by_head(types_.v, v, shape_.v_dim, shape_.n_head_kv, v_.data() + head_base(layer, seq, 0, v_row_bytes_),
+                        held(layer), slot);
   } else {
-    encode_row(type_, k, k_.data() + idx * k_row_bytes_, shape_.k_dim);
-    encode_row(type_, v, v_.data() + idx * v_row_bytes_, shape_.v_dim);
+    encode_row(types_.k, k, k_.data() + idx * k_row_bytes_, shape_.k_dim);
+    encode_row(types_.v, v, v_.data() + idx * v_row_bytes_, shape_.v_dim);
   }
   if (layer == 0) lengths_[seq] = std::max(lengths_[seq], pos + 1);
 }
 
-int32_t SlidingWindowKVCache::first_visible(int layer, int32_t pos) const {
+int32_t RingKVCache::first_visible(int layer, int32_t pos) const {
   const int32_t w = windows_[layer];
   return w == 0 ? 0 : std::max<int32_t>(0, pos - w + 1);
 }
 
-const void* SlidingWindowKVCache::k_row(int layer, int seq, int32_t pos) const {
+const void* RingKVCache::k_row(int layer, int seq, int32_t pos) const {
   const size_t idx = row_index(layer, seq, pos);
-  if (key_blocks_ || q8_blocks_) fail("KV cache: keys are stored in blocks, not rows (read them with key_blocks)");
+  if (blocks_) fail("KV cache: keys are stored in blocks, not rows (read them with key_blocks)");
   return k_.data() + idx * k_row_bytes_;
 }
 
-const uint16_t* SlidingWindowKVCache::key_blocks(int layer, int seq, int head) const {
-  if (!key_blocks_) return nullptr;
-  return reinterpret_cast<const uint16_t*>(k_.data() + head_base(layer, seq, head, k_row_bytes_));
+const void* RingKVCache::v_row(int layer, int seq, int32_t pos) const {
+  const size_t idx = row_index(layer, seq, pos);
+  if (blocks_) fail("KV cache: values are stored head by head, not rows (read them with value_head)");
+  return v_.data() + idx * v_row_bytes_;
 }
 
-int32_t SlidingWindowKVCache::ring_capacity(int layer) const {
+const uint8_t* RingKVCache::key_blocks(int layer, int seq, int head) const {
+  if (!blocks_) return nullptr;
+  check_head(layer, seq, head);
+  return k_.data() + head_base(layer, seq, head, k_row_bytes_);
+}
+
+const uint8_t* RingKVCache::value_head(int layer, int seq, int head) const {
+  if (!blocks_) return nullptr;
+  check_head(layer, seq, head);
+  return v_.data() + head_base(layer, seq, head, v_row_bytes_);
+}
+
+int32_t RingKVCache::ring_capacity(int layer) const {
   if (layer < 0 || layer >= shape_.n_layer) fail("KV cache: no layer {} (layers {})", layer, shape_.n_layer);
   return capacity_[layer];
 }
 
-const void* SlidingWindowKVCache::v_row(int layer, int seq, int32_t pos) const {
-  const size_t idx = row_index(layer, seq, pos);
-  if (key_blocks_ || q8_blocks_) fail("KV cache: values are stored head by head, not rows (read them with value_head)");
-  return v_.data() + idx * v_row_bytes_;
-}
-
-const uint16_t* SlidingWindowKVCache::value_head(int layer, int seq, int head) const {
-  if (!key_blocks_) return nullptr;
-  return reinterpret_cast<const uint16_t*>(v_.data() + head_base(layer, seq, head, v_row_bytes_));
-}
-
-const uint8_t* SlidingWindowKVCache::q8_key_blocks(int layer, int seq, int head) const {
-  if (!q8_blocks_) return nullptr;
-  return k_.data() + head_base(layer, seq, head, k_row_bytes_);
-}
-
-const uint8_t* SlidingWindowKVCache::q8_value_head(int layer, int seq, int head) const {
-  if (!q8_blocks_) return nullptr;
-  return v_.data() + head_base(layer, seq, head, v_row_bytes_);
-}
-
-int32_t SlidingWindowKVCache::truncate(int seq, int32_t from) {
+int32_t RingKVCache::truncate(int seq, int32_t from) {
   if (seq < 0 || seq >= n_seq_) fail("KV cache: no sequence {}", seq);
   from = std::min(lengths_[seq], std::max(from, 0));
   // A query at `from` needs keys from - window + 1 .. from - 1. A ring of capacity c still
@@ -337,6 +235,11 @@ int32_t SlidingWindowKVCache::truncate(int seq, int32_t from) {
   }
   lengths_[seq] = from;
   return from;
+}
+
+std::unique_ptr<KVCache> make_full_kv_cache(const KVShape& shape, int n_ctx, int n_seq, KVTypes types) {
+  return std::make_unique<RingKVCache>(shape, std::vector<int32_t>(static_cast<size_t>(shape.n_layer), 0), n_ctx,
+                                       n_seq, 1, types);
 }
 
 }  // namespace slm

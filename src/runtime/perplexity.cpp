@@ -133,7 +133,7 @@ PerplexityResult perplexity(const Model& model, const Tokenizer& tok, std::strin
   double nll_base = 0;
   int64_t same_top = 0;
 
-  auto cache = model.make_cache(n_ctx, 1, n_batch, o.kv_type);
+  auto cache = model.make_cache(n_ctx, 1, n_batch, o.kv_types);
   ComputeContext ctx(std::max(1, o.n_threads));
   ctx.lora = o.lora.get();
   Batch batch;

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "runtime/kv_cache.h"
 
 namespace slm {
 
@@ -39,7 +40,7 @@ struct PerplexityOptions {
   int n_batch = 512;   // tokens per forward pass (at most n_ctx)
   int n_chunks = -1;   // at most this many chunks (-1: all)
   int n_threads = 1;
-  DType kv_type = DType::F16;  // llama.cpp's default cache type
+  KVTypes kv_types = DType::F16;  // llama.cpp's default cache type
   std::shared_ptr<const LoraSet> lora;  // adapters applied to the model (models/lora.h)
   std::string kl_base_out;     // save the log-probabilities here (full-precision model)
   std::string kl_base_in;      // compare with the log-probabilities saved here

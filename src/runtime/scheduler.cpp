@@ -169,7 +169,7 @@ BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, const S
     fail("prompt lookup needs --draft-max >= 1 and n-grams of at least 1 token");
   const int per_seq = opts_.draft || opts_.lookup ? 1 + std::max(opts_.n_draft, 0) : 1;
   opts_.n_batch = std::max(opts_.n_batch, opts_.n_parallel * per_seq + 16);
-  cache_ = model_.make_cache(opts_.n_ctx, opts_.n_parallel, opts_.n_batch, opts_.kv_type);
+  cache_ = model_.make_cache(opts_.n_ctx, opts_.n_parallel, opts_.n_batch, opts_.kv_types);
   if (opts_.draft) {
     if (opts_.n_draft < 1) fail("--draft-max {} must be at least 1", opts_.n_draft);
     if (!(opts_.draft_p_min >= 0.0f && opts_.draft_p_min <= 1.0f)) fail("--draft-p-min {} must be in [0, 1]", opts_.draft_p_min);
@@ -178,7 +178,7 @@ BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, const S
            opts_.draft->hparams().n_vocab, model_.hparams().n_vocab);
     // Rejected proposals are taken back out of both caches: a sliding-window ring keeps
     // n_batch - 1 rows beyond its window, more than a step's proposals, so it can.
-    dcache_ = opts_.draft->make_cache(opts_.n_ctx, opts_.n_parallel, opts_.n_batch, opts_.kv_type);
+    dcache_ = opts_.draft->make_cache(opts_.n_ctx, opts_.n_parallel, opts_.n_batch, opts_.kv_types);
     dctx_ = std::make_unique<ComputeContext>(std::max(opts_.n_threads, 1));
     dctx_->set_row_kernels(false);
     dlogits_.resize(static_cast<size_t>(opts_.n_parallel) * opts_.draft->hparams().n_vocab);

@@ -101,7 +101,7 @@ struct SchedulerOptions {
   int n_batch = 256;    // tokens per forward pass (decode tokens + prompt chunks)
   int n_threads = 1;
   int max_queue = 64;   // requests waiting for a slot; beyond it submit() refuses
-  DType kv_type = DType::F16;
+  KVTypes kv_types = DType::F16;
   // LoRA adapters every request may use, with their default scales (models/lora.h).
   std::shared_ptr<const LoraSet> lora;
   // Speculative decoding (null: off): a small model with the same vocabulary proposes up to

@@ -31,7 +31,7 @@ std::string context_warning(const Model& m, int64_t n_ctx) {
 
 Session::Session(const Model& model, const SessionOptions& opts)
     : model_(model), opts_(opts),
-      cache_(model.make_cache(resolve_ctx(model, opts.n_ctx), 1, std::max(opts.n_batch, 1), opts.kv_type)),
+      cache_(model.make_cache(resolve_ctx(model, opts.n_ctx), 1, std::max(opts.n_batch, 1), opts.kv_types)),
       ctx_(opts.n_threads) {
   if (opts_.n_batch <= 0) fail("batch size {} must be positive", opts_.n_batch);
   ctx_.lora = opts_.lora.get();

@@ -22,7 +22,7 @@ struct SessionOptions {
   // 846 MiB at 512), and the panel kernels already reuse each weight load across a whole tile
   // of tokens, so prompt speed does not suffer (pp512: 226 t/s against 199 at 512).
   int n_batch = 128;
-  DType kv_type = DType::F16;
+  KVTypes kv_types = DType::F16;
   // Whether a pass of up to kern::kRowMaxTokens tokens may use the row kernels on the mapped
   // weights (no copy of the model) until a longer one repacks a matrix into panels. Off for a
   // speculative target, whose passes are all several tokens: the first pass repacks, and an

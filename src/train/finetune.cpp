@@ -154,7 +154,7 @@ double eval_ppl(const Model& model, const Tokenizer& tok, const std::string& tex
   po.n_batch = o.eval_ctx;
   po.n_chunks = o.eval_chunks;
   po.n_threads = o.n_threads;
-  po.kv_type = DType::F32;
+  po.kv_types = DType::F32;
   po.lora = std::move(lora);
   return perplexity(model, tok, text, po).ppl;
 }

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "commands.h"
+#include "kv_options.h"
 #include "lora_options.h"
 #include "core/error.h"
 #include "models/model.h"
@@ -47,7 +48,8 @@ double peak_rss_mib() {
 
 Runner add_bench(CLI::App& app) {
   struct Opts {
-    std::string model, kv_type = "f16";
+    std::string model;
+    KvCacheOptions kv;
     int threads = 0, n_prompt = 512, n_gen = 128, reps = 3, n_batch = 0, depth = 0;
     bool json = false;
     LoraOptions lora;
@@ -60,7 +62,7 @@ Runner add_bench(CLI::App& app) {
   app.add_option("-d,--n-depth", o->depth, "tokens already in the cache when each test starts (default 0)");
   app.add_option("-b,--batch-size", o->n_batch, "prompt tokens per forward pass (default: the session's)");
   app.add_option("-r,--repetitions", o->reps, "repetitions of each test");
-  app.add_option("--kv-type", o->kv_type, "KV cache type: f16, f32 or q8_0 (half f16's memory)")->check(CLI::IsMember({"f16", "f32", "q8_0"}));
+  o->kv.add_to(app);
   o->lora.add_to(app);
   app.add_flag("--json", o->json, "one JSON object per test on stdout");
   return [o]() {
@@ -74,7 +76,7 @@ Runner add_bench(CLI::App& app) {
     so.n_ctx = o->depth + std::max(o->n_prompt, o->n_gen) + 1;
     if (o->n_batch < 0) fail("--batch-size must not be negative");
     if (o->n_batch > 0) so.n_batch = o->n_batch;
-    so.kv_type = static_cast<DType>(parse_kv_type(o->kv_type));
+    so.kv_types = o->kv.types();
     so.lora = o->lora.load(*model);
     Session session(*model, so);
     std::mt19937 rng(42);
@@ -121,10 +123,12 @@ Runner add_bench(CLI::App& app) {
       for (const TestResult& r : results)
         fmt::print("{{\"model\": \"{}\", \"size\": {}, \"n_params\": {}, \"n_threads\": {}, \"test\": \"{}\", "
                    "\"n_prompt\": {}, \"n_gen\": {}, \"n_depth\": {}, \"avg_ts\": {:.3f}, \"stddev_ts\": {:.3f}, "
-                   "\"samples_ts\": [{:.3f}], \"kv_type\": \"{}\", \"kv_bytes\": {}, \"peak_rss_mib\": {:.1f}}}\n",
+                   "\"samples_ts\": [{:.3f}], \"type_k\": \"{}\", \"type_v\": \"{}\", \"kv_bytes\": {}, "
+                   "\"peak_rss_mib\": {:.1f}}}\n",
                    o->model, f.file_size(), params, threads, r.name,
                    r.name.rfind("pp", 0) == 0 ? r.n_tokens : 0, r.name.rfind("tg", 0) == 0 ? r.n_tokens : 0,
-                   o->depth, r.mean(), r.stddev(), fmt::join(r.samples_ts, ", "), o->kv_type, session.kv_bytes(), rss);
+                   o->depth, r.mean(), r.stddev(), fmt::join(r.samples_ts, ", "), dtype_name(so.kv_types.k),
+                   dtype_name(so.kv_types.v), session.kv_bytes(), rss);
     } else {
       fmt::print("| {:<30} | {:>10} | {:>8} | {:>7} | {:>14} | {:>20} |\n", "model", "size", "params", "threads", "test", "t/s");
       fmt::print("| {:-<30} | {:->10} | {:->8} | {:->7} | {:->14} | {:->20} |\n", "", "", "", "", "", "");
@@ -132,8 +136,8 @@ Runner add_bench(CLI::App& app) {
         fmt::print("| {:<30} | {:>6.2f} GiB | {:>6.2f} B | {:>7} | {:>14} | {:>11.2f} ± {:>6.2f} |\n",
                    hp.arch + " " + f.opt_string("general.name").value_or(""), f.file_size() / 1073741824.0,
                    params / 1e9, threads, r.name, r.mean(), r.stddev());
-      fmt::print("\npeak RSS {:.1f} MiB (file {:.1f} MiB, KV cache {:.1f} MiB)\n", rss,
-                 f.file_size() / 1048576.0, session.kv_bytes() / 1048576.0);
+      fmt::print("\npeak RSS {:.1f} MiB (file {:.1f} MiB, KV cache {:.1f} MiB, {})\n", rss,
+                 f.file_size() / 1048576.0, session.kv_bytes() / 1048576.0, kv_types_name(so.kv_types));
     }
     return 0;
   };

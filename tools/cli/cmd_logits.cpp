@@ -71,7 +71,7 @@ Runner add_logits(CLI::App& app) {
     SessionOptions so;
     so.n_ctx = static_cast<int>(ids.size());
     so.n_threads = o->threads > 0 ? o->threads : default_threads();
-    so.kv_type = DType::F32;
+    so.kv_types = DType::F32;
     so.lora = o->lora.load(*model);
     so.n_batch = o->seq ? 1 : static_cast<int>(ids.size());
     Session session(*model, so);

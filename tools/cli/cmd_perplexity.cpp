@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "kv_options.h"
 #include "lora_options.h"
 #include "core/error.h"
 #include "core/whole_file.h"
@@ -16,7 +17,8 @@ namespace slm::cli {
 
 Runner add_perplexity(CLI::App& app) {
   struct Opts {
-    std::string model, file, kv_type = "f16", kl_base;
+    std::string model, file, kl_base;
+    KvCacheOptions kv;
     int ctx = 512, batch = 512, chunks = -1, threads = 0;
     bool kl = false;
     LoraOptions lora;
@@ -27,7 +29,7 @@ Runner add_perplexity(CLI::App& app) {
   app.add_option("-c,--ctx-size", o->ctx, "tokens per chunk (default 512, as llama-perplexity)");
   app.add_option("-b,--batch-size", o->batch, "tokens per forward pass (default 512, at most the chunk)");
   app.add_option("--chunks", o->chunks, "score at most this many chunks (default: all)");
-  app.add_option("--kv-type", o->kv_type, "KV cache type: f16 (default, as llama.cpp), f32 or q8_0")->check(CLI::IsMember({"f16", "f32", "q8_0"}));
+  o->kv.add_to(app);
   app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
   o->lora.add_to(app);
   app.add_option("--kl-divergence-base", o->kl_base,
@@ -48,7 +50,7 @@ Runner add_perplexity(CLI::App& app) {
     po.n_chunks = o->chunks;
     po.lora = o->lora.load(*model);
     po.n_threads = o->threads > 0 ? o->threads : default_threads();
-    po.kv_type = static_cast<DType>(parse_kv_type(o->kv_type));
+    po.kv_types = o->kv.types();
     (o->kl ? po.kl_base_in : po.kl_base_out) = o->kl_base;
     // Running values as llama-perplexity prints them: [chunk]ppl, on one line.
     po.on_chunk = [](int c, int, double ppl) {

@@ -43,7 +43,7 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
       });
   app.add_option("-t,--threads", threads, "threads (default: all cores)");
   app.add_option("-c,--ctx-size", n_ctx, "context size (0: the model's training context)");
-  app.add_option("--kv-type", kv_type, "KV cache type: f16, f32 or q8_0 (half f16's memory)")->check(CLI::IsMember({"f16", "f32", "q8_0"}));
+  kv.add_to(app);
   lora.add_to(app);
   app.add_option("--grammar", grammar, "GBNF grammar the output must follow (llama.cpp's format)");
   app.add_option("--grammar-file", grammar_file, "file holding a GBNF grammar");
@@ -144,7 +144,7 @@ SessionOptions GenerationOptions::session_options(const Model& m) const {
   so.n_threads = threads > 0 ? threads : default_threads();
   so.n_ctx = context_size(m, n_ctx);
   if (const std::string w = context_warning(m, so.n_ctx); !w.empty()) fmt::print(stderr, "slm: warning: {}\n", w);
-  so.kv_type = static_cast<DType>(parse_kv_type(kv_type));
+  so.kv_types = kv.types();
   so.lora = lora.load(m);
   so.row_kernels = draft_model.empty() && !lookup;  // a speculative target's passes are all several tokens
   return so;

@@ -2,6 +2,7 @@
 #include <string>
 
 #include "commands.h"
+#include "kv_options.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/whole_file.h"
@@ -12,7 +13,8 @@ namespace slm::cli {
 Runner add_serve(CLI::App& app) {
   struct Opts {
     server::ServerOptions s;
-    std::string kv_type = "f16", api_key_file;
+    std::string api_key_file;
+    KvCacheOptions kv;
     int threads = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -26,7 +28,7 @@ Runner add_serve(CLI::App& app) {
   auto* key = app.add_option("--api-key", o->s.api_key, "require 'Authorization: Bearer KEY' on /v1/*, /completion, /infill, /tokenize, /detokenize");
   app.add_option("--api-key-file", o->api_key_file, "read the API key from a file (first line)")->excludes(key);
   app.add_option("--max-queue", o->s.max_queue, "requests that may wait for a slot before a 503 (default 64)");
-  app.add_option("--kv-type", o->kv_type, "KV cache type: f16, f32 or q8_0 (half f16's memory)")->check(CLI::IsMember({"f16", "f32", "q8_0"}));
+  o->kv.add_to(app);
   app.add_option("--embed-model", o->s.embed_model_path, "embedding model (bert) for POST /v1/embeddings and vector search");
   app.add_option("--db", o->s.db_path, "index (slm index add) for POST /v1/search: an SQLite file or a postgresql:// URL");
   app.add_option("--override-kv", o->s.override_kv,
@@ -55,7 +57,7 @@ Runner add_serve(CLI::App& app) {
       if (o->s.api_key.empty()) fail("{} holds an empty API key", o->api_key_file);
     }
     o->s.n_threads = o->threads > 0 ? o->threads : default_threads();
-    o->s.kv_type = static_cast<DType>(parse_kv_type(o->kv_type));
+    o->s.kv_types = o->kv.types();
     return server::run(o->s);
   };
 }

@@ -33,7 +33,5 @@ Runner add_ask(CLI::App& app);
 
 // Default worker threads: the machine's cores (at least 1).
 int default_threads();
-// "f16" / "f32" -> DType id, or throws slm::Error.
-uint32_t parse_kv_type(const std::string& s);
 
 }  // namespace slm::cli

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "kv_options.h"
 #include "lora_options.h"
 #include "models/model.h"
 #include "runtime/generate.h"
@@ -21,7 +22,7 @@ struct GenerationOptions {
   SamplerParams sampling;
   int threads = 0;
   int n_ctx = -1;  // -1: min(training context, 4096); 0: training context
-  std::string kv_type = "f16";
+  KvCacheOptions kv;
   LoraOptions lora;
   // Constrained output (at most one): GBNF text or file, a JSON schema (text or file), or
   // --json for any JSON object.

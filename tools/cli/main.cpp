@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -16,13 +17,6 @@ namespace slm::cli {
 int default_threads() {
   const unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
-}
-
-uint32_t parse_kv_type(const std::string& s) {
-  if (s == "f16") return static_cast<uint32_t>(DType::F16);
-  if (s == "f32") return static_cast<uint32_t>(DType::F32);
-  if (s == "q8_0") return static_cast<uint32_t>(DType::Q8_0);
-  fail("--kv-type '{}' is not supported (use f16, f32 or q8_0)", s);
 }
 
 }  // namespace slm::cli
@@ -45,6 +39,14 @@ void tune_malloc() {
 
 int main(int argc, char** argv) {
   tune_malloc();
+  // llama.cpp's multi-letter short options, which CLI11 cannot declare, as our long ones.
+  std::vector<std::string> args(argv, argv + argc);
+  for (std::string& a : args) {
+    if (a == "-ctk") a = "--cache-type-k";
+    else if (a == "-ctv") a = "--cache-type-v";
+  }
+  std::vector<char*> arg_ptrs;
+  for (std::string& a : args) arg_ptrs.push_back(a.data());
   CLI::App app{"slm: run small language models from GGUF files on the CPU"};
   app.require_subcommand(1);
   std::vector<std::pair<CLI::App*, slm::cli::Runner>> commands;
@@ -74,7 +76,7 @@ int main(int argc, char** argv) {
   add(&slm::cli::add_eval_retrieval, "eval-retrieval", "recall@k and MRR of an index on a query file");
   add(&slm::cli::add_ask, "ask", "answer a question from an index, citing the sources (chat model or --extractive)");
   try {
-    app.parse(argc, argv);
+    app.parse(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

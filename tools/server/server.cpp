@@ -607,7 +607,7 @@ void load_model(State& st) {
     fmt::print(stderr, "slm: warning: {}\n", w);
   so.n_threads = st.opts.n_threads;
   so.max_queue = st.opts.max_queue;
-  so.kv_type = st.opts.kv_type;
+  so.kv_types = st.opts.kv_types;
   st.lora = load_lora_set(st.opts.lora, *st.model);
   if (st.lora)
     for (size_t i = 0; i < st.lora->adapters.size(); ++i)
@@ -626,8 +626,8 @@ void load_model(State& st) {
     so.lookup_ngram_max = st.opts.lookup_ngram;
   }
   st.scheduler = std::make_unique<BatchScheduler>(*st.model, *st.tok, so, &st.metrics);
-  fmt::print(stderr, "slm: model {} loaded: {} slots of {} tokens, {} threads\n", st.model_id, so.n_parallel, so.n_ctx,
-             so.n_threads);
+  fmt::print(stderr, "slm: model {} loaded: {} slots of {} tokens, {} threads, KV cache {}\n", st.model_id,
+             so.n_parallel, so.n_ctx, so.n_threads, kv_types_name(so.kv_types));
   if (st.draft)
     fmt::print(stderr, "slm: draft model {}: up to {} tokens proposed per request and step (p >= {:g})\n",
                std::filesystem::path(st.opts.draft_model_path).filename().string(), so.n_draft, so.draft_p_min);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "runtime/kv_cache.h"
 
 namespace slm::server {
 
@@ -18,7 +19,7 @@ struct ServerOptions {
   std::string chat_template_file;
   std::string api_key;    // empty: no key required
   int max_queue = 64;
-  DType kv_type = DType::F16;
+  KVTypes kv_types = DType::F16;
   std::string embed_model_path;  // POST /v1/embeddings (and vector search) when set
   std::string db_path;           // POST /v1/search over this index when set
   std::vector<std::string> override_kv;  // KEY=TYPE:VALUE metadata replacements (llama.cpp's --override-kv)

@@ -1,4 +1,4 @@
-// The scalar references for kern::AttendFn and kern::AttendF16Fn (kernels/kernels.h): attention of the query heads
+// The scalar references for kern::AttendFn and kern::AttendCacheFn (kernels/kernels.h): attention of the query heads
 // that share one KV head, keys stored transposed. The oracle the SIMD versions are tested
 // against, and the kernel of SLM_FORCE_ISA=scalar.
 #pragma once
@@ -12,12 +12,10 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
                   const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
                   float softcap, float* scratch, float* out, int64_t ldo);
 
-// kern::AttendF16Fn's twin: the F16 cache's keys and values decoded to floats (both runs of
-// a wrapped ring, in order), then attend_group once per token over the keys it sees.
-// Allocates its float copies (it is the oracle, not a decoding path).
-void attend_group_q8(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const kern::Q8KeysValues& kv,
-                     int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo);
-void attend_group_f16(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const kern::F16KeysValues& kv,
-                      int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo);
+// kern::AttendCacheFn's twin: the cache's keys and values decoded to floats (both runs of a
+// wrapped ring, in order), then attend_group once per token over the keys it sees. Allocates
+// its float copies (it is the oracle, not a decoding path).
+void attend_group_cache(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const kern::CacheKeysValues& kv,
+                        int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo);
 
 }  // namespace slm::ref

@@ -168,7 +168,8 @@ void f32_to_fp16(const float* x, uint16_t* out, int64_t n) {
 // FMA went through a store and a reload (the kernel ran at a third of the FMA rate).
 //
 // They read keys and values through small views, so that one body serves float copies
-// (AttendFn) and the F16 KV cache as stored (AttendF16Fn, converted in the loads).
+// (AttendFn) and a KV cache as stored in each of its formats (AttendCacheFn, converted in the
+// loads).
 
 // Keys stored transposed as floats: key j of dimension d at kt[d * ldk + j].
 struct F32Keys {
@@ -177,18 +178,18 @@ struct F32Keys {
   VF load(int64_t j, int d) const { return loadf(kt + d * ldk + j); }
   VF load_n(int64_t j, int d, int m) const { return loadf_n(kt + d * ldk + j, m); }
 };
-// The F16 cache's key blocks (kern::AttendF16Fn). j is counted from the first block's start
-// and is a multiple of kLanes (16 or 8), so a vector never straddles two blocks; partial
+// F16 key blocks (CacheFormat::F16; stride in bytes). j is counted from the first block's
+// start and is a multiple of kLanes (16 or 8), so a vector never straddles two blocks; partial
 // vectors read the whole block (allocated), their extra lanes ignored.
 struct F16Keys {
-  const uint16_t* kb;
+  const uint8_t* kb;
   int64_t stride;
   VF load(int64_t j, int d) const {
-    return load_h(kb + (j / kKeyBlock) * stride + d * kKeyBlock + j % kKeyBlock);
+    return load_h(reinterpret_cast<const uint16_t*>(kb + (j / kKeyBlock) * stride) + d * kKeyBlock + j % kKeyBlock);
   }
   VF load_n(int64_t j, int d, int) const { return load(j, d); }
 };
-// The q8_0 cache's key blocks (kern::AttendQ8Fn): int8 values times their position's scale.
+// Q8_0 key blocks (CacheFormat::Q8_0): int8 values times their position's scale.
 struct Q8Keys {
   const uint8_t* kb;
   int64_t stride;
@@ -199,15 +200,29 @@ struct Q8Keys {
   }
   VF load_n(int64_t j, int d, int) const { return load(j, d); }
 };
+// F32 key blocks (CacheFormat::F32): F16Keys's layout in floats.
+struct F32BlockKeys {
+  const uint8_t* kb;
+  int64_t stride;
+  VF load(int64_t j, int d) const {
+    return loadf(reinterpret_cast<const float*>(kb + (j / kKeyBlock) * stride) + d * kKeyBlock + j % kKeyBlock);
+  }
+  VF load_n(int64_t j, int d, int) const { return load(j, d); }
+};
 struct F32Rows {
   const float* v;
   int64_t ldv;
   VF load(int64_t j, int c) const { return loadf(v + j * ldv + c); }
 };
-struct F16Rows {
-  const uint16_t* v;
+struct F32CacheRows {  // ldv in bytes
+  const uint8_t* v;
   int64_t ldv;
-  VF load(int64_t j, int c) const { return load_h(v + j * ldv + c); }
+  VF load(int64_t j, int c) const { return loadf(reinterpret_cast<const float*>(v + j * ldv) + c); }
+};
+struct F16Rows {  // ldv in bytes
+  const uint8_t* v;
+  int64_t ldv;
+  VF load(int64_t j, int c) const { return load_h(reinterpret_cast<const uint16_t*>(v + j * ldv) + c); }
 };
 
 // q8_0 value rows: c is a multiple of kLanes, so a vector stays inside one 32-value block.
@@ -417,10 +432,10 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
   attend_t(q, n_q, 1, 0, ldq, runs, 0, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
-// A cache's keys and values as stored (kv: F16KeysValues or Q8KeysValues) in one or two runs.
-template <class Keys, class Rows, class KV>
-void attend_cache(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const KV& kv, int d_k, int d_v,
-                  float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+// A cache's keys and values as stored, in one or two runs.
+template <class Keys, class Rows>
+void attend_runs(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const CacheKeysValues& kv, int d_k,
+                 int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
   const bool wraps = kv.n_first < kv.n;
   const Runs<Keys, Rows> runs{{{kv.kb, kv.kblock_stride}, {kv.kb_wrap, kv.kblock_stride}},
                               {{kv.v, kv.ldv}, {kv.v_wrap, kv.ldv}},
@@ -429,22 +444,43 @@ void attend_cache(const float* q, int n_q, int n_tok, int slide, int64_t ldq, co
   attend_t(q, n_q, n_tok, slide, ldq, runs, kv.lane0, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
-void attend_group_f16(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const F16KeysValues& kv,
-                      int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
-  attend_cache<F16Keys, F16Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+// One instantiation per pair of formats (llama.cpp's -ctk and -ctv may differ).
+template <class Rows>
+void attend_keys(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const CacheKeysValues& kv, int d_k,
+                 int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+  switch (kv.keys) {
+    case CacheFormat::F16:
+      attend_runs<F16Keys, Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+      break;
+    case CacheFormat::Q8_0:
+      attend_runs<Q8Keys, Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+      break;
+    case CacheFormat::F32:
+      attend_runs<F32BlockKeys, Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+      break;
+  }
 }
 
-void attend_group_q8(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const Q8KeysValues& kv,
-                     int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
-  attend_cache<Q8Keys, Q8Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+void attend_group_cache(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const CacheKeysValues& kv,
+                        int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
+  switch (kv.values) {
+    case CacheFormat::F16:
+      attend_keys<F16Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+      break;
+    case CacheFormat::Q8_0:
+      attend_keys<Q8Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+      break;
+    case CacheFormat::F32:
+      attend_keys<F32CacheRows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+      break;
+  }
 }
 
 }  // namespace
 
 void register_attention(Kernels& k) {
   k.attend = &attend_group;
-  k.attend_f16 = &attend_group_f16;
-  k.attend_q8 = &attend_group_q8;
+  k.attend_cache = &attend_group_cache;
   k.swiglu = &swiglu;
   k.softcap = &softcap;
   k.fp16_to_f32 = &fp16_to_f32;
