@@ -39,11 +39,21 @@ void tune_malloc() {
 
 int main(int argc, char** argv) {
   tune_malloc();
-  // llama.cpp's multi-letter short options, which CLI11 cannot declare, as our long ones.
-  std::vector<std::string> args(argv, argv + argc);
-  for (std::string& a : args) {
-    if (a == "-ctk") a = "--cache-type-k";
-    else if (a == "-ctv") a = "--cache-type-v";
+  // llama.cpp's multi-letter short options, which CLI11 cannot declare, as our long ones. Its
+  // GPU layer count, which commands copied from llama.cpp often carry, is dropped with a
+  // warning, as a CPU build of llama.cpp does (CLI11 would read "-ngl 99" as "-n gl 99").
+  std::vector<std::string> args;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-ngl" || a == "--n-gpu-layers" || a == "--gpu-layers" || a.rfind("--n-gpu-layers=", 0) == 0 ||
+        a.rfind("--gpu-layers=", 0) == 0) {
+      const bool has_value = a.find('=') == std::string::npos && i + 1 < argc;
+      std::fprintf(stderr, "slm: warning: %s%s%s ignored: slm runs on the CPU (no GPU offload)\n", a.c_str(),
+                   has_value ? " " : "", has_value ? argv[i + 1] : "");
+      if (has_value) ++i;
+      continue;
+    }
+    args.push_back(a == "-ctk" ? "--cache-type-k" : a == "-ctv" ? "--cache-type-v" : a);
   }
   std::vector<char*> arg_ptrs;
   for (std::string& a : args) arg_ptrs.push_back(a.data());
