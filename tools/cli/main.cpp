@@ -2,6 +2,7 @@
 #include <malloc.h>
 
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <iostream>
 #include <string>
@@ -49,6 +50,18 @@ int main(int argc, char** argv) {
         a.rfind("--gpu-layers=", 0) == 0) {
       const bool has_value = a.find('=') == std::string::npos && i + 1 < argc;
       std::fprintf(stderr, "slm: warning: %s%s%s ignored: slm runs on the CPU (no GPU offload)\n", a.c_str(),
+                   has_value ? " " : "", has_value ? argv[i + 1] : "");
+      if (has_value) ++i;
+      continue;
+    }
+    // Flash attention: slm's attention kernel is fused already (the scores of a few query rows
+    // at a time, over the cache as stored, never a whole prompt's score matrix). llama.cpp's -fa
+    // takes on/off/auto (older versions: no value).
+    if (a == "-fa" || a == "--flash-attn" || a.rfind("--flash-attn=", 0) == 0) {
+      const bool has_value = a.find('=') == std::string::npos && i + 1 < argc &&
+                             (std::strcmp(argv[i + 1], "on") == 0 || std::strcmp(argv[i + 1], "off") == 0 ||
+                              std::strcmp(argv[i + 1], "auto") == 0);
+      std::fprintf(stderr, "slm: warning: %s%s%s ignored: slm's attention is fused already (a few query rows at a time over the cache as stored)\n", a.c_str(),
                    has_value ? " " : "", has_value ? argv[i + 1] : "");
       if (has_value) ++i;
       continue;
