@@ -61,8 +61,10 @@ int main(int argc, char** argv) {
       const bool has_value = a.find('=') == std::string::npos && i + 1 < argc &&
                              (std::strcmp(argv[i + 1], "on") == 0 || std::strcmp(argv[i + 1], "off") == 0 ||
                               std::strcmp(argv[i + 1], "auto") == 0);
-      std::fprintf(stderr, "slm: warning: %s%s%s ignored: slm's attention is fused already (a few query rows at a time over the cache as stored)\n", a.c_str(),
-                   has_value ? " " : "", has_value ? argv[i + 1] : "");
+      std::fprintf(stderr,
+                   "slm: warning: %s%s%s ignored: slm's attention is fused already (a few query rows at a time "
+                   "over the cache as stored)\n",
+                   a.c_str(), has_value ? " " : "", has_value ? argv[i + 1] : "");
       if (has_value) ++i;
       continue;
     }
