@@ -31,17 +31,22 @@ struct Shape {
 };
 constexpr Shape kLlama1B{32, 8, 64, 0.0f}, kGemma2B{8, 4, 256, 50.0f}, kPhi3Mini{32, 32, 96, 0.0f};
 
+blocks::AttentionSpec spec_of(const Shape& shape_of) {
+  blocks::AttentionSpec spec;
+  spec.n_head = shape_of.heads;
+  spec.n_head_kv = shape_of.heads_kv;
+  spec.head_dim_k = spec.head_dim_v = shape_of.dim;
+  spec.scale = 1.0f / std::sqrt(static_cast<float>(shape_of.dim));
+  spec.softcap = shape_of.softcap;
+  spec.rope.n_rot = shape_of.dim;
+  spec.rope.freq_base = 500000.0f;
+  return spec;
+}
+
 void bm_attention(benchmark::State& st, Shape shape_of, int64_t prompt, int threads) {
   const int64_t kHeads = shape_of.heads, kHeadsKV = shape_of.heads_kv, kDim = shape_of.dim;
   constexpr int64_t kBatch = 512;
-  blocks::AttentionSpec spec;
-  spec.n_head = kHeads;
-  spec.n_head_kv = kHeadsKV;
-  spec.head_dim_k = spec.head_dim_v = kDim;
-  spec.scale = 1.0f / std::sqrt(static_cast<float>(kDim));
-  spec.softcap = shape_of.softcap;
-  spec.rope.n_rot = kDim;
-  spec.rope.freq_base = 500000.0f;
+  const blocks::AttentionSpec spec = spec_of(shape_of);
   const KVShape shape{1, kHeadsKV * kDim, kHeadsKV * kDim, static_cast<int>(kHeadsKV)};
   auto cache = make_full_kv_cache(shape, static_cast<int>(prompt), 1, DType::F16);
   ComputeContext ctx(threads);
@@ -76,14 +81,7 @@ void bm_attention(benchmark::State& st, Shape shape_of, int64_t prompt, int thre
 // positions, stored before the timing (random keys and values, each stored once).
 void bm_attention_decode(benchmark::State& st, Shape shape_of, int64_t positions, KVTypes types) {
   const int64_t kHeads = shape_of.heads, kHeadsKV = shape_of.heads_kv, kDim = shape_of.dim;
-  blocks::AttentionSpec spec;
-  spec.n_head = kHeads;
-  spec.n_head_kv = kHeadsKV;
-  spec.head_dim_k = spec.head_dim_v = kDim;
-  spec.scale = 1.0f / std::sqrt(static_cast<float>(kDim));
-  spec.softcap = shape_of.softcap;
-  spec.rope.n_rot = kDim;
-  spec.rope.freq_base = 500000.0f;
+  const blocks::AttentionSpec spec = spec_of(shape_of);
   const KVShape shape{1, kHeadsKV * kDim, kHeadsKV * kDim, static_cast<int>(kHeadsKV)};
   auto cache = make_full_kv_cache(shape, static_cast<int>(positions), 1, types);
   ComputeContext ctx(1);
