@@ -10,7 +10,9 @@
 #include "core/error.h"
 #include "core/gguf.h"
 #include "kernels/isa.h"
+#include "models/encoder.h"
 #include "models/model.h"
+#include "runtime/session.h"
 
 namespace slm::cli {
 
@@ -111,6 +113,21 @@ Runner add_info(CLI::App& app) {
       if (hp.sliding_window) fmt::print("sliding_window: {}\n", hp.sliding_window);
       if (hp.attn_softcap > 0) fmt::print("attn_softcap:  {:g}\n", hp.attn_softcap);
       if (hp.final_softcap > 0) fmt::print("final_softcap: {:g}\n", hp.final_softcap);
+      // What the cache of a default context will take, as llama.cpp prints at load: a cache's
+      // pages appear only as rows are written, so making one here costs nothing. Encoders
+      // (embedding models) keep no cache.
+      if (!dynamic_cast<const EncoderModel*>(model.get())) {
+        const int ctx = context_size(*model, -1);
+        auto mib = [&](DType t) -> std::string {
+          try {
+            return fmt::format("{} {:.1f} MiB", dtype_name(t), model->make_cache(ctx, 1, 512, t)->bytes() / 1048576.0);
+          } catch (const Error&) {
+            return fmt::format("{} not for this model", dtype_name(t));
+          }
+        };
+        fmt::print("kv cache:      {}, {} at {} positions (the default -c), one sequence\n", mib(DType::F16),
+                   mib(DType::Q8_0), ctx);
+      }
     } else {
       print_metadata_hparams(f);
       print_tokenizer(f);
