@@ -178,14 +178,20 @@ struct F32Keys {
   VF load(int64_t j, int d) const { return loadf(kt + d * ldk + j); }
   VF load_n(int64_t j, int d, int m) const { return loadf_n(kt + d * ldk + j, m); }
 };
-// F16 key blocks (CacheFormat::F16; stride in bytes). j is counted from the first block's
-// start and is a multiple of kLanes (16 or 8), so a vector never straddles two blocks; partial
-// vectors read the whole block (allocated), their extra lanes ignored.
-struct F16Keys {
+// Elements of the F16 and F32 formats as floats.
+inline VF load_f32(const uint16_t* p) { return load_h(p); }
+inline VF load_f32(const float* p) { return loadf(p); }
+
+// F16 or F32 key blocks (CacheFormat::F16 / F32, T uint16_t / float; stride in bytes). j is
+// counted from the first block's start and is a multiple of kLanes (16 or 8), so a vector never
+// straddles two blocks; partial vectors read the whole block (allocated), their extra lanes
+// ignored.
+template <class T>
+struct BlockKeys {
   const uint8_t* kb;
   int64_t stride;
   VF load(int64_t j, int d) const {
-    return load_h(reinterpret_cast<const uint16_t*>(kb + (j / kKeyBlock) * stride) + d * kKeyBlock + j % kKeyBlock);
+    return load_f32(reinterpret_cast<const T*>(kb + (j / kKeyBlock) * stride) + d * kKeyBlock + j % kKeyBlock);
   }
   VF load_n(int64_t j, int d, int) const { return load(j, d); }
 };
@@ -200,29 +206,17 @@ struct Q8Keys {
   }
   VF load_n(int64_t j, int d, int) const { return load(j, d); }
 };
-// F32 key blocks (CacheFormat::F32): F16Keys's layout in floats.
-struct F32BlockKeys {
-  const uint8_t* kb;
-  int64_t stride;
-  VF load(int64_t j, int d) const {
-    return loadf(reinterpret_cast<const float*>(kb + (j / kKeyBlock) * stride) + d * kKeyBlock + j % kKeyBlock);
-  }
-  VF load_n(int64_t j, int d, int) const { return load(j, d); }
-};
 struct F32Rows {
   const float* v;
   int64_t ldv;
   VF load(int64_t j, int c) const { return loadf(v + j * ldv + c); }
 };
-struct F32CacheRows {  // ldv in bytes
+// A cache's F16 or F32 value rows (T uint16_t / float; ldv in bytes).
+template <class T>
+struct CacheRows {
   const uint8_t* v;
   int64_t ldv;
-  VF load(int64_t j, int c) const { return loadf(reinterpret_cast<const float*>(v + j * ldv) + c); }
-};
-struct F16Rows {  // ldv in bytes
-  const uint8_t* v;
-  int64_t ldv;
-  VF load(int64_t j, int c) const { return load_h(reinterpret_cast<const uint16_t*>(v + j * ldv) + c); }
+  VF load(int64_t j, int c) const { return load_f32(reinterpret_cast<const T*>(v + j * ldv) + c); }
 };
 
 // q8_0 value rows: c is a multiple of kLanes, so a vector stays inside one 32-value block.
@@ -450,13 +444,13 @@ void attend_keys(const float* q, int n_q, int n_tok, int slide, int64_t ldq, con
                  int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
   switch (kv.keys) {
     case CacheFormat::F16:
-      attend_runs<F16Keys, Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+      attend_runs<BlockKeys<uint16_t>, Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
       break;
     case CacheFormat::Q8_0:
       attend_runs<Q8Keys, Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
       break;
     case CacheFormat::F32:
-      attend_runs<F32BlockKeys, Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+      attend_runs<BlockKeys<float>, Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
       break;
   }
 }
@@ -465,13 +459,13 @@ void attend_group_cache(const float* q, int n_q, int n_tok, int slide, int64_t l
                         int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
   switch (kv.values) {
     case CacheFormat::F16:
-      attend_keys<F16Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+      attend_keys<CacheRows<uint16_t>>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
       break;
     case CacheFormat::Q8_0:
       attend_keys<Q8Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
       break;
     case CacheFormat::F32:
-      attend_keys<F32CacheRows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
+      attend_keys<CacheRows<float>>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
       break;
   }
 }
