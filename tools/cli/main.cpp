@@ -40,31 +40,39 @@ void tune_malloc() {
 
 int main(int argc, char** argv) {
   tune_malloc();
-  // llama.cpp's multi-letter short options, which CLI11 cannot declare, as our long ones. Its
-  // GPU layer count, which commands copied from llama.cpp often carry, is dropped with a
-  // warning, as a CPU build of llama.cpp does (CLI11 would read "-ngl 99" as "-n gl 99").
+  // llama.cpp's multi-letter short options, which CLI11 cannot declare, as our long ones; and
+  // options commands copied from llama.cpp often carry that mean nothing here, dropped with a
+  // warning as a CPU build of llama.cpp drops its GPU layer count (CLI11 would read "-ngl 99"
+  // as "-n gl 99" and "-fa" as "-f a", a prompt file "a").
+  struct Ignored {
+    std::vector<std::string> names;     // each also as NAME=VALUE
+    bool (*takes)(const char* next);    // whether the next argument is the option's value
+    const char* why;
+  };
+  static const Ignored kIgnored[] = {
+      {{"-ngl", "--n-gpu-layers", "--gpu-layers"}, [](const char*) { return true; },
+       "slm runs on the CPU (no GPU offload)"},
+      // llama.cpp's -fa takes on/off/auto (older versions: no value).
+      {{"-fa", "--flash-attn"},
+       [](const char* next) {
+         return std::strcmp(next, "on") == 0 || std::strcmp(next, "off") == 0 || std::strcmp(next, "auto") == 0;
+       },
+       "slm's attention is fused already (a few query rows at a time over the cache as stored)"}};
   std::vector<std::string> args;
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "-ngl" || a == "--n-gpu-layers" || a == "--gpu-layers" || a.rfind("--n-gpu-layers=", 0) == 0 ||
-        a.rfind("--gpu-layers=", 0) == 0) {
-      const bool has_value = a.find('=') == std::string::npos && i + 1 < argc;
-      std::fprintf(stderr, "slm: warning: %s%s%s ignored: slm runs on the CPU (no GPU offload)\n", a.c_str(),
-                   has_value ? " " : "", has_value ? argv[i + 1] : "");
-      if (has_value) ++i;
-      continue;
-    }
-    // Flash attention: slm's attention kernel is fused already (the scores of a few query rows
-    // at a time, over the cache as stored, never a whole prompt's score matrix). llama.cpp's -fa
-    // takes on/off/auto (older versions: no value).
-    if (a == "-fa" || a == "--flash-attn" || a.rfind("--flash-attn=", 0) == 0) {
-      const bool has_value = a.find('=') == std::string::npos && i + 1 < argc &&
-                             (std::strcmp(argv[i + 1], "on") == 0 || std::strcmp(argv[i + 1], "off") == 0 ||
-                              std::strcmp(argv[i + 1], "auto") == 0);
-      std::fprintf(stderr,
-                   "slm: warning: %s%s%s ignored: slm's attention is fused already (a few query rows at a time "
-                   "over the cache as stored)\n",
-                   a.c_str(), has_value ? " " : "", has_value ? argv[i + 1] : "");
+    const Ignored* ignored = nullptr;
+    bool inline_value = false;
+    for (const Ignored& ig : kIgnored)
+      for (const std::string& name : ig.names)
+        if (a == name || a.rfind(name + "=", 0) == 0) {
+          ignored = &ig;
+          inline_value = a != name;
+        }
+    if (ignored) {
+      const bool has_value = !inline_value && i + 1 < argc && ignored->takes(argv[i + 1]);
+      std::fprintf(stderr, "slm: warning: %s%s%s ignored: %s\n", a.c_str(), has_value ? " " : "",
+                   has_value ? argv[i + 1] : "", ignored->why);
       if (has_value) ++i;
       continue;
     }
