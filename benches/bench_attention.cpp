@@ -117,6 +117,20 @@ BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_f16_q8_0, kLlama1B, 2048, K
     ->Name("attention-decode/llama1b/p2048/f16-keys-q8_0-values");
 BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_f32, kLlama1B, 2048, KVTypes(DType::F32))
     ->Name("attention-decode/llama1b/p2048/f32");
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_bf16, kLlama1B, 2048, KVTypes(DType::BF16))
+    ->Name("attention-decode/llama1b/p2048/bf16");
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_q4_0, kLlama1B, 2048, KVTypes(DType::Q4_0))
+    ->Name("attention-decode/llama1b/p2048/q4_0");
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_q4_1, kLlama1B, 2048, KVTypes(DType::Q4_1))
+    ->Name("attention-decode/llama1b/p2048/q4_1");
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_q5_0, kLlama1B, 2048, KVTypes(DType::Q5_0))
+    ->Name("attention-decode/llama1b/p2048/q5_0");
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_q5_1, kLlama1B, 2048, KVTypes(DType::Q5_1))
+    ->Name("attention-decode/llama1b/p2048/q5_1");
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_iq4_nl, kLlama1B, 2048, KVTypes(DType::IQ4_NL))
+    ->Name("attention-decode/llama1b/p2048/iq4_nl");
+BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_q8_0_q4_0, kLlama1B, 2048, KVTypes(DType::Q8_0, DType::Q4_0))
+    ->Name("attention-decode/llama1b/p2048/q8_0-keys-q4_0-values");
 
 BENCHMARK_CAPTURE(bm_attention, llama1b_p512_t1, kLlama1B, 512, 1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_attention, llama1b_p2048_t1, kLlama1B, 2048, 1)->Unit(benchmark::kMillisecond);

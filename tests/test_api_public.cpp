@@ -48,6 +48,16 @@ TEST(PublicApi, GreedyGenerationMatchesReference) {
   // "with my ball" / "with your ball"), which also shows that the q8_0 cache was the one used.
   EXPECT_EQ(text_q8.substr(0, 200), text.substr(0, 200));
   EXPECT_NE(text_q8, text);
+  // llama.cpp's -ctk q8_0 -ctv q4_0: 4-bit values part from the story within its third sentence.
+  slm::api::Session mixed(m, {.n_ctx = 512, .n_threads = 2, .kv_type_k = slm::api::KvType::Q8_0,
+                              .kv_type_v = slm::api::KvType::Q4_0});
+  std::string text_mixed;
+  ASSERT_TRUE(mixed.generate(c["prompt"].get<std::string>(), gp, [&](std::string_view p) {
+    text_mixed += p;
+    return true;
+  }).ok);
+  EXPECT_EQ(text_mixed.substr(0, 30), text.substr(0, 30));
+  EXPECT_NE(text_mixed, text);
   // A prompt that does not fit is a status, and the session stays usable.
   slm::api::Session small(m, {.n_ctx = 4, .n_threads = 1});
   const auto st = small.generate("Once upon a time there was", gp, [](std::string_view) { return true; });

@@ -267,13 +267,16 @@ TEST(CliInfo, DescribesTheModel) {
   for (const char* s : {"architecture:  llama", "n_layer:       2", "n_embd:        256", "q4_K", "q6_K", "file size:"})
     EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
   // The cache a default context takes: 2 layers x (k_dim + v_dim) values per position, in fp16
-  // and in q8_0 (34 bytes per 32 values); keys rounded up to whole 16-position blocks.
+  // and in q8_0 (34 bytes per 32 values) and q4_0 (18); keys rounded up to whole 16-position
+  // blocks.
   auto model_info = slm::Model::load(model.string());
   const slm::KVShape kv = model_info->kv_shape();
   const int ctx = slm::context_size(*model_info, -1);
   const double f16 = 2.0 * kv.n_layer * (kv.k_dim + kv.v_dim) * ((ctx + 15) / 16 * 16) / 1048576.0;
   const double q8 = f16 * 34.0 / 64.0;
-  const std::string want = fmt::format("kv cache:      f16 {:.1f} MiB, q8_0 {:.1f} MiB at {} positions", f16, q8, ctx);
+  const double q4 = f16 * 18.0 / 64.0;
+  const std::string want =
+      fmt::format("kv cache:      f16 {:.1f} MiB, q8_0 {:.1f} MiB, q4_0 {:.1f} MiB at {} positions", f16, q8, q4, ctx);
   EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
 }
 

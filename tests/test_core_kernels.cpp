@@ -326,18 +326,69 @@ void expect_cache_kernel_matches(Isa isa, const AttnShape& sh, const std::vector
   EXPECT_LE(rel_l2(gathered, got), 1e-5) << what;
 }
 
+// The cache formats with their ggml types (kern::AttendCacheFn's keys and values).
+struct CacheFormatType {
+  kern::CacheFormat format;
+  DType type;
+};
+constexpr CacheFormatType kCacheFormats[] = {
+    {kern::CacheFormat::F16, DType::F16},   {kern::CacheFormat::F32, DType::F32},   {kern::CacheFormat::BF16, DType::BF16},
+    {kern::CacheFormat::Q8_0, DType::Q8_0}, {kern::CacheFormat::Q4_0, DType::Q4_0}, {kern::CacheFormat::Q4_1, DType::Q4_1},
+    {kern::CacheFormat::Q5_0, DType::Q5_0}, {kern::CacheFormat::Q5_1, DType::Q5_1}, {kern::CacheFormat::IQ4_NL, DType::IQ4_NL}};
+static_assert(std::size(kCacheFormats) == kern::kCacheFormats);
+
+// Key `lane` of a head's key block, from the key's d values encoded as a row of `type` (ggml's
+// blocks), laid out as kernels.h describes each format: the float types dimension-major
+// ([d][kKeyBlock]); the quantized ones per 32 dimensions a group of the kKeyBlock lanes'
+// fp16 scales, then q8_0's int8 values per dimension, or the 4- and 5-bit types' minimums
+// (q4_1, q5_1), per dimension two bytes of fifth bits (q5_0, q5_1: bit l is lane l's) and
+// eight bytes of codes (lane l in the low nibble of byte l, lane l + 8 in the high one).
+// Written from that description, not from the cache's own packing (runtime/kv_cache.cpp).
+// The block starts zeroed (codes and bits are or-ed in).
+void pack_key(DType type, const uint8_t* enc, int d, uint8_t* block, int lane) {
+  constexpr int B = kern::kKeyBlock;
+  if (type_traits(type).block_size == 1) {
+    const size_t es = type_traits(type).type_size;
+    for (int c = 0; c < d; ++c) std::memcpy(block + es * (c * B + lane), enc + es * c, es);
+    return;
+  }
+  const size_t bb = type_traits(type).type_size;
+  const bool has_min = type == DType::Q4_1 || type == DType::Q5_1;
+  const bool five = type == DType::Q5_0 || type == DType::Q5_1;
+  for (int g = 0; g < d / 32; ++g) {
+    const uint8_t* src = enc + g * bb;
+    uint8_t* grp = block + g * bb * B;
+    std::memcpy(grp + 2 * lane, src, 2);
+    if (type == DType::Q8_0) {
+      for (int c = 0; c < 32; ++c) grp[2 * B + c * B + lane] = src[2 + c];
+      continue;
+    }
+    uint8_t* minimums = grp + 2 * B;
+    uint8_t* bits = minimums + (has_min ? 2 * B : 0);
+    uint8_t* codes = bits + (five ? 64 : 0);
+    const uint8_t* qh = src + (has_min ? 4 : 2);
+    const uint8_t* qs = qh + (five ? 4 : 0);
+    if (has_min) std::memcpy(minimums + 2 * lane, src + 2, 2);
+    for (int c = 0; c < 32; ++c) {
+      if (five && ((qh[c / 8] >> (c % 8)) & 1)) bits[2 * c + lane / 8] |= static_cast<uint8_t>(1 << (lane % 8));
+      const int code = c < 16 ? qs[c] & 15 : qs[c - 16] >> 4;
+      codes[8 * c + lane % 8] |= static_cast<uint8_t>(lane < 8 ? code : code << 4);
+    }
+  }
+}
+
 // The same over a cache as stored (kern::AttendCacheFn), for each pair of key and value
-// formats (F16, Q8_0 and F32 each, as --cache-type-k / --cache-type-v may mix them): keys in
-// 16-position blocks of two KV heads (the second one read, so the head offset inside a block
-// counts), F16 or F32 dimension-major, or Q8_0 groups of 16 fp16 scales then 16 int8 values per
-// dimension; value rows of both heads with padding, fp16, floats or q8_0 blocks; random values
-// and scales. The first visible position sits at several lanes of its block; rings of `ring` slots
-// (a sliding window's cache, position p in slot p % ring) have visible keys that wrap past the
-// ring's end into two runs; rows of several consecutive tokens (n_tok) each see one key more
-// than the token before, the first of them a single key, or (slide 1) as many keys as the one
-// before, from one key further on. The kernel and its scalar twin are each checked against
-// attend_group, token by token over the keys it sees, on keys and values gathered and decoded
-// position by position from the layout, so that a misreading both shared would show.
+// formats (llama.cpp's nine cache types, as --cache-type-k / --cache-type-v may mix them):
+// keys in 16-position blocks of two KV heads (the second one read, so the head offset inside a
+// block counts), value rows of both heads with padding; gaussian keys and values encoded by
+// the types' reference encoders, and decoded for the check by their reference decoders (the
+// layouts of pack_key above). The first visible position sits at several lanes of its block;
+// rings of `ring` slots (a sliding window's cache, position p in slot p % ring) have visible
+// keys that wrap past the ring's end into two runs; rows of several consecutive tokens (n_tok)
+// each see one key more than the token before, the first of them a single key, or (slide 1)
+// as many keys as the one before, from one key further on. The kernel and its scalar twin are
+// each checked against attend_group, token by token over the keys it sees, on keys and values
+// decoded position by position, so that a misreading both shared would show.
 TEST(KernelAttentionCache, MatchesScalarTwinForEachFormatPair) {
   using Shape = AttnShape;
   const Shape shapes[] = {{1, 0, 1, 64, 0, 0},      {4, 0, 7, 64, 0, 0},      {4, 5, 16, 64, 0, 0},
@@ -356,96 +407,54 @@ TEST(KernelAttentionCache, MatchesScalarTwinForEachFormatPair) {
                           // past a sliding window: each token's first key one later
                           {8, 0, 8, 96, 0, 0, 8, 1}, {8, 3, 300, 96, 0, 0, 8, 1}, {8, 45, 40, 64, 20.0f, 48, 4, 1}};
   constexpr int B = kern::kKeyBlock;
-  using kern::CacheFormat;
   std::mt19937 rng(17);
-  std::uniform_int_distribution<int> i8(-127, 127);
-  std::uniform_real_distribution<float> sc(0.001f, 0.05f);
   std::normal_distribution<float> g(0.0f, 1.0f);
-  auto put_half = [](uint8_t* p, float f) {
-    const uint16_t h = fp32_to_fp16(f);
-    std::memcpy(p, &h, 2);
-  };
-  auto half = [](const uint8_t* p) {
-    uint16_t h;
-    std::memcpy(&h, p, 2);
-    return fp16_to_fp32(h);
-  };
   for (Isa isa : simd_levels()) {
     const kern::Kernels& k = *kern::for_isa(isa);
     ASSERT_NE(k.attend_cache, nullptr) << kern::isa_name(isa);
-    for (const CacheFormat kf : {CacheFormat::F16, CacheFormat::Q8_0, CacheFormat::F32})
-      for (const CacheFormat vf_format : {CacheFormat::F16, CacheFormat::Q8_0, CacheFormat::F32})
+    for (const CacheFormatType& kf : kCacheFormats)
+      for (const CacheFormatType& vf_format : kCacheFormats)
         for (const Shape& sh : shapes) {
-          const bool k8 = kf == CacheFormat::Q8_0, v8 = vf_format == CacheFormat::Q8_0;
-          const bool k32 = kf == CacheFormat::F32, v32 = vf_format == CacheFormat::F32;
-          auto put = [&](std::vector<uint8_t>& buf, bool f32) {  // gaussian fp16 or float elements
-            const size_t w = f32 ? 4 : 2;
-            for (size_t i = 0; i + w <= buf.size(); i += w) {
-              const float x = g(rng);
-              if (f32) std::memcpy(&buf[i], &x, 4);
-              else put_half(&buf[i], x);
-            }
-          };
-          auto get = [&](const uint8_t* p, bool f32) {
-            float x;
-            if (!f32) return half(p);
-            std::memcpy(&x, p, 4);
-            return x;
-          };
-          const int64_t groups = sh.d / 32;
+          const TypeTraits& k_traits = type_traits(kf.type);
+          const TypeTraits& v_traits = type_traits(vf_format.type);
           const int64_t slots = sh.ring > 0 ? sh.ring : (sh.first + sh.n + B - 1) / B * B;
           // A block of both heads' keys, and head 1's offset in it; value rows of both heads.
-          const int64_t head_key_bytes = k8 ? groups * kern::kQ8KeyGroupBytes : int64_t{k32 ? 4 : 2} * sh.d * B;
+          const int64_t key_row = static_cast<int64_t>(row_size(kf.type, sh.d));
+          const int64_t head_key_bytes = key_row * B;
           const int64_t stride = 2 * head_key_bytes;
-          const int64_t row = v8 ? groups * 34 : int64_t{v32 ? 4 : 2} * sh.d;
-          const int64_t ldv = 2 * row + (v32 ? 36 : 34);  // padded, whole elements (the fill's grid)
-          std::vector<uint8_t> blocks(static_cast<size_t>(slots / B * stride + stride));
+          const int64_t row = static_cast<int64_t>(row_size(vf_format.type, sh.d));
+          const int64_t ldv = 2 * row + 36;  // padded
+          const int64_t key_slots = slots / B * B + B;  // the kernel reads whole blocks
+          std::vector<uint8_t> blocks(static_cast<size_t>(key_slots / B * stride));
           std::vector<uint8_t> vrows(static_cast<size_t>(slots * ldv));
-          if (k8) {
-            for (size_t b = 0; b < blocks.size(); b += kern::kQ8KeyGroupBytes) {
-              for (int l = 0; l < B && b + 2 * l + 1 < blocks.size(); ++l) put_half(&blocks[b + 2 * l], sc(rng));
-              for (size_t i = b + 2 * B; i < std::min(blocks.size(), b + kern::kQ8KeyGroupBytes); ++i)
-                blocks[i] = static_cast<uint8_t>(static_cast<int8_t>(i8(rng)));
+          std::vector<uint8_t> head1_keys(static_cast<size_t>(key_slots * key_row));  // as encoded rows
+          std::vector<float> x(static_cast<size_t>(sh.d));
+          std::vector<uint8_t> enc(static_cast<size_t>(key_row));
+          for (int64_t s = 0; s < key_slots; ++s)
+            for (int h = 0; h < 2; ++h) {
+              for (float& e : x) e = g(rng);
+              k_traits.from_float(x.data(), enc.data(), sh.d);
+              pack_key(kf.type, enc.data(), sh.d, blocks.data() + (s / B) * stride + h * head_key_bytes,
+                       static_cast<int>(s % B));
+              if (h == 1) std::memcpy(&head1_keys[s * key_row], enc.data(), enc.size());
+              for (float& e : x) e = g(rng);
+              if (s < slots) v_traits.from_float(x.data(), vrows.data() + s * ldv + h * row, sh.d);
             }
-          } else {
-            put(blocks, k32);
-          }
-          if (v8) {
-            for (size_t b = 0; b + 34 <= vrows.size(); b += 34) {
-              put_half(&vrows[b], sc(rng));
-              for (int i = 0; i < 32; ++i) vrows[b + 2 + i] = static_cast<uint8_t>(static_cast<int8_t>(i8(rng)));
-            }
-          } else {
-            put(vrows, v32);
-          }
           auto slot_of = [&](int64_t pos) { return sh.ring > 0 ? pos % sh.ring : pos; };
           // Head 1's keys (transposed) and values, position by position, decoded.
           std::vector<float> kt(static_cast<size_t>(sh.d * sh.n)), vf(static_cast<size_t>(sh.n * sh.d));
           for (int64_t j = 0; j < sh.n; ++j) {
             const int64_t s = slot_of(sh.first + j);
-            const uint8_t* kb = blocks.data() + (s / B) * stride + head_key_bytes;
-            const uint8_t* vr = vrows.data() + s * ldv + row;
-            for (int d = 0; d < sh.d; ++d) {
-              if (k8) {
-                const uint8_t* kg = kb + (d / 32) * kern::kQ8KeyGroupBytes;
-                kt[d * sh.n + j] = half(kg + 2 * (s % B)) * static_cast<int8_t>(kg[2 * B + (d % 32) * B + s % B]);
-              } else {
-                kt[d * sh.n + j] = get(kb + (k32 ? 4 : 2) * (d * B + s % B), k32);
-              }
-              if (v8) {
-                const uint8_t* vb = vr + (d / 32) * 34;
-                vf[j * sh.d + d] = half(vb) * static_cast<int8_t>(vb[2 + d % 32]);
-              } else {
-                vf[j * sh.d + d] = get(vr + (v32 ? 4 : 2) * d, v32);
-              }
-            }
+            k_traits.to_float(&head1_keys[s * key_row], x.data(), sh.d);
+            for (int c = 0; c < sh.d; ++c) kt[c * sh.n + j] = x[c];
+            v_traits.to_float(vrows.data() + s * ldv + row, vf.data() + j * sh.d, sh.d);
           }
           std::vector<float> q = gaussian(sh.n_q * sh.d, 1, 2.0f);
           if (sh.n > 50) q[0] = 400.0f;
           const int64_t slot0 = slot_of(sh.first);
           kern::CacheKeysValues kv;
-          kv.keys = kf;
-          kv.values = vf_format;
+          kv.keys = kf.format;
+          kv.values = vf_format.format;
           kv.kb = blocks.data() + (slot0 / B) * stride + head_key_bytes;  // head 1
           kv.kblock_stride = stride;
           kv.lane0 = static_cast<int>(slot0 % B);
@@ -457,8 +466,7 @@ TEST(KernelAttentionCache, MatchesScalarTwinForEachFormatPair) {
             kv.kb_wrap = blocks.data() + head_key_bytes;
             kv.v_wrap = vrows.data() + row;
           }
-          SCOPED_TRACE(std::string("keys ") + (k8 ? "q8_0" : k32 ? "f32" : "f16") + ", values " +
-                       (v8 ? "q8_0" : v32 ? "f32" : "f16"));
+          SCOPED_TRACE(std::string("keys ") + dtype_name(kf.type) + ", values " + dtype_name(vf_format.type));
           expect_cache_kernel_matches(isa, sh, q, kt, vf, kv, kern::AttendCacheFn{&ref::attend_group_cache},
                                       k.attend_cache);
         }

@@ -167,7 +167,7 @@ TEST(KvQ8, CliGreedyStoryIsUnchanged) {
   }
   EXPECT_GT(out[1].size(), 200u);
   for (const char* option : {"--kv-type", "-ctk", "-ctv"}) {
-    const auto bad = slm::test::run_cli({"run", "-m", model.string(), "-p", "x", option, "q4_0"}, 60);
+    const auto bad = slm::test::run_cli({"run", "-m", model.string(), "-p", "x", option, "q4_K"}, 60);
     EXPECT_NE(bad.exit_code, 0) << option;
     EXPECT_NE(bad.err.find("q8_0"), std::string::npos) << option << ": " << bad.err;
   }

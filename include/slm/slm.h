@@ -56,9 +56,11 @@ class Model {
   std::unique_ptr<Impl> impl_;
 };
 
-// How the KV cache holds keys and values: fp16 (llama.cpp's default), f32, or q8_0 blocks (half
-// the F16 cache's memory, ~0.02% perplexity; needs key and value rows in whole blocks of 32).
-enum class KvType { F16, F32, Q8_0 };
+// How the KV cache holds keys and values: fp16 (llama.cpp's default), f32, bf16, or blocks of
+// 32 of llama.cpp's other cache types: q8_0 (half the F16 cache's memory, ~0.02% perplexity),
+// q4_0, q4_1, q5_0, q5_1, iq4_nl (about 28-38% of it, at some cost in quality; see
+// docs/performance.md). The block types need key and value rows in whole blocks of 32.
+enum class KvType { F16, F32, Q8_0, BF16, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL };
 
 struct SessionParams {
   int n_ctx = 4096;

@@ -119,9 +119,17 @@ using AttendFn = void (*)(const float* q, int n_q, int64_t ldq, const float* kt,
 //    group of kQ8KeyGroupBytes: the kKeyBlock positions' fp16 scales, then dimension by
 //    dimension their kKeyBlock int8 values (key j's dimension d is its group's scale times its
 //    int8: a q8_0 block of the key's 32 dimensions, transposed).
-//  - F32 keys: as F16, in floats.
-//  - F16 value rows: d_v fp16. Q8_0 value rows: d_v / 32 q8_0 blocks (34 bytes each). F32
-//    value rows: d_v floats.
+//  - F32 keys: as F16, in floats. BF16 keys: as F16, in bf16.
+//  - Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL keys (llama.cpp's other -ctk types; head dimensions whole
+//    blocks of 32): for every 32 dimensions, a group of kKeyBlock times the type's block bytes
+//    (cache_key_group_bytes): the kKeyBlock positions' fp16 scales d; for Q4_1 and Q5_1 then
+//    their fp16 minimums m; for Q5_0 and Q5_1 then per dimension two bytes of fifth bits (bit l:
+//    lane l's); then per dimension 8 bytes of 4-bit codes, byte b holding lane b in its low
+//    and lane b + 8 in its high nibble. Key j's dimension d is its code q (with the fifth bit
+//    16 q5 + q4) as the type's block decodes it: d (q - 8), d q + m, d (q - 16), d q + m,
+//    d kIQ4NL[q]: the key's block of 32 dimensions, transposed.
+//  - Value rows: d_v fp16, floats or bf16, or d_v / 32 blocks of the type in ggml's layout
+//    (q8_0 34 bytes, q4_0 18, q4_1 20, q5_0 22, q5_1 24, iq4_nl 18).
 // The visible keys start at lane lane0 of block kb (lane0 < kKeyBlock: the first visible
 // position inside its block): key j (counted from that block's start) lies in block
 // j / kKeyBlock, kblock_stride bytes after kb per block, lane j % kKeyBlock; its value row is
@@ -137,7 +145,20 @@ using AttendFn = void (*)(const float* q, int n_q, int64_t ldq, const float* kt,
 // ref::attend_group_cache is the scalar twin.
 constexpr int kKeyBlock = 16;
 constexpr int kQ8KeyGroupBytes = 2 * kKeyBlock + 32 * kKeyBlock;
-enum class CacheFormat : uint8_t { F16, Q8_0, F32 };
+enum class CacheFormat : uint8_t { F16, Q8_0, F32, BF16, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL };
+constexpr int kCacheFormats = 9;
+// Bytes of one block of a 32-dimension group of kKeyBlock keys of a quantized format (its
+// block bytes times kKeyBlock); 0 for the float formats.
+constexpr int cache_key_group_bytes(CacheFormat f) {
+  switch (f) {
+    case CacheFormat::Q8_0: return kQ8KeyGroupBytes;
+    case CacheFormat::Q4_0: case CacheFormat::IQ4_NL: return 18 * kKeyBlock;
+    case CacheFormat::Q4_1: return 20 * kKeyBlock;
+    case CacheFormat::Q5_0: return 22 * kKeyBlock;
+    case CacheFormat::Q5_1: return 24 * kKeyBlock;
+    default: return 0;
+  }
+}
 struct CacheKeysValues {
   CacheFormat keys = CacheFormat::F16, values = CacheFormat::F16;
   const uint8_t* kb = nullptr;

@@ -107,7 +107,7 @@ constexpr int64_t kRowsPerCall = 8;
 // in L2, and each thread gets whole heads, so the causal mask's uneven rows (late tokens see
 // more keys) are shared out evenly. Token-major order streamed every head's keys from L3 and
 // gave the late tokens of a prompt batch, three times the work of the early ones, to one thread.
-// Keys and values each F16, Q8_0 or F32 (kern::AttendCacheFn has one body per pair).
+// Keys and values each in any cache type (kern::AttendCacheFn has one body per pair).
 void attend_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, int layer,
                    const AttentionSpec& spec, int32_t seq, const float* q, float* out) {
   constexpr int B = kern::kKeyBlock;
@@ -119,7 +119,18 @@ void attend_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, in
   const kern::AttendCacheFn kernel =
       kern::active().attend_cache && simd_head_dims(spec) ? kern::active().attend_cache : &ref::attend_group_cache;
   const auto format = [](DType t) {
-    return t == DType::Q8_0 ? kern::CacheFormat::Q8_0 : t == DType::F32 ? kern::CacheFormat::F32 : kern::CacheFormat::F16;
+    using F = kern::CacheFormat;
+    switch (t) {
+      case DType::F32: return F::F32;
+      case DType::BF16: return F::BF16;
+      case DType::Q8_0: return F::Q8_0;
+      case DType::Q4_0: return F::Q4_0;
+      case DType::Q4_1: return F::Q4_1;
+      case DType::Q5_0: return F::Q5_0;
+      case DType::Q5_1: return F::Q5_1;
+      case DType::IQ4_NL: return F::IQ4_NL;
+      default: return F::F16;  // the cache refuses other types when it is made
+    }
   };
   const kern::CacheFormat key_format = format(cache.types().k), value_format = format(cache.types().v);
   const int64_t ldv = cache.value_row_bytes();
@@ -213,7 +224,7 @@ void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
   const KVTypes kv_types = cache.types();
 
   // Tokens of one sequence at a time (a batch usually holds one). A cache that stores keys as
-  // rows (Q8_0 heads narrower than a block) has the keys and values the batch can see decoded
+  // rows (quantized heads narrower than a block) has the keys and values the batch can see decoded
   // to floats once per layer, not once per query and head.
   ctx.int_scratch(kTokenRuns);
   std::vector<int32_t>& seqs = ctx.int_scratch(kSeqs);

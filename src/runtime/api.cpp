@@ -104,7 +104,18 @@ Session::Session(const Model& model, const SessionParams& params) : impl_(std::m
     const unsigned hw = std::thread::hardware_concurrency();
     so.n_threads = params.n_threads > 0 ? params.n_threads : static_cast<int>(hw ? hw : 1);
     const auto dtype = [](KvType t) {
-      return t == KvType::F32 ? DType::F32 : t == KvType::Q8_0 ? DType::Q8_0 : DType::F16;
+      switch (t) {
+        case KvType::F32: return DType::F32;
+        case KvType::BF16: return DType::BF16;
+        case KvType::Q8_0: return DType::Q8_0;
+        case KvType::Q4_0: return DType::Q4_0;
+        case KvType::Q4_1: return DType::Q4_1;
+        case KvType::Q5_0: return DType::Q5_0;
+        case KvType::Q5_1: return DType::Q5_1;
+        case KvType::IQ4_NL: return DType::IQ4_NL;
+        case KvType::F16: break;
+      }
+      return DType::F16;
     };
     const DType both = params.kv_f32 ? DType::F32 : dtype(params.kv_type);
     so.kv_types = KVTypes(params.kv_type_k ? dtype(*params.kv_type_k) : both,

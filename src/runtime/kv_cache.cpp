@@ -13,24 +13,38 @@ namespace slm {
 static_assert(kern::kKeyBlock == 16, "RingKVCache::kBlock must match kern::kKeyBlock");
 
 namespace {
-// Types a cache can store, and the row widths Q8_0 needs (whole 32-value blocks per row).
+bool quantized(DType type) { return type_traits(type).block_size == 32; }
+
+// Types a cache can store, and the row widths the quantized ones need (whole 32-value blocks).
 void check_type(DType type, int64_t dim, const char* what) {
-  if (type != DType::F32 && type != DType::F16 && type != DType::Q8_0)
-    fail("KV cache type {} for the {} is not supported (use f16, f32 or q8_0)", dtype_name(type), what);
-  if (type == DType::Q8_0 && dim % 32 != 0)
-    fail("a q8_0 KV cache needs {} rows in whole blocks of 32; this model's are {} wide (use f16 for the {}: "
+  if (!kv_cache_type_supported(type))
+    fail("KV cache type {} for the {} is not supported (use {})", dtype_name(type), what, kv_cache_type_names());
+  if (quantized(type) && dim % 32 != 0)
+    fail("a {} KV cache needs {} rows in whole blocks of 32; this model's are {} wide (use f16 for the {}: "
          "--kv-type f16, or {} f16)",
-         what, dim, what, std::string_view(what) == "keys" ? "--cache-type-k" : "--cache-type-v");
+         dtype_name(type), what, what, dim, what, std::string_view(what) == "keys" ? "--cache-type-k" : "--cache-type-v");
 }
 
 // Whether rows of `dim` values in `type` can be kept head by head in the layouts the attention
-// kernel reads as stored: F16, F32, or Q8_0 whose heads are whole q8_0 blocks.
+// kernel reads as stored: the float types, or quantized ones whose heads are whole blocks.
 bool by_head(DType type, int64_t dim, int n_head) {
   if (n_head <= 0 || dim % n_head != 0) return false;
-  return type != DType::Q8_0 || (dim / n_head) % 32 == 0;
+  return !quantized(type) || (dim / n_head) % 32 == 0;
 }
 
 }  // namespace
+
+bool kv_cache_type_supported(DType type) {
+  switch (type) {
+    case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_1:
+    case DType::Q5_0: case DType::Q5_1: case DType::IQ4_NL:
+      return true;
+    default:
+      return false;
+  }
+}
+
+const char* kv_cache_type_names() { return "f16, f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or iq4_nl"; }
 
 std::string kv_types_name(KVTypes t) {
   if (t.k == t.v) return dtype_name(t.k);
@@ -46,6 +60,10 @@ void encode_row(DType type, const float* src, uint8_t* dst, int64_t n) {
     // Rounded as llama.cpp's x86 quantize_row_q8_0 rounds (from_float_act), on every level.
     if (const auto quantize = kern::active().quantize_q8_0) quantize(src, dst, n);
     else type_traits(DType::Q8_0).from_float_act(src, dst, n);
+  } else if (type != DType::F16) {
+    // bf16 and the 4- and 5-bit types: the reference encoders, as llama.cpp's CPU backend
+    // writes its cache (quantize_row_*_ref).
+    type_traits(type).from_float(src, dst, n);
   } else if (const auto convert = kern::active().f32_to_fp16) {
     convert(src, reinterpret_cast<uint16_t*>(dst), n);
   } else {
@@ -67,37 +85,70 @@ void store_value_by_head(DType type, const float* v, int64_t v_dim, int n_head, 
 
 // Key row k (k_dim floats, n_head heads) into slot `slot` of each head's run of `slots`
 // positions (a whole number of blocks) from `blocks` on: lane slot % kKeyBlock of the head's
-// block slot / kKeyBlock, one element per dimension, kKeyBlock apart. T: uint16_t for F16
-// keys, float for F32. row: k_dim elements of scratch.
+// block slot / kKeyBlock, one element per dimension, kKeyBlock apart. T: uint16_t for F16 and
+// BF16 keys, float for F32. row: k_dim elements of scratch.
 template <class T>
-void store_key_in_block(const float* k, int64_t k_dim, int n_head, T* blocks, int64_t slots, int32_t slot, T* row) {
+void store_key_in_block(DType type, const float* k, int64_t k_dim, int n_head, T* blocks, int64_t slots, int32_t slot,
+                        T* row) {
   constexpr int B = kern::kKeyBlock;
   const int64_t hd = k_dim / n_head;
-  encode_row(sizeof(T) == 4 ? DType::F32 : DType::F16, k, reinterpret_cast<uint8_t*>(row), k_dim);
+  encode_row(type, k, reinterpret_cast<uint8_t*>(row), k_dim);
   for (int h = 0; h < n_head; ++h) {
     T* lane = blocks + h * slots * hd + static_cast<size_t>(slot / B) * B * hd + slot % B;
     for (int64_t c = 0; c < hd; ++c) lane[c * B] = row[h * hd + c];
   }
 }
-// The q8_0 twin of the above: each head's 32-dimension groups of key row k quantized as q8_0
-// blocks (as a row would be), then the block's scale and 32 int8 values spread over lane
-// slot % kKeyBlock of the head's key block slot / kKeyBlock (kern::AttendCacheFn's Q8_0 keys).
-// row: k_dim q8_0 scratch.
-void store_key_q8_in_block(const float* k, int64_t k_dim, int n_head, uint8_t* blocks, int64_t slots, int32_t slot,
-                           uint8_t* row) {
+// The quantized twin of the above: each head's 32-dimension groups of key row k encoded as
+// blocks of `type` (as a row would be), then each block's fields spread over lane
+// slot % kKeyBlock of the head's key block slot / kKeyBlock (kern::AttendCacheFn's layouts):
+// q8_0's scale and 32 int8 values; the 4- and 5-bit types' scale, [minimum], [fifth bits] and
+// 4-bit codes (two lanes share each byte of codes, so only this lane's nibble is written).
+// row: k_dim values of `type` as scratch.
+void store_key_blocks_in_block(DType type, const float* k, int64_t k_dim, int n_head, uint8_t* blocks, int64_t slots,
+                               int32_t slot, uint8_t* row) {
   constexpr int B = kern::kKeyBlock;
-  const int64_t groups = k_dim / n_head / 32;  // q8_0 blocks per head
-  const size_t block_bytes = static_cast<size_t>(groups) * kern::kQ8KeyGroupBytes;
-  encode_row(DType::Q8_0, k, row, k_dim);
+  const size_t bb = row_size(type, 32);                 // bytes of one block of 32
+  const int64_t groups = k_dim / n_head / 32;           // blocks per head
+  const size_t group_bytes = bb * B;                    // kern::cache_key_group_bytes
+  const size_t block_bytes = static_cast<size_t>(groups) * group_bytes;
+  const bool has_min = type == DType::Q4_1 || type == DType::Q5_1;
+  const bool five = type == DType::Q5_0 || type == DType::Q5_1;
+  const int lane = slot % B;
+  encode_row(type, k, row, k_dim);
   for (int h = 0; h < n_head; ++h)
     for (int64_t g = 0; g < groups; ++g) {
-      const uint8_t* src = row + (h * groups + g) * 34;
+      const uint8_t* src = row + (h * groups + g) * bb;
       uint8_t* dst = blocks + static_cast<size_t>(h) * (slots / B) * block_bytes + static_cast<size_t>(slot / B) * block_bytes +
-                     g * kern::kQ8KeyGroupBytes;
-      const int lane = slot % B;
-      dst[2 * lane] = src[0];
-      dst[2 * lane + 1] = src[1];
-      for (int d = 0; d < 32; ++d) dst[2 * B + d * B + lane] = src[2 + d];
+                     g * group_bytes;
+      std::memcpy(dst + 2 * lane, src, 2);  // the scale
+      if (type == DType::Q8_0) {
+        for (int d = 0; d < 32; ++d) dst[2 * B + d * B + lane] = src[2 + d];
+        continue;
+      }
+      size_t at = 2 * B, from = 2;
+      if (has_min) {
+        std::memcpy(dst + at + 2 * lane, src + from, 2);
+        at += 2 * B;
+        from += 2;
+      }
+      if (five) {
+        uint32_t qh;
+        std::memcpy(&qh, src + from, 4);
+        from += 4;
+        for (int d = 0; d < 32; ++d) {
+          uint16_t bits;
+          std::memcpy(&bits, dst + at + 2 * d, 2);
+          bits = static_cast<uint16_t>((bits & ~(1u << lane)) | (((qh >> d) & 1u) << lane));
+          std::memcpy(dst + at + 2 * d, &bits, 2);
+        }
+        at += 2 * 32;
+      }
+      const uint8_t* qs = src + from;  // element d < 16: low nibble of qs[d]; d >= 16: high of qs[d - 16]
+      for (int d = 0; d < 32; ++d) {
+        const uint8_t code = d < 16 ? qs[d] & 0x0F : qs[d - 16] >> 4;
+        uint8_t& byte = dst[at + 8 * d + lane % 8];
+        byte = lane < 8 ? static_cast<uint8_t>((byte & 0xF0) | code) : static_cast<uint8_t>((byte & 0x0F) | (code << 4));
+      }
     }
 }
 
@@ -108,8 +159,8 @@ void kv_row_to_floats(DType type, const void* row, float* out, int64_t n) {
     std::memcpy(out, row, n * sizeof(float));
     return;
   }
-  if (type == DType::Q8_0) {
-    type_traits(DType::Q8_0).to_float(row, out, n);
+  if (type != DType::F16) {
+    type_traits(type).to_float(row, out, n);
     return;
   }
   if (const auto convert = kern::active().fp16_to_f32) {
@@ -172,14 +223,14 @@ void RingKVCache::store(int layer, int seq, int32_t pos, const float* k, const f
   if (blocks_) {
     const int32_t slot = pos % capacity_[layer];
     uint8_t* kh = k_.data() + head_base(layer, seq, 0, k_row_bytes_);
-    if (types_.k == DType::F16)
-      store_key_in_block(k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<uint16_t*>(kh), held(layer), slot,
-                         reinterpret_cast<uint16_t*>(key_row_.data()));
+    if (types_.k == DType::F16 || types_.k == DType::BF16)
+      store_key_in_block(types_.k, k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<uint16_t*>(kh), held(layer),
+                         slot, reinterpret_cast<uint16_t*>(key_row_.data()));
     else if (types_.k == DType::F32)
-      store_key_in_block(k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<float*>(kh), held(layer), slot,
+      store_key_in_block(types_.k, k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<float*>(kh), held(layer), slot,
                          reinterpret_cast<float*>(key_row_.data()));
     else
-      store_key_q8_in_block(k, shape_.k_dim, shape_.n_head_kv, kh, held(layer), slot, key_row_.data());
+      store_key_blocks_in_block(types_.k, k, shape_.k_dim, shape_.n_head_kv, kh, held(layer), slot, key_row_.data());
     store_value_by_head(types_.v, v, shape_.v_dim, shape_.n_head_kv, v_.data() + head_base(layer, seq, 0, v_row_bytes_),
                         held(layer), slot);
   } else {

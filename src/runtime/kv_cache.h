@@ -20,8 +20,9 @@ struct KVShape {
   int n_head_kv = 1;  // F16 caches keep values head by head (KVCache::value_head)
 };
 
-// The storage types of the keys and of the values (llama.cpp's -ctk and -ctv): F32, F16 or
-// Q8_0 each. One DType converts to the same type for both.
+// The storage types of the keys and of the values (llama.cpp's -ctk and -ctv): F32, F16, BF16,
+// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 or IQ4_NL each, as llama.cpp takes them. One DType converts to
+// the same type for both.
 struct KVTypes {
   DType k = DType::F16, v = DType::F16;
   KVTypes() = default;
@@ -29,6 +30,9 @@ struct KVTypes {
   KVTypes(DType k_type, DType v_type) : k(k_type), v(v_type) {}
   bool operator==(const KVTypes&) const = default;
 };
+// Whether a cache can store keys or values of `type`, and the names of those it can.
+bool kv_cache_type_supported(DType type);
+const char* kv_cache_type_names();
 // "f16", or "q8_0 (keys) f16 (values)" where they differ.
 std::string kv_types_name(KVTypes t);
 
@@ -61,7 +65,7 @@ class KVCache {
   // A cache with key blocks keeps values head by head, each head's positions one after the
   // other (decoding then reads one contiguous run per KV head, not a slice of every row): head
   // h's value at position pos is the row value_head(layer, seq, h) + (pos % ring_capacity(layer))
-  // * value_row_bytes(), in types().v (hd_v fp16 or floats, or hd_v / 32 q8_0 blocks), and
+  // * value_row_bytes(), in types().v (hd_v fp16, floats or bf16, or hd_v / 32 blocks of a quantized type), and
   // v_row is unavailable. Null: values are rows.
   virtual const uint8_t* value_head(int /*layer*/, int /*seq*/, int /*head*/) const { return nullptr; }
   virtual int64_t value_row_bytes() const { return 0; }
@@ -79,13 +83,14 @@ class KVCache {
 // (rounded up to whole key blocks) where it has one (Gemma 2, some Phi-3), enough for every
 // query of a batch to see its last `window` keys.
 //
-// Keys are kept in blocks and values head by head (key_blocks, value_head), each in F16, F32
-// or Q8_0, so that the attention kernel reads the cache as stored, a wrapped ring in two runs:
+// Keys are kept in blocks and values head by head (key_blocks, value_head), each in its type
+// (KVTypes), so that the attention kernel reads the cache as stored, a wrapped ring in two runs:
 // a float copy of every visible key and value, remade for every token, cost ~15% of decoding
 // time at 1800 positions (most of Phi-3's at 2000; the F32 cache, read that way, decoded a 1B
 // model at 34 t/s at 2048 positions against F16's 52), and reading a head's slice of whole-row
-// blocks and rows made decoding at 2048 positions ~9% slower on Zen 4. Only where Q8_0 heads
-// are narrower than a block (toy models) are keys and values rows, decoded to floats per layer.
+// blocks and rows made decoding at 2048 positions ~9% slower on Zen 4. Only where quantized
+// heads are narrower than a block (toy models) are keys and values rows, decoded to floats per
+// layer.
 class RingKVCache : public KVCache {
  public:
   // layer_windows: one per layer, 0 where the layer sees every position.

@@ -125,8 +125,8 @@ Runner add_info(CLI::App& app) {
             return fmt::format("{} not for this model", dtype_name(t));
           }
         };
-        fmt::print("kv cache:      {}, {} at {} positions (the default -c), one sequence\n", mib(DType::F16),
-                   mib(DType::Q8_0), ctx);
+        fmt::print("kv cache:      {}, {}, {} at {} positions (the default -c), one sequence\n", mib(DType::F16),
+                   mib(DType::Q8_0), mib(DType::Q4_0), ctx);
       }
     } else {
       print_metadata_hparams(f);

@@ -12,6 +12,12 @@ void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t
                   const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
                   float softcap, float* scratch, float* out, int64_t ldo);
 
+// Dimension d of the key in lane `lane` of a head's key block in format f (the layouts of
+// kern::AttendCacheFn), as a float.
+float cache_key(kern::CacheFormat f, const uint8_t* block, int lane, int d);
+// A value row of d_v elements in format f (ggml's block layouts for the quantized ones) as floats.
+void cache_value_row(kern::CacheFormat f, const uint8_t* row, float* out, int d_v);
+
 // kern::AttendCacheFn's twin: the cache's keys and values decoded to floats (both runs of a
 // wrapped ring, in order), then attend_group once per token over the keys it sees. Allocates
 // its float copies (it is the oracle, not a decoding path).

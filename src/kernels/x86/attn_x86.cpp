@@ -178,11 +178,22 @@ struct F32Keys {
   VF load(int64_t j, int d) const { return loadf(kt + d * ldk + j); }
   VF load_n(int64_t j, int d, int m) const { return loadf_n(kt + d * ldk + j, m); }
 };
-// Elements of the F16 and F32 formats as floats.
+// Elements of the F16, F32 and BF16 formats as floats.
 inline VF load_f32(const uint16_t* p) { return load_h(p); }
 inline VF load_f32(const float* p) { return loadf(p); }
+// A bf16 element (CacheFormat::BF16): the top half of a float.
+struct BF16 {
+  uint16_t bits;
+};
+inline VF load_f32(const BF16* p) {
+#if defined(__AVX512F__)
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+#else
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+#endif
+}
 
-// F16 or F32 key blocks (CacheFormat::F16 / F32, T uint16_t / float; stride in bytes). j is
+// F16, F32 or BF16 key blocks (T uint16_t, float or BF16; stride in bytes). j is
 // counted from the first block's start and is a multiple of kLanes (16 or 8), so a vector never
 // straddles two blocks; partial vectors read the whole block (allocated), their extra lanes
 // ignored.
@@ -211,7 +222,7 @@ struct F32Rows {
   int64_t ldv;
   VF load(int64_t j, int c) const { return loadf(v + j * ldv + c); }
 };
-// A cache's F16 or F32 value rows (T uint16_t / float; ldv in bytes).
+// A cache's F16, F32 or BF16 value rows (T uint16_t, float or BF16; ldv in bytes).
 template <class T>
 struct CacheRows {
   const uint8_t* v;
@@ -228,6 +239,117 @@ struct Q8Rows {
     uint16_t h;
     std::memcpy(&h, blk, 2);
     return mul(cvt(load_i8x(blk + 2 + c % 32)), vset(_cvtsh_ss(h)));
+  }
+};
+
+// The 4- and 5-bit formats (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL): kLanes codes as bytes in the low
+// part of a 128-bit register, then as floats.
+inline VF bytes_to_f(__m128i x) {
+#if defined(__AVX512F__)
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(x));
+#else
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x));
+#endif
+}
+// The codes of lanes first .. first + kLanes - 1 of a key block dimension: 8 bytes whose low
+// nibbles are lanes 0-7 and high nibbles lanes 8-15 (first is 0, or 8 with 8-lane vectors).
+inline __m128i key_codes(const uint8_t* p, int first) {
+  const __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_set1_epi8(0x0F);
+#if defined(__AVX512F__)
+  (void)first;
+  return _mm_unpacklo_epi64(_mm_and_si128(x, m), _mm_and_si128(_mm_srli_epi16(x, 4), m));
+#else
+  return first == 0 ? _mm_and_si128(x, m) : _mm_and_si128(_mm_srli_epi16(x, 4), m);
+#endif
+}
+// The codes of elements e0 .. e0 + kLanes - 1 of a ggml block's 16 bytes qs (e0 a multiple of
+// kLanes below 32): elements 0-15 are the low nibbles of qs, 16-31 the high ones.
+inline __m128i value_codes(const uint8_t* qs, int e0) {
+#if defined(__AVX512F__)
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+#else
+  const __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + e0 % 16));
+#endif
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return e0 >= 16 ? _mm_and_si128(_mm_srli_epi16(x, 4), m) : _mm_and_si128(x, m);
+}
+// Bit i of bits as byte i: 16 where set, else 0 (the fifth bit of Q5_0 / Q5_1 codes).
+inline __m128i fifth_bits(uint32_t bits) {
+#if defined(__AVX512F__)
+  return _mm_maskz_mov_epi8(static_cast<__mmask16>(bits), _mm_set1_epi8(16));
+#else
+  const __m128i sel = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m128i b = _mm_set1_epi8(static_cast<char>(bits & 0xFF));
+  return _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(b, sel), sel), _mm_set1_epi8(16));
+#endif
+}
+template <CacheFormat F>
+struct Codes {
+  static constexpr bool kMin = F == CacheFormat::Q4_1 || F == CacheFormat::Q5_1;  // d q + m
+  static constexpr bool kFive = F == CacheFormat::Q5_0 || F == CacheFormat::Q5_1;
+  // The codes' levels before the scale: q - 8, q - 16, kIQ4Levels[q], or q.
+  static VF levels(__m128i q) {
+    if constexpr (F == CacheFormat::IQ4_NL)
+      return bytes_to_f(_mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Levels)), q));
+    else if constexpr (F == CacheFormat::Q4_0)
+      return bytes_to_f(_mm_sub_epi8(q, _mm_set1_epi8(8)));
+    else if constexpr (F == CacheFormat::Q5_0)
+      return bytes_to_f(_mm_sub_epi8(q, _mm_set1_epi8(16)));
+    else
+      return bytes_to_f(q);
+  }
+};
+// Key blocks of a 4- or 5-bit format (kernels.h: scales, minimums, fifth bits, codes).
+template <CacheFormat F>
+struct CodeKeys {
+  const uint8_t* kb;
+  int64_t stride;
+  VF load(int64_t j, int d) const {
+    using C = Codes<F>;
+    const uint8_t* g = kb + (j / kKeyBlock) * stride + (d / 32) * cache_key_group_bytes(F);
+    const int lane = static_cast<int>(j % kKeyBlock), dd = d % 32;
+    const VF scale = load_h(g + 2 * lane);
+    const uint8_t* at = g + 2 * kKeyBlock;
+    VF min = fzero();
+    if constexpr (C::kMin) {
+      min = load_h(at + 2 * lane);
+      at += 2 * kKeyBlock;
+    }
+    __m128i q = key_codes(at + (C::kFive ? 64 : 0) + 8 * dd, lane);
+    if constexpr (C::kFive) q = _mm_or_si128(q, fifth_bits(static_cast<uint32_t>(rd_u16(at + 2 * dd)) >> lane));
+    const VF x = C::levels(q);
+    if constexpr (C::kMin) return fmadd(x, scale, min);
+    return mul(x, scale);
+  }
+  VF load_n(int64_t j, int d, int) const { return load(j, d); }
+};
+// Value rows of a 4- or 5-bit format: ggml's blocks of 32 (d, [m], [qh], qs).
+template <CacheFormat F>
+struct CodeRows {
+  const uint8_t* v;
+  int64_t ldv;
+  VF load(int64_t j, int c) const {
+    using C = Codes<F>;
+    const uint8_t* blk = v + j * ldv + (c / 32) * (cache_key_group_bytes(F) / kKeyBlock);
+    const int e0 = c % 32;
+    const VF scale = vset(h2f(rd_u16(blk)));
+    const uint8_t* at = blk + 2;
+    VF min = fzero();
+    if constexpr (C::kMin) {
+      min = vset(h2f(rd_u16(at)));
+      at += 2;
+    }
+    uint32_t qh = 0;
+    if constexpr (C::kFive) {
+      qh = static_cast<uint32_t>(rd_i32(at));
+      at += 4;
+    }
+    __m128i q = value_codes(at, e0);
+    if constexpr (C::kFive) q = _mm_or_si128(q, fifth_bits(qh >> e0));
+    const VF x = C::levels(q);
+    if constexpr (C::kMin) return fmadd(x, scale, min);
+    return mul(x, scale);
   }
 };
 
@@ -313,20 +435,20 @@ void softmax_row(float* s, int64_t n, float cap) {
   for (int64_t j = 0; j < np; j += kLanes) storef(s + j, mul(loadf(s + j), inv));
 }
 
-// The visible keys and values as up to two runs (a wrapped ring's end, then its start): run r
-// holds n[r] keys, its scores following the previous run's in a row of scores.
-template <class Keys, class Rows>
+// The visible keys, or their values, as up to two runs (a wrapped ring's end, then its start):
+// run r holds n[r] keys, its scores following the previous run's in a row of scores. Keys and
+// values are separate types so that each view's loops are compiled once, not once per pair.
+template <class View>
 struct Runs {
-  Keys keys[2];
-  Rows rows[2];
+  View view[2];
   int64_t n[2];
   int count;
 };
 
 // out_i[c0 .. c0 + NC * kLanes) = sum_j p_i[j] v_j, for NQ heads at once: each value vector
 // loaded serves every head.
-template <int NQ, int NC, class Keys, class Rows>
-void weighted_values(const float* p, int64_t lds, const Runs<Keys, Rows>& runs, int c0, float* out,
+template <int NQ, int NC, class Rows>
+void weighted_values(const float* p, int64_t lds, const Runs<Rows>& runs, int c0, float* out,
                      int64_t ldo) {
   VF acc[NQ][NC];
 #pragma GCC unroll 8
@@ -334,7 +456,7 @@ void weighted_values(const float* p, int64_t lds, const Runs<Keys, Rows>& runs, 
     for (int c = 0; c < NC; ++c) acc[i][c] = fzero();
   const float* pr = p;  // the run's first probability
   for (int r = 0; r < runs.count; ++r) {
-    const Rows& rows = runs.rows[r];
+    const Rows& rows = runs.view[r];
     for (int64_t j = 0; j < runs.n[r]; ++j) {
       VF vv[NC];
       for (int c = 0; c < NC; ++c) vv[c] = rows.load(j, c0 + c * kLanes);
@@ -355,8 +477,8 @@ void weighted_values(const float* p, int64_t lds, const Runs<Keys, Rows>& runs, 
 // fit the register file (32 vectors with AVX-512, 16 with AVX2).
 constexpr int kValueHeads = kLanes == 16 ? 4 : 2;
 
-template <int NQ, class Keys, class Rows>
-void values_for_heads(const float* p, int64_t lds, const Runs<Keys, Rows>& runs, int d_v, float* out,
+template <int NQ, class Rows>
+void values_for_heads(const float* p, int64_t lds, const Runs<Rows>& runs, int d_v, float* out,
                       int64_t ldo) {
   int c0 = 0;
   for (; c0 + 4 * kLanes <= d_v; c0 += 4 * kLanes) weighted_values<NQ, 4>(p, lds, runs, c0, out, ldo);
@@ -368,8 +490,8 @@ void values_for_heads(const float* p, int64_t lds, const Runs<Keys, Rows>& runs,
   }
 }
 
-template <class Keys, class Rows>
-void values(const float* p, int n_q, int64_t lds, const Runs<Keys, Rows>& runs, int d_v, float* out,
+template <class Rows>
+void values(const float* p, int n_q, int64_t lds, const Runs<Rows>& runs, int d_v, float* out,
             int64_t ldo) {
   for (int i0 = 0; i0 < n_q; i0 += kValueHeads) {
     const float* pi = p + i0 * lds;
@@ -391,8 +513,8 @@ void values(const float* p, int n_q, int64_t lds, const Runs<Keys, Rows>& runs, 
 // so that one pass over the keys and one over the values serve every token (the few extra
 // products cost less than reading the keys once per token).
 template <class Keys, class Rows>
-void attend_t(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const Runs<Keys, Rows>& runs,
-              int lane0, int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
+void attend_t(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const Runs<Keys>& runs,
+              const Runs<Rows>& value_runs, int lane0, int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
               int64_t ldo) {
   int64_t n = 0;
   for (int r = 0; r < runs.count; ++r) n += runs.n[r];
@@ -403,7 +525,7 @@ void attend_t(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const 
     int64_t at = 0;
     for (int r = 0; r < runs.count; ++r) {
       const int64_t keys = (r == 0 ? lane0 : 0) + runs.n[r];
-      scores(q + i0 * ldq, nq, ldq, runs.keys[r], keys, d_k, scale, scratch + at, lds);
+      scores(q + i0 * ldq, nq, ldq, runs.view[r], keys, d_k, scale, scratch + at, lds);
       at += keys;
     }
     float* p = scratch + lane0;
@@ -415,15 +537,16 @@ void attend_t(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const 
       for (int64_t j = 0; j < lo; ++j) pi[j] = 0.0f;
       for (int64_t j = hi; j < n; ++j) pi[j] = 0.0f;
     }
-    values(p, nq, lds, runs, d_v, out + i0 * ldo, ldo);
+    values(p, nq, lds, value_runs, d_v, out + i0 * ldo, ldo);
   }
 }
 
 void attend_group(const float* q, int n_q, int64_t ldq, const float* kt, int64_t ldk,
                   const float* v, int64_t ldv, int64_t n, int d_k, int d_v, float scale,
                   float softcap, float* scratch, float* out, int64_t ldo) {
-  const Runs<F32Keys, F32Rows> runs{{{kt, ldk}, {}}, {{v, ldv}, {}}, {n, 0}, 1};
-  attend_t(q, n_q, 1, 0, ldq, runs, 0, d_k, d_v, scale, softcap, scratch, out, ldo);
+  const Runs<F32Keys> keys{{{kt, ldk}, {}}, {n, 0}, 1};
+  const Runs<F32Rows> rows{{{v, ldv}, {}}, {n, 0}, 1};
+  attend_t(q, n_q, 1, 0, ldq, keys, rows, 0, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
 // A cache's keys and values as stored, in one or two runs.
@@ -431,43 +554,53 @@ template <class Keys, class Rows>
 void attend_runs(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const CacheKeysValues& kv, int d_k,
                  int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
   const bool wraps = kv.n_first < kv.n;
-  const Runs<Keys, Rows> runs{{{kv.kb, kv.kblock_stride}, {kv.kb_wrap, kv.kblock_stride}},
-                              {{kv.v, kv.ldv}, {kv.v_wrap, kv.ldv}},
-                              {wraps ? kv.n_first : kv.n, kv.n - kv.n_first},
-                              wraps ? 2 : 1};
-  attend_t(q, n_q, n_tok, slide, ldq, runs, kv.lane0, d_k, d_v, scale, softcap, scratch, out, ldo);
+  const int64_t n0 = wraps ? kv.n_first : kv.n, n1 = kv.n - kv.n_first;
+  const int count = wraps ? 2 : 1;
+  const Runs<Keys> keys{{{kv.kb, kv.kblock_stride}, {kv.kb_wrap, kv.kblock_stride}}, {n0, n1}, count};
+  const Runs<Rows> rows{{{kv.v, kv.ldv}, {kv.v_wrap, kv.ldv}}, {n0, n1}, count};
+  attend_t(q, n_q, n_tok, slide, ldq, keys, rows, kv.lane0, d_k, d_v, scale, softcap, scratch, out, ldo);
 }
 
-// One instantiation per pair of formats (llama.cpp's -ctk and -ctv may differ).
-template <class Rows>
-void attend_keys(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const CacheKeysValues& kv, int d_k,
-                 int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
-  switch (kv.keys) {
-    case CacheFormat::F16:
-      attend_runs<BlockKeys<uint16_t>, Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
-      break;
-    case CacheFormat::Q8_0:
-      attend_runs<Q8Keys, Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
-      break;
-    case CacheFormat::F32:
-      attend_runs<BlockKeys<float>, Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
-      break;
+// fn(view) with a default view of format f's keys (values: the rows) as its argument, so that
+// one instantiation per pair of formats follows from two switches (llama.cpp's -ctk and -ctv
+// may differ).
+template <class Fn>
+void with_key_view(CacheFormat f, Fn&& fn) {
+  switch (f) {
+    case CacheFormat::F16: fn(BlockKeys<uint16_t>{}); break;
+    case CacheFormat::F32: fn(BlockKeys<float>{}); break;
+    case CacheFormat::BF16: fn(BlockKeys<BF16>{}); break;
+    case CacheFormat::Q8_0: fn(Q8Keys{}); break;
+    case CacheFormat::Q4_0: fn(CodeKeys<CacheFormat::Q4_0>{}); break;
+    case CacheFormat::Q4_1: fn(CodeKeys<CacheFormat::Q4_1>{}); break;
+    case CacheFormat::Q5_0: fn(CodeKeys<CacheFormat::Q5_0>{}); break;
+    case CacheFormat::Q5_1: fn(CodeKeys<CacheFormat::Q5_1>{}); break;
+    case CacheFormat::IQ4_NL: fn(CodeKeys<CacheFormat::IQ4_NL>{}); break;
+  }
+}
+template <class Fn>
+void with_value_view(CacheFormat f, Fn&& fn) {
+  switch (f) {
+    case CacheFormat::F16: fn(CacheRows<uint16_t>{}); break;
+    case CacheFormat::F32: fn(CacheRows<float>{}); break;
+    case CacheFormat::BF16: fn(CacheRows<BF16>{}); break;
+    case CacheFormat::Q8_0: fn(Q8Rows{}); break;
+    case CacheFormat::Q4_0: fn(CodeRows<CacheFormat::Q4_0>{}); break;
+    case CacheFormat::Q4_1: fn(CodeRows<CacheFormat::Q4_1>{}); break;
+    case CacheFormat::Q5_0: fn(CodeRows<CacheFormat::Q5_0>{}); break;
+    case CacheFormat::Q5_1: fn(CodeRows<CacheFormat::Q5_1>{}); break;
+    case CacheFormat::IQ4_NL: fn(CodeRows<CacheFormat::IQ4_NL>{}); break;
   }
 }
 
 void attend_group_cache(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const CacheKeysValues& kv,
                         int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
-  switch (kv.values) {
-    case CacheFormat::F16:
-      attend_keys<CacheRows<uint16_t>>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
-      break;
-    case CacheFormat::Q8_0:
-      attend_keys<Q8Rows>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
-      break;
-    case CacheFormat::F32:
-      attend_keys<CacheRows<float>>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch, out, ldo);
-      break;
-  }
+  with_value_view(kv.values, [&](auto rows) {
+    with_key_view(kv.keys, [&](auto keys) {
+      attend_runs<decltype(keys), decltype(rows)>(q, n_q, n_tok, slide, ldq, kv, d_k, d_v, scale, softcap, scratch,
+                                                  out, ldo);
+    });
+  });
 }
 
 }  // namespace
