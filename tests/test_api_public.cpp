@@ -58,6 +58,21 @@ TEST(PublicApi, GreedyGenerationMatchesReference) {
   }).ok);
   EXPECT_EQ(text_mixed.substr(0, 30), text.substr(0, 30));
   EXPECT_NE(text_mixed, text);
+  // llama.cpp's optional sampling stages reach the sampler: XTC at probability 1 turns greedy
+  // away from the likeliest tokens; a bad mirostat setting is a status.
+  slm::api::GenerateParams xtc = gp;
+  xtc.xtc_probability = 1.0f;
+  std::string text_xtc;
+  ASSERT_TRUE(s.generate(c["prompt"].get<std::string>(), xtc, [&](std::string_view p) {
+    text_xtc += p;
+    return true;
+  }).ok);
+  EXPECT_NE(text_xtc, text);
+  slm::api::GenerateParams bad_mirostat = gp;
+  bad_mirostat.mirostat = 3;
+  const auto bad = s.generate("Once", bad_mirostat, [](std::string_view) { return true; });
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("mirostat"), std::string::npos) << bad.message;
   // A prompt that does not fit is a status, and the session stays usable.
   slm::api::Session small(m, {.n_ctx = 4, .n_threads = 1});
   const auto st = small.generate("Once upon a time there was", gp, [](std::string_view) { return true; });

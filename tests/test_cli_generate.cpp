@@ -77,6 +77,44 @@ TEST(CliRun, SamplingIsReproducibleWithASeed) {
   EXPECT_NE(a.out, c.out);
 }
 
+// llama.cpp's other sampling options, spelled as there: -s for the seed; XTC at probability 1
+// and typical sampling at 0.5 turn greedy text away from the likeliest tokens (top-n-sigma
+// keeps it); mirostat 1 and 2 sample reproducibly with a seed; a bad value is a usage error.
+TEST(CliRun, LlamaCppSamplingOptions) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  auto run = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"run", "-m", model.string(), "-p", "Once upon a time", "-n", "40"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_cli(args);
+  };
+  const auto greedy = run({"--temp", "0"});
+  ASSERT_EQ(greedy.exit_code, 0) << greedy.err;
+  for (const std::vector<std::string>& changes : {std::vector<std::string>{"--xtc-probability", "1", "--xtc-threshold", "0.1"},
+                                                  std::vector<std::string>{"--typical", "0.5"}}) {
+    std::vector<std::string> a = {"--temp", "0"};
+    a.insert(a.end(), changes.begin(), changes.end());
+    const auto r = run(a);
+    ASSERT_EQ(r.exit_code, 0) << changes[0] << ": " << r.err;
+    EXPECT_NE(r.out, greedy.out) << changes[0];
+  }
+  const auto sigma = run({"--temp", "0", "--top-nsigma", "1"});
+  EXPECT_EQ(sigma.out, greedy.out);
+  for (const char* m : {"1", "2"}) {
+    const auto a = run({"--temp", "1", "-s", "7", "--mirostat", m, "--mirostat-ent", "3", "--mirostat-lr", "0.2"});
+    const auto b = run({"--temp", "1", "--seed", "7", "--mirostat", m, "--mirostat-ent", "3", "--mirostat-lr", "0.2"});
+    ASSERT_EQ(a.exit_code, 0) << a.err;
+    EXPECT_EQ(a.out, b.out) << "mirostat " << m;
+    EXPECT_GT(a.out.size(), 40u) << "mirostat " << m;
+  }
+  for (const std::vector<std::string>& bad : {std::vector<std::string>{"--mirostat", "3"},
+                                              std::vector<std::string>{"--typical", "0"},
+                                              std::vector<std::string>{"--xtc-probability", "2"}}) {
+    const auto r = run(bad);
+    EXPECT_NE(r.exit_code, 0) << bad[0];
+    EXPECT_FALSE(r.err.empty()) << bad[0];
+  }
+}
+
 // --logit-bias TOKEN_ID(+/-)BIAS, llama.cpp's syntax: banning the greedy first token (432,
 // ",") changes the text; a large bias makes a token the pick; a bad form or id is an error.
 TEST(CliRun, LogitBiasBansAndFavoursTokens) {

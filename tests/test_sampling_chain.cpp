@@ -606,7 +606,7 @@ TEST(SamplingChain, CallerLogitsUnchanged) {
 TEST(SamplingChain, NoAllocationPerCall) {
   const int n = 32000;
   auto l = random_logits(n, 41, 1.0f);
-  SamplerParams configs[3];
+  SamplerParams configs[6];
   configs[0].repeat_penalty = 1.1f;                      // defaults + windowed penalties
   configs[1] = plain(1.0f, 3);                           // no truncation, whole vocabulary
   configs[1].top_p = 0.9f;                               // top-p by growing partial sort
@@ -614,6 +614,12 @@ TEST(SamplingChain, NoAllocationPerCall) {
   configs[1].repeat_last_n = -1;
   configs[2] = greedy_params();
   configs[2].seed = (1ull << 40) + 7;                    // 64-bit seed: reset() must not reseed
+  configs[3].typical_p = 0.9f;                           // llama.cpp's optional stages
+  configs[3].top_n_sigma = 2.0f;
+  configs[3].xtc_probability = 0.5f;
+  configs[3].top_k = 0;
+  configs[4].mirostat = 1;
+  configs[5].mirostat = 2;
   for (const auto& p : configs) {
     Sampler s(p, n);
     g_allocs = 0;

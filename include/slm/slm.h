@@ -78,6 +78,16 @@ struct GenerateParams {
   float top_p = 0.95f;
   float min_p = 0.05f;
   float repeat_penalty = 1.0f;
+  // llama.cpp's optional stages, off at these values: locally typical sampling (1: off),
+  // top-n-sigma (<= 0: off), XTC (probability 0: off; threshold above 0.5: off), mirostat (0:
+  // off, 1 or 2; tau the target surprise in bits, eta its learning rate).
+  float typical_p = 1.0f;
+  float top_n_sigma = -1.0f;
+  float xtc_probability = 0.0f;
+  float xtc_threshold = 0.1f;
+  int mirostat = 0;
+  float mirostat_tau = 5.0f;
+  float mirostat_eta = 0.1f;
   uint64_t seed = 0xFFFFFFFF;
   // Constrained output (at most one): a GBNF grammar (llama.cpp's format) or a JSON schema
   // (JSON text) the generated text must follow; both empty: free text. A grammar or schema

@@ -139,6 +139,13 @@ Sampler make_sampler(const Model::Impl& m, const GenerateParams& p) {
   sp.top_p = p.top_p;
   sp.min_p = p.min_p;
   sp.repeat_penalty = p.repeat_penalty;
+  sp.typical_p = p.typical_p;
+  sp.top_n_sigma = p.top_n_sigma;
+  sp.xtc_probability = p.xtc_probability;
+  sp.xtc_threshold = p.xtc_threshold;
+  sp.mirostat = p.mirostat;
+  sp.mirostat_tau = p.mirostat_tau;
+  sp.mirostat_eta = p.mirostat_eta;
   sp.seed = p.seed;
   sp.logit_bias = p.logit_bias;
   Sampler sampler(sp, static_cast<int32_t>(m.model->hparams().n_vocab));

@@ -63,6 +63,19 @@ Sampler::Sampler(const SamplerParams& p, int32_t n_vocab) : params_(p), n_vocab_
     fail("sampler: presence penalty {} must be finite", p.presence_penalty);
   if (!std::isfinite(p.frequency_penalty))
     fail("sampler: frequency penalty {} must be finite", p.frequency_penalty);
+  if (!(p.typical_p > 0.0f && p.typical_p <= 1.0f))
+    fail("sampler: typical-p {} must be in (0, 1] (1 = off)", p.typical_p);
+  if (std::isnan(p.top_n_sigma) || std::isinf(p.top_n_sigma))
+    fail("sampler: top-n-sigma {} must be a finite number (<= 0 = off)", p.top_n_sigma);
+  if (!(p.xtc_probability >= 0.0f && p.xtc_probability <= 1.0f))
+    fail("sampler: XTC probability {} must be in [0, 1] (0 = off)", p.xtc_probability);
+  if (!(p.xtc_threshold >= 0.0f && p.xtc_threshold <= 1.0f))
+    fail("sampler: XTC threshold {} must be in [0, 1] (above 0.5 = off)", p.xtc_threshold);
+  if (p.mirostat < 0 || p.mirostat > 2) fail("sampler: mirostat {} must be 0 (off), 1 or 2", p.mirostat);
+  if (!(p.mirostat_tau > 0.0f) || std::isinf(p.mirostat_tau))
+    fail("sampler: mirostat tau (target entropy) {} must be finite and > 0", p.mirostat_tau);
+  if (!(p.mirostat_eta >= 0.0f) || std::isinf(p.mirostat_eta))
+    fail("sampler: mirostat eta (learning rate) {} must be finite and >= 0", p.mirostat_eta);
   if (!p.logit_bias.empty()) {
     bias_.assign(static_cast<size_t>(n_vocab), 0.0f);
     for (const auto& [id, b] : p.logit_bias) {
@@ -81,6 +94,11 @@ Sampler::Sampler(const SamplerParams& p, int32_t n_vocab) : params_(p), n_vocab_
   const auto nv = static_cast<size_t>(n_vocab);
   cand_.resize(nv);
   prob_.resize(nv);
+  if (p.typical_p < 1.0f) {
+    scratch_.resize(nv);
+    order_.resize(nv);
+    kept_.resize(nv);
+  }
   if (penalties_on_) {
     count_.assign(nv, 0);
     if (p.repeat_last_n > 0) ring_.resize(static_cast<size_t>(p.repeat_last_n));
@@ -102,6 +120,7 @@ void Sampler::reset() {
   ring_head_ = 0;
   ring_size_ = 0;
   rng_ = seeded_;
+  mu_ = 2.0f * params_.mirostat_tau;
   if (grammar_.grammar) grammar_state_.emplace(grammar_.grammar);
 }
 
@@ -246,6 +265,8 @@ size_t Sampler::top_p(size_t n, bool sorted) {
 size_t Sampler::min_p(size_t n) {
   const float mp = params_.min_p;
   if (mp <= 0.0f) return n;
+  // max_logit_ is the max of these candidates: every stage before either keeps the argmax or
+  // (typical) sets it anew.
   // prob_i >= min_p * prob_max  <=>  logit_i >= logit_max + log(min_p) (llama.cpp's form,
   // which needs no softmax). The max is always kept. Compaction is stable, so a sorted
   // prefix stays sorted.
@@ -257,7 +278,156 @@ size_t Sampler::min_p(size_t n) {
   return m;
 }
 
-int32_t Sampler::draw(size_t n) {
+size_t Sampler::top_n_sigma(size_t n) {
+  const float ns = params_.top_n_sigma;
+  if (!(ns > 0.0f) || n <= 1) return n;
+  // The mean and standard deviation of the candidates' logits (llama.cpp's: every token that is
+  // not masked), then those below max - n sigma dropped. The max always stays.
+  Candidate* c = cand_.data();
+  double sum = 0.0;
+  for (size_t j = 0; j < n; ++j) sum += c[j].logit;
+  const double mean = sum / static_cast<double>(n);
+  double acc = 0.0;
+  for (size_t j = 0; j < n; ++j) acc += (c[j].logit - mean) * (c[j].logit - mean);
+  const double cut = static_cast<double>(max_logit_) - ns * std::sqrt(acc / static_cast<double>(n));
+  size_t m = 0;
+  for (size_t j = 0; j < n; ++j)
+    if (c[j].logit >= cut) c[m++] = c[j];
+  return m;
+}
+
+size_t Sampler::typical(size_t n) {
+  const float tp = params_.typical_p;
+  if (tp >= 1.0f || n <= 1) return n;
+  // Probabilities at temperature 1, the distribution's entropy H, and each token's distance
+  // from it, |-log p - H|: the typical set is the tokens nearest the entropy (the most likely
+  // token is not among them when it is much likelier than the rest), taken nearest first until
+  // their probability exceeds typical_p.
+  Candidate* c = cand_.data();
+  const double mx = max_logit_;  // the argmax is still here (the stages before keep it)
+  double sum = 0.0;
+  for (size_t j = 0; j < n; ++j) sum += std::exp(static_cast<double>(c[j].logit) - mx);
+  double entropy = 0.0;
+  for (size_t j = 0; j < n; ++j) {
+    const double pj = std::exp(static_cast<double>(c[j].logit) - mx) / sum;
+    if (pj > 0.0) entropy -= pj * std::log(pj);
+  }
+  double* dist = scratch_.data();
+  for (size_t j = 0; j < n; ++j) {
+    const double pj = std::exp(static_cast<double>(c[j].logit) - mx) / sum;
+    dist[j] = pj > 0.0 ? std::abs(-std::log(pj) - entropy) : std::numeric_limits<double>::infinity();
+  }
+  // Order the candidates by distance (ties: higher logit, then lower id).
+  uint32_t* order = order_.data();
+  for (size_t j = 0; j < n; ++j) order[j] = static_cast<uint32_t>(j);
+  std::sort(order, order + n, [&](uint32_t a, uint32_t b) {
+    if (dist[a] != dist[b]) return dist[a] < dist[b];
+    return Better{}(c[a], c[b]);
+  });
+  size_t keep = n;
+  double cum = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    cum += std::exp(static_cast<double>(c[order[i]].logit) - mx) / sum;
+    if (cum > tp) {
+      keep = i + 1;
+      break;
+    }
+  }
+  // The kept ones to the front, in that order.
+  Candidate* kept = kept_.data();
+  for (size_t i = 0; i < keep; ++i) kept[i] = c[order[i]];
+  std::copy(kept, kept + keep, c);
+  update_max(keep);
+  return keep;
+}
+
+size_t Sampler::xtc(size_t n) {
+  const float prob = params_.xtc_probability, threshold = params_.xtc_threshold;
+  if (prob <= 0.0f || threshold > 0.5f || n < 2) return n;
+  // One draw decides whether XTC acts on this token (llama.cpp: skip when the draw exceeds the
+  // probability).
+  if (uniform() > prob) return n;
+  // The tokens at or above the threshold (probability at temperature 1) are the best ones; all
+  // but the least likely of them go, when there are two or more.
+  Candidate* c = cand_.data();
+  const double mx = max_logit_;
+  double sum = 0.0;
+  for (size_t j = 0; j < n; ++j) sum += std::exp(static_cast<double>(c[j].logit) - mx);
+  size_t above = 0;
+  const Candidate* last = nullptr;  // the least likely of those above (the worst by Better)
+  for (size_t j = 0; j < n; ++j)
+    if (std::exp(static_cast<double>(c[j].logit) - mx) / sum >= threshold) {
+      ++above;
+      if (!last || Better{}(*last, c[j])) last = &c[j];
+    }
+  if (above < 2) return n;
+  const Candidate keep = *last;
+  size_t m = 0;
+  for (size_t j = 0; j < n; ++j) {
+    const bool is_above = std::exp(static_cast<double>(c[j].logit) - mx) / sum >= threshold;
+    if (!is_above || (c[j].id == keep.id)) c[m++] = c[j];
+  }
+  update_max(m);
+  return m;
+}
+
+void Sampler::update_max(size_t n) {
+  const Candidate* c = cand_.data();
+  size_t best = 0;
+  for (size_t j = 1; j < n; ++j)
+    if (Better{}(c[j], c[best])) best = j;
+  max_logit_ = c[best].logit;
+  argmax_ = c[best].id;
+}
+
+int32_t Sampler::mirostat(size_t n) {
+  const double t = params_.temperature, tau = params_.mirostat_tau, eta = params_.mirostat_eta;
+  Candidate* c = cand_.data();
+  const double mx = max_logit_;
+  // Probabilities after the temperature (llama.cpp's chain puts it before mirostat).
+  double sum = 0.0;
+  for (size_t j = 0; j < n; ++j) sum += std::exp((static_cast<double>(c[j].logit) - mx) / t);
+  size_t k = n;
+  if (params_.mirostat == 2) {
+    // Keep the tokens whose surprise -log2 p is at most mu (p >= 2^-mu); the most likely token
+    // always (it has the least surprise).
+    const double log_floor = -static_cast<double>(mu_) * std::log(2.0) + std::log(sum);
+    k = 0;
+    for (size_t j = 0; j < n; ++j)
+      if ((static_cast<double>(c[j].logit) - mx) / t >= log_floor || c[j].id == argmax_) c[k++] = c[j];
+    sort_prefix(c, c + k, c + k);
+  } else {
+    // Mirostat 1: estimate the Zipf exponent s of the distribution from its m = 100 likeliest
+    // tokens (least squares of log(p_i / p_i+1) on log((i + 2) / (i + 1))), then the top-k
+    // that gives the target surprise mu for that exponent over the vocabulary.
+    constexpr size_t kM = 100;
+    const size_t m = std::min(kM, n);
+    sort_prefix(c, c + m, c + n);
+    if (n > 1) {
+      double ti_bi = 0.0, ti_sq = 0.0;
+      for (size_t i = 0; i + 1 < m; ++i) {
+        const double ti = std::log(static_cast<double>(i + 2) / static_cast<double>(i + 1));
+        const double bi = (static_cast<double>(c[i].logit) - c[i + 1].logit) / t;  // log(p_i / p_i+1)
+        ti_bi += ti * bi;
+        ti_sq += ti * ti;
+      }
+      const double s_hat = ti_bi / ti_sq, eps = s_hat - 1.0;
+      const double kf = std::pow(eps * std::pow(2.0, static_cast<double>(mu_)) /
+                                     (1.0 - std::pow(static_cast<double>(n_vocab_), -eps)),
+                                 1.0 / s_hat);
+      // A flat or degenerate estimate (NaN, infinite, below 1) keeps one token or them all.
+      k = std::isnan(kf) || kf < 1.0 ? 1 : kf >= static_cast<double>(n) ? n : static_cast<size_t>(kf);
+      if (k > m) sort_prefix(c + m, c + k, c + n);
+    }
+  }
+  double p = 1.0;
+  const int32_t id = draw(k, &p);
+  // Adapt: the drawn token's surprise (among the kept ones) against the target.
+  mu_ = static_cast<float>(mu_ - eta * (-std::log2(p) - tau));
+  return id;
+}
+
+int32_t Sampler::draw(size_t n, double* p_drawn) {
   // Softmax at the temperature, unnormalised: weights exp((l - max) / T) lie in [0, 1] and
   // the max has weight 1, so the sum is >= 1 and never overflows. Divide rather than multiply
   // by 1/T: for a denormal T, 1/T is +inf and 0 * inf = NaN.
@@ -271,17 +441,22 @@ int32_t Sampler::draw(size_t n) {
     sum += w[j];
   }
   // Inverse CDF. One draw per call, even when one candidate is left, so the generator's
-  // position depends only on how many tokens were sampled.
+  // position depends only on how many tokens were sampled (and XTC's own draws).
   const double target = uniform() * sum;
   double cum = 0.0;
-  size_t last_nonzero = 0;
+  size_t last_nonzero = 0, pick = n;
   for (size_t j = 0; j < n; ++j) {
     if (w[j] > 0.0f) last_nonzero = j;
     cum += w[j];
-    if (target < cum) return c[j].id;
+    if (target < cum) {
+      pick = j;
+      break;
+    }
   }
   // u * sum rounded up to sum: the draw belongs to the last token with any weight.
-  return c[last_nonzero].id;
+  if (pick == n) pick = last_nonzero;
+  if (p_drawn) *p_drawn = w[pick] / sum;
+  return c[pick].id;
 }
 
 int32_t Sampler::sample(const float* logits) {
@@ -319,12 +494,25 @@ const std::vector<uint64_t>& Sampler::grammar_mask() {
 
 int32_t Sampler::sample_unconstrained(const float* logits) {
   const size_t all = collect(logits);
-  // Greedy is the argmax of the penalised logits; top-k/top-p/min-p always keep the argmax,
-  // and llama.cpp's temperature <= 0 keeps only the max, so the result is the same.
-  if (params_.temperature <= 0.0f) return argmax_;
-  size_t n = top_k(all);
-  n = top_p(n, /*sorted=*/n < all);
+  const bool greedy = params_.temperature <= 0.0f;
+  // Greedy is the argmax of the penalised logits where no stage can drop it: top-n-sigma,
+  // top-k, top-p, min-p and mirostat keep the argmax, and llama.cpp's temperature <= 0 keeps
+  // only the max of what is left. Typical sampling and XTC may drop it.
+  const bool xtc_on = params_.xtc_probability > 0.0f && params_.xtc_threshold <= 0.5f;
+  if (greedy && (params_.mirostat != 0 || (params_.typical_p >= 1.0f && !xtc_on))) return argmax_;
+  if (params_.mirostat != 0) return mirostat(all);
+  size_t n = top_n_sigma(all);
+  const size_t before_k = n;
+  n = top_k(n);
+  bool sorted = n < before_k;  // top-k sorted what it kept
+  if (params_.typical_p < 1.0f) {
+    n = typical(n);
+    sorted = false;
+  }
+  n = top_p(n, sorted);
   n = min_p(n);
+  n = xtc(n);
+  if (greedy) return argmax_;  // of what is left (typical and XTC update it)
   return draw(n);
 }
 

@@ -1,11 +1,13 @@
-// Token sampler: llama.cpp's default chain without the optional stages we do not implement
-// (DRY, top-n-sigma, typical, XTC, mirostat):
+// Token sampler: llama.cpp's default chain without DRY (its penalty on repeated sequences):
 //
-//   penalties -> top-k -> top-p -> min-p -> temperature -> softmax -> draw
+//   penalties -> top-n-sigma -> top-k -> typical -> top-p -> min-p -> XTC -> temperature -> draw
 //
-// which is the order of llama.cpp's common_params_sampling::samplers default. Greedy
-// (temperature <= 0) is the argmax of the penalised logits; the truncation stages never drop
-// the argmax, so running them first would not change the answer and they are skipped.
+// which is the order of llama.cpp's common_params_sampling::samplers default, each stage off at
+// its neutral value as there. With mirostat 1 or 2 the chain is llama.cpp's instead:
+// penalties -> temperature -> mirostat (which truncates by surprise and adapts its target as it
+// goes). Greedy (temperature <= 0) is the argmax of what the truncation stages leave; top-n-sigma,
+// top-k, top-p and min-p never drop the argmax, so without typical and XTC (which may) it is the
+// argmax of the penalised logits and they are skipped.
 //
 // A Sampler owns every buffer it needs (sized n_vocab at construction), so sample() and
 // accept() do not allocate. The random draw uses std::mt19937 (fully specified by the
@@ -33,6 +35,24 @@ struct SamplerParams {
   int32_t repeat_last_n = 64;     // window the penalties look at (0 = off, -1 = whole history)
   float presence_penalty = 0.0f;  // subtracted once from every token present in the window
   float frequency_penalty = 0.0f; // subtracted count times from every token in the window
+  // Locally typical sampling (llama.cpp's --typical): keeps the tokens whose surprise is
+  // closest to the distribution's entropy, up to this much probability. In (0, 1]; 1: off.
+  float typical_p = 1.0f;
+  // Top-n-sigma (--top-nsigma): keeps the tokens whose logit is within n standard deviations
+  // (of all the logits) of the largest. <= 0: off.
+  float top_n_sigma = -1.0f;
+  // XTC, "exclude top choices" (--xtc-probability, --xtc-threshold): with this probability,
+  // drops every token at or above the threshold probability but the least likely of them.
+  // Probability in [0, 1] (0: off); threshold in [0, 1] (above 0.5: off, as in llama.cpp).
+  float xtc_probability = 0.0f;
+  float xtc_threshold = 0.1f;
+  // Mirostat (--mirostat 1|2, --mirostat-ent TAU, --mirostat-lr ETA): 0 off, 1 the original
+  // (top-k from an estimated Zipf exponent), 2 version 2 (truncation by surprise). tau: the
+  // target surprise in bits (> 0), eta: the learning rate (> 0). Replaces top-n-sigma, top-k,
+  // typical, top-p, min-p and XTC, as in llama.cpp.
+  int32_t mirostat = 0;
+  float mirostat_tau = 5.0f;
+  float mirostat_eta = 0.1f;
   uint64_t seed = 0xFFFFFFFF;     // always used as the seed (unlike llama.cpp, where this value
                                   // means "random"): the same seed gives the same tokens
   // Added to a token's logit before anything else (llama.cpp's logit-bias stage, the OpenAI
@@ -97,7 +117,14 @@ class Sampler {
   size_t top_k(size_t n);                 // sorts the kept prefix
   size_t top_p(size_t n, bool sorted);    // sorts (at least) the kept prefix
   size_t min_p(size_t n);                 // keeps the relative order
-  int32_t draw(size_t n);
+  size_t top_n_sigma(size_t n);           // keeps the relative order
+  size_t typical(size_t n);               // reorders (by distance to the entropy)
+  size_t xtc(size_t n);                   // may move the survivors to the front
+  int32_t mirostat(size_t n);             // truncates, draws and adapts mu_
+  // Draws among the first n candidates at the temperature; *p_drawn (if not null) receives
+  // the drawn token's probability among them.
+  int32_t draw(size_t n, double* p_drawn = nullptr);
+  void update_max(size_t n);              // max_logit_ and argmax_ of the first n (lowest id on ties)
 
   SamplerParams params_;
   int32_t n_vocab_;
@@ -112,6 +139,11 @@ class Sampler {
   std::vector<float> prob_;
   float max_logit_ = 0;   // largest penalised finite logit, set by collect()
   int32_t argmax_ = -1;   // its lowest id, set by collect()
+  float mu_ = 0;          // mirostat's running surprise limit (2 tau at the start)
+  // Typical sampling's distances, order and kept candidates (sized n_vocab when it is on).
+  std::vector<double> scratch_;
+  std::vector<uint32_t> order_;
+  std::vector<Candidate> kept_;
 
   // Penalty window: count of each token among the last repeat_last_n accepted tokens (or all
   // of them with -1), plus a ring of the window's tokens so the oldest can be retired.

@@ -107,6 +107,13 @@ export function badCases(promptTokens) {
       top_k: ['"40"', '1.5', 'true', '[]'],
       min_p: ['"0.1"', 'true', '[]'],
       repeat_penalty: ['"1.1"', 'true', '{}'],
+      typical_p: ['"0.5"', '0', '1.5', '-1'],
+      xtc_probability: ['2', '-0.1', '"1"'],
+      xtc_threshold: ['1.5', '-1'],
+      mirostat: ['3', '-1', '1.5', '"2"'],
+      mirostat_tau: ['0', '-1'],
+      mirostat_eta: ['-0.1'],
+      top_n_sigma: ['"1"', '1e9'],
       model: ['5', '{}', '[]', 'true'],
       ...(route === CHAT ? { logprobs: ['"yes"', '1', '[]'], top_logprobs: ['"3"', '2.5', 'true', '21', '-1'] } : {}),
     };

@@ -238,6 +238,31 @@ describe('stories260K with --chat-template, --kv-type f32', { skip: missingShare
     assert.equal(c2, c1);
   });
 
+  test("llama.cpp's sampling fields (typical_p, top_n_sigma, xtc_*, mirostat*) are honoured, through the OpenAI client", T, async () => {
+    const req = { model: 'x', prompt: 'Once upon a time', max_tokens: 40, temperature: 0 };
+    const greedy = (await client.completions.create(req)).choices[0].text;
+    // XTC at probability 1 drops the likeliest tokens wherever two or more reach 10%: greedy
+    // then takes another path. Typical sampling at 0.5 leaves out a too-likely token too.
+    const xtc = (await client.completions.create({ ...req, xtc_probability: 1, xtc_threshold: 0.1 })).choices[0].text;
+    assert.notEqual(xtc, greedy, 'xtc_probability 1 gave the greedy text: the field is ignored');
+    const typical = (await client.completions.create({ ...req, typical_p: 0.5 })).choices[0].text;
+    assert.notEqual(typical, greedy, 'typical_p 0.5 gave the greedy text: the field is ignored');
+    // top_n_sigma keeps the argmax: greedy is unchanged.
+    assert.equal((await client.completions.create({ ...req, top_n_sigma: 1 })).choices[0].text, greedy);
+    // Mirostat at temperature 1: same seed, same text; a seed is still honoured.
+    const m = { ...req, temperature: 1, seed: 5, mirostat: 2, mirostat_tau: 3, mirostat_eta: 0.2 };
+    const m1 = (await client.completions.create(m)).choices[0].text;
+    assert.equal((await client.completions.create(m)).choices[0].text, m1);
+    assert.ok(m1.length > 20, m1);
+    const m2 = (await client.completions.create({ ...m, mirostat: 1 })).choices[0].text;
+    assert.ok(m2.length > 20, m2);
+    // Their defaults are announced where llama.cpp's server announces them.
+    const props = (await httpGet(srv, "/props")).json;
+    const params = props.default_generation_settings.params;
+    for (const [k, v] of Object.entries({ typical_p: 1, top_n_sigma: -1, xtc_probability: 0, mirostat: 0, mirostat_tau: 5 }))
+      assert.equal(params[k], v, `/props ${k}`);
+  });
+
   test('completions at temperature 0 equal `slm run --temp 0 --kv-type f32` for three prompts', T, async () => {
     for (const prompt of ['Once upon a time', 'Lily and Ben', 'The cat']) {
       const expected = await slmRun(['-m', modelPath, '-p', prompt, '-n', '48', '--temp', '0', '--kv-type', 'f32', '-t', '1']);

@@ -30,7 +30,17 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
   app.add_option("--repeat-last-n", sampling.repeat_last_n, "tokens the penalties look back on");
   app.add_option("--presence-penalty", sampling.presence_penalty, "presence penalty (0: off)");
   app.add_option("--frequency-penalty", sampling.frequency_penalty, "frequency penalty (0: off)");
-  app.add_option("--seed", sampling.seed, "random seed (same seed, same text)");
+  app.add_option("--typical", sampling.typical_p, "locally typical sampling, p (1: off)");
+  app.add_option("--top-nsigma,--top-n-sigma", sampling.top_n_sigma,
+                 "keep the tokens within N standard deviations of the best logit (<= 0: off)");
+  app.add_option("--xtc-probability", sampling.xtc_probability,
+                 "XTC: how often to drop the likeliest tokens but the last above --xtc-threshold (0: off)");
+  app.add_option("--xtc-threshold", sampling.xtc_threshold, "XTC: the probability a token must reach to be dropped (default 0.1)");
+  app.add_option("--mirostat", sampling.mirostat, "mirostat sampling: 0 off, 1 mirostat, 2 mirostat 2.0 (replaces top-k, top-p, min-p, typical, XTC)")
+      ->check(CLI::Range(0, 2));
+  app.add_option("--mirostat-ent", sampling.mirostat_tau, "mirostat's target entropy, tau (default 5)");
+  app.add_option("--mirostat-lr", sampling.mirostat_eta, "mirostat's learning rate, eta (default 0.1)");
+  app.add_option("-s,--seed", sampling.seed, "random seed (same seed, same text)");
   app.add_option("-l,--logit-bias", logit_bias,
                  "TOKEN_ID(+/-)BIAS added to that token's logit, as llama.cpp's: 15043+1, 15043-0.5, 15043-inf bans it "
                  "(repeatable)")

@@ -26,7 +26,8 @@ void copy_options(const json& body, json& out) {
       else if (v.get<int64_t>() == 0 || v.get<int64_t>() < -2)
         refuse("options.num_predict", "'options.num_predict' must be positive, -1 or -2");
     } else if (key == "temperature" || key == "top_k" || key == "top_p" || key == "min_p" || key == "seed" ||
-               key == "repeat_penalty" || key == "presence_penalty" || key == "frequency_penalty" || key == "stop") {
+               key == "repeat_penalty" || key == "presence_penalty" || key == "frequency_penalty" || key == "stop" ||
+               key == "typical_p" || key == "mirostat" || key == "mirostat_tau" || key == "mirostat_eta") {
       out[key] = v;
     } else if (key == "num_ctx" || key == "num_thread" || key == "num_gpu" || key == "num_batch" ||
                key == "repeat_last_n" || key == "num_keep" || key == "use_mmap" || key == "use_mlock" ||

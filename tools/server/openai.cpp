@@ -400,6 +400,16 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
   s.frequency_penalty = static_cast<float>(number(body, "frequency_penalty", 0.0, -2.0, 2.0));
   s.repeat_penalty = static_cast<float>(number(body, "repeat_penalty", 1.0, 0.0, 10.0));
   if (s.repeat_penalty <= 0.0f) bad("repeat_penalty", "'repeat_penalty' must be greater than 0");
+  // llama.cpp's server's optional stages (sampling/sampler.h), off by default as there.
+  s.typical_p = static_cast<float>(number(body, "typical_p", 1.0, 0.0, 1.0));
+  if (s.typical_p <= 0.0f) bad("typical_p", "'typical_p' must be greater than 0 (1: off)");
+  s.top_n_sigma = static_cast<float>(number(body, "top_n_sigma", -1.0, -1000.0, 1000.0));
+  s.xtc_probability = static_cast<float>(number(body, "xtc_probability", 0.0, 0.0, 1.0));
+  s.xtc_threshold = static_cast<float>(number(body, "xtc_threshold", 0.1, 0.0, 1.0));
+  s.mirostat = static_cast<int32_t>(integer(body, "mirostat", 0, 0, 2));
+  s.mirostat_tau = static_cast<float>(number(body, "mirostat_tau", 5.0, 0.0, 1000.0));
+  if (s.mirostat_tau <= 0.0f) bad("mirostat_tau", "'mirostat_tau' must be greater than 0");
+  s.mirostat_eta = static_cast<float>(number(body, "mirostat_eta", 0.1, 0.0, 1000.0));
   if (const json* seed = field(body, "seed")) {
     if (!seed->is_number_integer()) bad("seed", "'seed' must be an integer, got " + seed->dump());
     s.seed = seed->is_number_unsigned() ? seed->get<uint64_t>() : static_cast<uint64_t>(seed->get<int64_t>());

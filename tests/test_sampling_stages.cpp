@@ -1,0 +1,214 @@
+// llama.cpp's optional sampling stages: locally typical sampling, top-n-sigma, XTC and mirostat
+// 1 and 2 (sampling/sampler.h), each on distributions small enough to work out by hand from the
+// stage's definition, so that what a stage keeps is checked exactly, not only its spirit.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "sampling/sampler.h"
+
+namespace {
+
+using slm::Sampler;
+using slm::SamplerParams;
+
+// Every stage of the default chain off (top-k, top-p, min-p neutral), at temperature t.
+SamplerParams only(float t, uint64_t seed = 7) {
+  SamplerParams p;
+  p.temperature = t;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.seed = seed;
+  return p;
+}
+
+std::vector<float> logits_of(const std::vector<double>& probs) {
+  std::vector<float> l;
+  for (double p : probs) l.push_back(static_cast<float>(std::log(p)));
+  return l;
+}
+
+// The tokens drawn in `draws` samples (each accepted, as generation does).
+std::vector<int> counts(Sampler& s, const std::vector<float>& l, int draws) {
+  std::vector<int> c(l.size(), 0);
+  for (int i = 0; i < draws; ++i) {
+    const int32_t t = s.sample(l.data());
+    ++c[static_cast<size_t>(t)];
+    s.accept(t);
+  }
+  return c;
+}
+
+// p = (0.4, 0.3, 0.3): entropy H = 1.0889 nats; surprises -ln p = 0.916 (distance 0.173 from
+// H) and 1.204 (0.115). The two 0.3 tokens are the typical ones: typical_p 0.5 keeps them
+// (0.3 + 0.3 > 0.5), not the likeliest token; 0.6 needs all three (0.6 is not > 0.6).
+TEST(SamplingStages, TypicalKeepsTheTokensNearestTheEntropy) {
+  const auto l = logits_of({0.4, 0.3, 0.3});
+  SamplerParams p = only(1.0f);
+  p.typical_p = 0.5f;
+  Sampler s(p, 3);
+  const auto c = counts(s, l, 2000);
+  EXPECT_EQ(c[0], 0);
+  EXPECT_GT(c[1], 850);  // 1000 each expected
+  EXPECT_GT(c[2], 850);
+  // Greedy is the best of what typical kept (llama.cpp: temperature 0 after the stage).
+  SamplerParams g = p;
+  g.temperature = 0.0f;
+  Sampler greedy(g, 3);
+  EXPECT_EQ(greedy.sample(l.data()), 1);
+  // 0.6: all three.
+  p.typical_p = 0.6f;
+  Sampler all(p, 3);
+  EXPECT_GT(counts(all, l, 2000)[0], 650);  // 800 expected
+  // A peaked distribution keeps its argmax alone: p = (0.7, 0.1, 0.1, 0.1), H = 0.9404,
+  // distances 0.584 and 1.362; 0.7 > 0.5.
+  p.typical_p = 0.5f;
+  const auto peaked = logits_of({0.7, 0.1, 0.1, 0.1});
+  Sampler one(p, 4);
+  EXPECT_EQ(counts(one, peaked, 300)[0], 300);
+}
+
+// Logits (10, 9, 5, 0, 0, 0): mean 4, standard deviation sqrt(110 / 6) = 4.282. n = 1 keeps
+// the logits >= 5.718 (tokens 0 and 1); n = 0.1 only the best (>= 9.572); n = 2 adds 5.
+TEST(SamplingStages, TopNSigmaKeepsLogitsWithinNDeviationsOfTheBest) {
+  const std::vector<float> l = {10, 9, 5, 0, 0, 0};
+  auto kept = [&](float n) {
+    SamplerParams p = only(5.0f);  // hot: every kept token gets drawn
+    p.top_n_sigma = n;
+    Sampler s(p, 6);
+    const auto c = counts(s, l, 3000);
+    std::set<int> k;
+    for (int i = 0; i < 6; ++i)
+      if (c[static_cast<size_t>(i)] > 0) k.insert(i);
+    return k;
+  };
+  EXPECT_EQ(kept(1.0f), (std::set<int>{0, 1}));
+  EXPECT_EQ(kept(0.1f), (std::set<int>{0}));
+  EXPECT_EQ(kept(2.0f), (std::set<int>{0, 1, 2}));
+  EXPECT_EQ(kept(0.0f), (std::set<int>{0, 1, 2, 3, 4, 5}));  // off
+}
+
+// p = (0.5, 0.3, 0.15, 0.05), threshold 0.1: three tokens reach it, so the two likeliest go and
+// 0.15 stays with 0.05. With probability 1 every draw; 0.5: about half the draws.
+TEST(SamplingStages, XtcDropsTheTopChoicesButTheLastAboveTheThreshold) {
+  const auto l = logits_of({0.5, 0.3, 0.15, 0.05});
+  SamplerParams p = only(1.0f);
+  p.xtc_probability = 1.0f;
+  p.xtc_threshold = 0.1f;
+  Sampler always(p, 4);
+  auto c = counts(always, l, 2000);
+  EXPECT_EQ(c[0] + c[1], 0);
+  EXPECT_GT(c[2], 1350);  // 1500 expected (0.15 / 0.2)
+  EXPECT_GT(c[3], 350);
+  // Greedy: the best of what is left.
+  SamplerParams g = p;
+  g.temperature = 0.0f;
+  Sampler greedy(g, 4);
+  EXPECT_EQ(greedy.sample(l.data()), 2);
+  // One token above the threshold: nothing to drop (0.4: only 0.5 reaches it).
+  p.xtc_threshold = 0.4f;
+  Sampler single(p, 4);
+  EXPECT_GT(counts(single, l, 2000)[0], 850);
+  // Above 0.5: off, as in llama.cpp.
+  p.xtc_threshold = 0.6f;
+  Sampler off(p, 4);
+  EXPECT_GT(counts(off, l, 2000)[0], 850);
+  // Half the time: token 0 is drawn in about half of its usual share (0.25 of draws).
+  p.xtc_threshold = 0.1f;
+  p.xtc_probability = 0.5f;
+  Sampler half(p, 4);
+  c = counts(half, l, 4000);
+  EXPECT_GT(c[0], 800);
+  EXPECT_LT(c[0], 1200);
+}
+
+// Mirostat 2.0 keeps the tokens whose surprise -log2 p is at most mu (2 tau at the start), then
+// moves mu by eta times the drawn token's surprise (among those kept) less tau. Over
+// p = (0.6, 0.3, 0.1) with tau 0.5 and eta 1: mu 1 keeps p >= 0.5, token 0 alone, whose
+// surprise 0 raises mu to 1.5 (p >= 0.354: token 0 again), then 2 (p >= 0.25: tokens 0 and 1).
+// Token 2 needs mu >= log2 10 = 3.32, which the target of 0.5 bits keeps it well below.
+TEST(SamplingStages, MirostatTwoTruncatesBySurpriseAndAdapts) {
+  const auto l = logits_of({0.6, 0.3, 0.1});
+  SamplerParams p = only(1.0f);
+  p.mirostat = 2;
+  p.mirostat_tau = 0.5f;
+  p.mirostat_eta = 1.0f;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    p.seed = seed;
+    Sampler s(p, 3);
+    EXPECT_EQ(s.sample(l.data()), 0) << seed;
+    EXPECT_EQ(s.sample(l.data()), 0) << seed;
+    const auto c = counts(s, l, 200);
+    EXPECT_GT(c[1], 0) << seed;
+    EXPECT_EQ(c[2], 0) << seed;
+    s.reset();  // mu back to 2 tau
+    EXPECT_EQ(s.sample(l.data()), 0) << seed;
+  }
+  // A high target lets every token through from the start (mu = 20 bits).
+  p.mirostat_tau = 10.0f;
+  Sampler wide(p, 3);
+  EXPECT_GT(counts(wide, l, 1000)[2], 50);
+}
+
+// Mirostat 1 fits a Zipf exponent s to the likeliest tokens and samples from the top k that
+// gives surprise mu: k = (eps 2^mu / (1 - N^-eps))^(1/s), eps = s - 1. On an exact Zipf
+// distribution p_i ~ (i + 1)^-1.5 over N = 1000 tokens the fit is exact (s = 1.5), and tau 3
+// (mu 6) gives k = (0.5 * 64 / (1 - 1000^-0.5))^(2/3) = 10.3: the first draw is among the ten
+// likeliest, and token 9 (p = 1.6% of those ten) turns up across 500 seeds.
+TEST(SamplingStages, MirostatOneSamplesTheTopKOfItsZipfEstimate) {
+  std::vector<double> probs;
+  for (int i = 0; i < 1000; ++i) probs.push_back(std::pow(i + 1.0, -1.5));
+  const auto l = logits_of(probs);
+  SamplerParams p = only(1.0f);
+  p.mirostat = 1;
+  p.mirostat_tau = 3.0f;
+  p.mirostat_eta = 0.0f;  // mu stays 6
+  int highest = 0;
+  for (uint64_t seed = 0; seed < 500; ++seed) {
+    p.seed = seed;
+    Sampler s(p, 1000);
+    const int32_t t = s.sample(l.data());
+    ASSERT_LT(t, 10) << seed;
+    highest = std::max(highest, static_cast<int>(t));
+  }
+  EXPECT_EQ(highest, 9);
+  // Greedy stays greedy.
+  p.temperature = 0.0f;
+  Sampler g(p, 1000);
+  EXPECT_EQ(g.sample(l.data()), 0);
+}
+
+// Out-of-range settings are refused with what is allowed.
+TEST(SamplingStages, BadSettingsAreRefusedWithTheirRange) {
+  auto error_of = [](const SamplerParams& p) -> std::string {
+    try {
+      Sampler s(p, 10);
+    } catch (const slm::Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  SamplerParams p;
+  p.typical_p = 0.0f;
+  EXPECT_NE(error_of(p).find("typical-p"), std::string::npos);
+  p = {};
+  p.xtc_probability = 1.5f;
+  EXPECT_NE(error_of(p).find("XTC probability"), std::string::npos);
+  p = {};
+  p.mirostat = 3;
+  EXPECT_NE(error_of(p).find("mirostat 3"), std::string::npos);
+  p = {};
+  p.mirostat = 2;
+  p.mirostat_tau = 0.0f;
+  EXPECT_NE(error_of(p).find("tau"), std::string::npos);
+  p = {};
+  p.top_n_sigma = NAN;
+  EXPECT_NE(error_of(p).find("top-n-sigma"), std::string::npos);
+}
+
+}  // namespace
