@@ -106,13 +106,76 @@ TEST(CliRun, LlamaCppSamplingOptions) {
     EXPECT_EQ(a.out, b.out) << "mirostat " << m;
     EXPECT_GT(a.out.size(), 40u) << "mirostat " << m;
   }
+  // DRY: the greedy story says "Lily was sad and didn't know what to do." twice in 200 tokens;
+  // with DRY the second time goes another way.
+  auto run200 = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"run", "-m", model.string(), "-p", "Once upon a time", "-n", "200", "--temp", "0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_cli(args);
+  };
+  const auto long_greedy = run200({});
+  const auto dry = run200({"--dry-multiplier", "0.8"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  const std::string sad = "Lily was sad and didn't know what to do.";
+  const size_t first = long_greedy.out.find(sad);
+  ASSERT_NE(first, std::string::npos) << long_greedy.out;
+  ASSERT_NE(long_greedy.out.find(sad, first + 1), std::string::npos) << long_greedy.out;
+  EXPECT_NE(dry.out, long_greedy.out);
+  const size_t dry_first = dry.out.find(sad);
+  EXPECT_TRUE(dry_first == std::string::npos || dry.out.find(sad, dry_first + 1) == std::string::npos) << dry.out;
+  EXPECT_EQ(run200({"--dry-multiplier", "0.8", "--dry-sequence-breaker", "none"}).exit_code, 0);
   for (const std::vector<std::string>& bad : {std::vector<std::string>{"--mirostat", "3"},
+                                              std::vector<std::string>{"--dry-base", "0.5", "--dry-multiplier", "1"},
                                               std::vector<std::string>{"--typical", "0"},
                                               std::vector<std::string>{"--xtc-probability", "2"}}) {
     const auto r = run(bad);
     EXPECT_NE(r.exit_code, 0) << bad[0];
     EXPECT_FALSE(r.err.empty()) << bad[0];
   }
+}
+
+// A llama-cli command line runs as written: batch sizes (-b, -ub), -tb (warned about when it
+// differs from -t), llama.cpp's flags for what slm does anyway (--no-warmup,
+// --no-display-prompt, -no-cnv), --mlock / --no-mmap (ignored with a warning); escapes in -p as
+// llama.cpp reads them (-e, the default; --no-escape keeps the text); -r stops after its text;
+// --ignore-eos bans the end-of-generation token (here favoured by a logit bias: without it the
+// story ends at once).
+TEST(CliRun, LlamaCppRunOptions) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  auto run = [&](const std::string& prompt, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"run", "-m", model.string(), "-p", prompt, "--temp", "0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_cli(args);
+  };
+  const auto plain = run("Once upon a time", {"-n", "60"});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  const auto copied = run("Once upon a time", {"-n", "60", "-b", "64", "-ub", "32", "-t", "2", "-tb", "2", "--no-warmup",
+                                               "--no-display-prompt", "-no-cnv", "-e"});
+  ASSERT_EQ(copied.exit_code, 0) << copied.err;
+  EXPECT_EQ(copied.out, plain.out);
+  EXPECT_EQ(copied.err, "");
+  const auto warned = run("Once upon a time", {"-n", "8", "-t", "2", "-tb", "1", "--mlock", "--no-mmap"});
+  ASSERT_EQ(warned.exit_code, 0) << warned.err;
+  for (const char* w : {"--threads-batch 1 ignored", "--mlock ignored", "--no-mmap ignored"})
+    EXPECT_NE(warned.err.find(w), std::string::npos) << w << ": " << warned.err;
+  // "\\n" typed in the prompt is a newline, as with llama.cpp; --no-escape keeps it as typed.
+  const auto newline = run("Lily\\nBen", {"-n", "30"}), real = run("Lily\nBen", {"-n", "30"}),
+             verbatim = run("Lily\\nBen", {"-n", "30", "--no-escape"});
+  EXPECT_EQ(newline.out, real.out);
+  EXPECT_NE(verbatim.out, real.out);
+  // -r: up to and including the first "park." of the greedy story.
+  const auto stopped = run("Once upon a time", {"-n", "60", "-r", "park."});
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.err;
+  const size_t at = plain.out.find("park.");
+  ASSERT_NE(at, std::string::npos) << plain.out;
+  EXPECT_EQ(stopped.out, plain.out.substr(0, at + 5));
+  // --ignore-eos.
+  const auto ends = run("Once upon a time", {"-n", "10", "-l", "2+100"});
+  const auto goes_on = run("Once upon a time", {"-n", "10", "-l", "2+100", "--ignore-eos"});
+  ASSERT_EQ(goes_on.exit_code, 0) << goes_on.err;
+  EXPECT_EQ(ends.out, "");
+  EXPECT_EQ(goes_on.out, plain.out.substr(0, goes_on.out.size()));
+  EXPECT_GT(goes_on.out.size(), 20u);
 }
 
 // --logit-bias TOKEN_ID(+/-)BIAS, llama.cpp's syntax: banning the greedy first token (432,

@@ -638,14 +638,33 @@ TEST(SamplingChain, LargeVocabularyIsFast) {
   auto l = random_logits(n, 51, 2.0f);
   SamplerParams only_p = plain(0.8f, 1);
   only_p.top_p = 0.95f;
-  for (const auto& p : {SamplerParams{}, only_p}) {
+  // llama.cpp's optional stages over the whole vocabulary: typical with XTC and top-n-sigma,
+  // mirostat 1 and 2, and DRY over a history of 4,000 tokens.
+  SamplerParams stages = plain(0.8f, 1);
+  stages.typical_p = 0.9f;
+  stages.xtc_probability = 0.5f;
+  stages.top_n_sigma = 3.0f;
+  SamplerParams miro1 = plain(0.8f, 1), miro2 = plain(0.8f, 1), dry{};
+  miro1.mirostat = 1;
+  miro2.mirostat = 2;
+  dry.dry_multiplier = 0.8f;
+  dry.dry_breakers_resolved = true;
+  const std::pair<const char*, SamplerParams> configs[] = {{"defaults (top-k 40)", SamplerParams{}},
+                                                           {"top-p 0.95 alone", only_p},
+                                                           {"typical 0.9 + XTC 0.5 + top-n-sigma 3", stages},
+                                                           {"mirostat 1", miro1},
+                                                           {"mirostat 2", miro2},
+                                                           {"defaults + DRY, 4000 tokens of history", dry}};
+  for (const auto& [name, p] : configs) {
     Sampler s(p, n);
+    if (p.dry_multiplier > 0)
+      for (int i = 0; i < 4000; ++i) s.accept((i * 7919) % 5000);
     const int calls = 50;
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < calls; ++i) s.accept(s.sample(l.data()));
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / calls;
-    std::printf("  128k vocab, top_k %d top_p %.2f: %.3f ms/sample\n", p.top_k, p.top_p, ms);
+    std::printf("  128k vocab, %s: %.3f ms/sample\n", name, ms);
     EXPECT_LT(ms, 200.0);
   }
 }

@@ -3,6 +3,7 @@
 // stage's definition, so that what a stage keeps is checked exactly, not only its spirit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <string>
@@ -183,6 +184,54 @@ TEST(SamplingStages, MirostatOneSamplesTheTopKOfItsZipfEstimate) {
   EXPECT_EQ(g.sample(l.data()), 0);
 }
 
+// DRY on a history of 1 2 3 4 1 2 3 (every logit 0 but token 4's): the last three tokens
+// occurred before, followed by 4, so 4 would extend a repeat of 3 tokens and loses
+// multiplier * base^(3 - allowed) = 1 * 2^1 = 2: greedy with 4 at 1.99 picks another token, at
+// 2.01 still 4. No other token would repeat anything. A breaker token (2) inside the repeat cuts
+// it to 1 token (under the allowed 2): no penalty; allowed length 3: a penalty of 2^0 = 1; a
+// window of the last 4 tokens sees no earlier occurrence.
+TEST(SamplingStages, DryPenalisesTheTokenThatWouldExtendARepeat) {
+  auto pick = [](float logit4, int allowed, std::vector<int32_t> breakers, int32_t last_n) {
+    SamplerParams p = only(0.0f);
+    p.dry_multiplier = 1.0f;
+    p.dry_base = 2.0f;
+    p.dry_allowed_length = allowed;
+    p.dry_penalty_last_n = last_n;
+    p.dry_sequence_breakers = {"x"};  // resolved below, as resolve_dry_breakers would
+    p.dry_breaker_ids = std::move(breakers);
+    p.dry_breakers_resolved = true;
+    Sampler s(p, 10);
+    for (int32_t t : {1, 2, 3, 4, 1, 2, 3}) s.accept(t);
+    std::vector<float> l(10, 0.0f);
+    l[4] = logit4;
+    return s.sample(l.data());
+  };
+  EXPECT_EQ(pick(1.99f, 2, {}, -1), 0);
+  EXPECT_EQ(pick(2.01f, 2, {}, -1), 4);
+  EXPECT_EQ(pick(0.5f, 2, {2}, -1), 4);  // a breaker inside the repeat
+  EXPECT_EQ(pick(0.99f, 3, {}, -1), 0);
+  EXPECT_EQ(pick(1.01f, 3, {}, -1), 4);
+  EXPECT_EQ(pick(0.5f, 4, {}, -1), 4);   // a repeat of 3 is allowed
+  EXPECT_EQ(pick(0.5f, 2, {}, 4), 4);    // the window holds 4 1 2 3 only
+  EXPECT_EQ(pick(1.99f, 2, {}, 7), 0);   // it holds all seven
+  // The breakers must have been resolved against a vocabulary.
+  SamplerParams p = only(1.0f);
+  p.dry_multiplier = 0.8f;
+  EXPECT_THROW(Sampler(p, 10), slm::Error);
+  // reset() forgets the history.
+  p.dry_breakers_resolved = true;
+  p.dry_base = 2.0f;
+  p.temperature = 0.0f;
+  p.dry_multiplier = 1.0f;
+  Sampler s(p, 10);
+  for (int32_t t : {1, 2, 3, 4, 1, 2, 3}) s.accept(t);
+  std::vector<float> l(10, 0.0f);
+  l[4] = 1.5f;
+  EXPECT_EQ(s.sample(l.data()), 0);
+  s.reset();
+  EXPECT_EQ(s.sample(l.data()), 4);
+}
+
 // Out-of-range settings are refused with what is allowed.
 TEST(SamplingStages, BadSettingsAreRefusedWithTheirRange) {
   auto error_of = [](const SamplerParams& p) -> std::string {
@@ -206,6 +255,9 @@ TEST(SamplingStages, BadSettingsAreRefusedWithTheirRange) {
   p.mirostat = 2;
   p.mirostat_tau = 0.0f;
   EXPECT_NE(error_of(p).find("tau"), std::string::npos);
+  p = {};
+  p.dry_base = 0.5f;
+  EXPECT_NE(error_of(p).find("DRY base"), std::string::npos);
   p = {};
   p.top_n_sigma = NAN;
   EXPECT_NE(error_of(p).find("top-n-sigma"), std::string::npos);

@@ -88,6 +88,13 @@ struct GenerateParams {
   int mirostat = 0;
   float mirostat_tau = 5.0f;
   float mirostat_eta = 0.1f;
+  // DRY (multiplier 0: off): tokens that would extend a repeat of the history longer than
+  // dry_allowed_length lose multiplier * base^(length - allowed) (llama.cpp's default breakers:
+  // newline, colon, quote, asterisk).
+  float dry_multiplier = 0.0f;
+  float dry_base = 1.75f;
+  int dry_allowed_length = 2;
+  int dry_penalty_last_n = -1;
   uint64_t seed = 0xFFFFFFFF;
   // Constrained output (at most one): a GBNF grammar (llama.cpp's format) or a JSON schema
   // (JSON text) the generated text must follow; both empty: free text. A grammar or schema

@@ -146,6 +146,11 @@ Sampler make_sampler(const Model::Impl& m, const GenerateParams& p) {
   sp.mirostat = p.mirostat;
   sp.mirostat_tau = p.mirostat_tau;
   sp.mirostat_eta = p.mirostat_eta;
+  sp.dry_multiplier = p.dry_multiplier;
+  sp.dry_base = p.dry_base;
+  sp.dry_allowed_length = p.dry_allowed_length;
+  sp.dry_penalty_last_n = p.dry_penalty_last_n;
+  resolve_dry_breakers(sp, tok);
   sp.seed = p.seed;
   sp.logit_bias = p.logit_bias;
   Sampler sampler(sp, static_cast<int32_t>(m.model->hparams().n_vocab));

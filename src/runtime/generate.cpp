@@ -60,4 +60,21 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
   return r;
 }
 
+void resolve_dry_breakers(SamplerParams& p, const Tokenizer& tok) {
+  p.dry_breaker_ids.clear();
+  p.dry_breakers_resolved = true;
+  if (!(p.dry_multiplier > 0.0f) || p.dry_penalty_last_n == 0) return;
+  bool any = false;
+  for (const std::string& b : p.dry_sequence_breakers) any = any || !b.empty();
+  if (!any) return;
+  for (int32_t id = 0; id < tok.n_vocab(); ++id) {
+    const std::string piece = tok.token_to_piece(id);
+    for (const std::string& b : p.dry_sequence_breakers)
+      if (!b.empty() && piece.find(b) != std::string::npos) {
+        p.dry_breaker_ids.push_back(id);
+        break;
+      }
+  }
+}
+
 }  // namespace slm

@@ -26,6 +26,12 @@ void check_prompt(std::span<const int32_t> prompt, int64_t n_ctx);
 // What every generation loop does last: the decoder's held-back bytes to r.text and on_text.
 void finish_text(StreamDecoder& decoder, GenerateResult& r, const std::function<bool(const std::string&)>& on_text);
 
+// DRY's sequence breakers as token ids (SamplerParams::dry_breaker_ids): the tokens whose text
+// contains one of p.dry_sequence_breakers. llama.cpp also matches a breaker spelled over several
+// tokens; the default breakers (newline, colon, quote, asterisk) are single characters, so
+// containing one is the same test. Costs a pass over the vocabulary: only where DRY is on.
+void resolve_dry_breakers(SamplerParams& p, const Tokenizer& tok);
+
 // on_text receives complete UTF-8 pieces as they are produced; returning false stops.
 GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler,
                         std::span<const int32_t> prompt, int n_predict,

@@ -323,6 +323,18 @@ void BatchScheduler::admit(std::deque<Pending>& incoming) {
     s.pending_token = -1;
     s.last_used = s.admitted = ++admissions_;
     try {
+      if (s.req.sampling.dry_multiplier > 0.0f && !s.req.sampling.dry_breakers_resolved) {
+        // A pass over the vocabulary: kept for the next request with the same breakers.
+        if (dry_breakers_for_ != s.req.sampling.dry_sequence_breakers || !dry_resolved_) {
+          SamplerParams probe = s.req.sampling;
+          resolve_dry_breakers(probe, tok_);
+          dry_breaker_ids_ = std::move(probe.dry_breaker_ids);
+          dry_breakers_for_ = s.req.sampling.dry_sequence_breakers;
+          dry_resolved_ = true;
+        }
+        s.req.sampling.dry_breaker_ids = dry_breaker_ids_;
+        s.req.sampling.dry_breakers_resolved = true;
+      }
       s.sampler.emplace(s.req.sampling, static_cast<int32_t>(model_.hparams().n_vocab));
       for (int32_t t : s.req.prompt) s.sampler->accept(t);
       if (s.req.grammar) {

@@ -63,6 +63,13 @@ Sampler::Sampler(const SamplerParams& p, int32_t n_vocab) : params_(p), n_vocab_
     fail("sampler: presence penalty {} must be finite", p.presence_penalty);
   if (!std::isfinite(p.frequency_penalty))
     fail("sampler: frequency penalty {} must be finite", p.frequency_penalty);
+  if (!(p.dry_multiplier >= 0.0f) || std::isinf(p.dry_multiplier))
+    fail("sampler: DRY multiplier {} must be finite and >= 0 (0 = off)", p.dry_multiplier);
+  if (!(p.dry_base >= 1.0f) || std::isinf(p.dry_base)) fail("sampler: DRY base {} must be finite and >= 1", p.dry_base);
+  if (p.dry_allowed_length < 0) fail("sampler: DRY allowed length {} must not be negative", p.dry_allowed_length);
+  if (p.dry_penalty_last_n < -1 || p.dry_penalty_last_n > kMaxRepeatLastN)
+    fail("sampler: DRY penalty-last-n {} must be -1 (whole history), 0 (off) or in [1, {}]", p.dry_penalty_last_n,
+         kMaxRepeatLastN);
   if (!(p.typical_p > 0.0f && p.typical_p <= 1.0f))
     fail("sampler: typical-p {} must be in (0, 1] (1 = off)", p.typical_p);
   if (std::isnan(p.top_n_sigma) || std::isinf(p.top_n_sigma))
@@ -94,6 +101,20 @@ Sampler::Sampler(const SamplerParams& p, int32_t n_vocab) : params_(p), n_vocab_
   const auto nv = static_cast<size_t>(n_vocab);
   cand_.resize(nv);
   prob_.resize(nv);
+  dry_on_ = p.dry_multiplier > 0.0f && p.dry_penalty_last_n != 0;
+  if (dry_on_) {
+    if (!p.dry_sequence_breakers.empty() && !p.dry_breakers_resolved)
+      fail("sampler: DRY's sequence breakers must be resolved against the vocabulary (resolve_dry_breakers) first");
+    dry_breaker_.assign(nv, 0);
+    for (const int32_t id : p.dry_breaker_ids) {
+      if (id < 0 || id >= n_vocab) fail("sampler: DRY breaker token {} is outside the vocabulary (0..{})", id, n_vocab - 1);
+      dry_breaker_[static_cast<size_t>(id)] = 1;
+    }
+    if (p.dry_penalty_last_n > 0) dry_hist_.resize(static_cast<size_t>(p.dry_penalty_last_n));
+    else dry_hist_.reserve(4096);
+    dry_len_.assign(nv, 0);
+    dry_pen_.assign(nv, 0.0f);
+  }
   if (p.typical_p < 1.0f) {
     scratch_.resize(nv);
     order_.resize(nv);
@@ -121,6 +142,8 @@ void Sampler::reset() {
   ring_size_ = 0;
   rng_ = seeded_;
   mu_ = 2.0f * params_.mirostat_tau;
+  dry_head_ = dry_size_ = 0;
+  if (params_.dry_penalty_last_n < 0) dry_hist_.clear();
   if (grammar_.grammar) grammar_state_.emplace(grammar_.grammar);
 }
 
@@ -149,6 +172,16 @@ void Sampler::accept_sampled(int32_t token) {
 void Sampler::accept(int32_t token) {
   if (token < 0 || token >= n_vocab_)
     fail("sampler: accepted token {} is outside the vocabulary [0, {})", token, n_vocab_);
+  if (dry_on_) {
+    if (params_.dry_penalty_last_n > 0) {  // a ring of the last n
+      dry_hist_[dry_head_] = token;
+      dry_head_ = (dry_head_ + 1) % dry_hist_.size();
+      dry_size_ = std::min(dry_size_ + 1, dry_hist_.size());
+    } else {
+      dry_hist_.push_back(token);
+      dry_size_ = dry_hist_.size();
+    }
+  }
   if (!penalties_on_) return;
   const auto t = static_cast<size_t>(token);
   if (ring_.empty()) {
@@ -176,7 +209,58 @@ double Sampler::uniform() {
          (1.0 / 9007199254740992.0);
 }
 
+void Sampler::dry_penalties() {
+  const size_t m = dry_size_;
+  if (m < 2) return;
+  // The history newest first: seq[k] is the token k places before the last.
+  dry_seq_.resize(m);
+  dry_z_.resize(m);
+  int32_t* seq = dry_seq_.data();
+  if (params_.dry_penalty_last_n > 0) {
+    const size_t cap = dry_hist_.size();
+    for (size_t k = 0; k < m; ++k) seq[k] = dry_hist_[(dry_head_ + cap - 1 - k) % cap];
+  } else {
+    for (size_t k = 0; k < m; ++k) seq[k] = dry_hist_[m - 1 - k];
+  }
+  // A repeat reaches back at most to the last sequence breaker (exclusive).
+  size_t limit = 0;
+  while (limit < m && !dry_breaker_[static_cast<size_t>(seq[limit])]) ++limit;
+  const auto allowed = static_cast<size_t>(params_.dry_allowed_length);
+  if (limit < allowed || limit == 0) return;
+  // z[k]: how many tokens the history ending k tokens ago shares with the whole history's end
+  // (the Z-array of seq, linear time). The token that followed that earlier end, seq[k - 1],
+  // would repeat a sequence of min(z[k], limit) tokens.
+  int32_t* z = dry_z_.data();
+  size_t zl = 0, zr = 0;
+  for (size_t k = 1; k < m; ++k) {
+    size_t zk = k < zr ? std::min(zr - k, static_cast<size_t>(z[k - zl])) : 0;
+    while (k + zk < m && seq[zk] == seq[k + zk]) ++zk;
+    z[k] = static_cast<int32_t>(zk);
+    if (k + zk > zr) {
+      zl = k;
+      zr = k + zk;
+    }
+  }
+  for (size_t k = 1; k < m; ++k) {
+    const size_t len = std::min(static_cast<size_t>(z[k]), limit);
+    if (len < allowed || len == 0) continue;
+    const auto t = static_cast<size_t>(seq[k - 1]);
+    if (dry_len_[t] == 0) dry_touched_.push_back(seq[k - 1]);
+    dry_len_[t] = std::max(dry_len_[t], static_cast<int32_t>(len));
+  }
+  // multiplier * base^(len - allowed), the exponent capped where the penalty would overflow.
+  const double base = params_.dry_base;
+  const double max_exp = base > 1.0 ? 88.0 / std::log(base) : 0.0;
+  for (const int32_t id : dry_touched_) {
+    const auto t = static_cast<size_t>(id);
+    const double e = std::min(static_cast<double>(dry_len_[t] - static_cast<int32_t>(allowed)), max_exp);
+    dry_pen_[t] = static_cast<float>(params_.dry_multiplier * std::pow(base, e));
+    dry_len_[t] = 0;
+  }
+}
+
 size_t Sampler::collect(const float* logits) {
+  if (dry_on_) dry_penalties();
   const float rp = params_.repeat_penalty;
   const float fp = params_.frequency_penalty;
   const float pp = params_.presence_penalty;
@@ -207,6 +291,7 @@ size_t Sampler::collect(const float* logits) {
         if (l == std::numeric_limits<float>::infinity()) l = std::numeric_limits<float>::max();
       }
     }
+    if (dry_on_ && l > kNegInf) l -= dry_pen_[static_cast<size_t>(i)];
     // Masked tokens never become candidates, so no stage has to think about them.
     if (l > kNegInf) {
       out[n++] = Candidate{l, i};
@@ -217,6 +302,8 @@ size_t Sampler::collect(const float* logits) {
       }
     }
   }
+  for (const int32_t id : dry_touched_) dry_pen_[static_cast<size_t>(id)] = 0.0f;
+  dry_touched_.clear();
   if (n == 0) fail("sampler: every logit is -inf, no token can be sampled");
   max_logit_ = mx;
   argmax_ = best;

@@ -1,6 +1,6 @@
-// Token sampler: llama.cpp's default chain without DRY (its penalty on repeated sequences):
+// Token sampler: llama.cpp's default chain,
 //
-//   penalties -> top-n-sigma -> top-k -> typical -> top-p -> min-p -> XTC -> temperature -> draw
+//   penalties -> DRY -> top-n-sigma -> top-k -> typical -> top-p -> min-p -> XTC -> temperature -> draw
 //
 // which is the order of llama.cpp's common_params_sampling::samplers default, each stage off at
 // its neutral value as there. With mirostat 1 or 2 the chain is llama.cpp's instead:
@@ -20,6 +20,7 @@
 #include <random>
 #include <unordered_map>
 #include <utility>
+#include <string>
 #include <vector>
 
 #include "sampling/grammar.h"
@@ -35,6 +36,21 @@ struct SamplerParams {
   int32_t repeat_last_n = 64;     // window the penalties look at (0 = off, -1 = whole history)
   float presence_penalty = 0.0f;  // subtracted once from every token present in the window
   float frequency_penalty = 0.0f; // subtracted count times from every token in the window
+  // DRY, "don't repeat yourself" (--dry-multiplier, --dry-base, --dry-allowed-length,
+  // --dry-penalty-last-n, --dry-sequence-breaker): a token that would extend a sequence of the
+  // recent history that already occurred (followed by that token) loses multiplier *
+  // base^(length - allowed_length) from its logit, length being the longest such repeat of at
+  // least allowed_length tokens. A repeat does not reach back past a sequence breaker (a token
+  // whose text contains one of the breaker strings: dry_breaker_ids, which the caller fills from
+  // the vocabulary with resolve_dry_breakers in runtime/generate.h). multiplier 0: off; base >= 1;
+  // penalty_last_n: the history looked at (-1: all of it, 0: off).
+  float dry_multiplier = 0.0f;
+  float dry_base = 1.75f;
+  int32_t dry_allowed_length = 2;
+  int32_t dry_penalty_last_n = -1;
+  std::vector<std::string> dry_sequence_breakers = {"\n", ":", "\"", "*"};
+  std::vector<int32_t> dry_breaker_ids;  // sorted; the tokens the breakers resolve to
+  bool dry_breakers_resolved = false;    // set by resolve_dry_breakers
   // Locally typical sampling (llama.cpp's --typical): keeps the tokens whose surprise is
   // closest to the distribution's entropy, up to this much probability. In (0, 1]; 1: off.
   float typical_p = 1.0f;
@@ -117,6 +133,7 @@ class Sampler {
   size_t top_k(size_t n);                 // sorts the kept prefix
   size_t top_p(size_t n, bool sorted);    // sorts (at least) the kept prefix
   size_t min_p(size_t n);                 // keeps the relative order
+  void dry_penalties();                   // fills dry_pen_ for the tokens that would repeat
   size_t top_n_sigma(size_t n);           // keeps the relative order
   size_t typical(size_t n);               // reorders (by distance to the entropy)
   size_t xtc(size_t n);                   // may move the survivors to the front
@@ -140,6 +157,16 @@ class Sampler {
   float max_logit_ = 0;   // largest penalised finite logit, set by collect()
   int32_t argmax_ = -1;   // its lowest id, set by collect()
   float mu_ = 0;          // mirostat's running surprise limit (2 tau at the start)
+  // DRY: whether it is on, breakers by id, the history it looks at (a ring when the window is
+  // bounded), the Z-array of the reversed history, each token's longest repeat and penalty
+  // (dense, n_vocab, zero but for the ids in dry_touched_).
+  bool dry_on_ = false;
+  std::vector<uint8_t> dry_breaker_;
+  std::vector<int32_t> dry_hist_;
+  size_t dry_head_ = 0, dry_size_ = 0;
+  std::vector<int32_t> dry_z_, dry_seq_, dry_len_;
+  std::vector<float> dry_pen_;
+  std::vector<int32_t> dry_touched_;
   // Typical sampling's distances, order and kept candidates (sized n_vocab when it is on).
   std::vector<double> scratch_;
   std::vector<uint32_t> order_;

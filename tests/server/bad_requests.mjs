@@ -114,6 +114,11 @@ export function badCases(promptTokens) {
       mirostat_tau: ['0', '-1'],
       mirostat_eta: ['-0.1'],
       top_n_sigma: ['"1"', '1e9'],
+      dry_multiplier: ['-1', '"0.8"'],
+      dry_base: ['0.5', 'true'],
+      dry_allowed_length: ['-1', '1.5'],
+      dry_penalty_last_n: ['-2'],
+      dry_sequence_breakers: ['"\\n"', '[1]', '[""]', '{}'],
       model: ['5', '{}', '[]', 'true'],
       ...(route === CHAT ? { logprobs: ['"yes"', '1', '[]'], top_logprobs: ['"3"', '2.5', 'true', '21', '-1'] } : {}),
     };

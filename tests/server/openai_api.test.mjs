@@ -254,12 +254,18 @@ describe('stories260K with --chat-template, --kv-type f32', { skip: missingShare
     const m1 = (await client.completions.create(m)).choices[0].text;
     assert.equal((await client.completions.create(m)).choices[0].text, m1);
     assert.ok(m1.length > 20, m1);
+    // DRY: the greedy story repeats a sentence within 200 tokens; with DRY it goes another way.
+    const long = { ...req, max_tokens: 200 };
+    const plain200 = (await client.completions.create(long)).choices[0].text;
+    const dry = (await client.completions.create({ ...long, dry_multiplier: 0.8, dry_sequence_breakers: ['\n'] })).choices[0].text;
+    assert.notEqual(dry, plain200, 'dry_multiplier 0.8 gave the greedy text: the field is ignored');
     const m2 = (await client.completions.create({ ...m, mirostat: 1 })).choices[0].text;
     assert.ok(m2.length > 20, m2);
     // Their defaults are announced where llama.cpp's server announces them.
     const props = (await httpGet(srv, "/props")).json;
     const params = props.default_generation_settings.params;
-    for (const [k, v] of Object.entries({ typical_p: 1, top_n_sigma: -1, xtc_probability: 0, mirostat: 0, mirostat_tau: 5 }))
+    for (const [k, v] of Object.entries({ typical_p: 1, top_n_sigma: -1, xtc_probability: 0, mirostat: 0, mirostat_tau: 5,
+                                          dry_multiplier: 0, dry_base: 1.75, dry_allowed_length: 2 }))
       assert.equal(params[k], v, `/props ${k}`);
   });
 

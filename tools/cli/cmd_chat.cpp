@@ -38,7 +38,7 @@ Runner add_chat(CLI::App& app) {
     auto tok = Tokenizer::from_gguf(model->gguf());
     const ChatPrompt chat = ChatPrompt::for_model(*tok, model->gguf(), o->template_file, o->model);
     Session session(*model, o->session_options(*model));
-    Sampler sampler(o->sampling, static_cast<int32_t>(model->hparams().n_vocab));
+    Sampler sampler(o->sampler_params(*tok), static_cast<int32_t>(model->hparams().n_vocab));
     if (auto g = o->load_grammar()) sampler.set_grammar({g, make_grammar_vocab(*tok)});
     Generator gen(*o, *tok, session);
 

@@ -112,7 +112,7 @@ Runner add_infill(CLI::App& app) {
       fmt::print(stderr, "slm: warning: the context ({} tokens) holds only part of the input: {} prefix, {} suffix, {} "
                  "extra tokens left out (raise -c)\n", session.n_ctx(), p.prefix_cut, p.suffix_cut, p.extra_cut);
     if (o->print_prompt) fmt::print(stderr, "{}\n", tok->decode(p.tokens, /*render_special=*/true));
-    Sampler sampler(g->sampling, static_cast<int32_t>(model->hparams().n_vocab));
+    Sampler sampler(g->sampler_params(*tok), static_cast<int32_t>(model->hparams().n_vocab));
     if (auto gr = g->load_grammar()) sampler.set_grammar({gr, make_grammar_vocab(*tok)});
     Generator gen(*g, *tok, session);
     const GenerateResult r = gen(sampler, p.tokens, [](const std::string& s) {

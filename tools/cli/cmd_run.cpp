@@ -1,8 +1,11 @@
 // slm run: generate a continuation of a prompt, streamed to stdout.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
+#include <string_view>
 
 #include "commands.h"
 #include "core/error.h"
@@ -30,6 +33,15 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
   app.add_option("--repeat-last-n", sampling.repeat_last_n, "tokens the penalties look back on");
   app.add_option("--presence-penalty", sampling.presence_penalty, "presence penalty (0: off)");
   app.add_option("--frequency-penalty", sampling.frequency_penalty, "frequency penalty (0: off)");
+  app.add_option("--dry-multiplier", sampling.dry_multiplier, "DRY: penalty on tokens that would repeat a sequence (0: off)");
+  app.add_option("--dry-base", sampling.dry_base, "DRY: the penalty's growth per token of repeat (default 1.75)");
+  app.add_option("--dry-allowed-length", sampling.dry_allowed_length, "DRY: repeats this long go unpenalised (default 2)");
+  app.add_option("--dry-penalty-last-n", sampling.dry_penalty_last_n, "DRY: tokens of history looked at (-1: all, 0: off)");
+  app.add_option("--dry-sequence-breaker", dry_breakers,
+                 "DRY: a repeat does not reach back past this text (repeatable, replaces the default \\n : \" *; 'none': no "
+                 "breakers)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--typical", sampling.typical_p, "locally typical sampling, p (1: off)");
   app.add_option("--top-nsigma,--top-n-sigma", sampling.top_n_sigma,
                  "keep the tokens within N standard deviations of the best logit (<= 0: off)");
@@ -52,7 +64,15 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
         }
       });
   app.add_option("-t,--threads", threads, "threads (default: all cores)");
+  app.add_option("--threads-batch", threads_batch, "llama.cpp's -tb: slm uses --threads for prompts too (another count is warned about)");
   app.add_option("-c,--ctx-size", n_ctx, "context size (0: the model's training context)");
+  app.add_option("-b,--batch-size", n_batch, "prompt tokens per forward pass (default 128)")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--ubatch-size", n_ubatch, "llama.cpp's -ub: the physical batch; the smaller of -b and -ub is used")
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_flag("--ignore-eos", ignore_eos, "do not stop at end-of-generation tokens (they are banned; -n sets the length)");
+  app.add_flag("--no-warmup", no_warmup, "accepted for llama.cpp's command lines (slm runs no warm-up pass)");
+  app.add_flag("--no-display-prompt", no_display_prompt, "accepted for llama.cpp's command lines (the prompt is not echoed)");
+  app.add_flag("--no-conversation", no_conversation, "llama.cpp's -no-cnv, accepted (slm chat is the conversation mode)");
   kv.add_to(app);
   lora.add_to(app);
   app.add_option("--grammar", grammar, "GBNF grammar the output must follow (llama.cpp's format)");
@@ -93,6 +113,57 @@ std::pair<int32_t, float> parse_logit_bias(const std::string& v) {
   }
   if (id < 0 || id > INT32_MAX) fail("--logit-bias '{}': {} is not a token id", v, id);
   return {static_cast<int32_t>(id), bias};
+}
+
+SamplerParams GenerationOptions::sampler_params(const Tokenizer& tok) const {
+  SamplerParams p = sampling;
+  if (!dry_breakers.empty()) {
+    p.dry_sequence_breakers.clear();
+    for (const std::string& b : dry_breakers)
+      if (b != "none") p.dry_sequence_breakers.push_back(process_escapes(b));
+  }
+  resolve_dry_breakers(p, tok);
+  if (ignore_eos)
+    for (const int32_t id : tok.eog_ids()) p.logit_bias.emplace_back(id, -std::numeric_limits<float>::infinity());
+  return p;
+}
+
+std::string process_escapes(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  auto hex = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      out += s[i];
+      continue;
+    }
+    const char c = s[i + 1];
+    switch (c) {
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 't': out += '\t'; break;
+      case '\'': out += '\''; break;
+      case '"': out += '"'; break;
+      case '\\': out += '\\'; break;
+      case 'x':
+        if (i + 3 < s.size() && hex(s[i + 2]) >= 0 && hex(s[i + 3]) >= 0) {
+          out += static_cast<char>(hex(s[i + 2]) * 16 + hex(s[i + 3]));
+          i += 2;
+          break;
+        }
+        [[fallthrough]];
+      default:  // not an escape: the backslash and the character as written
+        out += '\\';
+        out += c;
+    }
+    ++i;
+  }
+  return out;
 }
 
 std::unique_ptr<Model> GenerationOptions::load_model() const {
@@ -154,6 +225,11 @@ SessionOptions GenerationOptions::session_options(const Model& m) const {
   so.n_threads = threads > 0 ? threads : default_threads();
   so.n_ctx = context_size(m, n_ctx);
   if (const std::string w = context_warning(m, so.n_ctx); !w.empty()) fmt::print(stderr, "slm: warning: {}\n", w);
+  if (threads_batch > 0 && threads_batch != so.n_threads)
+    fmt::print(stderr, "slm: warning: --threads-batch {} ignored: slm runs prompts and generation on the same {} threads (-t)\n",
+               threads_batch, so.n_threads);
+  const int batch = n_batch > 0 && n_ubatch > 0 ? std::min(n_batch, n_ubatch) : std::max(n_batch, n_ubatch);
+  if (batch > 0) so.n_batch = batch;
   so.kv_types = kv.types();
   so.lora = lora.load(m);
   so.row_kernels = draft_model.empty() && !lookup;  // a speculative target's passes are all several tokens
@@ -174,11 +250,22 @@ Runner add_run(CLI::App& app) {
   });
   auto timings = std::make_shared<bool>(false);
   app.add_flag("--timings", *timings, "print where the time went to stderr (load, tokenizer, first token)");
-  return [o, prompt, prompt_file, timings]() {
+  auto escape = std::make_shared<bool>(true);
+  app.add_flag("-e,--escape,!--no-escape", *escape,
+               "process escapes (\\n, \\t, \\xHH, ...) in -p, as llama.cpp does (default; --no-escape: the text as given)");
+  auto stops = std::make_shared<std::vector<std::string>>();
+  app.add_option("-r,--reverse-prompt", *stops, "stop once the generated text contains this (repeatable; printed, as llama.cpp prints it)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  return [o, prompt, prompt_file, timings, escape, stops]() {
     if (!prompt_file->empty()) {
       *prompt = read_whole_file(*prompt_file == "-" ? "/dev/stdin" : *prompt_file, "prompt file");
       if (prompt->empty()) fail("the prompt file {} is empty", *prompt_file);
+    } else if (*escape) {
+      *prompt = process_escapes(*prompt);
     }
+    for (const std::string& r : *stops)
+      if (r.empty()) fail("--reverse-prompt must not be empty");
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
     auto ms = [&t0](clock::time_point t) { return std::chrono::duration<double, std::milli>(t - t0).count(); };
@@ -187,19 +274,35 @@ Runner add_run(CLI::App& app) {
     auto tok = Tokenizer::from_gguf(model->gguf());
     const auto t_tok = clock::now();
     Session session(*model, o->session_options(*model));
-    Sampler sampler(o->sampling, static_cast<int32_t>(model->hparams().n_vocab));
+    Sampler sampler(o->sampler_params(*tok), static_cast<int32_t>(model->hparams().n_vocab));
     if (auto g = o->load_grammar()) sampler.set_grammar({g, make_grammar_vocab(*tok)});
     const std::vector<int32_t> ids = tok->encode(*prompt, /*add_special=*/true, /*parse_special=*/false);
     clock::time_point t_first{};
+    // -r: the text so far is searched for each stop text (from where a match could begin); at
+    // one, the text up to its end is printed and generation stops.
+    std::string so_far;
+    size_t printed = 0;
     auto print = [&](const std::string& s) {
       if (t_first == clock::time_point{}) t_first = clock::now();
-      std::fwrite(s.data(), 1, s.size(), stdout);
+      size_t end = std::string::npos;
+      if (!stops->empty()) {
+        const size_t from = so_far.size();
+        so_far += s;
+        for (const std::string& r : *stops) {
+          const size_t at = so_far.find(r, from >= r.size() ? from - r.size() + 1 : 0);
+          if (at != std::string::npos) end = std::min(end, at + r.size());
+        }
+      }
+      const std::string_view out = end == std::string::npos ? std::string_view(s) : std::string_view(so_far).substr(printed, end - printed);
+      std::fwrite(out.data(), 1, out.size(), stdout);
       std::fflush(stdout);
-      return true;
+      printed += out.size();
+      return end == std::string::npos;
     };
     Generator gen(*o, *tok, session);
     GenerateResult r = gen(sampler, ids, print);
     const auto t_end = clock::now();
+    if (t_first == clock::time_point{}) t_first = t_end;  // nothing printed (an end-of-generation token first)
     if (r.context_full) fmt::print(stderr, "\nslm: stopped: the context ({} tokens) is full\n", session.n_ctx());
     if (sampler.has_grammar() && !r.stopped_at_eog && !sampler.grammar_state()->can_end())
       fmt::print(stderr, "\nslm: warning: stopped after {} tokens, before the text the grammar asks for was complete "

@@ -37,8 +37,21 @@ struct GenerationOptions {
   // Metadata the file gets wrong or lacks, as llama.cpp's --override-kv KEY=TYPE:VALUE.
   std::vector<std::string> override_kv;
   std::vector<std::string> logit_bias;  // as given; parsed into sampling.logit_bias
+  std::vector<std::string> dry_breakers;  // --dry-sequence-breaker, as given (escapes read)
+  // llama.cpp's spellings for how a run goes rather than what it samples: -b/--batch-size and
+  // -ub/--ubatch-size (prompt tokens per forward pass: the smaller of the two), -tb/
+  // --threads-batch (slm runs prompts and generation on -t threads: another count is warned
+  // about), --ignore-eos (end-of-generation tokens banned, so -n decides the length). 0: unset.
+  int n_batch = 0, n_ubatch = 0, threads_batch = 0;
+  bool ignore_eos = false;
+  // Accepted for llama.cpp's command lines, each what slm does anyway: --no-warmup (no warm-up
+  // pass is run), --no-display-prompt (the prompt is not echoed), -no-cnv/--no-conversation
+  // (run generates once; slm chat is the conversation).
+  bool no_warmup = false, no_display_prompt = false, no_conversation = false;
 
   void add_to(CLI::App& app, bool model_required = true);
+  // The sampler's settings, with --ignore-eos's bans on the tokenizer's end-of-generation tokens.
+  SamplerParams sampler_params(const Tokenizer& tok) const;
   // The model with the --override-kv values applied.
   std::unique_ptr<Model> load_model() const;
   // Loads the --lora adapters too (throws slm::Error for a bad one). With a draft model the
@@ -48,6 +61,10 @@ struct GenerationOptions {
   // file, bad JSON, an unsupported schema or a bad grammar, naming the option.
   std::shared_ptr<const Grammar> load_grammar() const;
 };
+
+// llama.cpp's escapes in a prompt given on the command line (-p, as its -e, on by default):
+// \n \r \t \' \" \\ \xHH; any other backslash stays as written.
+std::string process_escapes(const std::string& s);
 
 // "15043+1.5" / "15043-inf" -> (15043, 1.5) / (15043, -inf). Throws slm::Error.
 std::pair<int32_t, float> parse_logit_bias(const std::string& v);

@@ -57,7 +57,13 @@ int main(int argc, char** argv) {
        [](const char* next) {
          return std::strcmp(next, "on") == 0 || std::strcmp(next, "off") == 0 || std::strcmp(next, "auto") == 0;
        },
-       "slm's attention is fused already (a few query rows at a time over the cache as stored)"}};
+       "slm's attention is fused already (a few query rows at a time over the cache as stored)"},
+      {{"--mlock"}, [](const char*) { return false; }, "slm maps the file and leaves its pages to the kernel"},
+      {{"--no-mmap"}, [](const char*) { return false; }, "slm always maps the file (its pages load as they are used)"}};
+  // llama.cpp's multi-letter short options, as slm's long ones.
+  static const std::pair<const char*, const char*> kShort[] = {{"-ctk", "--cache-type-k"}, {"-ctv", "--cache-type-v"},
+                                                               {"-ub", "--ubatch-size"},   {"-tb", "--threads-batch"},
+                                                               {"-no-cnv", "--no-conversation"}, {"-sys", "--system"}};
   std::vector<std::string> args;
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];
@@ -76,7 +82,10 @@ int main(int argc, char** argv) {
       if (has_value) ++i;
       continue;
     }
-    args.push_back(a == "-ctk" ? "--cache-type-k" : a == "-ctv" ? "--cache-type-v" : a);
+    std::string arg = a;
+    for (const auto& [short_name, long_name] : kShort)
+      if (a == short_name) arg = long_name;
+    args.push_back(arg);
   }
   std::vector<char*> arg_ptrs;
   for (std::string& a : args) arg_ptrs.push_back(a.data());

@@ -410,6 +410,19 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
   s.mirostat_tau = static_cast<float>(number(body, "mirostat_tau", 5.0, 0.0, 1000.0));
   if (s.mirostat_tau <= 0.0f) bad("mirostat_tau", "'mirostat_tau' must be greater than 0");
   s.mirostat_eta = static_cast<float>(number(body, "mirostat_eta", 0.1, 0.0, 1000.0));
+  s.dry_multiplier = static_cast<float>(number(body, "dry_multiplier", 0.0, 0.0, 1000.0));
+  s.dry_base = static_cast<float>(number(body, "dry_base", 1.75, 1.0, 1000.0));
+  s.dry_allowed_length = static_cast<int32_t>(integer(body, "dry_allowed_length", 2, 0, 1 << 20));
+  s.dry_penalty_last_n = static_cast<int32_t>(integer(body, "dry_penalty_last_n", -1, -1, 1 << 24));
+  if (const json* br = field(body, "dry_sequence_breakers")) {
+    if (!br->is_array()) bad("dry_sequence_breakers", "'dry_sequence_breakers' must be an array of strings");
+    s.dry_sequence_breakers.clear();
+    for (const json& b : *br) {
+      if (!b.is_string() || b.get<std::string>().empty())
+        bad("dry_sequence_breakers", "'dry_sequence_breakers' must hold non-empty strings, got " + b.dump());
+      s.dry_sequence_breakers.push_back(b.get<std::string>());
+    }
+  }
   if (const json* seed = field(body, "seed")) {
     if (!seed->is_number_integer()) bad("seed", "'seed' must be an integer, got " + seed->dump());
     s.seed = seed->is_number_unsigned() ? seed->get<uint64_t>() : static_cast<uint64_t>(seed->get<int64_t>());
