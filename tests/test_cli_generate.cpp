@@ -124,6 +124,18 @@ TEST(CliRun, LlamaCppSamplingOptions) {
   const size_t dry_first = dry.out.find(sad);
   EXPECT_TRUE(dry_first == std::string::npos || dry.out.find(sad, dry_first + 1) == std::string::npos) << dry.out;
   EXPECT_EQ(run200({"--dry-multiplier", "0.8", "--dry-sequence-breaker", "none"}).exit_code, 0);
+  // --samplers / --sampling-seq: top-k 1 makes sampling at temperature 1 greedy, unless the
+  // list leaves top-k out; a list in another order than llama.cpp's default is refused.
+  const auto top1 = run({"--temp", "1", "-s", "3", "--top-k", "1"});
+  EXPECT_EQ(top1.out, greedy.out);
+  EXPECT_EQ(run({"--temp", "1", "-s", "3", "--top-k", "1", "--samplers", "top_k;temperature"}).out, greedy.out);
+  EXPECT_EQ(run({"--temp", "1", "-s", "3", "--top-k", "1", "--sampling-seq", "kt"}).out, greedy.out);
+  const auto no_k = run({"--temp", "1", "-s", "3", "--top-k", "1", "--samplers", "top_p;min_p;temperature"});
+  ASSERT_EQ(no_k.exit_code, 0) << no_k.err;
+  EXPECT_NE(no_k.out, greedy.out);
+  const auto reordered = run({"--samplers", "temperature;top_k"});
+  EXPECT_NE(reordered.exit_code, 0);
+  EXPECT_NE(reordered.err.find("default order"), std::string::npos) << reordered.err;
   for (const std::vector<std::string>& bad : {std::vector<std::string>{"--mirostat", "3"},
                                               std::vector<std::string>{"--dry-base", "0.5", "--dry-multiplier", "1"},
                                               std::vector<std::string>{"--typical", "0"},

@@ -210,6 +210,8 @@ double Sampler::uniform() {
 }
 
 void Sampler::dry_penalties() {
+  for (const int32_t id : dry_touched_) dry_pen_[static_cast<size_t>(id)] = 0.0f;  // a call that threw
+  dry_touched_.clear();
   const size_t m = dry_size_;
   if (m < 2) return;
   // The history newest first: seq[k] is the token k places before the last.

@@ -38,6 +38,9 @@ struct GenerationOptions {
   std::vector<std::string> override_kv;
   std::vector<std::string> logit_bias;  // as given; parsed into sampling.logit_bias
   std::vector<std::string> dry_breakers;  // --dry-sequence-breaker, as given (escapes read)
+  // llama.cpp's --samplers "top_k;top_p;..." and --sampling-seq "kpt": which stages run. slm's
+  // order is fixed (llama.cpp's default): a list may leave stages out, not reorder them.
+  std::string samplers, sampling_seq;
   // llama.cpp's spellings for how a run goes rather than what it samples: -b/--batch-size and
   // -ub/--ubatch-size (prompt tokens per forward pass: the smaller of the two), -tb/
   // --threads-batch (slm runs prompts and generation on -t threads: another count is warned
