@@ -93,6 +93,27 @@ describe('ollama API', { skip: missingShared(STORIES) }, () => {
     assert.match(missing.json.error, /not found/);
   });
 
+  test('/api/version and /api/ps (what clients such as Open WebUI ask first), and llama.cpp\'s /apply-template', T, async () => {
+    const v = await httpGet(srv, '/api/version');
+    assert.equal(v.status, 200);
+    assert.match(v.json.version, /^\d+\.\d+\.\d+$/);
+    const ps = await httpGet(srv, '/api/ps');
+    assert.equal(ps.json.models.length, 1);
+    assert.equal(ps.json.models[0].name, 'stories260K.gguf');
+    assert.equal(ps.json.models[0].size_vram, 0);
+    assert.equal(ps.json.models[0].details.family, 'llama');
+    // /apply-template renders what /v1/chat/completions would evaluate: the same token count.
+    const chat = [{ role: 'system', content: 'Lily and the dog.' }, ...messages];
+    const t = await postJson(srv, '/apply-template', { messages: chat });
+    assert.equal(t.status, 200, t.text);
+    assert.ok(t.json.prompt.includes('Lily and the dog.') && t.json.prompt.includes('Once upon a time'), t.json.prompt);
+    const ids = await postJson(srv, '/tokenize', { content: t.json.prompt, add_special: false });
+    const done = await postJson(srv, '/v1/chat/completions', { messages: chat, max_tokens: 1, temperature: 0 });
+    assert.equal(ids.json.tokens.length, done.json.usage.prompt_tokens);
+    const bad = await postJson(srv, '/apply-template', { messages: 5 });
+    assert.equal(bad.status, 400);
+  });
+
   test('refused requests answer {"error": ...} with a 400', T, async () => {
     const cases = [
       ['/api/chat', { messages, images: ['aGVsbG8='] }, /images/],

@@ -902,6 +902,23 @@ int run(const ServerOptions& opts) {
     }
     send_json(res, {{"models", std::move(models)}});
   });
+  // ollama's version (the API level this server answers: structured outputs and tools in chat
+  // came with 0.5) and its running models (this server's one, held in memory until it stops).
+  svr.Get("/api/version", [](const httplib::Request&, httplib::Response& res) {
+    send_json(res, {{"version", "0.5.0"}});
+  });
+  svr.Get("/api/ps", [&st](const httplib::Request&, httplib::Response& res) {
+    json models = json::array();
+    if (st.ready)
+      models.push_back({{"name", st.model_id},
+                        {"model", st.model_id},
+                        {"size", st.model->gguf().file_size()},
+                        {"digest", ""},
+                        {"details", ollama_details(st)},
+                        {"expires_at", "9999-12-31T23:59:59Z"},
+                        {"size_vram", 0}});
+    send_json(res, {{"models", std::move(models)}});
+  });
   svr.Post("/api/show", [&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
     try {
       const json body = parse_json_body(read_body(req, res, reader));
@@ -937,6 +954,15 @@ int run(const ServerOptions& opts) {
       send_json(res, answer(*st.tok, body));
     }));
   }
+  // llama.cpp's /apply-template: the chat prompt a request's messages (and tools) become, without
+  // generating: {"prompt": text}.
+  svr.Post("/apply-template",
+           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+             CompletionRequest r = parse_completion_request(read_body(req, res, reader), Endpoint::Chat);
+             if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
+             if (!st.chat) throw ApiError(400, st.chat_error, "messages", "no_chat_template");
+             send_json(res, {{"prompt", render_chat(*st.chat, r)}});
+           }));
   svr.Post("/v1/embeddings",
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
              handle_embeddings(st, read_body(req, res, reader), res);
@@ -947,7 +973,7 @@ int run(const ServerOptions& opts) {
            }));
   for (const char* post_only : {"/v1/chat/completions", "/v1/completions", "/completion", "/infill", "/tokenize",
                                 "/detokenize", "/api/chat", "/api/generate", "/api/show", "/api/embed", "/v1/embeddings",
-                                "/v1/search"})
+                                "/v1/search", "/apply-template"})
     svr.Get(post_only, [](const httplib::Request& req, httplib::Response& res) {
       res.set_header("Allow", "POST");
       send_error(res, 405, req.path + " takes POST with a JSON body", {}, "method_not_allowed");
