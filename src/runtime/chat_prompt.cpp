@@ -4,6 +4,8 @@
 #include "core/gguf.h"
 #include "core/whole_file.h"
 
+#include <filesystem>
+
 namespace slm {
 
 namespace {
@@ -22,12 +24,63 @@ ChatPrompt::ChatPrompt(const Tokenizer& tok, const std::string& source)
       tmpl_(parse_template(source)),
       bos_(special_text(tok, tok.bos())),
       eos_(special_text(tok, tok.eos())),
+      source_(source),
       tool_format_(tool_format_for_template(source)) {}
+
+namespace {
+// The formats of the four families slm runs, as llama.cpp's --chat-template names them, for
+// files whose metadata lacks a template (or carries a wrong one). Written from the formats'
+// descriptions: ChatML (Qwen2.5), Llama 3's headers, Phi-3's role tags, Gemma's turns (no
+// system role: a system message opens the first user turn, as llama.cpp does).
+struct Builtin {
+  const char* name;
+  const char* source;
+};
+constexpr Builtin kBuiltins[] = {
+    {"chatml",
+     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"},
+    {"llama3",
+     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+     "{{ m.content | trim }}<|eot_id|>{% endfor %}"
+     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"},
+    {"phi3",
+     "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}"
+     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"},
+    {"gemma",
+     "{{ bos_token }}{% if messages[0].role == 'system' %}{% set first = messages[0].content + '\n\n' %}"
+     "{% set turns = messages[1:] %}{% else %}{% set first = '' %}{% set turns = messages %}{% endif %}"
+     "{% for m in turns %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n"
+     "{{ first if loop.first else '' }}{{ m.content | trim }}<end_of_turn>\n{% endfor %}"
+     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"},
+};
+}  // namespace
+
+std::string ChatPrompt::builtin_names() {
+  std::string names;
+  for (const Builtin& b : kBuiltins) names += (names.empty() ? "" : ", ") + std::string(b.name);
+  return names;
+}
+
+const char* ChatPrompt::builtin_source(const std::string& name) {
+  for (const Builtin& b : kBuiltins)
+    if (name == b.name) return b.source;
+  return nullptr;
+}
 
 ChatPrompt ChatPrompt::for_model(const Tokenizer& tok, const GGUFFile& gguf, const std::string& template_file,
                                  const std::string& model_path) {
   if (!template_file.empty()) {
-    return ChatPrompt(tok, read_whole_file(template_file, "chat template file"));
+    // llama.cpp's --chat-template takes a built-in name or the template itself; slm's took a
+    // file: a file that exists wins, then a name, then text that looks like a template.
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(template_file, ec))
+      return ChatPrompt(tok, read_whole_file(template_file, "chat template file"));
+    if (const char* source = builtin_source(template_file)) return ChatPrompt(tok, source);
+    if (template_file.find("{%") != std::string::npos || template_file.find("{{") != std::string::npos)
+      return ChatPrompt(tok, template_file);
+    fail("--chat-template '{}': no such file, and not a built-in template ({}) or a Jinja template's text",
+         template_file, builtin_names());
   }
   if (auto t = gguf.opt_string("tokenizer.chat_template")) return ChatPrompt(tok, *t);
   fail("{} has no chat template (tokenizer.chat_template); pass one with --chat-template FILE", model_path);

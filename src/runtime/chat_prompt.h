@@ -17,16 +17,23 @@ class ChatPrompt {
  public:
   // Throws slm::Error when the template does not parse (the message says where).
   ChatPrompt(const Tokenizer& tok, const std::string& source);
-  // The model's own template, or the file's when `template_file` is not empty. Throws
-  // slm::Error when the model has none and no file is given.
+  // The model's own template, or the one `template_file` names when it is not empty: a file,
+  // else a built-in name (builtin_names()), else the text of a Jinja template (llama.cpp's
+  // --chat-template takes the last two). Throws slm::Error when the model has none and none is
+  // given, or the argument is none of those.
   static ChatPrompt for_model(const Tokenizer& tok, const GGUFFile& gguf, const std::string& template_file,
                               const std::string& model_path);
+  // The built-in templates, as llama.cpp names them: chatml, llama3, phi3, gemma.
+  static std::string builtin_names();
+  static const char* builtin_source(const std::string& name);  // null: no such name
 
   // Renders `messages` (an array of {role, content}) with add_generation_prompt. Throws
   // slm::Error, with "chat template refused the conversation: ..." when the template raises.
   std::string render(const nlohmann::ordered_json& messages) const;
   // The same with the template's `tools` variable set (tool calls, runtime/tool_calls.h).
   std::string render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const;
+  // The template's text (the file's, the built-in's, or the model's).
+  const std::string& source() const { return source_; }
   // How this template shows tools to the model and how its replies are read back.
   ToolFormat tool_format() const { return tool_format_; }
   // Prompt tokens: special-token text parsed, BOS added when the model wants one and the
@@ -49,6 +56,7 @@ class ChatPrompt {
   const Tokenizer* tok_;
   chat::Template tmpl_;
   std::string bos_, eos_;
+  std::string source_;
   ToolFormat tool_format_;
   std::string render_context(nlohmann::ordered_json context) const;
 };

@@ -169,3 +169,26 @@ describe('ollama API: tool calls under the Qwen2.5 template', { skip: missingSha
     assert.equal(next.json.done, true);
   });
 });
+
+describe("a llama-server command line: --chat-template NAME, -a, -np, --jinja, -cb, --metrics", { skip: missingShared(STORIES) }, () => {
+  let srv;
+  before(async () => {
+    srv = await startServer({ model: sharedPath(STORIES),
+                              args: ['--chat-template', 'chatml', '-a', 'my-model', '-np', '2', '--jinja', '-cb', '--metrics'] });
+  });
+  after(async () => { if (srv) assert.deepEqual(await srv.stop(), { code: 0, signal: null }); });
+
+  test('the built-in template renders, the alias names the model everywhere', T, async () => {
+    const t = await postJson(srv, '/apply-template', { messages: [{ role: 'system', content: 'S' }, { role: 'user', content: 'U' }] });
+    assert.equal(t.json.prompt, '<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n');
+    const models = await httpGet(srv, '/v1/models');
+    assert.deepEqual(models.json.data.map((m) => m.id), ['my-model']);
+    const reply = await postJson(srv, '/v1/chat/completions', { messages: [{ role: 'user', content: 'U' }], max_tokens: 4 });
+    assert.equal(reply.json.model, 'my-model');
+    const tags = await httpGet(srv, '/api/tags');
+    assert.equal(tags.json.models[0].name, 'my-model');
+    const props = await httpGet(srv, '/props');
+    assert.equal(props.json.total_slots, 2);
+    assert.match(props.json.chat_template, /im_start/);
+  });
+});

@@ -28,8 +28,10 @@ Runner add_chat(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   o->add_to(app);
   app.add_option("--system", o->system, "system message");
-  app.add_option("--chat-template", o->template_file,
-                 "Jinja chat template file (default: the model's tokenizer.chat_template)");
+  app.add_option("--chat-template,--chat-template-file", o->template_file,
+                 "chat template: a Jinja file, a built-in name (chatml, llama3, phi3, gemma) or the template's text "
+                 "(default: the model's tokenizer.chat_template)");
+  app.add_flag("--jinja", [](int64_t) {}, "accepted for llama.cpp's command lines (templates are always Jinja here)");
   app.add_flag("--show-prompt", o->show_prompt,
                "print each rendered prompt to stderr between <<<PROMPT and PROMPT>>> lines, and "
                "each reply between <<<REPLY and REPLY>>> lines");

@@ -16,6 +16,8 @@ Runner add_serve(CLI::App& app) {
     std::string api_key_file;
     KvCacheOptions kv;
     int threads = 0;
+    std::string chat_template_file;
+    bool jinja = false, cont_batching = false, metrics = false;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("-m,--model", o->s.model_path, "GGUF model")->required();
@@ -24,7 +26,14 @@ Runner add_serve(CLI::App& app) {
   app.add_option("--parallel", o->s.n_parallel, "requests generating at once (default 4)");
   app.add_option("-c,--ctx-size", o->s.n_ctx, "context per request (default min(training context, 4096); 0: training context)");
   app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
-  app.add_option("--chat-template", o->s.chat_template_file, "Jinja chat template file (default: the model's own)");
+  app.add_option("--chat-template", o->s.chat_template_file,
+                 "chat template: a Jinja file, a built-in name (chatml, llama3, phi3, gemma) or the template's text "
+                 "(default: the model's own)");
+  app.add_option("--chat-template-file", o->chat_template_file, "Jinja chat template file (llama.cpp's spelling)");
+  app.add_option("-a,--alias", o->s.alias, "the model's name in /v1/models and the replies (default: the file's name)");
+  app.add_flag("--jinja", o->jinja, "accepted for llama.cpp's command lines (templates are always Jinja here)");
+  app.add_flag("--cont-batching", o->cont_batching, "llama.cpp's -cb, accepted (batching is always continuous here)");
+  app.add_flag("--metrics", o->metrics, "accepted for llama.cpp's command lines (GET /metrics is always on)");
   auto* key = app.add_option("--api-key", o->s.api_key, "require 'Authorization: Bearer KEY' on /v1/*, /completion, /infill, /tokenize, /detokenize");
   app.add_option("--api-key-file", o->api_key_file, "read the API key from a file (first line)")->excludes(key);
   app.add_option("--max-queue", o->s.max_queue, "requests that may wait for a slot before a 503 (default 64)");
@@ -55,6 +64,10 @@ Runner add_serve(CLI::App& app) {
       while (!o->s.api_key.empty() && (o->s.api_key.back() == '\r' || o->s.api_key.back() == ' '))
         o->s.api_key.pop_back();
       if (o->s.api_key.empty()) fail("{} holds an empty API key", o->api_key_file);
+    }
+    if (!o->chat_template_file.empty()) {
+      if (!o->s.chat_template_file.empty()) fail("--chat-template and --chat-template-file: give one");
+      o->s.chat_template_file = o->chat_template_file;
     }
     o->s.n_threads = o->threads > 0 ? o->threads : default_threads();
     o->s.kv_types = o->kv.types();

@@ -63,7 +63,8 @@ int main(int argc, char** argv) {
   // llama.cpp's multi-letter short options, as slm's long ones.
   static const std::pair<const char*, const char*> kShort[] = {{"-ctk", "--cache-type-k"}, {"-ctv", "--cache-type-v"},
                                                                {"-ub", "--ubatch-size"},   {"-tb", "--threads-batch"},
-                                                               {"-no-cnv", "--no-conversation"}, {"-sys", "--system"}};
+                                                               {"-no-cnv", "--no-conversation"}, {"-sys", "--system"},
+                                                               {"-np", "--parallel"},     {"-cb", "--cont-batching"}};
   std::vector<std::string> args;
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];

@@ -590,9 +590,7 @@ void load_model(State& st) {
   st.tok = Tokenizer::from_gguf(st.model->gguf());
   try {
     st.chat.emplace(ChatPrompt::for_model(*st.tok, st.model->gguf(), st.opts.chat_template_file, st.opts.model_path));
-    st.chat_template = st.opts.chat_template_file.empty()
-                           ? st.model->gguf().opt_string("tokenizer.chat_template").value_or("")
-                           : read_whole_file(st.opts.chat_template_file, "chat template file");
+    st.chat_template = st.chat->source();
   } catch (const Error& e) {
     // A named template that fails is the user's mistake: say so now. A model without one can
     // still serve /v1/completions.
@@ -711,7 +709,7 @@ int run(const ServerOptions& opts) {
   if (opts.max_queue < 0) fail("--max-queue {} must not be negative", opts.max_queue);
   State st;
   st.opts = opts;
-  st.model_id = std::filesystem::path(opts.model_path).filename().string();
+  st.model_id = opts.alias.empty() ? std::filesystem::path(opts.model_path).filename().string() : opts.alias;
   if (!opts.draft_model_path.empty() && ::access(opts.draft_model_path.c_str(), R_OK) != 0)
     fail("cannot read the draft model {}", opts.draft_model_path);
   if (!opts.embed_model_path.empty()) {

@@ -16,7 +16,8 @@ struct ServerOptions {
   int n_parallel = 4;
   int n_ctx = -1;         // per slot; -1: min(training context, 4096); 0: training context
   int n_threads = 1;
-  std::string chat_template_file;
+  std::string chat_template_file;  // a file, a built-in name or a template's text (ChatPrompt::for_model)
+  std::string alias;               // the model's name in the API (empty: the file's name)
   std::string api_key;    // empty: no key required
   int max_queue = 64;
   KVTypes kv_types = DType::F16;
