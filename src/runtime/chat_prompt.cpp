@@ -74,7 +74,7 @@ ChatPrompt ChatPrompt::for_model(const Tokenizer& tok, const GGUFFile& gguf, con
     // llama.cpp's --chat-template takes a built-in name or the template itself; slm's took a
     // file: a file that exists wins, then a name, then text that looks like a template.
     std::error_code ec;
-    if (std::filesystem::is_regular_file(template_file, ec))
+    if (std::filesystem::exists(template_file, ec))  // a directory gets read_whole_file's message
       return ChatPrompt(tok, read_whole_file(template_file, "chat template file"));
     if (const char* source = builtin_source(template_file)) return ChatPrompt(tok, source);
     if (template_file.find("{%") != std::string::npos || template_file.find("{{") != std::string::npos)

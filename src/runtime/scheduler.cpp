@@ -323,6 +323,9 @@ void BatchScheduler::admit(std::deque<Pending>& incoming) {
     s.pending_token = -1;
     s.last_used = s.admitted = ++admissions_;
     try {
+      // A DRY window longer than the context is the whole history (and would allocate its ring
+      // for nothing: a request may ask for 2^24 tokens).
+      if (s.req.sampling.dry_penalty_last_n > n_ctx()) s.req.sampling.dry_penalty_last_n = -1;
       if (s.req.sampling.dry_multiplier > 0.0f && !s.req.sampling.dry_breakers_resolved) {
         // A pass over the vocabulary: kept for the next request with the same breakers.
         if (dry_breakers_for_ != s.req.sampling.dry_sequence_breakers || !dry_resolved_) {

@@ -58,8 +58,12 @@ int main(int argc, char** argv) {
          return std::strcmp(next, "on") == 0 || std::strcmp(next, "off") == 0 || std::strcmp(next, "auto") == 0;
        },
        "slm's attention is fused already (a few query rows at a time over the cache as stored)"},
-      {{"--mlock"}, [](const char*) { return false; }, "slm maps the file and leaves its pages to the kernel"},
-      {{"--no-mmap"}, [](const char*) { return false; }, "slm always maps the file (its pages load as they are used)"}};
+      {{"--mlock"}, [](const char*) { return false; },
+       "slm does not pin the model in memory (it reads the whole file in at load, but a system short of memory may "
+       "page it out)"},
+      {{"--no-mmap"}, [](const char*) { return false; },
+       "slm maps the file and reads all of it in at load, as --no-mmap would (weights it repacks replace their "
+       "mapped pages)"}};
   // llama.cpp's multi-letter short options, as slm's long ones.
   static const std::pair<const char*, const char*> kShort[] = {{"-ctk", "--cache-type-k"}, {"-ctv", "--cache-type-v"},
                                                                {"-ub", "--ubatch-size"},   {"-tb", "--threads-batch"},
