@@ -178,75 +178,8 @@ TEST(KvQ8, CliGreedyStoryIsUnchanged) {
   EXPECT_NE(bench.out.find("\"type_k\": \"q8_0\", \"type_v\": \"f16\""), std::string::npos) << bench.out;
 }
 
-// The block layout read back: rows stored for two sequences in three layers (one of them with a
-// sliding window whose ring wraps), through key_blocks / value_head as the attention
-// kernel reads them, decode to exactly what q8_0 rows of the same keys and values decode to
-// (rounded as llama.cpp's x86 q8_0 rows are, TypeTraits::from_float_act).
-TEST(KvQ8, BlocksHoldEachSequencesRowsWhereTheKernelReadsThem) {
-  constexpr int B = slm::kern::kKeyBlock;
-  slm::KVShape shape;
-  shape.n_layer = 3;
-  shape.n_head_kv = 2;
-  shape.k_dim = 2 * 64;
-  shape.v_dim = 2 * 32;
-  const int n_ctx = 70, n_seq = 2;
-  std::vector<std::unique_ptr<slm::KVCache>> caches;
-  caches.push_back(slm::make_full_kv_cache(shape, n_ctx, n_seq, slm::DType::Q8_0));
-  caches.push_back(std::make_unique<slm::RingKVCache>(shape, std::vector<int32_t>{0, 20, 0}, n_ctx, n_seq, 4,
-                                                               slm::DType::Q8_0));
-  auto value_of = [](int layer, int seq, int pos, int i) {  // a different float for every element
-    return std::sin(0.37f * i + 1.3f * pos + 2.1f * seq + 0.7f * layer) * (1.0f + 0.1f * (i % 7));
-  };
-  const auto& q8 = slm::type_traits(slm::DType::Q8_0);
-  for (const auto& cache : caches) {
-    std::vector<float> k(shape.k_dim), v(shape.v_dim);
-    for (int pos = 0; pos < n_ctx; ++pos)
-      for (int seq = 0; seq < n_seq; ++seq)
-        for (int layer = 0; layer < shape.n_layer; ++layer) {
-          for (int i = 0; i < shape.k_dim; ++i) k[i] = value_of(layer, seq, pos, i);
-          for (int i = 0; i < shape.v_dim; ++i) v[i] = value_of(layer, seq, pos, 1000 + i);
-          cache->store(layer, seq, pos, k.data(), v.data());
-        }
-    int checked = 0;
-    for (int layer = 0; layer < shape.n_layer; ++layer)
-      for (int seq = 0; seq < n_seq; ++seq)
-        for (int pos = cache->first_visible(layer, n_ctx - 1); pos < n_ctx; ++pos) {
-          // What a q8_0 row of this position decodes to.
-          std::vector<float> kf(shape.k_dim), vf(shape.v_dim), kd(shape.k_dim), vd(shape.v_dim);
-          for (int i = 0; i < shape.k_dim; ++i) kf[i] = value_of(layer, seq, pos, i);
-          for (int i = 0; i < shape.v_dim; ++i) vf[i] = value_of(layer, seq, pos, 1000 + i);
-          std::vector<uint8_t> kq(slm::row_size(slm::DType::Q8_0, shape.k_dim)), vq(slm::row_size(slm::DType::Q8_0, shape.v_dim));
-          q8.from_float_act(kf.data(), kq.data(), shape.k_dim);  // the cache's rounding
-          q8.from_float_act(vf.data(), vq.data(), shape.v_dim);
-          q8.to_float(kq.data(), kd.data(), shape.k_dim);
-          q8.to_float(vq.data(), vd.data(), shape.v_dim);
-          const int slot = pos % cache->ring_capacity(layer);
-          for (int h = 0; h < shape.n_head_kv; ++h) {
-            const uint8_t* kb = cache->key_blocks(layer, seq, h);
-            const uint8_t* vh = cache->value_head(layer, seq, h);
-            ASSERT_NE(kb, nullptr);
-            ASSERT_NE(vh, nullptr);
-            for (int d = 0; d < 64; ++d) {
-              const uint8_t* g = kb + (slot / B) * cache->key_block_stride() + (d / 32) * slm::kern::kQ8KeyGroupBytes;
-              uint16_t hs;
-              std::memcpy(&hs, g + 2 * (slot % B), 2);
-              const float got = slm::fp16_to_fp32(hs) * static_cast<int8_t>(g[2 * B + (d % 32) * B + slot % B]);
-              ASSERT_EQ(got, kd[h * 64 + d]) << "key layer " << layer << " seq " << seq << " pos " << pos << " head " << h;
-            }
-            for (int d = 0; d < 32; ++d) {
-              const uint8_t* blk = vh + slot * cache->value_row_bytes();
-              uint16_t hs;
-              std::memcpy(&hs, blk, 2);
-              ASSERT_EQ(slm::fp16_to_fp32(hs) * static_cast<int8_t>(blk[2 + d]), vd[h * 32 + d])
-                  << "value layer " << layer << " seq " << seq << " pos " << pos << " head " << h;
-            }
-          }
-          ++checked;
-        }
-    EXPECT_GT(checked, 100);
-    EXPECT_THROW(cache->k_row(0, 0, 0), slm::Error);  // keys are blocks, not rows
-  }
-}
+// Where the cache puts each position's q8_0 key and value (rings included) is checked with every
+// other type in test_engine_kv_types.cpp (KvTypes.BlocksHoldEachRowWhereTheKernelReadsIt).
 
 // A width that is not whole blocks: said, with what to use instead.
 TEST(KvQ8, RefusesRowsThatAreNotWholeBlocks) {

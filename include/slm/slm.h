@@ -68,7 +68,7 @@ struct SessionParams {
   bool kv_f32 = false;  // kept for older callers: true means kv_type F32
   KvType kv_type = KvType::F16;
   // The keys' and the values' types where they differ from kv_type (llama.cpp's -ctk, -ctv).
-  std::optional<KvType> kv_type_k, kv_type_v;
+  std::optional<KvType> kv_type_k{}, kv_type_v{};
 };
 
 struct GenerateParams {

@@ -359,11 +359,14 @@ size_t Sampler::min_p(size_t n) {
   // prob_i >= min_p * prob_max  <=>  logit_i >= logit_max + log(min_p) (llama.cpp's form,
   // which needs no softmax). The max is always kept. Compaction is stable, so a sorted
   // prefix stays sorted.
-  const float threshold = max_logit_ + std::log(mp);
+  return keep_from(n, max_logit_ + std::log(mp));
+}
+
+size_t Sampler::keep_from(size_t n, double cut) {
   Candidate* c = cand_.data();
   size_t m = 0;
   for (size_t j = 0; j < n; ++j)
-    if (c[j].logit >= threshold) c[m++] = c[j];
+    if (c[j].logit >= cut) c[m++] = c[j];
   return m;
 }
 
@@ -378,11 +381,7 @@ size_t Sampler::top_n_sigma(size_t n) {
   const double mean = sum / static_cast<double>(n);
   double acc = 0.0;
   for (size_t j = 0; j < n; ++j) acc += (c[j].logit - mean) * (c[j].logit - mean);
-  const double cut = static_cast<double>(max_logit_) - ns * std::sqrt(acc / static_cast<double>(n));
-  size_t m = 0;
-  for (size_t j = 0; j < n; ++j)
-    if (c[j].logit >= cut) c[m++] = c[j];
-  return m;
+  return keep_from(n, static_cast<double>(max_logit_) - ns * std::sqrt(acc / static_cast<double>(n)));
 }
 
 size_t Sampler::typical(size_t n) {

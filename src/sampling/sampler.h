@@ -135,6 +135,7 @@ class Sampler {
   size_t min_p(size_t n);                 // keeps the relative order
   void dry_penalties();                   // fills dry_pen_ for the tokens that would repeat
   size_t top_n_sigma(size_t n);           // keeps the relative order
+  size_t keep_from(size_t n, double cut); // the first n with logit >= cut, in order
   size_t typical(size_t n);               // reorders (by distance to the entropy)
   size_t xtc(size_t n);                   // may move the survivors to the front
   int32_t mirostat(size_t n);             // truncates, draws and adapts mu_
