@@ -226,7 +226,8 @@ TEST(KvTypes, SlidingWindowRingsAgreeWithTheF32Cache) {
 
 // llama.cpp's measure of a cache type: perplexity. slm-docs-19m (trained by us; 64-wide heads,
 // the full cache) on the first 20 chunks of eval-docs.txt, each type against the F16 cache:
-// bf16 within 0.3%, q5_0 and q5_1 within 2%, q4_0, q4_1 and iq4_nl within 10% (measured:
+// bf16 within 0.3%, q8_0 within 0.5% (llama.cpp reports ~0.1% for 8-bit caches on larger
+// models), q5_0 and q5_1 within 2%, q4_0, q4_1 and iq4_nl within 10% (measured:
 // docs/performance.md), and none exactly the F16 figure (the cache did hold that type).
 TEST(KvTypes, PerplexityOfARealModelPerType) {
   SLM_REQUIRE_FIXTURE(model_dir, "models/hf/slm-docs-19m");
@@ -247,9 +248,14 @@ TEST(KvTypes, PerplexityOfARealModelPerType) {
     return slm::perplexity(*model, *tok, text, po).ppl;
   };
   const double f16 = ppl_with(DType::F16);
-  for (const DType type : kNew) {
+  std::vector<DType> types(std::begin(kNew), std::end(kNew));
+  types.push_back(DType::Q8_0);
+  for (const DType type : types) {
     const double p = ppl_with(type);
-    const double bound = type == DType::BF16 ? 0.003 : type == DType::Q5_0 || type == DType::Q5_1 ? 0.02 : 0.10;
+    const double bound = type == DType::BF16   ? 0.003
+                         : type == DType::Q8_0 ? 0.005
+                         : type == DType::Q5_0 || type == DType::Q5_1 ? 0.02
+                                                                      : 0.10;
     std::printf("  slm-docs-19m, eval-docs.txt, 20 chunks: PPL %.4f (f16 cache), %.4f (%s cache), %+.3f%%\n", f16, p,
                 slm::dtype_name(type).c_str(), 100 * (p / f16 - 1));
     EXPECT_LT(std::abs(p / f16 - 1), bound) << slm::dtype_name(type);
