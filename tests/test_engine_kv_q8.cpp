@@ -14,6 +14,7 @@
 #include "models/model.h"
 #include "runtime/kv_cache.h"
 #include "runtime/session.h"
+#include "support/cache_logits.h"
 #include "support/fixtures.h"
 #include "support/logits_file.h"
 #include "support/run_cli.h"
@@ -22,25 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Logits for every position of `tokens`, decoded in batches of n_batch.
-std::vector<float> logits_with(const slm::Model& model, const std::vector<int32_t>& tokens, slm::KVTypes kv_type,
-                               int n_batch, size_t* kv_bytes = nullptr) {
-  const int n_vocab = static_cast<int>(model.hparams().n_vocab);
-  slm::SessionOptions so;
-  so.n_ctx = static_cast<int>(tokens.size());
-  so.n_threads = 2;
-  so.kv_types = kv_type;
-  so.n_batch = n_batch;
-  slm::Session session(model, so);
-  if (kv_bytes) *kv_bytes = session.kv_bytes();
-  std::vector<float> all;
-  for (size_t i = 0; i < tokens.size(); i += static_cast<size_t>(n_batch)) {
-    const size_t n = std::min(tokens.size() - i, static_cast<size_t>(n_batch));
-    const auto& l = session.eval(std::span<const int32_t>(tokens.data() + i, n), true);
-    all.insert(all.end(), l.begin(), l.begin() + static_cast<size_t>(n) * n_vocab);
-  }
-  return all;
-}
+using slm::test::logits_with;
 
 class KvQ8 : public testing::TestWithParam<const char*> {};
 

@@ -21,6 +21,7 @@
 #include "runtime/kv_cache.h"
 #include "runtime/perplexity.h"
 #include "runtime/session.h"
+#include "support/cache_logits.h"
 #include "support/fixtures.h"
 #include "support/logits_file.h"
 #include "support/run_cli.h"
@@ -152,24 +153,7 @@ TEST(KvTypes, TakesTheTypesBlockBytes) {
   }
 }
 
-// Logits for every position of `tokens`, decoded in batches of n_batch.
-std::vector<float> logits_with(const slm::Model& model, const std::vector<int32_t>& tokens, slm::KVTypes types,
-                               int n_batch) {
-  const int n_vocab = static_cast<int>(model.hparams().n_vocab);
-  slm::SessionOptions so;
-  so.n_ctx = static_cast<int>(tokens.size());
-  so.n_threads = 2;
-  so.kv_types = types;
-  so.n_batch = n_batch;
-  slm::Session session(model, so);
-  std::vector<float> all;
-  for (size_t i = 0; i < tokens.size(); i += static_cast<size_t>(n_batch)) {
-    const size_t n = std::min(tokens.size() - i, static_cast<size_t>(n_batch));
-    const auto& l = session.eval(std::span<const int32_t>(tokens.data() + i, n), true);
-    all.insert(all.end(), l.begin(), l.begin() + static_cast<size_t>(n) * n_vocab);
-  }
-  return all;
-}
+using slm::test::logits_with;
 
 // A synthetic tiny Gemma 2 (32-wide heads, an 8-position sliding window whose rings wrap ~20
 // times in 160 tokens) in each type, prompt batches and one token at a time, against the F32
