@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -188,6 +190,45 @@ TEST(CliRun, LlamaCppRunOptions) {
   EXPECT_EQ(ends.out, "");
   EXPECT_EQ(goes_on.out, plain.out.substr(0, goes_on.out.size()));
   EXPECT_GT(goes_on.out.size(), 20u);
+}
+
+// slm bench as llama-bench is used: comma-separated lists (every combination measured, in
+// llama-bench's order), -pg for a prompt and generation timed together, -o jsonl / json / csv.
+TEST(CliBench, ListsAndOutputsLikeLlamaBench) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const auto r = run_cli({"bench", "-m", model.string(), "-p", "16,32", "-n", "4", "-t", "1,2", "-r", "1", "-pg", "8,4",
+                          "-ctk", "f16,q8_0", "-o", "jsonl"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<nlohmann::json> rows;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) rows.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(rows.size(), 2u * 2u * 4u);  // threads x key types x (pp16, pp32, tg4, pp8+tg4)
+  const char* tests[] = {"pp16", "pp32", "tg4", "pp8+tg4"};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i]["test"], tests[i % 4]) << i;
+    EXPECT_EQ(rows[i]["n_threads"], i < 8 ? 1 : 2) << i;
+    EXPECT_EQ(rows[i]["type_k"], (i / 4) % 2 ? "q8_0" : "f16") << i;
+    EXPECT_GT(rows[i]["avg_ts"].get<double>(), 0.0) << i;
+  }
+  EXPECT_EQ(rows[3]["n_prompt"], 8);
+  EXPECT_EQ(rows[3]["n_gen"], 4);
+  const auto json = run_cli({"bench", "-m", model.string(), "-p", "16", "-n", "0", "-r", "1", "-o", "json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto arr = nlohmann::json::parse(json.out);
+  ASSERT_TRUE(arr.is_array());
+  EXPECT_EQ(arr.size(), 1u);
+  const auto csv = run_cli({"bench", "-m", model.string(), "-p", "16", "-n", "4", "-r", "1", "-o", "csv"});
+  ASSERT_EQ(csv.exit_code, 0) << csv.err;
+  EXPECT_EQ(csv.out.rfind("model,size,n_params,n_threads,n_batch,type_k,type_v,test,", 0), 0u) << csv.out;
+  EXPECT_EQ(std::count(csv.out.begin(), csv.out.end(), '\n'), 3);
+  for (const std::vector<std::string>& bad : {std::vector<std::string>{"-p", "16,x"}, std::vector<std::string>{"-pg", "8"},
+                                              std::vector<std::string>{"-t", "-1"}, std::vector<std::string>{"-o", "xml"}}) {
+    std::vector<std::string> args = {"bench", "-m", model.string(), "-r", "1"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    const auto e = run_cli(args);
+    EXPECT_NE(e.exit_code, 0) << bad[0] << " " << bad[1];
+    EXPECT_FALSE(e.err.empty()) << bad[0];
+  }
 }
 
 // --logit-bias TOKEN_ID(+/-)BIAS, llama.cpp's syntax: banning the greedy first token (432,

@@ -1,8 +1,11 @@
 // slm bench: prompt processing (ppN) and token generation (tgN) speed, like llama-bench:
 // pp evaluates N prompt tokens in one batch from an empty cache; tg generates N tokens one
-// at a time from an empty cache. Each test runs once to warm up, then -r times. With -d D
-// (llama-bench's --n-depth) the cache first holds D tokens, evaluated once and not timed, and
-// each run starts from them ("pp512 @ d2048"): what attention costs at a long context.
+// at a time from an empty cache; pgP,N (-pg) does both in one timed run. Each test runs once to
+// warm up, then -r times. With -d D (llama-bench's --n-depth) the cache first holds D tokens,
+// evaluated once and not timed, and each run starts from them ("pp512 @ d2048"): what attention
+// costs at a long context. As in llama-bench, -p, -n, -d, -t, -b, -ctk and -ctv take
+// comma-separated lists, and every combination is measured; -o picks the output (md, csv, json,
+// jsonl).
 #include <fmt/format.h>
 #include <sys/resource.h>
 
@@ -10,6 +13,8 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+
+#include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "kv_options.h"
@@ -24,7 +29,9 @@ namespace {
 
 struct TestResult {
   std::string name;
-  int n_tokens = 0;
+  int n_prompt = 0, n_gen = 0, n_depth = 0, threads = 0, n_batch = 0;
+  KVTypes kv;
+  size_t kv_bytes = 0;
   std::vector<double> samples_ts;
   double mean() const {
     return std::accumulate(samples_ts.begin(), samples_ts.end(), 0.0) / samples_ts.size();
@@ -44,100 +51,207 @@ double peak_rss_mib() {
   return ru.ru_maxrss / 1024.0;  // Linux reports KiB
 }
 
+// "512" or "128,512" (llama-bench's lists). Throws slm::Error naming the option.
+std::vector<int> int_list(const std::string& s, const char* option, int lowest) {
+  std::vector<int> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t end = std::min(s.find(',', start), s.size());
+    const std::string item = s.substr(start, end - start);
+    start = end + 1;
+    size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size()) fail("{} '{}': '{}' is not a whole number", option, s, item);
+    if (v < lowest) fail("{} '{}': {} is below {}", option, s, v, lowest);
+    out.push_back(v);
+  }
+  return out;
+}
+
+// A CSV field: in quotes, quotes inside doubled.
+std::string csv_quoted(const std::string& s) {
+  std::string out = "\"";
+  for (const char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+std::vector<std::string> word_list(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t end = std::min(s.find(',', start), s.size());
+    out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
 }  // namespace
 
 Runner add_bench(CLI::App& app) {
   struct Opts {
     std::string model;
-    KvCacheOptions kv;
-    int threads = 0, n_prompt = 512, n_gen = 128, reps = 3, n_batch = 0, depth = 0;
+    std::string threads = "0", n_prompt = "512", n_gen = "128", depth = "0", n_batch = "0";
+    std::string kv_type = "f16", type_k, type_v, pg, output = "md";
+    int reps = 3;
     bool json = false;
     LoraOptions lora;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("-m,--model", o->model, "GGUF model")->required();
-  app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
-  app.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for the pp test (0: skip)");
-  app.add_option("-n,--n-gen", o->n_gen, "generated tokens for the tg test (0: skip)");
-  app.add_option("-d,--n-depth", o->depth, "tokens already in the cache when each test starts (default 0)");
-  app.add_option("-b,--batch-size", o->n_batch, "prompt tokens per forward pass (default: the session's)");
+  app.add_option("-t,--threads", o->threads, "threads, or a list: 1,2 (default: all cores)");
+  app.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for the pp test, or a list (0: skip)");
+  app.add_option("-n,--n-gen", o->n_gen, "generated tokens for the tg test, or a list (0: skip)");
+  app.add_option("--pg", o->pg, "a prompt of P tokens then N generated, timed together: P,N (llama-bench's -pg)");
+  app.add_option("-d,--n-depth", o->depth, "tokens already in the cache when each test starts, or a list (default 0)");
+  app.add_option("-b,--batch-size", o->n_batch, "prompt tokens per forward pass, or a list (default: the session's)");
   app.add_option("-r,--repetitions", o->reps, "repetitions of each test");
-  o->kv.add_to(app);
+  app.add_option("--kv-type", o->kv_type, "KV cache type of keys and values (f16, q8_0, ...; see slm run --help)");
+  app.add_option("--cache-type-k", o->type_k, "KV cache type of the keys, or a list: f16,q8_0 (llama.cpp's -ctk)");
+  app.add_option("--cache-type-v", o->type_v, "KV cache type of the values, or a list (llama.cpp's -ctv)");
   o->lora.add_to(app);
-  app.add_flag("--json", o->json, "one JSON object per test on stdout");
+  app.add_option("-o,--output", o->output, "md (default), csv, json (one array) or jsonl (one object a line)")
+      ->check(CLI::IsMember({"md", "csv", "json", "jsonl"}));
+  app.add_flag("--json", o->json, "the same as -o jsonl");
   return [o]() {
     if (o->reps < 1) fail("--repetitions must be at least 1");
-    if (o->n_prompt < 0 || o->n_gen < 0 || o->depth < 0) fail("-p, -n and -d must not be negative");
+    const std::vector<int> prompts = int_list(o->n_prompt, "-p", 0), gens = int_list(o->n_gen, "-n", 0),
+                           depths = int_list(o->depth, "-d", 0), thread_counts = int_list(o->threads, "-t", 0),
+                           batches = int_list(o->n_batch, "-b", 0);
+    int pg_prompt = 0, pg_gen = 0;
+    if (!o->pg.empty()) {
+      const std::vector<int> pg = int_list(o->pg, "-pg", 1);
+      if (pg.size() != 2) fail("-pg '{}': give the prompt and generated tokens as P,N (e.g. 512,128)", o->pg);
+      pg_prompt = pg[0];
+      pg_gen = pg[1];
+    }
+    const DType both = parse_kv_type(o->kv_type, "--kv-type");
+    std::vector<DType> types_k, types_v;
+    for (const std::string& t : o->type_k.empty() ? std::vector<std::string>{} : word_list(o->type_k))
+      types_k.push_back(parse_kv_type(t, "--cache-type-k"));
+    for (const std::string& t : o->type_v.empty() ? std::vector<std::string>{} : word_list(o->type_v))
+      types_v.push_back(parse_kv_type(t, "--cache-type-v"));
+    if (types_k.empty()) types_k.push_back(both);
+    if (types_v.empty()) types_v.push_back(both);
+    const std::string output = o->json ? "jsonl" : o->output;
+
     auto model = Model::load(o->model);
     const HParams& hp = model->hparams();
-    const int threads = o->threads > 0 ? o->threads : default_threads();
-    SessionOptions so;
-    so.n_threads = threads;
-    so.n_ctx = o->depth + std::max(o->n_prompt, o->n_gen) + 1;
-    if (o->n_batch < 0) fail("--batch-size must not be negative");
-    if (o->n_batch > 0) so.n_batch = o->n_batch;
-    so.kv_types = o->kv.types();
-    so.lora = o->lora.load(*model);
-    Session session(*model, so);
-    std::mt19937 rng(42);
-    std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(hp.n_vocab - 1));
-    using clock = std::chrono::steady_clock;
-    // The depth's tokens go in once; each run truncates the cache back to them.
-    std::vector<int32_t> context(o->depth);
-    for (int32_t& t : context) t = pick(rng);
-    if (o->depth > 0) session.eval(context);
-    const std::string at_depth = o->depth > 0 ? fmt::format(" @ d{}", o->depth) : "";
-
-    std::vector<TestResult> results;
-    auto run_test = [&](const std::string& name, int n, auto&& body) {
-      TestResult r{name, n, {}};
-      for (int rep = 0; rep <= o->reps; ++rep) {  // rep 0 warms up
-        session.truncate(o->depth);
-        const auto t0 = clock::now();
-        body();
-        const double s = std::chrono::duration<double>(clock::now() - t0).count();
-        if (rep > 0) r.samples_ts.push_back(n / s);
-      }
-      results.push_back(std::move(r));
-    };
-    if (o->n_prompt > 0) {
-      std::vector<int32_t> prompt(o->n_prompt);
-      for (int32_t& t : prompt) t = pick(rng);
-      run_test(fmt::format("pp{}{}", o->n_prompt, at_depth), o->n_prompt, [&] { session.eval(prompt); });
-    }
-    if (o->n_gen > 0) {
-      run_test(fmt::format("tg{}{}", o->n_gen, at_depth), o->n_gen, [&] {
-        int32_t tok = pick(rng);
-        for (int i = 0; i < o->n_gen; ++i) {
-          session.eval(std::span<const int32_t>(&tok, 1));
-          tok = pick(rng);
-        }
-      });
-    }
-
     const GGUFFile& f = model->gguf();
     int64_t params = 0;
     for (const TensorInfo& t : f.tensors()) params += t.nelements;
+    const std::string model_name = hp.arch + " " + f.opt_string("general.name").value_or("");
+    std::mt19937 rng(42);
+    std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(hp.n_vocab - 1));
+    using clock = std::chrono::steady_clock;
+    int longest = std::max(pg_prompt + pg_gen, 0);
+    for (int p : prompts) longest = std::max(longest, p);
+    for (int n : gens) longest = std::max(longest, n);
+
+    // Tests in llama-bench's order: per threads, batch and cache types, each depth, then the
+    // pp, tg and pg tests at it. A new session for each setting (its cache and batch size).
+    std::vector<TestResult> results;
+    for (const int t : thread_counts)
+      for (const int b : batches)
+        for (const DType tk : types_k)
+          for (const DType tv : types_v)
+            for (const int depth : depths) {
+              SessionOptions so;
+              so.n_threads = t > 0 ? t : default_threads();
+              so.n_ctx = depth + longest + 1;
+              if (b > 0) so.n_batch = b;
+              so.kv_types = KVTypes(tk, tv);
+              so.lora = o->lora.load(*model);
+              Session session(*model, so);
+              // The depth's tokens go in once; each run truncates the cache back to them.
+              std::vector<int32_t> context(depth);
+              for (int32_t& tok : context) tok = pick(rng);
+              if (depth > 0) session.eval(context);
+              const std::string at_depth = depth > 0 ? fmt::format(" @ d{}", depth) : "";
+              auto generate = [&](int n) {
+                int32_t tok = pick(rng);
+                for (int i = 0; i < n; ++i) {
+                  session.eval(std::span<const int32_t>(&tok, 1));
+                  tok = pick(rng);
+                }
+              };
+              auto run_test = [&](const std::string& name, int n_prompt, int n_gen, auto&& body) {
+                TestResult r{name, n_prompt, n_gen, depth, so.n_threads, so.n_batch, so.kv_types, 0, {}};
+                for (int rep = 0; rep <= o->reps; ++rep) {  // rep 0 warms up
+                  session.truncate(depth);
+                  const auto t0 = clock::now();
+                  body();
+                  const double s = std::chrono::duration<double>(clock::now() - t0).count();
+                  if (rep > 0) r.samples_ts.push_back((n_prompt + n_gen) / s);
+                }
+                r.kv_bytes = session.kv_bytes();
+                results.push_back(std::move(r));
+              };
+              for (const int p : prompts) {
+                if (p == 0) continue;
+                std::vector<int32_t> prompt(p);
+                for (int32_t& tok : prompt) tok = pick(rng);
+                run_test(fmt::format("pp{}{}", p, at_depth), p, 0, [&] { session.eval(prompt); });
+              }
+              for (const int n : gens)
+                if (n > 0) run_test(fmt::format("tg{}{}", n, at_depth), 0, n, [&] { generate(n); });
+              if (pg_prompt > 0) {
+                std::vector<int32_t> prompt(pg_prompt);
+                for (int32_t& tok : prompt) tok = pick(rng);
+                run_test(fmt::format("pp{}+tg{}{}", pg_prompt, pg_gen, at_depth), pg_prompt, pg_gen, [&] {
+                  session.eval(prompt);
+                  generate(pg_gen);
+                });
+              }
+            }
+
     const double rss = peak_rss_mib();
-    if (o->json) {
+    auto json_of = [&](const TestResult& r) {
+      return fmt::format("{{\"model\": {}, \"size\": {}, \"n_params\": {}, \"n_threads\": {}, \"n_batch\": {}, "
+                         "\"test\": \"{}\", \"n_prompt\": {}, \"n_gen\": {}, \"n_depth\": {}, \"avg_ts\": {:.3f}, "
+                         "\"stddev_ts\": {:.3f}, \"samples_ts\": [{:.3f}], \"type_k\": \"{}\", \"type_v\": \"{}\", "
+                         "\"kv_bytes\": {}, \"peak_rss_mib\": {:.1f}}}",
+                         nlohmann::json(o->model).dump(), f.file_size(), params, r.threads, r.n_batch, r.name, r.n_prompt, r.n_gen, r.n_depth,
+                         r.mean(), r.stddev(), fmt::join(r.samples_ts, ", "), dtype_name(r.kv.k), dtype_name(r.kv.v),
+                         r.kv_bytes, rss);
+    };
+    if (output == "jsonl") {
+      for (const TestResult& r : results) fmt::print("{}\n", json_of(r));
+    } else if (output == "json") {
+      fmt::print("[\n");
+      for (size_t i = 0; i < results.size(); ++i) fmt::print("  {}{}\n", json_of(results[i]), i + 1 < results.size() ? "," : "");
+      fmt::print("]\n");
+    } else if (output == "csv") {
+      fmt::print("model,size,n_params,n_threads,n_batch,type_k,type_v,test,n_prompt,n_gen,n_depth,avg_ts,stddev_ts\n");
       for (const TestResult& r : results)
-        fmt::print("{{\"model\": \"{}\", \"size\": {}, \"n_params\": {}, \"n_threads\": {}, \"test\": \"{}\", "
-                   "\"n_prompt\": {}, \"n_gen\": {}, \"n_depth\": {}, \"avg_ts\": {:.3f}, \"stddev_ts\": {:.3f}, "
-                   "\"samples_ts\": [{:.3f}], \"type_k\": \"{}\", \"type_v\": \"{}\", \"kv_bytes\": {}, "
-                   "\"peak_rss_mib\": {:.1f}}}\n",
-                   o->model, f.file_size(), params, threads, r.name,
-                   r.name.rfind("pp", 0) == 0 ? r.n_tokens : 0, r.name.rfind("tg", 0) == 0 ? r.n_tokens : 0,
-                   o->depth, r.mean(), r.stddev(), fmt::join(r.samples_ts, ", "), dtype_name(so.kv_types.k),
-                   dtype_name(so.kv_types.v), session.kv_bytes(), rss);
+        fmt::print("{},{},{},{},{},{},{},\"{}\",{},{},{},{:.3f},{:.3f}\n", csv_quoted(model_name), f.file_size(), params, r.threads,
+                   r.n_batch, dtype_name(r.kv.k), dtype_name(r.kv.v), r.name, r.n_prompt, r.n_gen, r.n_depth, r.mean(),
+                   r.stddev());
     } else {
-      fmt::print("| {:<30} | {:>10} | {:>8} | {:>7} | {:>14} | {:>20} |\n", "model", "size", "params", "threads", "test", "t/s");
-      fmt::print("| {:-<30} | {:->10} | {:->8} | {:->7} | {:->14} | {:->20} |\n", "", "", "", "", "", "");
-      for (const TestResult& r : results)
-        fmt::print("| {:<30} | {:>6.2f} GiB | {:>6.2f} B | {:>7} | {:>14} | {:>11.2f} ± {:>6.2f} |\n",
-                   hp.arch + " " + f.opt_string("general.name").value_or(""), f.file_size() / 1073741824.0,
-                   params / 1e9, threads, r.name, r.mean(), r.stddev());
-      fmt::print("\npeak RSS {:.1f} MiB (file {:.1f} MiB, KV cache {:.1f} MiB, {})\n", rss,
-                 f.file_size() / 1048576.0, session.kv_bytes() / 1048576.0, kv_types_name(so.kv_types));
+      // The cache types get columns when they are not the default (as llama-bench shows what differs).
+      bool types_shown = false;
+      for (const TestResult& r : results) types_shown = types_shown || !(r.kv == KVTypes(DType::F16));
+      std::string head = fmt::format("| {:<30} | {:>10} | {:>8} | {:>7} |", "model", "size", "params", "threads");
+      std::string rule = fmt::format("| {:-<30} | {:->10} | {:->8} | {:->7} |", "", "", "", "");
+      if (types_shown) {
+        head += fmt::format(" {:>6} | {:>6} |", "type_k", "type_v");
+        rule += fmt::format(" {:->6} | {:->6} |", "", "");
+      }
+      fmt::print("{} {:>14} | {:>20} |\n{} {:->14} | {:->20} |\n", head, "test", "t/s", rule, "", "");
+      for (const TestResult& r : results) {
+        std::string row = fmt::format("| {:<30} | {:>6.2f} GiB | {:>6.2f} B | {:>7} |", model_name,
+                                      f.file_size() / 1073741824.0, params / 1e9, r.threads);
+        if (types_shown) row += fmt::format(" {:>6} | {:>6} |", dtype_name(r.kv.k), dtype_name(r.kv.v));
+        fmt::print("{} {:>14} | {:>11.2f} ± {:>6.2f} |\n", row, r.name, r.mean(), r.stddev());
+      }
+      if (!results.empty())
+        fmt::print("\npeak RSS {:.1f} MiB (file {:.1f} MiB, KV cache {:.1f} MiB, {})\n", rss, f.file_size() / 1048576.0,
+                   results.back().kv_bytes / 1048576.0, kv_types_name(results.back().kv));
     }
     return 0;
   };

@@ -19,12 +19,13 @@ constexpr std::array<std::pair<const char*, DType>, 9> kTypes = {{{"f16", DType:
                                                                    {"q5_1", DType::Q5_1},
                                                                    {"iq4_nl", DType::IQ4_NL}}};
 
-DType parse(const std::string& s, const char* option) {
+}  // namespace
+
+DType parse_kv_type(const std::string& s, const char* option) {
   for (const auto& [name, type] : kTypes)
     if (s == name) return type;
   fail("{} '{}' is not supported (use {})", option, s, kv_cache_type_names());
 }
-}  // namespace
 
 void KvCacheOptions::add_to(CLI::App& app) {
   std::vector<std::string> names;
@@ -40,8 +41,8 @@ void KvCacheOptions::add_to(CLI::App& app) {
 }
 
 KVTypes KvCacheOptions::types() const {
-  const DType d = parse(both, "--kv-type");
-  return KVTypes(k.empty() ? d : parse(k, "--cache-type-k"), v.empty() ? d : parse(v, "--cache-type-v"));
+  const DType d = parse_kv_type(both, "--kv-type");
+  return KVTypes(k.empty() ? d : parse_kv_type(k, "--cache-type-k"), v.empty() ? d : parse_kv_type(v, "--cache-type-v"));
 }
 
 }  // namespace slm::cli

@@ -8,6 +8,10 @@
 
 namespace slm::cli {
 
+// One of llama.cpp's cache type names (f16, q8_0, ...) as a DType; `option` names the option in
+// the error for another. Throws slm::Error.
+DType parse_kv_type(const std::string& name, const char* option);
+
 struct KvCacheOptions {
   std::string both = "f16", k, v;
   void add_to(CLI::App& app);

@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
   static const std::pair<const char*, const char*> kShort[] = {{"-ctk", "--cache-type-k"}, {"-ctv", "--cache-type-v"},
                                                                {"-ub", "--ubatch-size"},   {"-tb", "--threads-batch"},
                                                                {"-no-cnv", "--no-conversation"}, {"-sys", "--system"},
-                                                               {"-np", "--parallel"},     {"-cb", "--cont-batching"}};
+                                                               {"-np", "--parallel"},     {"-cb", "--cont-batching"},
+                                                               {"-pg", "--pg"}};
   std::vector<std::string> args;
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];
