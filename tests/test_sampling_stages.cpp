@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "sampling/sampler.h"
+#include "sampling/sampler_stages.h"
 
 namespace {
 
@@ -230,6 +231,36 @@ TEST(SamplingStages, DryPenalisesTheTokenThatWouldExtendARepeat) {
   EXPECT_EQ(s.sample(l.data()), 0);
   s.reset();
   EXPECT_EQ(s.sample(l.data()), 4);
+}
+
+// llama.cpp's --samplers / "samplers": names and aliases in the chain's order turn the stages
+// left out off; letters the same; another order, a repeat or an unknown name is an error.
+TEST(SamplingStages, SamplerListsTurnTheOtherStagesOff) {
+  using slm::SamplerStage;
+  EXPECT_EQ(slm::parse_sampler_stages(slm::split_sampler_names("top-k;typical;temp"), "--samplers"),
+            (std::vector<SamplerStage>{SamplerStage::TopK, SamplerStage::Typical, SamplerStage::Temperature}));
+  EXPECT_EQ(slm::parse_sampler_letters("edskypmxt", "--sampling-seq").size(), 9u);
+  SamplerParams p;
+  p.repeat_penalty = 1.3f;
+  p.typical_p = 0.5f;
+  p.temperature = 0.7f;
+  p.dry_multiplier = 0.8f;
+  slm::keep_only_stages(p, slm::parse_sampler_letters("kt", "x"));
+  EXPECT_EQ(p.top_k, 40);
+  EXPECT_EQ(p.temperature, 0.7f);
+  EXPECT_EQ(p.repeat_penalty, 1.0f);
+  EXPECT_EQ(p.typical_p, 1.0f);
+  EXPECT_EQ(p.top_p, 1.0f);
+  EXPECT_EQ(p.min_p, 0.0f);
+  EXPECT_EQ(p.dry_multiplier, 0.0f);
+  SamplerParams q;
+  q.temperature = 0.2f;
+  slm::keep_only_stages(q, slm::parse_sampler_stages({"top_k"}, "x"));
+  EXPECT_EQ(q.temperature, 1.0f);  // no temperature stage: the draw is at 1
+  EXPECT_THROW(slm::parse_sampler_stages({"temperature", "top_k"}, "x"), slm::Error);
+  EXPECT_THROW(slm::parse_sampler_stages({"top_k", "top_k"}, "x"), slm::Error);
+  EXPECT_THROW(slm::parse_sampler_stages({"mirostat"}, "x"), slm::Error);
+  EXPECT_THROW(slm::parse_sampler_letters("kq", "x"), slm::Error);
 }
 
 // Out-of-range settings are refused with what is allowed.

@@ -119,6 +119,7 @@ export function badCases(promptTokens) {
       dry_allowed_length: ['-1', '1.5'],
       dry_penalty_last_n: ['-2'],
       dry_sequence_breakers: ['"\\n"', '[1]', '[""]', '{}'],
+      samplers: ['5', '[1]', '["nope"]', '"kq"', '["temperature","top_k"]', '{}'],
       model: ['5', '{}', '[]', 'true'],
       ...(route === CHAT ? { logprobs: ['"yes"', '1', '[]'], top_logprobs: ['"3"', '2.5', 'true', '21', '-1'] } : {}),
     };

@@ -254,6 +254,14 @@ describe('stories260K with --chat-template, --kv-type f32', { skip: missingShare
     const m1 = (await client.completions.create(m)).choices[0].text;
     assert.equal((await client.completions.create(m)).choices[0].text, m1);
     assert.ok(m1.length > 20, m1);
+    // "samplers": top-k 1 at temperature 1 is greedy unless the list leaves top-k out.
+    const k1 = { ...req, temperature: 1, top_k: 1, seed: 9 };
+    assert.equal((await client.completions.create({ ...k1, samplers: ['top_k', 'temperature'] })).choices[0].text, greedy);
+    assert.equal((await client.completions.create({ ...k1, samplers: 'kt' })).choices[0].text, greedy);
+    assert.notEqual((await client.completions.create({ ...k1, samplers: ['min_p', 'temperature'] })).choices[0].text, greedy);
+    const reordered = await postJson(srv, '/v1/completions', { ...k1, samplers: ['temperature', 'top_k'] });
+    assert.equal(reordered.status, 400);
+    assert.match(reordered.text, /default order/);
     // DRY: the greedy story repeats a sentence within 200 tokens; with DRY it goes another way.
     const long = { ...req, max_tokens: 200 };
     const plain200 = (await client.completions.create(long)).choices[0].text;

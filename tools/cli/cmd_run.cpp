@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cstdio>
 #include <limits>
-#include <optional>
 #include <utility>
 #include <string_view>
 
@@ -18,6 +17,7 @@
 #include "runtime/grammar_vocab.h"
 #include "runtime/speculative.h"
 #include "sampling/json_schema.h"
+#include "sampling/sampler_stages.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 
@@ -121,84 +121,12 @@ std::pair<int32_t, float> parse_logit_bias(const std::string& v) {
   return {static_cast<int32_t>(id), bias};
 }
 
-namespace {
-// The stages of the chain in their order (sampling/sampler.h), with llama.cpp's names and letter.
-enum class Stage { Penalties, Dry, TopNSigma, TopK, Typical, TopP, MinP, Xtc, Temperature };
-struct StageName {
-  const char* name;
-  Stage stage;
-};
-constexpr StageName kStageNames[] = {
-    {"penalties", Stage::Penalties}, {"dry", Stage::Dry},          {"top_n_sigma", Stage::TopNSigma},
-    {"top-n-sigma", Stage::TopNSigma}, {"top_k", Stage::TopK},     {"top-k", Stage::TopK},
-    {"typ_p", Stage::Typical},       {"typical_p", Stage::Typical}, {"typical-p", Stage::Typical},
-    {"typ-p", Stage::Typical},       {"typ", Stage::Typical},       {"typical", Stage::Typical},
-    {"top_p", Stage::TopP},          {"top-p", Stage::TopP},        {"nucleus", Stage::TopP},
-    {"min_p", Stage::MinP},          {"min-p", Stage::MinP},        {"xtc", Stage::Xtc},
-    {"temperature", Stage::Temperature}, {"temp", Stage::Temperature}};
-constexpr std::pair<char, Stage> kStageLetters[] = {{'e', Stage::Penalties}, {'d', Stage::Dry}, {'s', Stage::TopNSigma},
-                                                    {'k', Stage::TopK},      {'y', Stage::Typical}, {'p', Stage::TopP},
-                                                    {'m', Stage::MinP},      {'x', Stage::Xtc}, {'t', Stage::Temperature}};
-
-// The stages a --samplers / --sampling-seq value names, checked to be in the chain's order.
-std::vector<Stage> parse_stages(const std::string& value, bool letters) {
-  std::vector<Stage> out;
-  const char* option = letters ? "--sampling-seq" : "--samplers";
-  auto add = [&](const std::string& word, std::optional<Stage> st) {
-    if (!st) fail("{} '{}': '{}' is not a sampler slm has (penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, "
-                  "xtc, temperature; letters edskypmxt)", option, value, word);
-    if (!out.empty() && *st <= out.back())
-      fail("{} '{}': slm runs the samplers in llama.cpp's default order (penalties;dry;top_n_sigma;top_k;typ_p;top_p;"
-           "min_p;xtc;temperature), so a list may leave some out but not reorder or repeat them", option, value);
-    out.push_back(*st);
-  };
-  if (letters) {
-    for (const char c : value) {
-      std::optional<Stage> st;
-      for (const auto& [l, s] : kStageLetters)
-        if (c == l) st = s;
-      add(std::string(1, c), st);
-    }
-    return out;
-  }
-  size_t start = 0;
-  while (start <= value.size()) {
-    const size_t end = std::min(value.find(';', start), value.size());
-    const std::string word = value.substr(start, end - start);
-    start = end + 1;
-    if (word.empty()) continue;
-    std::optional<Stage> st;
-    for (const StageName& n : kStageNames)
-      if (word == n.name) st = n.stage;
-    add(word, st);
-  }
-  return out;
-}
-
-// Turns off every stage the list leaves out (llama.cpp's chain then has no such stage; without
-// temperature it draws at temperature 1).
-void keep_only(SamplerParams& p, const std::vector<Stage>& stages) {
-  auto has = [&](Stage s) { return std::find(stages.begin(), stages.end(), s) != stages.end(); };
-  if (!has(Stage::Penalties)) {
-    p.repeat_penalty = 1.0f;
-    p.presence_penalty = p.frequency_penalty = 0.0f;
-  }
-  if (!has(Stage::Dry)) p.dry_multiplier = 0.0f;
-  if (!has(Stage::TopNSigma)) p.top_n_sigma = -1.0f;
-  if (!has(Stage::TopK)) p.top_k = 0;
-  if (!has(Stage::Typical)) p.typical_p = 1.0f;
-  if (!has(Stage::TopP)) p.top_p = 1.0f;
-  if (!has(Stage::MinP)) p.min_p = 0.0f;
-  if (!has(Stage::Xtc)) p.xtc_probability = 0.0f;
-  if (!has(Stage::Temperature)) p.temperature = 1.0f;
-}
-}  // namespace
 
 SamplerParams GenerationOptions::sampler_params(const Tokenizer& tok) const {
   SamplerParams p = sampling;
   if (!samplers.empty() && !sampling_seq.empty()) fail("--samplers and --sampling-seq say the same thing: give one");
-  if (!samplers.empty()) keep_only(p, parse_stages(samplers, false));
-  if (!sampling_seq.empty()) keep_only(p, parse_stages(sampling_seq, true));
+  if (!samplers.empty()) keep_only_stages(p, parse_sampler_stages(split_sampler_names(samplers), "--samplers"));
+  if (!sampling_seq.empty()) keep_only_stages(p, parse_sampler_letters(sampling_seq, "--sampling-seq"));
   if (!dry_breakers.empty()) {
     p.dry_sequence_breakers.clear();
     for (const std::string& b : dry_breakers)

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "sampling/sampler_stages.h"
 #include "sampling/json_schema.h"
 
 namespace slm::server {
@@ -421,6 +422,26 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
       if (!b.is_string() || b.get<std::string>().empty())
         bad("dry_sequence_breakers", "'dry_sequence_breakers' must hold non-empty strings, got " + b.dump());
       s.dry_sequence_breakers.push_back(b.get<std::string>());
+    }
+  }
+  // llama.cpp's server's "samplers": the stages to run, as names (["top_k", "temperature"]) or
+  // its letters ("kt"); the others are off. slm keeps llama.cpp's default order.
+  if (const json* st = field(body, "samplers")) {
+    try {
+      if (st->is_string()) {
+        keep_only_stages(s, parse_sampler_letters(st->get<std::string>(), "'samplers'"));
+      } else if (st->is_array()) {
+        std::vector<std::string> names;
+        for (const json& n : *st) {
+          if (!n.is_string()) bad("samplers", "'samplers' must be an array of sampler names or a string of letters");
+          names.push_back(n.get<std::string>());
+        }
+        keep_only_stages(s, parse_sampler_stages(names, "'samplers'"));
+      } else {
+        bad("samplers", "'samplers' must be an array of sampler names or a string of letters");
+      }
+    } catch (const Error& e) {
+      bad("samplers", e.what());
     }
   }
   if (const json* seed = field(body, "seed")) {
