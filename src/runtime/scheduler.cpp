@@ -233,6 +233,35 @@ SchedulerStats BatchScheduler::stats() const {
   return s;
 }
 
+std::vector<SlotInfo> BatchScheduler::slots() const {
+  std::lock_guard lock(slot_info_mu_);
+  if (slot_info_.empty()) {  // before the first step: every slot free
+    std::vector<SlotInfo> idle(static_cast<size_t>(opts_.n_parallel));
+    for (size_t i = 0; i < idle.size(); ++i) idle[i].id = static_cast<int>(i);
+    return idle;
+  }
+  return slot_info_;
+}
+
+void BatchScheduler::publish_slots() {
+  std::vector<SlotInfo> info;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const Slot& s = *slots_[i];
+    SlotInfo si;
+    si.id = static_cast<int>(i);
+    si.processing = s.state != Slot::State::Free;
+    si.n_past = static_cast<int>(s.tokens.size());
+    if (si.processing) {
+      si.n_prompt = static_cast<int>(s.req.prompt.size());
+      si.n_decoded = s.generated;
+      si.n_remain = s.req.max_tokens > 0 ? s.req.max_tokens - s.generated : -1;
+    }
+    info.push_back(si);
+  }
+  std::lock_guard lock(slot_info_mu_);
+  slot_info_ = std::move(info);
+}
+
 void BatchScheduler::shutdown() {
   {
     std::lock_guard lock(mu_);
@@ -264,6 +293,7 @@ void BatchScheduler::run() {
     }
     admit(incoming);
     step();
+    publish_slots();
   }
   // Shutting down: end what is running and what waits, cleanly.
   for (auto& s : slots_)

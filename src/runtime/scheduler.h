@@ -124,6 +124,16 @@ struct SchedulerStats {
   uint64_t drafted_tokens = 0, accepted_tokens = 0;  // speculative decoding: proposed, and kept
 };
 
+// One slot as GET /slots shows it (llama.cpp's server), as of the scheduler's last step.
+struct SlotInfo {
+  int id = 0;
+  bool processing = false;
+  int n_past = 0;     // tokens the slot's cache holds
+  int n_prompt = 0;   // the running request's prompt tokens (0 when free)
+  int n_decoded = 0;  // tokens it has generated
+  int n_remain = -1;  // tokens it may still generate (-1: no limit)
+};
+
 // Called on the scheduler thread: first token of a request (seconds after submit), and the gap
 // between two tokens of a request.
 struct SchedulerObserver {
@@ -140,6 +150,8 @@ class Scheduler {
   // with n_ctx(); a request that does not fit finishes with an error).
   virtual Submit submit(GenerationRequest req, std::shared_ptr<RequestHandle> handle) = 0;
   virtual SchedulerStats stats() const = 0;
+  // Thread-safe: the slots as of the last step.
+  virtual std::vector<SlotInfo> slots() const = 0;
   virtual int n_ctx() const = 0;
   // Ends every queued and running request (finish_reason "stop") and stops the thread.
   virtual void shutdown() = 0;
@@ -153,6 +165,7 @@ class BatchScheduler : public Scheduler {
   ~BatchScheduler() override;
   Submit submit(GenerationRequest req, std::shared_ptr<RequestHandle> handle) override;
   SchedulerStats stats() const override;
+  std::vector<SlotInfo> slots() const override;
   int n_ctx() const override { return opts_.n_ctx; }
   void shutdown() override;
   // Whether a draft model or prompt lookup proposes tokens.
@@ -208,6 +221,10 @@ class BatchScheduler : public Scheduler {
   std::vector<float> dlogits_;
 
   mutable std::mutex mu_;
+  // What slots() returns, written after every step (the slots themselves belong to the thread).
+  mutable std::mutex slot_info_mu_;
+  std::vector<SlotInfo> slot_info_;
+  void publish_slots();
   std::condition_variable cv_;
   std::deque<Pending> queue_;
   bool stopping_ = false;

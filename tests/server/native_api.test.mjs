@@ -118,6 +118,25 @@ describe('/completion, /tokenize, /detokenize', { skip: missingShared(STORIES, G
     assert.equal(r.json.speculative, false);
   });
 
+  test('GET /slots: each slot, behind the API key; a finished request leaves its tokens cached', T, async () => {
+    assert.equal((await httpGet(srv, '/slots')).status, 401);
+    const done = await postJson(srv, '/completion', { prompt: 'Once upon a time', n_predict: 12, temperature: 0 }, { headers: auth });
+    assert.equal(done.status, 200, done.text);
+    const r = await httpGet(srv, '/slots', { headers: auth });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.length, 4);
+    assert.deepEqual(r.json.map((s) => s.id), [0, 1, 2, 3]);
+    for (const s of r.json) {
+      assert.equal(s.n_ctx, 2048);
+      assert.equal(s.is_processing, false);
+      assert.equal(s.next_token.has_next_token, false);
+    }
+    // The slot that served it holds the prompt and the reply (up to the last token, which the
+    // cache never needed to evaluate).
+    const held = Math.max(...r.json.map((s) => s.n_past));
+    assert.ok(held >= done.json.tokens_evaluated + done.json.tokens_predicted - 1, JSON.stringify(r.json));
+  });
+
   test('bad requests: 400s naming the field; GET is 405; no key is 401', T, async () => {
     const cases = [
       ['/completion', {}, 'prompt'],

@@ -732,7 +732,7 @@ int run(const ServerOptions& opts) {
     t_log = RequestLog{clock::now()};
     const bool protected_route = req.path.rfind("/v1/", 0) == 0 || req.path.rfind("/api/", 0) == 0 ||
                                  req.path == "/completion" || req.path == "/infill" || req.path == "/tokenize" ||
-                                 req.path == "/detokenize";
+                                 req.path == "/detokenize" || req.path == "/slots" || req.path == "/apply-template";
     if (protected_route && !api_key_ok(st, req)) {
       send_error(res, 401, "missing or wrong API key: send it as 'Authorization: Bearer KEY'", {}, "invalid_api_key");
       return httplib::Server::HandlerResponse::Handled;
@@ -807,6 +807,20 @@ int run(const ServerOptions& opts) {
                     {"build_info", "slm"}});
   });
   // The adapters and their default scales, as llama.cpp's server lists them.
+  // llama.cpp's GET /slots: each slot's state as of the scheduler's last step.
+  svr.Get("/slots", [&st](const httplib::Request&, httplib::Response& res) {
+    if (!st.ready) return send_error(res, 503, "the model is still loading; retry shortly", {}, "loading");
+    json out = json::array();
+    for (const SlotInfo& s : st.scheduler->slots())
+      out.push_back({{"id", s.id},
+                     {"n_ctx", st.scheduler->n_ctx()},
+                     {"speculative", st.scheduler->speculative()},
+                     {"is_processing", s.processing},
+                     {"n_past", s.n_past},
+                     {"n_prompt_tokens", s.n_prompt},
+                     {"next_token", {{"has_next_token", s.processing}, {"n_remain", s.n_remain}, {"n_decoded", s.n_decoded}}}});
+    send_json(res, out);
+  });
   svr.Get("/lora-adapters", [&st](const httplib::Request&, httplib::Response& res) {
     json list = json::array();
     if (st.lora)
