@@ -348,6 +348,25 @@ TEST(CliTokenize, ReadsTextFromAPipe) {
   EXPECT_EQ(r.out, "1 403 407 261 378\n");
 }
 
+// llama-tokenize's spellings: -f, --stdin, --ids (a list), --pieces (its ID -> 'piece' lines),
+// --show-count, and --no-parse-special / --log-disable accepted.
+TEST(CliTokenize, LlamaTokenizeOptions) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const std::string text = "Once upon a time";
+  auto r = run_cli({"tokenize", "-m", model.string(), "--stdin", "--ids", "--show-count", "--no-parse-special",
+                    "--log-disable"},
+                   60.0, &text);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "[1, 403, 407, 261, 378]\nTotal number of tokens: 5\n");
+  r = run_cli({"tokenize", "-m", model.string(), "-p", text, "--pieces"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "     1 -> '<s>'\n   403 -> ' Once'\n   407 -> ' upon'\n   261 -> ' a'\n   378 -> ' time'\n");
+  r = run_cli({"tokenize", "-m", model.string(), "-f", "/dev/stdin", "--no-bos"}, 60.0, &text);
+  EXPECT_EQ(r.out, "403 407 261 378\n");
+  r = run_cli({"tokenize", "-m", model.string(), "-p", text, "--ids", "--pieces"});
+  EXPECT_NE(r.exit_code, 0);
+}
+
 // Asking for the amx level where the CPU or the kernel cannot give it is a clear error, and
 // `slm info` says which.
 TEST(CliRun, ForcedAmxWithoutAmxIsAClearError) {
