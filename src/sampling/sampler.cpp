@@ -116,6 +116,7 @@ Sampler::Sampler(const SamplerParams& p, int32_t n_vocab) : params_(p), n_vocab_
     dry_pen_.assign(nv, 0.0f);
   }
   if (p.typical_p < 1.0f) {
+    typ_prob_.resize(nv);
     scratch_.resize(nv);
     order_.resize(nv);
     kept_.resize(nv);
@@ -393,18 +394,17 @@ size_t Sampler::typical(size_t n) {
   // their probability exceeds typical_p.
   Candidate* c = cand_.data();
   const double mx = max_logit_;  // the argmax is still here (the stages before keep it)
+  double* prob = typ_prob_.data();
   double sum = 0.0;
-  for (size_t j = 0; j < n; ++j) sum += std::exp(static_cast<double>(c[j].logit) - mx);
+  for (size_t j = 0; j < n; ++j) sum += prob[j] = std::exp(static_cast<double>(c[j].logit) - mx);
   double entropy = 0.0;
   for (size_t j = 0; j < n; ++j) {
-    const double pj = std::exp(static_cast<double>(c[j].logit) - mx) / sum;
-    if (pj > 0.0) entropy -= pj * std::log(pj);
+    prob[j] /= sum;
+    if (prob[j] > 0.0) entropy -= prob[j] * std::log(prob[j]);
   }
   double* dist = scratch_.data();
-  for (size_t j = 0; j < n; ++j) {
-    const double pj = std::exp(static_cast<double>(c[j].logit) - mx) / sum;
-    dist[j] = pj > 0.0 ? std::abs(-std::log(pj) - entropy) : std::numeric_limits<double>::infinity();
-  }
+  for (size_t j = 0; j < n; ++j)
+    dist[j] = prob[j] > 0.0 ? std::abs(-std::log(prob[j]) - entropy) : std::numeric_limits<double>::infinity();
   // Order the candidates by distance (ties: higher logit, then lower id).
   uint32_t* order = order_.data();
   for (size_t j = 0; j < n; ++j) order[j] = static_cast<uint32_t>(j);
@@ -415,7 +415,7 @@ size_t Sampler::typical(size_t n) {
   size_t keep = n;
   double cum = 0.0;
   for (size_t i = 0; i < n; ++i) {
-    cum += std::exp(static_cast<double>(c[order[i]].logit) - mx) / sum;
+    cum += prob[order[i]];
     if (cum > tp) {
       keep = i + 1;
       break;
@@ -449,12 +449,12 @@ size_t Sampler::xtc(size_t n) {
       if (!last || Better{}(*last, c[j])) last = &c[j];
     }
   if (above < 2) return n;
+  // Probability grows with the logit, so the ones above are exactly those Better than `last`
+  // (and it): keep it and everything worse.
   const Candidate keep = *last;
   size_t m = 0;
-  for (size_t j = 0; j < n; ++j) {
-    const bool is_above = std::exp(static_cast<double>(c[j].logit) - mx) / sum >= threshold;
-    if (!is_above || (c[j].id == keep.id)) c[m++] = c[j];
-  }
+  for (size_t j = 0; j < n; ++j)
+    if (!Better{}(c[j], keep)) c[m++] = c[j];
   update_max(m);
   return m;
 }

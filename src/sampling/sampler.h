@@ -168,8 +168,9 @@ class Sampler {
   std::vector<int32_t> dry_z_, dry_seq_, dry_len_;
   std::vector<float> dry_pen_;
   std::vector<int32_t> dry_touched_;
-  // Typical sampling's distances, order and kept candidates (sized n_vocab when it is on).
-  std::vector<double> scratch_;
+  // Typical sampling's probabilities, distances, order and kept candidates (sized n_vocab when
+  // it is on).
+  std::vector<double> typ_prob_, scratch_;
   std::vector<uint32_t> order_;
   std::vector<Candidate> kept_;
 

@@ -156,6 +156,7 @@ Runner add_bench(CLI::App& app) {
     // Tests in llama-bench's order: per threads, batch and cache types, each depth, then the
     // pp, tg and pg tests at it. A new session for each setting (its cache and batch size).
     std::vector<TestResult> results;
+    const auto lora = o->lora.load(*model);  // once: every setting shares the adapters
     for (const int t : thread_counts)
       for (const int b : batches)
         for (const DType tk : types_k)
@@ -166,7 +167,7 @@ Runner add_bench(CLI::App& app) {
               so.n_ctx = depth + longest + 1;
               if (b > 0) so.n_batch = b;
               so.kv_types = KVTypes(tk, tv);
-              so.lora = o->lora.load(*model);
+              so.lora = lora;
               Session session(*model, so);
               // The depth's tokens go in once; each run truncates the cache back to them.
               std::vector<int32_t> context(depth);
