@@ -43,12 +43,12 @@ blocks::AttentionSpec spec_of(const Shape& shape_of) {
   return spec;
 }
 
-void bm_attention(benchmark::State& st, Shape shape_of, int64_t prompt, int threads) {
+void bm_attention(benchmark::State& st, Shape shape_of, int64_t prompt, int threads, KVTypes types = KVTypes(DType::F16)) {
   const int64_t kHeads = shape_of.heads, kHeadsKV = shape_of.heads_kv, kDim = shape_of.dim;
   constexpr int64_t kBatch = 512;
   const blocks::AttentionSpec spec = spec_of(shape_of);
   const KVShape shape{1, kHeadsKV * kDim, kHeadsKV * kDim, static_cast<int>(kHeadsKV)};
-  auto cache = make_full_kv_cache(shape, static_cast<int>(prompt), 1, DType::F16);
+  auto cache = make_full_kv_cache(shape, static_cast<int>(prompt), 1, types);
   ComputeContext ctx(threads);
   std::mt19937 rng(7);
   std::normal_distribution<float> g(0.0f, 1.0f);
@@ -135,6 +135,14 @@ BENCHMARK_CAPTURE(bm_attention_decode, llama1b_p2048_q8_0_q4_0, kLlama1B, 2048, 
 BENCHMARK_CAPTURE(bm_attention, llama1b_p512_t1, kLlama1B, 512, 1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_attention, llama1b_p2048_t1, kLlama1B, 2048, 1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_attention, llama1b_p2048_t2, kLlama1B, 2048, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(bm_attention, llama1b_p2048_t1_q8_0, kLlama1B, 2048, 1, KVTypes(DType::Q8_0))
+    ->Name("attention/llama1b_p2048_t1/q8_0")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_attention, llama1b_p2048_t1_q4_0, kLlama1B, 2048, 1, KVTypes(DType::Q4_0))
+    ->Name("attention/llama1b_p2048_t1/q4_0")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_attention, llama1b_p2048_t1_q5_1, kLlama1B, 2048, 1, KVTypes(DType::Q5_1))
+    ->Name("attention/llama1b_p2048_t1/q5_1")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_attention, llama1b_p2048_t1_f32, kLlama1B, 2048, 1, KVTypes(DType::F32))
+    ->Name("attention/llama1b_p2048_t1/f32")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_attention, gemma2b_p2048_t1, kGemma2B, 2048, 1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_attention, phi3mini_p2048_t1, kPhi3Mini, 2048, 1)->Unit(benchmark::kMillisecond);
 

@@ -473,6 +473,54 @@ TEST(KernelAttentionCache, MatchesScalarTwinForEachFormatPair) {
   }
 }
 
+// A cache's keys and values decoded to floats (kern::DecodeCacheKeysFn, DecodeCacheValuesFn:
+// what a prompt's attention reads once per layer from a quantized cache), for each format and
+// several head sizes: the scalar twin gives what the type's reference decoder gives for each
+// encoded key and value row, and each ISA level what the twin gives (the same floats, up to
+// the rounding of a fused multiply-add in the types with a minimum).
+TEST(KernelDecodeCache, MatchesScalarTwinForEachFormat) {
+  constexpr int B = kern::kKeyBlock;
+  std::mt19937 rng(29);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  for (const CacheFormatType& f : kCacheFormats)
+    for (const int d : {32, 64, 96, 256}) {
+      const TypeTraits& traits = type_traits(f.type);
+      const int64_t n_blocks = 3, n = n_blocks * B - 5;  // value rows: not a whole number of blocks
+      const int64_t key_row = static_cast<int64_t>(row_size(f.type, d)), stride = key_row * B + 24;  // padded
+      const int64_t ldv = key_row + 12;
+      std::vector<uint8_t> blocks(static_cast<size_t>(n_blocks * stride)), rows(static_cast<size_t>(n * ldv));
+      std::vector<float> keys(static_cast<size_t>(n_blocks * B * d)), values(static_cast<size_t>(n * d));
+      std::vector<float> x(static_cast<size_t>(d));
+      std::vector<uint8_t> enc(static_cast<size_t>(key_row));
+      for (int64_t p = 0; p < n_blocks * B; ++p) {
+        for (float& e : x) e = g(rng);
+        traits.from_float(x.data(), enc.data(), d);
+        pack_key(f.type, enc.data(), d, blocks.data() + (p / B) * stride, static_cast<int>(p % B));
+        traits.to_float(enc.data(), x.data(), d);
+        for (int c = 0; c < d; ++c) keys[static_cast<size_t>(((p / B) * d + c) * B + p % B)] = x[c];
+        if (p >= n) continue;
+        for (float& e : x) e = g(rng);
+        traits.from_float(x.data(), rows.data() + p * ldv, d);
+        traits.to_float(rows.data() + p * ldv, values.data() + p * d, d);
+      }
+      const std::string what = std::string(dtype_name(f.type)) + " d " + std::to_string(d);
+      std::vector<float> twin_k(keys.size()), twin_v(values.size());
+      ref::decode_cache_keys(f.format, blocks.data(), stride, n_blocks, d, twin_k.data());
+      ref::decode_cache_values(f.format, rows.data(), ldv, n, d, twin_v.data());
+      EXPECT_LE(rel_l2(twin_k, keys), 1e-7) << "scalar twin, keys, " << what;
+      EXPECT_LE(rel_l2(twin_v, values), 1e-7) << "scalar twin, values, " << what;
+      for (Isa isa : simd_levels()) {
+        const kern::Kernels& k = *kern::for_isa(isa);
+        ASSERT_NE(k.decode_cache_keys, nullptr) << kern::isa_name(isa);
+        std::vector<float> got_k(keys.size(), NAN), got_v(values.size(), NAN);
+        k.decode_cache_keys(f.format, blocks.data(), stride, n_blocks, d, got_k.data());
+        k.decode_cache_values(f.format, rows.data(), ldv, n, d, got_v.data());
+        EXPECT_LE(rel_l2(got_k, twin_k), 1e-7) << kern::isa_name(isa) << " keys, " << what;
+        EXPECT_LE(rel_l2(got_v, twin_v), 1e-7) << kern::isa_name(isa) << " values, " << what;
+      }
+    }
+}
+
 // Gemma 2's soft-capping, cap * tanh(x / cap), against std::tanh element by element: near 0
 // (the polynomial), around the switch at |x / cap| = 0.625, out to saturation, both signs, and
 // lengths with masked tails.

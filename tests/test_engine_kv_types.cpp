@@ -208,6 +208,46 @@ TEST(KvTypes, SlidingWindowRingsAgreeWithTheF32Cache) {
   fs::remove_all(dir);
 }
 
+// A prompt batch over a quantized cache has each head's visible keys and values decoded to
+// floats once per layer (blocks.cpp, attend_blocks: from 4 runs of tokens on; tiny-gemma2's
+// groups of 2 heads make runs of 4 tokens, so a batch of 48 has 12), where one token at a time
+// reads them as stored. Both must give the same logits: the decoded floats are the ones the
+// kernel computes when it reads the cache. Pairs where both, only the keys or only the values
+// are decoded, over tiny-gemma2's global layer and its sliding-window ring (window 8, wrapped
+// several times over 160 positions, so that a decoded span comes from the ring's end and then its
+// start).
+TEST(KvTypes, PromptBatchesDecodingTheCacheOnceAgreeWithTokensReadingItAsStored) {
+  SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
+  const fs::path dir = fs::temp_directory_path() / ("slm-test-kvdecode-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string gemma = (dir / "tiny-gemma2.gguf").string();
+  const auto r = slm::test::run_cli({"synth", "--like", "tiny-gemma2", "--vocab", vocab.string(), "--type", "f32", "-o",
+                                     gemma, "-q"},
+                                    120);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto model = slm::Model::load(gemma);
+  const int n_vocab = static_cast<int>(model->hparams().n_vocab), n = 160;
+  std::vector<int32_t> tokens(n);
+  for (int i = 0; i < n; ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 13) % n_vocab);
+  const slm::KVTypes pairs[] = {slm::KVTypes(DType::Q4_0), slm::KVTypes(DType::Q5_1, DType::F16),
+                                slm::KVTypes(DType::F16, DType::IQ4_NL), slm::KVTypes(DType::Q8_0, DType::BF16),
+                                slm::KVTypes(DType::BF16, DType::Q4_1)};
+  for (const slm::KVTypes& types : pairs) {
+    const std::string what = slm::dtype_name(types.k) + " keys, " + slm::dtype_name(types.v) + " values";
+    const std::vector<float> one = logits_with(*model, tokens, types, 1);
+    const std::vector<float> batch = logits_with(*model, tokens, types, 48);
+    double worst = 0;
+    for (int i = 0; i < n; ++i) {
+      const size_t off = static_cast<size_t>(i) * n_vocab;
+      worst = std::max(worst, slm::test::relative_l2(batch.data() + off, one.data() + off, n_vocab));
+    }
+    std::printf("  tiny-gemma2, %s: batches of 48 against one token at a time, worst relative L2 %.3g\n",
+                what.c_str(), worst);
+    EXPECT_LE(worst, 1e-5) << what;
+  }
+  fs::remove_all(dir);
+}
+
 // llama.cpp's measure of a cache type: perplexity. slm-docs-19m (trained by us; 64-wide heads,
 // the full cache) on the first 20 chunks of eval-docs.txt, each type against the F16 cache:
 // bf16 within 0.3%, q8_0 within 0.5% (llama.cpp reports ~0.1% for 8-bit caches on larger

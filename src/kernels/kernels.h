@@ -174,6 +174,16 @@ struct CacheKeysValues {
 using AttendCacheFn = void (*)(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const CacheKeysValues& kv,
                                int d_k, int d_v, float scale, float softcap, float* scratch, float* out,
                                int64_t ldo);
+// A cache's keys or values decoded to the F32 format, the floats the attention kernel computes
+// when it reads format f: n_blocks key blocks (kb, stride bytes apart) into F32 blocks of
+// d_k * kKeyBlock floats one after the other at out; n value rows (v, ldv bytes apart) into rows
+// of d_v floats. A prompt's attention over a quantized cache decodes each head's visible keys
+// and values once per layer this way, where reading them as stored would decode them once per
+// call of a few query rows. d_k and d_v multiples of 16. ref::decode_cache_keys and
+// ref::decode_cache_values (kernels/ref/attention.h) are the scalar twins.
+using DecodeCacheKeysFn = void (*)(CacheFormat f, const uint8_t* kb, int64_t stride, int64_t n_blocks, int d_k,
+                                   float* out);
+using DecodeCacheValuesFn = void (*)(CacheFormat f, const uint8_t* v, int64_t ldv, int64_t n, int d_v, float* out);
 
 // F32 matrix products on packed panels, driven by ops/gemm.cpp (which does the cache blocking,
 // the threads and the transposes). pack lays out an x-extent of nx (<= any) by k values of a
@@ -199,6 +209,8 @@ struct Kernels {
   Isa isa;
   AttendFn attend;           // null: the scalar twin
   AttendCacheFn attend_cache;  // null: the scalar twin
+  DecodeCacheKeysFn decode_cache_keys;      // null: the scalar twin
+  DecodeCacheValuesFn decode_cache_values;  // null: the scalar twin
   // out[i] = silu(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i] (SwiGLU), with a
   // vectorized exp; null: the scalar loop in models/blocks.cpp. out may equal gate.
   void (*swiglu)(const float* gate, const float* up, float* out, int64_t n);

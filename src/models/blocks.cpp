@@ -96,6 +96,14 @@ constexpr int kSeqs = 0, kTokenRuns = 1;
 // eight rows, so that each key and value converted serves that many rows (a KV group of one
 // head, Phi-3's, otherwise paid a key load for every product).
 constexpr int64_t kRowsPerCall = 8;
+// Runs of tokens of a batch from which a quantized cache's keys and values are decoded once per
+// head rather than read as stored in every call (attend_blocks): two threads then decode each
+// head at most twice where they would have decoded it once per run.
+constexpr int64_t kRunsPerDecode = 4;
+
+bool quantized_cache_format(kern::CacheFormat f) {
+  return f != kern::CacheFormat::F16 && f != kern::CacheFormat::F32 && f != kern::CacheFormat::BF16;
+}
 
 // Attention over a cache that keeps keys in blocks (KVCache::key_blocks): the kernel reads
 // the cache as stored, a wrapped ring's visible keys and values in two runs (its end, then its
@@ -140,9 +148,12 @@ void attend_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, in
   std::vector<int32_t>& runs = ctx.int_scratch(kTokenRuns);
   runs.clear();
   int64_t n_max = 0;
+  int32_t seen_lo = INT32_MAX, seen_hi = -1;  // the positions any token of seq sees
   for (int64_t t = 0; t < b.size(); ++t) {
     if (b.seq[t] != seq) continue;
     const int32_t first = cache.first_visible(layer, b.pos[t]);
+    seen_lo = std::min(seen_lo, first);
+    seen_hi = std::max(seen_hi, b.pos[t]);
     const size_t last = runs.size();
     if (last > 0) {
       const int32_t t0 = runs[last - 3], count = runs[last - 2], slide = runs[last - 1];
@@ -161,12 +172,32 @@ void attend_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, in
   const int64_t n_runs = static_cast<int64_t>(runs.size() / 3);
   const int64_t rows = max_tok * group;
   const size_t score_floats = static_cast<size_t>(rows * (n_max + 32));
-  const size_t scratch_floats = score_floats + static_cast<size_t>(rows * (hdk + hdv));
+  size_t scratch_floats = score_floats + static_cast<size_t>(rows * (hdk + hdv));
+  // Keys or values of a quantized type cost a decoding per kernel call, that is per run of a
+  // few tokens; where a thread gets several runs of a head (a prompt), it decodes the positions
+  // the batch sees once per head into floats (the F32 format: the same floats the kernel
+  // would compute) and the kernel reads those. The span starts at a block boundary, so that
+  // lanes keep their places, and covers at most the ring, so that it does not wrap there.
+  const bool decode_k = quantized_cache_format(key_format), decode_v = quantized_cache_format(value_format);
+  const int32_t span_lo = seen_lo - seen_lo % B;
+  const int64_t span_blocks = (seen_hi - span_lo) / B + 1;
+  const bool span_fits = capacity == cache.n_ctx() || span_blocks * B <= capacity;  // else it would wrap
+  const bool decode = (decode_k || decode_v) && n_runs >= kRunsPerDecode && span_fits;
+  const size_t key_floats = decode_k ? static_cast<size_t>(span_blocks * B * hdk) : 0;
+  const size_t value_floats = decode_v ? static_cast<size_t>(span_blocks * B * hdv) : 0;
+  const size_t call_floats = scratch_floats;
+  if (decode) scratch_floats += key_floats + value_floats;
+  const auto decode_keys = kern::active().decode_cache_keys ? kern::active().decode_cache_keys : &ref::decode_cache_keys;
+  const auto decode_values =
+      kern::active().decode_cache_values ? kern::active().decode_cache_values : &ref::decode_cache_values;
   ctx.reserve_thread_scratch(scratch_floats);
   ctx.pool().parallel_for(n_runs * spec.n_head_kv, [&](int64_t begin, int64_t end, int thread) {
     float* scores = ctx.thread_scratch(thread, scratch_floats);
     float* q_rows = scores + score_floats;  // the run's queries, row after row
     float* o_rows = q_rows + rows * hdk;
+    float* keys_f32 = scores + call_floats;  // the decoded span of head decoded_head
+    float* values_f32 = keys_f32 + key_floats;
+    int64_t decoded_head = -1;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t g = i / n_runs, run = i % n_runs;
       const int64_t t0 = runs[3 * run], count = runs[3 * run + 1], tl = t0 + count - 1;
@@ -189,6 +220,39 @@ void attend_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, in
       if (kv.n_first < n) {  // the rest from the ring's first slot on
         kv.kb_wrap = k_head;
         kv.v_wrap = v_head;
+      }
+      if (decode) {
+        if (g != decoded_head) {
+          // Block by block in position order (a wrapped ring's blocks come from its start).
+          for (int64_t k = 0; k < span_blocks; ++k) {
+            const int32_t s0 = static_cast<int32_t>((span_lo + k * B) % capacity);
+            const int64_t rows_here = std::min<int64_t>(B, seen_hi - (span_lo + k * B) + 1);
+            if (decode_k) decode_keys(key_format, k_head + (s0 / B) * stride, stride, 1, static_cast<int>(hdk),
+                                      keys_f32 + k * B * hdk);
+            if (decode_v) decode_values(value_format, v_head + s0 * ldv, ldv, rows_here, static_cast<int>(hdv),
+                                        values_f32 + k * B * hdv);
+          }
+          decoded_head = g;
+        }
+        const int64_t at = first - span_lo;  // the run's first key in the span
+        if (decode_k) {
+          kv.keys = kern::CacheFormat::F32;
+          kv.kb = reinterpret_cast<const uint8_t*>(keys_f32 + (at / B) * B * hdk);
+          kv.kblock_stride = B * hdk * static_cast<int64_t>(sizeof(float));
+        }
+        if (decode_v) {
+          kv.values = kern::CacheFormat::F32;
+          kv.v = reinterpret_cast<const uint8_t*>(values_f32 + at * hdv);
+          kv.ldv = hdv * static_cast<int64_t>(sizeof(float));
+        }
+        if (decode_k && decode_v) {
+          kv.n_first = n;  // one run in the span
+        } else if (kv.n_first < n) {
+          // One side decoded in position order, the other wrapped in the ring: the kernel
+          // takes both in two runs at the same split, the decoded one continuing its span.
+          if (decode_k) kv.kb_wrap = reinterpret_cast<const uint8_t*>(keys_f32 + ((at + kv.n_first) / B) * B * hdk);
+          if (decode_v) kv.v_wrap = reinterpret_cast<const uint8_t*>(values_f32 + (at + kv.n_first) * hdv);
+        }
       }
       const int n_q = static_cast<int>(count * group);
       if (count == 1) {  // one token: its group's rows are already one block

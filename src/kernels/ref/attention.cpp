@@ -96,6 +96,17 @@ void cache_value_row(kern::CacheFormat f, const uint8_t* row, float* out, int d_
   }
 }
 
+void decode_cache_keys(kern::CacheFormat f, const uint8_t* kb, int64_t stride, int64_t n_blocks, int d_k, float* out) {
+  constexpr int B = kern::kKeyBlock;
+  for (int64_t b = 0; b < n_blocks; ++b)
+    for (int d = 0; d < d_k; ++d)
+      for (int l = 0; l < B; ++l) out[(b * d_k + d) * B + l] = cache_key(f, kb + b * stride, l, d);
+}
+
+void decode_cache_values(kern::CacheFormat f, const uint8_t* v, int64_t ldv, int64_t n, int d_v, float* out) {
+  for (int64_t j = 0; j < n; ++j) cache_value_row(f, v + j * ldv, out + j * d_v, d_v);
+}
+
 void attend_group_cache(const float* q, int n_q, int n_tok, int slide, int64_t ldq, const kern::CacheKeysValues& kv,
                         int d_k, int d_v, float scale, float softcap, float* scratch, float* out, int64_t ldo) {
   constexpr int B = kern::kKeyBlock;

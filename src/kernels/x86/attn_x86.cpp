@@ -603,9 +603,32 @@ void attend_group_cache(const float* q, int n_q, int n_tok, int slide, int64_t l
   });
 }
 
+// The views' loads, stored: the floats attend_group_cache computes from format f.
+void decode_cache_keys(CacheFormat f, const uint8_t* kb, int64_t stride, int64_t n_blocks, int d_k, float* out) {
+  with_key_view(f, [&](auto keys) {
+    keys.kb = kb;
+    keys.stride = stride;
+    for (int64_t b = 0; b < n_blocks; ++b)
+      for (int d = 0; d < d_k; ++d)
+        for (int l = 0; l < kKeyBlock; l += kLanes)
+          storef(out + (b * d_k + d) * kKeyBlock + l, keys.load(b * kKeyBlock + l, d));
+  });
+}
+
+void decode_cache_values(CacheFormat f, const uint8_t* v, int64_t ldv, int64_t n, int d_v, float* out) {
+  with_value_view(f, [&](auto rows) {
+    rows.v = v;
+    rows.ldv = ldv;
+    for (int64_t j = 0; j < n; ++j)
+      for (int c = 0; c < d_v; c += kLanes) storef(out + j * d_v + c, rows.load(j, c));
+  });
+}
+
 }  // namespace
 
 void register_attention(Kernels& k) {
+  k.decode_cache_keys = &decode_cache_keys;
+  k.decode_cache_values = &decode_cache_values;
   k.attend = &attend_group;
   k.attend_cache = &attend_group_cache;
   k.swiglu = &swiglu;
