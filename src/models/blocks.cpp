@@ -126,21 +126,9 @@ void attend_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, in
   const int32_t capacity = cache.ring_capacity(layer);
   const kern::AttendCacheFn kernel =
       kern::active().attend_cache && simd_head_dims(spec) ? kern::active().attend_cache : &ref::attend_group_cache;
-  const auto format = [](DType t) {
-    using F = kern::CacheFormat;
-    switch (t) {
-      case DType::F32: return F::F32;
-      case DType::BF16: return F::BF16;
-      case DType::Q8_0: return F::Q8_0;
-      case DType::Q4_0: return F::Q4_0;
-      case DType::Q4_1: return F::Q4_1;
-      case DType::Q5_0: return F::Q5_0;
-      case DType::Q5_1: return F::Q5_1;
-      case DType::IQ4_NL: return F::IQ4_NL;
-      default: return F::F16;  // the cache refuses other types when it is made
-    }
-  };
-  const kern::CacheFormat key_format = format(cache.types().k), value_format = format(cache.types().v);
+  // The cache refused other types when it was made.
+  const kern::CacheFormat key_format = find_kv_cache_type(cache.types().k)->format;
+  const kern::CacheFormat value_format = find_kv_cache_type(cache.types().v)->format;
   const int64_t ldv = cache.value_row_bytes();
   // Runs of tokens (first token, count, slide: 1 where the first visible key moves on with
   // each token), flattened.

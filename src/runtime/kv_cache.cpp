@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <string_view>
 
 #include "core/error.h"
@@ -34,17 +35,34 @@ bool by_head(DType type, int64_t dim, int n_head) {
 
 }  // namespace
 
-bool kv_cache_type_supported(DType type) {
-  switch (type) {
-    case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_1:
-    case DType::Q5_0: case DType::Q5_1: case DType::IQ4_NL:
-      return true;
-    default:
-      return false;
-  }
+std::span<const KvCacheType> kv_cache_types() {
+  using F = kern::CacheFormat;
+  static constexpr KvCacheType kTypes[] = {
+      {DType::F16, F::F16},   {DType::F32, F::F32},   {DType::BF16, F::BF16},
+      {DType::Q8_0, F::Q8_0}, {DType::Q4_0, F::Q4_0}, {DType::Q4_1, F::Q4_1},
+      {DType::Q5_0, F::Q5_0}, {DType::Q5_1, F::Q5_1}, {DType::IQ4_NL, F::IQ4_NL}};
+  static_assert(std::size(kTypes) == kern::kCacheFormats, "one cache type per format the kernel reads");
+  return kTypes;
 }
 
-const char* kv_cache_type_names() { return "f16, f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or iq4_nl"; }
+const KvCacheType* find_kv_cache_type(DType type) {
+  for (const KvCacheType& t : kv_cache_types())
+    if (t.type == type) return &t;
+  return nullptr;
+}
+
+bool kv_cache_type_supported(DType type) { return find_kv_cache_type(type) != nullptr; }
+
+const std::string& kv_cache_type_names() {
+  static const std::string names = [] {
+    const auto types = kv_cache_types();
+    std::string s;
+    for (size_t i = 0; i < types.size(); ++i)
+      s += (i == 0 ? "" : i + 1 == types.size() ? " or " : ", ") + dtype_name(types[i].type);
+    return s;
+  }();
+  return names;
+}
 
 std::string kv_types_name(KVTypes t) {
   if (t.k == t.v) return dtype_name(t.k);

@@ -4,12 +4,13 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
-#include "core/zeroed_buffer.h"
-
 #include "core/dtype.h"
+#include "core/zeroed_buffer.h"
+#include "kernels/kernels.h"
 
 namespace slm {
 
@@ -30,9 +31,20 @@ struct KVTypes {
   KVTypes(DType k_type, DType v_type) : k(k_type), v(v_type) {}
   bool operator==(const KVTypes&) const = default;
 };
-// Whether a cache can store keys or values of `type`, and the names of those it can.
+// The types a cache stores keys or values in (llama.cpp's -ctk / -ctv types, which it names as
+// ggml does: dtype_name), each with the layout the attention kernel reads it in (kernels.h).
+// The one list every other place (the command line, the attention, the checks) asks.
+struct KvCacheType {
+  DType type;
+  kern::CacheFormat format;
+};
+std::span<const KvCacheType> kv_cache_types();
+// The entry of `type`; null where a cache cannot store it.
+const KvCacheType* find_kv_cache_type(DType type);
+// Whether a cache can store keys or values of `type`, and the names of those it can
+// ("f16, f32, ... or iq4_nl").
 bool kv_cache_type_supported(DType type);
-const char* kv_cache_type_names();
+const std::string& kv_cache_type_names();
 // "f16", or "q8_0 (keys) f16 (values)" where they differ.
 std::string kv_types_name(KVTypes t);
 
