@@ -233,6 +233,61 @@ TEST(SamplingStages, DryPenalisesTheTokenThatWouldExtendARepeat) {
   EXPECT_EQ(s.sample(l.data()), 4);
 }
 
+// A breaker spelled over several tokens (dry_breaker_seqs, as resolve_dry_breakers finds them
+// for a string no one token holds): on the history 5 6 1 2 3 4 5 6 1 2 3, token 4 would extend a
+// repeat of 5 tokens (5 6 1 2 3: a penalty of 2^3 = 8); with the sequence 5 6 a breaker, the
+// repeat starts after it (1 2 3: 2^1 = 2); a sequence whose head occurs without the rest of it
+// (5 7) breaks nothing. And a breaker token is never penalised itself (llama.cpp's rule): on
+// 1 2 3 1 2 with 3 a breaker, 3 would extend a repeat of 2 but keeps its logit.
+TEST(SamplingStages, DryBreakerSequencesCutRepeatsWhereTheWholeSequenceOccurs) {
+  auto pick = [](float logit4, std::vector<std::vector<int32_t>> seqs) {
+    SamplerParams p = only(0.0f);
+    p.dry_multiplier = 1.0f;
+    p.dry_base = 2.0f;
+    p.dry_allowed_length = 2;
+    p.dry_sequence_breakers = {"x"};
+    p.dry_breaker_seqs = std::move(seqs);
+    p.dry_breakers_resolved = true;
+    Sampler s(p, 10);
+    for (int32_t t : {5, 6, 1, 2, 3, 4, 5, 6, 1, 2, 3}) s.accept(t);
+    std::vector<float> l(10, 0.0f);
+    l[4] = logit4;
+    return s.sample(l.data());
+  };
+  EXPECT_EQ(pick(7.99f, {}), 0);
+  EXPECT_EQ(pick(8.01f, {}), 4);
+  EXPECT_EQ(pick(1.99f, {{5, 6}}), 0);
+  EXPECT_EQ(pick(2.01f, {{5, 6}}), 4);
+  EXPECT_EQ(pick(7.99f, {{5, 7}}), 0);
+  EXPECT_EQ(pick(8.01f, {{5, 7}}), 4);
+  EXPECT_EQ(pick(2.01f, {{5, 7}, {5, 6}}), 4);  // the head's sequence that does occur counts
+  // A sequence needs its head and at least one more token, all in the vocabulary.
+  SamplerParams bad = only(0.0f);
+  bad.dry_multiplier = 1.0f;
+  bad.dry_breakers_resolved = true;
+  bad.dry_breaker_seqs = {{5}};
+  EXPECT_THROW(Sampler(bad, 10), slm::Error);
+  bad.dry_breaker_seqs = {{5, 12}};
+  EXPECT_THROW(Sampler(bad, 10), slm::Error);
+
+  auto pick3 = [](std::vector<int32_t> breakers) {
+    SamplerParams p = only(0.0f);
+    p.dry_multiplier = 1.0f;
+    p.dry_base = 2.0f;
+    p.dry_allowed_length = 2;
+    p.dry_sequence_breakers = {"x"};
+    p.dry_breaker_ids = std::move(breakers);
+    p.dry_breakers_resolved = true;
+    Sampler s(p, 10);
+    for (int32_t t : {1, 2, 3, 1, 2}) s.accept(t);
+    std::vector<float> l(10, 0.0f);
+    l[3] = 0.5f;
+    return s.sample(l.data());
+  };
+  EXPECT_EQ(pick3({}), 0);   // 3 loses 2^0 = 1
+  EXPECT_EQ(pick3({3}), 3);  // a breaker keeps its logit
+}
+
 // llama.cpp's --samplers / "samplers": names and aliases in the chain's order turn the stages
 // left out off; letters the same; another order, a repeat or an unknown name is an error.
 TEST(SamplingStages, SamplerListsTurnTheOtherStagesOff) {

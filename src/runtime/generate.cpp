@@ -1,6 +1,7 @@
 #include "runtime/generate.h"
 
 #include <algorithm>
+#include <string_view>
 
 #include "core/error.h"
 
@@ -62,18 +63,47 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
 
 void resolve_dry_breakers(SamplerParams& p, const Tokenizer& tok) {
   p.dry_breaker_ids.clear();
+  p.dry_breaker_seqs.clear();
   p.dry_breakers_resolved = true;
   if (!(p.dry_multiplier > 0.0f) || p.dry_penalty_last_n == 0) return;
-  bool any = false;
-  for (const std::string& b : p.dry_sequence_breakers) any = any || !b.empty();
-  if (!any) return;
+  // llama.cpp's bounds: breakers of at most 40 bytes, the rest after a head at most 20 tokens.
+  constexpr size_t kMaxBreakerBytes = 40, kMaxTail = 20;
+  std::vector<std::string> breakers;
+  for (const std::string& b : p.dry_sequence_breakers)
+    if (!b.empty()) breakers.push_back(b.substr(0, kMaxBreakerBytes));
+  if (breakers.empty()) return;
+  // The rest of breaker b after its first i bytes, tokenized (at most one per i and breaker).
+  std::vector<std::vector<std::vector<int32_t>>> rests(breakers.size());
+  for (size_t b = 0; b < breakers.size(); ++b) rests[b].resize(breakers[b].size());
   for (int32_t id = 0; id < tok.n_vocab(); ++id) {
-    const std::string piece = tok.token_to_piece(id);
-    for (const std::string& b : p.dry_sequence_breakers)
-      if (!b.empty() && piece.find(b) != std::string::npos) {
-        p.dry_breaker_ids.push_back(id);
-        break;
+    const std::string piece = tok.token_to_piece(id, /*render_special=*/true);
+    bool alone = false;
+    const size_t seqs_before = p.dry_breaker_seqs.size();
+    for (size_t b = 0; b < breakers.size(); ++b) {
+      const std::string& br = breakers[b];
+      if (piece.find(br) != std::string::npos) {
+        alone = true;
+        continue;
       }
+      // Where the piece ends with the breaker's first i bytes (i < its length), the breaker
+      // goes on over the tokens of its rest: the head, then those.
+      for (size_t at = piece.find(br[0]); at != std::string::npos; at = piece.find(br[0], at + 1)) {
+        const size_t i = piece.size() - at;
+        if (i >= br.size() || piece.compare(at, i, br, 0, i) != 0) continue;
+        std::vector<int32_t>& rest = rests[b][i];
+        if (rest.empty()) {
+          rest = tok.encode(std::string_view(br).substr(i), false, false);
+          if (rest.size() > kMaxTail) rest.resize(kMaxTail);
+        }
+        if (rest.empty()) continue;
+        std::vector<int32_t> seq{id};
+        seq.insert(seq.end(), rest.begin(), rest.end());
+        if (std::find(p.dry_breaker_seqs.begin() + static_cast<std::ptrdiff_t>(seqs_before), p.dry_breaker_seqs.end(),
+                      seq) == p.dry_breaker_seqs.end())
+          p.dry_breaker_seqs.push_back(std::move(seq));
+      }
+    }
+    if (alone) p.dry_breaker_ids.push_back(id);
   }
 }
 

@@ -26,10 +26,13 @@ void check_prompt(std::span<const int32_t> prompt, int64_t n_ctx);
 // What every generation loop does last: the decoder's held-back bytes to r.text and on_text.
 void finish_text(StreamDecoder& decoder, GenerateResult& r, const std::function<bool(const std::string&)>& on_text);
 
-// DRY's sequence breakers as token ids (SamplerParams::dry_breaker_ids): the tokens whose text
-// contains one of p.dry_sequence_breakers. llama.cpp also matches a breaker spelled over several
-// tokens; the default breakers (newline, colon, quote, asterisk) are single characters, so
-// containing one is the same test. Costs a pass over the vocabulary: only where DRY is on.
+// DRY's sequence breakers as tokens, as llama.cpp resolves them: the tokens whose text contains
+// one of p.dry_sequence_breakers (SamplerParams::dry_breaker_ids), and for a token whose text
+// ends with the start of one, that token followed by the tokens of the breaker's rest
+// (dry_breaker_seqs: a breaker spelled over several tokens). Breakers are cut to 40 bytes and
+// the rest to 20 tokens (llama.cpp's bounds). The default breakers (newline, colon, quote,
+// asterisk) are single characters, which only the first kind can hold. Costs a pass over the
+// vocabulary: only where DRY is on.
 void resolve_dry_breakers(SamplerParams& p, const Tokenizer& tok);
 
 // on_text receives complete UTF-8 pieces as they are produced; returning false stops.

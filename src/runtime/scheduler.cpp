@@ -362,10 +362,12 @@ void BatchScheduler::admit(std::deque<Pending>& incoming) {
           SamplerParams probe = s.req.sampling;
           resolve_dry_breakers(probe, tok_);
           dry_breaker_ids_ = std::move(probe.dry_breaker_ids);
+          dry_breaker_seqs_ = std::move(probe.dry_breaker_seqs);
           dry_breakers_for_ = s.req.sampling.dry_sequence_breakers;
           dry_resolved_ = true;
         }
         s.req.sampling.dry_breaker_ids = dry_breaker_ids_;
+        s.req.sampling.dry_breaker_seqs = dry_breaker_seqs_;
         s.req.sampling.dry_breakers_resolved = true;
       }
       s.sampler.emplace(s.req.sampling, static_cast<int32_t>(model_.hparams().n_vocab));

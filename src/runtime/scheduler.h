@@ -198,6 +198,7 @@ class BatchScheduler : public Scheduler {
   // DRY's breaker tokens for the last breaker strings a request asked for.
   std::vector<std::string> dry_breakers_for_;
   std::vector<int32_t> dry_breaker_ids_;
+  std::vector<std::vector<int32_t>> dry_breaker_seqs_;
   bool dry_resolved_ = false;
   std::shared_ptr<const GrammarVocab> grammar_vocab_;  // built by the scheduler thread at the first grammar
   SchedulerOptions opts_;

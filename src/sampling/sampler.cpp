@@ -110,6 +110,15 @@ Sampler::Sampler(const SamplerParams& p, int32_t n_vocab) : params_(p), n_vocab_
       if (id < 0 || id >= n_vocab) fail("sampler: DRY breaker token {} is outside the vocabulary (0..{})", id, n_vocab - 1);
       dry_breaker_[static_cast<size_t>(id)] = 1;
     }
+    dry_heads_.clear();
+    for (const std::vector<int32_t>& seq : p.dry_breaker_seqs) {
+      if (seq.size() < 2) fail("sampler: a DRY breaker sequence needs a head token and at least one more");
+      for (const int32_t id : seq)
+        if (id < 0 || id >= n_vocab) fail("sampler: DRY breaker token {} is outside the vocabulary (0..{})", id, n_vocab - 1);
+      dry_breaker_[static_cast<size_t>(seq[0])] |= 2;
+      dry_heads_.push_back(seq);
+    }
+    std::sort(dry_heads_.begin(), dry_heads_.end());
     if (p.dry_penalty_last_n > 0) dry_hist_.resize(static_cast<size_t>(p.dry_penalty_last_n));
     else dry_hist_.reserve(4096);
     dry_len_.assign(nv, 0);
@@ -225,9 +234,28 @@ void Sampler::dry_penalties() {
   } else {
     for (size_t k = 0; k < m; ++k) seq[k] = dry_hist_[m - 1 - k];
   }
-  // A repeat reaches back at most to the last sequence breaker (exclusive).
-  size_t limit = 0;
-  while (limit < m && !dry_breaker_[static_cast<size_t>(seq[limit])]) ++limit;
+  // A repeat reaches back at most to the newest sequence breaker (exclusive): a breaker token,
+  // or the head of a breaker sequence whose other tokens follow it, the longest of those that
+  // fit (llama.cpp's restart sequences); the repeat then starts after the sequence's end.
+  size_t limit = m;
+  for (size_t k = 0; k < m; ++k) {
+    const uint8_t kind = dry_breaker_[static_cast<size_t>(seq[k])];
+    if (kind == 0) continue;
+    size_t longest = 0;
+    const auto first = std::lower_bound(dry_heads_.begin(), dry_heads_.end(), seq[k],
+                                        [](const std::vector<int32_t>& a, int32_t head) { return a[0] < head; });
+    for (auto it = first; it != dry_heads_.end() && (*it)[0] == seq[k]; ++it) {
+      const size_t tail = it->size() - 1;
+      if (tail <= longest || tail > k) continue;
+      bool follows = true;
+      for (size_t o = 0; o < tail && follows; ++o) follows = (*it)[1 + o] == seq[k - 1 - o];
+      if (follows) longest = tail;
+    }
+    if (longest > 0 || (kind & 1)) {
+      limit = k - longest;
+      break;
+    }
+  }
   const auto allowed = static_cast<size_t>(params_.dry_allowed_length);
   if (limit < allowed || limit == 0) return;
   // z[k]: how many tokens the history ending k tokens ago shares with the whole history's end
@@ -256,6 +284,10 @@ void Sampler::dry_penalties() {
   const double max_exp = base > 1.0 ? 88.0 / std::log(base) : 0.0;
   for (const int32_t id : dry_touched_) {
     const auto t = static_cast<size_t>(id);
+    if (dry_breaker_[t] & 1) {  // a breaker ends any repeat; llama.cpp leaves it alone
+      dry_len_[t] = 0;
+      continue;
+    }
     const double e = std::min(static_cast<double>(dry_len_[t] - static_cast<int32_t>(allowed)), max_exp);
     dry_pen_[t] = static_cast<float>(params_.dry_multiplier * std::pow(base, e));
     dry_len_[t] = 0;

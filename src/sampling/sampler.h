@@ -40,16 +40,19 @@ struct SamplerParams {
   // --dry-penalty-last-n, --dry-sequence-breaker): a token that would extend a sequence of the
   // recent history that already occurred (followed by that token) loses multiplier *
   // base^(length - allowed_length) from its logit, length being the longest such repeat of at
-  // least allowed_length tokens. A repeat does not reach back past a sequence breaker (a token
-  // whose text contains one of the breaker strings: dry_breaker_ids, which the caller fills from
-  // the vocabulary with resolve_dry_breakers in runtime/generate.h). multiplier 0: off; base >= 1;
-  // penalty_last_n: the history looked at (-1: all of it, 0: off).
+  // least allowed_length tokens. A repeat does not reach back past a sequence breaker: a token
+  // whose text contains one of the breaker strings (dry_breaker_ids; never penalised itself),
+  // or a breaker spelled over several tokens (dry_breaker_seqs: a token whose text ends with the
+  // start of a breaker, then the tokens of the rest of it), which the caller fills from the
+  // vocabulary with resolve_dry_breakers in runtime/generate.h, as llama.cpp does. multiplier
+  // 0: off; base >= 1; penalty_last_n: the history looked at (-1: all of it, 0: off).
   float dry_multiplier = 0.0f;
   float dry_base = 1.75f;
   int32_t dry_allowed_length = 2;
   int32_t dry_penalty_last_n = -1;
   std::vector<std::string> dry_sequence_breakers = {"\n", ":", "\"", "*"};
   std::vector<int32_t> dry_breaker_ids;  // sorted; the tokens the breakers resolve to
+  std::vector<std::vector<int32_t>> dry_breaker_seqs;  // head token, then the rest (at least one)
   bool dry_breakers_resolved = false;    // set by resolve_dry_breakers
   // Locally typical sampling (llama.cpp's --typical): keeps the tokens whose surprise is
   // closest to the distribution's entropy, up to this much probability. In (0, 1]; 1: off.
@@ -162,7 +165,8 @@ class Sampler {
   // bounded), the Z-array of the reversed history, each token's longest repeat and penalty
   // (dense, n_vocab, zero but for the ids in dry_touched_).
   bool dry_on_ = false;
-  std::vector<uint8_t> dry_breaker_;
+  std::vector<uint8_t> dry_breaker_;  // bit 0: a breaker alone, bit 1: the head of some of dry_heads_
+  std::vector<std::vector<int32_t>> dry_heads_;  // dry_breaker_seqs sorted by head
   std::vector<int32_t> dry_hist_;
   size_t dry_head_ = 0, dry_size_ = 0;
   std::vector<int32_t> dry_z_, dry_seq_, dry_len_;
