@@ -306,6 +306,134 @@ int32_t RingKVCache::truncate(int seq, int32_t from) {
   return from;
 }
 
+namespace {
+
+// A record of a sequence's rows (RingKVCache::save_seq): what it says of itself, then per layer
+// its ring's capacity, whether the ring was saved whole (it had wrapped) or only its first
+// `length` positions, and the key and value bytes of those, head by head where the cache keeps
+// heads apart.
+constexpr uint32_t kSeqRecordMagic = 0x51534B53;  // "SKSQ"
+
+struct ByteWriter {
+  std::string& out;
+  template <class T>
+  void put(T v) {
+    out.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
+  void bytes(const uint8_t* p, size_t n) { out.append(reinterpret_cast<const char*>(p), n); }
+};
+
+struct ByteReader {
+  std::string_view in;
+  size_t at = 0;
+  template <class T>
+  T get(const char* what) {
+    T v;
+    std::memcpy(&v, take(sizeof v, what).data(), sizeof v);
+    return v;
+  }
+  std::string_view take(size_t n, const char* what) {
+    if (in.size() - at < n) fail("KV cache record: it ends inside {} ({} bytes left, {} needed)", what, in.size() - at, n);
+    const std::string_view s = in.substr(at, n);
+    at += n;
+    return s;
+  }
+};
+
+}  // namespace
+
+std::string RingKVCache::save_seq(int seq) const {
+  if (seq < 0 || seq >= n_seq_) fail("KV cache: no sequence {}", seq);
+  std::string out;
+  ByteWriter w{out};
+  const int32_t length = lengths_[seq];
+  w.put(kSeqRecordMagic);
+  w.put(static_cast<uint32_t>(shape_.n_layer));
+  w.put(static_cast<uint32_t>(types_.k));
+  w.put(static_cast<uint32_t>(types_.v));
+  w.put(static_cast<uint8_t>(blocks_));
+  w.put(static_cast<uint32_t>(shape_.n_head_kv));
+  w.put(static_cast<uint64_t>(k_row_bytes_));
+  w.put(static_cast<uint64_t>(v_row_bytes_));
+  w.put(length);
+  const int H = blocks_ ? shape_.n_head_kv : 1;
+  for (int l = 0; l < shape_.n_layer; ++l) {
+    const bool whole = length > capacity_[l];
+    const int64_t rows = whole ? held(l) : length;
+    // Per head: whole key blocks (the kernel's layout) or rows; value rows.
+    const size_t k_head = blocks_ ? static_cast<size_t>((rows + kBlock - 1) / kBlock * key_block_stride())
+                                  : static_cast<size_t>(rows) * k_row_bytes_;
+    const size_t v_head = static_cast<size_t>(rows) * (blocks_ ? v_row_bytes_ / shape_.n_head_kv : v_row_bytes_);
+    w.put(capacity_[l]);
+    w.put(static_cast<uint8_t>(whole));
+    w.put(static_cast<uint64_t>(k_head * H));
+    w.put(static_cast<uint64_t>(v_head * H));
+    for (int h = 0; h < H; ++h)
+      w.bytes(k_.data() + (blocks_ ? head_base(l, seq, h, k_row_bytes_) : row_index(l, seq, 0) * k_row_bytes_), k_head);
+    for (int h = 0; h < H; ++h)
+      w.bytes(v_.data() + (blocks_ ? head_base(l, seq, h, v_row_bytes_) : row_index(l, seq, 0) * v_row_bytes_), v_head);
+  }
+  return out;
+}
+
+void RingKVCache::restore_seq(int seq, std::string_view bytes) {
+  if (seq < 0 || seq >= n_seq_) fail("KV cache: no sequence {}", seq);
+  ByteReader r{bytes};
+  if (r.get<uint32_t>("its header") != kSeqRecordMagic) fail("KV cache record: not one (its first bytes are wrong)");
+  const auto n_layer = r.get<uint32_t>("its header");
+  const auto k_type = r.get<uint32_t>("its header"), v_type = r.get<uint32_t>("its header");
+  const auto blocks = r.get<uint8_t>("its header");
+  const auto n_head_kv = r.get<uint32_t>("its header");
+  const auto k_row = r.get<uint64_t>("its header"), v_row = r.get<uint64_t>("its header");
+  const auto length = r.get<int32_t>("its header");
+  if (n_layer != static_cast<uint32_t>(shape_.n_layer) || n_head_kv != static_cast<uint32_t>(shape_.n_head_kv) ||
+      k_row != k_row_bytes_ || v_row != v_row_bytes_)
+    fail("KV cache record: made for {} layers, {} KV heads, rows of {} and {} bytes; this cache has {}, {}, {} and {}",
+         n_layer, n_head_kv, k_row, v_row, shape_.n_layer, shape_.n_head_kv, k_row_bytes_, v_row_bytes_);
+  if (k_type != static_cast<uint32_t>(types_.k) || v_type != static_cast<uint32_t>(types_.v) ||
+      blocks != static_cast<uint8_t>(blocks_))
+    fail("KV cache record: its keys and values are {} and {}, this cache's {} (use the same -ctk / -ctv)",
+         k_type < kDTypeIdLimit ? dtype_name(static_cast<DType>(k_type)) : std::to_string(k_type),
+         v_type < kDTypeIdLimit ? dtype_name(static_cast<DType>(v_type)) : std::to_string(v_type), kv_types_name(types_));
+  if (length < 0 || length > n_ctx_)
+    fail("KV cache record: {} positions do not fit in this context of {} (raise -c)", length, n_ctx_);
+  // Check every layer before changing anything.
+  struct Part {
+    std::string_view k, v;
+  };
+  std::vector<Part> parts(static_cast<size_t>(shape_.n_layer));
+  const int H = blocks_ ? shape_.n_head_kv : 1;
+  for (int l = 0; l < shape_.n_layer; ++l) {
+    const auto capacity = r.get<int32_t>("a layer's header");
+    const bool whole = r.get<uint8_t>("a layer's header") != 0;
+    const auto k_bytes = r.get<uint64_t>("a layer's header"), v_bytes = r.get<uint64_t>("a layer's header");
+    if (whole ? capacity != capacity_[l] : length > capacity_[l])
+      fail("KV cache record: layer {} held {} positions in a ring of {}; this cache's holds {} (use the same -c and -b)",
+           l, length, capacity, capacity_[l]);
+    const int64_t rows = whole ? held(l) : length;
+    const size_t k_head = blocks_ ? static_cast<size_t>((rows + kBlock - 1) / kBlock * key_block_stride())
+                                  : static_cast<size_t>(rows) * k_row_bytes_;
+    const size_t v_head = static_cast<size_t>(rows) * (blocks_ ? v_row_bytes_ / shape_.n_head_kv : v_row_bytes_);
+    if (k_bytes != k_head * H || v_bytes != v_head * H)
+      fail("KV cache record: layer {} has {} and {} bytes of keys and values, {} and {} expected", l, k_bytes, v_bytes,
+           k_head * H, v_head * H);
+    parts[static_cast<size_t>(l)].k = r.take(k_bytes, "a layer's keys");
+    parts[static_cast<size_t>(l)].v = r.take(v_bytes, "a layer's values");
+  }
+  if (r.at != bytes.size()) fail("KV cache record: {} bytes past its end", bytes.size() - r.at);
+  for (int l = 0; l < shape_.n_layer; ++l) {
+    const Part& part = parts[static_cast<size_t>(l)];
+    const size_t k_head = part.k.size() / H, v_head = part.v.size() / H;
+    for (int h = 0; h < H; ++h) {
+      std::memcpy(k_.data() + (blocks_ ? head_base(l, seq, h, k_row_bytes_) : row_index(l, seq, 0) * k_row_bytes_),
+                  part.k.data() + h * k_head, k_head);
+      std::memcpy(v_.data() + (blocks_ ? head_base(l, seq, h, v_row_bytes_) : row_index(l, seq, 0) * v_row_bytes_),
+                  part.v.data() + h * v_head, v_head);
+    }
+  }
+  lengths_[seq] = length;
+}
+
 std::unique_ptr<KVCache> make_full_kv_cache(const KVShape& shape, int n_ctx, int n_seq, KVTypes types) {
   return std::make_unique<RingKVCache>(shape, std::vector<int32_t>(static_cast<size_t>(shape.n_layer), 0), n_ctx,
                                        n_seq, 1, types);

@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/dtype.h"
@@ -88,6 +89,13 @@ class KVCache {
   // Number of positions currently held for seq (next position to fill).
   virtual int32_t seq_length(int seq) const = 0;
   virtual size_t bytes() const = 0;
+  // Sequence seq's stored keys and values as bytes (its types and layout named first), and
+  // back: what a prompt cache file holds (slm run --prompt-cache). restore_seq throws
+  // slm::Error, changing nothing, where the bytes are not such a record or this cache cannot
+  // hold them (other types or layout, a shorter context, a ring that wrapped at another
+  // capacity).
+  virtual std::string save_seq(int seq) const = 0;
+  virtual void restore_seq(int seq, std::string_view bytes) = 0;
 };
 
 // The cache of every model: per layer and sequence a ring of positions, as long as the context
@@ -125,6 +133,8 @@ class RingKVCache : public KVCache {
   int32_t truncate(int seq, int32_t from) override;
   int32_t seq_length(int seq) const override { return lengths_[seq]; }
   size_t bytes() const override { return k_.size() + v_.size(); }
+  std::string save_seq(int seq) const override;
+  void restore_seq(int seq, std::string_view bytes) override;
 
  private:
   static constexpr int kBlock = 16;  // kern::kKeyBlock (checked in kv_cache.cpp)

@@ -59,6 +59,17 @@ class Session {
   void truncate(int32_t n);
   void reset() { truncate(0); }
 
+  // The sequence so far, its tokens and cache rows, to a prompt cache file (llama.cpp's
+  // --prompt-cache), and back: a later run whose prompt starts with those tokens evaluates only
+  // the rest (eval and generate() reuse the common prefix). The file names the model (its
+  // shape, file size and a sample of its weights), the adapters and the cache types; load_state
+  // throws slm::Error, leaving the session as it was, for a file that is not one, is cut short,
+  // or was made for another model or settings.
+  void save_state(const std::string& path) const;
+  void load_state(const std::string& path);
+  // What a prompt cache file must say of the model and settings to be loaded by this session.
+  std::string state_identity() const;
+
  private:
   const Model& model_;
   SessionOptions opts_;

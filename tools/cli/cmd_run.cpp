@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <utility>
 #include <string_view>
@@ -246,6 +247,47 @@ SessionOptions GenerationOptions::session_options(const Model& m) const {
   return so;
 }
 
+namespace {
+
+// llama-cli's --prompt-cache, --prompt-cache-all and --prompt-cache-ro.
+struct PromptCacheOptions {
+  std::string path;
+  bool all = false, read_only = false;
+
+  // The file's state into the session, if there is a file and it fits: generation then starts
+  // from the prompt's common prefix with it. A file for another model or settings, or a broken
+  // one, is reported and the prompt evaluated anew (and the file replaced, unless read-only).
+  void load(Session& session, const std::vector<int32_t>& prompt) const {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) {
+      if (read_only) fmt::print(stderr, "slm: warning: prompt cache {} does not exist (--prompt-cache-ro: not made)\n", path);
+      return;
+    }
+    try {
+      session.load_state(path);
+    } catch (const Error& e) {
+      fmt::print(stderr, "slm: warning: {}; evaluating the prompt anew\n", e.what());
+      return;
+    }
+    const auto& have = session.tokens();
+    size_t common = 0;
+    while (common < have.size() && common < prompt.size() && have[common] == prompt[common]) ++common;
+    // generate() evaluates at least the prompt's last token, for its logits.
+    const size_t reused = std::min(common, prompt.empty() ? 0 : prompt.size() - 1);
+    fmt::print(stderr, "slm: prompt cache {}: {} tokens held, {} of the prompt's {} reused\n", path, have.size(), reused,
+               prompt.size());
+  }
+
+  // The session's state to the file: the prompt's (all: the generated text's too).
+  void save(Session& session, const std::vector<int32_t>& prompt) const {
+    if (read_only) return;
+    if (!all) session.truncate(static_cast<int32_t>(std::min(prompt.size(), session.tokens().size())));
+    session.save_state(path);
+  }
+};
+
+}  // namespace
+
 Runner add_run(CLI::App& app) {
   auto o = std::make_shared<GenerationOptions>();
   auto prompt = std::make_shared<std::string>();
@@ -267,7 +309,13 @@ Runner add_run(CLI::App& app) {
   app.add_option("-r,--reverse-prompt", *stops, "stop once the generated text contains this (repeatable; printed, as llama.cpp prints it)")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  return [o, prompt, prompt_file, timings, escape, stops]() {
+  auto cache = std::make_shared<PromptCacheOptions>();
+  app.add_option("--prompt-cache", cache->path,
+                 "keep the prompt's evaluated state in this file: a later run whose prompt starts the same way "
+                 "evaluates only the rest (llama.cpp's option; the file is made for this model, adapters and -ctk/-ctv)");
+  app.add_flag("--prompt-cache-all", cache->all, "with --prompt-cache: keep the generated text's state too");
+  app.add_flag("--prompt-cache-ro", cache->read_only, "with --prompt-cache: read the file, never write it");
+  return [o, prompt, prompt_file, timings, escape, stops, cache]() {
     if (!prompt_file->empty()) {
       *prompt = read_whole_file(*prompt_file == "-" ? "/dev/stdin" : *prompt_file, "prompt file");
       if (prompt->empty()) fail("the prompt file {} is empty", *prompt_file);
@@ -287,6 +335,7 @@ Runner add_run(CLI::App& app) {
     Sampler sampler(o->sampler_params(*tok), static_cast<int32_t>(model->hparams().n_vocab));
     if (auto g = o->load_grammar()) sampler.set_grammar({g, make_grammar_vocab(*tok)});
     const std::vector<int32_t> ids = tok->encode(*prompt, /*add_special=*/true, /*parse_special=*/false);
+    if (!cache->path.empty()) cache->load(session, ids);
     clock::time_point t_first{};
     // -r: the text so far is searched for each stop text (from where a match could begin); at
     // one, the text up to its end is printed and generation stops.
@@ -313,6 +362,7 @@ Runner add_run(CLI::App& app) {
     GenerateResult r = gen(sampler, ids, print);
     const auto t_end = clock::now();
     if (t_first == clock::time_point{}) t_first = t_end;  // nothing printed (an end-of-generation token first)
+    if (!cache->path.empty()) cache->save(session, ids);
     if (r.context_full) fmt::print(stderr, "\nslm: stopped: the context ({} tokens) is full\n", session.n_ctx());
     if (sampler.has_grammar() && !r.stopped_at_eog && !sampler.grammar_state()->can_end())
       fmt::print(stderr, "\nslm: warning: stopped after {} tokens, before the text the grammar asks for was complete "
