@@ -1,13 +1,9 @@
 #include "runtime/session.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <fstream>
 
 #include "core/error.h"
-#include "core/whole_file.h"
+#include "runtime/prompt_state.h"
 
 namespace slm {
 
@@ -64,121 +60,30 @@ const std::vector<float>& Session::eval(std::span<const int32_t> tokens, bool al
   return logits_;
 }
 
-namespace {
-constexpr char kStateMagic[8] = {'S', 'L', 'M', 'P', 'C', 'A', 'C', '1'};
-
-template <class T>
-void put(std::string& out, T v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof v);
-}
-}  // namespace
-
 std::string Session::state_identity() const {
-  const HParams& hp = model_.hparams();
-  const GGUFFile& f = model_.gguf();
-  // 4 KiB from 8 places of the weights (read from the file, not the mapping, which repacking
-  // may have released): a base model and its fine-tune have the same shape and file size.
-  uint64_t h = 1469598103934665603ull;  // FNV-1a
-  auto mix = [&h](const uint8_t* p, size_t n) {
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  };
-  const auto& tensors = f.tensors();
-  if (!tensors.empty() && tensors[0].file) {
-    const uint64_t lo = f.data_offset(), span = f.file_size() > lo ? f.file_size() - lo : 0;
-    std::vector<uint8_t> buf(4096);
-    for (uint64_t i = 0; i < 8 && span > 0; ++i) {
-      const uint64_t at = lo + span * i / 8;
-      const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), f.file_size() - at));
-      tensors[0].file->read_at(at, buf.data(), n);
-      mix(buf.data(), n);
-    }
-  }
-  std::string lora = "none";
-  if (opts_.lora && !opts_.lora->empty()) {
-    lora.clear();
-    for (size_t i = 0; i < opts_.lora->adapters.size(); ++i) {
-      const LoraAdapter& a = *opts_.lora->adapters[i];
-      uint64_t ah = 1469598103934665603ull;
-      for (const LoraTensor& t : a.tensors)
-        for (size_t j = 0; j < std::min<size_t>(t.a.size(), 64); ++j) {
-          uint32_t bits;
-          std::memcpy(&bits, &t.a[j], sizeof bits);
-          ah = (ah ^ bits) * 1099511628211ull;
-        }
-      lora += fmt::format("{}{} parameters, alpha {}, {:016x} at {}", i ? "; " : "", a.n_params(), a.alpha, ah,
-                          opts_.lora->scales[i]);
-    }
-  }
-  return fmt::format("{} with {} layers, {} embedding, {} tokens; a file of {} bytes and {} tensors, weights {:016x}; "
-                     "LoRA {}; cache {}",
-                     hp.arch, hp.n_layer, hp.n_embd, hp.n_vocab, f.file_size(), tensors.size(), h, lora,
-                     kv_types_name(cache_->types()));
+  std::vector<float> scales;
+  if (opts_.lora) scales = opts_.lora->scales;
+  return prompt_state_identity(model_, opts_.lora.get(), scales, cache_->types());
 }
 
 void Session::save_state(const std::string& path) const {
-  std::string out(kStateMagic, sizeof kStateMagic);
-  const std::string identity = state_identity();
-  put(out, static_cast<uint32_t>(identity.size()));
-  out += identity;
-  put(out, static_cast<uint32_t>(tokens_.size()));
-  out.append(reinterpret_cast<const char*>(tokens_.data()), tokens_.size() * sizeof(int32_t));
-  const std::string record = cache_->save_seq(0);
-  put(out, static_cast<uint64_t>(record.size()));
-  out += record;
-  // Written beside the file and renamed over it, so that a run stopped halfway leaves the old one.
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) fail("prompt cache {}: cannot write {}: {}", path, tmp, std::strerror(errno));
-    f.write(out.data(), static_cast<std::streamsize>(out.size()));
-    if (!f.flush()) fail("prompt cache {}: writing {} failed: {}", path, tmp, std::strerror(errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("prompt cache {}: cannot rename {} to it: {}", path, tmp, std::strerror(errno));
+  write_prompt_state(path, PromptState{state_identity(), tokens_, cache_->save_seq(0)});
 }
 
 void Session::load_state(const std::string& path) {
-  const std::string in = read_whole_file(path, "prompt cache");
-  size_t at = 0;
-  auto take = [&](size_t n, const char* what) {
-    if (in.size() - at < n) fail("prompt cache {}: cut short inside {} ({} bytes)", path, what, in.size());
-    const std::string_view v(in.data() + at, n);
-    at += n;
-    return v;
-  };
-  auto get_u32 = [&](const char* what) {
-    uint32_t v;
-    std::memcpy(&v, take(sizeof v, what).data(), sizeof v);
-    return v;
-  };
-  if (take(sizeof kStateMagic, "its header") != std::string_view(kStateMagic, sizeof kStateMagic))
-    fail("prompt cache {}: not a prompt cache file of slm (its first bytes are wrong)", path);
-  const std::string_view identity = take(get_u32("its header"), "its header");
-  const std::string mine = state_identity();
-  if (identity != mine)
-    fail("prompt cache {} was made for another model or settings: it says \"{}\", this run is \"{}\"", path, identity,
-         mine);
-  const uint32_t n_tokens = get_u32("its tokens");
-  const std::string_view token_bytes = take(static_cast<size_t>(n_tokens) * sizeof(int32_t), "its tokens");
-  std::vector<int32_t> tokens(n_tokens);
-  std::memcpy(tokens.data(), token_bytes.data(), token_bytes.size());
-  const int64_t n_vocab = model_.hparams().n_vocab;
-  for (const int32_t t : tokens)
-    if (t < 0 || t >= n_vocab) fail("prompt cache {}: token {} is outside the vocabulary (0..{})", path, t, n_vocab - 1);
-  uint64_t record_size;
-  std::memcpy(&record_size, take(sizeof record_size, "its cache").data(), sizeof record_size);
-  if (record_size > in.size() - at) fail("prompt cache {}: cut short inside its cache ({} bytes)", path, in.size());
-  const std::string_view record(in.data() + at, static_cast<size_t>(record_size));
-  if (at + record_size != in.size()) fail("prompt cache {}: {} bytes past its end", path, in.size() - at - record_size);
+  PromptState st = read_prompt_state(path, state_identity(), model_.hparams().n_vocab);
   try {
-    cache_->restore_seq(0, record);
+    cache_->restore_seq(0, st.record);
   } catch (const Error& e) {
     fail("prompt cache {}: {}", path, e.what());
   }
-  if (cache_->seq_length(0) != static_cast<int32_t>(tokens.size())) {
+  if (cache_->seq_length(0) != static_cast<int32_t>(st.tokens.size())) {
+    const int32_t rows = cache_->seq_length(0);
     cache_->truncate(0, 0);
-    fail("prompt cache {}: it holds {} tokens and the cache rows of {}", path, tokens.size(), cache_->seq_length(0));
+    tokens_.clear();
+    fail("prompt cache {}: it holds {} tokens and the cache rows of {}", path, st.tokens.size(), rows);
   }
-  tokens_ = std::move(tokens);
+  tokens_ = std::move(st.tokens);
 }
 
 void Session::truncate(int32_t n) {
