@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <numeric>
 
 #include "core/error.h"
+#include "runtime/prompt_state.h"
 #include "runtime/speculative.h"
 #include "runtime/grammar_vocab.h"
 
@@ -271,17 +273,88 @@ void BatchScheduler::shutdown() {
   if (thread_.joinable()) thread_.join();
 }
 
+SlotActionResult BatchScheduler::slot_action(const SlotAction& action) {
+  std::future<SlotActionResult> result;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return SlotActionResult{503, "the server is shutting down"};
+    actions_.push_back(PendingAction{action, {}});
+    result = actions_.back().done.get_future();
+  }
+  cv_.notify_all();
+  return result.get();
+}
+
+SlotActionResult BatchScheduler::do_slot_action(const SlotAction& a) {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  SlotActionResult r;
+  if (a.slot < 0 || a.slot >= static_cast<int>(slots_.size()))
+    return {400, fmt::format("no slot {}: the slots are 0 to {}", a.slot, slots_.size() - 1)};
+  Slot& s = *slots_[static_cast<size_t>(a.slot)];
+  if (s.state != Slot::State::Free) return {409, fmt::format("slot {} is serving a request; try again when it is idle", a.slot)};
+  const auto identity = [&] {
+    return prompt_state_identity(model_, opts_.lora.get(), s.cached_lora_scales, cache_->types());
+  };
+  try {
+    switch (a.kind) {
+      case SlotAction::Kind::Save:
+        r.n_bytes = write_prompt_state(a.path, PromptState{identity(), s.tokens, cache_->save_seq(s.seq)});
+        r.n_tokens = static_cast<int>(s.tokens.size());
+        break;
+      case SlotAction::Kind::Restore: {
+        // Adapters at the server's default scales: what a request that names none runs with.
+        std::vector<float> scales;
+        if (opts_.lora) scales = opts_.lora->scales;
+        PromptState st = read_prompt_state(
+            a.path, prompt_state_identity(model_, opts_.lora.get(), scales, cache_->types()),
+            model_.hparams().n_vocab);
+        if (st.tokens.size() >= static_cast<size_t>(opts_.n_ctx))
+          return {400, fmt::format("{} holds {} tokens; a slot's context holds {}", a.path, st.tokens.size(), opts_.n_ctx)};
+        cache_->restore_seq(s.seq, st.record);
+        if (cache_->seq_length(s.seq) != static_cast<int32_t>(st.tokens.size())) {
+          cache_->truncate(s.seq, 0);
+          s.tokens.clear();
+          return {400, fmt::format("{} holds {} tokens and the cache rows of a different count", a.path, st.tokens.size())};
+        }
+        s.tokens = std::move(st.tokens);
+        s.cached_lora_scales = std::move(scales);
+        s.last_used = ++admissions_;
+        r.n_tokens = static_cast<int>(s.tokens.size());
+        r.n_bytes = std::filesystem::file_size(a.path);
+        break;
+      }
+      case SlotAction::Kind::Erase:
+        r.n_tokens = static_cast<int>(s.tokens.size());
+        cache_->truncate(s.seq, 0);
+        s.tokens.clear();
+        break;
+    }
+  } catch (const Error& e) {
+    // Saving failed on the server's side (500); restoring names a file that is missing, or is
+    // not a slot's for this model and settings: the request's (400).
+    return {a.kind == SlotAction::Kind::Save ? 500 : 400, e.what()};
+  } catch (const std::exception& e) {
+    return {500, e.what()};
+  }
+  r.ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+  return r;
+}
+
 void BatchScheduler::run() {
   std::deque<Pending> incoming;
   for (;;) {
+    std::deque<PendingAction> actions;
     {
       std::unique_lock lock(mu_);
       if (busy_.load() == 0)
-        cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || !actions_.empty(); });
+      actions.swap(actions_);
       if (stopping_) {
         incoming.insert(incoming.end(), std::make_move_iterator(queue_.begin()),
                         std::make_move_iterator(queue_.end()));
         queue_.clear();
+        for (PendingAction& pa : actions) pa.done.set_value(SlotActionResult{503, "the server is shutting down"});
         break;
       }
       // Take as many as there are free slots; the rest stay queued (and counted there).
@@ -290,6 +363,10 @@ void BatchScheduler::run() {
         incoming.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+    }
+    if (!actions.empty()) {
+      for (PendingAction& pa : actions) pa.done.set_value(do_slot_action(pa.action));
+      publish_slots();
     }
     admit(incoming);
     step();

@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -134,6 +135,23 @@ struct SlotInfo {
   int n_remain = -1;  // tokens it may still generate (-1: no limit)
 };
 
+// llama-server's slot actions (POST /slots/ID?action=save|restore|erase): a slot's cached
+// tokens and KV rows to a prompt cache file (runtime/prompt_state.h), back from one, or
+// forgotten.
+struct SlotAction {
+  enum class Kind { Save, Restore, Erase };
+  Kind kind = Kind::Save;
+  int slot = 0;
+  std::string path;  // save and restore
+};
+struct SlotActionResult {
+  int status = 200;  // as HTTP: 200; 400 no such slot or a file that does not fit; 409 busy; 500 I/O
+  std::string error;
+  int n_tokens = 0;    // saved, restored or erased
+  size_t n_bytes = 0;  // written or read
+  double ms = 0;
+};
+
 // Called on the scheduler thread: first token of a request (seconds after submit), and the gap
 // between two tokens of a request.
 struct SchedulerObserver {
@@ -153,6 +171,9 @@ class Scheduler {
   // Thread-safe: the slots as of the last step.
   virtual std::vector<SlotInfo> slots() const = 0;
   virtual int n_ctx() const = 0;
+  // Thread-safe: runs on the scheduler thread between two steps and waits for it. A slot
+  // that is serving a request is refused (409), as is everything once shutting down.
+  virtual SlotActionResult slot_action(const SlotAction& action) = 0;
   // Ends every queued and running request (finish_reason "stop") and stops the thread.
   virtual void shutdown() = 0;
 };
@@ -167,6 +188,7 @@ class BatchScheduler : public Scheduler {
   SchedulerStats stats() const override;
   std::vector<SlotInfo> slots() const override;
   int n_ctx() const override { return opts_.n_ctx; }
+  SlotActionResult slot_action(const SlotAction& action) override;
   void shutdown() override;
   // Whether a draft model or prompt lookup proposes tokens.
   bool speculative() const { return dcache_ != nullptr || opts_.lookup; }
@@ -179,6 +201,12 @@ class BatchScheduler : public Scheduler {
     std::chrono::steady_clock::time_point submitted;
   };
   void run();
+  // Slot actions waiting for the thread, each with the promise its caller waits on.
+  struct PendingAction {
+    SlotAction action;
+    std::promise<SlotActionResult> done;
+  };
+  SlotActionResult do_slot_action(const SlotAction& action);
   void admit(std::deque<Pending>& incoming);
   bool step();
   void finish(Slot& s, const std::string& reason, const std::string& error = {});
@@ -228,6 +256,7 @@ class BatchScheduler : public Scheduler {
   void publish_slots();
   std::condition_variable cv_;
   std::deque<Pending> queue_;
+  std::deque<PendingAction> actions_;
   bool stopping_ = false;
   std::atomic<int> busy_{0};
   std::atomic<uint64_t> n_prompt_{0}, n_cached_{0}, n_generated_{0}, n_steps_{0}, n_drafted_{0}, n_accepted_{0};

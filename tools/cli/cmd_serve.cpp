@@ -53,6 +53,9 @@ Runner add_serve(CLI::App& app) {
                "prompt or text (pays where replies repeat their input: quotes, code edits)")
       ->excludes("--draft-model");
   app.add_option("--lookup-ngram", o->s.lookup_ngram, "longest n-gram --lookup matches (default 3)")->check(CLI::Range(2, 16));
+  app.add_option("--slot-save-path", o->s.slot_save_path,
+                 "folder for POST /slots/ID?action=save|restore {\"filename\": NAME}: a slot's cached prompt kept in a file "
+                 "and loaded back (llama-server's)");
   app.add_option("--lora", o->s.lora,
                  "LoRA adapter FILE or FILE:SCALE (repeatable); a request may set {\"lora\": [{\"id\": 0, \"scale\": S}]}")
       ->take_all();

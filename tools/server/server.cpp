@@ -732,7 +732,8 @@ int run(const ServerOptions& opts) {
     t_log = RequestLog{clock::now()};
     const bool protected_route = req.path.rfind("/v1/", 0) == 0 || req.path.rfind("/api/", 0) == 0 ||
                                  req.path == "/completion" || req.path == "/infill" || req.path == "/tokenize" ||
-                                 req.path == "/detokenize" || req.path == "/slots" || req.path == "/apply-template";
+                                 req.path == "/detokenize" || req.path == "/slots" || req.path.starts_with("/slots/") ||
+                                 req.path == "/apply-template";
     if (protected_route && !api_key_ok(st, req)) {
       send_error(res, 401, "missing or wrong API key: send it as 'Authorization: Bearer KEY'", {}, "invalid_api_key");
       return httplib::Server::HandlerResponse::Handled;
@@ -819,6 +820,60 @@ int run(const ServerOptions& opts) {
                      {"n_past", s.n_past},
                      {"n_prompt_tokens", s.n_prompt},
                      {"next_token", {{"has_next_token", s.processing}, {"n_remain", s.n_remain}, {"n_decoded", s.n_decoded}}}});
+    send_json(res, out);
+  });
+  // llama-server's slot actions: ?action=save|restore with {"filename": NAME} (a file of
+  // --slot-save-path), or erase.
+  svr.Post(R"(/slots/(\d+))", [&st](const httplib::Request& req, httplib::Response& res) {
+    if (!st.ready) return send_error(res, 503, "the model is still loading; retry shortly", {}, "loading");
+    const std::string action = req.get_param_value("action");
+    SlotAction a;
+    if (action == "save") a.kind = SlotAction::Kind::Save;
+    else if (action == "restore") a.kind = SlotAction::Kind::Restore;
+    else if (action == "erase") a.kind = SlotAction::Kind::Erase;
+    else return send_error(res, 400, "action must be save, restore or erase (as ?action=...)", "action");
+    try {
+      a.slot = std::stoi(req.matches[1].str());
+    } catch (const std::exception&) {
+      return send_error(res, 400, "no such slot: " + req.matches[1].str(), "id_slot");
+    }
+    std::string filename;
+    if (a.kind != SlotAction::Kind::Erase) {
+      if (st.opts.slot_save_path.empty())
+        return send_error(res, 501, "slots are saved and restored only when the server runs with --slot-save-path DIR",
+                          {}, "not_supported_error");
+      json body;
+      try {
+        body = req.body.empty() ? json::object() : json::parse(req.body);
+      } catch (const json::exception& e) {
+        return send_error(res, 400, std::string("the body is not JSON: ") + e.what(), {});
+      }
+      if (!body.is_object() || !body.contains("filename") || !body["filename"].is_string())
+        return send_error(res, 400, "filename (a string: a file name in the --slot-save-path folder) is required",
+                          "filename");
+      filename = body["filename"].get<std::string>();
+      // A plain name inside the folder: no separators, no way up, nothing hidden or unprintable.
+      const bool bad = filename.empty() || filename.size() > 255 || filename.front() == '.' ||
+                       filename.find_first_of("/\\") != std::string::npos ||
+                       std::any_of(filename.begin(), filename.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+      if (bad)
+        return send_error(res, 400, "filename must be a plain file name (no folders, not starting with '.')", "filename");
+      a.path = (std::filesystem::path(st.opts.slot_save_path) / filename).string();
+    }
+    const SlotActionResult r = st.scheduler->slot_action(a);
+    if (r.status != 200) return send_error(res, r.status, r.error, r.status == 400 ? "filename" : std::string{});
+    json out = {{"id_slot", a.slot}};
+    switch (a.kind) {
+      case SlotAction::Kind::Save:
+        out.update({{"filename", filename}, {"n_saved", r.n_tokens}, {"n_written", r.n_bytes}, {"timings", {{"save_ms", r.ms}}}});
+        break;
+      case SlotAction::Kind::Restore:
+        out.update({{"filename", filename}, {"n_restored", r.n_tokens}, {"n_read", r.n_bytes}, {"timings", {{"restore_ms", r.ms}}}});
+        break;
+      case SlotAction::Kind::Erase:
+        out["n_erased"] = r.n_tokens;
+        break;
+    }
     send_json(res, out);
   });
   svr.Get("/lora-adapters", [&st](const httplib::Request&, httplib::Response& res) {

@@ -30,6 +30,7 @@ struct ServerOptions {
   float draft_p_min = 0.75f;
   bool lookup = false;            // prompt lookup decoding (speculation without a draft model)
   int lookup_ngram = 3;
+  std::string slot_save_path;     // POST /slots/ID?action=save|restore files live here (empty: off)
 };
 
 // Binds, prints "slm: listening on http://HOST:PORT" to stderr, loads the model (GET /health
