@@ -155,6 +155,29 @@ TEST(KvTypes, TakesTheTypesBlockBytes) {
 
 using slm::test::logits_with;
 
+// A synthetic tiny Gemma 2 (slm synth: 32-wide heads, an 8-position sliding window) in a
+// folder of its own, and 160 tokens for it; error says why when model is null.
+struct TinyGemma {
+  fs::path dir = fs::temp_directory_path() / ("slm-test-kvtypes-" + std::to_string(::getpid()));
+  std::unique_ptr<slm::Model> model;
+  std::vector<int32_t> tokens;
+  std::string error;
+  explicit TinyGemma(const fs::path& vocab) {
+    fs::create_directories(dir);
+    const std::string path = (dir / "tiny-gemma2.gguf").string();
+    const auto r = slm::test::run_cli(
+        {"synth", "--like", "tiny-gemma2", "--vocab", vocab.string(), "--type", "f32", "-o", path, "-q"}, 120);
+    if (r.exit_code != 0) {
+      error = r.err;
+      return;
+    }
+    model = slm::Model::load(path);
+    const int n_vocab = static_cast<int>(model->hparams().n_vocab);
+    for (int i = 0; i < 160; ++i) tokens.push_back(static_cast<int32_t>((i * 7919 + 13) % n_vocab));
+  }
+  ~TinyGemma() { fs::remove_all(dir); }
+};
+
 // A synthetic tiny Gemma 2 (32-wide heads, an 8-position sliding window whose rings wrap ~20
 // times in 160 tokens) in each type, prompt batches and one token at a time, against the F32
 // cache: a key or value read from the wrong place (a ring's wrap, a batch's mask) moves these
@@ -164,17 +187,11 @@ using slm::test::logits_with;
 // closely with each other too: the same stored rows, read by the same kernel.
 TEST(KvTypes, SlidingWindowRingsAgreeWithTheF32Cache) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
-  const fs::path dir = fs::temp_directory_path() / ("slm-test-kvtypes-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string gemma = (dir / "tiny-gemma2.gguf").string();
-  const auto r = slm::test::run_cli({"synth", "--like", "tiny-gemma2", "--vocab", vocab.string(), "--type", "f32", "-o",
-                                     gemma, "-q"},
-                                    120);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  auto model = slm::Model::load(gemma);
-  const int n_vocab = static_cast<int>(model->hparams().n_vocab), n = 160;
-  std::vector<int32_t> tokens(n);
-  for (int i = 0; i < n; ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 13) % n_vocab);
+  const TinyGemma g(vocab);
+  ASSERT_TRUE(g.model) << g.error;
+  const slm::Model* model = g.model.get();
+  const std::vector<int32_t>& tokens = g.tokens;
+  const int n_vocab = static_cast<int>(model->hparams().n_vocab), n = static_cast<int>(tokens.size());
   const std::vector<float> ref = logits_with(*model, tokens, DType::F32, 5);
   for (const DType type : kNew) {
     const bool four = type == DType::Q4_0 || type == DType::Q4_1 || type == DType::IQ4_NL;
@@ -205,7 +222,6 @@ TEST(KvTypes, SlidingWindowRingsAgreeWithTheF32Cache) {
       EXPECT_LE(slm::test::relative_l2(got.data(), batched.data(), static_cast<int64_t>(got.size())), 1e-3) << what;
     }
   }
-  fs::remove_all(dir);
 }
 
 // A prompt batch over a quantized cache has each head's visible keys and values decoded to
@@ -218,17 +234,11 @@ TEST(KvTypes, SlidingWindowRingsAgreeWithTheF32Cache) {
 // start).
 TEST(KvTypes, PromptBatchesDecodingTheCacheOnceAgreeWithTokensReadingItAsStored) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
-  const fs::path dir = fs::temp_directory_path() / ("slm-test-kvdecode-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string gemma = (dir / "tiny-gemma2.gguf").string();
-  const auto r = slm::test::run_cli({"synth", "--like", "tiny-gemma2", "--vocab", vocab.string(), "--type", "f32", "-o",
-                                     gemma, "-q"},
-                                    120);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  auto model = slm::Model::load(gemma);
-  const int n_vocab = static_cast<int>(model->hparams().n_vocab), n = 160;
-  std::vector<int32_t> tokens(n);
-  for (int i = 0; i < n; ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 13) % n_vocab);
+  const TinyGemma g(vocab);
+  ASSERT_TRUE(g.model) << g.error;
+  const slm::Model* model = g.model.get();
+  const std::vector<int32_t>& tokens = g.tokens;
+  const int n_vocab = static_cast<int>(model->hparams().n_vocab), n = static_cast<int>(tokens.size());
   const slm::KVTypes pairs[] = {slm::KVTypes(DType::Q4_0), slm::KVTypes(DType::Q5_1, DType::F16),
                                 slm::KVTypes(DType::F16, DType::IQ4_NL), slm::KVTypes(DType::Q8_0, DType::BF16),
                                 slm::KVTypes(DType::BF16, DType::Q4_1)};
@@ -245,7 +255,6 @@ TEST(KvTypes, PromptBatchesDecodingTheCacheOnceAgreeWithTokensReadingItAsStored)
                 what.c_str(), worst);
     EXPECT_LE(worst, 1e-5) << what;
   }
-  fs::remove_all(dir);
 }
 
 // llama.cpp's measure of a cache type: perplexity. slm-docs-19m (trained by us; 64-wide heads,

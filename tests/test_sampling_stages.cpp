@@ -240,14 +240,19 @@ TEST(SamplingStages, DryPenalisesTheTokenThatWouldExtendARepeat) {
 // (5 7) breaks nothing. And a breaker token is never penalised itself (llama.cpp's rule): on
 // 1 2 3 1 2 with 3 a breaker, 3 would extend a repeat of 2 but keeps its logit.
 TEST(SamplingStages, DryBreakerSequencesCutRepeatsWhereTheWholeSequenceOccurs) {
-  auto pick = [](float logit4, std::vector<std::vector<int32_t>> seqs) {
+  // Greedy with DRY at multiplier 1, base 2, allowed length 2; breakers as resolved.
+  const auto dry = [] {
     SamplerParams p = only(0.0f);
     p.dry_multiplier = 1.0f;
     p.dry_base = 2.0f;
     p.dry_allowed_length = 2;
     p.dry_sequence_breakers = {"x"};
-    p.dry_breaker_seqs = std::move(seqs);
     p.dry_breakers_resolved = true;
+    return p;
+  };
+  auto pick = [&](float logit4, std::vector<std::vector<int32_t>> seqs) {
+    SamplerParams p = dry();
+    p.dry_breaker_seqs = std::move(seqs);
     Sampler s(p, 10);
     for (int32_t t : {5, 6, 1, 2, 3, 4, 5, 6, 1, 2, 3}) s.accept(t);
     std::vector<float> l(10, 0.0f);
@@ -262,22 +267,15 @@ TEST(SamplingStages, DryBreakerSequencesCutRepeatsWhereTheWholeSequenceOccurs) {
   EXPECT_EQ(pick(8.01f, {{5, 7}}), 4);
   EXPECT_EQ(pick(2.01f, {{5, 7}, {5, 6}}), 4);  // the head's sequence that does occur counts
   // A sequence needs its head and at least one more token, all in the vocabulary.
-  SamplerParams bad = only(0.0f);
-  bad.dry_multiplier = 1.0f;
-  bad.dry_breakers_resolved = true;
+  SamplerParams bad = dry();
   bad.dry_breaker_seqs = {{5}};
   EXPECT_THROW(Sampler(bad, 10), slm::Error);
   bad.dry_breaker_seqs = {{5, 12}};
   EXPECT_THROW(Sampler(bad, 10), slm::Error);
 
-  auto pick3 = [](std::vector<int32_t> breakers) {
-    SamplerParams p = only(0.0f);
-    p.dry_multiplier = 1.0f;
-    p.dry_base = 2.0f;
-    p.dry_allowed_length = 2;
-    p.dry_sequence_breakers = {"x"};
+  auto pick3 = [&](std::vector<int32_t> breakers) {
+    SamplerParams p = dry();
     p.dry_breaker_ids = std::move(breakers);
-    p.dry_breakers_resolved = true;
     Sampler s(p, 10);
     for (int32_t t : {1, 2, 3, 1, 2}) s.accept(t);
     std::vector<float> l(10, 0.0f);
