@@ -89,6 +89,36 @@ describe('serve --embed-model --db', { skip: missingShared(CHAT, EMBED) }, () =>
     assert.equal(typeof bad.json.error, 'string');
   });
 
+  test('ollama\'s older /api/embeddings (vectors as pooled) and llama.cpp\'s /embedding (normalized)', T, async () => {
+    const raw = JSON.parse(slm(['embed', '-m', embedPath, '--json', '--no-normalize', '-p', texts[0]]));
+    const r = await postJson(srv, '/api/embeddings', { model: 'x', prompt: texts[0] });
+    assert.equal(r.status, 200, r.text);
+    assert.ok(maxAbsDiff(r.json.embedding, raw[0].embedding) < 1e-5);
+    const norm = Math.hypot(...r.json.embedding);
+    assert.ok(Math.abs(norm - 1) > 1e-3, `the pooled vector, not normalized: norm ${norm}`);
+    const bad = await postJson(srv, '/api/embeddings', { input: texts[0] });
+    assert.equal(bad.status, 400);
+    assert.match(bad.json.error, /prompt/);
+
+    const ref = JSON.parse(slm(['embed', '-m', embedPath, '--json', ...texts.flatMap((t) => ['-p', t])]));
+    for (const route of ['/embedding', '/embeddings']) {
+      const l = await postJson(srv, route, { content: texts });
+      assert.equal(l.status, 200, l.text);
+      assert.equal(l.json.length, texts.length);
+      l.json.forEach((e, i) => {
+        assert.equal(e.index, i);
+        assert.equal(e.embedding.length, 1);
+        assert.ok(maxAbsDiff(e.embedding[0], ref[i].embedding) < 1e-6, `${route} input ${i}`);
+      });
+    }
+    const one = await postJson(srv, '/embedding', { content: texts[1] });
+    assert.ok(maxAbsDiff(one.json[0].embedding[0], ref[1].embedding) < 1e-6);
+    const missing = await postJson(srv, '/embedding', { text: 'x' });
+    assert.equal(missing.status, 400);
+    assertErrorBody(missing.json);
+    assert.equal(missing.json.error.param, 'content');
+  });
+
   test('embeddings refuse what they cannot do, and the server keeps serving', T, async () => {
     for (const [body, param] of [[{ input: 'x', dimensions: 32 }, 'dimensions'], [{ input: '' }, 'input'], [{ input: [] }, 'input'],
                                  [{}, 'input'], [{ input: [1, 'a'] }, 'input'], [{ input: 'x', encoding_format: 'hex' }, 'encoding_format']]) {

@@ -517,7 +517,8 @@ json ollama_details(const State& st) {
 std::string route_label(const std::string& path) {
   for (const char* r : {"/", "/health", "/metrics", "/props", "/v1/models", "/v1/chat/completions", "/v1/completions",
                         "/completion", "/infill", "/tokenize", "/detokenize", "/api/chat", "/api/generate",
-                        "/api/tags", "/api/show", "/api/embed", "/v1/embeddings", "/v1/search"})
+                        "/api/tags", "/api/show", "/api/embed", "/api/embeddings", "/v1/embeddings", "/embedding",
+                        "/embeddings", "/v1/search", "/slots"})
     if (path == r) return path;
   return "other";
 }
@@ -652,7 +653,7 @@ struct Embedded {
   int64_t tokens = 0;
   bool base64 = false;
 };
-Embedded embed_inputs(State& st, const std::string& body) {
+Embedded embed_inputs(State& st, const std::string& body, bool normalize = true) {
   if (!st.ready) throw ApiError(503, "the models are still loading");
   if (!st.embedder)
     throw ApiError(404, "this server has no embedding model: start it with --embed-model MODEL", {}, "no_embedding_model",
@@ -665,7 +666,7 @@ Embedded embed_inputs(State& st, const std::string& body) {
   out.base64 = r.base64;
   for (const auto& s : seqs) out.tokens += static_cast<int64_t>(s.size());
   try {
-    out.vectors = st.embedder->embed(seqs, true);
+    out.vectors = st.embedder->embed(seqs, normalize);
   } catch (const Error& e) {
     throw ApiError(400, e.what(), "input");  // too long for the model, or an id outside its vocabulary
   }
@@ -733,7 +734,7 @@ int run(const ServerOptions& opts) {
     const bool protected_route = req.path.rfind("/v1/", 0) == 0 || req.path.rfind("/api/", 0) == 0 ||
                                  req.path == "/completion" || req.path == "/infill" || req.path == "/tokenize" ||
                                  req.path == "/detokenize" || req.path == "/slots" || req.path.starts_with("/slots/") ||
-                                 req.path == "/apply-template";
+                                 req.path == "/apply-template" || req.path == "/embedding" || req.path == "/embeddings";
     if (protected_route && !api_key_ok(st, req)) {
       send_error(res, 401, "missing or wrong API key: send it as 'Authorization: Bearer KEY'", {}, "invalid_api_key");
       return httplib::Server::HandlerResponse::Handled;
@@ -954,6 +955,21 @@ int run(const ServerOptions& opts) {
       send_json(res, ollama_error(e.what()));
     }
   });
+  // ollama's older /api/embeddings: {"prompt": text} -> {"embedding": [...]}, the pooled vector
+  // as it is (ollama normalizes only /api/embed's).
+  svr.Post("/api/embeddings", [&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    try {
+      const json body = parse_json_body(read_body(req, res, reader));
+      auto prompt = body.find("prompt");
+      if (prompt == body.end() || !prompt->is_string())
+        throw ApiError(400, "'prompt' (the text to embed, a string) is required", "prompt", "missing_required_parameter");
+      const Embedded e = embed_inputs(st, dump(json{{"input", *prompt}}), /*normalize=*/false);
+      send_json(res, {{"embedding", e.vectors.at(0)}});
+    } catch (const ApiError& e) {
+      res.status = e.status;
+      send_json(res, ollama_error(e.what()));
+    }
+  });
   svr.Get("/api/tags", [&st](const httplib::Request&, httplib::Response& res) {
     json models = json::array();
     if (st.ready) {
@@ -1034,13 +1050,28 @@ int run(const ServerOptions& opts) {
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
              handle_embeddings(st, read_body(req, res, reader), res);
            }));
+  // llama.cpp's own /embedding (and /embeddings): {"content": text, texts or token ids} ->
+  // [{"index": i, "embedding": [[...]]}], normalized as its default is.
+  for (const char* route : {"/embedding", "/embeddings"})
+    svr.Post(route, guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+               const json body = parse_json_body(read_body(req, res, reader));
+               auto content = body.find("content");
+               if (content == body.end()) content = body.find("input");
+               if (content == body.end() || content->is_null())
+                 throw ApiError(400, "'content' (a text, texts or token ids) is required", "content", "missing_required_parameter");
+               const Embedded e = embed_inputs(st, dump(json{{"input", *content}}));
+               json out = json::array();
+               for (size_t i = 0; i < e.vectors.size(); ++i)
+                 out.push_back({{"index", i}, {"embedding", json::array({e.vectors[i]})}});
+               send_json(res, out);
+             }));
   svr.Post("/v1/search",
            guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
              handle_search(st, read_body(req, res, reader), res);
            }));
   for (const char* post_only : {"/v1/chat/completions", "/v1/completions", "/completion", "/infill", "/tokenize",
-                                "/detokenize", "/api/chat", "/api/generate", "/api/show", "/api/embed", "/v1/embeddings",
-                                "/v1/search", "/apply-template"})
+                                "/detokenize", "/api/chat", "/api/generate", "/api/show", "/api/embed", "/api/embeddings",
+                                "/v1/embeddings", "/embedding", "/embeddings", "/v1/search", "/apply-template"})
     svr.Get(post_only, [](const httplib::Request& req, httplib::Response& res) {
       res.set_header("Allow", "POST");
       send_error(res, 405, req.path + " takes POST with a JSON body", {}, "method_not_allowed");
