@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/memory_lock.h"
 
 namespace slm {
 
@@ -49,6 +50,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     }
     ::madvise(p, size_, MADV_HUGEPAGE);  // a hint; fine if the kernel declines
     data_ = static_cast<const uint8_t*>(p);
+    locked_ = lock_memory(data_, size_, path.c_str()) && memory_lock_enabled();
   }
   fd_ = fd;
 }
@@ -63,7 +65,10 @@ void MappedFile::release(uint64_t offset, size_t n) const {
   n = std::min<uint64_t>(n, size_ - offset);
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   const uint64_t first = (offset + page - 1) / page * page, last = (offset + n) / page * page;
-  if (first < last) ::madvise(const_cast<uint8_t*>(data_) + first, last - first, MADV_DONTNEED);
+  if (first >= last) return;
+  // Locked pages cannot be dropped: unlocked first (--mlock; the repacked copy is locked instead).
+  if (locked_) unlock_memory(data_ + first, last - first);
+  ::madvise(const_cast<uint8_t*>(data_) + first, last - first, MADV_DONTNEED);
 }
 
 void MappedFile::populate(uint64_t offset, size_t n) const {

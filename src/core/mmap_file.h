@@ -36,6 +36,7 @@ class MappedFile {
   int fd_ = -1;
   void* base_ = nullptr;  // the reserved address range the mapping was placed in
   size_t reserved_ = 0;
+  bool locked_ = false;  // mlock-ed (--mlock, core/memory_lock.h)
 };
 
 }  // namespace slm

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/fp16.h"
+#include "core/memory_lock.h"
 #include "kernels/kernels.h"
 
 namespace slm {
@@ -59,7 +60,12 @@ std::shared_ptr<uint8_t> alloc_packed(size_t bytes) {
   const auto addr = reinterpret_cast<uintptr_t>(base);
   auto* data = reinterpret_cast<uint8_t*>((addr + kHuge - 1) / kHuge * kHuge);
   if (bytes >= kHuge) madvise(data, bytes / kHuge * kHuge, MADV_HUGEPAGE);  // a hint only
-  return std::shared_ptr<uint8_t>(data, [base, len](uint8_t*) { munmap(base, len); });
+  // --mlock: the copy that replaces a weight's mapped pages is kept in RAM as they were.
+  const bool locked = lock_memory(data, bytes, "repacked weights") && memory_lock_enabled();
+  return std::shared_ptr<uint8_t>(data, [base, len, data, bytes, locked](uint8_t*) {
+    if (locked) unlock_memory(data, bytes);
+    munmap(base, len);
+  });
 #else
   auto* raw = new uint8_t[bytes + 64];
   const auto addr = reinterpret_cast<uintptr_t>(raw);

@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/memory_lock.h"
 #include "generation_options.h"
 #include "models/model.h"
 #include "core/whole_file.h"
@@ -375,6 +376,10 @@ Runner add_run(CLI::App& app) {
                  "at {:.1f} ms; {} tokens at {:.2f} tok/s after it\n",
                  ms(t_model), ms(t_tok) - ms(t_model), ids.size(), ms(t_first), n,
                  n > 1 ? (n - 1) / std::chrono::duration<double>(t_end - t_first).count() : 0.0);
+      if (memory_lock_enabled())
+        fmt::print(stderr, "slm: timings: --mlock: {:.1f} MiB locked in memory{}\n",
+                   static_cast<double>(memory_locked_bytes()) / (1 << 20),
+                   memory_lock_failures() ? " (the system refused the rest)" : "");
       if (gen.speculative())
         fmt::print(stderr, "slm: timings: speculative: {} target passes, {} tokens drafted, {} accepted ({:.0f}%)\n",
                    gen.stats().rounds, gen.stats().drafted, gen.stats().accepted,

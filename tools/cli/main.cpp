@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "core/memory_lock.h"
 #include "core/dtype.h"
 #include "core/error.h"
 
@@ -58,9 +59,6 @@ int main(int argc, char** argv) {
          return std::strcmp(next, "on") == 0 || std::strcmp(next, "off") == 0 || std::strcmp(next, "auto") == 0;
        },
        "slm's attention is fused already (a few query rows at a time over the cache as stored)"},
-      {{"--mlock"}, [](const char*) { return false; },
-       "slm does not pin the model in memory (it reads the whole file in at load, but a system short of memory may "
-       "page it out)"},
       {{"--no-mmap"}, [](const char*) { return false; },
        "slm maps the file and reads all of it in at load, as --no-mmap would (weights it repacks replace their "
        "mapped pages)"}};
@@ -86,6 +84,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "slm: warning: %s%s%s ignored: %s\n", a.c_str(), has_value ? " " : "",
                    has_value ? argv[i + 1] : "", ignored->why);
       if (has_value) ++i;
+      continue;
+    }
+    if (a == "--mlock") {  // llama.cpp's, anywhere on the line: keep the model in RAM (core/memory_lock.h)
+      slm::enable_memory_lock();
       continue;
     }
     std::string arg = a;
