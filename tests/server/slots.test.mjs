@@ -20,12 +20,12 @@ const PROMPT = 'Once upon a time, there was a little girl named Lily. She loved 
 
 describe('slot save, restore and erase', { skip: missingShared(STORIES) }, () => {
   let srv;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slm-slots-'));
+  const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'slm-slots-')), 'made');  // the server makes it
   const serverArgs = ['--api-key', KEY, '--parallel', '2', '--slot-save-path', dir];
   before(async () => { srv = await startServer({ model: sharedPath(STORIES), args: serverArgs }); });
   after(async () => {
     if (srv) assert.deepEqual(await srv.stop(), { code: 0, signal: null });
-    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(path.dirname(dir), { recursive: true, force: true });
   });
 
   const complete = () => postJson(srv, '/completion', { prompt: PROMPT, n_predict: 16, temperature: 0 }, { headers: auth });

@@ -713,6 +713,12 @@ int run(const ServerOptions& opts) {
   st.model_id = opts.alias.empty() ? std::filesystem::path(opts.model_path).filename().string() : opts.alias;
   if (!opts.draft_model_path.empty() && ::access(opts.draft_model_path.c_str(), R_OK) != 0)
     fail("cannot read the draft model {}", opts.draft_model_path);
+  if (!opts.slot_save_path.empty()) {  // made if missing, as llama-server does
+    std::error_code ec;
+    std::filesystem::create_directories(opts.slot_save_path, ec);
+    if (ec || ::access(opts.slot_save_path.c_str(), W_OK) != 0)
+      fail("--slot-save-path {}: cannot make or write the folder{}", opts.slot_save_path, ec ? ": " + ec.message() : "");
+  }
   if (!opts.embed_model_path.empty()) {
     if (::access(opts.embed_model_path.c_str(), R_OK) != 0) fail("cannot read the embedding model {}", opts.embed_model_path);
     st.embed_model_id = std::filesystem::path(opts.embed_model_path).filename().string();
