@@ -276,6 +276,29 @@ TEST(SamplingChain, TopPOnLargeShuffledVocabulary) {
   EXPECT_GE(max_rank, keep - 30);  // the tail of the kept prefix is still reachable
 }
 
+// A flat distribution over a large vocabulary: top-p needs most of it and sorts what is left by
+// radix once the growing chunks reach a good part of it. Its order must be the comparison
+// sort's exactly (logit descending, ties by id, -0 equal to +0): draws with the same seed then
+// equal those of a chain where top-k (k = n - 1, dropping only a token at -40) sorted everything
+// by comparison first. Logits from a few hundred values, so that most tokens tie with others.
+TEST(SamplingChain, TopPRadixOrderEqualsTheComparisonSort) {
+  const int n = 50000;
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> level(-300, 300);
+  std::vector<float> l(n);
+  for (auto& x : l) x = 0.002f * static_cast<float>(level(rng));
+  for (int i = 0; i < n; i += 97) l[static_cast<size_t>(i)] = (i / 97) % 2 ? -0.0f : 0.0f;
+  l[123] = -40.0f;
+  SamplerParams p = plain(1.0f, 7);
+  p.top_p = 0.95f;
+  SamplerParams q = p;
+  q.top_k = n - 1;
+  Sampler radix(p, n), comparison(q, n);
+  int differ = 0;
+  for (int i = 0; i < 300; ++i) differ += radix.sample(l.data()) != comparison.sample(l.data());
+  EXPECT_EQ(differ, 0);
+}
+
 TEST(SamplingChain, MinPRemovesTokensBelowFractionOfMax) {
   const std::vector<double> probs = {0.1, 0.4, 0.05, 0.3, 0.15};
   const auto l = logits_of(probs);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/error.h"
@@ -20,6 +21,22 @@ constexpr size_t kTopPFirstChunk = 256;
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Past this many candidates left to sort, top-p sorts all of them by radix (linear time) rather
+// than in more growing chunks: a flat distribution (high temperature, no top-k) needs most of a
+// 128k vocabulary for its mass, which comparison sorting took ~8 ms per token to order.
+constexpr size_t kTopPRadixFrom = 16384;
+
+// The Better order as one unsigned key per candidate, ascending: the logit's bits made to
+// compare as unsigned integers, descending (-0 taken as +0, which compare equal as floats),
+// then the id ascending. Logits are never NaN.
+inline uint64_t order_key(float logit, int32_t id) {
+  if (logit == 0.0f) logit = 0.0f;
+  uint32_t b;
+  std::memcpy(&b, &logit, sizeof b);
+  b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);  // ascending as unsigned
+  return (static_cast<uint64_t>(~b) << 32) | static_cast<uint32_t>(id);
+}
+
 }  // namespace
 
 // Descending logit, ties by ascending id: a strict total order over the candidates (which are
@@ -35,6 +52,46 @@ struct Sampler::Better {
 // partial_sort is fastest for a short prefix (most elements are rejected by one compare with
 // the heap top); for a long one, selection then sorting the prefix is O(n + m log m) instead
 // of O(n log m) with heap operations. Neither allocates (std::stable_sort would).
+// Sorts [first, last) in the Better order: a least-significant-digit radix sort of the
+// candidates' order keys, 16 bits at a time, skipping the digits every key shares (a vocabulary
+// below 65,536 ids and logits of one sign need fewer passes). keys and tmp are scratch.
+void Sampler::radix_sort(Candidate* first, Candidate* last) {
+  const size_t n = static_cast<size_t>(last - first);
+  radix_keys_.resize(2 * n);
+  radix_tmp_.resize(n);
+  uint64_t* key = radix_keys_.data();
+  uint64_t* key2 = key + n;
+  Candidate* tmp = radix_tmp_.data();
+  uint64_t all_or = 0, all_and = ~uint64_t{0};
+  for (size_t i = 0; i < n; ++i) {
+    key[i] = order_key(first[i].logit, first[i].id);
+    all_or |= key[i];
+    all_and &= key[i];
+  }
+  radix_count_.resize(size_t{1} << 16);
+  Candidate* src = first;
+  Candidate* dst = tmp;
+  for (int shift = 0; shift < 64; shift += 16) {
+    if ((((all_or ^ all_and) >> shift) & 0xFFFF) == 0) continue;  // every key has this digit
+    std::fill(radix_count_.begin(), radix_count_.end(), 0u);
+    for (size_t i = 0; i < n; ++i) ++radix_count_[(key[i] >> shift) & 0xFFFF];
+    uint32_t at = 0;
+    for (uint32_t& c : radix_count_) {
+      const uint32_t here = c;
+      c = at;
+      at += here;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t to = radix_count_[(key[i] >> shift) & 0xFFFF]++;
+      dst[to] = src[i];
+      key2[to] = key[i];
+    }
+    std::swap(src, dst);
+    std::swap(key, key2);
+  }
+  if (src != first) std::copy(src, src + n, first);
+}
+
 void Sampler::sort_prefix(Candidate* first, Candidate* mid, Candidate* last) {
   if (mid == first) return;
   if (mid - first <= 128) {
@@ -101,6 +158,11 @@ Sampler::Sampler(const SamplerParams& p, int32_t n_vocab) : params_(p), n_vocab_
   const auto nv = static_cast<size_t>(n_vocab);
   cand_.resize(nv);
   prob_.resize(nv);
+  if (p.top_p < 1.0f && nv >= kTopPRadixFrom) {  // top-p's radix sort: sized once, not per token
+    radix_keys_.resize(2 * nv);
+    radix_tmp_.resize(nv);
+    radix_count_.resize(size_t{1} << 16);
+  }
   dry_on_ = p.dry_multiplier > 0.0f && p.dry_penalty_last_n != 0;
   if (dry_on_) {
     if (!p.dry_sequence_breakers.empty() && !p.dry_breakers_resolved)
@@ -374,6 +436,11 @@ size_t Sampler::top_p(size_t n, bool sorted) {
   size_t done = 0;
   size_t chunk = sorted ? n : std::min(n, kTopPFirstChunk);
   for (;;) {
+    if (!sorted && n - done >= kTopPRadixFrom && chunk - done > (n - done) / 16) {
+      radix_sort(c + done, c + n);  // most of what is left: sort all of it, in linear time
+      sorted = true;
+      chunk = n;
+    }
     if (!sorted) sort_prefix(c + done, c + chunk, c + n);
     for (; done < chunk; ++done) {
       cum += std::exp(static_cast<double>(c[done].logit) - mx);

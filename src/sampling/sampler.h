@@ -129,6 +129,7 @@ class Sampler {
   };
   struct Better;  // sort order: logit descending, then id ascending
   static void sort_prefix(Candidate* first, Candidate* mid, Candidate* last);
+  void radix_sort(Candidate* first, Candidate* last);  // the whole range, in the Better order
 
   int32_t sample_unconstrained(const float* logits);
   double uniform();                       // [0, 1) with 53 random bits
@@ -157,6 +158,10 @@ class Sampler {
   // Candidates (logit and id together, so sorting touches contiguous memory) and their
   // unnormalised weights by position. Both sized n_vocab once.
   std::vector<Candidate> cand_;
+  // radix_sort's scratch: keys (two halves), candidates, digit counts.
+  std::vector<uint64_t> radix_keys_;
+  std::vector<Candidate> radix_tmp_;
+  std::vector<uint32_t> radix_count_;
   std::vector<float> prob_;
   float max_logit_ = 0;   // largest penalised finite logit, set by collect()
   int32_t argmax_ = -1;   // its lowest id, set by collect()
