@@ -192,8 +192,9 @@ TEST(CliRun, LlamaCppRunOptions) {
   EXPECT_GT(goes_on.out.size(), 20u);
 }
 
-// slm bench as llama-bench is used: comma-separated lists (every combination measured, in
-// llama-bench's order), -pg for a prompt and generation timed together, -o jsonl / json / csv.
+// slm bench as llama-bench is used: comma-separated lists and ranges (every combination
+// measured, in llama-bench's order), -pg for a prompt and generation timed together, -o jsonl /
+// json / csv.
 TEST(CliBench, ListsAndOutputsLikeLlamaBench) {
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
   const auto r = run_cli({"bench", "-m", model.string(), "-p", "16,32", "-n", "4", "-t", "1,2", "-r", "1", "-pg", "8,4",
@@ -221,8 +222,17 @@ TEST(CliBench, ListsAndOutputsLikeLlamaBench) {
   ASSERT_EQ(csv.exit_code, 0) << csv.err;
   EXPECT_EQ(csv.out.rfind("model,size,n_params,n_threads,n_batch,type_k,type_v,test,", 0), 0u) << csv.out;
   EXPECT_EQ(std::count(csv.out.begin(), csv.out.end(), '\n'), 3);
+  // llama-bench's ranges: FIRST-LAST*FACTOR, FIRST-LAST+STEP, mixed with plain values.
+  const auto ranges = run_cli({"bench", "-m", model.string(), "-p", "8-32*2,5,40-48+4", "-n", "0", "-r", "1", "-o", "jsonl"});
+  ASSERT_EQ(ranges.exit_code, 0) << ranges.err;
+  std::vector<int> prompts;
+  std::istringstream range_lines(ranges.out);
+  for (std::string line; std::getline(range_lines, line);) prompts.push_back(nlohmann::json::parse(line)["n_prompt"]);
+  EXPECT_EQ(prompts, (std::vector<int>{8, 16, 32, 5, 40, 44, 48}));
   for (const std::vector<std::string>& bad : {std::vector<std::string>{"-p", "16,x"}, std::vector<std::string>{"-pg", "8"},
-                                              std::vector<std::string>{"-t", "-1"}, std::vector<std::string>{"-o", "xml"}}) {
+                                              std::vector<std::string>{"-t", "-1"}, std::vector<std::string>{"-o", "xml"},
+                                              std::vector<std::string>{"-p", "32-8"}, std::vector<std::string>{"-p", "8-32*1"},
+                                              std::vector<std::string>{"-p", "8-32+0"}}) {
     std::vector<std::string> args = {"bench", "-m", model.string(), "-r", "1"};
     args.insert(args.end(), bad.begin(), bad.end());
     const auto e = run_cli(args);

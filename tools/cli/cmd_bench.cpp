@@ -6,6 +6,7 @@
 // costs at a long context. As in llama-bench, -p, -n, -d, -t, -b, -ctk and -ctv take
 // comma-separated lists, and every combination is measured; -o picks the output (md, csv, json,
 // jsonl).
+#include <cctype>
 #include <fmt/format.h>
 #include <sys/resource.h>
 
@@ -51,24 +52,52 @@ double peak_rss_mib() {
   return ru.ru_maxrss / 1024.0;  // Linux reports KiB
 }
 
-// "512" or "128,512" (llama-bench's lists). Throws slm::Error naming the option.
+// "512", "128,512" or ranges as llama-bench takes them: "FIRST-LAST" (every value), with
+// "+STEP" or "*FACTOR" after it ("128-1024*2": 128, 256, 512, 1024), mixed in a list. Throws
+// slm::Error naming the option.
 std::vector<int> int_list(const std::string& s, const char* option, int lowest) {
   std::vector<int> out;
   size_t start = 0;
+  auto number = [&](const std::string& item, const std::string& text) {
+    size_t used = 0;
+    long long v = -1;
+    if (!text.empty() && std::isdigit(static_cast<unsigned char>(text[0]))) {
+      try {
+        v = std::stoll(text, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+    }
+    if (text.empty() || used != text.size() || v > (1 << 30))
+      fail("{} '{}': '{}' is not a whole number or a range (FIRST-LAST, FIRST-LAST+STEP, FIRST-LAST*FACTOR)",
+           option, s, item);
+    return static_cast<int>(v);
+  };
   while (start <= s.size()) {
     const size_t end = std::min(s.find(',', start), s.size());
     const std::string item = s.substr(start, end - start);
     start = end + 1;
-    size_t used = 0;
-    int v = 0;
-    try {
-      v = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
+    const size_t dash = item.find('-', 1);
+    if (dash == std::string::npos) {
+      const int v = number(item, item);
+      if (v < lowest) fail("{} '{}': {} is below {}", option, s, v, lowest);
+      out.push_back(v);
+      continue;
     }
-    if (item.empty() || used != item.size()) fail("{} '{}': '{}' is not a whole number", option, s, item);
-    if (v < lowest) fail("{} '{}': {} is below {}", option, s, v, lowest);
-    out.push_back(v);
+    const size_t op = item.find_first_of("+*", dash);
+    const int first = number(item, item.substr(0, dash));
+    const int last = number(item, item.substr(dash + 1, op == std::string::npos ? std::string::npos : op - dash - 1));
+    const int by = op == std::string::npos ? 1 : number(item, item.substr(op + 1));
+    const bool times = op != std::string::npos && item[op] == '*';
+    if (first < lowest) fail("{} '{}': {} is below {}", option, s, first, lowest);
+    if (last < first) fail("{} '{}': the range {} ends before it starts", option, s, item);
+    if (times ? by < 2 || first == 0 : by < 1)
+      fail("{} '{}': the range {} would not end ({} must be at least {}{})", option, s, item, times ? "a factor" : "a step",
+           times ? 2 : 1, times && first == 0 ? ", and a range multiplied must start above 0" : "");
+    for (long long v = first; v <= last; v = times ? v * by : v + by) {
+      out.push_back(static_cast<int>(v));
+      if (out.size() > 4096) fail("{} '{}': more than 4096 values", option, s);
+    }
   }
   return out;
 }
