@@ -24,6 +24,10 @@ uint64_t vm_locked() {
 }
 
 TEST(MemoryLock, AMappedModelIsLockedAndItsReleasedPagesUnlocked) {
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer replaces mlock and munlock with calls that do nothing.
+  GTEST_SKIP() << "under AddressSanitizer mlock does nothing (the release build checks the lock)";
+#endif
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
   const uint64_t before = vm_locked();
   {
