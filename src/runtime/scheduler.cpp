@@ -290,9 +290,10 @@ SlotActionResult BatchScheduler::do_slot_action(const SlotAction& a) {
   const auto t0 = clock::now();
   SlotActionResult r;
   if (a.slot < 0 || a.slot >= static_cast<int>(slots_.size()))
-    return {400, fmt::format("no slot {}: the slots are 0 to {}", a.slot, slots_.size() - 1)};
+    return {400, fmt::format("no slot {}: the slots are 0 to {}", a.slot, slots_.size() - 1), "id_slot"};
   Slot& s = *slots_[static_cast<size_t>(a.slot)];
-  if (s.state != Slot::State::Free) return {409, fmt::format("slot {} is serving a request; try again when it is idle", a.slot)};
+  if (s.state != Slot::State::Free)
+    return {409, fmt::format("slot {} is serving a request; try again when it is idle", a.slot), "id_slot"};
   const auto identity = [&] {
     return prompt_state_identity(model_, opts_.lora.get(), s.cached_lora_scales, cache_->types());
   };
@@ -310,12 +311,14 @@ SlotActionResult BatchScheduler::do_slot_action(const SlotAction& a) {
             a.path, prompt_state_identity(model_, opts_.lora.get(), scales, cache_->types()),
             model_.hparams().n_vocab);
         if (st.tokens.size() >= static_cast<size_t>(opts_.n_ctx))
-          return {400, fmt::format("{} holds {} tokens; a slot's context holds {}", a.path, st.tokens.size(), opts_.n_ctx)};
+          return {400, fmt::format("{} holds {} tokens; a slot's context holds {}", a.path, st.tokens.size(), opts_.n_ctx),
+                  "filename"};
         cache_->restore_seq(s.seq, st.record);
         if (cache_->seq_length(s.seq) != static_cast<int32_t>(st.tokens.size())) {
           cache_->truncate(s.seq, 0);
           s.tokens.clear();
-          return {400, fmt::format("{} holds {} tokens and the cache rows of a different count", a.path, st.tokens.size())};
+          return {400, fmt::format("{} holds {} tokens and the cache rows of a different count", a.path, st.tokens.size()),
+                  "filename"};
         }
         s.tokens = std::move(st.tokens);
         s.cached_lora_scales = std::move(scales);
@@ -333,7 +336,8 @@ SlotActionResult BatchScheduler::do_slot_action(const SlotAction& a) {
   } catch (const Error& e) {
     // Saving failed on the server's side (500); restoring names a file that is missing, or is
     // not a slot's for this model and settings: the request's (400).
-    return {a.kind == SlotAction::Kind::Save ? 500 : 400, e.what()};
+    if (a.kind == SlotAction::Kind::Save) return {500, e.what()};
+    return {400, e.what(), "filename"};
   } catch (const std::exception& e) {
     return {500, e.what()};
   }

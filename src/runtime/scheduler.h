@@ -147,6 +147,7 @@ struct SlotAction {
 struct SlotActionResult {
   int status = 200;  // as HTTP: 200; 400 no such slot or a file that does not fit; 409 busy; 500 I/O
   std::string error;
+  std::string param;  // the request's part the error is about: "id_slot" or "filename"; empty: none
   int n_tokens = 0;    // saved, restored or erased
   size_t n_bytes = 0;  // written or read
   double ms = 0;

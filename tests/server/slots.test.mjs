@@ -75,7 +75,7 @@ describe('slot save, restore and erase', { skip: missingShared(STORIES) }, () =>
       [`/slots/${id}?action=save`, { filename: '../escape.bin' }, 400, 'filename'],
       [`/slots/${id}?action=save`, { filename: '.hidden' }, 400, 'filename'],
       [`/slots/${id}?action=restore`, { filename: 'missing.bin' }, 400, 'filename'],
-      ['/slots/9?action=erase', {}, 400, null],
+      ['/slots/9?action=erase', {}, 400, 'id_slot'],
     ];
     for (const [route, body, status, param] of cases) {
       const r = await postJson(srv, route, body, { headers: auth });

@@ -868,7 +868,7 @@ int run(const ServerOptions& opts) {
       a.path = (std::filesystem::path(st.opts.slot_save_path) / filename).string();
     }
     const SlotActionResult r = st.scheduler->slot_action(a);
-    if (r.status != 200) return send_error(res, r.status, r.error, r.status == 400 ? "filename" : std::string{});
+    if (r.status != 200) return send_error(res, r.status, r.error, r.param);
     json out = {{"id_slot", a.slot}};
     switch (a.kind) {
       case SlotAction::Kind::Save:
