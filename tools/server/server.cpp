@@ -814,7 +814,6 @@ int run(const ServerOptions& opts) {
                     {"infill", infill_unsupported(*st.tok).empty()},
                     {"build_info", "slm"}});
   });
-  // The adapters and their default scales, as llama.cpp's server lists them.
   // llama.cpp's GET /slots: each slot's state as of the scheduler's last step.
   svr.Get("/slots", [&st](const httplib::Request&, httplib::Response& res) {
     if (!st.ready) return send_error(res, 503, "the model is still loading; retry shortly", {}, "loading");
@@ -831,58 +830,58 @@ int run(const ServerOptions& opts) {
   });
   // llama-server's slot actions: ?action=save|restore with {"filename": NAME} (a file of
   // --slot-save-path), or erase.
-  svr.Post(R"(/slots/(\d+))", [&st](const httplib::Request& req, httplib::Response& res) {
-    if (!st.ready) return send_error(res, 503, "the model is still loading; retry shortly", {}, "loading");
-    const std::string action = req.get_param_value("action");
-    SlotAction a;
-    if (action == "save") a.kind = SlotAction::Kind::Save;
-    else if (action == "restore") a.kind = SlotAction::Kind::Restore;
-    else if (action == "erase") a.kind = SlotAction::Kind::Erase;
-    else return send_error(res, 400, "action must be save, restore or erase (as ?action=...)", "action");
-    try {
-      a.slot = std::stoi(req.matches[1].str());
-    } catch (const std::exception&) {
-      return send_error(res, 400, "no such slot: " + req.matches[1].str(), "id_slot");
-    }
-    std::string filename;
-    if (a.kind != SlotAction::Kind::Erase) {
-      if (st.opts.slot_save_path.empty())
-        return send_error(res, 501, "slots are saved and restored only when the server runs with --slot-save-path DIR",
-                          {}, "not_supported_error");
-      json body;
-      try {
-        body = req.body.empty() ? json::object() : json::parse(req.body);
-      } catch (const json::exception& e) {
-        return send_error(res, 400, std::string("the body is not JSON: ") + e.what(), {});
-      }
-      if (!body.is_object() || !body.contains("filename") || !body["filename"].is_string())
-        return send_error(res, 400, "filename (a string: a file name in the --slot-save-path folder) is required",
-                          "filename");
-      filename = body["filename"].get<std::string>();
-      // A plain name inside the folder: no separators, no way up, nothing hidden or unprintable.
-      const bool bad = filename.empty() || filename.size() > 255 || filename.front() == '.' ||
-                       filename.find_first_of("/\\") != std::string::npos ||
-                       std::any_of(filename.begin(), filename.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
-      if (bad)
-        return send_error(res, 400, "filename must be a plain file name (no folders, not starting with '.')", "filename");
-      a.path = (std::filesystem::path(st.opts.slot_save_path) / filename).string();
-    }
-    const SlotActionResult r = st.scheduler->slot_action(a);
-    if (r.status != 200) return send_error(res, r.status, r.error, r.param);
-    json out = {{"id_slot", a.slot}};
-    switch (a.kind) {
-      case SlotAction::Kind::Save:
-        out.update({{"filename", filename}, {"n_saved", r.n_tokens}, {"n_written", r.n_bytes}, {"timings", {{"save_ms", r.ms}}}});
-        break;
-      case SlotAction::Kind::Restore:
-        out.update({{"filename", filename}, {"n_restored", r.n_tokens}, {"n_read", r.n_bytes}, {"timings", {{"restore_ms", r.ms}}}});
-        break;
-      case SlotAction::Kind::Erase:
-        out["n_erased"] = r.n_tokens;
-        break;
-    }
-    send_json(res, out);
-  });
+  svr.Post(R"(/slots/(\d+))",
+           guarded([&st](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+             if (!st.ready) throw ApiError(503, "the model is still loading; retry shortly", {}, "loading");
+             const std::string action = req.get_param_value("action");
+             SlotAction a;
+             if (action == "save") a.kind = SlotAction::Kind::Save;
+             else if (action == "restore") a.kind = SlotAction::Kind::Restore;
+             else if (action == "erase") a.kind = SlotAction::Kind::Erase;
+             else throw ApiError(400, "action must be save, restore or erase (as ?action=...)", "action");
+             try {
+               a.slot = std::stoi(req.matches[1].str());
+             } catch (const std::exception&) {
+               throw ApiError(400, "no such slot: " + req.matches[1].str(), "id_slot");
+             }
+             std::string filename;
+             if (a.kind != SlotAction::Kind::Erase) {
+               if (st.opts.slot_save_path.empty())
+                 throw ApiError(501, "slots are saved and restored only when the server runs with --slot-save-path DIR",
+                                {}, "not_supported_error");
+               const std::string text = read_body(req, res, reader);
+               const json body = text.empty() ? json::object() : parse_json_body(text);
+               if (!body.contains("filename") || !body["filename"].is_string())
+                 throw ApiError(400, "filename (a string: a file name in the --slot-save-path folder) is required",
+                                "filename");
+               filename = body["filename"].get<std::string>();
+               // A plain name inside the folder: no separators, no way up, nothing hidden or unprintable.
+               const bool bad = filename.empty() || filename.size() > 255 || filename.front() == '.' ||
+                                filename.find_first_of("/\\") != std::string::npos ||
+                                std::any_of(filename.begin(), filename.end(),
+                                            [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+               if (bad) throw ApiError(400, "filename must be a plain file name (no folders, not starting with '.')", "filename");
+               a.path = (std::filesystem::path(st.opts.slot_save_path) / filename).string();
+             }
+             const SlotActionResult r = st.scheduler->slot_action(a);
+             if (r.status != 200) throw ApiError(r.status, r.error, r.param);
+             json out = {{"id_slot", a.slot}};
+             switch (a.kind) {
+               case SlotAction::Kind::Save:
+                 out.update({{"filename", filename}, {"n_saved", r.n_tokens}, {"n_written", r.n_bytes},
+                             {"timings", {{"save_ms", r.ms}}}});
+                 break;
+               case SlotAction::Kind::Restore:
+                 out.update({{"filename", filename}, {"n_restored", r.n_tokens}, {"n_read", r.n_bytes},
+                             {"timings", {{"restore_ms", r.ms}}}});
+                 break;
+               case SlotAction::Kind::Erase:
+                 out["n_erased"] = r.n_tokens;
+                 break;
+             }
+             send_json(res, out);
+           }));
+  // The adapters and their default scales, as llama.cpp's server lists them.
   svr.Get("/lora-adapters", [&st](const httplib::Request&, httplib::Response& res) {
     json list = json::array();
     if (st.lora)
