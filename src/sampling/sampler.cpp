@@ -48,13 +48,10 @@ struct Sampler::Better {
   }
 };
 
-// Moves the (mid - first) best of [first, last) to the front, sorted. A heap-based
-// partial_sort is fastest for a short prefix (most elements are rejected by one compare with
-// the heap top); for a long one, selection then sorting the prefix is O(n + m log m) instead
-// of O(n log m) with heap operations. Neither allocates (std::stable_sort would).
 // Sorts [first, last) in the Better order: a least-significant-digit radix sort of the
 // candidates' order keys, 16 bits at a time, skipping the digits every key shares (a vocabulary
-// below 65,536 ids and logits of one sign need fewer passes). keys and tmp are scratch.
+// below 65,536 ids and logits of one sign need fewer passes). radix_keys_, radix_tmp_ and
+// radix_count_ are its scratch, sized by the constructor where top-p can need them.
 void Sampler::radix_sort(Candidate* first, Candidate* last) {
   const size_t n = static_cast<size_t>(last - first);
   radix_keys_.resize(2 * n);
@@ -92,6 +89,10 @@ void Sampler::radix_sort(Candidate* first, Candidate* last) {
   if (src != first) std::copy(src, src + n, first);
 }
 
+// Moves the (mid - first) best of [first, last) to the front, sorted. A heap-based
+// partial_sort is fastest for a short prefix (most elements are rejected by one compare with
+// the heap top); for a long one, selection then sorting the prefix is O(n + m log m) instead
+// of O(n log m) with heap operations. Neither allocates (std::stable_sort would).
 void Sampler::sort_prefix(Candidate* first, Candidate* mid, Candidate* last) {
   if (mid == first) return;
   if (mid - first <= 128) {
