@@ -101,10 +101,6 @@ constexpr int64_t kRowsPerCall = 8;
 // head at most twice where they would have decoded it once per run.
 constexpr int64_t kRunsPerDecode = 4;
 
-bool quantized_cache_format(kern::CacheFormat f) {
-  return f != kern::CacheFormat::F16 && f != kern::CacheFormat::F32 && f != kern::CacheFormat::BF16;
-}
-
 // Attention over a cache that keeps keys in blocks (KVCache::key_blocks): the kernel reads
 // the cache as stored, a wrapped ring's visible keys and values in two runs (its end, then its
 // start). Tokens of `seq` at consecutive positions whose first visible key is the same (a
@@ -166,7 +162,8 @@ void attend_blocks(ComputeContext& ctx, const Batch& b, const KVCache& cache, in
   // the batch sees once per head into floats (the F32 format: the same floats the kernel
   // would compute) and the kernel reads those. The span starts at a block boundary, so that
   // lanes keep their places, and covers at most the ring, so that it does not wrap there.
-  const bool decode_k = quantized_cache_format(key_format), decode_v = quantized_cache_format(value_format);
+  const bool decode_k = kern::cache_key_group_bytes(key_format) > 0;  // quantized (float formats: 0)
+  const bool decode_v = kern::cache_key_group_bytes(value_format) > 0;
   const int32_t span_lo = seen_lo - seen_lo % B;
   const int64_t span_blocks = (seen_hi - span_lo) / B + 1;
   const bool span_fits = capacity == cache.n_ctx() || span_blocks * B <= capacity;  // else it would wrap
