@@ -342,6 +342,20 @@ struct ByteReader {
 
 }  // namespace
 
+RingKVCache::SeqPart RingKVCache::seq_part(int64_t rows) const {
+  SeqPart p;
+  p.heads = blocks_ ? shape_.n_head_kv : 1;
+  // Per head: whole key blocks (the kernel's layout) or key rows; value rows.
+  p.k_head = blocks_ ? static_cast<size_t>((rows + kBlock - 1) / kBlock * key_block_stride())
+                     : static_cast<size_t>(rows) * k_row_bytes_;
+  p.v_head = static_cast<size_t>(rows) * (blocks_ ? v_row_bytes_ / shape_.n_head_kv : v_row_bytes_);
+  return p;
+}
+
+size_t RingKVCache::seq_part_base(int layer, int seq, int head, size_t row_bytes) const {
+  return blocks_ ? head_base(layer, seq, head, row_bytes) : row_index(layer, seq, 0) * row_bytes;
+}
+
 std::string RingKVCache::save_seq(int seq) const {
   if (seq < 0 || seq >= n_seq_) fail("KV cache: no sequence {}", seq);
   std::string out;
@@ -356,22 +370,15 @@ std::string RingKVCache::save_seq(int seq) const {
   w.put(static_cast<uint64_t>(k_row_bytes_));
   w.put(static_cast<uint64_t>(v_row_bytes_));
   w.put(length);
-  const int H = blocks_ ? shape_.n_head_kv : 1;
   for (int l = 0; l < shape_.n_layer; ++l) {
     const bool whole = length > capacity_[l];
-    const int64_t rows = whole ? held(l) : length;
-    // Per head: whole key blocks (the kernel's layout) or rows; value rows.
-    const size_t k_head = blocks_ ? static_cast<size_t>((rows + kBlock - 1) / kBlock * key_block_stride())
-                                  : static_cast<size_t>(rows) * k_row_bytes_;
-    const size_t v_head = static_cast<size_t>(rows) * (blocks_ ? v_row_bytes_ / shape_.n_head_kv : v_row_bytes_);
+    const SeqPart part = seq_part(whole ? held(l) : length);
     w.put(capacity_[l]);
     w.put(static_cast<uint8_t>(whole));
-    w.put(static_cast<uint64_t>(k_head * H));
-    w.put(static_cast<uint64_t>(v_head * H));
-    for (int h = 0; h < H; ++h)
-      w.bytes(k_.data() + (blocks_ ? head_base(l, seq, h, k_row_bytes_) : row_index(l, seq, 0) * k_row_bytes_), k_head);
-    for (int h = 0; h < H; ++h)
-      w.bytes(v_.data() + (blocks_ ? head_base(l, seq, h, v_row_bytes_) : row_index(l, seq, 0) * v_row_bytes_), v_head);
+    w.put(static_cast<uint64_t>(part.k_head * part.heads));
+    w.put(static_cast<uint64_t>(part.v_head * part.heads));
+    for (int h = 0; h < part.heads; ++h) w.bytes(k_.data() + seq_part_base(l, seq, h, k_row_bytes_), part.k_head);
+    for (int h = 0; h < part.heads; ++h) w.bytes(v_.data() + seq_part_base(l, seq, h, v_row_bytes_), part.v_head);
   }
   return out;
 }
@@ -402,7 +409,6 @@ void RingKVCache::restore_seq(int seq, std::string_view bytes) {
     std::string_view k, v;
   };
   std::vector<Part> parts(static_cast<size_t>(shape_.n_layer));
-  const int H = blocks_ ? shape_.n_head_kv : 1;
   for (int l = 0; l < shape_.n_layer; ++l) {
     const auto capacity = r.get<int32_t>("a layer's header");
     const bool whole = r.get<uint8_t>("a layer's header") != 0;
@@ -410,25 +416,21 @@ void RingKVCache::restore_seq(int seq, std::string_view bytes) {
     if (whole ? capacity != capacity_[l] : length > capacity_[l])
       fail("KV cache record: layer {} held {} positions in a ring of {}; this cache's holds {} (use the same -c and -b)",
            l, length, capacity, capacity_[l]);
-    const int64_t rows = whole ? held(l) : length;
-    const size_t k_head = blocks_ ? static_cast<size_t>((rows + kBlock - 1) / kBlock * key_block_stride())
-                                  : static_cast<size_t>(rows) * k_row_bytes_;
-    const size_t v_head = static_cast<size_t>(rows) * (blocks_ ? v_row_bytes_ / shape_.n_head_kv : v_row_bytes_);
-    if (k_bytes != k_head * H || v_bytes != v_head * H)
+    const SeqPart expect = seq_part(whole ? held(l) : length);
+    if (k_bytes != expect.k_head * expect.heads || v_bytes != expect.v_head * expect.heads)
       fail("KV cache record: layer {} has {} and {} bytes of keys and values, {} and {} expected", l, k_bytes, v_bytes,
-           k_head * H, v_head * H);
+           expect.k_head * expect.heads, expect.v_head * expect.heads);
     parts[static_cast<size_t>(l)].k = r.take(k_bytes, "a layer's keys");
     parts[static_cast<size_t>(l)].v = r.take(v_bytes, "a layer's values");
   }
   if (r.at != bytes.size()) fail("KV cache record: {} bytes past its end", bytes.size() - r.at);
+  const int heads = blocks_ ? shape_.n_head_kv : 1;
   for (int l = 0; l < shape_.n_layer; ++l) {
     const Part& part = parts[static_cast<size_t>(l)];
-    const size_t k_head = part.k.size() / H, v_head = part.v.size() / H;
-    for (int h = 0; h < H; ++h) {
-      std::memcpy(k_.data() + (blocks_ ? head_base(l, seq, h, k_row_bytes_) : row_index(l, seq, 0) * k_row_bytes_),
-                  part.k.data() + h * k_head, k_head);
-      std::memcpy(v_.data() + (blocks_ ? head_base(l, seq, h, v_row_bytes_) : row_index(l, seq, 0) * v_row_bytes_),
-                  part.v.data() + h * v_head, v_head);
+    const size_t k_head = part.k.size() / heads, v_head = part.v.size() / heads;
+    for (int h = 0; h < heads; ++h) {
+      std::memcpy(k_.data() + seq_part_base(l, seq, h, k_row_bytes_), part.k.data() + h * k_head, k_head);
+      std::memcpy(v_.data() + seq_part_base(l, seq, h, v_row_bytes_), part.v.data() + h * v_head, v_head);
     }
   }
   lengths_[seq] = length;

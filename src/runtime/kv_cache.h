@@ -150,6 +150,15 @@ class RingKVCache : public KVCache {
   size_t head_base(int layer, int seq, int head, size_t row_bytes) const {
     return row_index(layer, seq, 0) * row_bytes + static_cast<size_t>(head) * held(layer) * (row_bytes / shape_.n_head_kv);
   }
+  // What save_seq writes and restore_seq reads per layer: `rows` positions of each of `heads`
+  // parts (the KV heads where the cache keeps heads apart, else one part of whole rows), and
+  // where part `head` of (layer, seq) starts in k_ (row_bytes: k_row_bytes_) or v_.
+  struct SeqPart {
+    int heads;
+    size_t k_head, v_head;  // bytes per part
+  };
+  SeqPart seq_part(int64_t rows) const;
+  size_t seq_part_base(int layer, int seq, int head, size_t row_bytes) const;
   KVShape shape_;
   std::vector<int32_t> windows_, capacity_;
   std::vector<size_t> layer_base_;  // first row of each layer

@@ -125,4 +125,18 @@ PromptState read_prompt_state(const std::string& path, const std::string& identi
   return st;
 }
 
+std::vector<int32_t> restore_prompt_state(KVCache& cache, int seq, PromptState&& state, const std::string& path) {
+  try {
+    cache.restore_seq(seq, state.record);
+  } catch (const Error& e) {
+    fail("prompt cache {}: {}", path, e.what());
+  }
+  if (cache.seq_length(seq) != static_cast<int32_t>(state.tokens.size())) {
+    const int32_t rows = cache.seq_length(seq);
+    cache.truncate(seq, 0);
+    fail("prompt cache {}: it holds {} tokens and the cache rows of {}", path, state.tokens.size(), rows);
+  }
+  return std::move(state.tokens);
+}
+
 }  // namespace slm

@@ -35,5 +35,9 @@ size_t write_prompt_state(const std::string& path, const PromptState& state);
 // its tokens are below n_vocab; throws slm::Error naming the file and what is wrong (not one,
 // made for another model or settings, cut short, bytes past its end).
 PromptState read_prompt_state(const std::string& path, const std::string& identity, int64_t n_vocab);
+// The state's rows into sequence seq of cache (KVCache::restore_seq), checked to hold as many
+// positions as it has tokens; returns the tokens. Throws slm::Error naming path, the cache left
+// as it was, or (rows and tokens disagreeing) with the sequence emptied.
+std::vector<int32_t> restore_prompt_state(KVCache& cache, int seq, PromptState&& state, const std::string& path);
 
 }  // namespace slm

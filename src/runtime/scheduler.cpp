@@ -273,11 +273,21 @@ void BatchScheduler::shutdown() {
   if (thread_.joinable()) thread_.join();
 }
 
+namespace {
+SlotActionResult slot_error(int status, std::string error, std::string param = {}) {
+  SlotActionResult r;
+  r.status = status;
+  r.error = std::move(error);
+  r.param = std::move(param);
+  return r;
+}
+}  // namespace
+
 SlotActionResult BatchScheduler::slot_action(const SlotAction& action) {
   std::future<SlotActionResult> result;
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return SlotActionResult{503, "the server is shutting down"};
+    if (stopping_) return slot_error(503, "the server is shutting down");
     actions_.push_back(PendingAction{action, {}});
     result = actions_.back().done.get_future();
   }
@@ -290,10 +300,10 @@ SlotActionResult BatchScheduler::do_slot_action(const SlotAction& a) {
   const auto t0 = clock::now();
   SlotActionResult r;
   if (a.slot < 0 || a.slot >= static_cast<int>(slots_.size()))
-    return {400, fmt::format("no slot {}: the slots are 0 to {}", a.slot, slots_.size() - 1), "id_slot"};
+    return slot_error(400, fmt::format("no slot {}: the slots are 0 to {}", a.slot, slots_.size() - 1), "id_slot");
   Slot& s = *slots_[static_cast<size_t>(a.slot)];
   if (s.state != Slot::State::Free)
-    return {409, fmt::format("slot {} is serving a request; try again when it is idle", a.slot), "id_slot"};
+    return slot_error(409, fmt::format("slot {} is serving a request; try again when it is idle", a.slot), "id_slot");
   const auto identity = [&] {
     return prompt_state_identity(model_, opts_.lora.get(), s.cached_lora_scales, cache_->types());
   };
@@ -311,16 +321,16 @@ SlotActionResult BatchScheduler::do_slot_action(const SlotAction& a) {
             a.path, prompt_state_identity(model_, opts_.lora.get(), scales, cache_->types()),
             model_.hparams().n_vocab);
         if (st.tokens.size() >= static_cast<size_t>(opts_.n_ctx))
-          return {400, fmt::format("{} holds {} tokens; a slot's context holds {}", a.path, st.tokens.size(), opts_.n_ctx),
-                  "filename"};
-        cache_->restore_seq(s.seq, st.record);
-        if (cache_->seq_length(s.seq) != static_cast<int32_t>(st.tokens.size())) {
-          cache_->truncate(s.seq, 0);
-          s.tokens.clear();
-          return {400, fmt::format("{} holds {} tokens and the cache rows of a different count", a.path, st.tokens.size()),
-                  "filename"};
+          return slot_error(400,
+                            fmt::format("{} holds {} tokens; a slot's context holds {}", a.path, st.tokens.size(),
+                                        opts_.n_ctx),
+                            "filename");
+        try {
+          s.tokens = restore_prompt_state(*cache_, s.seq, std::move(st), a.path);
+        } catch (const Error&) {
+          s.tokens.resize(static_cast<size_t>(cache_->seq_length(s.seq)));  // as it was, or emptied with the rows
+          throw;
         }
-        s.tokens = std::move(st.tokens);
         s.cached_lora_scales = std::move(scales);
         s.last_used = ++admissions_;
         r.n_tokens = static_cast<int>(s.tokens.size());
@@ -336,10 +346,10 @@ SlotActionResult BatchScheduler::do_slot_action(const SlotAction& a) {
   } catch (const Error& e) {
     // Saving failed on the server's side (500); restoring names a file that is missing, or is
     // not a slot's for this model and settings: the request's (400).
-    if (a.kind == SlotAction::Kind::Save) return {500, e.what()};
-    return {400, e.what(), "filename"};
+    if (a.kind == SlotAction::Kind::Save) return slot_error(500, e.what());
+    return slot_error(400, e.what(), "filename");
   } catch (const std::exception& e) {
-    return {500, e.what()};
+    return slot_error(500, e.what());
   }
   r.ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
   return r;
@@ -358,7 +368,7 @@ void BatchScheduler::run() {
         incoming.insert(incoming.end(), std::make_move_iterator(queue_.begin()),
                         std::make_move_iterator(queue_.end()));
         queue_.clear();
-        for (PendingAction& pa : actions) pa.done.set_value(SlotActionResult{503, "the server is shutting down"});
+        for (PendingAction& pa : actions) pa.done.set_value(slot_error(503, "the server is shutting down"));
         break;
       }
       // Take as many as there are free slots; the rest stay queued (and counted there).

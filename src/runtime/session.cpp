@@ -73,17 +73,11 @@ void Session::save_state(const std::string& path) const {
 void Session::load_state(const std::string& path) {
   PromptState st = read_prompt_state(path, state_identity(), model_.hparams().n_vocab);
   try {
-    cache_->restore_seq(0, st.record);
-  } catch (const Error& e) {
-    fail("prompt cache {}: {}", path, e.what());
+    tokens_ = restore_prompt_state(*cache_, 0, std::move(st), path);
+  } catch (const Error&) {
+    tokens_.resize(static_cast<size_t>(cache_->seq_length(0)));  // as it was, or emptied with the rows
+    throw;
   }
-  if (cache_->seq_length(0) != static_cast<int32_t>(st.tokens.size())) {
-    const int32_t rows = cache_->seq_length(0);
-    cache_->truncate(0, 0);
-    tokens_.clear();
-    fail("prompt cache {}: it holds {} tokens and the cache rows of {}", path, st.tokens.size(), rows);
-  }
-  tokens_ = std::move(st.tokens);
 }
 
 void Session::truncate(int32_t n) {
