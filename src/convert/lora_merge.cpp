@@ -112,6 +112,7 @@ LoraMergeReport merge_lora(const LoraMergeOptions& o) {
   // file is written, the others are the base's bytes.
   GGUFWriter w;
   for (const auto& [k, v] : in.metadata()) w.set(k, v);
+  for (const char* k : kGGUFSplitKeys) w.remove(k);  // a split base is written as one file
   w.set_alignment(static_cast<uint32_t>(in.alignment()));
   std::vector<const std::vector<Term>*> plan(in.tensors().size(), nullptr);
   uint64_t total = 0;

@@ -109,9 +109,8 @@ QuantizeReport quantize_file(const std::string& in_path, const std::string& out_
   // (gguf_set_val moves an existing key to the end), without split-file keys.
   GGUFWriter w;
   for (const auto& [k, v] : in->metadata()) w.set(k, v);
-  for (const char* k : {"general.quantization_version", "general.file_type", "split.no",
-                        "split.count", "split.tensors.count"})
-    w.remove(k);
+  for (const char* k : {"general.quantization_version", "general.file_type"}) w.remove(k);
+  for (const char* k : kGGUFSplitKeys) w.remove(k);
   w.set("general.quantization_version", GGUFValue::u32(2));
   w.set("general.file_type", GGUFValue::u32(plan.mix->ftype));
   w.set_alignment(static_cast<uint32_t>(in->alignment()));

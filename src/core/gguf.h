@@ -94,13 +94,24 @@ class GGUFFile {
   // out: tokenizer.ggml.fim_pre_token_id=int:151659). Throws slm::Error naming a malformed one.
   static std::unique_ptr<GGUFFile> open(const std::string& path, const std::vector<std::string>& overrides);
 
+  // A model split into several files by llama.cpp's gguf-split (`slm gguf-split`) opens from
+  // any of its parts: the first holds the metadata, and tensors() lists every part's tensors
+  // (each TensorInfo names its own file). path() is then the first part's; file_size() the sum.
   const std::string& path() const { return file_->path(); }
   uint32_t version() const { return version_; }
-  size_t file_size() const { return file_->size(); }
+  size_t file_size() const;
   // Maps every tensor's pages now (MappedFile::populate), for a reader about to use them all.
-  void populate_tensors() const { file_->populate(data_offset_, file_->size() - data_offset_); }
+  void populate_tensors() const;
   uint64_t alignment() const { return alignment_; }
-  uint64_t data_offset() const { return data_offset_; }
+  uint64_t data_offset() const { return data_offset_; }  // of the first part
+
+  // The files a model is stored in: one, or each part of a split model in order.
+  struct Part {
+    const MappedFile* file;
+    uint64_t data_offset;  // where its tensors' data starts
+    size_t n_tensors;
+  };
+  std::vector<Part> parts() const;
 
   // Metadata, in file order.
   const std::vector<std::pair<std::string, GGUFValue>>& metadata() const { return kv_; }
@@ -123,8 +134,12 @@ class GGUFFile {
 
  private:
   GGUFFile() = default;
+  static std::unique_ptr<GGUFFile> open_part(const std::string& path);
   void parse();
+  // Reads the other parts of a split model whose first part this is (split.count > 1).
+  void join_parts(int64_t n_split);
   std::unique_ptr<MappedFile> file_;
+  std::vector<std::unique_ptr<GGUFFile>> other_parts_;  // split models: parts 2.. in order
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;
@@ -133,6 +148,14 @@ class GGUFFile {
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t> tensor_index_;
 };
+
+// Split models' file names, as llama.cpp makes them: PREFIX-00001-of-00003.gguf for part 0 of 3
+// (parts are counted from 0 here, named from 1).
+std::string gguf_split_path(const std::string& prefix, int part, int n_parts);
+// PREFIX, if `path` is named as part `part` of n_parts; nullopt if it is not.
+std::optional<std::string> gguf_split_prefix(const std::string& path, int part, int n_parts);
+// The split.* keys gguf-split writes; a merged or rewritten file drops them.
+inline constexpr const char* kGGUFSplitKeys[] = {"split.no", "split.count", "split.tensors.count"};
 
 // Writes GGUF v3. Tensor data is copied into the writer (or referenced until write()), or, for
 // files too big to hold in memory, declared with add_tensor_info() and produced tensor by

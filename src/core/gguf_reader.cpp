@@ -3,6 +3,7 @@
 // damaged file produces an error that names the stage, never an over-read or a huge allocation.
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 
 #include "core/error.h"
@@ -99,7 +100,7 @@ Scalar read_scalar(Cursor& c, GGUFType t, const std::string& what) {
 
 }  // namespace
 
-std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
+std::unique_ptr<GGUFFile> GGUFFile::open_part(const std::string& path) {
   std::unique_ptr<GGUFFile> f(new GGUFFile());
   f->file_ = std::make_unique<MappedFile>(path);
   f->parse();
@@ -107,6 +108,104 @@ std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
   // from this process (a Llama 3 vocabulary is 7.5 MiB of them).
   f->file_->release(0, f->data_offset_);
   return f;
+}
+
+std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
+  std::unique_ptr<GGUFFile> f = open_part(path);
+  // llama.cpp's merge leaves split.count at 0 and a file never split has none: one file.
+  const GGUFValue* count = f->find("split.count");
+  const int64_t n_split = count && !count->is_array() && count->type != GGUFType::STRING ? count->as_int() : 0;
+  if (n_split <= 1) return f;
+  if (n_split > 9999) fail("{}: split.count {} is out of range (1..9999)", path, n_split);
+  const GGUFValue* no = f->find("split.no");
+  const int64_t part = no && !no->is_array() && no->type != GGUFType::STRING ? no->as_int() : 0;
+  if (part < 0 || part >= n_split)
+    fail("{}: split.no {} is out of range for a model split into {} files", path, part, n_split);
+  if (part != 0) {
+    // Another part than the first: the metadata is in the first, which the name leads to.
+    const auto prefix = gguf_split_prefix(path, static_cast<int>(part), static_cast<int>(n_split));
+    if (!prefix)
+      fail("{}: this is part {} of a model split into {} files, and its name does not end in "
+           "-{:05}-of-{:05}.gguf as gguf-split names them, so the first part cannot be found; "
+           "open the first part instead",
+           path, part + 1, n_split, part + 1, n_split);
+    f = open_part(gguf_split_path(*prefix, 0, static_cast<int>(n_split)));
+    const GGUFValue* first_count = f->find("split.count");
+    if (!first_count || first_count->is_array() || first_count->type == GGUFType::STRING ||
+        first_count->as_int() != n_split)
+      fail("{}: part {} of {} ({}) leads here, but this file does not say it is split into {} files",
+           f->path(), part + 1, n_split, path, n_split);
+  }
+  f->join_parts(n_split);
+  return f;
+}
+
+void GGUFFile::join_parts(int64_t n_split) {
+  const std::string& first = path();
+  const int n = static_cast<int>(n_split);
+  if (const GGUFValue* no = find("split.no"); no && (no->is_array() || no->type == GGUFType::STRING || no->as_int() != 0))
+    fail("{}: split.no must be 0 in the first part of a split model", first);
+  const auto prefix = gguf_split_prefix(first, 0, n);
+  if (!prefix)
+    fail("{}: this is the first part of a model split into {} files, and its name does not end in "
+         "-00001-of-{:05}.gguf as gguf-split names them, so the other parts cannot be found; give "
+         "the parts their original names",
+         first, n, n);
+  for (int i = 1; i < n; ++i) {
+    const std::string part_path = gguf_split_path(*prefix, i, n);
+    std::error_code ec;
+    if (!std::filesystem::exists(part_path, ec))
+      fail("{}: part {} of {} of this split model, {}, is missing: a split model needs all its files "
+           "side by side (or merge them into one with `slm gguf-split --merge`)",
+           first, i + 1, n, part_path);
+    std::unique_ptr<GGUFFile> part = open_part(part_path);
+    const std::optional<int64_t> part_no = part->opt_int("split.no"), part_count = part->opt_int("split.count");
+    if (part_no != i || part_count != n_split)
+      fail("{}: expected part {} of {} of {}, but it says split.no = {}, split.count = {} (parts of "
+           "different splits mixed up?)",
+           part_path, i + 1, n, first, part_no ? std::to_string(*part_no) : "none",
+           part_count ? std::to_string(*part_count) : "none");
+    for (TensorInfo& t : part->tensors_) {
+      if (tensor_index_.count(t.name))
+        fail("{}: tensor {} is also in an earlier part of the split model", part_path, t.name);
+      tensor_index_[t.name] = tensors_.size();
+      tensors_.push_back(t);  // its data and file point into the part, which we keep
+    }
+    other_parts_.push_back(std::move(part));
+  }
+  if (const std::optional<int64_t> total = opt_int("split.tensors.count"); total && *total != static_cast<int64_t>(tensors_.size()))
+    fail("{}: the split model says it has {} tensors, but its {} parts hold {}", first, *total, n, tensors_.size());
+}
+
+size_t GGUFFile::file_size() const {
+  size_t total = file_->size();
+  for (const auto& p : other_parts_) total += p->file_->size();
+  return total;
+}
+
+void GGUFFile::populate_tensors() const {
+  file_->populate(data_offset_, file_->size() - data_offset_);
+  for (const auto& p : other_parts_) p->populate_tensors();
+}
+
+std::vector<GGUFFile::Part> GGUFFile::parts() const {
+  std::vector<Part> out{{file_.get(), data_offset_, tensors_.size()}};
+  for (const auto& p : other_parts_) {
+    out.push_back({p->file_.get(), p->data_offset_, p->tensors_.size()});
+    out[0].n_tensors -= p->tensors_.size();
+  }
+  return out;
+}
+
+std::string gguf_split_path(const std::string& prefix, int part, int n_parts) {
+  return fmt::format("{}-{:05}-of-{:05}.gguf", prefix, part + 1, n_parts);
+}
+
+std::optional<std::string> gguf_split_prefix(const std::string& path, int part, int n_parts) {
+  const std::string suffix = fmt::format("-{:05}-of-{:05}.gguf", part + 1, n_parts);
+  if (path.size() <= suffix.size() || path.compare(path.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return std::nullopt;
+  return path.substr(0, path.size() - suffix.size());
 }
 
 std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path, const std::vector<std::string>& overrides) {

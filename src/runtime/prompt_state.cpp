@@ -30,14 +30,17 @@ std::string prompt_state_identity(const Model& model, const LoraSet* lora, std::
   uint64_t h = kFnvBasis;
   const auto& tensors = f.tensors();
   if (!tensors.empty() && tensors[0].file) {
-    // From the file, not the mapping, which repacking may have released.
-    const uint64_t lo = f.data_offset(), span = f.file_size() > lo ? f.file_size() - lo : 0;
+    // From the file (each part of a split model), not the mapping, which repacking may have
+    // released.
     std::vector<uint8_t> buf(4096);
-    for (uint64_t i = 0; i < 8 && span > 0; ++i) {
-      const uint64_t at = lo + span * i / 8;
-      const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), f.file_size() - at));
-      tensors[0].file->read_at(at, buf.data(), n);
-      for (size_t j = 0; j < n; ++j) h = (h ^ buf[j]) * kFnvPrime;
+    for (const GGUFFile::Part& part : f.parts()) {
+      const uint64_t size = part.file->size(), lo = part.data_offset, span = size > lo ? size - lo : 0;
+      for (uint64_t i = 0; i < 8 && span > 0; ++i) {
+        const uint64_t at = lo + span * i / 8;
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - at));
+        part.file->read_at(at, buf.data(), n);
+        for (size_t j = 0; j < n; ++j) h = (h ^ buf[j]) * kFnvPrime;
+      }
     }
   }
   std::string adapters = "none";

@@ -58,6 +58,11 @@ Runner add_info(CLI::App& app) {
     auto print_header = [](const GGUFFile& f) {
       fmt::print("file:          {}\n", f.path());
       fmt::print("file size:     {} bytes ({:.2f} MiB)\n", f.file_size(), f.file_size() / 1048576.0);
+      if (const auto parts = f.parts(); parts.size() > 1) {
+        fmt::print("split into:    {} files\n", parts.size());
+        for (const GGUFFile::Part& p : parts)
+          fmt::print("  {} ({} tensors, {} bytes)\n", p.file->path(), p.n_tensors, p.file->size());
+      }
       fmt::print("gguf version:  {}\n", f.version());
       fmt::print("isa:           {}\n", kern::isa_name(kern::active_isa()));
       fmt::print("amx:           {}\n", kern::amx_status_text());

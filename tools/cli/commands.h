@@ -18,6 +18,7 @@ Runner add_infill(CLI::App& app);
 Runner add_chat_template(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_quantize(CLI::App& app);
+Runner add_gguf_split(CLI::App& app);
 Runner add_synth(CLI::App& app);
 Runner add_convert(CLI::App& app);
 Runner add_convert_lora(CLI::App& app);

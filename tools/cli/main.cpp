@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
   add(&slm::cli::add_chat_template, "chat-template", "render a chat template with a JSON context");
   add(&slm::cli::add_bench, "bench", "measure prompt processing and generation speed");
   add(&slm::cli::add_quantize, "quantize", "quantize an F32/F16/BF16 model (Q4_0, Q4_K_M, Q8_0, ...)");
+  add(&slm::cli::add_gguf_split, "gguf-split", "split a GGUF model into parts, or merge parts into one file (llama-gguf-split)");
   add(&slm::cli::add_synth, "synth", "write a random-weight model with a real model's shape");
   add(&slm::cli::add_convert, "convert", "convert a Hugging Face model folder to GGUF");
   add(&slm::cli::add_convert_lora, "convert-lora", "convert a PEFT LoRA adapter to a GGUF adapter");

@@ -1,0 +1,135 @@
+#include "convert/gguf_split.h"
+
+#include <filesystem>
+
+#include "convert/progress.h"
+#include "core/error.h"
+#include "core/gguf.h"
+
+namespace slm::convert {
+
+namespace {
+
+GGUFValue u16(uint64_t v) {
+  GGUFValue out;
+  out.type = GGUFType::UINT16;
+  out.scalar = v;
+  return out;
+}
+
+uint64_t padded(uint64_t n, uint64_t alignment) { return (n + alignment - 1) / alignment * alignment; }
+
+// Part `index` of n as llama-gguf-split writes it: the first carries the model's metadata, then
+// the three split keys (appended, in this order); the others carry the split keys alone.
+GGUFWriter part_writer(const GGUFFile& in, const std::vector<size_t>& tensors, size_t index, size_t n) {
+  GGUFWriter w;
+  if (index == 0) {
+    for (const auto& [k, v] : in.metadata()) w.set(k, v);
+    for (const char* k : kGGUFSplitKeys) w.remove(k);
+  }
+  w.set("split.no", u16(index));
+  w.set("split.count", u16(n));
+  w.set("split.tensors.count", GGUFValue::i32(static_cast<int32_t>(in.tensors().size())));
+  w.set_alignment(static_cast<uint32_t>(in.alignment()));
+  for (size_t i : tensors) {
+    const TensorInfo& t = in.tensors()[i];
+    w.add_tensor_info(t.name, t.type, t.ne);
+  }
+  return w;
+}
+
+// Each tensor's bytes, copied from its file inside the kernel where it can.
+void copy_tensor(const TensorInfo& t, const GGUFWriter::Sink& sink) {
+  if (t.file) sink.copy_range(t.file->fd(), t.file_offset, static_cast<size_t>(t.nbytes));
+  else sink(t.data, static_cast<size_t>(t.nbytes));
+}
+
+}  // namespace
+
+std::vector<SplitPart> plan_split(const GGUFFile& in, const std::string& out_prefix, const SplitOptions& opts) {
+  if (opts.max_bytes == 0 && opts.max_tensors < 1)
+    fail("--split-max-tensors must be at least 1 (got {})", opts.max_tensors);
+  const auto& tensors = in.tensors();
+  std::vector<std::vector<size_t>> groups(1);
+  if (opts.no_tensor_first_split && !tensors.empty()) groups.emplace_back();
+  uint64_t data = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const uint64_t bytes = padded(tensors[i].nbytes, in.alignment());
+    std::vector<size_t>& cur = groups.back();
+    const bool full = opts.max_bytes > 0 ? data + bytes > opts.max_bytes
+                                         : cur.size() >= static_cast<size_t>(opts.max_tensors);
+    if (full && !cur.empty()) {  // never an empty part: a tensor over the limit goes alone
+      groups.emplace_back();
+      data = 0;
+    }
+    groups.back().push_back(i);
+    data += bytes;
+  }
+  if (groups.size() > 9999)
+    fail("{}: {} parts would be more than the 9,999 a split model's names allow; raise the limit",
+         in.path(), groups.size());
+  std::vector<SplitPart> parts;
+  for (size_t p = 0; p < groups.size(); ++p) {
+    SplitPart part;
+    part.path = gguf_split_path(out_prefix, static_cast<int>(p), static_cast<int>(groups.size()));
+    part.tensors = groups[p];
+    const GGUFWriter w = part_writer(in, part.tensors, p, groups.size());
+    part.bytes = w.header_size();
+    for (size_t i : part.tensors) part.bytes += padded(tensors[i].nbytes, in.alignment());
+    parts.push_back(std::move(part));
+  }
+  return parts;
+}
+
+void write_split(const GGUFFile& in, const std::vector<SplitPart>& parts, bool progress) {
+  std::error_code ec;
+  for (const SplitPart& p : parts)
+    if (std::filesystem::exists(p.path, ec))
+      fail("{}: already exists; remove it first (parts of an older split beside new ones would be "
+           "read as one model)", p.path);
+  uint64_t total = 0;
+  for (const SplitPart& p : parts)
+    for (size_t i : p.tensors) total += in.tensors()[i].nbytes;
+  Progress bar("splitting", total, progress);
+  size_t written = 0;
+  try {
+    for (size_t p = 0; p < parts.size(); ++p) {
+      const GGUFWriter w = part_writer(in, parts[p].tensors, p, parts.size());
+      w.write_streamed(parts[p].path, [&](size_t i, const GGUFWriter::Sink& sink) {
+        const TensorInfo& t = in.tensors()[parts[p].tensors[i]];
+        copy_tensor(t, sink);
+        bar.advance(t.nbytes, t.name);
+      });
+      ++written;
+    }
+  } catch (...) {
+    for (size_t p = 0; p < written; ++p) std::filesystem::remove(parts[p].path, ec);
+    throw;
+  }
+  bar.finish();
+}
+
+void merge_split(const GGUFFile& in, const std::string& out_path, bool progress) {
+  if (in.parts().size() < 2)
+    fail("{}: not a split model (no split.count above 1); nothing to merge", in.path());
+  std::error_code ec;
+  if (std::filesystem::exists(out_path, ec)) fail("{}: already exists; remove it or choose another name", out_path);
+  GGUFWriter w;
+  for (const auto& [k, v] : in.metadata()) w.set(k, v);
+  for (const char* k : kGGUFSplitKeys) w.remove(k);
+  w.set_alignment(static_cast<uint32_t>(in.alignment()));
+  uint64_t total = 0;
+  for (const TensorInfo& t : in.tensors()) {
+    w.add_tensor_info(t.name, t.type, t.ne);
+    total += t.nbytes;
+  }
+  Progress bar("merging", total, progress);
+  w.write_streamed(out_path, [&](size_t i, const GGUFWriter::Sink& sink) {
+    const TensorInfo& t = in.tensors()[i];
+    copy_tensor(t, sink);
+    bar.advance(t.nbytes, t.name);
+  });
+  bar.finish();
+}
+
+}  // namespace slm::convert
