@@ -22,9 +22,14 @@ void finish_text(StreamDecoder& decoder, GenerateResult& r, const std::function<
   }
 }
 
+int32_t context_shift_discard(int32_t n_past, int32_t n_keep) {
+  n_keep = std::clamp<int32_t>(n_keep, 0, n_past);
+  return (n_past - n_keep) / 2;
+}
+
 GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler,
                         std::span<const int32_t> prompt, int n_predict,
-                        const std::function<bool(const std::string&)>& on_text) {
+                        const std::function<bool(const std::string&)>& on_text, ContextShift shift) {
   check_prompt(prompt, session.n_ctx());
   // Reuse the part of the prompt the cache already holds; always evaluate at least the last
   // prompt token so there are logits to sample from.
@@ -51,8 +56,22 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
     r.text += piece;
     if (!piece.empty() && !on_text(piece)) break;
     if (session.n_past() >= session.n_ctx()) {
-      r.context_full = true;
-      break;
+      const int32_t n_keep = std::min<int32_t>(shift.n_keep, session.n_past());
+      const int32_t n_discard = shift.enabled ? context_shift_discard(session.n_past(), n_keep) : 0;
+      if (n_discard == 0) {
+        r.context_full = true;
+        break;
+      }
+      if (n_predict >= 0 && i + 1 == n_predict) break;
+      const std::vector<int32_t>& all = session.tokens();
+      std::vector<int32_t> kept(all.begin(), all.begin() + n_keep);
+      kept.insert(kept.end(), all.begin() + n_keep + n_discard, all.end());
+      kept.push_back(next);
+      session.truncate(n_keep);
+      // A sliding-window ring may no longer hold all n_keep (truncate keeps less): from there.
+      ++r.context_shifts;
+      logits = &session.eval(std::span<const int32_t>(kept).subspan(static_cast<size_t>(session.n_past())));
+      continue;
     }
     if (n_predict >= 0 && i + 1 == n_predict) break;  // the last token needs no evaluation
     logits = &session.eval(std::span<const int32_t>(&r.tokens.back(), 1));

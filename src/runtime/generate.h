@@ -18,6 +18,18 @@ struct GenerateResult {
   std::string text;
   bool stopped_at_eog = false;
   bool context_full = false;
+  int context_shifts = 0;  // times ContextShift made room
+};
+
+// llama.cpp's --context-shift: when the text fills the context, the first n_keep tokens stay,
+// half of those after them are dropped, and generation goes on (llama-cli's n_keep and n_discard
+// arithmetic). Where llama.cpp rotates the cached keys of the tokens that stay to their new
+// positions, slm evaluates them again: a batch at prompt speed once per n_ctx / 2 tokens, with
+// every cache type, sliding window and adapter, and exactly the logits a fresh run on those
+// tokens gives (rotating keys stored in f16 or 4/8-bit blocks rounds them a second time).
+struct ContextShift {
+  bool enabled = false;
+  int n_keep = 0;  // tokens from the start of the sequence that always stay (BOS included)
 };
 
 // What every generation loop checks first: a prompt that is empty or does not leave room for
@@ -38,6 +50,10 @@ void resolve_dry_breakers(SamplerParams& p, const Tokenizer& tok);
 // on_text receives complete UTF-8 pieces as they are produced; returning false stops.
 GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler,
                         std::span<const int32_t> prompt, int n_predict,
-                        const std::function<bool(const std::string&)>& on_text);
+                        const std::function<bool(const std::string&)>& on_text, ContextShift shift = {});
+
+// How many tokens a context shift drops after the first n_keep of n_past (llama-cli's
+// n_discard: half of those after the kept ones; 0 where none can go, which ends generation).
+int32_t context_shift_discard(int32_t n_past, int32_t n_keep);
 
 }  // namespace slm

@@ -81,6 +81,10 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
   app.add_flag("--no-warmup", no_warmup, "accepted for llama.cpp's command lines (slm runs no warm-up pass)");
   app.add_flag("--no-display-prompt", no_display_prompt, "accepted for llama.cpp's command lines (the prompt is not echoed)");
   app.add_flag("--no-conversation", no_conversation, "llama.cpp's -no-cnv, accepted (slm chat is the conversation mode)");
+  app.add_flag("--context-shift,!--no-context-shift", context_shift,
+               "when the text fills the context, drop half of it after the --keep tokens and go on (default: stop)");
+  app.add_option("--keep", n_keep, "with --context-shift: tokens of the prompt that always stay (-1: all of it; default 0)")
+      ->check(CLI::Range(-1, 1 << 30));
   kv.add_to(app);
   lora.add_to(app);
   app.add_option("--grammar", grammar, "GBNF grammar the output must follow (llama.cpp's format)");
@@ -198,12 +202,23 @@ Generator::~Generator() = default;
 
 GenerateResult Generator::operator()(Sampler& sampler, std::span<const int32_t> prompt,
                                      const std::function<bool(const std::string&)>& on_text) {
+  if (o_.context_shift && speculative())
+    fail("--context-shift works with plain generation only, not with --draft-model or --lookup");
   if (o_.lookup) {
     LookupParams lp = o_.lookup_params;
     lp.n_draft = o_.speculative.n_draft;
     return generate_lookup(session_, tok_, sampler, prompt, o_.n_predict, lp, on_text, &stats_);
   }
-  if (!draft_session_) return generate(session_, tok_, sampler, prompt, o_.n_predict, on_text);
+  if (!draft_session_) {
+    ContextShift shift;
+    shift.enabled = o_.context_shift;
+    // llama-cli's --keep: that many prompt tokens after the BOS token, or (-1, or more than the
+    // prompt) the whole prompt.
+    const int n_prompt = static_cast<int>(prompt.size());
+    const bool bos = !prompt.empty() && tok_.add_bos() && prompt[0] == tok_.bos();
+    shift.n_keep = o_.n_keep < 0 || o_.n_keep > n_prompt ? n_prompt : std::min(n_prompt, o_.n_keep + (bos ? 1 : 0));
+    return generate(session_, tok_, sampler, prompt, o_.n_predict, on_text, shift);
+  }
   return generate_speculative(session_, *draft_session_, tok_, sampler, prompt, o_.n_predict, o_.speculative, on_text,
                               &stats_);
 }
@@ -364,7 +379,13 @@ Runner add_run(CLI::App& app) {
     const auto t_end = clock::now();
     if (t_first == clock::time_point{}) t_first = t_end;  // nothing printed (an end-of-generation token first)
     if (!cache->path.empty()) cache->save(session, ids);
-    if (r.context_full) fmt::print(stderr, "\nslm: stopped: the context ({} tokens) is full\n", session.n_ctx());
+    if (r.context_full)
+      fmt::print(stderr, "\nslm: stopped: the context ({} tokens) is full{}\n", session.n_ctx(),
+                 o->context_shift ? " with the kept tokens (--keep)" : " (--context-shift goes on past it; -c raises it)");
+    if (r.context_shifts > 0)
+      fmt::print(stderr, "\nslm: the context ({} tokens) filled {} time{}: each time half of the text after the "
+                 "kept tokens (--keep) was dropped (--context-shift)\n",
+                 session.n_ctx(), r.context_shifts, r.context_shifts == 1 ? "" : "s");
     if (sampler.has_grammar() && !r.stopped_at_eog && !sampler.grammar_state()->can_end())
       fmt::print(stderr, "\nslm: warning: stopped after {} tokens, before the text the grammar asks for was complete "
                  "(raise -n)\n", r.tokens.size());

@@ -51,6 +51,11 @@ struct GenerationOptions {
   // pass is run), --no-display-prompt (the prompt is not echoed), -no-cnv/--no-conversation
   // (run generates once; slm chat is the conversation).
   bool no_warmup = false, no_display_prompt = false, no_conversation = false;
+  // llama.cpp's --context-shift (off by default, as there) and --keep N: when the text fills
+  // the context, keep the prompt's first N tokens (-1: the whole prompt; the BOS token besides)
+  // and drop half of the rest (runtime/generate.h, ContextShift).
+  bool context_shift = false;
+  int n_keep = 0;
 
   void add_to(CLI::App& app, bool model_required = true);
   // The sampler's settings, with --ignore-eos's bans on the tokenizer's end-of-generation tokens.

@@ -1,0 +1,163 @@
+// llama.cpp's --context-shift (runtime/generate.h, ContextShift): when the text fills the
+// context, the first n_keep tokens stay, half of the rest go (llama-cli's n_discard), and
+// generation goes on. Each generated token must be the one a fresh session picks from exactly
+// the tokens the shifts left in the context (so the arithmetic and the re-evaluation are both
+// checked), on a full cache and on Gemma 2's sliding-window rings; and where nothing can be
+// dropped, generation stops as it did without the option.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+#include "runtime/generate.h"
+#include "runtime/session.h"
+#include "sampling/sampler.h"
+#include "support/fixtures.h"
+#include "support/run_cli.h"
+#include "support/temp_dir.h"
+#include "tokenizer/tokenizer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+slm::SessionOptions options(int n_ctx) {
+  slm::SessionOptions so;
+  so.n_ctx = n_ctx;
+  so.n_threads = 2;
+  so.n_batch = 16;
+  return so;
+}
+
+// Greedy, never ending early: every token until n_predict.
+slm::SamplerParams greedy(const slm::Tokenizer& tok) {
+  slm::SamplerParams p;
+  p.temperature = 0.0f;
+  for (int32_t id : tok.eog_ids()) p.logit_bias.emplace_back(id, -std::numeric_limits<float>::infinity());
+  return p;
+}
+
+int32_t argmax_after(const slm::Model& model, const std::vector<int32_t>& tokens, const slm::Tokenizer& tok) {
+  slm::Session fresh(model, options(static_cast<int>(tokens.size())));
+  const std::vector<float>& logits = fresh.eval(tokens);
+  std::vector<float> l(logits.begin(), logits.begin() + model.hparams().n_vocab);
+  for (int32_t id : tok.eog_ids()) l[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
+  return static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+}
+
+// Generates n tokens with the shift and replays them: the context as llama-cli's arithmetic
+// leaves it before each token, evaluated by a fresh session, picks that token.
+void expect_shifts_follow_llama_cli(const slm::Model& model, const std::vector<int32_t>& prompt, int n_ctx, int n_keep,
+                                    int n_predict, int min_shifts, const std::string& what) {
+  auto tok = slm::Tokenizer::from_gguf(model.gguf());
+  slm::Session session(model, options(n_ctx));
+  slm::Sampler sampler(greedy(*tok), static_cast<int32_t>(model.hparams().n_vocab));
+  const slm::GenerateResult r = slm::generate(session, *tok, sampler, prompt, n_predict,
+                                              [](const std::string&) { return true; }, {true, n_keep});
+  ASSERT_EQ(static_cast<int>(r.tokens.size()), n_predict) << what;
+  EXPECT_FALSE(r.context_full) << what;
+  EXPECT_GE(r.context_shifts, min_shifts) << what;
+
+  std::vector<int32_t> context = prompt;
+  int shifts = 0, mismatches = 0;
+  for (size_t i = 0; i < r.tokens.size(); ++i) {
+    const int32_t want = argmax_after(model, context, *tok);
+    if (want != r.tokens[i] && ++mismatches <= 3)
+      ADD_FAILURE() << what << ": token " << i << " is " << r.tokens[i] << ", a fresh session on the " << context.size()
+                    << " tokens left after " << shifts << " shifts picks " << want;
+    if (static_cast<int>(context.size()) == n_ctx) {  // full: llama-cli's n_discard
+      const int n_discard = (n_ctx - n_keep) / 2;
+      context.erase(context.begin() + n_keep, context.begin() + n_keep + n_discard);
+      ++shifts;
+    }
+    context.push_back(r.tokens[i]);
+  }
+  EXPECT_EQ(mismatches, 0) << what;
+  EXPECT_EQ(shifts, r.context_shifts) << what;
+  EXPECT_EQ(session.tokens(), std::vector<int32_t>(context.begin(), context.end() - 1)) << what;
+
+  // The same run without the shift is the same text up to the full context, then stops there.
+  slm::Session plain(model, options(n_ctx));
+  slm::Sampler s2(greedy(*tok), static_cast<int32_t>(model.hparams().n_vocab));
+  const slm::GenerateResult stop = slm::generate(plain, *tok, s2, prompt, n_predict, [](const std::string&) { return true; });
+  EXPECT_TRUE(stop.context_full) << what;
+  EXPECT_EQ(stop.context_shifts, 0) << what;
+  ASSERT_EQ(stop.tokens.size(), static_cast<size_t>(n_ctx) - prompt.size() + 1) << what;
+  EXPECT_TRUE(std::equal(stop.tokens.begin(), stop.tokens.end(), r.tokens.begin())) << what;
+}
+
+std::vector<int32_t> prompt_of(const slm::Tokenizer& tok, int n, int n_vocab) {
+  std::vector<int32_t> p{tok.bos()};
+  for (int i = 1; i < n; ++i) p.push_back(3 + (i * 41) % (n_vocab - 3));
+  return p;
+}
+
+TEST(ContextShift, EachTokenIsAFreshSessionsPickOnWhatTheShiftsLeft) {
+  SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
+  auto model = slm::Model::load(path.string());
+  auto tok = slm::Tokenizer::from_gguf(model->gguf());
+  const auto prompt = prompt_of(*tok, 12, static_cast<int>(model->hparams().n_vocab));
+  expect_shifts_follow_llama_cli(*model, prompt, 48, 5, 120, 4, "stories260K, keep 5");
+  expect_shifts_follow_llama_cli(*model, prompt, 48, 0, 100, 3, "stories260K, keep 0");
+  expect_shifts_follow_llama_cli(*model, prompt, 48, 12, 90, 2, "stories260K, the whole prompt kept");
+}
+
+// Gemma 2's sliding-window layers (tiny-gemma2: window 8) keep rings, which a truncation back to
+// n_keep may not leave valid: the kept tokens are then evaluated again too.
+TEST(ContextShift, SlidingWindowRingsShiftToo) {
+  SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
+  slm::test::ProgramTempDir dir("context-shift");
+  const std::string gemma = (dir.path() / "tiny-gemma2.gguf").string();
+  const auto r = slm::test::run_cli(
+      {"synth", "--like", "tiny-gemma2", "--vocab", vocab.string(), "--type", "f32", "-o", gemma, "-q"}, 120);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto model = slm::Model::load(gemma);
+  auto tok = slm::Tokenizer::from_gguf(model->gguf());
+  const auto prompt = prompt_of(*tok, 10, 2000);
+  expect_shifts_follow_llama_cli(*model, prompt, 40, 4, 80, 3, "tiny-gemma2, keep 4");
+}
+
+TEST(ContextShift, NothingToDropStopsAsWithoutIt) {
+  SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
+  auto model = slm::Model::load(path.string());
+  auto tok = slm::Tokenizer::from_gguf(model->gguf());
+  EXPECT_EQ(slm::context_shift_discard(48, 5), 21);
+  EXPECT_EQ(slm::context_shift_discard(48, 47), 0);
+  EXPECT_EQ(slm::context_shift_discard(48, 100), 0);
+  const auto prompt = prompt_of(*tok, 47, static_cast<int>(model->hparams().n_vocab));
+  slm::Session session(*model, options(48));
+  slm::Sampler sampler(greedy(*tok), static_cast<int32_t>(model->hparams().n_vocab));
+  const auto r = slm::generate(session, *tok, sampler, prompt, 50, [](const std::string&) { return true; }, {true, 47});
+  EXPECT_TRUE(r.context_full);
+  EXPECT_EQ(r.context_shifts, 0);
+  EXPECT_EQ(r.tokens.size(), 2u);
+}
+
+TEST(ContextShiftCli, RunGoesOnPastTheContextOnlyWhenAsked) {
+  SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
+  const std::vector<std::string> base = {"run", "-m", path.string(), "-p", "Once upon a time", "-n", "150",
+                                         "--temp", "0", "-c", "48", "--ignore-eos", "--timings"};
+  auto run = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return slm::test::run_cli(args);
+  };
+  const auto stop = run({});
+  ASSERT_EQ(stop.exit_code, 0) << stop.err;
+  EXPECT_NE(stop.err.find("the context (48 tokens) is full (--context-shift goes on past it"), std::string::npos) << stop.err;
+  const auto shifted = run({"--context-shift", "--keep", "-1"});
+  ASSERT_EQ(shifted.exit_code, 0) << shifted.err;
+  EXPECT_NE(shifted.err.find("150 tokens at"), std::string::npos) << shifted.err;
+  EXPECT_NE(shifted.err.find("filled"), std::string::npos) << shifted.err;
+  EXPECT_EQ(shifted.out.rfind(stop.out, 0), 0u) << "the shifted text starts with the stopped one";
+  EXPECT_GT(shifted.out.size(), stop.out.size() * 2);
+  const auto spec = run({"--context-shift", "--lookup"});
+  EXPECT_EQ(spec.exit_code, 1);
+  EXPECT_NE(spec.err.find("--context-shift works with plain generation only"), std::string::npos) << spec.err;
+}
+
+}  // namespace
