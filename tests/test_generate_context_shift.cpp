@@ -12,8 +12,11 @@
 #include <string>
 #include <vector>
 
+#include <chrono>
+
 #include "models/model.h"
 #include "runtime/generate.h"
+#include "runtime/scheduler.h"
 #include "runtime/session.h"
 #include "sampling/sampler.h"
 #include "support/fixtures.h"
@@ -135,6 +138,68 @@ TEST(ContextShift, NothingToDropStopsAsWithoutIt) {
   EXPECT_TRUE(r.context_full);
   EXPECT_EQ(r.context_shifts, 0);
   EXPECT_EQ(r.tokens.size(), 2u);
+}
+
+// The server's scheduler (slm serve --context-shift) shifts each request as generate() does:
+// three requests at once, with their own n_keep, give generate()'s text token for token, and
+// without the option each ends at the context with finish_reason "length".
+TEST(ContextShiftScheduler, RequestsShiftAsGenerateDoes) {
+  SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
+  auto model = slm::Model::load(path.string());
+  auto tok = slm::Tokenizer::from_gguf(model->gguf());
+  const std::vector<std::pair<std::string, int>> asks = {{"Once upon a time", 0}, {"Lily and Tom went to the park", 3},
+                                                         {"The little dog", -1}};
+  const int n_ctx = 48, n_predict = 110;
+  for (const bool shift : {true, false}) {
+    slm::SchedulerOptions so;
+    so.n_parallel = 3;
+    so.n_ctx = n_ctx;
+    so.n_batch = 16;
+    so.n_threads = 2;
+    so.context_shift = shift;
+    slm::BatchScheduler sched(*model, *tok, so);
+    std::vector<std::shared_ptr<slm::RequestHandle>> handles;
+    for (const auto& [text, keep] : asks) {
+      slm::GenerationRequest r;
+      r.prompt = tok->encode(text, true, false);
+      r.max_tokens = n_predict;
+      r.sampling = greedy(*tok);  // end-of-generation tokens banned: every request runs to max_tokens
+      r.n_keep = keep;
+      handles.push_back(std::make_shared<slm::RequestHandle>());
+      ASSERT_EQ(sched.submit(std::move(r), handles.back()), slm::Scheduler::Submit::Accepted);
+    }
+    for (size_t i = 0; i < asks.size(); ++i) {
+      std::string text, finish;
+      int n = 0;
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (std::chrono::steady_clock::now() < deadline) {
+        slm::RequestEvents ev = handles[i]->wait(std::chrono::milliseconds(100));
+        text += ev.text;
+        if (ev.finished) {
+          finish = ev.finish_reason;
+          n = ev.completion_tokens;
+          break;
+        }
+      }
+      // generate() on a session, with --keep resolved as the scheduler does (BOS besides).
+      const std::vector<int32_t> prompt = tok->encode(asks[i].first, true, false);
+      const int keep = asks[i].second < 0 ? static_cast<int>(prompt.size()) : asks[i].second + 1;
+      slm::Session session(*model, options(n_ctx));
+      slm::Sampler sampler(greedy(*tok), static_cast<int32_t>(model->hparams().n_vocab));
+      const slm::GenerateResult want = slm::generate(
+          session, *tok, sampler, prompt, n_predict, [](const std::string&) { return true; }, {shift, keep});
+      if (shift) {
+        EXPECT_EQ(finish, "length") << asks[i].first;
+        EXPECT_EQ(n, n_predict) << asks[i].first;
+        EXPECT_GE(want.context_shifts, 2) << asks[i].first;
+      } else {
+        EXPECT_EQ(finish, "length") << asks[i].first;
+        EXPECT_EQ(n, n_ctx - static_cast<int>(prompt.size()) + 1) << asks[i].first;
+      }
+      EXPECT_EQ(text, want.text) << asks[i].first << (shift ? " (shifted)" : "");
+    }
+    EXPECT_EQ(sched.stats().context_shifts > 0, shift);
+  }
 }
 
 TEST(ContextShiftCli, RunGoesOnPastTheContextOnlyWhenAsked) {

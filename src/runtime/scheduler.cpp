@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "runtime/generate.h"
 #include "runtime/prompt_state.h"
 #include "runtime/speculative.h"
 #include "runtime/grammar_vocab.h"
@@ -127,7 +128,8 @@ std::string IndentLimit::push(const std::string& text) {
 // BatchScheduler
 
 struct BatchScheduler::Slot {
-  enum class State { Free, Prefill, Generate };
+  // Shift: after a context shift, evaluating what stays (reeval) before generating again.
+  enum class State { Free, Prefill, Generate, Shift };
   int seq = 0;
   State state = State::Free;
   std::vector<int32_t> tokens;  // evaluated and held in the cache for `seq`
@@ -138,6 +140,9 @@ struct BatchScheduler::Slot {
   std::shared_ptr<RequestHandle> handle;
   std::chrono::steady_clock::time_point submitted, last_token_at;
   size_t next_prompt = 0;  // index in req.prompt of the next token to evaluate
+  int n_keep = 0;          // tokens a context shift keeps (req.n_keep resolved)
+  std::vector<int32_t> reeval;  // State::Shift: tokens to evaluate again, from next_reeval on
+  size_t next_reeval = 0;
   int cached = 0;
   int generated = 0;
   int32_t pending_token = -1;  // sampled, evaluated in the next step
@@ -232,6 +237,7 @@ SchedulerStats BatchScheduler::stats() const {
   s.steps = n_steps_.load();
   s.drafted_tokens = n_drafted_.load();
   s.accepted_tokens = n_accepted_.load();
+  s.context_shifts = n_shifts_.load();
   return s;
 }
 
@@ -439,6 +445,11 @@ void BatchScheduler::admit(std::deque<Pending>& incoming) {
     s.handle = std::move(p.handle);
     s.submitted = p.submitted;
     s.next_prompt = kept;
+    {
+      const int n_prompt = static_cast<int>(s.req.prompt.size());
+      const bool bos = tok_.add_bos() && s.req.prompt[0] == tok_.bos();
+      s.n_keep = s.req.n_keep < 0 || s.req.n_keep > n_prompt ? n_prompt : std::min(n_prompt, s.req.n_keep + (bos ? 1 : 0));
+    }
     s.cached = kept;
     s.generated = 0;
     s.pending_token = -1;
@@ -565,8 +576,24 @@ bool BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
   }
   // The new token is evaluated at position tokens.size(); it must exist in the context.
   if (static_cast<int64_t>(s.tokens.size()) >= opts_.n_ctx) {
-    finish(s, "length");
-    return false;
+    const int32_t n_past = static_cast<int32_t>(s.tokens.size());
+    const int32_t n_keep = std::min(s.n_keep, n_past);
+    const int32_t n_discard = opts_.context_shift && !speculative() ? context_shift_discard(n_past, n_keep) : 0;
+    if (n_discard == 0) {
+      finish(s, "length");
+      return false;
+    }
+    // As generate(): the first n_keep tokens stay, half of the rest go, and what stays after
+    // them (and this token) is evaluated again; a sliding-window ring may keep less.
+    s.reeval.assign(s.tokens.begin() + n_keep + n_discard, s.tokens.end());
+    s.reeval.push_back(token);
+    const int32_t kept = cache_->truncate(s.seq, n_keep);
+    s.reeval.insert(s.reeval.begin(), s.tokens.begin() + kept, s.tokens.begin() + n_keep);
+    s.tokens.resize(kept);
+    s.next_reeval = 0;
+    s.state = Slot::State::Shift;
+    n_shifts_.fetch_add(1);
+    return true;
   }
   s.pending_token = token;
   s.state = Slot::State::Generate;
@@ -598,17 +625,19 @@ bool BatchScheduler::step() {
   std::vector<Slot*>& prefill = prefill_;
   prefill.clear();
   for (auto& s : slots_)
-    if (s->state == Slot::State::Prefill) prefill.push_back(s.get());
+    if (s->state == Slot::State::Prefill || s->state == Slot::State::Shift) prefill.push_back(s.get());
   std::sort(prefill.begin(), prefill.end(), [](Slot* a, Slot* b) { return a->admitted < b->admitted; });
   for (Slot* s : prefill) {
     const size_t room = static_cast<size_t>(opts_.n_batch) - static_cast<size_t>(batch_.size());
     if (room == 0) break;
-    const size_t n = std::min(room, s->req.prompt.size() - s->next_prompt);
-    for (size_t i = 0; i < n; ++i) {
-      const size_t at = s->next_prompt + i;
-      batch_.add(s->req.prompt[at], static_cast<int32_t>(at), s->seq, at + 1 == s->req.prompt.size());
-      owners.push_back(s);
-    }
+    // A prompt, or what stays after a context shift: each at the positions after the cache's.
+    const bool shift = s->state == Slot::State::Shift;
+    const std::vector<int32_t>& src = shift ? s->reeval : s->req.prompt;
+    const size_t from = shift ? s->next_reeval : s->next_prompt;
+    const size_t n = std::min(room, src.size() - from);
+    for (size_t i = 0; i < n; ++i)
+      batch_.add(src[from + i], static_cast<int32_t>(s->tokens.size() + i), s->seq, from + i + 1 == src.size());
+    owners.insert(owners.end(), n, s);
   }
   if (batch_.size() == 0) return false;
   if (ctx_->lora) {
@@ -639,6 +668,7 @@ bool BatchScheduler::step() {
     if (s->state == Slot::State::Generate && static_cast<size_t>(batch_.pos[i]) != s->step_base) continue;
     s->tokens.push_back(batch_.tokens[i]);
     if (s->state == Slot::State::Prefill) ++s->next_prompt;
+    if (s->state == Slot::State::Shift) ++s->next_reeval;
   }
   const int64_t n_vocab = model_.hparams().n_vocab;
   int64_t row = 0;

@@ -49,6 +49,9 @@ struct GenerationRequest {
   // generating has taken longer than this. Both end with finish_reason "length".
   int n_indent = 0;
   double t_max_predict_ms = 0;
+  // llama.cpp's n_keep, with SchedulerOptions::context_shift: prompt tokens that stay when the
+  // text fills the context (the BOS token besides; -1: the whole prompt).
+  int n_keep = 0;
 };
 
 struct TokenLogprob {
@@ -116,6 +119,10 @@ struct SchedulerOptions {
   // from the request's own prompt and text, no forward pass.
   bool lookup = false;
   int lookup_ngram_min = 2, lookup_ngram_max = 3;
+  // llama-server's --context-shift: a request whose text fills the context drops half of it
+  // after its n_keep tokens and goes on (runtime/generate.h, ContextShift: the rest is
+  // evaluated again, in the steps' batches like a prompt). Not with a draft or lookup.
+  bool context_shift = false;
 };
 
 // Counts for /metrics, read with stats().
@@ -123,6 +130,7 @@ struct SchedulerStats {
   int slots_total = 0, slots_busy = 0, queue_depth = 0;
   uint64_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0, steps = 0;
   uint64_t drafted_tokens = 0, accepted_tokens = 0;  // speculative decoding: proposed, and kept
+  uint64_t context_shifts = 0;                       // SchedulerOptions::context_shift
 };
 
 // One slot as GET /slots shows it (llama.cpp's server), as of the scheduler's last step.
@@ -260,7 +268,8 @@ class BatchScheduler : public Scheduler {
   std::deque<PendingAction> actions_;
   bool stopping_ = false;
   std::atomic<int> busy_{0};
-  std::atomic<uint64_t> n_prompt_{0}, n_cached_{0}, n_generated_{0}, n_steps_{0}, n_drafted_{0}, n_accepted_{0};
+  std::atomic<uint64_t> n_prompt_{0}, n_cached_{0}, n_generated_{0}, n_steps_{0}, n_drafted_{0}, n_accepted_{0},
+      n_shifts_{0};
   uint64_t admissions_ = 0;  // scheduler thread only
   std::thread thread_;
 };

@@ -51,6 +51,8 @@ std::string Metrics::render(const SchedulerStats& s, bool ready) const {
   metric("slm_batch_steps_total", "counter", "Forward passes run by the scheduler.", s.steps);
   metric("slm_draft_tokens_total", "counter", "Tokens the draft model proposed (speculative decoding).", s.drafted_tokens);
   metric("slm_draft_tokens_accepted_total", "counter", "Proposed tokens the model kept.", s.accepted_tokens);
+  metric("slm_context_shifts_total", "counter", "Times a request's text filled the context and half of it was dropped "
+         "(--context-shift).", s.context_shifts);
   metric("slm_queue_depth", "gauge", "Requests waiting for a slot.", static_cast<uint64_t>(s.queue_depth));
   metric("slm_slots_busy", "gauge", "Slots serving a request.", static_cast<uint64_t>(s.slots_busy));
   metric("slm_slots_total", "gauge", "Slots (--parallel).", static_cast<uint64_t>(s.slots_total));

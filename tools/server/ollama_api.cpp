@@ -25,12 +25,14 @@ void copy_options(const json& body, json& out) {
       if (v.get<int64_t>() > 0) out["max_tokens"] = v;
       else if (v.get<int64_t>() == 0 || v.get<int64_t>() < -2)
         refuse("options.num_predict", "'options.num_predict' must be positive, -1 or -2");
+    } else if (key == "num_keep") {
+      out["n_keep"] = v;  // tokens a context shift keeps (slm serve --context-shift)
     } else if (key == "temperature" || key == "top_k" || key == "top_p" || key == "min_p" || key == "seed" ||
                key == "repeat_penalty" || key == "presence_penalty" || key == "frequency_penalty" || key == "stop" ||
                key == "typical_p" || key == "mirostat" || key == "mirostat_tau" || key == "mirostat_eta") {
       out[key] = v;
     } else if (key == "num_ctx" || key == "num_thread" || key == "num_gpu" || key == "num_batch" ||
-               key == "repeat_last_n" || key == "num_keep" || key == "use_mmap" || key == "use_mlock" ||
+               key == "repeat_last_n" || key == "use_mmap" || key == "use_mlock" ||
                key == "low_vram" || key == "main_gpu" || key == "numa") {
       // Set when the server starts here (-c, -t) or not applicable on a CPU: not a request's.
     } else {

@@ -513,6 +513,7 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
     r.logit_bias = *lb;
   }
   r.gen.ignore_eos = boolean(body, "ignore_eos", false);
+  r.gen.n_keep = static_cast<int>(integer(body, "n_keep", 0, -1, std::numeric_limits<int32_t>::max()));
   r.stream = boolean(body, "stream", false);
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");

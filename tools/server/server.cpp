@@ -191,7 +191,8 @@ std::shared_ptr<RequestHandle> submit(State& st, CompletionRequest& r) {
   }
   if (!r.logit_bias.is_null()) r.gen.sampling.logit_bias = resolve_logit_bias(r.logit_bias, *st.tok);
   const int64_t n_prompt = static_cast<int64_t>(prompt.size());
-  if (r.gen.max_tokens > 0 && n_prompt + r.gen.max_tokens > n_ctx)
+  // With --context-shift the text may outgrow the context: only the prompt must fit.
+  if (r.gen.max_tokens > 0 && n_prompt + r.gen.max_tokens > n_ctx && !st.opts.context_shift)
     throw ApiError(400,
                    fmt::format("the prompt has {} tokens and max_tokens is {}: together {}, more than the context of "
                                "{} tokens per request; shorten the prompt, lower max_tokens, or start the server "
@@ -624,6 +625,9 @@ void load_model(State& st) {
     so.n_draft = st.opts.n_draft;
     so.lookup_ngram_max = st.opts.lookup_ngram;
   }
+  if (st.opts.context_shift && (so.draft || so.lookup))
+    fail("--context-shift works without --draft-model and --lookup (a request's proposals would be shifted too)");
+  so.context_shift = st.opts.context_shift;
   st.scheduler = std::make_unique<BatchScheduler>(*st.model, *st.tok, so, &st.metrics);
   fmt::print(stderr, "slm: model {} loaded: {} slots of {} tokens, {} threads, KV cache {}\n", st.model_id,
              so.n_parallel, so.n_ctx, so.n_threads, kv_types_name(so.kv_types));

@@ -31,6 +31,7 @@ struct ServerOptions {
   bool lookup = false;            // prompt lookup decoding (speculation without a draft model)
   int lookup_ngram = 3;
   std::string slot_save_path;     // POST /slots/ID?action=save|restore files live here (empty: off)
+  bool context_shift = false;     // llama-server's --context-shift (SchedulerOptions::context_shift)
 };
 
 // Binds, prints "slm: listening on http://HOST:PORT" to stderr, loads the model (GET /health
