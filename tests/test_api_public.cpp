@@ -3,6 +3,7 @@
 #include <slm/slm.h>
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "support/fixtures.h"
@@ -73,6 +74,29 @@ TEST(PublicApi, GreedyGenerationMatchesReference) {
   const auto bad = s.generate("Once", bad_mirostat, [](std::string_view) { return true; });
   EXPECT_FALSE(bad.ok);
   EXPECT_NE(bad.message.find("mirostat"), std::string::npos) << bad.message;
+  // A 48-token context: the story stops where it fills, or with context_shift goes on past it
+  // (the same text up to there).
+  slm::api::Session short_ctx(m, {.n_ctx = 48, .n_threads = 2});
+  slm::api::GenerateParams shifting = gp;
+  shifting.n_predict = 120;
+  shifting.logit_bias = {{2, -INFINITY}};  // stories260K's end of text: every token asked for
+  std::string stopped, shifted;
+  int n_stopped = 0, n_shifted = 0;
+  ASSERT_TRUE(short_ctx.generate("Once upon a time", shifting, [&](std::string_view p) {
+    stopped += p;
+    ++n_stopped;
+    return true;
+  }).ok);
+  shifting.context_shift = true;
+  shifting.n_keep = -1;
+  ASSERT_TRUE(short_ctx.generate("Once upon a time", shifting, [&](std::string_view p) {
+    shifted += p;
+    ++n_shifted;
+    return true;
+  }).ok);
+  EXPECT_LT(n_stopped, 48);
+  EXPECT_EQ(n_shifted, 120);
+  EXPECT_EQ(shifted.substr(0, stopped.size()), stopped);
   // A prompt that does not fit is a status, and the session stays usable.
   slm::api::Session small(m, {.n_ctx = 4, .n_threads = 1});
   const auto st = small.generate("Once upon a time there was", gp, [](std::string_view) { return true; });

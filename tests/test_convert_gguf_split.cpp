@@ -52,6 +52,13 @@ std::vector<std::string> split(const std::string& in, const fs::path& prefix, co
   return paths;
 }
 
+// `model` in parts of max_tensors tensors, as DIR/st-0000i-of-0000n.gguf in a fresh folder DIR.
+std::vector<std::string> split_by_tensors(const fs::path& model, const std::string& dir_name, int max_tensors) {
+  SplitOptions opts;
+  opts.max_tensors = max_tensors;
+  return split(model.string(), fresh_dir(dir_name) / "st", opts);
+}
+
 std::string error_of(const std::function<void()>& fn) {
   try {
     fn();
@@ -75,10 +82,7 @@ std::vector<float> prompt_logits(const std::string& path) {
 
 TEST(GgufSplit, PartsLoadAsTheWholeFileFromAnyPart) {
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
-  const fs::path dir = fresh_dir("by-tensors");
-  SplitOptions opts;
-  opts.max_tensors = 20;
-  const auto paths = split(model.string(), dir / "st", opts);
+  const auto paths = split_by_tensors(model, "by-tensors", 20);
   ASSERT_EQ(paths.size(), 3u);
   EXPECT_EQ(fs::path(paths[0]).filename(), "st-00001-of-00003.gguf");
   EXPECT_EQ(fs::path(paths[2]).filename(), "st-00003-of-00003.gguf");
@@ -179,10 +183,8 @@ TEST(GgufSplit, BySizeEveryPartHoldsAtLeastOneTensorAndFirstPartMayHoldNone) {
 
 TEST(GgufSplit, MergingThePartsGivesTheOriginalFileBack) {
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
-  const fs::path dir = fresh_dir("merge");
-  SplitOptions opts;
-  opts.max_tensors = 16;
-  const auto paths = split(model.string(), dir / "st", opts);
+  const auto paths = split_by_tensors(model, "merge", 16);
+  const fs::path dir = fs::path(paths[0]).parent_path();
   auto f = GGUFFile::open(paths[2]);
   slm::convert::merge_split(*f, (dir / "merged.gguf").string(), false);
   EXPECT_TRUE(slm::test::read_text_file((dir / "merged.gguf").string()) == slm::test::read_text_file(model.string())) << "files differ";
@@ -192,16 +194,16 @@ TEST(GgufSplit, MergingThePartsGivesTheOriginalFileBack) {
   EXPECT_NE(error_of([&] { slm::convert::merge_split(*whole, (dir / "m2.gguf").string(), false); }).find("not a split model"),
             std::string::npos);
   // Writing parts over existing ones is refused before anything is written.
+  SplitOptions opts;
+  opts.max_tensors = 16;
   const auto plan = slm::convert::plan_split(*whole, (dir / "st").string(), opts);
   EXPECT_NE(error_of([&] { slm::convert::write_split(*whole, plan, false); }).find("already exists"), std::string::npos);
 }
 
 TEST(GgufSplit, MissingForeignRenamedOrDamagedPartsAreNamed) {
   SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
-  const fs::path dir = fresh_dir("bad");
-  SplitOptions opts;
-  opts.max_tensors = 20;
-  const auto paths = split(model.string(), dir / "st", opts);
+  const auto paths = split_by_tensors(model, "bad", 20);
+  const fs::path dir = fs::path(paths[0]).parent_path();
   auto open_error = [](const std::string& p) { return error_of([&] { GGUFFile::open(p); }); };
   auto expect_has = [](const std::string& msg, const std::vector<std::string>& parts) {
     for (const std::string& s : parts) EXPECT_NE(msg.find(s), std::string::npos) << "'" << s << "' not in: " << msg;
@@ -220,10 +222,7 @@ TEST(GgufSplit, MissingForeignRenamedOrDamagedPartsAreNamed) {
 
   // Part 2 of another split of the same model (its tensors differ): counted and named.
   {
-    const fs::path other = fresh_dir("bad-other");
-    SplitOptions o2;
-    o2.max_tensors = 17;
-    const auto other_paths = split(model.string(), other / "st", o2);
+    const auto other_paths = split_by_tensors(model, "bad-other", 17);
     ASSERT_EQ(other_paths.size(), 3u);
     fs::copy_file(other_paths[1], paths[1]);
     const std::string msg = open_error(paths[0]);

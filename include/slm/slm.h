@@ -104,6 +104,11 @@ struct GenerateParams {
   // Added to those tokens' logits before sampling (-INFINITY bans one), as llama.cpp's
   // --logit-bias and the OpenAI API's logit_bias.
   std::vector<std::pair<int32_t, float>> logit_bias;
+  // llama.cpp's --context-shift and --keep: when the text fills the context, the prompt's first
+  // n_keep tokens (the BOS token besides; -1: the whole prompt) stay, half of the rest is
+  // dropped, and generation goes on; false: it stops there.
+  bool context_shift = false;
+  int n_keep = 0;
 };
 
 // One conversation on a model (the model must outlive it).

@@ -22,6 +22,13 @@ void finish_text(StreamDecoder& decoder, GenerateResult& r, const std::function<
   }
 }
 
+int resolve_n_keep(std::span<const int32_t> prompt, const Tokenizer& tok, int n_keep) {
+  const int n_prompt = static_cast<int>(prompt.size());
+  if (n_keep < 0 || n_keep > n_prompt) return n_prompt;
+  const bool bos = !prompt.empty() && tok.add_bos() && prompt[0] == tok.bos();
+  return std::min(n_prompt, n_keep + (bos ? 1 : 0));
+}
+
 int32_t context_shift_discard(int32_t n_past, int32_t n_keep) {
   n_keep = std::clamp<int32_t>(n_keep, 0, n_past);
   return (n_past - n_keep) / 2;

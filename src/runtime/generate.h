@@ -52,6 +52,10 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
                         std::span<const int32_t> prompt, int n_predict,
                         const std::function<bool(const std::string&)>& on_text, ContextShift shift = {});
 
+// llama-cli's --keep (llama-server's n_keep) as a count of the sequence's first tokens: n_keep
+// prompt tokens after the BOS token, or (n_keep -1 or past the prompt) the whole prompt.
+int resolve_n_keep(std::span<const int32_t> prompt, const Tokenizer& tok, int n_keep);
+
 // How many tokens a context shift drops after the first n_keep of n_past (llama-cli's
 // n_discard: half of those after the kept ones; 0 where none can go, which ends generation).
 int32_t context_shift_discard(int32_t n_past, int32_t n_keep);

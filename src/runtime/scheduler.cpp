@@ -445,11 +445,7 @@ void BatchScheduler::admit(std::deque<Pending>& incoming) {
     s.handle = std::move(p.handle);
     s.submitted = p.submitted;
     s.next_prompt = kept;
-    {
-      const int n_prompt = static_cast<int>(s.req.prompt.size());
-      const bool bos = tok_.add_bos() && s.req.prompt[0] == tok_.bos();
-      s.n_keep = s.req.n_keep < 0 || s.req.n_keep > n_prompt ? n_prompt : std::min(n_prompt, s.req.n_keep + (bos ? 1 : 0));
-    }
+    s.n_keep = resolve_n_keep(s.req.prompt, tok_, s.req.n_keep);
     s.cached = kept;
     s.generated = 0;
     s.pending_token = -1;

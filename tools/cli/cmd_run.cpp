@@ -210,13 +210,7 @@ GenerateResult Generator::operator()(Sampler& sampler, std::span<const int32_t> 
     return generate_lookup(session_, tok_, sampler, prompt, o_.n_predict, lp, on_text, &stats_);
   }
   if (!draft_session_) {
-    ContextShift shift;
-    shift.enabled = o_.context_shift;
-    // llama-cli's --keep: that many prompt tokens after the BOS token, or (-1, or more than the
-    // prompt) the whole prompt.
-    const int n_prompt = static_cast<int>(prompt.size());
-    const bool bos = !prompt.empty() && tok_.add_bos() && prompt[0] == tok_.bos();
-    shift.n_keep = o_.n_keep < 0 || o_.n_keep > n_prompt ? n_prompt : std::min(n_prompt, o_.n_keep + (bos ? 1 : 0));
+    const ContextShift shift{o_.context_shift, resolve_n_keep(prompt, tok_, o_.n_keep)};
     return generate(session_, tok_, sampler, prompt, o_.n_predict, on_text, shift);
   }
   return generate_speculative(session_, *draft_session_, tok_, sampler, prompt, o_.n_predict, o_.speculative, on_text,
