@@ -131,6 +131,16 @@ TEST(ContextShift, NothingToDropStopsAsWithoutIt) {
   EXPECT_EQ(slm::context_shift_discard(48, 5), 21);
   EXPECT_EQ(slm::context_shift_discard(48, 47), 0);
   EXPECT_EQ(slm::context_shift_discard(48, 100), 0);
+  // llama-cli's --keep counts prompt tokens after BOS; -1 or more than the prompt: all of it.
+  const std::vector<int32_t> with_bos = {tok->bos(), 10, 11, 12, 13};
+  ASSERT_TRUE(tok->add_bos());
+  EXPECT_EQ(slm::resolve_n_keep(with_bos, *tok, 0), 1);
+  EXPECT_EQ(slm::resolve_n_keep(with_bos, *tok, 3), 4);
+  EXPECT_EQ(slm::resolve_n_keep(with_bos, *tok, 4), 5);
+  EXPECT_EQ(slm::resolve_n_keep(with_bos, *tok, 5), 5);
+  EXPECT_EQ(slm::resolve_n_keep(with_bos, *tok, 6), 5);
+  EXPECT_EQ(slm::resolve_n_keep(with_bos, *tok, -1), 5);
+  EXPECT_EQ(slm::resolve_n_keep(std::vector<int32_t>{10, 11, 12}, *tok, 2), 2);
   const auto prompt = prompt_of(*tok, 47, static_cast<int>(model->hparams().n_vocab));
   slm::Session session(*model, options(48));
   slm::Sampler sampler(greedy(*tok), static_cast<int32_t>(model->hparams().n_vocab));
@@ -143,21 +153,17 @@ TEST(ContextShift, NothingToDropStopsAsWithoutIt) {
 // The server's scheduler (slm serve --context-shift) shifts each request as generate() does:
 // three requests at once, with their own n_keep, give generate()'s text token for token, and
 // without the option each ends at the context with finish_reason "length".
-TEST(ContextShiftScheduler, RequestsShiftAsGenerateDoes) {
-  SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
-  auto model = slm::Model::load(path.string());
-  auto tok = slm::Tokenizer::from_gguf(model->gguf());
-  const std::vector<std::pair<std::string, int>> asks = {{"Once upon a time", 0}, {"Lily and Tom went to the park", 3},
-                                                         {"The little dog", -1}};
-  const int n_ctx = 48, n_predict = 110;
+void expect_scheduler_shifts_as_generate(const slm::Model& model, const std::vector<std::pair<std::string, int>>& asks,
+                                         int n_ctx, int n_predict, const std::string& what) {
+  auto tok = slm::Tokenizer::from_gguf(model.gguf());
   for (const bool shift : {true, false}) {
     slm::SchedulerOptions so;
-    so.n_parallel = 3;
+    so.n_parallel = static_cast<int>(asks.size());
     so.n_ctx = n_ctx;
     so.n_batch = 16;
     so.n_threads = 2;
     so.context_shift = shift;
-    slm::BatchScheduler sched(*model, *tok, so);
+    slm::BatchScheduler sched(model, *tok, so);
     std::vector<std::shared_ptr<slm::RequestHandle>> handles;
     for (const auto& [text, keep] : asks) {
       slm::GenerationRequest r;
@@ -169,6 +175,7 @@ TEST(ContextShiftScheduler, RequestsShiftAsGenerateDoes) {
       ASSERT_EQ(sched.submit(std::move(r), handles.back()), slm::Scheduler::Submit::Accepted);
     }
     for (size_t i = 0; i < asks.size(); ++i) {
+      const std::string ask = what + ", " + asks[i].first + (shift ? " (shifted)" : "");
       std::string text, finish;
       int n = 0;
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -181,25 +188,43 @@ TEST(ContextShiftScheduler, RequestsShiftAsGenerateDoes) {
           break;
         }
       }
-      // generate() on a session, with --keep resolved as the scheduler does (BOS besides).
       const std::vector<int32_t> prompt = tok->encode(asks[i].first, true, false);
-      const int keep = asks[i].second < 0 ? static_cast<int>(prompt.size()) : asks[i].second + 1;
-      slm::Session session(*model, options(n_ctx));
-      slm::Sampler sampler(greedy(*tok), static_cast<int32_t>(model->hparams().n_vocab));
-      const slm::GenerateResult want = slm::generate(
-          session, *tok, sampler, prompt, n_predict, [](const std::string&) { return true; }, {shift, keep});
+      slm::Session session(model, options(n_ctx));
+      slm::Sampler sampler(greedy(*tok), static_cast<int32_t>(model.hparams().n_vocab));
+      const slm::GenerateResult want =
+          slm::generate(session, *tok, sampler, prompt, n_predict, [](const std::string&) { return true; },
+                        {shift, slm::resolve_n_keep(prompt, *tok, asks[i].second)});
+      EXPECT_EQ(finish, "length") << ask;
       if (shift) {
-        EXPECT_EQ(finish, "length") << asks[i].first;
-        EXPECT_EQ(n, n_predict) << asks[i].first;
-        EXPECT_GE(want.context_shifts, 2) << asks[i].first;
+        EXPECT_EQ(n, n_predict) << ask;
+        EXPECT_GE(want.context_shifts, 2) << ask;
       } else {
-        EXPECT_EQ(finish, "length") << asks[i].first;
-        EXPECT_EQ(n, n_ctx - static_cast<int>(prompt.size()) + 1) << asks[i].first;
+        EXPECT_EQ(n, n_ctx - static_cast<int>(prompt.size()) + 1) << ask;
       }
-      EXPECT_EQ(text, want.text) << asks[i].first << (shift ? " (shifted)" : "");
+      EXPECT_EQ(text, want.text) << ask;
     }
-    EXPECT_EQ(sched.stats().context_shifts > 0, shift);
+    EXPECT_EQ(sched.stats().context_shifts > 0, shift) << what;
   }
+}
+
+TEST(ContextShiftScheduler, RequestsShiftAsGenerateDoes) {
+  SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
+  auto model = slm::Model::load(path.string());
+  expect_scheduler_shifts_as_generate(
+      *model, {{"Once upon a time", 0}, {"Lily and Tom went to the park", 3}, {"The little dog", -1}}, 48, 110,
+      "stories260K");
+}
+
+// tiny-gemma2's rings (window 8) wrap at 40 positions, so a truncation to n_keep keeps less.
+TEST(ContextShiftScheduler, SlidingWindowRingsShiftAsGenerateDoes) {
+  SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
+  slm::test::ProgramTempDir dir("context-shift-scheduler");
+  const std::string gemma = (dir.path() / "tiny-gemma2.gguf").string();
+  const auto r = slm::test::run_cli(
+      {"synth", "--like", "tiny-gemma2", "--vocab", vocab.string(), "--type", "f32", "-o", gemma, "-q"}, 120);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto model = slm::Model::load(gemma);
+  expect_scheduler_shifts_as_generate(*model, {{"the cat sat on the mat", 2}, {"a b c", -1}}, 40, 90, "tiny-gemma2");
 }
 
 TEST(ContextShiftCli, RunGoesOnPastTheContextOnlyWhenAsked) {
