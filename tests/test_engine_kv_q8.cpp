@@ -18,6 +18,7 @@
 #include "support/fixtures.h"
 #include "support/logits_file.h"
 #include "support/run_cli.h"
+#include "support/tiny_gemma2.h"
 
 namespace {
 
@@ -87,10 +88,11 @@ TEST(KvQ8, BlockLayoutAgreesWithTheF32Cache) {
   SLM_REQUIRE_FIXTURE(docs_dir, "models/hf/slm-docs-19m");
   const fs::path dir = fs::temp_directory_path() / ("slm-test-kvq8-blocks-" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  const std::string gemma = (dir / "tiny-gemma2.gguf").string(), docs = (dir / "docs.gguf").string();
-  auto r = slm::test::run_cli({"synth", "--like", "tiny-gemma2", "--vocab", vocab.string(), "--type", "f32", "-o", gemma, "-q"}, 120);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  r = slm::test::run_cli({"convert", docs_dir.string(), "-o", docs, "--outtype", "f32", "-q"}, 300);
+  const std::string docs = (dir / "docs.gguf").string();
+  std::string error;
+  const std::string gemma = slm::test::synth_tiny_gemma2(vocab, dir, &error);
+  ASSERT_FALSE(gemma.empty()) << error;
+  const auto r = slm::test::run_cli({"convert", docs_dir.string(), "-o", docs, "--outtype", "f32", "-q"}, 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (const std::string& path : {gemma, docs}) {
     auto model = slm::Model::load(path);

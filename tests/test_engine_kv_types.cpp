@@ -25,6 +25,7 @@
 #include "support/fixtures.h"
 #include "support/logits_file.h"
 #include "support/run_cli.h"
+#include "support/tiny_gemma2.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -164,13 +165,8 @@ struct TinyGemma {
   std::string error;
   explicit TinyGemma(const fs::path& vocab) {
     fs::create_directories(dir);
-    const std::string path = (dir / "tiny-gemma2.gguf").string();
-    const auto r = slm::test::run_cli(
-        {"synth", "--like", "tiny-gemma2", "--vocab", vocab.string(), "--type", "f32", "-o", path, "-q"}, 120);
-    if (r.exit_code != 0) {
-      error = r.err;
-      return;
-    }
+    const std::string path = slm::test::synth_tiny_gemma2(vocab, dir, &error);
+    if (path.empty()) return;
     model = slm::Model::load(path);
     const int n_vocab = static_cast<int>(model->hparams().n_vocab);
     for (int i = 0; i < 160; ++i) tokens.push_back(static_cast<int32_t>((i * 7919 + 13) % n_vocab));

@@ -21,6 +21,7 @@
 #include "sampling/sampler.h"
 #include "support/fixtures.h"
 #include "support/run_cli.h"
+#include "support/tiny_gemma2.h"
 #include "support/temp_dir.h"
 #include "tokenizer/tokenizer.h"
 
@@ -114,10 +115,9 @@ TEST(ContextShift, EachTokenIsAFreshSessionsPickOnWhatTheShiftsLeft) {
 TEST(ContextShift, SlidingWindowRingsShiftToo) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
   slm::test::ProgramTempDir dir("context-shift");
-  const std::string gemma = (dir.path() / "tiny-gemma2.gguf").string();
-  const auto r = slm::test::run_cli(
-      {"synth", "--like", "tiny-gemma2", "--vocab", vocab.string(), "--type", "f32", "-o", gemma, "-q"}, 120);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string error;
+  const std::string gemma = slm::test::synth_tiny_gemma2(vocab, dir.path(), &error);
+  ASSERT_FALSE(gemma.empty()) << error;
   auto model = slm::Model::load(gemma);
   auto tok = slm::Tokenizer::from_gguf(model->gguf());
   const auto prompt = prompt_of(*tok, 10, 2000);
@@ -219,10 +219,9 @@ TEST(ContextShiftScheduler, RequestsShiftAsGenerateDoes) {
 TEST(ContextShiftScheduler, SlidingWindowRingsShiftAsGenerateDoes) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
   slm::test::ProgramTempDir dir("context-shift-scheduler");
-  const std::string gemma = (dir.path() / "tiny-gemma2.gguf").string();
-  const auto r = slm::test::run_cli(
-      {"synth", "--like", "tiny-gemma2", "--vocab", vocab.string(), "--type", "f32", "-o", gemma, "-q"}, 120);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string error;
+  const std::string gemma = slm::test::synth_tiny_gemma2(vocab, dir.path(), &error);
+  ASSERT_FALSE(gemma.empty()) << error;
   auto model = slm::Model::load(gemma);
   expect_scheduler_shifts_as_generate(*model, {{"the cat sat on the mat", 2}, {"a b c", -1}}, 40, 90, "tiny-gemma2");
 }

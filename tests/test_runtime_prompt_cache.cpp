@@ -17,6 +17,7 @@
 #include "runtime/session.h"
 #include "support/fixtures.h"
 #include "support/run_cli.h"
+#include "support/tiny_gemma2.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -91,10 +92,9 @@ TEST(PromptCache, WrappedRingsRoundTripAndOtherSettingsAreRefused) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
   SLM_REQUIRE_FIXTURE(stories_path, "models/stories260K.gguf");
   TempDir dir;
-  const std::string gemma = (dir.path / "tiny-gemma2.gguf").string();
-  const auto r = slm::test::run_cli(
-      {"synth", "--like", "tiny-gemma2", "--vocab", vocab.string(), "--type", "f32", "-o", gemma, "-q"}, 120);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string error;
+  const std::string gemma = slm::test::synth_tiny_gemma2(vocab, dir.path, &error);
+  ASSERT_FALSE(gemma.empty()) << error;
   auto model = slm::Model::load(gemma);
   const fs::path file = dir.path / "g.cache";
   expect_round_trip(*model, options(DType::F16), 40, file, "tiny-gemma2 f16");
