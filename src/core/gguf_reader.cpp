@@ -112,15 +112,8 @@ std::unique_ptr<GGUFFile> GGUFFile::open_part(const std::string& path) {
 }
 
 std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec) && looks_like_ollama_name(path)) {
-    // Not a file: a model ollama has pulled, by its name (llama3.2:1b)?
-    if (const std::optional<std::string> blob = find_ollama_model(path)) return open(*blob);
-    std::string dirs;
-    for (const auto& d : ollama_model_dirs()) dirs += (dirs.empty() ? "" : ", ") + d.string();
-    fail("{}: no such file, and not a model ollama has pulled (looked in {}; OLLAMA_MODELS sets the folder)", path,
-         dirs);
-  }
+  // Not a file but a model ollama has pulled, by its name (llama3.2:1b)? Its blob, then.
+  if (const std::string file = model_file(path); file != path) return open(file);
   std::unique_ptr<GGUFFile> f = open_part(path);
   // llama.cpp's merge leaves split.count at 0 and a file never split has none: one file.
   const GGUFValue* count = f->find("split.count");

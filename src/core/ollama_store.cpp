@@ -90,4 +90,13 @@ std::optional<std::string> find_ollama_model(const std::string& name) {
   return std::nullopt;
 }
 
+std::string model_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) || !looks_like_ollama_name(path)) return path;
+  if (const std::optional<std::string> blob = find_ollama_model(path)) return *blob;
+  std::string dirs;
+  for (const fs::path& d : ollama_model_dirs()) dirs += (dirs.empty() ? "" : ", ") + d.string();
+  fail("{}: no such file, and not a model ollama has pulled (looked in {}; OLLAMA_MODELS sets the folder)", path, dirs);
+}
+
 }  // namespace slm

@@ -25,4 +25,9 @@ bool looks_like_ollama_name(const std::string& name);
 // names a blob that is missing.
 std::optional<std::string> find_ollama_model(const std::string& name);
 
+// The file a model argument names: `path` itself where it exists or is not an ollama name,
+// else the blob ollama holds for that name. Throws slm::Error (find_ollama_model's, or that
+// there is neither such a file nor such an ollama model, naming the folders searched).
+std::string model_file(const std::string& path);
+
 }  // namespace slm
