@@ -116,12 +116,11 @@ std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
   if (const std::string file = model_file(path); file != path) return open(file);
   std::unique_ptr<GGUFFile> f = open_part(path);
   // llama.cpp's merge leaves split.count at 0 and a file never split has none: one file.
-  const GGUFValue* count = f->find("split.count");
-  const int64_t n_split = count && !count->is_array() && count->type != GGUFType::STRING ? count->as_int() : 0;
+  // (opt_int throws, naming the file and key, for a value that is not an integer.)
+  const int64_t n_split = f->opt_int("split.count").value_or(0);
   if (n_split <= 1) return f;
   if (n_split > 9999) fail("{}: split.count {} is out of range (1..9999)", path, n_split);
-  const GGUFValue* no = f->find("split.no");
-  const int64_t part = no && !no->is_array() && no->type != GGUFType::STRING ? no->as_int() : 0;
+  const int64_t part = f->opt_int("split.no").value_or(0);
   if (part < 0 || part >= n_split)
     fail("{}: split.no {} is out of range for a model split into {} files", path, part, n_split);
   if (part != 0) {
@@ -133,9 +132,7 @@ std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
            "open the first part instead",
            path, part + 1, n_split, part + 1, n_split);
     f = open_part(gguf_split_path(*prefix, 0, static_cast<int>(n_split)));
-    const GGUFValue* first_count = f->find("split.count");
-    if (!first_count || first_count->is_array() || first_count->type == GGUFType::STRING ||
-        first_count->as_int() != n_split)
+    if (f->opt_int("split.count") != n_split)
       fail("{}: part {} of {} ({}) leads here, but this file does not say it is split into {} files",
            f->path(), part + 1, n_split, path, n_split);
   }
@@ -146,8 +143,7 @@ std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
 void GGUFFile::join_parts(int64_t n_split) {
   const std::string& first = path();
   const int n = static_cast<int>(n_split);
-  if (const GGUFValue* no = find("split.no"); no && (no->is_array() || no->type == GGUFType::STRING || no->as_int() != 0))
-    fail("{}: split.no must be 0 in the first part of a split model", first);
+  if (opt_int("split.no").value_or(0) != 0) fail("{}: split.no must be 0 in the first part of a split model", first);
   const auto prefix = gguf_split_prefix(first, 0, n);
   if (!prefix)
     fail("{}: this is the first part of a model split into {} files, and its name does not end in "
