@@ -34,6 +34,18 @@ int32_t context_shift_discard(int32_t n_past, int32_t n_keep) {
   return (n_past - n_keep) / 2;
 }
 
+ContextShiftPlan plan_context_shift(std::span<const int32_t> tokens, int32_t n_keep, int32_t next) {
+  const auto n_past = static_cast<int32_t>(tokens.size());
+  ContextShiftPlan plan;
+  plan.n_keep = std::clamp<int32_t>(n_keep, 0, n_past);
+  const int32_t n_discard = context_shift_discard(n_past, plan.n_keep);
+  if (n_discard == 0) return plan;
+  plan.tokens.assign(tokens.begin(), tokens.begin() + plan.n_keep);
+  plan.tokens.insert(plan.tokens.end(), tokens.begin() + plan.n_keep + n_discard, tokens.end());
+  plan.tokens.push_back(next);
+  return plan;
+}
+
 GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler,
                         std::span<const int32_t> prompt, int n_predict,
                         const std::function<bool(const std::string&)>& on_text, ContextShift shift) {
@@ -63,21 +75,16 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
     r.text += piece;
     if (!piece.empty() && !on_text(piece)) break;
     if (session.n_past() >= session.n_ctx()) {
-      const int32_t n_keep = std::min<int32_t>(shift.n_keep, session.n_past());
-      const int32_t n_discard = shift.enabled ? context_shift_discard(session.n_past(), n_keep) : 0;
-      if (n_discard == 0) {
+      const ContextShiftPlan plan = shift.enabled ? plan_context_shift(session.tokens(), shift.n_keep, next)
+                                                  : ContextShiftPlan{};
+      if (plan.tokens.empty()) {
         r.context_full = true;
         break;
       }
       if (n_predict >= 0 && i + 1 == n_predict) break;
-      const std::vector<int32_t>& all = session.tokens();
-      std::vector<int32_t> kept(all.begin(), all.begin() + n_keep);
-      kept.insert(kept.end(), all.begin() + n_keep + n_discard, all.end());
-      kept.push_back(next);
-      session.truncate(n_keep);
-      // A sliding-window ring may no longer hold all n_keep (truncate keeps less): from there.
+      session.truncate(plan.n_keep);  // a sliding-window ring may keep less: evaluated from there
       ++r.context_shifts;
-      logits = &session.eval(std::span<const int32_t>(kept).subspan(static_cast<size_t>(session.n_past())));
+      logits = &session.eval(std::span<const int32_t>(plan.tokens).subspan(static_cast<size_t>(session.n_past())));
       continue;
     }
     if (n_predict >= 0 && i + 1 == n_predict) break;  // the last token needs no evaluation

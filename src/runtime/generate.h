@@ -60,4 +60,15 @@ int resolve_n_keep(std::span<const int32_t> prompt, const Tokenizer& tok, int n_
 // n_discard: half of those after the kept ones; 0 where none can go, which ends generation).
 int32_t context_shift_discard(int32_t n_past, int32_t n_keep);
 
+// What a context shift leaves of the held sequence `tokens`, then `next` (the token sampled with
+// no room left to evaluate it): the first n_keep tokens (clamped to the sequence), those after
+// the context_shift_discard() that follow them, and next. `tokens` empty where nothing can be
+// dropped. Both generate() and the server's scheduler shift by it: truncate the cache to
+// n_keep, then evaluate `tokens` from what the cache kept (a sliding-window ring may keep less).
+struct ContextShiftPlan {
+  int32_t n_keep = 0;
+  std::vector<int32_t> tokens;
+};
+ContextShiftPlan plan_context_shift(std::span<const int32_t> tokens, int32_t n_keep, int32_t next);
+
 }  // namespace slm

@@ -572,20 +572,17 @@ bool BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
   }
   // The new token is evaluated at position tokens.size(); it must exist in the context.
   if (static_cast<int64_t>(s.tokens.size()) >= opts_.n_ctx) {
-    const int32_t n_past = static_cast<int32_t>(s.tokens.size());
-    const int32_t n_keep = std::min(s.n_keep, n_past);
-    const int32_t n_discard = opts_.context_shift && !speculative() ? context_shift_discard(n_past, n_keep) : 0;
-    if (n_discard == 0) {
+    const ContextShiftPlan plan = opts_.context_shift && !speculative() ? plan_context_shift(s.tokens, s.n_keep, token)
+                                                                        : ContextShiftPlan{};
+    if (plan.tokens.empty()) {
       finish(s, "length");
       return false;
     }
-    // As generate(): the first n_keep tokens stay, half of the rest go, and what stays after
-    // them (and this token) is evaluated again; a sliding-window ring may keep less.
-    s.reeval.assign(s.tokens.begin() + n_keep + n_discard, s.tokens.end());
-    s.reeval.push_back(token);
-    const int32_t kept = cache_->truncate(s.seq, n_keep);
-    s.reeval.insert(s.reeval.begin(), s.tokens.begin() + kept, s.tokens.begin() + n_keep);
+    // As generate(): what stays past what the cache kept (a sliding-window ring may keep less
+    // than n_keep) is evaluated again in the next steps, like a prompt chunk.
+    const int32_t kept = cache_->truncate(s.seq, plan.n_keep);
     s.tokens.resize(kept);
+    s.reeval.assign(plan.tokens.begin() + kept, plan.tokens.end());
     s.next_reeval = 0;
     s.state = Slot::State::Shift;
     n_shifts_.fetch_add(1);
