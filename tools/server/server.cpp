@@ -22,6 +22,7 @@
 
 #include "core/error.h"
 #include "core/gguf.h"
+#include "core/ollama_store.h"
 #include "core/whole_file.h"
 #include "metrics.h"
 #include "native_api.h"
@@ -36,7 +37,6 @@
 #include "runtime/chat_prompt.h"
 #include "runtime/infill.h"
 #include "runtime/scheduler.h"
-#include "core/ollama_store.h"
 #include "runtime/session.h"
 #include "runtime/speculative.h"
 #include "runtime/tool_calls.h"
@@ -707,23 +707,22 @@ void handle_search(State& st, const std::string& body, httplib::Response& res) {
   send_json(res, {{"object", "list"}, {"mode", rag::search_mode_name(so.mode)}, {"data", std::move(data)}});
 }
 
-// The name a model goes by in the API: its file's name, or an ollama name as given
-// (llama3.2:1b, which -m resolved through ollama's store).
-std::string model_id_of(const std::string& model_path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(model_path, ec) && looks_like_ollama_name(model_path)) return model_path;
-  return std::filesystem::path(model_path).filename().string();
+// The name a model goes by in the API: the file's name, or an ollama name as given
+// (llama3.2:1b), where model_file() resolved it to a blob of ollama's store.
+std::string model_id_of(const std::string& given, const std::string& file) {
+  return file != given ? given : std::filesystem::path(given).filename().string();
 }
 
 }  // namespace
 
 int run(const ServerOptions& opts) {
-  if (::access(model_file(opts.model_path).c_str(), R_OK) != 0) fail("cannot read the model file {}", opts.model_path);
+  const std::string model_path = model_file(opts.model_path);
+  if (::access(model_path.c_str(), R_OK) != 0) fail("cannot read the model file {}", opts.model_path);
   if (opts.n_parallel < 1 || opts.n_parallel > 256) fail("--parallel {} must be between 1 and 256", opts.n_parallel);
   if (opts.max_queue < 0) fail("--max-queue {} must not be negative", opts.max_queue);
   State st;
   st.opts = opts;
-  st.model_id = opts.alias.empty() ? model_id_of(opts.model_path) : opts.alias;
+  st.model_id = opts.alias.empty() ? model_id_of(opts.model_path, model_path) : opts.alias;
   if (!opts.draft_model_path.empty() && ::access(model_file(opts.draft_model_path).c_str(), R_OK) != 0)
     fail("cannot read the draft model {}", opts.draft_model_path);
   if (!opts.slot_save_path.empty()) {  // made if missing, as llama-server does
@@ -733,9 +732,9 @@ int run(const ServerOptions& opts) {
       fail("--slot-save-path {}: cannot make or write the folder{}", opts.slot_save_path, ec ? ": " + ec.message() : "");
   }
   if (!opts.embed_model_path.empty()) {
-    if (::access(model_file(opts.embed_model_path).c_str(), R_OK) != 0)
-      fail("cannot read the embedding model {}", opts.embed_model_path);
-    st.embed_model_id = model_id_of(opts.embed_model_path);
+    const std::string embed_path = model_file(opts.embed_model_path);
+    if (::access(embed_path.c_str(), R_OK) != 0) fail("cannot read the embedding model {}", opts.embed_model_path);
+    st.embed_model_id = model_id_of(opts.embed_model_path, embed_path);
   }
   st.created = static_cast<int64_t>(std::time(nullptr));
 
