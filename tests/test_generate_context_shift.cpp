@@ -94,6 +94,16 @@ void expect_shifts_follow_llama_cli(const slm::Model& model, const std::vector<i
   EXPECT_TRUE(std::equal(stop.tokens.begin(), stop.tokens.end(), r.tokens.begin())) << what;
 }
 
+// tiny-gemma2 (window 8), synthesized once for this program; empty, with synth's error, where
+// that failed.
+const std::string& tiny_gemma2(const fs::path& vocab, std::string* error) {
+  static const slm::test::ProgramTempDir dir("context-shift");
+  static std::string synth_error;
+  static const std::string path = slm::test::synth_tiny_gemma2(vocab, dir.path(), &synth_error);
+  *error = synth_error;
+  return path;
+}
+
 std::vector<int32_t> prompt_of(const slm::Tokenizer& tok, int n, int n_vocab) {
   std::vector<int32_t> p{tok.bos()};
   for (int i = 1; i < n; ++i) p.push_back(3 + (i * 41) % (n_vocab - 3));
@@ -114,9 +124,8 @@ TEST(ContextShift, EachTokenIsAFreshSessionsPickOnWhatTheShiftsLeft) {
 // n_keep may not leave valid: the kept tokens are then evaluated again too.
 TEST(ContextShift, SlidingWindowRingsShiftToo) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
-  slm::test::ProgramTempDir dir("context-shift");
   std::string error;
-  const std::string gemma = slm::test::synth_tiny_gemma2(vocab, dir.path(), &error);
+  const std::string& gemma = tiny_gemma2(vocab, &error);
   ASSERT_FALSE(gemma.empty()) << error;
   auto model = slm::Model::load(gemma);
   auto tok = slm::Tokenizer::from_gguf(model->gguf());
@@ -218,9 +227,8 @@ TEST(ContextShiftScheduler, RequestsShiftAsGenerateDoes) {
 // tiny-gemma2's rings (window 8) wrap at 40 positions, so a truncation to n_keep keeps less.
 TEST(ContextShiftScheduler, SlidingWindowRingsShiftAsGenerateDoes) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
-  slm::test::ProgramTempDir dir("context-shift-scheduler");
   std::string error;
-  const std::string gemma = slm::test::synth_tiny_gemma2(vocab, dir.path(), &error);
+  const std::string& gemma = tiny_gemma2(vocab, &error);
   ASSERT_FALSE(gemma.empty()) << error;
   auto model = slm::Model::load(gemma);
   expect_scheduler_shifts_as_generate(*model, {{"the cat sat on the mat", 2}, {"a b c", -1}}, 40, 90, "tiny-gemma2");
