@@ -1,9 +1,12 @@
 // llama.cpp's --context-shift (runtime/generate.h, ContextShift): when the text fills the
 // context, the first n_keep tokens stay, half of the rest go (llama-cli's n_discard), and
-// generation goes on. Each generated token must be the one a fresh session picks from exactly
-// the tokens the shifts left in the context (so the arithmetic and the re-evaluation are both
-// checked), on a full cache and on Gemma 2's sliding-window rings; and where nothing can be
-// dropped, generation stops as it did without the option.
+// generation goes on. Where what stays is evaluated again (ContextShift::reevaluate, and Gemma
+// 2's sliding-window rings once they wrap), each generated token must be the one a fresh session
+// picks from exactly the tokens the shifts left in the context (so the arithmetic and the
+// re-evaluation are both checked); where the cache's keys are rotated (the default: KVCache::shift,
+// whose arithmetic test_runtime_kv_shift.cpp checks), the sequence must follow the same
+// arithmetic and the text before the first shift be the same. Where nothing can be dropped,
+// generation stops as it did without the option.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -54,14 +57,16 @@ int32_t argmax_after(const slm::Model& model, const std::vector<int32_t>& tokens
 }
 
 // Generates n tokens with the shift and replays them: the context as llama-cli's arithmetic
-// leaves it before each token, evaluated by a fresh session, picks that token.
+// leaves it before each token, evaluated by a fresh session, picks that token (every token
+// where `fresh_picks`, else those before the first shift).
 void expect_shifts_follow_llama_cli(const slm::Model& model, const std::vector<int32_t>& prompt, int n_ctx, int n_keep,
-                                    int n_predict, int min_shifts, const std::string& what) {
+                                    int n_predict, int min_shifts, const std::string& what, bool reevaluate,
+                                    bool fresh_picks) {
   auto tok = slm::Tokenizer::from_gguf(model.gguf());
   slm::Session session(model, options(n_ctx));
   slm::Sampler sampler(greedy(*tok), static_cast<int32_t>(model.hparams().n_vocab));
   const slm::GenerateResult r = slm::generate(session, *tok, sampler, prompt, n_predict,
-                                              [](const std::string&) { return true; }, {true, n_keep});
+                                              [](const std::string&) { return true; }, {true, n_keep, reevaluate});
   ASSERT_EQ(static_cast<int>(r.tokens.size()), n_predict) << what;
   EXPECT_FALSE(r.context_full) << what;
   EXPECT_GE(r.context_shifts, min_shifts) << what;
@@ -69,7 +74,7 @@ void expect_shifts_follow_llama_cli(const slm::Model& model, const std::vector<i
   std::vector<int32_t> context = prompt;
   int shifts = 0, mismatches = 0;
   for (size_t i = 0; i < r.tokens.size(); ++i) {
-    const int32_t want = argmax_after(model, context, *tok);
+    const int32_t want = fresh_picks || shifts == 0 ? argmax_after(model, context, *tok) : r.tokens[i];
     if (want != r.tokens[i] && ++mismatches <= 3)
       ADD_FAILURE() << what << ": token " << i << " is " << r.tokens[i] << ", a fresh session on the " << context.size()
                     << " tokens left after " << shifts << " shifts picks " << want;
@@ -115,13 +120,25 @@ TEST(ContextShift, EachTokenIsAFreshSessionsPickOnWhatTheShiftsLeft) {
   auto model = slm::Model::load(path.string());
   auto tok = slm::Tokenizer::from_gguf(model->gguf());
   const auto prompt = prompt_of(*tok, 12, static_cast<int>(model->hparams().n_vocab));
-  expect_shifts_follow_llama_cli(*model, prompt, 48, 5, 120, 4, "stories260K, keep 5");
-  expect_shifts_follow_llama_cli(*model, prompt, 48, 0, 100, 3, "stories260K, keep 0");
-  expect_shifts_follow_llama_cli(*model, prompt, 48, 12, 90, 2, "stories260K, the whole prompt kept");
+  expect_shifts_follow_llama_cli(*model, prompt, 48, 5, 120, 4, "stories260K, keep 5", true, true);
+  expect_shifts_follow_llama_cli(*model, prompt, 48, 0, 100, 3, "stories260K, keep 0", true, true);
+  expect_shifts_follow_llama_cli(*model, prompt, 48, 12, 90, 2, "stories260K, the whole prompt kept", true, true);
 }
 
-// Gemma 2's sliding-window layers (tiny-gemma2: window 8) keep rings, which a truncation back to
-// n_keep may not leave valid: the kept tokens are then evaluated again too.
+// The default: the cache's rows move, keys rotated (stories260K's six layers keep what they
+// computed with the dropped tokens in view, so later picks may differ from a fresh session's).
+TEST(ContextShift, RotatedKeysFollowTheSameArithmetic) {
+  SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
+  auto model = slm::Model::load(path.string());
+  auto tok = slm::Tokenizer::from_gguf(model->gguf());
+  const auto prompt = prompt_of(*tok, 12, static_cast<int>(model->hparams().n_vocab));
+  expect_shifts_follow_llama_cli(*model, prompt, 48, 5, 120, 4, "stories260K, keys rotated, keep 5", false, false);
+  expect_shifts_follow_llama_cli(*model, prompt, 48, 0, 100, 3, "stories260K, keys rotated, keep 0", false, false);
+}
+
+// Gemma 2's sliding-window layers (tiny-gemma2: window 8) keep rings, which once wrapped can
+// neither move nor be truncated back to n_keep and stay valid: what stays is evaluated again,
+// the kept tokens too, by default as well.
 TEST(ContextShift, SlidingWindowRingsShiftToo) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
   std::string error;
@@ -130,7 +147,7 @@ TEST(ContextShift, SlidingWindowRingsShiftToo) {
   auto model = slm::Model::load(gemma);
   auto tok = slm::Tokenizer::from_gguf(model->gguf());
   const auto prompt = prompt_of(*tok, 10, 2000);
-  expect_shifts_follow_llama_cli(*model, prompt, 40, 4, 80, 3, "tiny-gemma2, keep 4");
+  expect_shifts_follow_llama_cli(*model, prompt, 40, 4, 80, 3, "tiny-gemma2, keep 4", false, true);
 }
 
 TEST(ContextShift, NothingToDropStopsAsWithoutIt) {

@@ -38,6 +38,16 @@ std::unique_ptr<KVCache> Model::make_cache(int n_ctx, int n_seq, int, KVTypes ty
   return make_full_kv_cache(kv_shape(), n_ctx, n_seq, types);
 }
 
+KVCache::KeyRotation Model::key_rotation(int n_ctx) const {
+  RopeParams params = decoder_view(n_ctx).attn.rope;  // the factors it points to live in the model
+  params.attn_factor = 1.0f;
+  const int64_t n_head_kv = hp_.n_head_kv, head_dim = hp_.head_dim_k;
+  return [params, n_head_kv, head_dim](float* keys, int64_t n_rows, int32_t delta) {
+    // R(p - delta) = R(-delta) R(p) for every rotated pair: one angle for all rows.
+    rope(keys, n_rows * n_head_kv, head_dim, -delta, params);
+  };
+}
+
 DecoderView Model::decoder_view(int) const {
   fail("{}: {} models cannot be fine-tuned by slm (only the decoders: llama, qwen2, gemma2, phi3)",
        file_->path(), hp_.arch);

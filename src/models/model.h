@@ -63,6 +63,11 @@ class Model {
   // a context of n_ctx positions (Phi-3's LongRoPE factors depend on it). Throws slm::Error for
   // architectures that cannot be fine-tuned (encoders).
   virtual DecoderView decoder_view(int n_ctx) const;
+  // How this decoder's cached keys move `delta` positions back (KVCache::shift, a context
+  // shift): RoPE by -delta with the frequencies of a context of n_ctx (Phi-3's LongRoPE factors
+  // depend on it), at unit magnitude (LongRoPE's attn_factor is in the keys already), over rows
+  // of n_head_kv heads. Throws slm::Error as decoder_view does for encoders.
+  KVCache::KeyRotation key_rotation(int n_ctx) const;
 
  protected:
   explicit Model(std::unique_ptr<GGUFFile> file) : file_(std::move(file)) {}

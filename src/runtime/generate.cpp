@@ -40,6 +40,7 @@ ContextShiftPlan plan_context_shift(std::span<const int32_t> tokens, int32_t n_k
   plan.n_keep = std::clamp<int32_t>(n_keep, 0, n_past);
   const int32_t n_discard = context_shift_discard(n_past, plan.n_keep);
   if (n_discard == 0) return plan;
+  plan.n_discard = n_discard;
   plan.tokens.assign(tokens.begin(), tokens.begin() + plan.n_keep);
   plan.tokens.insert(plan.tokens.end(), tokens.begin() + plan.n_keep + n_discard, tokens.end());
   plan.tokens.push_back(next);
@@ -55,7 +56,7 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
   const auto& have = session.tokens();
   size_t common = 0;
   while (common < have.size() && common < prompt.size() && have[common] == prompt[common]) ++common;
-  common = std::min(common, prompt.size() - 1);
+  common = std::min({common, prompt.size() - 1, static_cast<size_t>(session.n_exact())});
   session.truncate(static_cast<int32_t>(common));
   sampler.reset();
   for (int32_t t : prompt) sampler.accept(t);
@@ -82,8 +83,12 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
         break;
       }
       if (n_predict >= 0 && i + 1 == n_predict) break;
-      session.truncate(plan.n_keep);  // a sliding-window ring may keep less: evaluated from there
       ++r.context_shifts;
+      if (!shift.reevaluate && session.shift(plan.n_keep, plan.n_discard)) {
+        logits = &session.eval(std::span<const int32_t>(&r.tokens.back(), 1));
+        continue;
+      }
+      session.truncate(plan.n_keep);  // a sliding-window ring may keep less: evaluated from there
       logits = &session.eval(std::span<const int32_t>(plan.tokens).subspan(static_cast<size_t>(session.n_past())));
       continue;
     }

@@ -23,13 +23,16 @@ struct GenerateResult {
 
 // llama.cpp's --context-shift: when the text fills the context, the first n_keep tokens stay,
 // half of those after them are dropped, and generation goes on (llama-cli's n_keep and n_discard
-// arithmetic). Where llama.cpp rotates the cached keys of the tokens that stay to their new
-// positions, slm evaluates them again: a batch at prompt speed once per n_ctx / 2 tokens, with
-// every cache type, sliding window and adapter, and exactly the logits a fresh run on those
-// tokens gives (rotating keys stored in f16 or 4/8-bit blocks rounds them a second time).
+// arithmetic). As llama.cpp does, the cached keys of the tokens after the dropped ones are
+// rotated to their new positions and their values kept (KVCache::shift): what they computed
+// while the dropped tokens were in view stays, and the shift costs ~1 ms per thousand tokens
+// and layer. Where the cache cannot move them (a sliding-window ring that has wrapped), or with
+// `reevaluate`, what stays is evaluated again instead: a batch at prompt speed (seconds at a 2k
+// context on two cores), with exactly the logits a fresh run on those tokens gives.
 struct ContextShift {
   bool enabled = false;
   int n_keep = 0;  // tokens from the start of the sequence that always stay (BOS included)
+  bool reevaluate = false;
 };
 
 // What every generation loop checks first: a prompt that is empty or does not leave room for
@@ -63,10 +66,13 @@ int32_t context_shift_discard(int32_t n_past, int32_t n_keep);
 // What a context shift leaves of the held sequence `tokens`, then `next` (the token sampled with
 // no room left to evaluate it): the first n_keep tokens (clamped to the sequence), those after
 // the context_shift_discard() that follow them, and next. `tokens` empty where nothing can be
-// dropped. Both generate() and the server's scheduler shift by it: truncate the cache to
-// n_keep, then evaluate `tokens` from what the cache kept (a sliding-window ring may keep less).
+// dropped. Both generate() and the server's scheduler shift by it: move the cache's rows
+// (KVCache::shift: n_discard positions from n_keep on) and evaluate `next`, or where that
+// cannot be done, truncate the cache to n_keep and evaluate `tokens` from what it kept (a
+// sliding-window ring may keep less).
 struct ContextShiftPlan {
   int32_t n_keep = 0;
+  int32_t n_discard = 0;
   std::vector<int32_t> tokens;
 };
 ContextShiftPlan plan_context_shift(std::span<const int32_t> tokens, int32_t n_keep, int32_t next);

@@ -170,6 +170,66 @@ void store_key_blocks_in_block(DType type, const float* k, int64_t k_dim, int n_
     }
 }
 
+// The inverses of the two above: head h's key at `slot` gathered back into row form (one
+// element per dimension for the float types; blocks of `type` as a row holds them for the
+// quantized ones), every head of the row. row: k_dim elements / bytes of a `type` row.
+template <class T>
+void load_key_from_block(const T* blocks, int64_t k_dim, int n_head, int64_t slots, int32_t slot, T* row) {
+  constexpr int B = kern::kKeyBlock;
+  const int64_t hd = k_dim / n_head;
+  for (int h = 0; h < n_head; ++h) {
+    const T* lane = blocks + h * slots * hd + static_cast<size_t>(slot / B) * B * hd + slot % B;
+    for (int64_t c = 0; c < hd; ++c) row[h * hd + c] = lane[c * B];
+  }
+}
+void load_key_blocks_from_block(DType type, const uint8_t* blocks, int64_t k_dim, int n_head, int64_t slots,
+                                int32_t slot, uint8_t* row) {
+  constexpr int B = kern::kKeyBlock;
+  const size_t bb = row_size(type, 32);
+  const int64_t groups = k_dim / n_head / 32;
+  const size_t group_bytes = bb * B;
+  const size_t block_bytes = static_cast<size_t>(groups) * group_bytes;
+  const bool has_min = type == DType::Q4_1 || type == DType::Q5_1;
+  const bool five = type == DType::Q5_0 || type == DType::Q5_1;
+  const int lane = slot % B;
+  for (int h = 0; h < n_head; ++h)
+    for (int64_t g = 0; g < groups; ++g) {
+      uint8_t* dst = row + (h * groups + g) * bb;
+      const uint8_t* src = blocks + static_cast<size_t>(h) * (slots / B) * block_bytes +
+                           static_cast<size_t>(slot / B) * block_bytes + g * group_bytes;
+      std::memcpy(dst, src + 2 * lane, 2);
+      if (type == DType::Q8_0) {
+        for (int d = 0; d < 32; ++d) dst[2 + d] = src[2 * B + d * B + lane];
+        continue;
+      }
+      size_t at = 2 * B, to = 2;
+      if (has_min) {
+        std::memcpy(dst + to, src + at + 2 * lane, 2);
+        at += 2 * B;
+        to += 2;
+      }
+      if (five) {
+        uint32_t qh = 0;
+        for (int d = 0; d < 32; ++d) {
+          uint16_t bits;
+          std::memcpy(&bits, src + at + 2 * d, 2);
+          qh |= static_cast<uint32_t>((bits >> lane) & 1u) << d;
+        }
+        std::memcpy(dst + to, &qh, 4);
+        to += 4;
+        at += 2 * 32;
+      }
+      uint8_t* qs = dst + to;
+      std::memset(qs, 0, 16);
+      for (int d = 0; d < 32; ++d) {
+        const uint8_t byte = src[at + 8 * d + lane % 8];
+        const uint8_t code = lane < 8 ? byte & 0x0F : byte >> 4;
+        if (d < 16) qs[d] |= code;
+        else qs[d - 16] |= static_cast<uint8_t>(code << 4);
+      }
+    }
+}
+
 }  // namespace
 
 void kv_row_to_floats(DType type, const void* row, float* out, int64_t n) {
@@ -236,26 +296,65 @@ void RingKVCache::check_head(int layer, int seq, int head) const {
   row_index(layer, seq, 0);
 }
 
+void RingKVCache::store_key(int layer, int seq, int32_t slot, size_t idx, const float* k) {
+  if (!blocks_) {
+    encode_row(types_.k, k, k_.data() + idx * k_row_bytes_, shape_.k_dim);
+    return;
+  }
+  uint8_t* kh = k_.data() + head_base(layer, seq, 0, k_row_bytes_);
+  if (types_.k == DType::F16 || types_.k == DType::BF16)
+    store_key_in_block(types_.k, k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<uint16_t*>(kh), held(layer),
+                       slot, reinterpret_cast<uint16_t*>(key_row_.data()));
+  else if (types_.k == DType::F32)
+    store_key_in_block(types_.k, k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<float*>(kh), held(layer), slot,
+                       reinterpret_cast<float*>(key_row_.data()));
+  else
+    store_key_blocks_in_block(types_.k, k, shape_.k_dim, shape_.n_head_kv, kh, held(layer), slot, key_row_.data());
+}
+
 void RingKVCache::store(int layer, int seq, int32_t pos, const float* k, const float* v) {
   const size_t idx = row_index(layer, seq, pos);
-  if (blocks_) {
-    const int32_t slot = pos % capacity_[layer];
-    uint8_t* kh = k_.data() + head_base(layer, seq, 0, k_row_bytes_);
-    if (types_.k == DType::F16 || types_.k == DType::BF16)
-      store_key_in_block(types_.k, k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<uint16_t*>(kh), held(layer),
-                         slot, reinterpret_cast<uint16_t*>(key_row_.data()));
-    else if (types_.k == DType::F32)
-      store_key_in_block(types_.k, k, shape_.k_dim, shape_.n_head_kv, reinterpret_cast<float*>(kh), held(layer), slot,
-                         reinterpret_cast<float*>(key_row_.data()));
-    else
-      store_key_blocks_in_block(types_.k, k, shape_.k_dim, shape_.n_head_kv, kh, held(layer), slot, key_row_.data());
+  const int32_t slot = pos % capacity_[layer];
+  store_key(layer, seq, slot, idx, k);
+  if (blocks_)
     store_value_by_head(types_.v, v, shape_.v_dim, shape_.n_head_kv, v_.data() + head_base(layer, seq, 0, v_row_bytes_),
                         held(layer), slot);
-  } else {
-    encode_row(types_.k, k, k_.data() + idx * k_row_bytes_, shape_.k_dim);
+  else
     encode_row(types_.v, v, v_.data() + idx * v_row_bytes_, shape_.v_dim);
-  }
   if (layer == 0) lengths_[seq] = std::max(lengths_[seq], pos + 1);
+}
+
+void RingKVCache::read_key(int layer, int seq, int32_t pos, float* k) const {
+  const size_t idx = row_index(layer, seq, pos);
+  if (!blocks_) {
+    kv_row_to_floats(types_.k, k_.data() + idx * k_row_bytes_, k, shape_.k_dim);
+    return;
+  }
+  const int32_t slot = pos % capacity_[layer];
+  const uint8_t* kh = k_.data() + head_base(layer, seq, 0, k_row_bytes_);
+  std::vector<uint8_t> row(k_row_bytes_);
+  if (types_.k == DType::F16 || types_.k == DType::BF16)
+    load_key_from_block(reinterpret_cast<const uint16_t*>(kh), shape_.k_dim, shape_.n_head_kv, held(layer), slot,
+                        reinterpret_cast<uint16_t*>(row.data()));
+  else if (types_.k == DType::F32)
+    load_key_from_block(reinterpret_cast<const float*>(kh), shape_.k_dim, shape_.n_head_kv, held(layer), slot,
+                        reinterpret_cast<float*>(row.data()));
+  else
+    load_key_blocks_from_block(types_.k, kh, shape_.k_dim, shape_.n_head_kv, held(layer), slot, row.data());
+  kv_row_to_floats(types_.k, row.data(), k, shape_.k_dim);
+}
+
+void RingKVCache::read_value(int layer, int seq, int32_t pos, float* v) const {
+  const size_t idx = row_index(layer, seq, pos);
+  if (!blocks_) {
+    kv_row_to_floats(types_.v, v_.data() + idx * v_row_bytes_, v, shape_.v_dim);
+    return;
+  }
+  const int64_t hd = shape_.v_dim / shape_.n_head_kv;
+  const size_t head_row = v_row_bytes_ / shape_.n_head_kv;
+  const int32_t slot = pos % capacity_[layer];
+  for (int h = 0; h < shape_.n_head_kv; ++h)
+    kv_row_to_floats(types_.v, v_.data() + head_base(layer, seq, h, v_row_bytes_) + slot * head_row, v + h * hd, hd);
 }
 
 int32_t RingKVCache::first_visible(int layer, int32_t pos) const {
@@ -304,6 +403,46 @@ int32_t RingKVCache::truncate(int seq, int32_t from) {
   }
   lengths_[seq] = from;
   return from;
+}
+
+bool RingKVCache::shift(int seq, int32_t from, int32_t delta, const KeyRotation& rotate) {
+  if (seq < 0 || seq >= n_seq_) fail("KV cache: no sequence {}", seq);
+  const int32_t length = lengths_[seq];
+  if (from < 0 || delta <= 0 || int64_t{from} + delta > length)
+    fail("KV cache shift: positions {}..{} are not within the {} held", from, int64_t{from} + delta - 1, length);
+  // Every position must still be in its slot (pos % capacity == pos): a wrapped ring lost some.
+  for (int32_t cap : capacity_)
+    if (length > cap) return false;
+  const int32_t n_move = length - from - delta;
+  // Keys in chunks, moved down in position order: a chunk's new slots are below its old ones
+  // and above the chunks already moved, so nothing is overwritten before it is read.
+  constexpr int32_t kChunk = 256;
+  std::vector<float> keys(static_cast<size_t>(std::min(kChunk, std::max(n_move, 1))) * shape_.k_dim);
+  for (int l = 0; l < shape_.n_layer; ++l) {
+    for (int32_t c0 = 0; c0 < n_move; c0 += kChunk) {
+      const int32_t n = std::min(kChunk, n_move - c0);
+      for (int32_t i = 0; i < n; ++i) read_key(l, seq, from + delta + c0 + i, keys.data() + i * shape_.k_dim);
+      rotate(keys.data(), n, delta);
+      for (int32_t i = 0; i < n; ++i) {
+        const int32_t pos = from + c0 + i;
+        store_key(l, seq, pos, row_index(l, seq, pos), keys.data() + i * shape_.k_dim);
+      }
+    }
+    if (n_move == 0) continue;
+    // Values are position-free: their bytes move as they are, one run per head (or of rows).
+    if (blocks_) {
+      const size_t head_row = v_row_bytes_ / shape_.n_head_kv;
+      for (int h = 0; h < shape_.n_head_kv; ++h) {
+        uint8_t* base = v_.data() + head_base(l, seq, h, v_row_bytes_);
+        std::memmove(base + from * head_row, base + (from + delta) * head_row, n_move * head_row);
+      }
+    } else {
+      std::memmove(v_.data() + row_index(l, seq, from) * v_row_bytes_,
+                   v_.data() + row_index(l, seq, from + delta) * v_row_bytes_, n_move * v_row_bytes_);
+    }
+  }
+  lengths_[seq] = length - delta;
+  return true;
 }
 
 namespace {

@@ -3,6 +3,7 @@
 // batches users together); each sequence has its own positions 0..n_ctx-1.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -86,6 +87,15 @@ class KVCache {
   // length actually kept, which is less than `from` when a cache cannot keep that prefix
   // valid (a ring that has overwritten rows the next query would need).
   virtual int32_t truncate(int seq, int32_t from) = 0;
+  // llama.cpp's K-shift (what its --context-shift does to the cache): positions from + delta
+  // .. seq_length - 1 of seq move to from .., their keys through `rotate` (RoPE by -delta:
+  // what they would be had they been computed delta positions earlier), their values as they
+  // are; positions from .. from + delta - 1 are forgotten and the sequence is delta shorter.
+  // Returns false, changing nothing, where a layer's ring has wrapped (it no longer holds every
+  // position a query after the move may see). Keys of a quantized type are decoded, rotated
+  // and encoded again, as llama.cpp does.
+  using KeyRotation = std::function<void(float* keys, int64_t n_rows, int32_t delta)>;
+  virtual bool shift(int seq, int32_t from, int32_t delta, const KeyRotation& rotate) = 0;
   // Number of positions currently held for seq (next position to fill).
   virtual int32_t seq_length(int seq) const = 0;
   virtual size_t bytes() const = 0;
@@ -131,7 +141,12 @@ class RingKVCache : public KVCache {
   const uint8_t* value_head(int layer, int seq, int head) const override;
   int64_t value_row_bytes() const override { return blocks_ ? static_cast<int64_t>(v_row_bytes_ / shape_.n_head_kv) : 0; }
   int32_t truncate(int seq, int32_t from) override;
+  bool shift(int seq, int32_t from, int32_t delta, const KeyRotation& rotate) override;
   int32_t seq_length(int seq) const override { return lengths_[seq]; }
+  // The key (k_dim floats) and value (v_dim floats) stored for position pos of (layer, seq),
+  // decoded from whatever layout and types the cache keeps them in.
+  void read_key(int layer, int seq, int32_t pos, float* k) const;
+  void read_value(int layer, int seq, int32_t pos, float* v) const;
   size_t bytes() const override { return k_.size() + v_.size(); }
   std::string save_seq(int seq) const override;
   void restore_seq(int seq, std::string_view bytes) override;
@@ -139,6 +154,8 @@ class RingKVCache : public KVCache {
  private:
   static constexpr int kBlock = 16;  // kern::kKeyBlock (checked in kv_cache.cpp)
   size_t row_index(int layer, int seq, int32_t pos) const;
+  // store()'s two halves: the key of (layer, seq) at ring slot `slot` (blocks) or row idx.
+  void store_key(int layer, int seq, int32_t slot, size_t idx, const float* k);
   void check_head(int layer, int seq, int head) const;
   // Positions (layer, seq) has room for: its ring, rounded up to whole key blocks.
   int64_t held(int layer) const {

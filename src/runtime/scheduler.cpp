@@ -1,6 +1,7 @@
 #include "runtime/scheduler.h"
 
 #include <algorithm>
+#include <limits>
 #include <cmath>
 #include <filesystem>
 #include <numeric>
@@ -141,6 +142,10 @@ struct BatchScheduler::Slot {
   std::chrono::steady_clock::time_point submitted, last_token_at;
   size_t next_prompt = 0;  // index in req.prompt of the next token to evaluate
   int n_keep = 0;          // tokens a context shift keeps (req.n_keep resolved)
+  // Positions from here on hold rows a fresh pass would not give (a shift rotated their keys:
+  // they saw the tokens it dropped); cut off when the request ends, so that no later prompt
+  // reuses them.
+  int32_t exact = std::numeric_limits<int32_t>::max();
   std::vector<int32_t> reeval;  // State::Shift: tokens to evaluate again, from next_reeval on
   size_t next_reeval = 0;
   int cached = 0;
@@ -177,6 +182,7 @@ BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, const S
   const int per_seq = opts_.draft || opts_.lookup ? 1 + std::max(opts_.n_draft, 0) : 1;
   opts_.n_batch = std::max(opts_.n_batch, opts_.n_parallel * per_seq + 16);
   cache_ = model_.make_cache(opts_.n_ctx, opts_.n_parallel, opts_.n_batch, opts_.kv_types);
+  if (opts_.context_shift) rotate_keys_ = model_.key_rotation(opts_.n_ctx);
   if (opts_.draft) {
     if (opts_.n_draft < 1) fail("--draft-max {} must be at least 1", opts_.n_draft);
     if (!(opts_.draft_p_min >= 0.0f && opts_.draft_p_min <= 1.0f)) fail("--draft-p-min {} must be in [0, 1]", opts_.draft_p_min);
@@ -504,6 +510,8 @@ void BatchScheduler::finish(Slot& s, const std::string& reason, const std::strin
                    ms(first - s.submitted).count(), ms(now - first).count());
   s.handle.reset();
   s.sampler.reset();
+  if (static_cast<int64_t>(s.tokens.size()) > s.exact) s.tokens.resize(cache_->truncate(s.seq, s.exact));
+  s.exact = std::numeric_limits<int32_t>::max();
   s.state = Slot::State::Free;
   busy_.fetch_sub(1);
 }
@@ -578,14 +586,22 @@ bool BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
       finish(s, "length");
       return false;
     }
-    // As generate(): what stays past what the cache kept (a sliding-window ring may keep less
-    // than n_keep) is evaluated again in the next steps, like a prompt chunk.
+    n_shifts_.fetch_add(1);
+    // As generate(): the cache's rows move and the token is evaluated in the next step; where
+    // they cannot (a wrapped sliding-window ring), what stays past what the cache kept is
+    // evaluated again in the next steps, like a prompt chunk.
+    if (cache_->shift(s.seq, plan.n_keep, plan.n_discard, rotate_keys_)) {
+      s.tokens.erase(s.tokens.begin() + plan.n_keep, s.tokens.begin() + plan.n_keep + plan.n_discard);
+      s.exact = std::min(s.exact, plan.n_keep);
+      s.pending_token = token;
+      s.state = Slot::State::Generate;
+      return true;
+    }
     const int32_t kept = cache_->truncate(s.seq, plan.n_keep);
     s.tokens.resize(kept);
     s.reeval.assign(plan.tokens.begin() + kept, plan.tokens.end());
     s.next_reeval = 0;
     s.state = Slot::State::Shift;
-    n_shifts_.fetch_add(1);
     return true;
   }
   s.pending_token = token;

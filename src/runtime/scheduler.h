@@ -120,8 +120,9 @@ struct SchedulerOptions {
   bool lookup = false;
   int lookup_ngram_min = 2, lookup_ngram_max = 3;
   // llama-server's --context-shift: a request whose text fills the context drops half of it
-  // after its n_keep tokens and goes on (runtime/generate.h, ContextShift: the rest is
-  // evaluated again, in the steps' batches like a prompt). Not with a draft or lookup.
+  // after its n_keep tokens and goes on (runtime/generate.h, ContextShift: the cached keys of
+  // the rest are rotated, or where a wrapped ring cannot be moved, the rest is evaluated again
+  // in the steps' batches like a prompt). Not with a draft or lookup.
   bool context_shift = false;
 };
 
@@ -241,6 +242,7 @@ class BatchScheduler : public Scheduler {
   SchedulerOptions opts_;
   SchedulerObserver* observer_;
   std::unique_ptr<KVCache> cache_;
+  KVCache::KeyRotation rotate_keys_;  // SchedulerOptions::context_shift: KVCache::shift's
   std::unique_ptr<ComputeContext> ctx_;
   std::vector<std::unique_ptr<Slot>> slots_;
   Batch batch_;

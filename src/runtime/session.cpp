@@ -1,6 +1,7 @@
 #include "runtime/session.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "core/error.h"
 #include "runtime/prompt_state.h"
@@ -74,16 +75,28 @@ void Session::load_state(const std::string& path) {
   PromptState st = read_prompt_state(path, state_identity(), model_.hparams().n_vocab);
   try {
     tokens_ = restore_prompt_state(*cache_, 0, std::move(st), path);
+    exact_ = std::numeric_limits<int32_t>::max();  // a file holds only exact rows (its writer cut the rest)
   } catch (const Error&) {
     tokens_.resize(static_cast<size_t>(cache_->seq_length(0)));  // as it was, or emptied with the rows
     throw;
   }
 }
 
+bool Session::shift(int32_t from, int32_t n) {
+  if (from < 0 || n <= 0 || int64_t{from} + n > n_past())
+    fail("context shift: tokens {}..{} are not within the {} held", from, int64_t{from} + n - 1, n_past());
+  if (!rotate_keys_) rotate_keys_ = model_.key_rotation(n_ctx());
+  if (!cache_->shift(0, from, n, rotate_keys_)) return false;
+  tokens_.erase(tokens_.begin() + from, tokens_.begin() + from + n);
+  exact_ = std::min(exact_, from);
+  return true;
+}
+
 void Session::truncate(int32_t n) {
   n = std::clamp<int32_t>(n, 0, n_past());
   n = cache_->truncate(0, n);
   tokens_.resize(n);
+  if (n <= exact_) exact_ = std::numeric_limits<int32_t>::max();  // what follows is computed from exact rows
 }
 
 }  // namespace slm

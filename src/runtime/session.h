@@ -1,7 +1,9 @@
 // One conversation's state on a model: its KV cache, compute context and the tokens it has
 // seen. A server owns one Session per user (or one with many sequences); nothing global.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -58,6 +60,15 @@ class Session {
   // Forget everything from position n on (keeps the cached prefix).
   void truncate(int32_t n);
   void reset() { truncate(0); }
+  // A context shift as llama.cpp makes it (KVCache::shift): tokens from .. from + n - 1 leave
+  // the sequence, the cached keys of those after them are rotated to their new positions.
+  // Returns false, changing nothing, where the cache cannot (a sliding-window ring that has
+  // wrapped): truncate and evaluate again instead.
+  bool shift(int32_t from, int32_t n);
+  // How many of the first tokens have the cached rows a fresh pass over them gives: all of
+  // them, unless a shift rotated keys (those after its start saw the tokens it dropped). Only
+  // these may be reused for another prompt (generate(), a prompt cache file).
+  int32_t n_exact() const { return std::min(n_past(), exact_); }
 
   // The sequence so far, its tokens and cache rows, to a prompt cache file (llama.cpp's
   // --prompt-cache), and back: a later run whose prompt starts with those tokens evaluates only
@@ -78,6 +89,8 @@ class Session {
   Batch batch_;
   std::vector<int32_t> tokens_;
   std::vector<float> logits_;
+  KVCache::KeyRotation rotate_keys_;  // made at the first shift
+  int32_t exact_ = std::numeric_limits<int32_t>::max();  // n_exact()
 };
 
 }  // namespace slm
