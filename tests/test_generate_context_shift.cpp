@@ -269,6 +269,27 @@ TEST(ContextShiftCli, RunGoesOnPastTheContextOnlyWhenAsked) {
   EXPECT_NE(shifted.err.find("filled"), std::string::npos) << shifted.err;
   EXPECT_EQ(shifted.out.rfind(stop.out, 0), 0u) << "the shifted text starts with the stopped one";
   EXPECT_GT(shifted.out.size(), stop.out.size() * 2);
+  // --context-shift-reeval (implies --context-shift): what stays is evaluated again, which on
+  // stories260K's six layers gives another text after the first shift, and generate()'s with
+  // ContextShift::reevaluate.
+  const auto reeval = run({"--context-shift-reeval", "--keep", "-1"});
+  ASSERT_EQ(reeval.exit_code, 0) << reeval.err;
+  EXPECT_NE(reeval.err.find("filled"), std::string::npos) << reeval.err;
+  EXPECT_EQ(reeval.out.rfind(stop.out, 0), 0u);
+  EXPECT_NE(reeval.out, shifted.out);
+  auto model = slm::Model::load(path.string());
+  auto tok = slm::Tokenizer::from_gguf(model->gguf());
+  for (const bool again : {false, true}) {
+    const std::vector<int32_t> prompt = tok->encode("Once upon a time", true, false);
+    slm::SessionOptions so = options(48);
+    so.n_batch = 128;  // slm run's
+    slm::Session session(*model, so);
+    slm::Sampler sampler(greedy(*tok), static_cast<int32_t>(model->hparams().n_vocab));
+    const auto r = slm::generate(session, *tok, sampler, prompt, 150, [](const std::string&) { return true; },
+                                 {true, static_cast<int>(prompt.size()), again});
+    EXPECT_NE((again ? reeval.out : shifted.out).find(r.text), std::string::npos)
+        << (again ? "reevaluated: " : "rotated: ") << r.text;
+  }
   const auto spec = run({"--context-shift", "--lookup"});
   EXPECT_EQ(spec.exit_code, 1);
   EXPECT_NE(spec.err.find("--context-shift works with plain generation only"), std::string::npos) << spec.err;

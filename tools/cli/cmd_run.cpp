@@ -85,6 +85,9 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
                "when the text fills the context, drop half of it after the --keep tokens and go on (default: stop)");
   app.add_option("--keep", n_keep, "with --context-shift: tokens of the prompt that always stay (-1: all of it; default 0)")
       ->check(CLI::Range(-1, 1 << 30));
+  app.add_flag("--context-shift-reeval", context_shift_reeval,
+               "--context-shift that evaluates what stays again (a pause of seconds at a long context) instead of "
+               "rotating its cached keys: the logits of a fresh run on those tokens");
   kv.add_to(app);
   lora.add_to(app);
   app.add_option("--grammar", grammar, "GBNF grammar the output must follow (llama.cpp's format)");
@@ -202,7 +205,7 @@ Generator::~Generator() = default;
 
 GenerateResult Generator::operator()(Sampler& sampler, std::span<const int32_t> prompt,
                                      const std::function<bool(const std::string&)>& on_text) {
-  if (o_.context_shift && speculative())
+  if (o_.shifts_context() && speculative())
     fail("--context-shift works with plain generation only, not with --draft-model or --lookup");
   if (o_.lookup) {
     LookupParams lp = o_.lookup_params;
@@ -210,7 +213,7 @@ GenerateResult Generator::operator()(Sampler& sampler, std::span<const int32_t> 
     return generate_lookup(session_, tok_, sampler, prompt, o_.n_predict, lp, on_text, &stats_);
   }
   if (!draft_session_) {
-    const ContextShift shift{o_.context_shift, resolve_n_keep(prompt, tok_, o_.n_keep)};
+    const ContextShift shift{o_.shifts_context(), resolve_n_keep(prompt, tok_, o_.n_keep), o_.context_shift_reeval};
     return generate(session_, tok_, sampler, prompt, o_.n_predict, on_text, shift);
   }
   return generate_speculative(session_, *draft_session_, tok_, sampler, prompt, o_.n_predict, o_.speculative, on_text,
@@ -291,7 +294,10 @@ struct PromptCacheOptions {
   // The session's state to the file: the prompt's (all: the generated text's too).
   void save(Session& session, const std::vector<int32_t>& prompt) const {
     if (read_only) return;
+    // Only rows a fresh pass would give are kept (after a context shift that rotated keys, those
+    // before the dropped tokens); and after a shift the prompt is no longer whole.
     if (!all) session.truncate(static_cast<int32_t>(std::min(prompt.size(), session.tokens().size())));
+    session.truncate(session.n_exact());
     session.save_state(path);
   }
 };
@@ -375,7 +381,7 @@ Runner add_run(CLI::App& app) {
     if (!cache->path.empty()) cache->save(session, ids);
     if (r.context_full)
       fmt::print(stderr, "\nslm: stopped: the context ({} tokens) is full{}\n", session.n_ctx(),
-                 o->context_shift ? " with the kept tokens (--keep)" : " (--context-shift goes on past it; -c raises it)");
+                 o->shifts_context() ? " with the kept tokens (--keep)" : " (--context-shift goes on past it; -c raises it)");
     if (r.context_shifts > 0)
       fmt::print(stderr, "\nslm: the context ({} tokens) filled {} time{}: each time half of the text after the "
                  "kept tokens (--keep) was dropped (--context-shift)\n",

@@ -61,8 +61,8 @@ Runner add_serve(CLI::App& app) {
                  "folder for POST /slots/ID?action=save|restore {\"filename\": NAME}: a slot's cached prompt kept in a file "
                  "and loaded back (llama-server's)");
   app.add_flag("--context-shift,!--no-context-shift", o->s.context_shift,
-               "a request whose text fills the context drops half of it after its n_keep tokens and goes on "
-               "(llama-server's; default: it ends with finish_reason length)");
+               "a request whose text fills the context drops half of it after its n_keep tokens and goes on, the "
+               "cached keys of what stays rotated (llama-server's; default: it ends with finish_reason length)");
   app.add_option("--lora", o->s.lora,
                  "LoRA adapter FILE or FILE:SCALE (repeatable); a request may set {\"lora\": [{\"id\": 0, \"scale\": S}]}")
       ->take_all();

@@ -56,6 +56,10 @@ struct GenerationOptions {
   // and drop half of the rest (runtime/generate.h, ContextShift).
   bool context_shift = false;
   int n_keep = 0;
+  // --context-shift-reeval: what stays is evaluated again instead of its cached keys being
+  // rotated (ContextShift::reevaluate); implies --context-shift.
+  bool context_shift_reeval = false;
+  bool shifts_context() const { return context_shift || context_shift_reeval; }
 
   void add_to(CLI::App& app, bool model_required = true);
   // The sampler's settings, with --ignore-eos's bans on the tokenizer's end-of-generation tokens.
