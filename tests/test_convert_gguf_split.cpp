@@ -288,4 +288,97 @@ TEST(GgufSplitCli, SplitsRunsAndMergesAsLlamaGgufSplit) {
   EXPECT_NE(r.err.find("at least 1"), std::string::npos) << r.err;
 }
 
+// llama-quantize --keep-split: a split input quantizes into parts holding the same tensors as
+// the input's, named after the output without .gguf; merged, they are the file quantizing the
+// whole model gives.
+TEST(GgufSplitCli, QuantizeKeepSplitWritesTheInputsParts) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const fs::path dir = fresh_dir("keep-split");
+  const auto in_parts = split_by_tensors(model, "keep-split-in", 20);
+  ASSERT_EQ(in_parts.size(), 3u);
+  auto r = slm::test::run_cli({"quantize", "-q", "--keep-split", in_parts[1], (dir / "q8.gguf").string(), "Q8_0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "q8.gguf"));
+  EXPECT_FALSE(fs::exists(dir / "q8.keep-split-tmp.gguf")) << "the whole file written first is removed";
+  std::vector<std::string> out_parts;
+  for (int p = 1; p <= 3; ++p) out_parts.push_back((dir / ("q8-0000" + std::to_string(p) + "-of-00003.gguf")).string());
+  for (const std::string& p : out_parts) ASSERT_TRUE(fs::exists(p)) << p;
+  auto in = GGUFFile::open(in_parts[0]);
+  auto out = GGUFFile::open(out_parts[0]);
+  ASSERT_EQ(out->tensors().size(), in->tensors().size());
+  for (size_t i = 0; i < in->tensors().size(); ++i) {
+    EXPECT_EQ(out->tensors()[i].name, in->tensors()[i].name);
+    EXPECT_EQ(fs::path(out->tensors()[i].file->path()).filename().string().substr(3),
+              fs::path(in->tensors()[i].file->path()).filename().string().substr(3))
+        << in->tensors()[i].name << " is in the same part";
+  }
+  // The parts hold what quantizing the whole file gives: its metadata and each tensor's bytes
+  // (in the input's order, as llama-quantize --keep-split writes them).
+  slm::convert::QuantizeOptions qo;
+  qo.n_threads = 2;
+  qo.progress = false;
+  slm::convert::quantize_file(model.string(), (dir / "whole.gguf").string(), "Q8_0", qo);
+  r = slm::test::run_cli({"gguf-split", "--merge", "-q", out_parts[2], (dir / "merged.gguf").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto merged = GGUFFile::open((dir / "merged.gguf").string());
+  auto whole = GGUFFile::open((dir / "whole.gguf").string());
+  EXPECT_EQ(merged->metadata(), whole->metadata());
+  ASSERT_EQ(merged->tensors().size(), whole->tensors().size());
+  for (const slm::TensorInfo& t : whole->tensors()) {
+    const slm::TensorInfo* m = merged->find_tensor(t.name);
+    ASSERT_NE(m, nullptr) << t.name;
+    EXPECT_EQ(m->type, t.type) << t.name;
+    ASSERT_EQ(m->nbytes, t.nbytes) << t.name;
+    EXPECT_EQ(std::memcmp(m->data, t.data, t.nbytes), 0) << t.name;
+  }
+  EXPECT_EQ(prompt_logits(out_parts[0]), prompt_logits((dir / "whole.gguf").string()));
+  // Parts already there are refused before any work; a one-file input writes one file.
+  r = slm::test::run_cli({"quantize", "-q", "--keep-split", in_parts[0], (dir / "q8.gguf").string(), "Q8_0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("q8-00001-of-00003.gguf: already exists"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "q8.keep-split-tmp.gguf"));
+  r = slm::test::run_cli({"quantize", "-q", "--keep-split", model.string(), (dir / "one.gguf").string(), "Q8_0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("is one file"), std::string::npos) << r.err;
+  EXPECT_TRUE(slm::test::read_text_file((dir / "one.gguf").string()) ==
+              slm::test::read_text_file((dir / "whole.gguf").string()));
+}
+
+// convert_hf_to_gguf.py's --split-max-tensors / --split-max-size: the converted model in parts,
+// which merge into the file a plain conversion writes; a model that fits one part is one file.
+TEST(GgufSplitCli, ConvertWritesParts) {
+  SLM_REQUIRE_FIXTURE(hf, "models/hf/tiny-qwen2/config.json");
+  const fs::path src = hf.parent_path();
+  const fs::path dir = fresh_dir("convert-split");
+  auto r = slm::test::run_cli({"convert", src.string(), "-o", (dir / "plain.gguf").string(), "--outtype", "f32", "-q"}, 300);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const size_t n_tensors = GGUFFile::open((dir / "plain.gguf").string())->tensors().size();
+  r = slm::test::run_cli({"convert", src.string(), "-o", (dir / "qw.gguf").string(), "--outtype", "f32",
+                          "--split-max-tensors", "10"}, 300);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const int n_parts = static_cast<int>((n_tensors + 9) / 10);
+  ASSERT_GE(n_parts, 2);
+  EXPECT_NE(r.err.find("written as " + std::to_string(n_parts) + " parts"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "qw.gguf"));
+  EXPECT_FALSE(fs::exists(dir / "qw.split-tmp.gguf"));
+  const std::string first = slm::gguf_split_path((dir / "qw").string(), 0, n_parts);
+  auto f = GGUFFile::open(first);
+  EXPECT_EQ(f->parts().size(), static_cast<size_t>(n_parts));
+  r = slm::test::run_cli({"gguf-split", "--merge", "-q", first, (dir / "merged.gguf").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(slm::test::read_text_file((dir / "merged.gguf").string()) ==
+              slm::test::read_text_file((dir / "plain.gguf").string()))
+      << "files differ";
+  r = slm::test::run_cli({"convert", src.string(), "-o", (dir / "big.gguf").string(), "--outtype", "f32", "-q",
+                          "--split-max-size", "50G"}, 300);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(slm::test::read_text_file((dir / "big.gguf").string()) ==
+              slm::test::read_text_file((dir / "plain.gguf").string()))
+      << "one part: the plain file";
+  EXPECT_FALSE(fs::exists(dir / "big.split-tmp.gguf"));
+  r = slm::test::run_cli({"convert", src.string(), "-o", (dir / "x.gguf").string(), "--split-max-size", "2T"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("whole number followed by M"), std::string::npos) << r.err;
+}
+
 }  // namespace

@@ -1,6 +1,9 @@
 #include "convert/gguf_split.h"
 
+#include <cctype>
 #include <filesystem>
+#include <string_view>
+#include <unordered_map>
 
 #include "convert/progress.h"
 #include "core/error.h"
@@ -107,6 +110,83 @@ void write_split(const GGUFFile& in, const std::vector<SplitPart>& parts, bool p
     throw;
   }
   bar.finish();
+}
+
+std::vector<SplitPart> plan_split_like(const GGUFFile& in, const GGUFFile& like, const std::string& out_prefix) {
+  const auto like_parts = like.parts();
+  if (like_parts.size() < 2) fail("{}: not a split model; there are no parts to keep", like.path());
+  const auto& tensors = in.tensors();
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].name] = i;
+  // In `like`'s order, part by part (llama-quantize sorts by part, then offset).
+  std::vector<std::vector<size_t>> groups(like_parts.size());
+  size_t placed = 0;
+  for (const TensorInfo& t : like.tensors()) {
+    const auto it = index.find(t.name);
+    if (it == index.end()) continue;
+    for (size_t p = 0; p < like_parts.size(); ++p)
+      if (t.file == like_parts[p].file) {
+        groups[p].push_back(it->second);
+        ++placed;
+      }
+  }
+  if (placed != tensors.size())
+    for (const TensorInfo& t : tensors)
+      if (!like.find_tensor(t.name))
+        fail("{}: tensor {} is in none of the parts of {}; the parts cannot be kept", in.path(), t.name, like.path());
+  if (placed != tensors.size())
+    fail("{}: {} tensors, of which {} were placed in the parts of {}", in.path(), tensors.size(), placed, like.path());
+  std::vector<SplitPart> parts;
+  for (size_t p = 0; p < groups.size(); ++p) {
+    SplitPart part;
+    part.path = gguf_split_path(out_prefix, static_cast<int>(p), static_cast<int>(groups.size()));
+    part.tensors = groups[p];
+    const GGUFWriter w = part_writer(in, part.tensors, p, groups.size());
+    part.bytes = w.header_size();
+    for (size_t i : part.tensors) part.bytes += padded(tensors[i].nbytes, in.alignment());
+    parts.push_back(std::move(part));
+  }
+  return parts;
+}
+
+uint64_t parse_split_size(const std::string& s) {
+  size_t digits = 0;
+  while (digits < s.size() && std::isdigit(static_cast<unsigned char>(s[digits]))) ++digits;
+  const std::string unit = s.substr(digits);
+  if (digits == 0 || digits > 12 || (unit != "M" && unit != "G"))
+    fail("--split-max-size '{}': write a whole number followed by M (megabytes) or G (gigabytes), e.g. 2G", s);
+  const uint64_t n = std::stoull(s.substr(0, digits));
+  if (n == 0) fail("--split-max-size '{}': the size must be above 0", s);
+  return n * (unit == "M" ? 1000 * 1000 : 1000 * 1000 * 1000);
+}
+
+std::string split_prefix_of(const std::string& out_path) {
+  constexpr std::string_view ext = ".gguf";
+  if (out_path.size() > ext.size() && out_path.ends_with(ext)) return out_path.substr(0, out_path.size() - ext.size());
+  return out_path;
+}
+
+std::vector<SplitPart> split_written_model(const std::string& tmp_path, const std::string& whole_path,
+                                           const std::function<std::vector<SplitPart>(const GGUFFile&)>& plan,
+                                           bool progress) {
+  std::error_code ec;
+  std::vector<SplitPart> parts;
+  try {
+    {
+      const auto whole = GGUFFile::open(tmp_path);
+      parts = plan(*whole);
+      if (parts.size() > 1) write_split(*whole, parts, progress);
+    }
+    if (parts.size() <= 1) {
+      std::filesystem::rename(tmp_path, whole_path);  // replacing it, as writing it directly would
+      return {};
+    }
+  } catch (...) {
+    std::filesystem::remove(tmp_path, ec);
+    throw;
+  }
+  std::filesystem::remove(tmp_path, ec);
+  return parts;
 }
 
 void merge_split(const GGUFFile& in, const std::string& out_path, bool progress) {

@@ -4,6 +4,7 @@
 // GGUFFile::open reads a split model from any of its parts.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,27 @@ std::vector<SplitPart> plan_split(const GGUFFile& in, const std::string& out_pre
 // Writes the planned parts (none of them may exist: an old part left beside new ones would be
 // read as one of them). On any error the parts written so far are removed. Throws slm::Error.
 void write_split(const GGUFFile& in, const std::vector<SplitPart>& parts, bool progress);
+
+// The parts of `in` laid out as the split model `like` lays them out: each tensor in the part
+// the tensor of its name lies in there, in `in`'s order; what llama-quantize --keep-split writes
+// for a split input. Throws slm::Error where `like` is not split or lacks one of the tensors.
+std::vector<SplitPart> plan_split_like(const GGUFFile& in, const GGUFFile& like, const std::string& out_prefix);
+
+// llama-gguf-split's --split-max-size: "500M" or "2G", decimal megabytes or gigabytes, in bytes.
+// Throws slm::Error naming the value otherwise.
+uint64_t parse_split_size(const std::string& s);
+
+// "model.gguf" -> "model": the prefix a tool that writes parts names them by (llama-quantize
+// --keep-split and convert_hf_to_gguf.py both drop the extension).
+std::string split_prefix_of(const std::string& out_path);
+
+// A model just written whole to `tmp_path`, written again as the parts `plan` lays out for it and
+// then removed; where the plan has a single part, the file is renamed to `whole_path` instead
+// (as convert_hf_to_gguf.py writes a model that fits one part: one plain file). Returns the parts
+// written (empty: the whole file). On an error `tmp_path` is removed and no part is left.
+std::vector<SplitPart> split_written_model(const std::string& tmp_path, const std::string& whole_path,
+                                           const std::function<std::vector<SplitPart>(const GGUFFile&)>& plan,
+                                           bool progress);
 
 // Writes every tensor and the metadata of the split model `in` (opened from any part) into one
 // file, without the split.* keys. Throws slm::Error if `in` is not split or `out_path` exists.

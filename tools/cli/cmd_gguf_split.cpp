@@ -3,30 +3,12 @@
 // parts back into one file.
 #include <fmt/format.h>
 
-#include <cctype>
-
 #include "commands.h"
 #include "convert/gguf_split.h"
 #include "core/error.h"
 #include "core/gguf.h"
 
 namespace slm::cli {
-
-namespace {
-
-// "500M" or "2G" as llama-gguf-split reads it: decimal megabytes or gigabytes.
-uint64_t parse_split_size(const std::string& s) {
-  size_t digits = 0;
-  while (digits < s.size() && std::isdigit(static_cast<unsigned char>(s[digits]))) ++digits;
-  const std::string unit = s.substr(digits);
-  if (digits == 0 || digits > 12 || (unit != "M" && unit != "G"))
-    fail("--split-max-size '{}': write a whole number followed by M (megabytes) or G (gigabytes), e.g. 2G", s);
-  const uint64_t n = std::stoull(s.substr(0, digits));
-  if (n == 0) fail("--split-max-size '{}': the size must be above 0", s);
-  return n * (unit == "M" ? 1000 * 1000 : 1000 * 1000 * 1000);
-}
-
-}  // namespace
 
 Runner add_gguf_split(CLI::App& app) {
   struct Opts {
@@ -56,7 +38,7 @@ Runner add_gguf_split(CLI::App& app) {
     }
     convert::SplitOptions so;
     so.max_tensors = o->max_tensors;
-    if (!o->max_size.empty()) so.max_bytes = parse_split_size(o->max_size);
+    if (!o->max_size.empty()) so.max_bytes = convert::parse_split_size(o->max_size);
     so.no_tensor_first_split = o->no_tensor_first_split;
     const std::vector<convert::SplitPart> parts = convert::plan_split(*in, o->out, so);
     fmt::print("n_split: {}\n", parts.size());
