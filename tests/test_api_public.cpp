@@ -97,6 +97,16 @@ TEST(PublicApi, GreedyGenerationMatchesReference) {
   EXPECT_LT(n_stopped, 48);
   EXPECT_EQ(n_shifted, 120);
   EXPECT_EQ(shifted.substr(0, stopped.size()), stopped);
+  // Evaluated again instead of rotated: the same text up to the first shift, another after it
+  // (stories260K's rows remember the dropped tokens only when rotated).
+  std::string reevaluated;
+  shifting.context_shift_reevaluate = true;
+  ASSERT_TRUE(short_ctx.generate("Once upon a time", shifting, [&](std::string_view p) {
+    reevaluated += p;
+    return true;
+  }).ok);
+  EXPECT_EQ(reevaluated.substr(0, stopped.size()), stopped);
+  EXPECT_NE(reevaluated, shifted);
   // A prompt that does not fit is a status, and the session stays usable.
   slm::api::Session small(m, {.n_ctx = 4, .n_threads = 1});
   const auto st = small.generate("Once upon a time there was", gp, [](std::string_view) { return true; });

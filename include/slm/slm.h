@@ -106,9 +106,13 @@ struct GenerateParams {
   std::vector<std::pair<int32_t, float>> logit_bias;
   // llama.cpp's --context-shift and --keep: when the text fills the context, the prompt's first
   // n_keep tokens (the BOS token besides; -1: the whole prompt) stay, half of the rest is
-  // dropped, and generation goes on; false: it stops there.
+  // dropped, and generation goes on; false: it stops there. The cached keys of what stays are
+  // rotated to their new positions (llama.cpp's way, milliseconds); with
+  // context_shift_reevaluate what stays is evaluated again (a prompt batch per shift, and exactly
+  // what a fresh run on those tokens gives).
   bool context_shift = false;
   int n_keep = 0;
+  bool context_shift_reevaluate = false;
 };
 
 // One conversation on a model (the model must outlive it).

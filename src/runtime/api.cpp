@@ -181,7 +181,7 @@ Status Session::generate(std::string_view prompt, const GenerateParams& p,
     Sampler sampler = make_sampler(*impl_->model, p);
     const std::vector<int32_t> ids = tok.encode(prompt, true, parse_special);
     slm::generate(*impl_->session, tok, sampler, ids, p.n_predict, [&](const std::string& s) { return on_text(s); },
-                  {p.context_shift, resolve_n_keep(ids, tok, p.n_keep)});
+                  {p.context_shift, resolve_n_keep(ids, tok, p.n_keep), p.context_shift_reevaluate});
   });
 }
 

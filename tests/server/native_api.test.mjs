@@ -109,6 +109,7 @@ describe('/completion, /tokenize, /detokenize', { skip: missingShared(STORIES, G
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.default_generation_settings.n_ctx, 2048);  // stories260K's training context
     assert.equal(r.json.default_generation_settings.params.temperature, 0.8);
+    assert.equal(r.json.default_generation_settings.params.n_keep, 0);  // what a request without n_keep keeps
     assert.equal(r.json.total_slots, 4);
     assert.equal(r.json.model_path, sharedPath(STORIES));
     assert.equal(r.json.chat_template, '');  // stories260K has none

@@ -809,7 +809,7 @@ int run(const ServerOptions& opts) {
     send_json(res, {{"default_generation_settings",
                      {{"n_ctx", st.scheduler->n_ctx()},
                       {"model", st.model_id},
-                      {"params", {{"n_predict", -1}, {"temperature", kDefaultTemperature}, {"top_k", kDefaultTopK},
+                      {"params", {{"n_predict", -1}, {"n_keep", 0}, {"temperature", kDefaultTemperature}, {"top_k", kDefaultTopK},
                                   {"top_p", kDefaultTopP}, {"min_p", kDefaultMinP}, {"repeat_penalty", 1.0},
                                   {"presence_penalty", 0.0}, {"frequency_penalty", 0.0}, {"typical_p", 1.0},
                                   {"top_n_sigma", -1.0}, {"xtc_probability", 0.0}, {"xtc_threshold", 0.1},
