@@ -6,6 +6,7 @@
 #include <benchmark/benchmark.h>
 
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "sampling/sampler.h"
@@ -22,8 +23,15 @@ std::vector<float> logits() {
   return l;
 }
 
-void bm_sample(benchmark::State& st, slm::SamplerParams p) {
-  static const std::vector<float> l = logits();
+// The same logits, five times as far apart: the mass in a few hundred tokens, as after a
+// confident model's step.
+std::vector<float> peaked_logits() {
+  std::vector<float> l = logits();
+  for (float& x : l) x *= 5.0f;
+  return l;
+}
+
+void bm_sample_from(benchmark::State& st, slm::SamplerParams p, const std::vector<float>& l) {
   p.seed = 1;
   slm::Sampler s(p, kVocab);
   if (p.dry_multiplier > 0)
@@ -33,6 +41,16 @@ void bm_sample(benchmark::State& st, slm::SamplerParams p) {
     s.accept(t);
     benchmark::DoNotOptimize(t);
   }
+}
+
+void bm_sample(benchmark::State& st, slm::SamplerParams p) {
+  static const std::vector<float> l = logits();
+  bm_sample_from(st, std::move(p), l);
+}
+
+void bm_sample_peaked(benchmark::State& st, slm::SamplerParams p) {
+  static const std::vector<float> l = peaked_logits();
+  bm_sample_from(st, std::move(p), l);
 }
 
 slm::SamplerParams whole_vocabulary() {
@@ -70,6 +88,7 @@ slm::SamplerParams dry() {
 
 BENCHMARK_CAPTURE(bm_sample, defaults, defaults())->Name("sampling/128k/defaults");
 BENCHMARK_CAPTURE(bm_sample, top_p, top_p_alone())->Name("sampling/128k/top-p-0.95-alone");
+BENCHMARK_CAPTURE(bm_sample_peaked, top_p_peaked, top_p_alone())->Name("sampling/128k/top-p-0.95-alone-peaked");
 BENCHMARK_CAPTURE(bm_sample, stages, optional_stages())->Name("sampling/128k/typical-xtc-top-n-sigma");
 BENCHMARK_CAPTURE(bm_sample, mirostat1, mirostat(1))->Name("sampling/128k/mirostat-1");
 BENCHMARK_CAPTURE(bm_sample, mirostat2, mirostat(2))->Name("sampling/128k/mirostat-2");

@@ -299,6 +299,29 @@ TEST(SamplingChain, TopPRadixOrderEqualsTheComparisonSort) {
   EXPECT_EQ(differ, 0);
 }
 
+// Over 16,384 candidates top-p first counts them by distance from the max (Sampler::top_p) and
+// sorts only those the cut needs: the same tokens as sorting by comparison, for distributions
+// that keep one token, some hundreds, or most of them, ties and all, at several top-p values.
+TEST(SamplingChain, TopPHistogramCutEqualsTheComparisonSort) {
+  const int n = 40000;
+  for (const float scale : {0.3f, 2.0f, 6.0f, 25.0f}) {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> g(0.0f, scale);
+    std::vector<float> l(n);
+    for (auto& x : l) x = std::round(g(rng) * 64.0f) / 64.0f;  // many ties, many on bucket edges
+    for (const float top_p : {0.5f, 0.9f, 0.99f}) {
+      SamplerParams p = plain(1.0f, 3);
+      p.top_p = top_p;
+      SamplerParams q = p;
+      q.top_k = n - 1;  // sorted by comparison first: top-p only scans
+      Sampler histogram(p, n), comparison(q, n);
+      int differ = 0;
+      for (int i = 0; i < 60; ++i) differ += histogram.sample(l.data()) != comparison.sample(l.data());
+      EXPECT_EQ(differ, 0) << "scale " << scale << ", top-p " << top_p;
+    }
+  }
+}
+
 TEST(SamplingChain, MinPRemovesTokensBelowFractionOfMax) {
   const std::vector<double> probs = {0.1, 0.4, 0.05, 0.3, 0.15};
   const auto l = logits_of(probs);

@@ -26,6 +26,12 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // 128k vocabulary for its mass, which comparison sorting took ~8 ms per token to order.
 constexpr size_t kTopPRadixFrom = 16384;
 
+// Over that many candidates, top-p first counts them in buckets of 1/kTopPBucketsPerNat below
+// the max logit (the last bucket takes the rest, each below e^-32 of the max), to find how many
+// it keeps before sorting any (Sampler::top_p).
+constexpr int kTopPBucketsPerNat = 64;
+constexpr int kTopPBuckets = 32 * kTopPBucketsPerNat + 1;
+
 // The Better order as one unsigned key per candidate, ascending: the logit's bits made to
 // compare as unsigned integers, descending (-0 taken as +0, which compare equal as floats),
 // then the id ascending. Logits are never NaN.
@@ -159,10 +165,11 @@ Sampler::Sampler(const SamplerParams& p, int32_t n_vocab) : params_(p), n_vocab_
   const auto nv = static_cast<size_t>(n_vocab);
   cand_.resize(nv);
   prob_.resize(nv);
-  if (p.top_p < 1.0f && nv >= kTopPRadixFrom) {  // top-p's radix sort: sized once, not per token
+  if (p.top_p < 1.0f && nv >= kTopPRadixFrom) {  // top-p's radix sort and histogram: sized once, not per token
     radix_keys_.resize(2 * nv);
     radix_tmp_.resize(nv);
     radix_count_.resize(size_t{1} << 16);
+    top_p_count_.resize(kTopPBuckets);
   }
   dry_on_ = p.dry_multiplier > 0.0f && p.dry_penalty_last_n != 0;
   if (dry_on_) {
@@ -427,15 +434,57 @@ size_t Sampler::top_p(size_t n, bool sorted) {
   Candidate* c = cand_.data();
   const double mx = max_logit_;
   double sum = 0.0;
-  for (size_t j = 0; j < n; ++j) sum += std::exp(static_cast<double>(c[j].logit) - mx);
+  double cum = 0.0;
+  size_t done = 0;
+  size_t chunk = sorted ? n : std::min(n, kTopPFirstChunk);
+  if (sorted || n < kTopPRadixFrom) {
+    for (size_t j = 0; j < n; ++j) sum += std::exp(static_cast<double>(c[j].logit) - mx);
+  } else {
+    // Over a large vocabulary, count the candidates by distance from the max first: the buckets
+    // whose mass reaches p say how many candidates the cut needs, and those are exactly the ones
+    // in these buckets (a lower bucket means a strictly higher logit). One pass moves them to
+    // the front, where they are sorted: no selection over the whole vocabulary, and a flat
+    // distribution sorts its long prefix by radix at once.
+    std::fill(top_p_count_.begin(), top_p_count_.end(), 0u);
+    const float fmx = max_logit_;
+    const auto bucket = [fmx](float logit) {
+      const float d = (fmx - logit) * static_cast<float>(kTopPBucketsPerNat);
+      return static_cast<size_t>(std::min(d, static_cast<float>(kTopPBuckets - 1)));
+    };
+    for (size_t j = 0; j < n; ++j) {
+      sum += std::exp(static_cast<double>(c[j].logit) - mx);
+      ++top_p_count_[bucket(c[j].logit)];
+    }
+    // Each bucket's mass taken at its top (an overestimate by at most 1/kTopPBucketsPerNat nat):
+    // the count may fall short of the cut by a bucket, and then the chunks below go on.
+    const double want = static_cast<double>(p) * sum;
+    double mass = 0.0;
+    size_t last = 0, need = 0;
+    for (; last < static_cast<size_t>(kTopPBuckets); ++last) {
+      mass += top_p_count_[last] * std::exp(-static_cast<double>(last) / kTopPBucketsPerNat);
+      need += top_p_count_[last];
+      if (mass >= want) break;
+    }
+    if (need > n / 16) {
+      // A flat distribution: the radix sort below takes all of it (a pass picking out a large
+      // share mispredicts every other branch and costs more than it saves).
+      chunk = n;
+    } else {
+      std::partition(c, c + n, [&](const Candidate& x) { return bucket(x.logit) <= last; });
+      std::sort(c, c + need, Better{});
+      chunk = need;
+      for (; done < chunk; ++done) {
+        cum += std::exp(static_cast<double>(c[done].logit) - mx);
+        if (cum >= want) return done + 1;
+      }
+      chunk = std::min(n, done + kTopPFirstChunk);
+    }
+  }
   const double target = static_cast<double>(p) * sum;
 
   // Keep the smallest prefix (in descending order) whose mass reaches p. The prefix is
   // sorted in growing chunks: each chunk is the best of what is left, so the running sum
   // carries over, and a peaked distribution never pays for sorting the whole vocabulary.
-  double cum = 0.0;
-  size_t done = 0;
-  size_t chunk = sorted ? n : std::min(n, kTopPFirstChunk);
   for (;;) {
     if (!sorted && n - done >= kTopPRadixFrom && chunk - done > (n - done) / 16) {
       radix_sort(c + done, c + n);  // most of what is left: sort all of it, in linear time

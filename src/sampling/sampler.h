@@ -162,6 +162,8 @@ class Sampler {
   std::vector<uint64_t> radix_keys_;
   std::vector<Candidate> radix_tmp_;
   std::vector<uint32_t> radix_count_;
+  // top_p's histogram of the candidates by distance from the max logit (kTopPBuckets).
+  std::vector<uint32_t> top_p_count_;
   std::vector<float> prob_;
   float max_logit_ = 0;   // largest penalised finite logit, set by collect()
   int32_t argmax_ = -1;   // its lowest id, set by collect()
