@@ -41,6 +41,22 @@ GGUFWriter part_writer(const GGUFFile& in, const std::vector<size_t>& tensors, s
   return w;
 }
 
+// The parts holding each group of `in`'s tensors (indices, in order): their names and sizes.
+std::vector<SplitPart> parts_of(const GGUFFile& in, const std::vector<std::vector<size_t>>& groups,
+                                const std::string& out_prefix) {
+  std::vector<SplitPart> parts;
+  for (size_t p = 0; p < groups.size(); ++p) {
+    SplitPart part;
+    part.path = gguf_split_path(out_prefix, static_cast<int>(p), static_cast<int>(groups.size()));
+    part.tensors = groups[p];
+    const GGUFWriter w = part_writer(in, part.tensors, p, groups.size());
+    part.bytes = w.header_size();
+    for (size_t i : part.tensors) part.bytes += padded(in.tensors()[i].nbytes, in.alignment());
+    parts.push_back(std::move(part));
+  }
+  return parts;
+}
+
 // Each tensor's bytes, copied from its file inside the kernel where it can.
 void copy_tensor(const TensorInfo& t, const GGUFWriter::Sink& sink) {
   if (t.file) sink.copy_range(t.file->fd(), t.file_offset, static_cast<size_t>(t.nbytes));
@@ -71,17 +87,7 @@ std::vector<SplitPart> plan_split(const GGUFFile& in, const std::string& out_pre
   if (groups.size() > 9999)
     fail("{}: {} parts would be more than the 9,999 a split model's names allow; raise the limit",
          in.path(), groups.size());
-  std::vector<SplitPart> parts;
-  for (size_t p = 0; p < groups.size(); ++p) {
-    SplitPart part;
-    part.path = gguf_split_path(out_prefix, static_cast<int>(p), static_cast<int>(groups.size()));
-    part.tensors = groups[p];
-    const GGUFWriter w = part_writer(in, part.tensors, p, groups.size());
-    part.bytes = w.header_size();
-    for (size_t i : part.tensors) part.bytes += padded(tensors[i].nbytes, in.alignment());
-    parts.push_back(std::move(part));
-  }
-  return parts;
+  return parts_of(in, groups, out_prefix);
 }
 
 void write_split(const GGUFFile& in, const std::vector<SplitPart>& parts, bool progress) {
@@ -136,17 +142,7 @@ std::vector<SplitPart> plan_split_like(const GGUFFile& in, const GGUFFile& like,
         fail("{}: tensor {} is in none of the parts of {}; the parts cannot be kept", in.path(), t.name, like.path());
   if (placed != tensors.size())
     fail("{}: {} tensors, of which {} were placed in the parts of {}", in.path(), tensors.size(), placed, like.path());
-  std::vector<SplitPart> parts;
-  for (size_t p = 0; p < groups.size(); ++p) {
-    SplitPart part;
-    part.path = gguf_split_path(out_prefix, static_cast<int>(p), static_cast<int>(groups.size()));
-    part.tensors = groups[p];
-    const GGUFWriter w = part_writer(in, part.tensors, p, groups.size());
-    part.bytes = w.header_size();
-    for (size_t i : part.tensors) part.bytes += padded(tensors[i].nbytes, in.alignment());
-    parts.push_back(std::move(part));
-  }
-  return parts;
+  return parts_of(in, groups, out_prefix);
 }
 
 uint64_t parse_split_size(const std::string& s) {
