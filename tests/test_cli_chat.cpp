@@ -140,6 +140,31 @@ TEST(CliChat, ALongConversationLeavesOutItsOldestTurns) {
   for (const auto& p : prompts) EXPECT_LE(tok->encode(p, false, true).size() + 24, 256u) << p;
 }
 
+// A message that fits the context but leaves no room for the reply is refused, unless
+// --context-shift lets the reply shift the context when it fills (llama-cli's conversation mode).
+TEST(CliChat, ContextShiftAnswersAMessageThatLeavesNoRoomForTheReply) {
+  SLM_REQUIRE_FIXTURE(model, "fixtures/logits/llama-L2-E64-Q8_0.gguf");
+  SLM_REQUIRE_FIXTURE(tmpl, "fixtures/templates/meta-llama-Llama-3.2-3B-Instruct.jinja");
+  std::string input;
+  for (int i = 0; i < 110; ++i) input += "word ";
+  input += "\n";
+  const std::vector<std::string> args = {"chat", "-m", model.string(), "--chat-template", tmpl.string(), "-c", "256",
+                                         "-n", "100", "--temp", "0", "--ignore-eos", "--show-prompt"};
+  const auto refused = run_cli(args, 120.0, &input);
+  ASSERT_EQ(refused.exit_code, 0) << refused.err;
+  EXPECT_NE(refused.err.find("write a shorter message"), std::string::npos) << refused.err;
+  std::vector<std::string> shifting = args;
+  shifting.push_back("--context-shift");
+  const auto answered = run_cli(shifting, 120.0, &input);
+  ASSERT_EQ(answered.exit_code, 0) << answered.err;
+  EXPECT_EQ(answered.err.find("write a shorter message"), std::string::npos) << answered.err;
+  EXPECT_NE(answered.err.find("(256 tokens) 1 time: each time half"), std::string::npos) << answered.err;
+  const auto replies = blocks(answered.err, "<<<REPLY", "REPLY>>>");
+  ASSERT_EQ(replies.size(), 1u) << answered.err;
+  auto tok = slm::Tokenizer::from_gguf(*slm::GGUFFile::open(model.string()));
+  EXPECT_GE(tok->encode(replies[0], false, false).size(), 80u) << "the whole reply, past the context: " << replies[0];
+}
+
 // Commands, as in `ollama run`: /system sets the system message, /clear forgets the turns (not
 // the system message), "//" sends a line starting with "/", /bye ends; none reaches the model.
 TEST(CliChat, SlashCommands) {

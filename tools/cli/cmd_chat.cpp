@@ -89,10 +89,12 @@ Runner add_chat(CLI::App& app) {
       if (fitted.dropped > 0)
         fmt::print(stderr, "slm: the conversation outgrew the context ({} tokens): its {} oldest messages are left "
                    "out from now on\n", n_ctx, fitted.dropped);
-      if (!fitted.fits) {
+      // With --context-shift a prompt that fits by itself is answered: the reply shifts the
+      // context when it fills (llama-cli's conversation mode does the same).
+      if (!fitted.fits && !(o->shifts_context() && static_cast<int64_t>(fitted.tokens.size()) < n_ctx)) {
         fmt::print(stderr, "slm: that message (with the system prompt: {} tokens) and {} tokens for the reply do not "
-                   "fit in the context of {} tokens; write a shorter message, or start with a larger -c\n",
-                   fitted.tokens.size(), room, n_ctx);
+                   "fit in the context of {} tokens; write a shorter message, or start with a larger -c{}\n",
+                   fitted.tokens.size(), room, n_ctx, o->shifts_context() ? "" : " (or --context-shift)");
         messages.erase(messages.end() - 1);  // it is not part of the conversation
         continue;
       }
@@ -110,6 +112,10 @@ Runner add_chat(CLI::App& app) {
       if (r.context_full)
         fmt::print(stderr, "slm: the reply filled the context ({} tokens) and was cut; older messages will be left "
                    "out to make room\n", session.n_ctx());
+      if (r.context_shifts > 0)
+        fmt::print(stderr, "slm: the reply filled the context ({} tokens) {} time{}: each time half of the text after "
+                   "the kept tokens (--keep) was dropped (--context-shift)\n",
+                   session.n_ctx(), r.context_shifts, r.context_shifts == 1 ? "" : "s");
     }
     return 0;
   };
