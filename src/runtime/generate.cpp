@@ -84,13 +84,12 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
       }
       if (n_predict >= 0 && i + 1 == n_predict) break;
       ++r.context_shifts;
-      if (!shift.reevaluate && session.shift(plan.n_keep, plan.n_discard)) {
-        logits = &session.eval(std::span<const int32_t>(&r.tokens.back(), 1));
+      if (shift.reevaluate || !session.shift(plan.n_keep, plan.n_discard)) {
+        session.truncate(plan.n_keep);  // a sliding-window ring may keep less: evaluated from there
+        logits = &session.eval(std::span<const int32_t>(plan.tokens).subspan(static_cast<size_t>(session.n_past())));
         continue;
       }
-      session.truncate(plan.n_keep);  // a sliding-window ring may keep less: evaluated from there
-      logits = &session.eval(std::span<const int32_t>(plan.tokens).subspan(static_cast<size_t>(session.n_past())));
-      continue;
+      // The rows moved: the new token is evaluated below, as any other.
     }
     if (n_predict >= 0 && i + 1 == n_predict) break;  // the last token needs no evaluation
     logits = &session.eval(std::span<const int32_t>(&r.tokens.back(), 1));

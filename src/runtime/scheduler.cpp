@@ -590,19 +590,16 @@ bool BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
     // As generate(): the cache's rows move and the token is evaluated in the next step; where
     // they cannot (a wrapped sliding-window ring), what stays past what the cache kept is
     // evaluated again in the next steps, like a prompt chunk.
-    if (cache_->shift(s.seq, plan.n_keep, plan.n_discard, rotate_keys_)) {
-      s.tokens.erase(s.tokens.begin() + plan.n_keep, s.tokens.begin() + plan.n_keep + plan.n_discard);
-      s.exact = std::min(s.exact, plan.n_keep);
-      s.pending_token = token;
-      s.state = Slot::State::Generate;
+    if (!cache_->shift(s.seq, plan.n_keep, plan.n_discard, rotate_keys_)) {
+      const int32_t kept = cache_->truncate(s.seq, plan.n_keep);
+      s.tokens.resize(kept);
+      s.reeval.assign(plan.tokens.begin() + kept, plan.tokens.end());
+      s.next_reeval = 0;
+      s.state = Slot::State::Shift;
       return true;
     }
-    const int32_t kept = cache_->truncate(s.seq, plan.n_keep);
-    s.tokens.resize(kept);
-    s.reeval.assign(plan.tokens.begin() + kept, plan.tokens.end());
-    s.next_reeval = 0;
-    s.state = Slot::State::Shift;
-    return true;
+    s.tokens.erase(s.tokens.begin() + plan.n_keep, s.tokens.begin() + plan.n_keep + plan.n_discard);
+    s.exact = std::min(s.exact, plan.n_keep);
   }
   s.pending_token = token;
   s.state = Slot::State::Generate;
