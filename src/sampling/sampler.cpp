@@ -434,50 +434,20 @@ size_t Sampler::top_p(size_t n, bool sorted) {
   Candidate* c = cand_.data();
   const double mx = max_logit_;
   double sum = 0.0;
-  double cum = 0.0;
-  size_t done = 0;
-  size_t chunk = sorted ? n : std::min(n, kTopPFirstChunk);
-  if (sorted || n < kTopPRadixFrom) {
+  // Over a large vocabulary, count the candidates by distance from the max while summing.
+  const bool counting = !sorted && n >= kTopPRadixFrom;
+  const float fmx = max_logit_;
+  const auto bucket = [fmx](float logit) {
+    const float d = (fmx - logit) * static_cast<float>(kTopPBucketsPerNat);
+    return static_cast<size_t>(std::min(d, static_cast<float>(kTopPBuckets - 1)));
+  };
+  if (!counting) {
     for (size_t j = 0; j < n; ++j) sum += std::exp(static_cast<double>(c[j].logit) - mx);
   } else {
-    // Over a large vocabulary, count the candidates by distance from the max first: the buckets
-    // whose mass reaches p say how many candidates the cut needs, and those are exactly the ones
-    // in these buckets (a lower bucket means a strictly higher logit). One pass moves them to
-    // the front, where they are sorted: no selection over the whole vocabulary, and a flat
-    // distribution sorts its long prefix by radix at once.
     std::fill(top_p_count_.begin(), top_p_count_.end(), 0u);
-    const float fmx = max_logit_;
-    const auto bucket = [fmx](float logit) {
-      const float d = (fmx - logit) * static_cast<float>(kTopPBucketsPerNat);
-      return static_cast<size_t>(std::min(d, static_cast<float>(kTopPBuckets - 1)));
-    };
     for (size_t j = 0; j < n; ++j) {
       sum += std::exp(static_cast<double>(c[j].logit) - mx);
       ++top_p_count_[bucket(c[j].logit)];
-    }
-    // Each bucket's mass taken at its top (an overestimate by at most 1/kTopPBucketsPerNat nat):
-    // the count may fall short of the cut by a bucket, and then the chunks below go on.
-    const double want = static_cast<double>(p) * sum;
-    double mass = 0.0;
-    size_t last = 0, need = 0;
-    for (; last < static_cast<size_t>(kTopPBuckets); ++last) {
-      mass += top_p_count_[last] * std::exp(-static_cast<double>(last) / kTopPBucketsPerNat);
-      need += top_p_count_[last];
-      if (mass >= want) break;
-    }
-    if (need > n / 16) {
-      // A flat distribution: the radix sort below takes all of it (a pass picking out a large
-      // share mispredicts every other branch and costs more than it saves).
-      chunk = n;
-    } else {
-      std::partition(c, c + n, [&](const Candidate& x) { return bucket(x.logit) <= last; });
-      std::sort(c, c + need, Better{});
-      chunk = need;
-      for (; done < chunk; ++done) {
-        cum += std::exp(static_cast<double>(c[done].logit) - mx);
-        if (cum >= want) return done + 1;
-      }
-      chunk = std::min(n, done + kTopPFirstChunk);
     }
   }
   const double target = static_cast<double>(p) * sum;
@@ -485,13 +455,41 @@ size_t Sampler::top_p(size_t n, bool sorted) {
   // Keep the smallest prefix (in descending order) whose mass reaches p. The prefix is
   // sorted in growing chunks: each chunk is the best of what is left, so the running sum
   // carries over, and a peaked distribution never pays for sorting the whole vocabulary.
+  double cum = 0.0;
+  size_t done = 0;
+  size_t chunk = sorted ? n : std::min(n, kTopPFirstChunk);
+  size_t ready = 0;  // the front candidates already in their final order
+  if (counting) {
+    // The buckets whose mass reaches p say how many candidates the cut needs, and those are
+    // exactly the ones in these buckets (a lower bucket means a strictly higher logit). Each
+    // bucket's mass is taken at its top (an overestimate by at most 1/kTopPBucketsPerNat nat): the
+    // count may fall short of the cut by a bucket, and then the chunks go on from there.
+    double mass = 0.0;
+    size_t last = 0, need = 0;
+    for (; last < static_cast<size_t>(kTopPBuckets); ++last) {
+      mass += top_p_count_[last] * std::exp(-static_cast<double>(last) / kTopPBucketsPerNat);
+      need += top_p_count_[last];
+      if (mass >= target) break;
+    }
+    if (need > n / 16) {
+      // A flat distribution: the radix sort below takes all of it (a pass picking out a large
+      // share mispredicts every other branch and costs more than it saves).
+      chunk = n;
+    } else {
+      // One pass moves them to the front, where they are sorted: no selection over the whole
+      // vocabulary.
+      std::partition(c, c + n, [&](const Candidate& x) { return bucket(x.logit) <= last; });
+      std::sort(c, c + need, Better{});
+      chunk = ready = need;
+    }
+  }
   for (;;) {
     if (!sorted && n - done >= kTopPRadixFrom && chunk - done > (n - done) / 16) {
       radix_sort(c + done, c + n);  // most of what is left: sort all of it, in linear time
       sorted = true;
       chunk = n;
     }
-    if (!sorted) sort_prefix(c + done, c + chunk, c + n);
+    if (!sorted && chunk > ready) sort_prefix(c + done, c + chunk, c + n);
     for (; done < chunk; ++done) {
       cum += std::exp(static_cast<double>(c[done].logit) - mx);
       if (cum >= target) return done + 1;
