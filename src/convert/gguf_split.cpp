@@ -136,12 +136,12 @@ std::vector<SplitPart> plan_split_like(const GGUFFile& in, const GGUFFile& like,
         ++placed;
       }
   }
-  if (placed != tensors.size())
+  if (placed != tensors.size()) {
     for (const TensorInfo& t : tensors)
       if (!like.find_tensor(t.name))
         fail("{}: tensor {} is in none of the parts of {}; the parts cannot be kept", in.path(), t.name, like.path());
-  if (placed != tensors.size())
     fail("{}: {} tensors, of which {} were placed in the parts of {}", in.path(), tensors.size(), placed, like.path());
+  }
   return parts_of(in, groups, out_prefix);
 }
 
