@@ -42,7 +42,7 @@ void bm_kv_shift(benchmark::State& state) {
   rope.mode = slm::RopeMode::Normal;
   rope.n_rot = 64;
   rope.freq_base = 500000.0f;
-  const slm::KVCache::KeyRotation rotate = [&](float* keys, int64_t rows, int32_t delta) {
+  const slm::KVCache::KeyRotation rotate = [&](int, float* keys, int64_t rows, int32_t delta) {
     slm::rope(keys, rows * 8, 64, -delta, rope);
   };
   const int32_t n_discard = (n_ctx - 1) / 2;

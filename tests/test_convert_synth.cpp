@@ -82,6 +82,8 @@ TEST(SynthPlan, OtherShapesMatchThePublishedParameterCounts) {
   EXPECT_EQ(param_count("qwen2.5-1.5b", 151936), 1543714304);
   EXPECT_EQ(param_count("gemma-2-2b", 256000), 2614341888);
   EXPECT_EQ(param_count("phi-3-mini", 32064), 3821079552);
+  EXPECT_EQ(param_count("qwen3-0.6b", 151936), 596049920);
+  EXPECT_EQ(param_count("gemma-3-1b", 262144), 999885952);
   EXPECT_NEAR(param_count("llama-3.2-3b", 128256) / 1e9, 3.213, 0.001);
 }
 
@@ -171,7 +173,8 @@ TEST_P(TinyShapes, WritesAModelThatLoadsAndRuns) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllArchitectures, TinyShapes,
-                         testing::Values("tiny-llama", "tiny-qwen2", "tiny-gemma2", "tiny-phi3"));
+                         testing::Values("tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma2",
+                                         "tiny-gemma3", "tiny-phi3"));
 
 TEST(SynthCli, SameSeedSameFileWhateverTheThreadsAndClearErrors) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-llama-spm.gguf");

@@ -219,7 +219,13 @@ INSTANTIATE_TEST_SUITE_P(
             Case{"fixtures/logits/gemma2-L4-E64-Q4_0", "fixtures/logits/gemma2-L4-E64-Q4_0.batch.logits", kQuant, 0.9},
             Case{"fixtures/logits/phi3-L3-E64-F32", "fixtures/logits/phi3-L3-E64-F32.batch.logits", kF32, 1.0},
             Case{"fixtures/logits/phi3-L3-E64-Q8_0", "fixtures/logits/phi3-L3-E64-Q8_0.batch.logits", kQuant, 0.9},
-            Case{"fixtures/logits/phi3-L3-E64-Q4_0", "fixtures/logits/phi3-L3-E64-Q4_0.batch.logits", kQuant, 0.9}),
+            Case{"fixtures/logits/phi3-L3-E64-Q4_0", "fixtures/logits/phi3-L3-E64-Q4_0.batch.logits", kQuant, 0.9},
+            // Qwen3 and Gemma 3 against a float64 NumPy forward pass written from transformers'
+            // modeling code (scripts/make-arch-fixtures.py; no llama.cpp reference here). An
+            // absolute path replaces the shared directory. Gemma 3 takes Gemma 2's bound: both
+            // sides round GELU's input to fp16, and float32 against float64 flips a few roundings.
+            Case{SLM_SOURCE_DIR "/tests/data/arch/tiny-qwen3", SLM_SOURCE_DIR "/tests/data/arch/tiny-qwen3.batch.logits", kF32, 1.0},
+            Case{SLM_SOURCE_DIR "/tests/data/arch/tiny-gemma3", SLM_SOURCE_DIR "/tests/data/arch/tiny-gemma3.batch.logits", kGemmaF32, 1.0}),
         testing::Bool()),
     [](const testing::TestParamInfo<std::tuple<Case, bool>>& info) {
       return case_name({std::get<0>(info.param), info.index}) +

@@ -113,7 +113,7 @@ void expect_shift_moves_and_rotates(slm::KVTypes types, const slm::KVShape& shap
   for (int p = 0; p < n; ++p) keys1.push_back(key_at(cache, shape, 1, 1, p)), values1.push_back(value_at(cache, shape, 1, 1, p));
 
   int calls = 0;
-  const slm::KVCache::KeyRotation rotate = [&](float* keys, int64_t rows, int32_t d) {
+  const slm::KVCache::KeyRotation rotate = [&](int, float* keys, int64_t rows, int32_t d) {
     ++calls;
     EXPECT_EQ(d, delta);
     slm::rope(keys, rows * shape.n_head_kv, hd, -d, rope);
@@ -173,7 +173,7 @@ TEST(KVCacheShift, RowsMoveAndRotateToo) {
 TEST(KVCacheShift, AWrappedRingRefusesAndKeepsItsRows) {
   const slm::KVShape shape{2, 64, 64, 2};
   const slm::RopeParams rope = rope_params(slm::RopeMode::Neox, 32);
-  auto no_call = [](float*, int64_t, int32_t) { ADD_FAILURE() << "a refused shift rotated keys"; };
+  auto no_call = [](int, float*, int64_t, int32_t) { ADD_FAILURE() << "a refused shift rotated keys"; };
   {
     // Layer 1 has a window of 8: a ring of 16 positions, wrapped at 40.
     slm::RingKVCache cache(shape, {0, 8}, kCtx, 1, 1, DType::F16);
@@ -188,7 +188,7 @@ TEST(KVCacheShift, AWrappedRingRefusesAndKeepsItsRows) {
     // A ring that has not wrapped yet holds every position in its own slot: it moves.
     slm::RingKVCache cache(shape, {0, 8}, kCtx, 1, 1, DType::F16);
     fill(cache, shape, 0, 14, rope, 3);
-    EXPECT_TRUE(cache.shift(0, 2, 5, [&](float* k, int64_t rows, int32_t d) { slm::rope(k, rows * 2, 32, -d, rope); }));
+    EXPECT_TRUE(cache.shift(0, 2, 5, [&](int, float* k, int64_t rows, int32_t d) { slm::rope(k, rows * 2, 32, -d, rope); }));
     EXPECT_EQ(cache.seq_length(0), 9);
   }
   slm::RingKVCache cache(shape, {0, 0}, kCtx, 1, 1, DType::F16);
@@ -251,9 +251,10 @@ TEST(KVCacheShift, OneLayerModelsGiveAFreshPassLogits) {
   static const slm::test::ProgramTempDir dir("kv-shift");
   // tiny-llama has Llama 3's frequency factors, qwen2 and gemma2 NEOX RoPE, phi3 NEOX with a
   // sliding window (a ring as long as the context here), gemma2 a ring of 8 that does not wrap
-  // in a context this short with batches this long.
-  const Family families[] = {{"tiny-llama", "llama"}, {"tiny-qwen2", "qwen2"}, {"tiny-gemma2", "gemma2"},
-                             {"tiny-phi3", "phi3"}};
+  // in a context this short with batches this long; qwen3 and gemma3 normalize keys before RoPE
+  // (gemma3's one layer slides, with RoPE base 10,000 where the file says 1e6).
+  const Family families[] = {{"tiny-llama", "llama"}, {"tiny-qwen2", "qwen2"}, {"tiny-qwen3", "qwen3"},
+                             {"tiny-gemma2", "gemma2"}, {"tiny-gemma3", "gemma3"}, {"tiny-phi3", "phi3"}};
   for (const Family& f : families) {
     std::unique_ptr<slm::Model> m;
     ASSERT_NO_THROW(m = one_layer_model(f, vocab, dir.path())) << f.shape;
@@ -270,9 +271,13 @@ TEST(KVCacheShift, OneLayerModelsGiveAFreshPassLogits) {
       const double err = slm::test::rel_l2(want, shifted_logits(*m, tokens, n_keep, n_discard, next, type));
       // The keys only moved, not rotated: what a shift that forgot RoPE would give.
       const double unrotated = slm::test::rel_l2(
-          want, shifted_logits(*m, tokens, n_keep, n_discard, next, type, [](float*, int64_t, int32_t) {}));
+          want, shifted_logits(*m, tokens, n_keep, n_discard, next, type, [](int, float*, int64_t, int32_t) {}));
       std::printf("%-28s shifted %.2e, moved without rotating %.2e\n", what.c_str(), err, unrotated);
-      EXPECT_LT(err, type == DType::F32 ? 1e-5 : 2e-3) << what;
+      // Keys normalized per head (qwen3, gemma3) give scores of several units where synth's
+      // 0.02-wide weights give nearly uniform attention, so q8_0's second rounding of a rotated
+      // key shows 5x more in the logits (measured 2.9e-3 and 9.6e-3; unrotated: 0.24 and 1.06).
+      const bool sharp = std::string(f.arch) == "qwen3" || std::string(f.arch) == "gemma3";
+      EXPECT_LT(err, type == DType::F32 ? 1e-5 : type == DType::Q8_0 && sharp ? 2e-2 : 2e-3) << what;
       EXPECT_GT(unrotated, 20 * err) << what << ": the check must see a missing rotation";
     }
   }

@@ -35,7 +35,9 @@ struct ArchName {
 constexpr ArchName kArchs[] = {
     {"LlamaForCausalLM", "llama"},
     {"Qwen2ForCausalLM", "qwen2"},
+    {"Qwen3ForCausalLM", "qwen3"},
     {"Gemma2ForCausalLM", "gemma2"},
+    {"Gemma3ForCausalLM", "gemma3"},
     {"Phi3ForCausalLM", "phi3"},
 };
 
@@ -168,14 +170,15 @@ std::vector<float> llama3_factors(const Hp& hp, const RopeConfig& r) {
                              r.original_max_position_embeddings.value_or(8192));
 }
 
-void plan_llama_like(Planner& p, const Hp& hp, const HfConfig& cfg, bool qwen2) {
+void plan_llama_like(Planner& p, const Hp& hp, const HfConfig& cfg) {
   const int64_t E = hp.n_embd, F = hp.n_ff, V = hp.n_vocab;
   const int64_t Q = hp.n_head * hp.head_dim, KV = hp.n_head_kv * hp.head_dim;
+  const bool llama = hp.arch == "llama", qwen2 = hp.arch == "qwen2", qwen3 = hp.arch == "qwen3";
   p.add("model.embed_tokens.weight", "token_embd.weight", {V, E});
-  if (!qwen2 && cfg.rope().type == "llama3") p.generated("rope_freqs.weight", llama3_factors(hp, cfg.rope()));
-  // Qwen2 uses NEOX RoPE (rotate_half, the layout HF stores), so only Llama permutes.
+  if (llama && cfg.rope().type == "llama3") p.generated("rope_freqs.weight", llama3_factors(hp, cfg.rope()));
+  // Qwen uses NEOX RoPE (rotate_half, the layout HF stores), so only Llama permutes.
   auto perm = [&](Entry& e, int64_t heads) -> Entry& {
-    if (!qwen2) {
+    if (llama) {
       e.xform = Xform::PermuteHeads;
       e.perm_heads = heads;
     }
@@ -189,6 +192,10 @@ void plan_llama_like(Planner& p, const Hp& hp, const HfConfig& cfg, bool qwen2) 
     perm(p.add(layer_hf(l, "self_attn.k_proj.bias"), layer_gguf(l, "attn_k.bias"), {KV}, qwen2), hp.n_head_kv);
     p.add(layer_hf(l, "self_attn.v_proj.weight"), layer_gguf(l, "attn_v.weight"), {KV, E});
     p.add(layer_hf(l, "self_attn.v_proj.bias"), layer_gguf(l, "attn_v.bias"), {KV}, qwen2);
+    if (qwen3) {  // each head's query and key RMS-normalized before RoPE
+      p.add(layer_hf(l, "self_attn.q_norm.weight"), layer_gguf(l, "attn_q_norm.weight"), {hp.head_dim});
+      p.add(layer_hf(l, "self_attn.k_norm.weight"), layer_gguf(l, "attn_k_norm.weight"), {hp.head_dim});
+    }
     p.add(layer_hf(l, "self_attn.o_proj.weight"), layer_gguf(l, "attn_output.weight"), {E, Q});
     p.add(layer_hf(l, "self_attn.o_proj.bias"), layer_gguf(l, "attn_output.bias"), {E}, false);
     p.add(layer_hf(l, "post_attention_layernorm.weight"), layer_gguf(l, "ffn_norm.weight"), {E});
@@ -203,27 +210,34 @@ void plan_llama_like(Planner& p, const Hp& hp, const HfConfig& cfg, bool qwen2) 
   if (!hp.tied) p.add("lm_head.weight", "output.weight", {V, E});
 }
 
-void plan_gemma2(Planner& p, const Hp& hp) {
+// Gemma 2 and Gemma 3 (whose heads' query and key norms are Gemma norms too).
+void plan_gemma(Planner& p, const Hp& hp) {
   const int64_t E = hp.n_embd, F = hp.n_ff, V = hp.n_vocab;
   const int64_t Q = hp.n_head * hp.head_dim, KV = hp.n_head_kv * hp.head_dim;
   // Gemma's RMSNorm scales by (1 + w); llama.cpp's norm scales by w, so the converter stores
   // 1 + w (computed in float32, as llama.cpp's converter does after widening bf16).
-  auto norm = [&](std::string hf, std::string name) { p.add(std::move(hf), std::move(name), {E}).xform = Xform::AddOne; };
+  auto norm = [&](std::string hf, std::string name, int64_t n) {
+    p.add(std::move(hf), std::move(name), {n}).xform = Xform::AddOne;
+  };
   p.add("model.embed_tokens.weight", "token_embd.weight", {V, E});
   for (int64_t l = 0; l < hp.n_layer; ++l) {
-    norm(layer_hf(l, "input_layernorm.weight"), layer_gguf(l, "attn_norm.weight"));
+    norm(layer_hf(l, "input_layernorm.weight"), layer_gguf(l, "attn_norm.weight"), E);
     p.add(layer_hf(l, "self_attn.q_proj.weight"), layer_gguf(l, "attn_q.weight"), {Q, E});
     p.add(layer_hf(l, "self_attn.k_proj.weight"), layer_gguf(l, "attn_k.weight"), {KV, E});
     p.add(layer_hf(l, "self_attn.v_proj.weight"), layer_gguf(l, "attn_v.weight"), {KV, E});
+    if (hp.arch == "gemma3") {
+      norm(layer_hf(l, "self_attn.q_norm.weight"), layer_gguf(l, "attn_q_norm.weight"), hp.head_dim);
+      norm(layer_hf(l, "self_attn.k_norm.weight"), layer_gguf(l, "attn_k_norm.weight"), hp.head_dim);
+    }
     p.add(layer_hf(l, "self_attn.o_proj.weight"), layer_gguf(l, "attn_output.weight"), {E, Q});
-    norm(layer_hf(l, "post_attention_layernorm.weight"), layer_gguf(l, "post_attention_norm.weight"));
-    norm(layer_hf(l, "pre_feedforward_layernorm.weight"), layer_gguf(l, "ffn_norm.weight"));
+    norm(layer_hf(l, "post_attention_layernorm.weight"), layer_gguf(l, "post_attention_norm.weight"), E);
+    norm(layer_hf(l, "pre_feedforward_layernorm.weight"), layer_gguf(l, "ffn_norm.weight"), E);
     p.add(layer_hf(l, "mlp.gate_proj.weight"), layer_gguf(l, "ffn_gate.weight"), {F, E});
     p.add(layer_hf(l, "mlp.up_proj.weight"), layer_gguf(l, "ffn_up.weight"), {F, E});
     p.add(layer_hf(l, "mlp.down_proj.weight"), layer_gguf(l, "ffn_down.weight"), {E, F});
-    norm(layer_hf(l, "post_feedforward_layernorm.weight"), layer_gguf(l, "post_ffw_norm.weight"));
+    norm(layer_hf(l, "post_feedforward_layernorm.weight"), layer_gguf(l, "post_ffw_norm.weight"), E);
   }
-  norm("model.norm.weight", "output_norm.weight");
+  norm("model.norm.weight", "output_norm.weight", E);
   if (!hp.tied) p.add("lm_head.weight", "output.weight", {V, E});
 }
 
@@ -279,6 +293,58 @@ uint32_t file_type_of(DType t) {
   }
 }
 
+// Gemma 3's keys as llama.cpp's Gemma3Model writes them. What llama.cpp does not read from the
+// file (it fixes the rest: five sliding layers of six, RoPE base 10,000 on them, queries scaled
+// by the head size) must be what the checkpoint says, or the file would compute another model.
+void add_gemma3_metadata(GGUFWriter& w, const Hp& hp, const HfConfig& cfg, DType ftype) {
+  const std::string a = hp.arch;
+  const RopeConfig& r = cfg.rope();
+  auto u32 = [](int64_t v) { return GGUFValue::u32(static_cast<uint32_t>(v)); };
+  auto f32 = [](double v) { return GGUFValue::f32(static_cast<float>(v)); };
+  for (const char* cap : {"attn_logit_softcapping", "final_logit_softcapping"})
+    if (cfg.opt_float(cap))
+      fail("{}: Gemma 3 with {} set is not supported (llama.cpp's gemma3 has no soft-capping)", cfg.path(), cap);
+  const double want_scalar = hp.n_layer == 62 ? static_cast<double>(hp.n_embd / hp.n_head)
+                                              : static_cast<double>(hp.head_dim);
+  if (auto s = cfg.opt_float("query_pre_attn_scalar"); s && *s != want_scalar)
+    fail("{}: query_pre_attn_scalar {} is not supported: a gemma3 GGUF file scales queries by "
+         "1/sqrt({}) for {} layers", cfg.path(), *s, want_scalar, hp.n_layer);
+  const int64_t pattern = cfg.opt_int("sliding_window_pattern").value_or(6);
+  if (pattern != 6)
+    fail("{}: sliding_window_pattern {} is not supported (gemma3 GGUF files slide on 5 layers of 6)", cfg.path(), pattern);
+  if (auto types = cfg.raw().find("layer_types"); types != cfg.raw().end() && types->is_array()) {
+    for (size_t l = 0; l < types->size(); ++l) {
+      const bool sliding = (*types)[l] == "sliding_attention";
+      if (sliding != (l % 6 < 5))
+        fail("{}: layer_types[{}] is {}, but gemma3 GGUF files slide on layers l % 6 < 5", cfg.path(), l,
+             (*types)[l].dump());
+    }
+  }
+  // The sliding layers' RoPE base: rope_local_base_freq, or transformers 5's per-attention form.
+  std::optional<double> local = cfg.opt_float("rope_local_base_freq");
+  if (auto rp = cfg.raw().find("rope_parameters"); !local && rp != cfg.raw().end() && rp->is_object())
+    if (auto sa = rp->find("sliding_attention"); sa != rp->end() && sa->is_object())
+      if (auto t = sa->find("rope_theta"); t != sa->end() && t->is_number()) local = t->get<double>();
+  w.set(a + ".context_length", u32(hp.n_ctx));
+  w.set(a + ".embedding_length", u32(hp.n_embd));
+  w.set(a + ".block_count", u32(hp.n_layer));
+  w.set(a + ".feed_forward_length", u32(hp.n_ff));
+  w.set(a + ".attention.head_count", u32(hp.n_head));
+  w.set(a + ".attention.layer_norm_rms_epsilon", f32(hp.eps));
+  w.set(a + ".attention.key_length", u32(hp.head_dim));
+  w.set(a + ".attention.value_length", u32(hp.head_dim));
+  w.set("general.file_type", GGUFValue::u32(file_type_of(ftype)));
+  w.set(a + ".rope.freq_base", f32(r.theta));
+  w.set(a + ".attention.sliding_window", u32(cfg.get_int("sliding_window")));
+  w.set(a + ".attention.head_count_kv", u32(hp.n_head_kv));
+  if (r.type == "linear" && r.factor) {  // the full-attention layers' (4B and larger)
+    w.set(a + ".rope.scaling.type", GGUFValue::str("linear"));
+    w.set(a + ".rope.scaling.factor", f32(*r.factor));
+  }
+  // llama.cpp fixes 10,000; slm reads this key, written only where a checkpoint differs.
+  if (local && *local != 10000.0) w.set(a + ".rope.freq_base_swa", f32(*local));
+}
+
 // The <arch>.* keys, in the order llama.cpp's converter writes them for each architecture.
 void add_arch_metadata(GGUFWriter& w, const Hp& hp, const HfConfig& cfg, DType ftype) {
   const std::string a = hp.arch;
@@ -309,6 +375,10 @@ void add_arch_metadata(GGUFWriter& w, const Hp& hp, const HfConfig& cfg, DType f
       w.set(a + ".attention.query_pre_attn_scalar", f32(*s));
     return;
   }
+  if (a == "gemma3") {
+    add_gemma3_metadata(w, hp, cfg, ftype);
+    return;
+  }
   if (a == "phi3") {
     const int64_t orig = r.original_max_position_embeddings
                              ? *r.original_max_position_embeddings
@@ -336,7 +406,7 @@ void add_arch_metadata(GGUFWriter& w, const Hp& hp, const HfConfig& cfg, DType f
     }
     return;
   }
-  // llama, qwen2: llama.cpp's TextModel.set_gguf_parameters, then LlamaModel's two keys.
+  // llama, qwen2, qwen3: llama.cpp's TextModel.set_gguf_parameters, then LlamaModel's two keys.
   w.set(a + ".block_count", u32(hp.n_layer));
   w.set(a + ".context_length", u32(hp.n_ctx));
   w.set(a + ".embedding_length", u32(hp.n_embd));
@@ -540,7 +610,8 @@ ConvertReport convert_hf(const ConvertOptions& o) {
     rep.arch = hp->arch;
     if (hp->arch == "gemma2") check_rope_type(*cfg, *hp, {"default"});
     else if (hp->arch == "phi3") check_rope_type(*cfg, *hp, {"default", "longrope", "su"});
-    else if (hp->arch == "qwen2") check_rope_type(*cfg, *hp, {"default", "linear", "yarn"});
+    else if (hp->arch == "qwen2" || hp->arch == "qwen3") check_rope_type(*cfg, *hp, {"default", "linear", "yarn"});
+    else if (hp->arch == "gemma3") check_rope_type(*cfg, *hp, {"default", "linear"});
     else check_rope_type(*cfg, *hp, {"default", "llama3", "linear", "yarn"});
   }
 
@@ -558,9 +629,9 @@ ConvertReport convert_hf(const ConvertOptions& o) {
     // checkpoint has no lm_head (transformers' defaults differ between architectures).
     h.tied = cfg->opt_bool("tie_word_embeddings").value_or(cp->find("lm_head.weight") == nullptr);
     Planner p;
-    if (h.arch == "gemma2") plan_gemma2(p, h);
+    if (h.arch == "gemma2" || h.arch == "gemma3") plan_gemma(p, h);
     else if (h.arch == "phi3") plan_phi3(p, h, *cfg);
-    else plan_llama_like(p, h, *cfg, h.arch == "qwen2");
+    else plan_llama_like(p, h, *cfg);
     entries = std::move(p.entries());
     bind_checkpoint(entries, *cp, h, o.dir);
   }

@@ -32,6 +32,13 @@ const std::vector<SynthShape> kShapes = {
     {"gemma-2-2b", "gemma2", "Gemma 2 2B", false, 26, 2304, 9216, 8, 4, 256, 256000,
      "a vocab file made from Gemma 2's tokenizer", 8192, 10000.0f, 1e-6f, true, false, false, 4096,
      50.0f, 30.0f},
+    {"qwen3-0.6b", "qwen3", "Qwen3 0.6B", false, 28, 1024, 3072, 16, 8, 128, 151936,
+     "ggml-vocab-qwen2.gguf", 40960, 1000000.0f, 1e-6f, true, false, false, 0, 0, 0},
+    {"qwen3-1.7b", "qwen3", "Qwen3 1.7B", false, 28, 2048, 6144, 16, 8, 128, 151936,
+     "ggml-vocab-qwen2.gguf", 40960, 1000000.0f, 1e-6f, true, false, false, 0, 0, 0},
+    {"gemma-3-1b", "gemma3", "Gemma 3 1B", false, 26, 1152, 6912, 4, 1, 256, 262144,
+     "a vocab file made from Gemma 3's tokenizer", 32768, 1000000.0f, 1e-6f, true, false, false, 512,
+     0, 0},
     {"phi-3-mini", "phi3", "Phi-3 mini 4k", false, 32, 3072, 8192, 32, 32, 96, 32064,
      "ggml-vocab-phi-3.gguf", 4096, 10000.0f, 1e-5f, false, false, false, 2047, 0, 0},
     // BERT encoder (embeddings): bias everywhere, LayerNorm, no RoPE; written with CLS pooling
@@ -46,6 +53,10 @@ const std::vector<SynthShape> kShapes = {
      1000000.0f, 1e-6f, true, true, false, 0, 0, 0},
     {"tiny-gemma2", "gemma2", "tiny gemma2 (tests)", true, 2, 64, 128, 4, 2, 32, 0, "", 512,
      10000.0f, 1e-6f, true, false, false, 8, 50.0f, 30.0f},
+    {"tiny-qwen3", "qwen3", "tiny qwen3 (tests)", true, 2, 64, 160, 4, 2, 32, 0, "", 512,
+     1000000.0f, 1e-6f, true, false, false, 0, 0, 0},
+    {"tiny-gemma3", "gemma3", "tiny gemma3 (tests)", true, 7, 64, 128, 4, 2, 32, 0, "", 512,
+     1000000.0f, 1e-6f, true, false, false, 8, 0, 0},
     {"tiny-phi3", "phi3", "tiny phi3 (tests)", true, 2, 64, 128, 4, 4, 16, 0, "", 512,
      10000.0f, 1e-5f, false, false, false, 2047, 0, 0},
     {"tiny-bert", "bert", "tiny bert (tests)", true, 2, 64, 128, 4, 4, 16, 0, "", 512,
@@ -189,8 +200,9 @@ void add_common_keys(GGUFWriter& w, const SynthShape& s, int64_t n_vocab, uint32
   w.set(a + ".attention.head_count_kv", u32(s.n_head_kv));
   if (a != "gemma2") w.set(a + ".rope.freq_base", GGUFValue::f32(s.rope_base));
   w.set(a + ".attention.layer_norm_rms_epsilon", GGUFValue::f32(s.norm_eps));
-  // Written when the head size is not n_embd / n_head or config.json states it (Llama 3.2).
-  if (a == "llama" || a == "gemma2" || s.head_dim * s.n_head != s.n_embd) {
+  // Written when the head size is not n_embd / n_head or config.json states it (Llama 3.2,
+  // Gemma, Qwen3).
+  if (a == "llama" || a == "gemma2" || a == "gemma3" || a == "qwen3" || s.head_dim * s.n_head != s.n_embd) {
     w.set(a + ".attention.key_length", u32(s.head_dim));
     w.set(a + ".attention.value_length", u32(s.head_dim));
   }
@@ -204,6 +216,7 @@ void add_common_keys(GGUFWriter& w, const SynthShape& s, int64_t n_vocab, uint32
     w.set(a + ".final_logit_softcapping", GGUFValue::f32(s.final_softcap));
     w.set(a + ".attention.sliding_window", u32(s.sliding_window));
   }
+  if (a == "gemma3") w.set(a + ".attention.sliding_window", u32(s.sliding_window));
 }
 
 uint32_t llama_file_type(DType t) {
@@ -260,6 +273,7 @@ std::vector<SynthTensor> synth_plan(const SynthShape& s, int64_t n_vocab, DType 
   const int64_t E = s.n_embd, F = s.n_ff, V = n_vocab;
   const int64_t q_dim = s.n_head * s.head_dim, kv_dim = s.n_head_kv * s.head_dim;
   const std::string arch = s.arch;
+  const bool gemma = arch == "gemma2" || arch == "gemma3", qk_norm = arch == "qwen3" || arch == "gemma3";
   std::vector<SynthTensor> t;
   auto mat = [&](std::string name, int64_t n_in, int64_t n_out) {
     t.push_back({std::move(name), {n_in, n_out}, type, SynthInit::Normal});
@@ -309,8 +323,12 @@ std::vector<SynthTensor> synth_plan(const SynthShape& s, int64_t n_vocab, DType 
       mat(p + "attn_v.weight", E, kv_dim);
       if (s.qkv_bias) vec(p + "attn_v.bias", kv_dim, SynthInit::Zeros);
     }
+    if (qk_norm) {
+      vec(p + "attn_q_norm.weight", s.head_dim, SynthInit::Ones);
+      vec(p + "attn_k_norm.weight", s.head_dim, SynthInit::Ones);
+    }
     mat(p + "attn_output.weight", q_dim, E);
-    if (arch == "gemma2") vec(p + "post_attention_norm.weight", E, SynthInit::Ones);
+    if (gemma) vec(p + "post_attention_norm.weight", E, SynthInit::Ones);
     vec(p + "ffn_norm.weight", E, SynthInit::Ones);
     if (arch == "phi3") {
       mat(p + "ffn_up.weight", E, 2 * F);  // rows [gate | up]
@@ -319,7 +337,7 @@ std::vector<SynthTensor> synth_plan(const SynthShape& s, int64_t n_vocab, DType 
       mat(p + "ffn_up.weight", E, F);
     }
     mat(p + "ffn_down.weight", F, E);
-    if (arch == "gemma2") vec(p + "post_ffw_norm.weight", E, SynthInit::Ones);
+    if (gemma) vec(p + "post_ffw_norm.weight", E, SynthInit::Ones);
   }
   vec("output_norm.weight", E, SynthInit::Ones);
   if (!s.tied) mat("output.weight", E, V);

@@ -1,5 +1,5 @@
 // What a training pass (src/train/) needs of a decoder model: its weights and the variations
-// of its block, in one description the four decoder families fill in (Model::decoder_view).
+// of its block, in one description the decoder families fill in (Model::decoder_view).
 // Inference keeps its own forward passes; training recomputes the same function with its
 // intermediate values kept, so that it can run backwards.
 #pragma once
@@ -25,12 +25,18 @@ struct DecoderLayerView {
   const std::vector<float>* bk = nullptr;
   const std::vector<float>* bv = nullptr;
   const Weight* wo = nullptr;
+  // Each head's query and key RMS-normalized before RoPE (Qwen3, Gemma 3; null: not).
+  const std::vector<float>* q_norm = nullptr;
+  const std::vector<float>* k_norm = nullptr;
   // Separate gate/up, or one fused matrix with rows [gate | up] (Phi-3).
   const Weight* gate = nullptr;
   const Weight* up = nullptr;
   const Weight* gate_up = nullptr;
   const Weight* down = nullptr;
   int32_t window = 0;  // sliding attention window in positions (0: full causal)
+  // This layer's RoPE where it is not DecoderView::attn's (Gemma 3's sliding-window layers
+  // have a base of their own; null: attn's).
+  const RopeParams* rope = nullptr;
 };
 
 struct DecoderView {

@@ -42,6 +42,10 @@ void LlamaModel::bind_tensors(const Variant& variant) {
     L.bq = bind_vector(layer_name(l, "attn_q.bias"), q_dim, biases);
     L.bk = bind_vector(layer_name(l, "attn_k.bias"), k_dim, biases);
     L.bv = bind_vector(layer_name(l, "attn_v.bias"), v_dim, biases);
+    if (variant.qk_norm) {
+      L.q_norm = bind_vector(layer_name(l, "attn_q_norm.weight"), hp_.head_dim_k);
+      L.k_norm = bind_vector(layer_name(l, "attn_k_norm.weight"), hp_.head_dim_k);
+    }
     L.ffn_norm = bind_vector(layer_name(l, "ffn_norm.weight"), E);
     L.gate = bind(layer_name(l, "ffn_gate.weight"), E, F);
     L.up = bind(layer_name(l, "ffn_up.weight"), E, F);
@@ -69,6 +73,10 @@ void LlamaModel::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, fl
     if (!L.bq.empty()) add_bias(q, L.bq.data(), T, static_cast<int64_t>(L.bq.size()));
     if (!L.bk.empty()) add_bias(k, L.bk.data(), T, static_cast<int64_t>(L.bk.size()));
     if (!L.bv.empty()) add_bias(v, L.bv.data(), T, static_cast<int64_t>(L.bv.size()));
+    if (!L.q_norm.empty()) {
+      rms_norm(ctx, q, L.q_norm.data(), T * hp_.n_head, hp_.head_dim_k, hp_.norm_eps, q);
+      rms_norm(ctx, k, L.k_norm.data(), T * hp_.n_head_kv, hp_.head_dim_k, hp_.norm_eps, k);
+    }
     attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
     linear(ctx, L.wo, attn, T, proj);
     add_inplace(x, proj, T * E);
@@ -93,6 +101,7 @@ DecoderView LlamaModel::decoder_view(int) const {
     v.ffn_norm = &L.ffn_norm;
     v.wq = &L.wq, v.wk = &L.wk, v.wv = &L.wv, v.wo = &L.wo;
     v.bq = &L.bq, v.bk = &L.bk, v.bv = &L.bv;
+    if (!L.q_norm.empty()) v.q_norm = &L.q_norm, v.k_norm = &L.k_norm;
     v.gate = &L.gate, v.up = &L.up, v.down = &L.down;
     d.layers.push_back(v);
   }

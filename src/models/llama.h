@@ -1,5 +1,6 @@
 // Llama 3.x (and Llama 2, TinyLlama, stories260K): RMSNorm, GQA attention with RoPE,
-// SwiGLU FFN, tied or untied output. Qwen2 reuses this forward pass with biases and NEOX RoPE.
+// SwiGLU FFN, tied or untied output. Qwen2 reuses this forward pass with biases and NEOX RoPE,
+// Qwen3 with NEOX RoPE and each head's query and key RMS-normalized before RoPE.
 #pragma once
 #include "models/model.h"
 
@@ -7,10 +8,11 @@ namespace slm {
 
 class LlamaModel : public Model {
  public:
-  // The variations of the Llama block that other architectures (Qwen2) are made of.
+  // The variations of the Llama block that other architectures (Qwen2, Qwen3) are made of.
   struct Variant {
     RopeMode rope_mode = RopeMode::Normal;
     bool qkv_biases = false;  // required q/k/v biases (otherwise optional)
+    bool qk_norm = false;     // required attn_q_norm / attn_k_norm (head_dim weights each)
   };
   LlamaModel(std::unique_ptr<GGUFFile> file, const Variant& variant);
   void forward(ComputeContext& ctx, const Batch& batch, KVCache& cache, float* logits) const override;
@@ -21,6 +23,7 @@ class LlamaModel : public Model {
     std::vector<float> attn_norm, ffn_norm;
     Weight wq, wk, wv, wo, gate, up, down;
     std::vector<float> bq, bk, bv;  // empty when the file has none
+    std::vector<float> q_norm, k_norm;  // per-head RMSNorm weights (Qwen3), else empty
   };
   void read_hparams(const Variant& variant);  // step 1
   void bind_tensors(const Variant& variant);  // step 2

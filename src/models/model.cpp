@@ -39,17 +39,23 @@ std::unique_ptr<KVCache> Model::make_cache(int n_ctx, int n_seq, int, KVTypes ty
 }
 
 KVCache::KeyRotation Model::key_rotation(int n_ctx) const {
-  RopeParams params = decoder_view(n_ctx).attn.rope;  // the factors it points to live in the model
-  params.attn_factor = 1.0f;
+  // Copies: the view's frequency factors live in the model, its per-layer RoPE in the view.
+  const DecoderView view = decoder_view(n_ctx);
+  std::vector<RopeParams> per_layer;
+  for (const DecoderLayerView& L : view.layers) {
+    RopeParams p = L.rope ? *L.rope : view.attn.rope;
+    p.attn_factor = 1.0f;
+    per_layer.push_back(p);
+  }
   const int64_t n_head_kv = hp_.n_head_kv, head_dim = hp_.head_dim_k;
-  return [params, n_head_kv, head_dim](float* keys, int64_t n_rows, int32_t delta) {
+  return [per_layer, n_head_kv, head_dim](int layer, float* keys, int64_t n_rows, int32_t delta) {
     // R(p - delta) = R(-delta) R(p) for every rotated pair: one angle for all rows.
-    rope(keys, n_rows * n_head_kv, head_dim, -delta, params);
+    rope(keys, n_rows * n_head_kv, head_dim, -delta, per_layer.at(static_cast<size_t>(layer)));
   };
 }
 
 DecoderView Model::decoder_view(int) const {
-  fail("{}: {} models cannot be fine-tuned by slm (only the decoders: llama, qwen2, gemma2, phi3)",
+  fail("{}: {} models cannot be fine-tuned by slm (only the decoders: llama, qwen2, qwen3, gemma2, gemma3, phi3)",
        file_->path(), hp_.arch);
 }
 

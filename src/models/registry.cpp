@@ -11,7 +11,9 @@ const std::vector<std::pair<std::string, ModelFactory>>& table() {
   static const std::vector<std::pair<std::string, ModelFactory>> t = {
       {"llama", &make_llama},
       {"qwen2", &make_qwen2},
+      {"qwen3", &make_qwen3},
       {"gemma2", &make_gemma2},
+      {"gemma3", &make_gemma3},
       {"phi3", &make_phi3},
       {"bert", &make_bert},
   };

@@ -422,7 +422,7 @@ bool RingKVCache::shift(int seq, int32_t from, int32_t delta, const KeyRotation&
     for (int32_t c0 = 0; c0 < n_move; c0 += kChunk) {
       const int32_t n = std::min(kChunk, n_move - c0);
       for (int32_t i = 0; i < n; ++i) read_key(l, seq, from + delta + c0 + i, keys.data() + i * shape_.k_dim);
-      rotate(keys.data(), n, delta);
+      rotate(l, keys.data(), n, delta);
       for (int32_t i = 0; i < n; ++i) {
         const int32_t pos = from + c0 + i;
         store_key(l, seq, pos, row_index(l, seq, pos), keys.data() + i * shape_.k_dim);

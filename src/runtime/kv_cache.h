@@ -93,8 +93,9 @@ class KVCache {
   // are; positions from .. from + delta - 1 are forgotten and the sequence is delta shorter.
   // Returns false, changing nothing, where a layer's ring has wrapped (it no longer holds every
   // position a query after the move may see). Keys of a quantized type are decoded, rotated
-  // and encoded again, as llama.cpp does.
-  using KeyRotation = std::function<void(float* keys, int64_t n_rows, int32_t delta)>;
+  // and encoded again, as llama.cpp does. `rotate` is told the layer: Gemma 3's sliding-window
+  // layers have a RoPE base of their own.
+  using KeyRotation = std::function<void(int layer, float* keys, int64_t n_rows, int32_t delta)>;
   virtual bool shift(int seq, int32_t from, int32_t delta, const KeyRotation& rotate) = 0;
   // Number of positions currently held for seq (next position to fill).
   virtual int32_t seq_length(int seq) const = 0;

@@ -480,6 +480,11 @@ LoraTrainer::LoraTrainer(const Model& model, LoraAdapter& adapter, const Trainer
     fail("a training context of {} tokens is longer than the model's ({} tokens)", opts.seq_len,
          model.hparams().n_ctx_train);
   I.view = model.decoder_view(opts.seq_len);
+  for (const DecoderLayerView& L : I.view.layers)
+    if (L.q_norm || L.rope)
+      fail("fine-tuning {} models is not supported yet: the backward pass has no per-head query/key "
+           "norms nor per-layer RoPE (llama, qwen2, gemma2 and phi3 models can be fine-tuned)",
+           model.hparams().arch);
   adapter.check_against(model);
   const HParams& hp = I.view.hp;
   I.B = opts.batch, I.T = opts.seq_len, I.N = I.B * I.T;

@@ -11,6 +11,7 @@
 #include "core/gguf.h"
 #include "kernels/isa.h"
 #include "models/encoder.h"
+#include "models/decoder_view.h"
 #include "models/model.h"
 #include "runtime/session.h"
 
@@ -115,7 +116,19 @@ Runner add_info(CLI::App& app) {
       fmt::print("rope:          {} n_rot {} base {:g} scale {:g}\n",
                  hp.rope.mode == RopeMode::Neox ? "neox" : "normal", hp.rope.n_rot,
                  hp.rope.freq_base, hp.rope.freq_scale);
-      if (hp.sliding_window) fmt::print("sliding_window: {}\n", hp.sliding_window);
+      if (hp.sliding_window) {
+        // Which layers slide, and their own RoPE where they have one (Gemma 3).
+        const DecoderView d = model->decoder_view(static_cast<int>(hp.n_ctx_train));
+        int sliding = 0;
+        const RopeParams* local = nullptr;
+        for (const DecoderLayerView& L : d.layers) {
+          sliding += L.window > 0;
+          if (L.window > 0 && L.rope) local = L.rope;
+        }
+        fmt::print("sliding_window: {} on {} of {} layers", hp.sliding_window, sliding, d.layers.size());
+        if (local) fmt::print(" (rope base {:g} scale {:g} there)", local->freq_base, local->freq_scale);
+        fmt::print("\n");
+      }
       if (hp.attn_softcap > 0) fmt::print("attn_softcap:  {:g}\n", hp.attn_softcap);
       if (hp.final_softcap > 0) fmt::print("final_softcap: {:g}\n", hp.final_softcap);
       // What the cache of a default context will take, as llama.cpp prints at load: a cache's
