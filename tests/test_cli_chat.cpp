@@ -185,4 +185,33 @@ TEST(CliChat, SlashCommands) {
   for (const auto& p : prompts) EXPECT_EQ(p.find("not sent"), std::string::npos);
 }
 
+// --chat-template-kwargs and --reasoning-budget 0 (llama-cli's) reach the template: a thinking
+// template then ends the prompt with an empty think block; bad values are one-line errors.
+TEST(CliChat, TemplateKwargsAndReasoningBudget) {
+  SLM_REQUIRE_FIXTURE(model, "models/stories260K.gguf");
+  const std::string tmpl = std::string(SLM_SOURCE_DIR) + "/tests/data/templates/thinking-chatml.jinja";
+  const std::string input = "Hi\n";
+  auto prompt_with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"chat", "-m", model.string(), "--chat-template", tmpl, "-n", "4", "--temp", "0", "--show-prompt"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto r = run_cli(args, 60.0, &input);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    const auto prompts = blocks(r.err, "<<<PROMPT", "PROMPT>>>");
+    return prompts.empty() ? std::string() : prompts[0];
+  };
+  const std::string empty_think = "<|im_start|>assistant\n<think>\n\n</think>\n";
+  EXPECT_EQ(prompt_with({}).find("<think>"), std::string::npos);
+  EXPECT_NE(prompt_with({"--reasoning-budget", "0"}).find(empty_think), std::string::npos);
+  EXPECT_NE(prompt_with({"--chat-template-kwargs", R"({"enable_thinking": false})"}).find(empty_think), std::string::npos);
+  for (const std::vector<std::string>& bad : {std::vector<std::string>{"--chat-template-kwargs", "enable_thinking=false"},
+                                              std::vector<std::string>{"--chat-template-kwargs", "[1]"},
+                                              std::vector<std::string>{"--reasoning-budget", "100"}}) {
+    std::vector<std::string> args = {"chat", "-m", model.string(), "--chat-template", tmpl};
+    args.insert(args.end(), bad.begin(), bad.end());
+    const auto r = run_cli(args, 60.0, &input);
+    EXPECT_NE(r.exit_code, 0) << bad[1];
+    EXPECT_NE(r.err.find(bad[0]), std::string::npos) << r.err;
+  }
+}
+
 }  // namespace

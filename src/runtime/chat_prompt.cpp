@@ -87,15 +87,44 @@ ChatPrompt ChatPrompt::for_model(const Tokenizer& tok, const GGUFFile& gguf, con
 }
 
 std::string ChatPrompt::render(const nlohmann::ordered_json& messages) const {
-  return render_context({{"messages", messages}, {"add_generation_prompt", true}, {"bos_token", bos_}, {"eos_token", eos_}});
+  return render(messages, nullptr, nlohmann::ordered_json::object());
 }
 
 std::string ChatPrompt::render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const {
-  return render_context({{"messages", messages},
-                         {"tools", tools},
-                         {"add_generation_prompt", true},
-                         {"bos_token", bos_},
-                         {"eos_token", eos_}});
+  return render(messages, &tools, nlohmann::ordered_json::object());
+}
+
+std::string ChatPrompt::render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json* tools,
+                               const nlohmann::ordered_json& kwargs) const {
+  nlohmann::ordered_json context = kwargs_;
+  for (const auto& [k, v] : kwargs.items()) context[k] = v;
+  context["messages"] = messages;
+  if (tools) context["tools"] = *tools;
+  context["add_generation_prompt"] = true;
+  context["bos_token"] = bos_;
+  context["eos_token"] = eos_;
+  return render_context(std::move(context));
+}
+
+nlohmann::ordered_json ChatPrompt::template_kwargs_from_options(const std::string& text, int reasoning_budget) {
+  nlohmann::ordered_json kw = nlohmann::ordered_json::object();
+  if (!text.empty()) {
+    try {
+      kw = nlohmann::ordered_json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      fail("--chat-template-kwargs: not JSON ({}); give an object such as '{{\"enable_thinking\": false}}'", e.what());
+    }
+    if (!kw.is_object()) fail("--chat-template-kwargs must be a JSON object, got {}", kw.dump());
+  }
+  if (reasoning_budget != -1 && reasoning_budget != 0)
+    fail("--reasoning-budget {}: only -1 (think as the model does) and 0 (no thinking) are supported", reasoning_budget);
+  if (reasoning_budget == 0) kw["enable_thinking"] = false;
+  return kw;
+}
+
+void ChatPrompt::set_template_kwargs(nlohmann::ordered_json kwargs) {
+  if (!kwargs.is_object()) fail("chat template kwargs must be a JSON object, got {}", kwargs.dump());
+  kwargs_ = std::move(kwargs);
 }
 
 std::string ChatPrompt::render_context(nlohmann::ordered_json context) const {

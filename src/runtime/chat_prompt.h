@@ -32,6 +32,19 @@ class ChatPrompt {
   std::string render(const nlohmann::ordered_json& messages) const;
   // The same with the template's `tools` variable set (tool calls, runtime/tool_calls.h).
   std::string render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const;
+  // The same with extra variables (llama.cpp's chat_template_kwargs, e.g. Qwen3's
+  // enable_thinking): `kwargs` over the defaults of set_template_kwargs(), the standard
+  // variables (messages, tools when not null, add_generation_prompt, bos/eos_token) over both.
+  std::string render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json* tools,
+                     const nlohmann::ordered_json& kwargs) const;
+  // Variables every render() sees (slm serve --chat-template-kwargs, --reasoning-budget 0).
+  // Throws slm::Error unless `kwargs` is a JSON object.
+  void set_template_kwargs(nlohmann::ordered_json kwargs);
+  // Those variables from llama.cpp's options: --chat-template-kwargs (a JSON object's text, may
+  // be empty) and --reasoning-budget (0: enable_thinking false; -1: as the template does).
+  // Throws slm::Error naming the option.
+  static nlohmann::ordered_json template_kwargs_from_options(const std::string& json_text, int reasoning_budget);
+  const nlohmann::ordered_json& template_kwargs() const { return kwargs_; }
   // The template's text (the file's, the built-in's, or the model's).
   const std::string& source() const { return source_; }
   // How this template shows tools to the model and how its replies are read back.
@@ -58,6 +71,7 @@ class ChatPrompt {
   std::string bos_, eos_;
   std::string source_;
   ToolFormat tool_format_;
+  nlohmann::ordered_json kwargs_ = nlohmann::ordered_json::object();
   std::string render_context(nlohmann::ordered_json context) const;
 };
 

@@ -1,7 +1,8 @@
 // The web chat page that `slm serve` serves at GET /, driven in headless Chromium against a real
 // server with stories260K: the model name shows, replies stream into the page with their speed,
 // the conversation is kept and sent whole, Stop keeps the partial reply, server errors show,
-// text stays text, New chat clears, an API key is asked for and kept. Leaves a screenshot,
+// text stays text, New chat clears, an API key is asked for and kept, a thinking model's
+// reasoning shows in a fold. Leaves a screenshot,
 // web_page.png, in the build folder (the folder of SLM_CLI_PATH), and logs its path.
 //
 // Needs Debian's Chromium (/usr/bin/chromium, or SLM_CHROMIUM) and the playwright-core package
@@ -361,6 +362,42 @@ test('web chat page', { timeout: 180000 }, async (t) => {
     } finally {
       await context.close();
       await srvKey.stop();
+    }
+  });
+
+  await t.test('a thinking model: its reasoning shows in a fold above the answer', async () => {
+    // A template that opens <think> itself: stories260K never closes it, so all of its reply is
+    // reasoning_content and the answer is empty; the page keeps the turn and shows the thoughts.
+    const srvThink = await startServer({ model: sharedPath(MODEL), args: ['--chat-template', dataPath('templates/thinking-open.jinja')] });
+    const context = await browser.newContext();
+    try {
+      const p = await context.newPage();
+      const sent = [];
+      p.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/v1/chat/completions')) sent.push(JSON.parse(r.postData())); });
+      await p.goto(`${srvThink.url}/`);
+      await p.click('#settings-toggle');
+      await p.fill('#max-tokens', '30');
+      await p.fill('#temperature', '0');
+      await p.fill('#prompt', 'Hi');
+      await p.click('#send');
+      await assistantDone(p);
+      const shown = await p.$eval('#messages .row.assistant', (row) => ({
+        foldHidden: row.querySelector('.thinking').hidden,
+        thoughts: row.querySelector('.thinking .body').textContent,
+        answerHidden: row.querySelector('.msg').hidden,
+      }));
+      assert.equal(shown.foldHidden, false);
+      assert.equal(shown.answerHidden, true, 'no answer came, only reasoning');
+      const api = await fetch(`${srvThink.url}/v1/chat/completions`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ ...sent[0], stream: false, stream_options: undefined }),
+      }).then((r) => r.json());
+      assert.ok(api.choices[0].message.reasoning_content.length > 0);
+      assert.equal(shown.thoughts, api.choices[0].message.reasoning_content);
+      assert.equal(await p.isHidden('#error'), true, 'a reply of reasoning alone is not an error');
+    } finally {
+      await context.close();
+      await srvThink.stop();
     }
   });
 

@@ -22,7 +22,8 @@ namespace slm::cli {
 
 Runner add_chat(CLI::App& app) {
   struct Opts : GenerationOptions {
-    std::string system, template_file;
+    std::string system, template_file, template_kwargs;
+    int reasoning_budget = -1;
     bool show_prompt = false;
   };
   auto o = std::make_shared<Opts>();
@@ -32,13 +33,19 @@ Runner add_chat(CLI::App& app) {
                  "chat template: a Jinja file, a built-in name (chatml, llama3, phi3, gemma) or the template's text "
                  "(default: the model's tokenizer.chat_template)");
   app.add_flag("--jinja", [](int64_t) {}, "accepted for llama.cpp's command lines (templates are always Jinja here)");
+  app.add_option("--chat-template-kwargs", o->template_kwargs,
+                 "extra chat template variables, a JSON object (e.g. '{\"enable_thinking\": false}' for Qwen3)");
+  app.add_option("--reasoning-budget", o->reasoning_budget,
+                 "-1: let a thinking model think (default); 0: ask its template not to (enable_thinking false)")
+      ->check(CLI::IsMember({-1, 0}));
   app.add_flag("--show-prompt", o->show_prompt,
                "print each rendered prompt to stderr between <<<PROMPT and PROMPT>>> lines, and "
                "each reply between <<<REPLY and REPLY>>> lines");
   return [o]() {
     auto model = o->load_model();
     auto tok = Tokenizer::from_gguf(model->gguf());
-    const ChatPrompt chat = ChatPrompt::for_model(*tok, model->gguf(), o->template_file, o->model);
+    ChatPrompt chat = ChatPrompt::for_model(*tok, model->gguf(), o->template_file, o->model);
+    chat.set_template_kwargs(ChatPrompt::template_kwargs_from_options(o->template_kwargs, o->reasoning_budget));
     Session session(*model, o->session_options(*model));
     Sampler sampler(o->sampler_params(*tok), static_cast<int32_t>(model->hparams().n_vocab));
     if (auto g = o->load_grammar()) sampler.set_grammar({g, make_grammar_vocab(*tok)});

@@ -63,6 +63,16 @@ Runner add_serve(CLI::App& app) {
   app.add_flag("--context-shift,!--no-context-shift", o->s.context_shift,
                "a request whose text fills the context drops half of it after its n_keep tokens and goes on, the "
                "cached keys of what stays rotated (llama-server's; default: it ends with finish_reason length)");
+  app.add_option("--chat-template-kwargs", o->s.chat_template_kwargs,
+                 "extra chat template variables, a JSON object (e.g. '{\"enable_thinking\": false}' for Qwen3); a request's "
+                 "chat_template_kwargs add to them");
+  app.add_option("--reasoning-format", o->s.reasoning_format,
+                 "where a thinking model's <think> text goes: auto or deepseek (message.reasoning_content, "
+                 "delta.reasoning_content when streamed; the default) or none (left in the content)")
+      ->check(CLI::IsMember({"auto", "deepseek", "none"}));
+  app.add_option("--reasoning-budget", o->s.reasoning_budget,
+                 "-1: let the model think (default); 0: ask the template not to (enable_thinking false)")
+      ->check(CLI::IsMember({-1, 0}));
   app.add_option("--lora", o->s.lora,
                  "LoRA adapter FILE or FILE:SCALE (repeatable); a request may set {\"lora\": [{\"id\": 0, \"scale\": S}]}")
       ->take_all();

@@ -120,6 +120,13 @@ OllamaRequest ollama_request(const std::string& text, bool chat, bool has_templa
       r.endpoint = Endpoint::Chat;
     }
   }
+  // ollama's "think": true / false (or, for models that take a level, "low" / "medium" / "high").
+  if (auto t = body.find("think"); t != body.end() && !t->is_null()) {
+    if (t->is_boolean()) r.think = t->get<bool>();
+    else if (t->is_string() && (*t == "low" || *t == "medium" || *t == "high")) r.think = true;
+    else refuse("think", "'think' must be true, false, \"low\", \"medium\" or \"high\"");
+    if (r.endpoint == Endpoint::Chat) out["chat_template_kwargs"] = {{"enable_thinking", r.think}};
+  }
   r.openai_body = dump(out);
   return r;
 }

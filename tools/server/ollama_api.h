@@ -19,6 +19,9 @@ struct OllamaRequest {
   std::string openai_body;
   Endpoint endpoint = Endpoint::Completions;
   bool stream = true;  // ollama streams unless told not to
+  // "think": true: the reply's <think> part goes to "thinking" (and the template is told
+  // enable_thinking); false: the template is told not to think.
+  bool think = false;
 };
 OllamaRequest ollama_request(const std::string& body, bool chat, bool has_template);
 

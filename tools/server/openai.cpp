@@ -504,6 +504,18 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
       bad("tool_choice", "'tool_choice' \"" + r.tool_choice + "\" needs 'tools'");
   }
   r.parallel_tool_calls = boolean(body, "parallel_tool_calls", true);
+  if (const json* kw = field(body, "chat_template_kwargs")) {
+    if (!chat) bad("chat_template_kwargs", "'chat_template_kwargs' is for /v1/chat/completions");
+    if (!kw->is_object()) bad("chat_template_kwargs", "'chat_template_kwargs' must be an object, e.g. {\"enable_thinking\": false}");
+    r.template_kwargs = *kw;
+  }
+  if (const json* rf = field(body, "reasoning_format")) {
+    if (!chat) bad("reasoning_format", "'reasoning_format' is for /v1/chat/completions");
+    if (!rf->is_string() || (*rf != "none" && *rf != "deepseek" && *rf != "auto"))
+      bad("reasoning_format", "'reasoning_format' must be \"none\" (reasoning left in the content), \"deepseek\" or "
+          "\"auto\" (returned as reasoning_content)");
+    r.reasoning_format = rf->get<std::string>();
+  }
   if (r.tool_mode() && r.gen.grammar)
     bad("response_format", "'response_format' (or 'grammar' / 'json_schema') and 'tools' cannot be used together: "
         "describe the output as a tool's parameters, or drop the tools");
@@ -641,7 +653,7 @@ json tool_calls_json(const std::vector<ToolCall>& calls, bool with_index) {
 }
 
 json full_response(const ResponseMeta& m, const std::string& text, const std::vector<TokenLogprob>& lp,
-                   bool want_logprobs, const RequestEvents& fin, const ToolReply* tools) {
+                   bool want_logprobs, const RequestEvents& fin, const ToolReply* tools, const std::string& reasoning) {
   json choice;
   choice["index"] = 0;
   std::string finish = api_finish_reason(fin.finish_reason);
@@ -656,6 +668,7 @@ json full_response(const ResponseMeta& m, const std::string& text, const std::ve
   } else {
     choice["text"] = text;
   }
+  if (m.chat && !reasoning.empty()) choice["message"]["reasoning_content"] = reasoning;
   choice["logprobs"] = want_logprobs ? logprobs_json(m.chat, lp, 0) : json(nullptr);
   choice["finish_reason"] = finish;
   return {{"id", m.id},
@@ -687,6 +700,20 @@ json stream_chunk(const ResponseMeta& m, const std::string& text, const std::vec
                 {"model", m.model},
                 {"system_fingerprint", "slm"},
                 {"choices", json::array({choice})}};
+  if (include_usage) chunk["usage"] = nullptr;
+  return chunk;
+}
+
+json reasoning_chunk(const ResponseMeta& m, const std::string& text, bool include_usage) {
+  json chunk = {{"id", m.id},
+                {"object", "chat.completion.chunk"},
+                {"created", m.created},
+                {"model", m.model},
+                {"system_fingerprint", "slm"},
+                {"choices", json::array({{{"index", 0},
+                                          {"delta", {{"reasoning_content", text}}},
+                                          {"logprobs", nullptr},
+                                          {"finish_reason", nullptr}}})}};
   if (include_usage) chunk["usage"] = nullptr;
   return chunk;
 }

@@ -68,6 +68,12 @@ struct CompletionRequest {
   bool parallel_tool_calls = true;
   bool tool_mode() const { return !tools.empty() && tool_choice != "none"; }
   json logit_bias;  // as sent (null: none); resolve_logit_bias() turns it into token ids
+  // Chat: extra template variables (llama.cpp's chat_template_kwargs, e.g. enable_thinking),
+  // and how a reply's <think> part is returned: "" (the server's --reasoning-format), "none"
+  // (left in the content), "deepseek" or "auto" (as message.reasoning_content).
+  json template_kwargs = json::object();
+  std::string reasoning_format;
+  bool reasoning_open = false;  // set when the prompt is built: it ends inside <think>
 };
 
 // Parses and checks a body. Throws ApiError (400) naming the offending field.
@@ -93,8 +99,13 @@ json logprobs_json(bool chat, const std::vector<TokenLogprob>& lp, size_t text_o
 // The non-streamed response.
 // With `tools` (a request in tool mode), the reply as read back: content and tool_calls, and
 // finish_reason "tool_calls" when there are calls.
+// `reasoning`: the reply's reasoning, split from its content (message.reasoning_content, left
+// out when empty).
 json full_response(const ResponseMeta& m, const std::string& text, const std::vector<TokenLogprob>& lp,
-                   bool want_logprobs, const RequestEvents& fin, const ToolReply* tools = nullptr);
+                   bool want_logprobs, const RequestEvents& fin, const ToolReply* tools = nullptr,
+                   const std::string& reasoning = {});
+// A streamed chat chunk of reasoning text (delta.reasoning_content, as llama-server sends it).
+json reasoning_chunk(const ResponseMeta& m, const std::string& text, bool include_usage);
 // The chunk of a streamed tool-mode reply that carries it whole (sent once generation ends).
 json tool_reply_chunk(const ResponseMeta& m, const ToolReply& reply, bool include_usage);
 // The API's tool_calls array.

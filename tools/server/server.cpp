@@ -36,6 +36,7 @@
 #include "runtime/embedder.h"
 #include "runtime/chat_prompt.h"
 #include "runtime/infill.h"
+#include "runtime/reasoning.h"
 #include "runtime/scheduler.h"
 #include "runtime/session.h"
 #include "runtime/speculative.h"
@@ -137,10 +138,10 @@ void send_generation_error(httplib::Response& res, const std::string& error) {
 
 // The chat prompt, with the tools shown the way the template expects (runtime/tool_calls.h),
 // and the grammar a tool-mode reply must follow set on the request. Throws ApiError.
-std::string render_chat(const ChatPrompt& chat, CompletionRequest& r) {
+std::string render_chat_messages(const ChatPrompt& chat, CompletionRequest& r) {
   bool tool_history = false;
   for (const auto& m : r.messages) tool_history = tool_history || m["role"] == "tool" || m.contains("tool_calls");
-  if (r.tools.empty() && !tool_history) return chat.render(r.messages);
+  if (r.tools.empty() && !tool_history) return chat.render(r.messages, nullptr, r.template_kwargs);
   const ToolFormat f = chat.tool_format();
   const std::vector<ToolSpec> offered = r.tool_mode() ? r.tools : std::vector<ToolSpec>{};
   if (r.tool_mode()) {
@@ -157,8 +158,15 @@ std::string render_chat(const ChatPrompt& chat, CompletionRequest& r) {
     }
   }
   const auto messages = messages_for_template(f, r.messages, offered);
-  if (f == ToolFormat::Generic || offered.empty()) return chat.render(messages);
-  return chat.render(messages, tools_for_template(offered));
+  if (f == ToolFormat::Generic || offered.empty()) return chat.render(messages, nullptr, r.template_kwargs);
+  const auto tools = tools_for_template(offered);
+  return chat.render(messages, &tools, r.template_kwargs);
+}
+
+std::string render_chat(const ChatPrompt& chat, CompletionRequest& r) {
+  std::string prompt = render_chat_messages(chat, r);
+  r.reasoning_open = prompt_opens_reasoning(prompt);
+  return prompt;
 }
 
 // Builds the generation request (prompt tokens and their check against the context) and
@@ -347,16 +355,23 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
     send_native(handle, meta, r.stream, r.fill_truncated, in_flight, res);
     return;
   }
+  // A thinking model's <think> part goes to reasoning_content (llama-server's
+  // --reasoning-format deepseek, its default), unless the request or the server says "none".
+  const std::string& format = r.reasoning_format.empty() ? st.opts.reasoning_format : r.reasoning_format;
+  const bool reasoning = chat && format != "none";
 
   if (!r.stream) {
     const WholeAnswer w = wait_whole(*handle);
+    const ReasoningSplitter::Delta split =
+        reasoning ? ReasoningSplitter::split(w.text, r.reasoning_open) : ReasoningSplitter::Delta{{}, w.text};
     if (w.fin.finish_reason == "error") {
       send_generation_error(res, w.fin.error);
     } else if (tool_mode) {
-      const ToolReply reply = read_tool_reply(tool_format, w.text, r.tools, w.fin.finish_reason == "stop");
-      send_json(res, full_response(meta, w.text, w.logprobs, want_logprobs, w.fin, &reply));
+      const ToolReply reply = read_tool_reply(tool_format, split.content, r.tools, w.fin.finish_reason == "stop");
+      send_json(res, full_response(meta, split.content, w.logprobs, want_logprobs, w.fin, &reply, split.reasoning));
     } else {
-      send_json(res, full_response(meta, r.echo ? r.prompt + w.text : w.text, w.logprobs, want_logprobs, w.fin));
+      send_json(res, full_response(meta, r.echo ? r.prompt + w.text : split.content, w.logprobs, want_logprobs, w.fin,
+                                   nullptr, split.reasoning));
     }
     return;
   }
@@ -368,6 +383,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
     bool tool_mode = false;
     std::string echo;  // completions with echo: the prompt, sent first
     std::optional<ToolReplyStream> tool_stream;  // tool mode: content streams, calls come whole
+    std::optional<ReasoningSplitter> reasoning;    // <think> text as reasoning_content
   };
   auto s = std::make_shared<Stream>();
   s->handle = handle;
@@ -377,6 +393,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
   s->in_flight = in_flight;
   s->tool_mode = tool_mode;
   if (tool_mode) s->tool_stream.emplace(tool_format, r.tools);
+  if (reasoning) s->reasoning.emplace(r.reasoning_open);
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   stream_response(res, "text/event-stream", s, [](Stream& s, httplib::DataSink& sink) {
@@ -390,6 +407,16 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
       }
     }
     RequestEvents ev = s.next();
+    if (s.reasoning) {  // the reasoning streams on its own; the rest goes on as the content
+      ReasoningSplitter::Delta d = s.reasoning->push(ev.text);
+      if (ev.finished) {
+        ReasoningSplitter::Delta end = s.reasoning->finish();
+        d.reasoning += end.reasoning;
+        d.content += end.content;
+      }
+      if (!d.reasoning.empty() && !write(dump(reasoning_chunk(s.meta, d.reasoning, s.include_usage)))) return false;
+      ev.text = std::move(d.content);
+    }
     if (s.tool_mode) {
       const std::string content = s.tool_stream->push(ev.text);
       if (!content.empty()) {
@@ -437,6 +464,13 @@ void handle_ollama(State& st, const std::string& body, httplib::Response& res, b
   const OllamaRequest o = ollama_request(body, chat, st.chat.has_value());
   CompletionRequest r = parse_completion_request(o.openai_body, o.endpoint);
   std::shared_ptr<RequestHandle> handle = submit(st, r);
+  // "think": true: a thinking model's <think> part comes back as ollama returns it
+  // (message.thinking on /api/chat, "thinking" on /api/generate), the rest as the content.
+  const bool think = o.think && r.chat;
+  auto with_thinking = [chat](json j, const std::string& thinking) {
+    if (!thinking.empty()) (chat ? j["message"]["thinking"] : j["thinking"]) = thinking;
+    return j;
+  };
   // With tools the reply is read back once it is whole (calls or words), and sent in one message.
   const bool tools = r.chat && r.tool_mode();
   if (tools || !o.stream) {
@@ -447,20 +481,22 @@ void handle_ollama(State& st, const std::string& body, httplib::Response& res, b
       send_json(res, ollama_error(err["error"]["message"].get<std::string>()));
       return;
     }
+    const ReasoningSplitter::Delta split =
+        think ? ReasoningSplitter::split(w.text, r.reasoning_open) : ReasoningSplitter::Delta{{}, w.text};
     if (!tools) {
-      send_json(res, ollama_chunk(chat, st.model_id, w.text, &w.fin));
+      send_json(res, with_thinking(ollama_chunk(chat, st.model_id, split.content, &w.fin), split.reasoning));
       return;
     }
     // With tools the reply is read back once it is whole (calls or words), and sent in one message.
     const ToolFormat format = st.chat ? st.chat->tool_format() : ToolFormat::Generic;
-    const ToolReply reply = read_tool_reply(format, w.text, r.tools, w.fin.finish_reason == "stop");
-    json last = ollama_chunk(true, st.model_id, reply.content, &w.fin);
+    const ToolReply reply = read_tool_reply(format, split.content, r.tools, w.fin.finish_reason == "stop");
+    json last = with_thinking(ollama_chunk(true, st.model_id, reply.content, &w.fin), split.reasoning);
     if (!reply.calls.empty()) last["message"]["tool_calls"] = ollama_tool_calls(reply.calls);
     if (!o.stream) {
       send_json(res, last);
     } else {
       // As ollama streams it: the message, then the counts.
-      json msg = ollama_chunk(true, st.model_id, reply.content, nullptr);
+      json msg = with_thinking(ollama_chunk(true, st.model_id, reply.content, nullptr), split.reasoning);
       if (!reply.calls.empty()) msg["message"]["tool_calls"] = last["message"]["tool_calls"];
       last["message"] = {{"role", "assistant"}, {"content", ""}};
       res.set_content(dump(msg) + "\n" + dump(last) + "\n", "application/x-ndjson");
@@ -470,16 +506,32 @@ void handle_ollama(State& st, const std::string& body, httplib::Response& res, b
   struct Lines : StreamState {
     std::string model;
     bool chat = false;
+    std::optional<ReasoningSplitter> reasoning;  // think: true
   };
   auto l = std::make_shared<Lines>();
   l->handle = handle;
   l->in_flight = in_flight;
   l->model = st.model_id;
   l->chat = chat;
+  if (think) l->reasoning.emplace(r.reasoning_open);
   res.set_header("Cache-Control", "no-cache");
   stream_response(res, "application/x-ndjson", l, [](Lines& l, httplib::DataSink& sink) {
     auto write = [&](const json& j) { return l.send(sink, dump(j) + "\n"); };
     RequestEvents ev = l.next();
+    if (l.reasoning) {
+      ReasoningSplitter::Delta d = l.reasoning->push(ev.text);
+      if (ev.finished) {
+        ReasoningSplitter::Delta end = l.reasoning->finish();
+        d.reasoning += end.reasoning;
+        d.content += end.content;
+      }
+      if (!d.reasoning.empty()) {
+        json j = ollama_chunk(l.chat, l.model, "", nullptr);
+        (l.chat ? j["message"]["thinking"] : j["thinking"]) = d.reasoning;
+        if (!write(j)) return false;
+      }
+      ev.text = std::move(d.content);
+    }
     if (!ev.text.empty() && !write(ollama_chunk(l.chat, l.model, ev.text, nullptr))) return false;
     if (!ev.finished) return true;
     if (ev.finish_reason == "error") {
@@ -594,6 +646,8 @@ void load_model(State& st) {
   try {
     st.chat.emplace(ChatPrompt::for_model(*st.tok, st.model->gguf(), st.opts.chat_template_file, st.opts.model_path));
     st.chat_template = st.chat->source();
+    st.chat->set_template_kwargs(
+        ChatPrompt::template_kwargs_from_options(st.opts.chat_template_kwargs, st.opts.reasoning_budget));
   } catch (const Error& e) {
     // A named template that fails is the user's mistake: say so now. A model without one can
     // still serve /v1/completions.

@@ -32,6 +32,9 @@ struct ServerOptions {
   int lookup_ngram = 3;
   std::string slot_save_path;     // POST /slots/ID?action=save|restore files live here (empty: off)
   bool context_shift = false;     // llama-server's --context-shift (SchedulerOptions::context_shift)
+  std::string chat_template_kwargs;  // JSON object of extra template variables (llama-server's)
+  std::string reasoning_format = "auto";  // "none": <think> text stays in the content
+  int reasoning_budget = -1;      // 0: thinking off (enable_thinking false); -1: the model's way
 };
 
 // Binds, prints "slm: listening on http://HOST:PORT" to stderr, loads the model (GET /health
