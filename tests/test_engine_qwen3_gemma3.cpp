@@ -1,7 +1,7 @@
 // Qwen3 and Gemma 3 beyond the F32 golden cases in test_engine_logits.cpp: a Q8_0 copy (made
 // by slm quantize) against the same NumPy reference (scripts/make-arch-fixtures.py),
-// Gemma 3's per-layer RoPE in the key rotation of a context shift, a clear refusal to
-// fine-tune them, and slm convert of Hugging Face folders holding the fixtures' weights.
+// Gemma 3's per-layer RoPE in the key rotation of a context shift, and slm convert of Hugging
+// Face folders holding the fixtures' weights. (Fine-tuning them: test_train_lora.cpp.)
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -25,7 +25,6 @@
 #include "support/logits_file.h"
 #include "support/run_cli.h"
 #include "support/temp_dir.h"
-#include "train/lora_trainer.h"
 
 namespace {
 
@@ -98,24 +97,6 @@ TEST(Qwen3Gemma3, Gemma3KeyRotationFollowsEachLayersRope) {
     slm::rope(want.data(), rows * hp.n_head_kv, hp.head_dim_k, -7, p);
     rotate(layer, keys.data(), rows, 7);
     for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(keys[i], want[i], 1e-6) << "layer " << layer << " value " << i;
-  }
-}
-
-// The LoRA trainer has no backward pass for per-head q/k norms yet: it says so instead of
-// training a different function.
-TEST(Qwen3Gemma3, FineTuningIsRefusedClearly) {
-  for (const char* stem : {"tiny-qwen3", "tiny-gemma3"}) {
-    auto model = slm::Model::load(data(std::string(stem) + ".gguf").string());
-    auto adapter = slm::train::make_adapter(*model, slm::train::LoraTargets{}, 2, 4.0f, 1);
-    slm::train::TrainerOptions to;
-    to.seq_len = 8;
-    try {
-      slm::train::LoraTrainer trainer(*model, *adapter, to);
-      ADD_FAILURE() << stem << ": the trainer was built";
-    } catch (const slm::Error& e) {
-      EXPECT_NE(std::string(e.what()).find("not supported yet"), std::string::npos) << e.what();
-      EXPECT_NE(std::string(e.what()).find(model->hparams().arch), std::string::npos) << e.what();
-    }
   }
 }
 

@@ -46,6 +46,12 @@ AttentionSpec attention_spec(const HParams& hp) {
   return spec;
 }
 
+void head_norms(ComputeContext& ctx, const HParams& hp, int64_t n_tokens, const std::vector<float>& q_norm,
+                const std::vector<float>& k_norm, float* q, float* k) {
+  rms_norm(ctx, q, q_norm.data(), n_tokens * hp.n_head, hp.head_dim_k, hp.norm_eps, q);
+  rms_norm(ctx, k, k_norm.data(), n_tokens * hp.n_head_kv, hp.head_dim_k, hp.norm_eps, k);
+}
+
 void split_qkv(const float* qkv, int64_t n_tokens, int64_t q_dim, int64_t k_dim, int64_t v_dim,
                float* q, float* k, float* v) {
   const int64_t row = q_dim + k_dim + v_dim;

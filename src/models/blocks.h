@@ -52,6 +52,11 @@ AttentionSpec attention_spec(const HParams& hp);
 void attend(ComputeContext& ctx, const Batch& b, KVCache& cache, int layer,
             const AttentionSpec& spec, float* q, float* k, const float* v, float* out);
 
+// Qwen3 / Gemma 3: each head of q [T][n_head*hdk] and k [T][n_head_kv*hdk] RMS-normalized and
+// scaled by q_norm / k_norm (hdk weights each), in place, before attend() applies RoPE.
+void head_norms(ComputeContext& ctx, const HParams& hp, int64_t n_tokens, const std::vector<float>& q_norm,
+                const std::vector<float>& k_norm, float* q, float* k);
+
 // Split fused rows [T][q_dim + k_dim + v_dim] into three [T][dim] arrays.
 void split_qkv(const float* qkv, int64_t n_tokens, int64_t q_dim, int64_t k_dim, int64_t v_dim,
                float* q, float* k, float* v);

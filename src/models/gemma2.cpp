@@ -143,10 +143,7 @@ void GemmaModel::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, fl
     linear(ctx, L.wq, h, T, q);
     linear(ctx, L.wk, h, T, k);
     linear(ctx, L.wv, h, T, v);
-    if (!L.q_norm.empty()) {
-      rms_norm(ctx, q, L.q_norm.data(), T * hp_.n_head, hp_.head_dim_k, hp_.norm_eps, q);
-      rms_norm(ctx, k, L.k_norm.data(), T * hp_.n_head_kv, hp_.head_dim_k, hp_.norm_eps, k);
-    }
+    if (!L.q_norm.empty()) head_norms(ctx, hp_, T, L.q_norm, L.k_norm, q, k);
     spec.rope = layer_rope(static_cast<size_t>(l));
     attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
     linear(ctx, L.wo, attn, T, proj);

@@ -73,10 +73,7 @@ void LlamaModel::forward(ComputeContext& ctx, const Batch& b, KVCache& cache, fl
     if (!L.bq.empty()) add_bias(q, L.bq.data(), T, static_cast<int64_t>(L.bq.size()));
     if (!L.bk.empty()) add_bias(k, L.bk.data(), T, static_cast<int64_t>(L.bk.size()));
     if (!L.bv.empty()) add_bias(v, L.bv.data(), T, static_cast<int64_t>(L.bv.size()));
-    if (!L.q_norm.empty()) {
-      rms_norm(ctx, q, L.q_norm.data(), T * hp_.n_head, hp_.head_dim_k, hp_.norm_eps, q);
-      rms_norm(ctx, k, L.k_norm.data(), T * hp_.n_head_kv, hp_.head_dim_k, hp_.norm_eps, k);
-    }
+    if (!L.q_norm.empty()) head_norms(ctx, hp_, T, L.q_norm, L.k_norm, q, k);
     attend(ctx, b, cache, static_cast<int>(l), spec, q, k, v, attn);
     linear(ctx, L.wo, attn, T, proj);
     add_inplace(x, proj, T * E);

@@ -55,7 +55,7 @@ KVCache::KeyRotation Model::key_rotation(int n_ctx) const {
 }
 
 DecoderView Model::decoder_view(int) const {
-  fail("{}: {} models cannot be fine-tuned by slm (only the decoders: llama, qwen2, qwen3, gemma2, gemma3, phi3)",
+  fail("{}: {} models cannot be fine-tuned by slm (only the decoders: llama, qwen2, gemma2, phi3)",
        file_->path(), hp_.arch);
 }
 

@@ -127,6 +127,8 @@ struct LayerActs {
   Vec x;            // layer input [N][E]
   Vec inv1, h1;     // attention norm: 1/rms per row, normed input [N][E]
   Vec q, k, v;      // after RoPE (q, k) [N][dim]
+  Vec q_in, k_in;   // Qwen3 / Gemma 3: q and k before their per-head norms [N][dim]
+  Vec inv_q, inv_k; // and those norms' 1/rms per head [N][heads]
   Vec att;          // attention output [N][H * hdv]
   Vec o, inv_pa;    // output projection [N][E] (Gemma: before its post-norm) and that norm's 1/rms
   Vec x2;           // residual after attention [N][E]
@@ -176,10 +178,12 @@ struct LoraTrainer::Impl {
 
   // ---- elementwise helpers ----
 
-  // out = x * inv * w per row (inv = 1/sqrt(mean(x^2) + eps), kept).
-  void norm_fwd(ComputeContext& ctx, const float* x, const Vec& w, float* inv, float* out, int64_t n) {
+  // out = x * inv * w per row of n values (inv = 1/sqrt(mean(x^2) + eps), kept), over the N
+  // token rows or, for per-head norms, n_rows rows.
+  void norm_fwd(ComputeContext& ctx, const float* x, const Vec& w, float* inv, float* out, int64_t n,
+                int64_t n_rows = 0) {
     const float eps = view.hp.norm_eps;
-    ctx.pool().parallel_for(N, [&](int64_t r0, int64_t r1, int) {
+    ctx.pool().parallel_for(n_rows ? n_rows : N, [&](int64_t r0, int64_t r1, int) {
       for (int64_t r = r0; r < r1; ++r) {
         const float* xr = x + r * n;
         double ss = 0;
@@ -192,10 +196,11 @@ struct LoraTrainer::Impl {
     }, 8);
   }
 
-  // dx (+)= d(norm)/dx . dy: with g = dy * w, dx = inv * g - x * inv^3 * mean(g * x).
+  // dx (+)= d(norm)/dx . dy: with g = dy * w, dx = inv * g - x * inv^3 * mean(g * x). dx may
+  // be dy (each element reads only its own after the row's sum).
   void norm_bwd(ComputeContext& ctx, const float* x, const Vec& w, const float* inv, const float* dy,
-                float* dx, int64_t n, bool accumulate) {
-    ctx.pool().parallel_for(N, [&](int64_t r0, int64_t r1, int) {
+                float* dx, int64_t n, bool accumulate, int64_t n_rows = 0) {
+    ctx.pool().parallel_for(n_rows ? n_rows : N, [&](int64_t r0, int64_t r1, int) {
       for (int64_t r = r0; r < r1; ++r) {
         const float* xr = x + r * n;
         const float* dr = dy + r * n;
@@ -210,10 +215,11 @@ struct LoraTrainer::Impl {
     }, 8);
   }
 
-  void rope_rows(float* x, int64_t heads, int64_t dim, int sign) {
+  // RoPE of layer L (Gemma 3's sliding layers have their own) at each row's position.
+  void rope_rows(const DecoderLayerView& L, float* x, int64_t heads, int64_t dim, int sign) {
+    const RopeParams& p = L.rope ? *L.rope : view.attn.rope;
     const int64_t row = heads * dim;
-    for (int64_t r = 0; r < N; ++r)
-      rope(x + r * row, heads, dim, static_cast<int32_t>(sign * (r % T)), view.attn.rope);
+    for (int64_t r = 0; r < N; ++r) rope(x + r * row, heads, dim, static_cast<int32_t>(sign * (r % T)), p);
   }
 
   // ---- projections ----
@@ -359,8 +365,14 @@ struct LoraTrainer::Impl {
       lin_fwd(ctx, P[kPK], A.h1.data(), A.k.data(), A.lu[kPK]);
       lin_fwd(ctx, P[kPV], A.h1.data(), A.v.data(), A.lu[kPV]);
     }
-    rope_rows(A.q.data(), H, hdk, 1);
-    rope_rows(A.k.data(), Hkv, hdk, 1);
+    if (L.q_norm) {  // each head normalized before RoPE (its input and 1/rms kept)
+      A.q_in = A.q;
+      A.k_in = A.k;
+      norm_fwd(ctx, A.q_in.data(), *L.q_norm, A.inv_q.data(), A.q.data(), hdk, N * H);
+      norm_fwd(ctx, A.k_in.data(), *L.k_norm, A.inv_k.data(), A.k.data(), hdk, N * Hkv);
+    }
+    rope_rows(L, A.q.data(), H, hdk, 1);
+    rope_rows(L, A.k.data(), Hkv, hdk, 1);
     attention_fwd(ctx, A, L.window);
     lin_fwd(ctx, P[kPO], A.att.data(), A.o.data(), A.lu[kPO]);
     A.x2 = A.x;
@@ -438,8 +450,12 @@ struct LoraTrainer::Impl {
     else std::memcpy(dO, dx.data(), static_cast<size_t>(N * E) * sizeof(float));
     lin_bwd(ctx, P[kPO], A.att.data(), A.lu[kPO], dO, datt.data(), false, grads);
     attention_bwd(ctx, A, L.window);
-    rope_rows(dq.data(), H, hdk, -1);  // RoPE's transpose is the rotation by -angle
-    rope_rows(dk.data(), Hkv, hdk, -1);
+    rope_rows(L, dq.data(), H, hdk, -1);  // RoPE's transpose is the rotation by -angle
+    rope_rows(L, dk.data(), Hkv, hdk, -1);
+    if (L.q_norm) {
+      norm_bwd(ctx, A.q_in.data(), *L.q_norm, A.inv_q.data(), dq.data(), dq.data(), hdk, false, N * H);
+      norm_bwd(ctx, A.k_in.data(), *L.k_norm, A.inv_k.data(), dk.data(), dk.data(), hdk, false, N * Hkv);
+    }
     float* dh1 = dtmp.data();
     if (L.wqkv) {
       Vec& fused = dgu;  // [N][qd + kd + vd] fits in [N][2F]? sized at set-up to the max
@@ -463,11 +479,13 @@ struct LoraTrainer::Impl {
     sz(A.x, N * E), sz(A.inv1, N), sz(A.h1, N * E), sz(A.q, N * qd), sz(A.k, N * kd), sz(A.v, N * vd);
     sz(A.att, N * ad), sz(A.o, N * E), sz(A.inv_pa, N), sz(A.x2, N * E), sz(A.inv2, N), sz(A.h2, N * E);
     sz(A.g, N * F), sz(A.u, N * F), sz(A.a, N * F), sz(A.d, N * E), sz(A.inv_pf, N);
+    if (view.layers[0].q_norm) sz(A.q_in, N * qd), sz(A.k_in, N * kd), sz(A.inv_q, N * H), sz(A.inv_k, N * Hkv);
   }
 
   size_t layer_bytes() const {
     const int64_t r = adapter.tensors.empty() ? 0 : adapter.tensors[0].rank;
-    return static_cast<size_t>(4 * (N * (6 * E + qd + kd + vd + ad + 3 * F + 4) + kProjCount * N * r));
+    const int64_t head_norms = view.layers[0].q_norm ? qd + kd + H + Hkv : 0;
+    return static_cast<size_t>(4 * (N * (6 * E + qd + kd + vd + ad + 3 * F + 4 + head_norms) + kProjCount * N * r));
   }
 };
 
@@ -480,11 +498,6 @@ LoraTrainer::LoraTrainer(const Model& model, LoraAdapter& adapter, const Trainer
     fail("a training context of {} tokens is longer than the model's ({} tokens)", opts.seq_len,
          model.hparams().n_ctx_train);
   I.view = model.decoder_view(opts.seq_len);
-  for (const DecoderLayerView& L : I.view.layers)
-    if (L.q_norm || L.rope)
-      fail("fine-tuning {} models is not supported yet: the backward pass has no per-head query/key "
-           "norms nor per-layer RoPE (llama, qwen2, gemma2 and phi3 models can be fine-tuned)",
-           model.hparams().arch);
   adapter.check_against(model);
   const HParams& hp = I.view.hp;
   I.B = opts.batch, I.T = opts.seq_len, I.N = I.B * I.T;
