@@ -136,9 +136,10 @@ TEST(ContextShift, RotatedKeysFollowTheSameArithmetic) {
   expect_shifts_follow_llama_cli(*model, prompt, 48, 0, 100, 3, "stories260K, keys rotated, keep 0", false, false);
 }
 
-// Gemma 2's sliding-window layers (tiny-gemma2: window 8) keep rings, which once wrapped can
-// neither move nor be truncated back to n_keep and stay valid: what stays is evaluated again,
-// the kept tokens too, by default as well.
+// Gemma 2's sliding-window layers (tiny-gemma2: window 8) keep rings (here of 8 + 16 - 1
+// positions). In a context of 40 keeping 4, the ring's window after the shift (positions -1..21)
+// would reach back into kept positions it no longer holds: what stays is evaluated again, the
+// kept tokens too, by default as well.
 TEST(ContextShift, SlidingWindowRingsShiftToo) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
   std::string error;
@@ -148,6 +149,25 @@ TEST(ContextShift, SlidingWindowRingsShiftToo) {
   auto tok = slm::Tokenizer::from_gguf(model->gguf());
   const auto prompt = prompt_of(*tok, 10, 2000);
   expect_shifts_follow_llama_cli(*model, prompt, 40, 4, 80, 3, "tiny-gemma2, keep 4", false, true);
+}
+
+// In a context of 96 the ring's window after a shift (positions 27..49) lies past the dropped
+// run: the rings move with their keys rotated, as the full layers do (no evaluation again: the
+// rows after n_keep are no longer exact), following llama-cli's arithmetic.
+TEST(ContextShift, WrappedSlidingRingsMoveWhenTheirWindowLiesPastTheDrop) {
+  SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
+  std::string error;
+  const std::string& gemma = tiny_gemma2(vocab, &error);
+  ASSERT_FALSE(gemma.empty()) << error;
+  auto model = slm::Model::load(gemma);
+  auto tok = slm::Tokenizer::from_gguf(model->gguf());
+  const auto prompt = prompt_of(*tok, 10, 2000);
+  expect_shifts_follow_llama_cli(*model, prompt, 96, 4, 200, 2, "tiny-gemma2, wrapped rings moved", false, false);
+  slm::Session session(*model, options(96));
+  slm::Sampler sampler(greedy(*tok), static_cast<int32_t>(model->hparams().n_vocab));
+  const auto r = slm::generate(session, *tok, sampler, prompt, 200, [](const std::string&) { return true; }, {true, 4});
+  ASSERT_GE(r.context_shifts, 2);
+  EXPECT_EQ(session.n_exact(), 4) << "the rows were moved, not evaluated again";
 }
 
 TEST(ContextShift, NothingToDropStopsAsWithoutIt) {

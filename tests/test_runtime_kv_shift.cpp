@@ -163,6 +163,49 @@ TEST(KVCacheShift, EveryTypeInBlocksMovesValuesAndRotatesKeys) {
   expect_shift_moves_and_rotates({DType::F16, DType::Q4_0}, shape, slm::RopeMode::Normal, "f16 keys, q4_0 values");
 }
 
+// A wrapped ring whose new window lies past the dropped run moves: each position of that window
+// holds the key of the position delta later, rotated (within the type's budget of RoPE applied
+// at the new position directly), and its value bit for bit; the full-attention layer moves as
+// before; the other sequence is untouched.
+TEST(KVCacheShift, AWrappedRingMovesItsWindow) {
+  for (const auto& [types, shape, what] :
+       {std::tuple{slm::KVTypes{DType::F16, DType::F16}, slm::KVShape{2, 64, 64, 2}, "f16 blocks"},
+        std::tuple{slm::KVTypes{DType::Q8_0, DType::Q4_0}, slm::KVShape{2, 64, 64, 2}, "q8_0 keys, q4_0 values"},
+        std::tuple{slm::KVTypes{DType::F32, DType::F32}, slm::KVShape{2, 64, 64, 2}, "f32 blocks"},
+        std::tuple{slm::KVTypes{DType::Q8_0, DType::Q8_0}, slm::KVShape{2, 32, 32, 2}, "rows of q8_0"}}) {
+    const int64_t hd = shape.k_dim / shape.n_head_kv;
+    const slm::RopeParams rope = rope_params(slm::RopeMode::Neox, static_cast<int>(hd));
+    // Layer 1 slides with a window of 8; batches of 4: a ring of 11 positions.
+    slm::RingKVCache cache(shape, {0, 8}, kCtx, 2, 4, types);
+    fill(cache, shape, 0, 30, rope, 5);
+    const Stored s = fill(cache, shape, 1, 70, rope, 6);
+    std::vector<std::vector<float>> other_keys;
+    for (int p = 0; p < 30; ++p) other_keys.push_back(key_at(cache, shape, 1, 0, p));
+    const int from = 3, delta = 33, n = 70;  // 37 stay; the ring's new window is 26..36
+    auto first_of = [&](int layer) { return layer == 0 ? from : n - delta - 11; };
+    std::vector<std::vector<std::vector<float>>> values_before(2);
+    for (int layer = 0; layer < 2; ++layer)
+      for (int p = first_of(layer); p < n - delta; ++p) values_before[layer].push_back(value_at(cache, shape, layer, 1, p + delta));
+    ASSERT_TRUE(cache.shift(1, from, delta, [&](int, float* k, int64_t rows, int32_t d) {
+      slm::rope(k, rows * shape.n_head_kv, hd, -d, rope);
+    })) << what;
+    ASSERT_EQ(cache.seq_length(1), n - delta);
+    for (int layer = 0; layer < 2; ++layer) {
+      const int first = first_of(layer);
+      for (int p = first; p < n - delta; ++p) {
+        std::vector<float> want = s.k_raw[static_cast<size_t>(p + delta)];
+        slm::rope(want.data(), shape.n_head_kv, hd, p, rope);
+        EXPECT_LT(slm::test::rel_l2(want, key_at(cache, shape, layer, 1, p)), key_budget(types.k))
+            << what << " layer " << layer << " key at new position " << p;
+        // Values are the same bytes: what the old position read back as.
+        EXPECT_EQ(value_at(cache, shape, layer, 1, p), values_before[layer][static_cast<size_t>(p - first)])
+            << what << " value, layer " << layer << " position " << p;
+      }
+    }
+    for (int p = 0; p < 30; ++p) EXPECT_EQ(key_at(cache, shape, 1, 0, p), other_keys[static_cast<size_t>(p)]) << what;
+  }
+}
+
 TEST(KVCacheShift, RowsMoveAndRotateToo) {
   // Heads of 16 cannot hold 32-value blocks: such caches keep whole rows.
   const slm::KVShape shape{2, 2 * 16, 2 * 16, 2};
@@ -170,17 +213,20 @@ TEST(KVCacheShift, RowsMoveAndRotateToo) {
   expect_shift_moves_and_rotates({DType::F16, DType::Q4_0}, shape, slm::RopeMode::Neox, "rows: f16 keys, q4_0 values");
 }
 
-TEST(KVCacheShift, AWrappedRingRefusesAndKeepsItsRows) {
+// A ring that has wrapped keeps only its last positions: a shift whose new window would reach
+// back into the kept prefix (positions the ring evicted) is refused and changes nothing.
+TEST(KVCacheShift, AWrappedRingRefusesWhatItNoLongerHolds) {
   const slm::KVShape shape{2, 64, 64, 2};
   const slm::RopeParams rope = rope_params(slm::RopeMode::Neox, 32);
   auto no_call = [](int, float*, int64_t, int32_t) { ADD_FAILURE() << "a refused shift rotated keys"; };
   {
-    // Layer 1 has a window of 8: a ring of 16 positions, wrapped at 40.
+    // Layer 1 has a window of 8 (one-token batches: a ring of 8), wrapped at 40. Keeping 20 and
+    // dropping 10 leaves 30, whose window (22..29) would need kept positions 22..19: gone.
     slm::RingKVCache cache(shape, {0, 8}, kCtx, 1, 1, DType::F16);
     fill(cache, shape, 0, 40, rope, 3);
     std::vector<std::vector<float>> before;
     for (int p = 0; p < 40; ++p) before.push_back(key_at(cache, shape, 0, 0, p));
-    EXPECT_FALSE(cache.shift(0, 4, 10, no_call));
+    EXPECT_FALSE(cache.shift(0, 24, 10, no_call));
     EXPECT_EQ(cache.seq_length(0), 40);
     for (int p = 0; p < 40; ++p) EXPECT_EQ(key_at(cache, shape, 0, 0, p), before[static_cast<size_t>(p)]) << p;
   }
@@ -279,6 +325,53 @@ TEST(KVCacheShift, OneLayerModelsGiveAFreshPassLogits) {
       const bool sharp = std::string(f.arch) == "qwen3" || std::string(f.arch) == "gemma3";
       EXPECT_LT(err, type == DType::F32 ? 1e-5 : type == DType::Q8_0 && sharp ? 2e-2 : 2e-3) << what;
       EXPECT_GT(unrotated, 20 * err) << what << ": the check must see a missing rotation";
+    }
+  }
+}
+
+// Sliding-window layers past their ring (Gemma 2 and 3 in a long chat, batches of 8 here): the
+// ring's window moves with its keys rotated, and the next token's logits are a fresh pass's
+// over what stays (one layer: every cached row depends only on its token and position).
+TEST(KVCacheShift, WrappedSlidingRingsGiveAFreshPassLogits) {
+  SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
+  static const slm::test::ProgramTempDir dir("kv-shift-wrapped");
+  constexpr int kBatch = 8;
+  for (const Family& f : {Family{"tiny-gemma2", "gemma2"}, Family{"tiny-gemma3", "gemma3"}}) {
+    std::unique_ptr<slm::Model> m;
+    ASSERT_NO_THROW(m = one_layer_model(f, vocab, dir.path())) << f.shape;
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < 80; ++i) tokens.push_back(100 + (i * 37) % 1900);
+    const int n_keep = 4, n_discard = 31;
+    const int32_t next = 1234;
+    std::vector<int32_t> kept(tokens.begin(), tokens.begin() + n_keep);
+    kept.insert(kept.end(), tokens.begin() + n_keep + n_discard, tokens.end());
+    slm::ComputeContext ctx(2);
+    std::vector<float> logits(static_cast<size_t>(m->hparams().n_vocab));
+    // Evaluates `toks` in batches of kBatch from position 0 on.
+    auto eval = [&](slm::KVCache& cache, const std::vector<int32_t>& toks) {
+      for (size_t i = 0; i < toks.size(); i += kBatch) {
+        slm::Batch b;
+        for (size_t j = i; j < std::min(toks.size(), i + kBatch); ++j) b.add(toks[j], static_cast<int32_t>(j), 0, false);
+        m->forward(ctx, b, cache, logits.data());
+      }
+    };
+    auto next_logits = [&](slm::KVCache& cache, int32_t pos) {
+      slm::Batch b;
+      b.add(next, pos, 0, true);
+      m->forward(ctx, b, cache, logits.data());
+      return logits;
+    };
+    for (const DType type : {DType::F32, DType::F16}) {
+      const std::string what = std::string(f.shape) + ", " + slm::dtype_name(type) + " cache";
+      auto fresh = m->make_cache(kCtx, 1, kBatch, type);
+      eval(*fresh, kept);
+      const std::vector<float> want = next_logits(*fresh, static_cast<int32_t>(kept.size()));
+      auto shifted = m->make_cache(kCtx, 1, kBatch, type);
+      eval(*shifted, tokens);
+      ASSERT_TRUE(shifted->shift(0, n_keep, n_discard, m->key_rotation(kCtx))) << what << ": the wrapped ring refused";
+      const double err = slm::test::rel_l2(want, next_logits(*shifted, static_cast<int32_t>(kept.size())));
+      std::printf("%-28s wrapped ring shifted %.2e\n", what.c_str(), err);
+      EXPECT_LT(err, type == DType::F32 ? 1e-5 : 2e-3) << what;
     }
   }
 }

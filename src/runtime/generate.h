@@ -26,7 +26,8 @@ struct GenerateResult {
 // arithmetic). As llama.cpp does, the cached keys of the tokens after the dropped ones are
 // rotated to their new positions and their values kept (KVCache::shift): what they computed
 // while the dropped tokens were in view stays, and the shift costs ~1 ms per thousand tokens
-// and layer. Where the cache cannot move them (a sliding-window ring that has wrapped), or with
+// and layer. Where the cache cannot move them (a sliding-window ring that has wrapped and whose
+// window after the shift would reach back into the kept tokens, which it no longer holds), or with
 // `reevaluate`, what stays is evaluated again instead: a batch at prompt speed (seconds at a 2k
 // context on two cores), with exactly the logits a fresh run on those tokens gives.
 struct ContextShift {

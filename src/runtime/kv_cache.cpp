@@ -410,15 +410,25 @@ bool RingKVCache::shift(int seq, int32_t from, int32_t delta, const KeyRotation&
   const int32_t length = lengths_[seq];
   if (from < 0 || delta <= 0 || int64_t{from} + delta > length)
     fail("KV cache shift: positions {}..{} are not within the {} held", from, int64_t{from} + delta - 1, length);
-  // Every position must still be in its slot (pos % capacity == pos): a wrapped ring lost some.
+  // A ring that has wrapped (a sliding-window layer past its window and a batch) holds only its
+  // last `capacity` positions. It can still move when every position of its window after the
+  // shift comes from after the dropped run (from <= new length - capacity), as in a long chat
+  // that keeps a short prefix: those take their new slots, and the kept prefix is out of the
+  // layer's view anyway. Where the new window would reach back into the kept prefix, the
+  // positions the ring evicted are gone: refuse, changing nothing (the caller evaluates again).
+  const int32_t new_length = length - delta;
   for (int32_t cap : capacity_)
-    if (length > cap) return false;
+    if (length > cap && from > new_length - cap) return false;
   const int32_t n_move = length - from - delta;
   // Keys in chunks, moved down in position order: a chunk's new slots are below its old ones
   // and above the chunks already moved, so nothing is overwritten before it is read.
   constexpr int32_t kChunk = 256;
   std::vector<float> keys(static_cast<size_t>(std::min(kChunk, std::max(n_move, 1))) * shape_.k_dim);
   for (int l = 0; l < shape_.n_layer; ++l) {
+    if (length > capacity_[l]) {
+      shift_wrapped(l, seq, delta, new_length, rotate);
+      continue;
+    }
     for (int32_t c0 = 0; c0 < n_move; c0 += kChunk) {
       const int32_t n = std::min(kChunk, n_move - c0);
       for (int32_t i = 0; i < n; ++i) read_key(l, seq, from + delta + c0 + i, keys.data() + i * shape_.k_dim);
@@ -441,8 +451,34 @@ bool RingKVCache::shift(int seq, int32_t from, int32_t delta, const KeyRotation&
                    v_.data() + row_index(l, seq, from + delta) * v_row_bytes_, n_move * v_row_bytes_);
     }
   }
-  lengths_[seq] = length - delta;
+  lengths_[seq] = new_length;
   return true;
+}
+
+void RingKVCache::shift_wrapped(int l, int seq, int32_t delta, int32_t new_length, const KeyRotation& rotate) {
+  // Positions first .. new_length - 1 (a whole ring) come from first + delta ..: gathered, keys
+  // rotated, then stored in their new slots (a permutation of the ring, so all are read first).
+  const int32_t cap = capacity_[l], first = new_length - cap;
+  std::vector<float> keys(static_cast<size_t>(cap) * shape_.k_dim);
+  for (int32_t i = 0; i < cap; ++i) read_key(l, seq, first + delta + i, keys.data() + static_cast<size_t>(i) * shape_.k_dim);
+  rotate(l, keys.data(), cap, delta);
+  // Values move as bytes: per head in the block layout, whole rows otherwise.
+  const int n_parts = blocks_ ? shape_.n_head_kv : 1;
+  const size_t part = blocks_ ? v_row_bytes_ / shape_.n_head_kv : v_row_bytes_;
+  auto value_at = [&](int h, int32_t pos) {
+    return blocks_ ? v_.data() + head_base(l, seq, h, v_row_bytes_) + static_cast<size_t>(pos % cap) * part
+                   : v_.data() + row_index(l, seq, pos) * v_row_bytes_;
+  };
+  std::vector<uint8_t> values(static_cast<size_t>(cap) * n_parts * part);
+  for (int32_t i = 0; i < cap; ++i)
+    for (int h = 0; h < n_parts; ++h)
+      std::memcpy(values.data() + (static_cast<size_t>(i) * n_parts + h) * part, value_at(h, first + delta + i), part);
+  for (int32_t i = 0; i < cap; ++i) {
+    const int32_t pos = first + i;
+    store_key(l, seq, pos % cap, row_index(l, seq, pos), keys.data() + static_cast<size_t>(i) * shape_.k_dim);
+    for (int h = 0; h < n_parts; ++h)
+      std::memcpy(value_at(h, pos), values.data() + (static_cast<size_t>(i) * n_parts + h) * part, part);
+  }
 }
 
 namespace {

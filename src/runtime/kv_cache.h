@@ -91,8 +91,9 @@ class KVCache {
   // .. seq_length - 1 of seq move to from .., their keys through `rotate` (RoPE by -delta:
   // what they would be had they been computed delta positions earlier), their values as they
   // are; positions from .. from + delta - 1 are forgotten and the sequence is delta shorter.
-  // Returns false, changing nothing, where a layer's ring has wrapped (it no longer holds every
-  // position a query after the move may see). Keys of a quantized type are decoded, rotated
+  // A sliding-window ring that has wrapped moves too when its window after the move lies past
+  // the dropped run; returns false, changing nothing, where that window would reach back into
+  // positions `from` keeps but the ring no longer holds. Keys of a quantized type are decoded, rotated
   // and encoded again, as llama.cpp does. `rotate` is told the layer: Gemma 3's sliding-window
   // layers have a RoPE base of their own.
   using KeyRotation = std::function<void(int layer, float* keys, int64_t n_rows, int32_t delta)>;
@@ -158,6 +159,9 @@ class RingKVCache : public KVCache {
   // store()'s two halves: the key of (layer, seq) at ring slot `slot` (blocks) or row idx.
   void store_key(int layer, int seq, int32_t slot, size_t idx, const float* k);
   void check_head(int layer, int seq, int head) const;
+  // shift()'s move of a ring that has wrapped: the `capacity` positions of its new window
+  // (ending at new_length) from delta positions later.
+  void shift_wrapped(int layer, int seq, int32_t delta, int32_t new_length, const KeyRotation& rotate);
   // Positions (layer, seq) has room for: its ring, rounded up to whole key blocks.
   int64_t held(int layer) const {
     const int32_t cap = capacity_[layer];
