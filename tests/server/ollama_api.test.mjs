@@ -150,6 +150,9 @@ describe('ollama API: tool calls under the Qwen2.5 template', { skip: missingSha
                 parallel_tool_calls: false, options: { num_predict: 120, temperature: 0 } };
 
   test('calls come back as ollama writes them (arguments an object), whole and streamed', T, async () => {
+    // A template that shows tools itself: /api/show says so, as ollama does.
+    const show = await postJson(srv, '/api/show', {});
+    assert.deepEqual(show.json.capabilities, ['completion', 'tools']);
     const whole = await postJson(srv, '/api/chat', { ...ask, stream: false });
     assert.equal(whole.status, 200, whole.text);
     const calls = whole.json.message.tool_calls;

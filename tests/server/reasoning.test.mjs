@@ -76,6 +76,11 @@ describe('reasoning_content', { skip: missingShared(STORIES) }, () => {
     assert.ok(r.usage.prompt_tokens > tokensOn, 'the empty think block is in the prompt');
   });
 
+  test('ollama\'s /api/show lists the thinking capability', T, async () => {
+    const show = await postJson(srv, '/api/show', {});
+    assert.ok(show.json.capabilities.includes('thinking'), JSON.stringify(show.json.capabilities));
+  });
+
   test('bad reasoning_format or chat_template_kwargs: 400 naming the field', T, async () => {
     for (const [extra, param] of [
       [{ reasoning_format: 'loud' }, 'reasoning_format'],

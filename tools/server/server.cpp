@@ -1084,6 +1084,12 @@ int run(const ServerOptions& opts) {
       const HParams& hp = st.model->hparams();
       json capabilities = json::array({"completion"});
       if (infill_unsupported(*st.tok).empty()) capabilities.push_back("insert");
+      // As ollama decides them from the template: tools where it shows tools itself, thinking
+      // where it knows <think> (Qwen3, DeepSeek-R1) or enable_thinking.
+      if (st.chat && st.chat->tool_format() != ToolFormat::Generic) capabilities.push_back("tools");
+      if (st.chat && (st.chat_template.find("<think>") != std::string::npos ||
+                      st.chat_template.find("enable_thinking") != std::string::npos))
+        capabilities.push_back("thinking");
       send_json(res, {{"modelfile", ""},
                       {"parameters", ""},
                       {"template", st.chat_template},
