@@ -351,8 +351,15 @@ void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, fl
   for (int64_t r = 0; r < n_rows; ++r) {
     const float* xr = x + r * n;
     float* yr = out + r * n;
-    double sum = 0.0;  // ggml accumulates in double
-    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(xr[i]) * xr[i];
+    // ggml accumulates in double. Eight chains, not one: a serial chain of n double adds per row
+    // was 2.3% of a Qwen3 prompt (its per-head norms: 24 rows of 128 per token and layer); the
+    // order changes the sums by ~1e-16.
+    double s8[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int c = 0; c < 8; ++c) s8[c] += static_cast<double>(xr[i + c]) * xr[i + c];
+    for (; i < n; ++i) s8[0] += static_cast<double>(xr[i]) * xr[i];
+    const double sum = ((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7]));
     const float mean = static_cast<float>(sum / n);
     const float scale = 1.0f / std::sqrt(mean + eps);
     if (weight)
