@@ -81,6 +81,25 @@ describe('reasoning_content', { skip: missingShared(STORIES) }, () => {
     assert.ok(show.json.capabilities.includes('thinking'), JSON.stringify(show.json.capabilities));
   });
 
+  test('reasoning_content sent back on an assistant message reaches the template', T, async () => {
+    // A template that shows an assistant turn's reasoning (as Qwen3's does after the last question).
+    const r = await postJson(srv, '/apply-template', {
+      messages: [...ask, { role: 'assistant', content: 'The end.', reasoning_content: 'short story' }],
+    });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    assert.match(r.json.prompt, /<\|im_start\|>assistant\n<think>\nshort story\n<\/think>\n\nThe end\.<\|im_end\|>/);
+    // ollama's "thinking" on an assistant message is the same field.
+    const base = { model: 'x', options: { temperature: 0, num_predict: 1 }, stream: false };
+    const turn = { role: 'assistant', content: 'The end.' };
+    const without = await postJson(srv, '/api/chat', { ...base, messages: [...ask, turn, ...ask] });
+    const withThinking = await postJson(srv, '/api/chat', { ...base, messages: [...ask, { ...turn, thinking: 'short story' }, ...ask] });
+    assert.ok(withThinking.json.prompt_eval_count > without.json.prompt_eval_count,
+              `${withThinking.json.prompt_eval_count} vs ${without.json.prompt_eval_count}`);
+    const bad = await postJson(srv, '/v1/chat/completions', { messages: [{ role: 'user', content: 'x', reasoning_content: 'y' }] });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.param, 'messages[0].reasoning_content');
+  });
+
   test('bad reasoning_format or chat_template_kwargs: 400 naming the field', T, async () => {
     for (const [extra, param] of [
       [{ reasoning_format: 'loud' }, 'reasoning_format'],

@@ -87,11 +87,18 @@ OllamaRequest ollama_request(const std::string& text, bool chat, bool has_templa
           throw ApiError(400, "'messages[].images': this server reads text only", "messages", "unsupported_parameter");
     // The same shape as the OpenAI API's, checked by its parser; but ollama's tool results carry
     // no call id (they answer the calls in order), and its calls' arguments are objects.
+    // ollama's "thinking" on an assistant message is the OpenAI side's reasoning_content.
     json messages = *msgs;
     if (messages.is_array())
-      for (size_t i = 0; i < messages.size(); ++i)
-        if (json& m = messages[i]; m.is_object() && m.value("role", "") == "tool" && !m.contains("tool_call_id"))
-          m["tool_call_id"] = "call_" + std::to_string(i);
+      for (size_t i = 0; i < messages.size(); ++i) {
+        json& m = messages[i];
+        if (!m.is_object()) continue;
+        if (m.value("role", "") == "tool" && !m.contains("tool_call_id")) m["tool_call_id"] = "call_" + std::to_string(i);
+        if (auto t = m.find("thinking"); t != m.end()) {
+          if (m.value("role", "") == "assistant" && !t->is_null()) m["reasoning_content"] = *t;
+          m.erase("thinking");
+        }
+      }
     out["messages"] = std::move(messages);
     if (auto t = body.find("tools"); t != body.end() && !t->is_null()) out["tools"] = *t;
     // Not ollama's, but the OpenAI API's (slm extensions): require a call, or just one.

@@ -349,6 +349,13 @@ CompletionRequest parse_completion_request(const std::string& text, Endpoint end
         msg["tool_call_id"] = *id;
         if (auto n = m.find("name"); n != m.end() && n->is_string()) msg["name"] = *n;
       }
+      // A thinking model's earlier reasoning, sent back as the server returned it: templates that
+      // use it (Qwen3's, for the turns after the last question) see message.reasoning_content.
+      if (auto rc = m.find("reasoning_content"); rc != m.end() && !rc->is_null()) {
+        if (rs != "assistant") bad(p + ".reasoning_content", "only assistant messages carry 'reasoning_content'");
+        if (!rc->is_string()) bad(p + ".reasoning_content", "'" + p + ".reasoning_content' must be a string");
+        msg["reasoning_content"] = *rc;
+      }
       if (auto tc = m.find("tool_calls"); tc != m.end() && !tc->is_null()) {
         if (rs != "assistant") bad(p + ".tool_calls", "only assistant messages carry 'tool_calls'");
         msg["tool_calls"] = checked_tool_calls(*tc, p + ".tool_calls");
