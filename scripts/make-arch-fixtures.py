@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Tiny Qwen3 and Gemma 3 models (random weights, F32 GGUF) and their reference logits.
+"""Tiny Qwen3 (also with YaRN rope scaling) and Gemma 3 models (random weights, F32 GGUF) and
+their reference logits.
 
 No llama.cpp or transformers build is at hand for these two architectures, so the reference is
 an independent float64 forward pass written here with NumPy from the Hugging Face modeling code
@@ -12,7 +13,8 @@ taken through fp16 as llama.cpp's CPU backend does (slm does the same), so that 
 comparison can stay at 1e-4.
 
 Usage: /usr/bin/python3 scripts/make-arch-fixtures.py tests/data/arch   (Debian's python3-numpy)
-Writes <dir>/{tiny-qwen3,tiny-gemma3}.gguf and .batch.logits (the fixtures' logits format).
+Writes <dir>/{tiny-qwen3,tiny-qwen3-yarn,tiny-gemma3}.gguf and .batch.logits (the fixtures' logits
+format).
 """
 import math
 import struct
@@ -65,12 +67,33 @@ def rms(x, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
 
 
-def rope_neox(x, pos, base, scale):
-    """x: [T, heads, d]; rotates pairs (i, i + d/2) by pos * scale * base^(-2i/d)."""
+def yarn_inv_freq(d, base, factor, original_ctx, beta_fast=32.0, beta_slow=1.0):
+    """transformers' _compute_yarn_parameters (truncate on): inverse frequencies, attention factor."""
+    pos_freqs = base ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    extrap, interp = 1.0 / pos_freqs, 1.0 / (factor * pos_freqs)
+
+    def corr_dim(rot):
+        return (d * math.log(original_ctx / (rot * 2 * math.pi))) / (2 * math.log(base))
+
+    low, high = max(math.floor(corr_dim(beta_fast)), 0), min(math.ceil(corr_dim(beta_slow)), d - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(d // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    extrap_factor = 1 - ramp
+    inv = interp * (1 - extrap_factor) + extrap * extrap_factor
+    return inv, 0.1 * math.log(factor) + 1.0
+
+
+def rope_neox(x, pos, base, scale, yarn=None):
+    """x: [T, heads, d]; rotates pairs (i, i + d/2) by pos * scale * base^(-2i/d), or with yarn
+    = (factor, original context) by transformers' YaRN frequencies and attention factor."""
     d = x.shape[-1]
     inv = base ** (-np.arange(0, d, 2, dtype=np.float64) / d) * scale
+    mscale = 1.0
+    if yarn:
+        inv, mscale = yarn_inv_freq(d, base, *yarn)
     ang = pos[:, None] * inv[None, :]  # [T, d/2]
-    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    c, s = mscale * np.cos(ang)[:, None, :], mscale * np.sin(ang)[:, None, :]
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
 
@@ -115,9 +138,10 @@ class Maker:
         return (mean + std * self.rng.standard_normal(n)).astype(np.float32)
 
 
-def qwen3(out_dir):
+def qwen3(out_dir, stem="tiny-qwen3", yarn=None, seed=3):
+    """yarn: (factor, original context) for a model with YaRN rope scaling."""
     V, E, F, H, Hkv, D, L, eps, base = 256, 32, 64, 4, 2, 16, 2, 1e-6, 1e6
-    m = Maker(3)
+    m = Maker(seed)
     W = {"token_embd.weight": (m.rng.standard_normal((V, E)) / math.sqrt(E)).astype(np.float32)}
     for l in range(L):
         p = f"blk.{l}."
@@ -144,8 +168,8 @@ def qwen3(out_dir):
         q = (h @ w[p + "attn_q.weight"].T).reshape(T, H, D)
         k = (h @ w[p + "attn_k.weight"].T).reshape(T, Hkv, D)
         v = (h @ w[p + "attn_v.weight"].T).reshape(T, Hkv, D)
-        q = rope_neox(rms(q, eps) * w[p + "attn_q_norm.weight"], pos, base, 1.0)
-        k = rope_neox(rms(k, eps) * w[p + "attn_k_norm.weight"], pos, base, 1.0)
+        q = rope_neox(rms(q, eps) * w[p + "attn_q_norm.weight"], pos, base, 1.0, yarn)
+        k = rope_neox(rms(k, eps) * w[p + "attn_k_norm.weight"], pos, base, 1.0, yarn)
         a = attention(q, k, v, 1 / math.sqrt(D), 0).reshape(T, H * D)
         x = x + a @ w[p + "attn_output.weight"].T
         h = rms(x, eps) * w[p + "ffn_norm.weight"]
@@ -157,8 +181,12 @@ def qwen3(out_dir):
             "qwen3.attention.head_count_kv": Hkv, "qwen3.attention.key_length": D,
             "qwen3.attention.value_length": D, "qwen3.rope.freq_base": base,
             "qwen3.attention.layer_norm_rms_epsilon": eps, "general.file_type": 0}
-    write_gguf(out_dir / "tiny-qwen3.gguf", "qwen3", meta, list(W.items()))
-    write_logits(out_dir / "tiny-qwen3.batch.logits", tokens, logits)
+    if yarn:  # the keys convert_hf_to_gguf.py writes for rope_scaling yarn
+        meta["qwen3.rope.scaling.type"] = "yarn"
+        meta["qwen3.rope.scaling.factor"] = float(yarn[0])
+        meta["qwen3.rope.scaling.original_context_length"] = int(yarn[1])
+    write_gguf(out_dir / f"{stem}.gguf", "qwen3", meta, list(W.items()))
+    write_logits(out_dir / f"{stem}.batch.logits", tokens, logits)
 
 
 def gemma3(out_dir):
@@ -236,5 +264,7 @@ if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/data/arch")
     out.mkdir(parents=True, exist_ok=True)
     qwen3(out)
+    # YaRN, factor 4 over an original context of 8: the 30 positions reach well past it.
+    qwen3(out, "tiny-qwen3-yarn", yarn=(4.0, 8), seed=4)
     gemma3(out)
     print("numpy", np.__version__, "->", out)

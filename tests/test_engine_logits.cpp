@@ -225,6 +225,8 @@ INSTANTIATE_TEST_SUITE_P(
             // absolute path replaces the shared directory. Gemma 3 takes Gemma 2's bound: both
             // sides round GELU's input to fp16, and float32 against float64 flips a few roundings.
             Case{SLM_SOURCE_DIR "/tests/data/arch/tiny-qwen3", SLM_SOURCE_DIR "/tests/data/arch/tiny-qwen3.batch.logits", kF32, 1.0},
+            // YaRN rope scaling (factor 4 over an original context of 8), as transformers computes it.
+            Case{SLM_SOURCE_DIR "/tests/data/arch/tiny-qwen3-yarn", SLM_SOURCE_DIR "/tests/data/arch/tiny-qwen3-yarn.batch.logits", kF32, 1.0},
             Case{SLM_SOURCE_DIR "/tests/data/arch/tiny-gemma3", SLM_SOURCE_DIR "/tests/data/arch/tiny-gemma3.batch.logits", kGemmaF32, 1.0}),
         testing::Bool()),
     [](const testing::TestParamInfo<std::tuple<Case, bool>>& info) {

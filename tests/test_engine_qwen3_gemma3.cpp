@@ -100,6 +100,62 @@ TEST(Qwen3Gemma3, Gemma3KeyRotationFollowsEachLayersRope) {
   }
 }
 
+// YaRN's cos/sin carry a magnitude (1 + 0.1 ln 4 here); a context shift's rotation must not add
+// it again: a key RoPE'd at p and turned back by delta is the key RoPE'd at p - delta.
+TEST(Qwen3Gemma3, YarnKeyRotationKeepsTheMagnitude) {
+  auto model = slm::Model::load(data("tiny-qwen3-yarn.gguf").string());
+  const auto& hp = model->hparams();
+  ASSERT_GT(hp.rope.ext_factor, 0.0f);
+  ASSERT_NEAR(hp.rope.attn_factor, 1.0f + 0.1f * std::log(4.0f), 1e-6);
+  const auto rotate = model->key_rotation(256);
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd;
+  const int64_t n = hp.n_head_kv * hp.head_dim_k;
+  for (const int32_t p : {20, 57, 200}) {
+    std::vector<float> raw(n);
+    for (float& x : raw) x = nd(rng);
+    std::vector<float> at_p = raw, want = raw;
+    slm::rope(at_p.data(), hp.n_head_kv, hp.head_dim_k, p, hp.rope);
+    slm::rope(want.data(), hp.n_head_kv, hp.head_dim_k, p - 13, hp.rope);
+    rotate(0, at_p.data(), 1, 13);
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(at_p[i], want[i], 1e-4) << "position " << p << " value " << i;
+  }
+}
+
+// llama.cpp's RoPE options give a file without YaRN metadata the reference's YaRN: the yarn
+// fixture's weights written without its rope.scaling keys, then `slm logits --rope-scaling yarn
+// --rope-scale 4 --yarn-orig-ctx 8`. Without the options that file computes something else.
+TEST(Qwen3Gemma3, RopeScalingOptionsGiveYarn) {
+  static const slm::test::ProgramTempDir dir("qwen3-yarn-options");
+  auto f = slm::GGUFFile::open(data("tiny-qwen3-yarn.gguf").string());
+  slm::GGUFWriter w;
+  for (const auto& [k, v] : f->metadata())
+    if (k.rfind("qwen3.rope.scaling.", 0) != 0) w.set(k, v);
+  for (const slm::TensorInfo& t : f->tensors()) w.add_tensor(t.name, t.type, t.ne, t.data, t.nbytes);
+  const std::string plain = (dir.path() / "plain.gguf").string();
+  w.write(plain);
+  const LogitsFile ref = slm::test::read_logits_file(data("tiny-qwen3-yarn.batch.logits"));
+  std::string tokens;
+  for (int32_t id : ref.tokens) tokens += std::to_string(id) + " ";
+  auto worst_with = [&](std::vector<std::string> extra) {
+    const std::string out = (dir.path() / "l.logits").string();
+    std::vector<std::string> args = {"logits", "-m", plain, "--tokens", tokens, "-o", out, "-t", "2"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto r = slm::test::run_cli(args, 60);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    const LogitsFile got = slm::test::read_logits_file(out);
+    double worst = 0;
+    for (int i = 0; i < ref.n_tokens; ++i) worst = std::max(worst, slm::test::relative_l2(got.row(i), ref.row(i), ref.n_vocab));
+    return worst;
+  };
+  EXPECT_LE(worst_with({"--rope-scaling", "yarn", "--rope-scale", "4", "--yarn-orig-ctx", "8"}), 1e-4);
+  EXPECT_GT(worst_with({}), 0.1);
+  const auto bad = slm::test::run_cli({"logits", "-m", plain, "--tokens", "1 2", "-o", (dir.path() / "x").string(),
+                                       "--rope-scale", "4", "--rope-freq-scale", "0.25"}, 60);
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("--rope-scale and --rope-freq-scale"), std::string::npos) << bad.err;
+}
+
 // ---- slm convert -------------------------------------------------------------------------
 
 // The Hugging Face name of a fixture tensor, and whether its values are a Gemma norm (stored in
@@ -175,6 +231,8 @@ fs::path hf_folder(const std::string& stem, const fs::path& dir, const fs::path&
     cfg["architectures"] = {"Qwen3ForCausalLM"};
     cfg["model_type"] = "qwen3";
     cfg["num_hidden_layers"] = 2;
+    if (stem == "tiny-qwen3-yarn")
+      cfg["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 8}};
   }
   std::ofstream(out / "config.json") << cfg.dump(2);
 
@@ -198,7 +256,7 @@ fs::path hf_folder(const std::string& stem, const fs::path& dir, const fs::path&
 TEST(Qwen3Gemma3, ConvertFromHuggingFaceGivesTheFixture) {
   SLM_REQUIRE_FIXTURE(tokenizer_from, "models/hf/tiny-qwen2");
   static const slm::test::ProgramTempDir dir("qwen3-gemma3-convert");
-  for (const std::string stem : {"tiny-qwen3", "tiny-gemma3"}) {
+  for (const std::string stem : {"tiny-qwen3", "tiny-qwen3-yarn", "tiny-gemma3"}) {
     const fs::path folder = hf_folder(stem, dir.path(), tokenizer_from);
     const fs::path out = dir.path() / (stem + ".gguf");
     const auto r = slm::test::run_cli({"convert", folder.string(), "-o", out.string(), "--outtype", "f32"}, 120);

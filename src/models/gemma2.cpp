@@ -50,6 +50,8 @@ void GemmaModel::read_hparams() {
   local_rope_ = hp_.rope;
   local_rope_.freq_base = key_float("rope.freq_base_swa", 10000.0f);
   local_rope_.freq_scale = 1.0f;
+  local_rope_.ext_factor = 0.0f;  // no YaRN there either
+  local_rope_.attn_factor = 1.0f;
 }
 
 void GemmaModel::bind_tensors() {

@@ -103,8 +103,10 @@ void Model::read_common_hparams() {
   const std::string scaling = file_->opt_string(hp_.arch + ".rope.scaling.type").value_or("none");
   const float factor = key_float("rope.scaling.factor", 0.0f);
   if (scaling == "linear" && factor > 0.0f) hp_.rope.freq_scale = 1.0f / factor;
+  else if (scaling == "yarn") read_yarn(factor);
   else if (scaling != "none" && scaling != "linear" && scaling != "longrope")
-    fail("{}: rope scaling type '{}' is not supported", file_->path(), scaling);
+    fail("{}: rope scaling type '{}' is not supported (slm reads none, linear, yarn and longrope)", file_->path(),
+         scaling);
   hp_.rope.freq_scale = key_float("rope.scale_linear", 0.0f) > 0.0f
                             ? 1.0f / key_float("rope.scale_linear", 1.0f) : hp_.rope.freq_scale;
 
@@ -117,6 +119,25 @@ void Model::read_common_hparams() {
       fail("{}: token_embd.weight has {} rows but the vocabulary has {} tokens", file_->path(), te->ne[1], hp_.n_vocab);
   }
   if (hp_.n_vocab <= 0) fail("{}: cannot tell the vocabulary size (no tokenizer.ggml.tokens)", file_->path());
+}
+
+// YaRN as llama.cpp reads it: interpolation by 1 / factor blended with the original angles over
+// ggml's correction range for the original context, ext_factor 1 unless the file says otherwise,
+// and cos/sin scaled by yarn_attn_factor * (1 + 0.1 ln(factor)) (ggml's mscale, folded into
+// attn_factor here, see RopeParams).
+void Model::read_yarn(float factor) {
+  if (factor <= 0.0f) fail("{}: rope scaling type yarn needs {}.rope.scaling.factor > 0", file_->path(), hp_.arch);
+  RopeParams& r = hp_.rope;
+  r.freq_scale = 1.0f / factor;
+  r.ext_factor = key_float("rope.scaling.yarn_ext_factor", 1.0f);
+  const int64_t n_ctx_orig = key_int("rope.scaling.original_context_length", hp_.n_ctx_train);
+  if (n_ctx_orig <= 0)
+    fail("{}: {}.rope.scaling.original_context_length {} must be positive", file_->path(), hp_.arch, n_ctx_orig);
+  const float beta_fast = key_float("rope.scaling.yarn_beta_fast", 32.0f);
+  const float beta_slow = key_float("rope.scaling.yarn_beta_slow", 1.0f);
+  std::tie(r.yarn_low, r.yarn_high) = yarn_corr_dims(r.n_rot, n_ctx_orig, r.freq_base, beta_fast, beta_slow);
+  const float attn = key_float("rope.scaling.yarn_attn_factor", 1.0f);
+  r.attn_factor = r.ext_factor != 0.0f ? attn * (1.0f + 0.1f * std::log(1.0f / r.freq_scale)) : attn;
 }
 
 Weight Model::bind(const std::string& name, int64_t n_in, int64_t n_out, bool required) const {

@@ -76,6 +76,7 @@ class Model {
   int64_t key_int(const std::string& suffix, int64_t def) const;
   float key_float(const std::string& suffix, float def) const;
   void read_common_hparams();  // sizes, heads, eps, rope, vocab
+  void read_yarn(float factor);  // rope.scaling.type yarn
   // Step 2 helpers: a matrix of exactly n_in x n_out (null Weight if optional and absent).
   Weight bind(const std::string& name, int64_t n_in, int64_t n_out, bool required = true) const;
   std::vector<float> bind_vector(const std::string& name, int64_t n, bool required = true) const;

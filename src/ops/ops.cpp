@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 #include <cstring>
 
 #ifdef __linux__
@@ -442,6 +443,15 @@ void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[r * n + i] += bias[i];
 }
 
+std::pair<float, float> yarn_corr_dims(int n_rot, int64_t n_ctx_orig, float freq_base, float beta_fast, float beta_slow) {
+  auto corr_dim = [&](float rotations) {
+    return static_cast<float>(n_rot) * std::log(static_cast<float>(n_ctx_orig) / (rotations * 2.0f * std::numbers::pi_v<float>)) /
+           (2.0f * std::log(freq_base));
+  };
+  const float start = std::floor(corr_dim(beta_fast)), end = std::ceil(corr_dim(beta_slow));
+  return {std::max(0.0f, start), std::min(static_cast<float>(n_rot - 1), end)};
+}
+
 void rope(float* x, int64_t n_heads, int64_t head_dim, int32_t pos, const RopeParams& p) {
   const int64_t n_rot = p.n_rot;
   const float theta_scale = std::pow(p.freq_base, -2.0f / static_cast<float>(n_rot));
@@ -452,7 +462,13 @@ void rope(float* x, int64_t n_heads, int64_t head_dim, int32_t pos, const RopePa
   float theta = static_cast<float>(pos);
   for (int64_t i = 0; i < n_rot / 2; ++i) {
     const float ff = p.freq_factors ? p.freq_factors[i] : 1.0f;
-    const float angle = p.freq_scale * (theta / ff);
+    const float extrap = theta / ff;
+    float angle = p.freq_scale * extrap;
+    if (p.ext_factor != 0.0f) {  // YaRN: ggml's rope_yarn_ramp
+      const float y = (static_cast<float>(i) - p.yarn_low) / std::max(0.001f, p.yarn_high - p.yarn_low);
+      const float mix = (1.0f - std::min(1.0f, std::max(0.0f, y))) * p.ext_factor;
+      angle = angle * (1.0f - mix) + extrap * mix;
+    }
     cache_cos[i] = std::cos(angle) * p.attn_factor;
     cache_sin[i] = std::sin(angle) * p.attn_factor;
     theta *= theta_scale;

@@ -3,6 +3,7 @@
 // operations) closely enough to agree with llama.cpp to ~1e-6 relative.
 #pragma once
 #include <cstdint>
+#include <utility>
 
 #include "ops/compute.h"
 #include "ops/tensor.h"
@@ -44,8 +45,18 @@ struct RopeParams {
   float freq_base = 10000.0f;
   float freq_scale = 1.0f;  // linear scaling: 1 / factor
   const float* freq_factors = nullptr;  // n_rot/2 divisors (llama3 rope_freqs, LongRoPE)
-  float attn_factor = 1.0f;             // scales cos/sin (LongRoPE's mscale)
+  float attn_factor = 1.0f;             // scales cos/sin (LongRoPE's mscale; YaRN's, folded in)
+  // YaRN (ext_factor > 0): pair i turns by a mix of the interpolated angle (freq_scale * theta)
+  // and the original one, all original below pair yarn_low, all interpolated above yarn_high
+  // (ggml's corr_dims), linear between. YaRN's magnitude 1 + 0.1 ln(1 / freq_scale) is not
+  // applied here but folded into attn_factor by whoever fills this in, so that a rotation at
+  // unit magnitude (a context shift) stays one.
+  float ext_factor = 0.0f;
+  float yarn_low = 0.0f, yarn_high = 0.0f;
 };
+// ggml's YaRN correction range for n_rot rotated dimensions, trained context n_ctx_orig and
+// the beta_fast / beta_slow rotation counts: {yarn_low, yarn_high}.
+std::pair<float, float> yarn_corr_dims(int n_rot, int64_t n_ctx_orig, float freq_base, float beta_fast, float beta_slow);
 // Rotate n_heads heads of head_dim values at position pos, in place.
 void rope(float* x, int64_t n_heads, int64_t head_dim, int32_t pos, const RopeParams& p);
 

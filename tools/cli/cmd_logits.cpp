@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "rope_options.h"
 #include "lora_options.h"
 #include "core/error.h"
 #include "models/model.h"
@@ -47,7 +48,7 @@ void write_logits(const std::string& path, const std::vector<int32_t>& ids, int3
 }  // namespace
 
 Runner add_logits(CLI::App& app) {
-  struct Opts { std::string model, prompt, tokens, out; bool seq = false; int threads = 0; LoraOptions lora; };
+  struct Opts { std::string model, prompt, tokens, out; bool seq = false; int threads = 0; LoraOptions lora; RopeOptions rope; };
   auto o = std::make_shared<Opts>();
   app.add_option("-m,--model", o->model, "GGUF model")->required();
   auto* p = app.add_option("-p,--prompt", o->prompt, "text (BOS as the metadata says, special tokens not parsed)");
@@ -55,11 +56,12 @@ Runner add_logits(CLI::App& app) {
   p->excludes(t);
   app.add_option("-o,--output", o->out, "output file")->required();
   app.add_flag("--seq", o->seq, "evaluate one token at a time instead of one batch");
+  o->rope.add_to(app);
   app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
   o->lora.add_to(app);
   return [o, p, t]() {
     if (!p->count() && !t->count()) fail("logits needs -p TEXT or --tokens \"ID ID ...\"");
-    auto model = Model::load(o->model);
+    auto model = Model::load(GGUFFile::open(o->model, o->rope.overrides(o->model)));
     std::vector<int32_t> ids;
     if (t->count()) {
       ids = parse_token_list(o->tokens);

@@ -109,6 +109,7 @@ void GenerationOptions::add_to(CLI::App& app, bool model_required) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--override-kv", override_kv,
                  "replace a metadata value the file gets wrong: KEY=TYPE:VALUE, TYPE int, float, bool or str (repeatable)");
+  rope.add_to(app);
 }
 
 std::pair<int32_t, float> parse_logit_bias(const std::string& v) {
@@ -186,7 +187,9 @@ std::string process_escapes(const std::string& s) {
 }
 
 std::unique_ptr<Model> GenerationOptions::load_model() const {
-  return Model::load(GGUFFile::open(model, override_kv));
+  std::vector<std::string> overrides = rope.overrides(model);
+  overrides.insert(overrides.end(), override_kv.begin(), override_kv.end());  // --override-kv has the last word
+  return Model::load(GGUFFile::open(model, overrides));
 }
 
 Generator::Generator(const GenerationOptions& o, const Tokenizer& tok, Session& session)

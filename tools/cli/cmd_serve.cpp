@@ -3,6 +3,7 @@
 
 #include "commands.h"
 #include "kv_options.h"
+#include "rope_options.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/whole_file.h"
@@ -15,6 +16,7 @@ Runner add_serve(CLI::App& app) {
     server::ServerOptions s;
     std::string api_key_file;
     KvCacheOptions kv;
+    RopeOptions rope;
     int threads = 0;
     std::string chat_template_file;
     bool jinja = false, cont_batching = false, metrics = false, no_warmup = false;
@@ -42,6 +44,7 @@ Runner add_serve(CLI::App& app) {
   app.add_option("--api-key-file", o->api_key_file, "read the API key from a file (first line)")->excludes(key);
   app.add_option("--max-queue", o->s.max_queue, "requests that may wait for a slot before a 503 (default 64)");
   o->kv.add_to(app);
+  o->rope.add_to(app);
   app.add_option("--embed-model", o->s.embed_model_path, "embedding model (bert) for POST /v1/embeddings and vector search");
   app.add_option("--db", o->s.db_path, "index (slm index add) for POST /v1/search: an SQLite file or a postgresql:// URL");
   app.add_option("--override-kv", o->s.override_kv,
@@ -91,6 +94,9 @@ Runner add_serve(CLI::App& app) {
     }
     o->s.n_threads = o->threads > 0 ? o->threads : default_threads();
     o->s.kv_types = o->kv.types();
+    std::vector<std::string> overrides = o->rope.overrides(o->s.model_path);
+    overrides.insert(overrides.end(), o->s.override_kv.begin(), o->s.override_kv.end());
+    o->s.override_kv = std::move(overrides);
     return server::run(o->s);
   };
 }

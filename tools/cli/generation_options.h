@@ -6,6 +6,7 @@
 
 #include "kv_options.h"
 #include "lora_options.h"
+#include "rope_options.h"
 #include "models/model.h"
 #include "runtime/generate.h"
 #include "runtime/session.h"
@@ -36,6 +37,7 @@ struct GenerationOptions {
   LookupParams lookup_params;
   // Metadata the file gets wrong or lacks, as llama.cpp's --override-kv KEY=TYPE:VALUE.
   std::vector<std::string> override_kv;
+  RopeOptions rope;  // --rope-scaling, --rope-scale, --yarn-orig-ctx, ...: more overrides
   std::vector<std::string> logit_bias;  // as given; parsed into sampling.logit_bias
   std::vector<std::string> dry_breakers;  // --dry-sequence-breaker, as given (escapes read)
   // llama.cpp's --samplers "top_k;top_p;..." and --sampling-seq "kpt": which stages run. slm's
@@ -64,7 +66,7 @@ struct GenerationOptions {
   void add_to(CLI::App& app, bool model_required = true);
   // The sampler's settings, with --ignore-eos's bans on the tokenizer's end-of-generation tokens.
   SamplerParams sampler_params(const Tokenizer& tok) const;
-  // The model with the --override-kv values applied.
+  // The model with the --override-kv values (and the RoPE options') applied.
   std::unique_ptr<Model> load_model() const;
   // Loads the --lora adapters too (throws slm::Error for a bad one). With a draft model the
   // row kernels are off (every pass of the target is several tokens).
