@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "rope_options.h"
 #include "kv_options.h"
 #include "lora_options.h"
 #include "core/error.h"
@@ -22,6 +23,7 @@ Runner add_perplexity(CLI::App& app) {
     int ctx = 512, batch = 512, chunks = -1, threads = 0;
     bool kl = false;
     LoraOptions lora;
+    RopeOptions rope;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("-m,--model", o->model, "GGUF model")->required();
@@ -32,6 +34,7 @@ Runner add_perplexity(CLI::App& app) {
   o->kv.add_to(app);
   app.add_option("-t,--threads", o->threads, "threads (default: all cores)");
   o->lora.add_to(app);
+  o->rope.add_to(app);
   app.add_option("--kl-divergence-base", o->kl_base,
                  "file of the full-precision model's log-probabilities: written by this run, or with "
                  "--kl-divergence read and compared with (2 bytes per vocabulary entry per scored token)");
@@ -41,7 +44,7 @@ Runner add_perplexity(CLI::App& app) {
   return [o]() {
     if (o->kl && o->kl_base.empty()) fail("--kl-divergence needs --kl-divergence-base FILE");
     const std::string text = read_whole_file(o->file, "text file");
-    auto model = Model::load(o->model);
+    auto model = Model::load(GGUFFile::open(o->model, o->rope.overrides(o->model)));
     auto tok = Tokenizer::from_gguf(model->gguf());
     PerplexityOptions po;
     po.n_ctx = o->ctx;
