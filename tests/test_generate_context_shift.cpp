@@ -115,6 +115,24 @@ std::vector<int32_t> prompt_of(const slm::Tokenizer& tok, int n, int n_vocab) {
   return p;
 }
 
+// tiny-gemma2 loaded, its tokenizer and a 10-token prompt; no model, with synth's error, where
+// that failed.
+struct GemmaRun {
+  std::unique_ptr<slm::Model> model;
+  std::unique_ptr<slm::Tokenizer> tok;
+  std::vector<int32_t> prompt;
+  std::string error;
+};
+GemmaRun gemma_run(const fs::path& vocab) {
+  GemmaRun g;
+  const std::string& path = tiny_gemma2(vocab, &g.error);
+  if (path.empty()) return g;
+  g.model = slm::Model::load(path);
+  g.tok = slm::Tokenizer::from_gguf(g.model->gguf());
+  g.prompt = prompt_of(*g.tok, 10, 2000);
+  return g;
+}
+
 TEST(ContextShift, EachTokenIsAFreshSessionsPickOnWhatTheShiftsLeft) {
   SLM_REQUIRE_FIXTURE(path, "models/stories260K.gguf");
   auto model = slm::Model::load(path.string());
@@ -142,13 +160,9 @@ TEST(ContextShift, RotatedKeysFollowTheSameArithmetic) {
 // kept tokens too, by default as well.
 TEST(ContextShift, SlidingWindowRingsShiftToo) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
-  std::string error;
-  const std::string& gemma = tiny_gemma2(vocab, &error);
-  ASSERT_FALSE(gemma.empty()) << error;
-  auto model = slm::Model::load(gemma);
-  auto tok = slm::Tokenizer::from_gguf(model->gguf());
-  const auto prompt = prompt_of(*tok, 10, 2000);
-  expect_shifts_follow_llama_cli(*model, prompt, 40, 4, 80, 3, "tiny-gemma2, keep 4", false, true);
+  const GemmaRun g = gemma_run(vocab);
+  ASSERT_TRUE(g.model) << g.error;
+  expect_shifts_follow_llama_cli(*g.model, g.prompt, 40, 4, 80, 3, "tiny-gemma2, keep 4", false, true);
 }
 
 // In a context of 96 the ring's window after a shift (positions 27..49) lies past the dropped
@@ -156,16 +170,12 @@ TEST(ContextShift, SlidingWindowRingsShiftToo) {
 // rows after n_keep are no longer exact), following llama-cli's arithmetic.
 TEST(ContextShift, WrappedSlidingRingsMoveWhenTheirWindowLiesPastTheDrop) {
   SLM_REQUIRE_FIXTURE(vocab, "fixtures/vocab/ggml-vocab-bert-bge.gguf");
-  std::string error;
-  const std::string& gemma = tiny_gemma2(vocab, &error);
-  ASSERT_FALSE(gemma.empty()) << error;
-  auto model = slm::Model::load(gemma);
-  auto tok = slm::Tokenizer::from_gguf(model->gguf());
-  const auto prompt = prompt_of(*tok, 10, 2000);
-  expect_shifts_follow_llama_cli(*model, prompt, 96, 4, 200, 2, "tiny-gemma2, wrapped rings moved", false, false);
-  slm::Session session(*model, options(96));
-  slm::Sampler sampler(greedy(*tok), static_cast<int32_t>(model->hparams().n_vocab));
-  const auto r = slm::generate(session, *tok, sampler, prompt, 200, [](const std::string&) { return true; }, {true, 4});
+  const GemmaRun g = gemma_run(vocab);
+  ASSERT_TRUE(g.model) << g.error;
+  expect_shifts_follow_llama_cli(*g.model, g.prompt, 96, 4, 200, 2, "tiny-gemma2, wrapped rings moved", false, false);
+  slm::Session session(*g.model, options(96));
+  slm::Sampler sampler(greedy(*g.tok), static_cast<int32_t>(g.model->hparams().n_vocab));
+  const auto r = slm::generate(session, *g.tok, sampler, g.prompt, 200, [](const std::string&) { return true; }, {true, 4});
   ASSERT_GE(r.context_shifts, 2);
   EXPECT_EQ(session.n_exact(), 4) << "the rows were moved, not evaluated again";
 }

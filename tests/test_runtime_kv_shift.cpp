@@ -251,6 +251,18 @@ struct Family {
   const char* arch;
 };
 
+// 80 tokens; 31 of them dropped after the first 4; the token evaluated after the shift.
+struct ShiftCase {
+  std::vector<int32_t> tokens, kept;
+  int n_keep = 4, n_discard = 31;
+  int32_t next = 1234;
+  ShiftCase() {
+    for (int i = 0; i < 80; ++i) tokens.push_back(100 + (i * 37) % 1900);
+    kept.assign(tokens.begin(), tokens.begin() + n_keep);
+    kept.insert(kept.end(), tokens.begin() + n_keep + n_discard, tokens.end());
+  }
+};
+
 // `slm synth --like SHAPE` (f32), opened with one layer: every cached key and value then
 // depends only on its token and position.
 std::unique_ptr<slm::Model> one_layer_model(const Family& f, const fs::path& vocab, const fs::path& dir) {
@@ -305,12 +317,8 @@ TEST(KVCacheShift, OneLayerModelsGiveAFreshPassLogits) {
     std::unique_ptr<slm::Model> m;
     ASSERT_NO_THROW(m = one_layer_model(f, vocab, dir.path())) << f.shape;
     ASSERT_EQ(m->hparams().n_layer, 1);
-    std::vector<int32_t> tokens;
-    for (int i = 0; i < 80; ++i) tokens.push_back(100 + (i * 37) % 1900);
-    const int n_keep = 4, n_discard = 31;
-    const int32_t next = 1234;
-    std::vector<int32_t> kept(tokens.begin(), tokens.begin() + n_keep);
-    kept.insert(kept.end(), tokens.begin() + n_keep + n_discard, tokens.end());
+    const ShiftCase c;
+    const auto& [tokens, kept, n_keep, n_discard, next] = c;
     for (const DType type : {DType::F32, DType::F16, DType::Q8_0}) {
       const std::string what = std::string(f.shape) + ", " + slm::dtype_name(type) + " cache";
       const std::vector<float> want = fresh_logits(*m, kept, next, type);
@@ -339,12 +347,8 @@ TEST(KVCacheShift, WrappedSlidingRingsGiveAFreshPassLogits) {
   for (const Family& f : {Family{"tiny-gemma2", "gemma2"}, Family{"tiny-gemma3", "gemma3"}}) {
     std::unique_ptr<slm::Model> m;
     ASSERT_NO_THROW(m = one_layer_model(f, vocab, dir.path())) << f.shape;
-    std::vector<int32_t> tokens;
-    for (int i = 0; i < 80; ++i) tokens.push_back(100 + (i * 37) % 1900);
-    const int n_keep = 4, n_discard = 31;
-    const int32_t next = 1234;
-    std::vector<int32_t> kept(tokens.begin(), tokens.begin() + n_keep);
-    kept.insert(kept.end(), tokens.begin() + n_keep + n_discard, tokens.end());
+    const ShiftCase c;
+    const auto& [tokens, kept, n_keep, n_discard, next] = c;
     slm::ComputeContext ctx(2);
     std::vector<float> logits(static_cast<size_t>(m->hparams().n_vocab));
     // Evaluates `toks` in batches of kBatch from position 0 on.

@@ -70,10 +70,7 @@ void GemmaModel::bind_tensors() {
     L.wk = bind(layer_name(l, "attn_k.weight"), E, k_dim);
     L.wv = bind(layer_name(l, "attn_v.weight"), E, v_dim);
     L.wo = bind(layer_name(l, "attn_output.weight"), o_dim, E);
-    if (variant_.gemma3) {
-      L.q_norm = bind_vector(layer_name(l, "attn_q_norm.weight"), hp_.head_dim_k);
-      L.k_norm = bind_vector(layer_name(l, "attn_k_norm.weight"), hp_.head_dim_k);
-    }
+    if (variant_.gemma3) bind_head_norms(l, L.q_norm, L.k_norm);
     L.post_attn_norm = bind_vector(layer_name(l, "post_attention_norm.weight"), E);
     L.ffn_norm = bind_vector(layer_name(l, "ffn_norm.weight"), E);
     L.gate = bind(layer_name(l, "ffn_gate.weight"), E, F);

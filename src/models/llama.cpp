@@ -42,10 +42,7 @@ void LlamaModel::bind_tensors(const Variant& variant) {
     L.bq = bind_vector(layer_name(l, "attn_q.bias"), q_dim, biases);
     L.bk = bind_vector(layer_name(l, "attn_k.bias"), k_dim, biases);
     L.bv = bind_vector(layer_name(l, "attn_v.bias"), v_dim, biases);
-    if (variant.qk_norm) {
-      L.q_norm = bind_vector(layer_name(l, "attn_q_norm.weight"), hp_.head_dim_k);
-      L.k_norm = bind_vector(layer_name(l, "attn_k_norm.weight"), hp_.head_dim_k);
-    }
+    if (variant.qk_norm) bind_head_norms(l, L.q_norm, L.k_norm);
     L.ffn_norm = bind_vector(layer_name(l, "ffn_norm.weight"), E);
     L.gate = bind(layer_name(l, "ffn_gate.weight"), E, F);
     L.up = bind(layer_name(l, "ffn_up.weight"), E, F);

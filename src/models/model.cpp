@@ -160,6 +160,11 @@ Weight Model::bind(const std::string& name, int64_t n_in, int64_t n_out, bool re
   return Weight::from(*t);
 }
 
+void Model::bind_head_norms(int64_t layer, std::vector<float>& q_norm, std::vector<float>& k_norm) const {
+  q_norm = bind_vector(layer_name(layer, "attn_q_norm.weight"), hp_.head_dim_k);
+  k_norm = bind_vector(layer_name(layer, "attn_k_norm.weight"), hp_.head_dim_k);
+}
+
 std::vector<float> Model::bind_vector(const std::string& name, int64_t n, bool required) const {
   const TensorInfo* t = file_->find_tensor(name);
   if (!t) {

@@ -80,6 +80,8 @@ class Model {
   // Step 2 helpers: a matrix of exactly n_in x n_out (null Weight if optional and absent).
   Weight bind(const std::string& name, int64_t n_in, int64_t n_out, bool required = true) const;
   std::vector<float> bind_vector(const std::string& name, int64_t n, bool required = true) const;
+  // Qwen3 / Gemma 3: layer l's attn_q_norm and attn_k_norm (head_dim_k weights each).
+  void bind_head_norms(int64_t layer, std::vector<float>& q_norm, std::vector<float>& k_norm) const;
   static std::string layer_name(int64_t layer, const char* what) {
     return "blk." + std::to_string(layer) + "." + what;
   }
