@@ -15,8 +15,6 @@ const T = { timeout: 60000 };
 const ask = [{ role: 'user', content: 'Tell me a story.' }];
 // What Qwen3 writes: its thoughts in <think>...</think>, a blank line, the answer.
 const THINKING = 'root ::= "<think>\\n" "Once upon a time" [a-z ]{1,20} "\\n</think>\\n\\n" "The end" [a-z ]{0,10} "."';
-// After a template that opened <think> itself: the thoughts, </think>, the answer.
-const OPENED = 'root ::= "Once upon a time" [a-z ]{1,20} "\\n</think>\\n\\n" "The end" [a-z ]{0,10} "."';
 
 describe('reasoning_content', { skip: missingShared(STORIES) }, () => {
   let srv, client;
@@ -57,8 +55,10 @@ describe('reasoning_content', { skip: missingShared(STORIES) }, () => {
     assert.equal(content, whole.content);
     const kinds = chunks.map((c) => (c.choices[0]?.delta?.reasoning_content ? 'r' : c.choices[0]?.delta?.content ? 'c' : ''))
       .filter(Boolean).join('');
+    // (How many pieces each part comes in depends on how fast the client reads: events hold what
+    // was generated since the last one. test_runtime_reasoning checks the splitter gives text out
+    // as it comes.)
     assert.match(kinds, /^r+c+$/, 'the reasoning streams before the answer, as it is written');
-    assert.ok(kinds.split('r').length - 1 > 1, 'the reasoning streams in several pieces, not at the end');
   });
 
   test('chat_template_kwargs reach the template: enable_thinking false ends the prompt with an empty think block', T, async () => {
@@ -117,17 +117,24 @@ describe('reasoning_content', { skip: missingShared(STORIES) }, () => {
 });
 
 describe('a template that opens the reasoning, and --reasoning-budget 0', { skip: missingShared(STORIES) }, () => {
-  test('the reply is read from inside <think>: thoughts up to </think>, then the answer', T, async () => {
+  test('the reply is read from inside <think>; a reply held to a schema is all answer', T, async () => {
     const srv = await startServer({ model: sharedPath(STORIES), args: ['--chat-template', dataPath('templates/thinking-open.jinja')] });
     try {
       const client = await openaiClient(srv);
-      const r = await client.chat.completions.create({ model: 'x', messages: ask, max_tokens: 80, temperature: 0, grammar: OPENED });
-      assert.match(r.choices[0].message.reasoning_content, /^Once upon a time[a-z ]+$/);
-      assert.match(r.choices[0].message.content, /^The end[a-z ]*\.$/);
+      // stories260K never writes </think>: all it writes is reasoning, the answer is empty.
+      const r = await client.chat.completions.create({ model: 'x', messages: ask, max_tokens: 30, temperature: 0 });
+      assert.ok(r.choices[0].message.reasoning_content.length > 0);
+      assert.equal(r.choices[0].message.content, '');
       const chunks = await drain(await client.chat.completions.create({
-        model: 'x', messages: ask, max_tokens: 80, temperature: 0, grammar: OPENED, stream: true,
+        model: 'x', messages: ask, max_tokens: 30, temperature: 0, stream: true,
       }));
       assert.equal(chunks.map((c) => c.choices[0]?.delta?.reasoning_content ?? '').join(''), r.choices[0].message.reasoning_content);
+      // A grammar (here json_object) holds the reply from its first token: it is the answer.
+      const json = await client.chat.completions.create({
+        model: 'x', messages: ask, max_tokens: 60, temperature: 0, response_format: { type: 'json_object' },
+      });
+      assert.equal(json.choices[0].message.reasoning_content, undefined);
+      assert.match(json.choices[0].message.content, /^\s*\{/);
     } finally {
       assert.deepEqual(await srv.stop(), { code: 0, signal: null });
     }

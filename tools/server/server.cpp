@@ -165,7 +165,9 @@ std::string render_chat_messages(const ChatPrompt& chat, CompletionRequest& r) {
 
 std::string render_chat(const ChatPrompt& chat, CompletionRequest& r) {
   std::string prompt = render_chat_messages(chat, r);
-  r.reasoning_open = prompt_opens_reasoning(prompt);
+  // A reply held to a grammar (a schema, a tool call) is that text from its first token, even
+  // after a template that opened <think>: nothing of it is reasoning.
+  r.reasoning_open = prompt_opens_reasoning(prompt) && !r.gen.grammar;
   return prompt;
 }
 
