@@ -534,7 +534,7 @@ const float* gelu_fp16_table() {
 }
 }  // namespace
 
-void gelu_fp16_table_inplace(ComputeContext& ctx, float* x, int64_t n) {
+void gelu_fp16_table_inplace(ComputeContext& ctx, float* x, int64_t n, const float* times) {
   const float* table = gelu_fp16_table();
   const kern::Kernels& k = kern::active();
   ctx.pool().parallel_for(n, [&](int64_t b, int64_t e, int) {
@@ -548,6 +548,7 @@ void gelu_fp16_table_inplace(ComputeContext& ctx, float* x, int64_t n) {
         // ggml: exact outside [-10, 10] (the table would saturate there).
         const float v = xs[i], g = table[h[i]];
         xs[i] = v <= -10.0f ? 0.0f : v >= 10.0f ? v : g;
+        if (times) xs[i] *= times[i0 + i];
       }
     }
   }, 256);

@@ -72,6 +72,7 @@ float gelu_tanh_fp16_table(float x);
 // x[i] = gelu_tanh_fp16_table(x[i]) over n values, in place, through a 64K-entry table built
 // once (as ggml's ggml_table_gelu_f16): one tanh per element cost as much as the matrix
 // products of a BERT encoder's feed-forward layers.
-void gelu_fp16_table_inplace(ComputeContext& ctx, float* x, int64_t n);
+// With `times`, x[i] = gelu(x[i]) * times[i] in the same pass (Gemma's GeGLU: the up projection).
+void gelu_fp16_table_inplace(ComputeContext& ctx, float* x, int64_t n, const float* times = nullptr);
 
 }  // namespace slm

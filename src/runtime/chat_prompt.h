@@ -44,7 +44,6 @@ class ChatPrompt {
   // be empty) and --reasoning-budget (0: enable_thinking false; -1: as the template does).
   // Throws slm::Error naming the option.
   static nlohmann::ordered_json template_kwargs_from_options(const std::string& json_text, int reasoning_budget);
-  const nlohmann::ordered_json& template_kwargs() const { return kwargs_; }
   // The template's text (the file's, the built-in's, or the model's).
   const std::string& source() const { return source_; }
   // How this template shows tools to the model and how its replies are read back.

@@ -93,9 +93,9 @@ class KVCache {
   // are; positions from .. from + delta - 1 are forgotten and the sequence is delta shorter.
   // A sliding-window ring that has wrapped moves too when its window after the move lies past
   // the dropped run; returns false, changing nothing, where that window would reach back into
-  // positions `from` keeps but the ring no longer holds. Keys of a quantized type are decoded, rotated
-  // and encoded again, as llama.cpp does. `rotate` is told the layer: Gemma 3's sliding-window
-  // layers have a RoPE base of their own.
+  // positions `from` keeps but the ring no longer holds. Keys of a quantized type are decoded,
+  // rotated and encoded again, as llama.cpp does. `rotate` is told the layer: Gemma 3's
+  // sliding-window layers have a RoPE base of their own.
   using KeyRotation = std::function<void(int layer, float* keys, int64_t n_rows, int32_t delta)>;
   virtual bool shift(int seq, int32_t from, int32_t delta, const KeyRotation& rotate) = 0;
   // Number of positions currently held for seq (next position to fill).

@@ -29,7 +29,17 @@ bool prompt_opens_reasoning(std::string_view p) {
 
 ReasoningSplitter::ReasoningSplitter(bool open) : state_(open ? State::Reasoning : State::Start) {}
 
-ReasoningSplitter::Delta ReasoningSplitter::push(std::string_view piece) {
+ReasoningSplitter::Delta ReasoningSplitter::push(std::string_view piece, bool last) {
+  Delta d = take(piece);
+  if (last) {
+    Delta end = finish();
+    d.reasoning += end.reasoning;
+    d.content += end.content;
+  }
+  return d;
+}
+
+ReasoningSplitter::Delta ReasoningSplitter::take(std::string_view piece) {
   Delta d;
   held_.append(piece);
   for (;;) {
@@ -103,12 +113,7 @@ ReasoningSplitter::Delta ReasoningSplitter::finish() {
 }
 
 ReasoningSplitter::Delta ReasoningSplitter::split(std::string_view reply, bool open) {
-  ReasoningSplitter s(open);
-  Delta d = s.push(reply);
-  Delta e = s.finish();
-  d.reasoning += e.reasoning;
-  d.content += e.content;
-  return d;
+  return ReasoningSplitter(open).push(reply, true);
 }
 
 }  // namespace slm

@@ -22,14 +22,16 @@ class ReasoningSplitter {
     std::string reasoning, content;
     bool empty() const { return reasoning.empty() && content.empty(); }
   };
-  // The reasoning and answer text that `piece` completes.
-  Delta push(std::string_view piece);
-  // What was held back, at the end of the reply (an unclosed reasoning stays reasoning).
+  // The reasoning and answer text that `piece` completes; with `last`, what was held back too
+  // (the reply ends there: an unclosed reasoning stays reasoning).
+  Delta push(std::string_view piece, bool last = false);
+  // What was held back, at the end of the reply.
   Delta finish();
   // Splits a whole reply.
   static Delta split(std::string_view reply, bool open = false);
 
  private:
+  Delta take(std::string_view piece);  // push() without the end
   enum class State { Start, Reasoning, AfterReasoning, Content };
   State state_;
   std::string held_;  // text not yet given out: a possible tag, or trailing whitespace

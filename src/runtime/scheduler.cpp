@@ -588,8 +588,8 @@ bool BatchScheduler::emit(Slot& s, int32_t token, const float* logits) {
     }
     n_shifts_.fetch_add(1);
     // As generate(): the cache's rows move and the token is evaluated in the next step; where
-    // they cannot (a wrapped sliding-window ring), what stays past what the cache kept is
-    // evaluated again in the next steps, like a prompt chunk.
+    // they cannot (a wrapped sliding-window ring whose window would need kept positions it lost),
+    // what stays past what the cache kept is evaluated again in the next steps, like a prompt chunk.
     if (!cache_->shift(s.seq, plan.n_keep, plan.n_discard, rotate_keys_)) {
       const int32_t kept = cache_->truncate(s.seq, plan.n_keep);
       s.tokens.resize(kept);

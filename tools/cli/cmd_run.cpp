@@ -187,9 +187,7 @@ std::string process_escapes(const std::string& s) {
 }
 
 std::unique_ptr<Model> GenerationOptions::load_model() const {
-  std::vector<std::string> overrides = rope.overrides(model);
-  overrides.insert(overrides.end(), override_kv.begin(), override_kv.end());  // --override-kv has the last word
-  return Model::load(GGUFFile::open(model, overrides));
+  return Model::load(GGUFFile::open(model, rope.overrides(model, override_kv)));
 }
 
 Generator::Generator(const GenerationOptions& o, const Tokenizer& tok, Session& session)

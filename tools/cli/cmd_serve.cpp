@@ -94,9 +94,7 @@ Runner add_serve(CLI::App& app) {
     }
     o->s.n_threads = o->threads > 0 ? o->threads : default_threads();
     o->s.kv_types = o->kv.types();
-    std::vector<std::string> overrides = o->rope.overrides(o->s.model_path);
-    overrides.insert(overrides.end(), o->s.override_kv.begin(), o->s.override_kv.end());
-    o->s.override_kv = std::move(overrides);
+    o->s.override_kv = o->rope.overrides(o->s.model_path, o->s.override_kv);
     return server::run(o->s);
   };
 }

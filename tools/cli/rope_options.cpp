@@ -28,9 +28,10 @@ bool RopeOptions::any() const {
          yarn_attn_factor || yarn_beta_fast || yarn_beta_slow;
 }
 
-std::vector<std::string> RopeOptions::overrides(const std::string& model_path) const {
+std::vector<std::string> RopeOptions::overrides(const std::string& model_path,
+                                                const std::vector<std::string>& then) const {
+  if (!any()) return then;
   std::vector<std::string> out;
-  if (!any()) return out;
   if (scale && freq_scale) fail("--rope-scale and --rope-freq-scale say the same thing: give one");
   const std::string arch = GGUFFile::open(model_path)->get_string("general.architecture");
   auto f = [&](const char* key, float v) { out.push_back(fmt::format("{}.{}=float:{}", arch, key, v)); };
@@ -45,6 +46,7 @@ std::vector<std::string> RopeOptions::overrides(const std::string& model_path) c
   if (yarn_attn_factor) f("rope.scaling.yarn_attn_factor", *yarn_attn_factor);
   if (yarn_beta_fast) f("rope.scaling.yarn_beta_fast", *yarn_beta_fast);
   if (yarn_beta_slow) f("rope.scaling.yarn_beta_slow", *yarn_beta_slow);
+  out.insert(out.end(), then.begin(), then.end());
   return out;
 }
 

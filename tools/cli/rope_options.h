@@ -19,8 +19,9 @@ struct RopeOptions {
   void add_to(CLI::App& app);
   bool any() const;
   // --override-kv entries (KEY=TYPE:VALUE) for the model at `model_path` (its architecture names
-  // the keys). Throws slm::Error for an unreadable file or contradicting options.
-  std::vector<std::string> overrides(const std::string& model_path) const;
+  // the keys), followed by `then` (the command's own --override-kv, which so has the last word).
+  // Throws slm::Error for an unreadable file or contradicting options.
+  std::vector<std::string> overrides(const std::string& model_path, const std::vector<std::string>& then = {}) const;
 };
 
 }  // namespace slm::cli

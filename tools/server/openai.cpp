@@ -711,32 +711,29 @@ json stream_chunk(const ResponseMeta& m, const std::string& text, const std::vec
   return chunk;
 }
 
-json reasoning_chunk(const ResponseMeta& m, const std::string& text, bool include_usage) {
+namespace {
+// A streamed chat chunk carrying `delta` alone (no logprobs, no finish_reason).
+json delta_chunk(const ResponseMeta& m, json delta, bool include_usage) {
   json chunk = {{"id", m.id},
                 {"object", "chat.completion.chunk"},
                 {"created", m.created},
                 {"model", m.model},
                 {"system_fingerprint", "slm"},
-                {"choices", json::array({{{"index", 0},
-                                          {"delta", {{"reasoning_content", text}}},
-                                          {"logprobs", nullptr},
-                                          {"finish_reason", nullptr}}})}};
+                {"choices", json::array({{{"index", 0}, {"delta", std::move(delta)}, {"logprobs", nullptr}, {"finish_reason", nullptr}}})}};
   if (include_usage) chunk["usage"] = nullptr;
   return chunk;
+}
+}  // namespace
+
+json reasoning_chunk(const ResponseMeta& m, const std::string& text, bool include_usage) {
+  return delta_chunk(m, {{"reasoning_content", text}}, include_usage);
 }
 
 json tool_reply_chunk(const ResponseMeta& m, const ToolReply& reply, bool include_usage) {
   json delta = json::object();
   if (!reply.content.empty()) delta["content"] = reply.content;
   if (!reply.calls.empty()) delta["tool_calls"] = tool_calls_json(reply.calls, true);
-  json chunk = {{"id", m.id},
-                {"object", "chat.completion.chunk"},
-                {"created", m.created},
-                {"model", m.model},
-                {"system_fingerprint", "slm"},
-                {"choices", json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}})}};
-  if (include_usage) chunk["usage"] = nullptr;
-  return chunk;
+  return delta_chunk(m, std::move(delta), include_usage);
 }
 
 json usage_chunk(const ResponseMeta& m, const RequestEvents& fin) {

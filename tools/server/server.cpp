@@ -410,12 +410,7 @@ void handle_completion(State& st, const std::string& body, httplib::Response& re
     }
     RequestEvents ev = s.next();
     if (s.reasoning) {  // the reasoning streams on its own; the rest goes on as the content
-      ReasoningSplitter::Delta d = s.reasoning->push(ev.text);
-      if (ev.finished) {
-        ReasoningSplitter::Delta end = s.reasoning->finish();
-        d.reasoning += end.reasoning;
-        d.content += end.content;
-      }
+      ReasoningSplitter::Delta d = s.reasoning->push(ev.text, ev.finished);
       if (!d.reasoning.empty() && !write(dump(reasoning_chunk(s.meta, d.reasoning, s.include_usage)))) return false;
       ev.text = std::move(d.content);
     }
@@ -521,12 +516,7 @@ void handle_ollama(State& st, const std::string& body, httplib::Response& res, b
     auto write = [&](const json& j) { return l.send(sink, dump(j) + "\n"); };
     RequestEvents ev = l.next();
     if (l.reasoning) {
-      ReasoningSplitter::Delta d = l.reasoning->push(ev.text);
-      if (ev.finished) {
-        ReasoningSplitter::Delta end = l.reasoning->finish();
-        d.reasoning += end.reasoning;
-        d.content += end.content;
-      }
+      ReasoningSplitter::Delta d = l.reasoning->push(ev.text, ev.finished);
       if (!d.reasoning.empty()) {
         json j = ollama_chunk(l.chat, l.model, "", nullptr);
         (l.chat ? j["message"]["thinking"] : j["thinking"]) = d.reasoning;
